@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/statusor.h"
 
@@ -27,6 +28,10 @@ struct PublicKey {
   bool IsZero() const;
   friend bool operator==(const PublicKey& a, const PublicKey& b) { return a.bytes == b.bytes; }
   friend bool operator<(const PublicKey& a, const PublicKey& b) { return a.bytes < b.bytes; }
+  template <typename H>
+  friend H AbslHashValue(H h, const PublicKey& k) {
+    return H::combine_contiguous(std::move(h), k.bytes.data(), k.bytes.size());
+  }
 };
 
 // A secret 32-byte value: a private key, a preshared key, a chaining key. Move-only, wiped on
