@@ -54,6 +54,8 @@ class IpAddress {
 class Prefix {
  public:
   Prefix() = default;
+  // Zeroes the host bits. A length outside 0..address.bit_length() is clamped into that range;
+  // Parse() rejects such text instead.
   Prefix(const IpAddress& address, int length);
   // "10.0.0.0/24", "fd00::/64"; a bare address means a host prefix (/32 or /128).
   static absl::StatusOr<Prefix> Parse(std::string_view text);
@@ -65,6 +67,11 @@ class Prefix {
 
   friend bool operator==(const Prefix& a, const Prefix& b) {
     return a.length_ == b.length_ && a.address_ == b.address_;
+  }
+  // Orders by family, then address, then length (shorter first), so sorted prefixes read naturally.
+  friend bool operator<(const Prefix& a, const Prefix& b) {
+    if (!(a.address_ == b.address_)) return a.address_ < b.address_;
+    return a.length_ < b.length_;
   }
 
  private:

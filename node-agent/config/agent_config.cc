@@ -1,0 +1,702 @@
+#include "node-agent/config/agent_config.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "lib/base/log.h"
+#include "lib/base/status_macros.h"
+
+namespace tunnelmesh {
+namespace {
+
+// A config file is a few kilobytes; anything this large is the wrong file.
+constexpr size_t kMaxConfigBytes = 1 << 20;
+// Values quoted in messages are cut here so one bad line cannot produce a huge error.
+constexpr size_t kMaxQuotedChars = 64;
+// RFC 1035 section 2.3.4: a full domain name has at most 253 characters in text form.
+constexpr size_t kMaxHostNameChars = 253;
+// WireGuard keys in base64: 32 bytes -> 43 characters plus one "=" of padding.
+constexpr size_t kBase64KeyChars = 44;
+
+// Debian's abseil has its own string_view type, which does not convert to or from std::one; the
+// parser works in absl::string_view (for absl's string functions) and converts at the edges.
+absl::string_view Absl(std::string_view text) { return absl::string_view(text.data(), text.size()); }
+std::string_view Std(absl::string_view text) { return std::string_view(text.data(), text.size()); }
+
+// Quotes text for an error message: C-escaped (so control bytes stay visible) and truncated.
+std::string Quote(absl::string_view text) {
+  bool truncated = text.size() > kMaxQuotedChars;
+  return absl::StrCat("\"", absl::CHexEscape(text.substr(0, kMaxQuotedChars)),
+                      truncated ? "...\"" : "\"");
+}
+
+// A key or section name as written by the user, made safe to print.
+std::string Escaped(absl::string_view text) {
+  bool truncated = text.size() > kMaxQuotedChars;
+  return absl::StrCat(absl::CHexEscape(text.substr(0, kMaxQuotedChars)), truncated ? "..." : "");
+}
+
+// Decimal digits only: no sign, no spaces, no hex. Empty when not a number or above `max`.
+std::optional<uint32_t> ParseDecimal(absl::string_view text, uint32_t max) {
+  if (text.empty() || text.size() > 10) return std::nullopt;
+  uint64_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (value > max) return std::nullopt;
+  return static_cast<uint32_t>(value);
+}
+
+bool IsUnspecified(const IpAddress& address) {
+  for (int i = 0; i < address.byte_length(); ++i) {
+    if (address.bytes()[i] != 0) return false;
+  }
+  return true;
+}
+
+absl::string_view FamilyName(const IpAddress& address) { return address.is_v4() ? "IPv4" : "IPv6"; }
+
+// Splits "addr/len" and parses both halves. `what` names the expected thing for messages.
+// `min_length` is the smallest prefix length accepted.
+absl::Status ParseAddressAndLength(absl::string_view text, absl::string_view what,
+                                   absl::string_view example, int min_length, IpAddress* address,
+                                   int* length) {
+  absl::string_view address_text = text;
+  std::optional<absl::string_view> length_text;
+  if (size_t slash = text.find('/'); slash != absl::string_view::npos) {
+    address_text = text.substr(0, slash);
+    length_text = text.substr(slash + 1);
+  }
+  absl::StatusOr<IpAddress> parsed = IpAddress::Parse(Std(address_text));
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Quote(text), " is not ", what, " (expected ", example, ")"));
+  }
+  *address = *parsed;
+  *length = address->bit_length();
+  if (length_text.has_value()) {
+    std::optional<uint32_t> value =
+        ParseDecimal(*length_text, static_cast<uint32_t>(address->bit_length()));
+    if (!value.has_value() || static_cast<int>(*value) < min_length) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Quote(text), " has an invalid prefix length (expected ", min_length, "-",
+          address->bit_length(), " for ", FamilyName(*address), ")"));
+    }
+    *length = static_cast<int>(*value);
+  }
+  return absl::OkStatus();
+}
+
+// A hashable identity for a prefix (Prefix itself has no hash).
+std::string PrefixKey(const Prefix& prefix) {
+  std::string key(reinterpret_cast<const char*>(prefix.address().bytes()),
+                  prefix.address().byte_length());
+  key.push_back(static_cast<char>(prefix.length()));
+  return key;
+}
+
+// Why a value is not a base64 key, or empty if its shape is right (decoding may still fail).
+std::string KeyShapeProblem(absl::string_view value) {
+  if (value.size() != kBase64KeyChars) return absl::StrCat("got ", value.size(), " characters");
+  if (value.back() != '=') return "the last character is not \"=\"";
+  for (char c : value.substr(0, kBase64KeyChars - 1)) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/') {
+      return "it contains characters outside base64 (A-Z a-z 0-9 + /)";
+    }
+  }
+  return "";
+}
+
+enum class Section { kNone, kInterface, kPeer };
+
+enum class Key {
+  kPrivateKey,
+  kListenPort,
+  kAddress,
+  kMtu,
+  kPublicKey,
+  kPresharedKey,
+  kEndpoint,
+  kAllowedIps,
+  kPersistentKeepalive,
+  kIgnored,
+};
+
+struct KeySpec {
+  absl::string_view name;
+  Section section;
+  Key key;
+  // Keys that may appear once per section; a repeat is an error rather than a silent override.
+  bool single;
+  // For keys accepted but ignored: why, for the warning.
+  absl::string_view ignored_because;
+};
+
+constexpr KeySpec kKeySpecs[] = {
+    {"PrivateKey", Section::kInterface, Key::kPrivateKey, true, ""},
+    {"ListenPort", Section::kInterface, Key::kListenPort, true, ""},
+    {"Address", Section::kInterface, Key::kAddress, false, ""},
+    {"MTU", Section::kInterface, Key::kMtu, true, ""},
+    {"DNS", Section::kInterface, Key::kIgnored, false,
+     "tunnelmesh-agent does not configure DNS resolvers"},
+    {"Table", Section::kInterface, Key::kIgnored, false,
+     "tunnelmesh-agent adds its routes to the main table"},
+    {"PreUp", Section::kInterface, Key::kIgnored, false, "tunnelmesh-agent runs no wg-quick hooks"},
+    {"PostUp", Section::kInterface, Key::kIgnored, false, "tunnelmesh-agent runs no wg-quick hooks"},
+    {"PreDown", Section::kInterface, Key::kIgnored, false,
+     "tunnelmesh-agent runs no wg-quick hooks"},
+    {"PostDown", Section::kInterface, Key::kIgnored, false,
+     "tunnelmesh-agent runs no wg-quick hooks"},
+    {"SaveConfig", Section::kInterface, Key::kIgnored, false,
+     "tunnelmesh-agent never writes the config file"},
+    {"FwMark", Section::kInterface, Key::kIgnored, false,
+     "tunnelmesh-agent does not mark its UDP packets"},
+    {"PublicKey", Section::kPeer, Key::kPublicKey, true, ""},
+    {"PresharedKey", Section::kPeer, Key::kPresharedKey, true, ""},
+    {"Endpoint", Section::kPeer, Key::kEndpoint, true, ""},
+    {"AllowedIPs", Section::kPeer, Key::kAllowedIps, false, ""},
+    {"PersistentKeepalive", Section::kPeer, Key::kPersistentKeepalive, true, ""},
+};
+
+const KeySpec* FindKey(absl::string_view name, Section section) {
+  for (const KeySpec& spec : kKeySpecs) {
+    if (spec.section == section && absl::EqualsIgnoreCase(spec.name, name)) return &spec;
+  }
+  return nullptr;
+}
+
+absl::string_view SectionName(Section section) {
+  return section == Section::kInterface ? "[Interface]" : "[Peer]";
+}
+
+std::string KeyList(Section section) {
+  std::string list;
+  for (const KeySpec& spec : kKeySpecs) {
+    if (spec.section != section) continue;
+    absl::StrAppend(&list, list.empty() ? "" : ", ", spec.name);
+  }
+  return list;
+}
+
+// Parses one config text. One instance per parse.
+class ConfigParser {
+ public:
+  ConfigParser(absl::string_view file_name, const HostResolver& resolve_host)
+      : file_name_(file_name), resolve_host_(resolve_host) {}
+
+  absl::StatusOr<AgentConfig> Parse(absl::string_view text) {
+    // Editors on Windows may prepend a UTF-8 byte order mark.
+    absl::ConsumePrefix(&text, "\xEF\xBB\xBF");
+    int line_number = 0;
+    for (absl::string_view line : absl::StrSplit(text, '\n')) {
+      ++line_number;
+      // As in wg(8), "#" starts a comment anywhere on a line.
+      if (size_t hash = line.find('#'); hash != absl::string_view::npos) line = line.substr(0, hash);
+      line = absl::StripAsciiWhitespace(line);
+      if (line.empty()) continue;
+      RETURN_IF_ERROR(HandleLine(line_number, line));
+    }
+    RETURN_IF_ERROR(Finish());
+    return std::move(config_);
+  }
+
+ private:
+  absl::Status Error(int line, absl::string_view key, absl::string_view what) const {
+    return absl::InvalidArgumentError(absl::StrCat(file_name_, ":", line, ": ", key, ": ", what));
+  }
+
+  absl::Status HandleLine(int line, absl::string_view text) {
+    if (text.front() == '[') return HandleSectionHeader(line, text);
+    size_t equals = text.find('=');
+    if (equals == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file_name_, ":", line, ": ", Quote(text),
+          " is neither a \"Key = Value\" line nor a section header ([Interface] or [Peer])"));
+    }
+    absl::string_view name = absl::StripAsciiWhitespace(text.substr(0, equals));
+    absl::string_view value = absl::StripAsciiWhitespace(text.substr(equals + 1));
+    if (name.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(file_name_, ":", line, ": ", Quote(text),
+                                                     " has no key before \"=\""));
+    }
+    if (section_ == Section::kNone) {
+      return Error(line, Escaped(name),
+                   "appears before any section (put it under [Interface] or [Peer])");
+    }
+    const KeySpec* spec = FindKey(name, section_);
+    if (spec == nullptr) {
+      Section other = section_ == Section::kInterface ? Section::kPeer : Section::kInterface;
+      if (const KeySpec* elsewhere = FindKey(name, other); elsewhere != nullptr) {
+        return Error(line, elsewhere->name,
+                     absl::StrCat("belongs in a ", SectionName(other), " section, not in ",
+                                  SectionName(section_)));
+      }
+      return Error(line, Escaped(name),
+                   absl::StrCat("unknown key in ", SectionName(section_), " (expected one of ",
+                                KeyList(section_), ")"));
+    }
+    if (spec->single) {
+      auto [it, inserted] = keys_in_section_.emplace(spec->key, line);
+      if (!inserted) {
+        return Error(line, spec->name,
+                     absl::StrCat("appears twice in this section (first at line ", it->second,
+                                  "); keep one"));
+      }
+    }
+    if (spec->key == Key::kIgnored) {
+      config_.warnings.push_back(absl::StrCat(file_name_, ":", line, ": ", spec->name,
+                                              " is ignored (", spec->ignored_because, ")"));
+      return absl::OkStatus();
+    }
+    return section_ == Section::kInterface ? HandleInterfaceKey(line, *spec, value)
+                                           : HandlePeerKey(line, *spec, value);
+  }
+
+  absl::Status HandleSectionHeader(int line, absl::string_view text) {
+    if (text.back() != ']') {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file_name_, ":", line, ": ", Quote(text),
+                       " is not a section header (expected [Interface] or [Peer])"));
+    }
+    absl::string_view name = absl::StripAsciiWhitespace(text.substr(1, text.size() - 2));
+    RETURN_IF_ERROR(FinishSection());
+    keys_in_section_.clear();
+    if (absl::EqualsIgnoreCase(name, "Interface")) {
+      if (interface_line_ != 0) {
+        return Error(line, "[Interface]",
+                     absl::StrCat("second [Interface] section (the first is at line ",
+                                  interface_line_, "); a file configures one interface"));
+      }
+      interface_line_ = line;
+      section_ = Section::kInterface;
+      return absl::OkStatus();
+    }
+    if (absl::EqualsIgnoreCase(name, "Peer")) {
+      section_ = Section::kPeer;
+      peer_ = PeerConfig();
+      peer_->line = line;
+      peer_key_line_ = 0;
+      return absl::OkStatus();
+    }
+    return Error(line, absl::StrCat("[", Escaped(name), "]"),
+                 "unknown section (expected [Interface] or [Peer])");
+  }
+
+  absl::Status HandleInterfaceKey(int line, const KeySpec& spec, absl::string_view value) {
+    switch (spec.key) {
+      case Key::kPrivateKey: {
+        ASSIGN_OR_RETURN(config_.private_key, ParseSecretKey(line, spec.name, value));
+        if (config_.private_key.IsZero()) {
+          return Error(line, spec.name, "is all zero (generate a key with \"wg genkey\")");
+        }
+        private_key_line_ = line;
+        return absl::OkStatus();
+      }
+      case Key::kListenPort: {
+        std::optional<uint32_t> port = ParseDecimal(value, 65535);
+        if (!port.has_value()) {
+          return Error(line, spec.name,
+                       absl::StrCat(Quote(value), " is not a UDP port (expected 0-65535)"));
+        }
+        config_.listen_port = static_cast<uint16_t>(*port);
+        return absl::OkStatus();
+      }
+      case Key::kMtu: {
+        std::optional<uint32_t> mtu = ParseDecimal(value, UINT32_MAX);
+        if (!mtu.has_value()) {
+          return Error(line, spec.name,
+                       absl::StrCat(Quote(value), " is not a number (expected an MTU of ",
+                                    kMinMtu, "-", kMaxMtu, ")"));
+        }
+        if (*mtu < kMinMtu || *mtu > kMaxMtu) {
+          return Error(line, spec.name,
+                       absl::StrCat(*mtu, " is out of range (expected ", kMinMtu, "-", kMaxMtu,
+                                    "; IPv6 needs at least ", kMinMtu, ")"));
+        }
+        config_.mtu = static_cast<int>(*mtu);
+        return absl::OkStatus();
+      }
+      case Key::kAddress:
+        return ForEachListEntry(line, spec.name, value, [&](absl::string_view entry) {
+          return AddAddress(line, spec.name, entry);
+        });
+      default:
+        return Error(line, spec.name, "internal error: key routed to the wrong section");
+    }
+  }
+
+  absl::Status HandlePeerKey(int line, const KeySpec& spec, absl::string_view value) {
+    PeerConfig& peer = *peer_;
+    switch (spec.key) {
+      case Key::kPublicKey: {
+        std::string problem = KeyShapeProblem(value);
+        absl::StatusOr<PublicKey> key = problem.empty() ? PublicKey::FromBase64(Std(value))
+                                                        : absl::InvalidArgumentError(problem);
+        if (!key.ok()) {
+          return Error(line, spec.name,
+                       absl::StrCat(Quote(value),
+                                    " is not a base64 WireGuard key (expected 44 characters "
+                                    "ending in \"=\", as \"wg pubkey\" prints it)"));
+        }
+        if (key->IsZero()) return Error(line, spec.name, "is all zero (expected the peer's key)");
+        auto [it, inserted] = peer_key_lines_.emplace(*key, line);
+        if (!inserted) {
+          return Error(line, spec.name,
+                       absl::StrCat("peer ", Quote(value), " is already defined at line ",
+                                    it->second, " (merge the two [Peer] sections)"));
+        }
+        peer.public_key = *key;
+        peer_key_line_ = line;
+        return absl::OkStatus();
+      }
+      case Key::kPresharedKey: {
+        ASSIGN_OR_RETURN(SecretKey psk, ParseSecretKey(line, spec.name, value));
+        // An all-zero PresharedKey is how wg(8) spells "none".
+        if (psk.IsZero()) {
+          peer.preshared_key.reset();
+        } else {
+          peer.preshared_key = std::move(psk);
+        }
+        return absl::OkStatus();
+      }
+      case Key::kEndpoint: {
+        ASSIGN_OR_RETURN(peer.endpoint, ParseEndpoint(line, spec.name, value));
+        peer.endpoint_text = std::string(value);
+        return absl::OkStatus();
+      }
+      case Key::kAllowedIps:
+        return ForEachListEntry(line, spec.name, value, [&](absl::string_view entry) {
+          return AddAllowedIp(line, spec.name, entry, &peer);
+        });
+      case Key::kPersistentKeepalive: {
+        if (absl::EqualsIgnoreCase(value, "off")) {
+          peer.persistent_keepalive = 0;
+          return absl::OkStatus();
+        }
+        std::optional<uint32_t> seconds = ParseDecimal(value, 65535);
+        if (!seconds.has_value()) {
+          return Error(line, spec.name,
+                       absl::StrCat(Quote(value),
+                                    " is not a keepalive interval (expected seconds 0-65535, "
+                                    "or \"off\")"));
+        }
+        peer.persistent_keepalive = static_cast<uint16_t>(*seconds);
+        return absl::OkStatus();
+      }
+      default:
+        return Error(line, spec.name, "internal error: key routed to the wrong section");
+    }
+  }
+
+  // Calls `handle` for each entry of a comma-separated list. An empty value is an empty list (as in
+  // wg-quick); an empty entry between commas is a typo.
+  template <typename Handle>
+  absl::Status ForEachListEntry(int line, absl::string_view key, absl::string_view value,
+                                Handle handle) {
+    if (value.empty()) return absl::OkStatus();
+    for (absl::string_view entry : absl::StrSplit(value, ',')) {
+      entry = absl::StripAsciiWhitespace(entry);
+      if (entry.empty()) {
+        return Error(line, key,
+                     absl::StrCat(Quote(value),
+                                  " has an empty entry (expected a comma-separated list)"));
+      }
+      RETURN_IF_ERROR(handle(entry));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status AddAddress(int line, absl::string_view key, absl::string_view entry) {
+    absl::StatusOr<InterfaceAddress> address = InterfaceAddress::Parse(Std(entry));
+    if (!address.ok()) return Error(line, key, address.status().message());
+    for (size_t i = 0; i < config_.addresses.size(); ++i) {
+      if (config_.addresses[i].address == address->address) {
+        return Error(line, key,
+                     absl::StrCat(Quote(entry), " repeats address ",
+                                  config_.addresses[i].address.ToString(), " (first at line ",
+                                  address_lines_[i], "); keep one"));
+      }
+    }
+    config_.addresses.push_back(*address);
+    address_lines_.push_back(line);
+    return absl::OkStatus();
+  }
+
+  absl::Status AddAllowedIp(int line, absl::string_view key, absl::string_view entry,
+                            PeerConfig* peer) {
+    IpAddress address;
+    int length = 0;
+    absl::Status parsed = ParseAddressAndLength(
+        entry, "an IP prefix", "an address with an optional /length, e.g. 10.0.0.0/24 or fd00::/64",
+        /*min_length=*/0, &address, &length);
+    if (!parsed.ok()) return Error(line, key, parsed.message());
+    Prefix prefix(address, length);
+    auto [it, inserted] = allowed_ip_owner_.emplace(PrefixKey(prefix), peer->line);
+    if (inserted) {
+      peer->allowed_ips.push_back(prefix);
+    } else if (it->second != peer->line) {
+      // wg(8) would silently move the prefix to the later peer; that is almost always a mistake.
+      return Error(line, key,
+                   absl::StrCat(Quote(entry), " is already allowed for the peer at line ",
+                                it->second, " (a prefix routes to one peer; remove one)"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Endpoint> ParseEndpoint(int line, absl::string_view key, absl::string_view value) {
+    constexpr absl::string_view kExpected =
+        "expected host:port, e.g. 192.0.2.1:51820, [2001:db8::1]:51820 or vpn.example.com:51820";
+    absl::string_view host;
+    absl::string_view port_text;
+    bool bracketed = false;
+    if (!value.empty() && value.front() == '[') {
+      bracketed = true;
+      size_t close = value.find(']');
+      if (close == absl::string_view::npos || close + 1 >= value.size() ||
+          value[close + 1] != ':') {
+        return Error(line, key, absl::StrCat(Quote(value), " is not an endpoint (", kExpected, ")"));
+      }
+      host = value.substr(1, close - 1);
+      port_text = value.substr(close + 2);
+    } else {
+      size_t colon = value.rfind(':');
+      if (colon == absl::string_view::npos) {
+        return Error(line, key, absl::StrCat(Quote(value), " has no port (", kExpected, ")"));
+      }
+      host = value.substr(0, colon);
+      port_text = value.substr(colon + 1);
+      if (host.find(':') != absl::string_view::npos) {
+        return Error(line, key,
+                     absl::StrCat(Quote(value),
+                                  " needs brackets around its IPv6 address (e.g. [2001:db8::1]:51820)"));
+      }
+    }
+    std::optional<uint32_t> port = ParseDecimal(port_text, 65535);
+    if (!port.has_value() || *port == 0) {
+      return Error(line, key,
+                   absl::StrCat(Quote(value), " has an invalid port (expected 1-65535)"));
+    }
+    if (host.empty()) {
+      return Error(line, key, absl::StrCat(Quote(value), " has no host (", kExpected, ")"));
+    }
+    absl::StatusOr<IpAddress> address = IpAddress::Parse(Std(host));
+    if (address.ok()) {
+      if (bracketed && !address->is_v6()) {
+        return Error(line, key,
+                     absl::StrCat(Quote(value), " has brackets around an IPv4 address (write ",
+                                  host, ":", *port, ")"));
+      }
+      return Endpoint(*address, static_cast<uint16_t>(*port));
+    }
+    if (bracketed) {
+      return Error(line, key,
+                   absl::StrCat(Quote(value), " has no IPv6 address inside the brackets"));
+    }
+    if (host.size() > kMaxHostNameChars || !IsHostName(host)) {
+      return Error(line, key,
+                   absl::StrCat(Quote(value), " is neither an IP address nor a host name (",
+                                kExpected, ")"));
+    }
+    absl::StatusOr<IpAddress> resolved = resolve_host_(std::string(host));
+    if (!resolved.ok()) {
+      return absl::Status(resolved.status().code(),
+                          absl::StrCat(file_name_, ":", line, ": ", key, ": ",
+                                       resolved.status().message()));
+    }
+    return Endpoint(*resolved, static_cast<uint16_t>(*port));
+  }
+
+  static bool IsHostName(absl::string_view host) {
+    for (char c : host) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' &&
+          c != '_') {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // Secret values are never quoted back: a near-miss of a real key is still mostly the key.
+  absl::StatusOr<SecretKey> ParseSecretKey(int line, absl::string_view key, absl::string_view value) {
+    std::string problem = KeyShapeProblem(value);
+    if (problem.empty()) {
+      absl::StatusOr<SecretKey> parsed = SecretKey::FromBase64(Std(value));
+      if (parsed.ok()) return std::move(parsed).value();
+      problem = "it does not decode to 32 bytes";
+    }
+    return Error(line, key,
+                 absl::StrCat("value is not a base64 WireGuard key (expected 44 characters ending "
+                              "in \"=\", as \"wg genkey\" prints it; ",
+                              problem, "; the value is not shown because it is secret)"));
+  }
+
+  // Checks a finished section for its required keys.
+  absl::Status FinishSection() {
+    if (section_ == Section::kInterface && private_key_line_ == 0) {
+      return Error(interface_line_, "PrivateKey",
+                   "missing from [Interface] (generate one with \"wg genkey\")");
+    }
+    if (section_ == Section::kPeer) {
+      if (peer_key_line_ == 0) {
+        return Error(peer_->line, "PublicKey",
+                     "missing from [Peer] (expected the peer's base64 public key, as "
+                     "\"wg pubkey\" prints it)");
+      }
+      config_.peers.push_back(std::move(*peer_));
+      peer_.reset();
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Finish() {
+    RETURN_IF_ERROR(FinishSection());
+    if (interface_line_ == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file_name_, ": [Interface]: section is missing (expected one with a PrivateKey)"));
+    }
+    // wg(8) silently drops a peer whose key is our own; here it is reported as the mistake it is.
+    PublicKey own = DerivePublicKey(config_.private_key);
+    if (auto it = peer_key_lines_.find(own); it != peer_key_lines_.end()) {
+      return Error(it->second, "PublicKey",
+                   "is this interface's own public key (derived from PrivateKey at line " +
+                       std::to_string(private_key_line_) + "); a peer must be another host");
+    }
+    return absl::OkStatus();
+  }
+
+  const std::string file_name_;
+  const HostResolver& resolve_host_;
+  AgentConfig config_;
+  Section section_ = Section::kNone;
+  // Line of the [Interface] header and its PrivateKey; 0 while not seen.
+  int interface_line_ = 0;
+  int private_key_line_ = 0;
+  // Single-valued keys seen in the current section, with their lines.
+  std::map<Key, int> keys_in_section_;
+  // Lines of config_.addresses, index for index.
+  std::vector<int> address_lines_;
+  // The [Peer] section being read, and the line of its PublicKey (0 while not seen).
+  std::optional<PeerConfig> peer_;
+  int peer_key_line_ = 0;
+  // Every peer's public key with the line it was set on, for duplicates.
+  std::map<PublicKey, int> peer_key_lines_;
+  // Each AllowedIPs prefix with the [Peer] line of the peer it belongs to.
+  absl::flat_hash_map<std::string, int> allowed_ip_owner_;
+};
+
+// Closes a FILE* on scope exit.
+struct FileCloser {
+  void operator()(std::FILE* file) const { std::fclose(file); }
+};
+
+}  // namespace
+
+absl::StatusOr<InterfaceAddress> InterfaceAddress::Parse(std::string_view std_text) {
+  const absl::string_view text = Absl(std_text);
+  InterfaceAddress result;
+  RETURN_IF_ERROR(ParseAddressAndLength(
+      text, "an interface address",
+      "an IP address with a prefix length, e.g. 10.0.0.1/24 or fd00::1/64",
+      /*min_length=*/1, &result.address, &result.prefix_length));
+  if (IsUnspecified(result.address)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Quote(text), " is the unspecified address (expected this host's address in the tunnel)"));
+  }
+  return result;
+}
+
+std::string InterfaceAddress::ToString() const {
+  return absl::StrCat(address.ToString(), "/", prefix_length);
+}
+
+absl::StatusOr<IpAddress> ResolveHostName(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_protocol = IPPROTO_UDP;
+  addrinfo* result = nullptr;
+  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &result);
+  if (rc != 0) {
+    // A name that does not exist is the config's fault; anything else may pass with time.
+    bool permanent = rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_FAMILY;
+    return absl::Status(
+        permanent ? absl::StatusCode::kInvalidArgument : absl::StatusCode::kUnavailable,
+        absl::StrCat("cannot resolve host ", Quote(host), ": ", gai_strerror(rc),
+                     permanent ? "" : " (check the network and DNS, then retry)"));
+  }
+  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> owned(result, &freeaddrinfo);
+  for (const addrinfo* info = result; info != nullptr; info = info->ai_next) {
+    absl::StatusOr<Endpoint> endpoint = Endpoint::FromSockaddr(info->ai_addr, info->ai_addrlen);
+    if (endpoint.ok()) return endpoint->address();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("cannot resolve host ", Quote(host), ": it has no IPv4 or IPv6 address"));
+}
+
+absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, std::string_view file_name,
+                                             const HostResolver& resolve_host) {
+  return ConfigParser(Absl(file_name), resolve_host).Parse(Absl(text));
+}
+
+absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
+                                            const HostResolver& resolve_host) {
+  std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rbe"));
+  if (file == nullptr) {
+    int error = errno;
+    absl::StatusCode code = error == ENOENT                     ? absl::StatusCode::kNotFound
+                            : error == EACCES || error == EPERM ? absl::StatusCode::kPermissionDenied
+                                                                : absl::StatusCode::kFailedPrecondition;
+    return absl::Status(code, absl::StrCat("cannot open config file ", path, ": ",
+                                           std::strerror(error)));
+  }
+  struct stat info {};
+  if (fstat(fileno(file.get()), &info) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot stat config file ", path, ": ", std::strerror(errno)));
+  }
+  if (!S_ISREG(info.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config file ", path, " is not a regular file"));
+  }
+  std::string text;
+  char buffer[8192];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), file.get())) > 0) {
+    text.append(buffer, n);
+    if (text.size() > kMaxConfigBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config file ", path, " is larger than ", kMaxConfigBytes,
+          " bytes; a WireGuard config is a few kilobytes (is this the right file?)"));
+    }
+  }
+  if (std::ferror(file.get())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read config file ", path, ": ", std::strerror(errno)));
+  }
+  ASSIGN_OR_RETURN(AgentConfig config, ParseAgentConfig(text, path, resolve_host));
+  if ((info.st_mode & (S_IROTH | S_IWOTH)) != 0) {
+    config.warnings.push_back(absl::StrCat(
+        path, ": is accessible to every user but holds the private key (chmod 600 ", path, ")"));
+  }
+  for (const std::string& warning : config.warnings) TM_LOG_WARN("{}", warning);
+  return config;
+}
+
+}  // namespace tunnelmesh

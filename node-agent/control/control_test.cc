@@ -1,0 +1,62 @@
+#include <unistd.h>
+
+#include "gtest/gtest.h"
+#include "node-agent/control/control_socket.h"
+#include "node-agent/control/status.h"
+
+namespace tunnelmesh {
+namespace {
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/tm-control-XXXXXX";
+  return mkdtemp(tmpl);
+}
+
+TEST(ControlSocketTest, ServesRequestsAndRefusesSecondServer) {
+  std::string path = ControlSocketPath(TempDir(), "tm-test0");
+  auto server = ControlServer::Listen(path, [](std::string_view req) {
+    return "got " + std::string(req);
+  });
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto reply = ControlRequest(path, "status");
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(*reply, "got status");
+  auto second = ControlServer::Listen(path, [](std::string_view) { return std::string(); });
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(std::string(second.status().message()).find("--interface"), std::string::npos);
+  server->reset();
+  EXPECT_NE(access(path.c_str(), F_OK), 0) << "socket file removed on shutdown";
+  auto gone = ControlRequest(path, "status");
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(StatusTest, ReportsPeersRoutesAndDrops) {
+  InitCrypto();
+  SecretKey key = SecretKey::GeneratePrivate(), peer_key = SecretKey::GeneratePrivate();
+  noise::Device device(key, 1420);
+  Endpoint ep(*IpAddress::Parse("192.0.2.7"), 51820);
+  noise::Peer* peer =
+      *device.AddPeer({DerivePublicKey(peer_key), SecretKey(), ep, std::chrono::seconds(25)});
+  RouteTable routes;
+  routes.Insert(*Prefix::Parse("10.0.0.2/32"), peer);
+  routes.Insert(*Prefix::Parse("fd00::/64"), peer);
+  device.drops().Add(noise::Drop::kMalformed, 3);
+  SelfInfo self{"laptop", "tm0", device.identity().public_key, {*IpAddress::Parse("10.0.0.1")}, 51820};
+  nlohmann::json status = BuildStatus(self, device, routes);
+  EXPECT_EQ(status["self"]["mesh_ips"][0], "10.0.0.1");
+  ASSERT_EQ(status["peers"].size(), 1u);
+  EXPECT_EQ(status["peers"][0]["public_key"], DerivePublicKey(peer_key).ToBase64());
+  EXPECT_EQ(status["peers"][0]["endpoint"], "192.0.2.7:51820");
+  EXPECT_EQ(status["peers"][0]["mesh_ips"], nlohmann::json::array({"10.0.0.2"}));
+  EXPECT_EQ(status["peers"][0]["allowed_ips"].size(), 2u);
+  EXPECT_EQ(status["peers"][0]["latest_handshake"], 0);
+  EXPECT_EQ(status["drops"]["malformed"], 3);
+  std::string text = FormatStatus(status, absl::Now());
+  EXPECT_NE(text.find("endpoint: 192.0.2.7:51820"), std::string::npos) << text;
+  EXPECT_NE(text.find("latest handshake: never"), std::string::npos) << text;
+  EXPECT_NE(text.find("malformed=3"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace tunnelmesh

@@ -1,0 +1,32 @@
+// The agent's status report: built from the live Device and routes as JSON (the schema `status
+// --json` prints, see docs/configuration.md) and rendered for people in the style of `wg show`.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "lib/crypto/keys.h"
+#include "lib/net/ip.h"
+#include "lib/noise/device.h"
+#include "nlohmann/json.hpp"
+#include "node-agent/dataplane/dataplane.h"
+
+namespace tunnelmesh {
+
+struct SelfInfo {
+  std::string name;
+  std::string interface_name;
+  PublicKey public_key;
+  std::vector<IpAddress> mesh_ips;
+  uint16_t listen_port = 0;
+};
+
+// Thread-safe: reads counters and takes each peer's lock briefly.
+nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
+                           const RouteTable& routes);
+
+// `wg show`-like text; `now` renders "latest handshake: 5 seconds ago".
+std::string FormatStatus(const nlohmann::json& status, absl::Time now);
+
+}  // namespace tunnelmesh
