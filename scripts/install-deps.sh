@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages TunnelMesh needs to build, test and benchmark. Idempotent: when
+# every package is already installed it returns at once without touching the network.
+set -euo pipefail
+
+packages=(
+  # Build
+  cmake g++ make ninja-build pkg-config
+  libsodium-dev libssl-dev libnl-3-dev libnl-route-3-dev libabsl-dev
+  libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # Run and test: real network namespaces, TUN, NAT, a real WireGuard peer, traffic tools
+  iproute2 iputils-ping nftables wireguard-go wireguard-tools iperf3 netcat-openbsd python3 procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}; run as root (sudo $0)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
