@@ -76,7 +76,8 @@ void Dataplane::SendNow(const Endpoint& to, absl::Span<const uint8_t> bytes) {
 void Dataplane::OutboundLoop() {
   // Each slot holds header room, the packet, and room for padding and the tag.
   const size_t slot_size = wire::kTransportHeaderSize + mtu_ + noise::Device::kSealTailroom + 64;
-  DatagramBatch batch(kBatch, slot_size);
+  std::vector<uint8_t> buffers(kBatch * slot_size);
+  SendBatch batch(kBatch);
   auto emit = [this](const Endpoint& to, absl::Span<const uint8_t> bytes) { SendNow(to, bytes); };
   pollfd fds[2] = {{tun_->fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
   while (running_) {
@@ -88,10 +89,9 @@ void Dataplane::OutboundLoop() {
     std::shared_ptr<const RouteTable> routes = routes_.load();
     const MonoTime now = clock_->Now();
     const absl::Time wall = clock_->WallNow();
-    size_t used = 0;
-    // Drain what the TUN device has queued, up to one batch, then send it with one sendmmsg.
+    // Drain what the TUN device has queued, up to one batch, then send it in one system call.
     for (size_t i = 0; i < kBatch; ++i) {
-      uint8_t* slot = batch.slot(used);
+      uint8_t* slot = buffers.data() + batch.datagrams() * slot_size;
       absl::StatusOr<size_t> n =
           tun_->Read(absl::Span<uint8_t>(slot + wire::kTransportHeaderSize, mtu_ + 1));
       if (!n.ok()) return Fail(n.status());
@@ -106,23 +106,22 @@ void Dataplane::OutboundLoop() {
       }
       size_t length = 0;
       Endpoint to;
-      if (device_->SealInPlace(*owner, slot, *n, now, wall, emit,
-                               &length, &to) == noise::Device::SealResult::kSealed) {
+      if (device_->SealInPlace(*owner, slot, *n, now, wall, emit, &length, &to) ==
+          noise::Device::SealResult::kSealed) {
         batch.Add(slot, length, to);
-        ++used;
       }
     }
-    if (batch.count() > 0) {
-      const size_t sent = socket_->SendBatch(&batch);
-      if (sent < batch.count()) device_->drops().Add(Drop::kSendFailed, batch.count() - sent);
+    if (batch.datagrams() > 0) {
+      const size_t refused = socket_->Send(&batch);
+      if (refused > 0) device_->drops().Add(Drop::kSendFailed, refused);
       batch.Clear();
     }
   }
 }
 
 void Dataplane::InboundLoop() {
-  const size_t slot_size = 65536;
-  DatagramBatch batch(kBatch, slot_size);
+  // GRO hands over up to 64 KiB per slot.
+  RecvBatch batch(kBatch / 4, 65536);
   auto emit = [this](const Endpoint& to, absl::Span<const uint8_t> bytes) { SendNow(to, bytes); };
   pollfd fds[2] = {{socket_->fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
   MonoTime next_tick = clock_->Now();
@@ -140,7 +139,7 @@ void Dataplane::InboundLoop() {
     }
     if (fds[1].revents) break;
     if (!(fds[0].revents & POLLIN)) continue;
-    absl::StatusOr<size_t> received = socket_->RecvBatch(&batch);
+    absl::StatusOr<size_t> received = socket_->Receive(&batch);
     if (!received.ok()) return Fail(received.status());
     if (*received == 0) continue;
     std::shared_ptr<const RouteTable> routes = routes_.load();
@@ -152,19 +151,24 @@ void Dataplane::InboundLoop() {
         device_->drops().Add(Drop::kMalformed);
         continue;
       }
-      uint8_t* data = batch.slot(i);
-      noise::Device::Received r =
-          device_->Receive(absl::Span<uint8_t>(data, batch.length(i)), *from, now, wall, emit);
-      if (r.kind != noise::Device::Received::Kind::kPacket) continue;
-      absl::Span<const uint8_t> packet(data + wire::kTransportHeaderSize, r.packet_length);
-      // Cryptokey routing: the inner source must be an address this peer is allowed to use.
-      std::optional<IpAddress> source = SourceOf(packet);
-      noise::Peer* const* owner = source ? routes->Lookup(*source) : nullptr;
-      if (owner == nullptr || *owner != r.peer) {
-        device_->drops().Add(source ? Drop::kSourceNotAllowed : Drop::kInnerMalformed);
-        continue;
+      const size_t total = batch.length(i);
+      const size_t segment = batch.segment_size(i) ? batch.segment_size(i) : total;
+      for (size_t offset = 0; offset < total; offset += segment) {
+        const size_t size = std::min(segment, total - offset);
+        uint8_t* data = batch.data(i) + offset;
+        noise::Device::Received r =
+            device_->Receive(absl::Span<uint8_t>(data, size), *from, now, wall, emit);
+        if (r.kind != noise::Device::Received::Kind::kPacket) continue;
+        absl::Span<const uint8_t> packet(data + wire::kTransportHeaderSize, r.packet_length);
+        // Cryptokey routing: the inner source must be an address this peer is allowed to use.
+        std::optional<IpAddress> source = SourceOf(packet);
+        noise::Peer* const* owner = source ? routes->Lookup(*source) : nullptr;
+        if (owner == nullptr || *owner != r.peer) {
+          device_->drops().Add(source ? Drop::kSourceNotAllowed : Drop::kInnerMalformed);
+          continue;
+        }
+        if (!tun_->Write(packet).ok()) device_->drops().Add(Drop::kTunWriteFailed);
       }
-      if (!tun_->Write(packet).ok()) device_->drops().Add(Drop::kTunWriteFailed);
     }
   }
 }
