@@ -33,6 +33,11 @@ CipherContexts& ThreadContexts() {
   return contexts;
 }
 
+// Below this size OpenSSL's per-call setup outweighs its faster bulk code, and libsodium wins
+// (bench/seal_open_bench: about 330 ns against 450 ns at 64 bytes). Both compute the same RFC 8439
+// construction, so the choice is invisible on the wire.
+constexpr size_t kSodiumBelow = 256;
+
 void MakeNonce(uint64_t counter, uint8_t nonce[12]) {
   std::memset(nonce, 0, 4);
   for (int i = 0; i < 8; ++i) nonce[4 + i] = static_cast<uint8_t>(counter >> (8 * i));
@@ -42,9 +47,16 @@ void MakeNonce(uint64_t counter, uint8_t nonce[12]) {
 
 void AeadSeal(const uint8_t key[32], uint64_t counter, Bytes plaintext, Bytes associated_data,
               uint8_t* out) {
-  EVP_CIPHER_CTX* ctx = ThreadContexts().seal;
   uint8_t nonce[12];
   MakeNonce(counter, nonce);
+  if (plaintext.size() < kSodiumBelow) {
+    unsigned long long written = 0;
+    crypto_aead_chacha20poly1305_ietf_encrypt(out, &written, plaintext.data(), plaintext.size(),
+                                              associated_data.data(), associated_data.size(),
+                                              nullptr, nonce, key);
+    return;
+  }
+  EVP_CIPHER_CTX* ctx = ThreadContexts().seal;
   int len = 0;
   EVP_EncryptInit_ex(ctx, nullptr, nullptr, key, nonce);
   if (!associated_data.empty()) {
@@ -62,9 +74,15 @@ bool AeadOpen(const uint8_t key[32], uint64_t counter, Bytes ciphertext, Bytes a
               uint8_t* out) {
   if (ciphertext.size() < kAeadTagSize) return false;
   const size_t body = ciphertext.size() - kAeadTagSize;
-  EVP_CIPHER_CTX* ctx = ThreadContexts().open;
   uint8_t nonce[12];
   MakeNonce(counter, nonce);
+  if (body < kSodiumBelow) {
+    unsigned long long written = 0;
+    return crypto_aead_chacha20poly1305_ietf_decrypt(
+               out, &written, nullptr, ciphertext.data(), ciphertext.size(),
+               associated_data.data(), associated_data.size(), nonce, key) == 0;
+  }
+  EVP_CIPHER_CTX* ctx = ThreadContexts().open;
   int len = 0;
   EVP_DecryptInit_ex(ctx, nullptr, nullptr, key, nonce);
   if (!associated_data.empty()) {
