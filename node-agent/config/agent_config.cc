@@ -36,7 +36,9 @@ constexpr size_t kBase64KeyChars = 44;
 
 // Debian's abseil has its own string_view type, which does not convert to or from std::one; the
 // parser works in absl::string_view (for absl's string functions) and converts at the edges.
-absl::string_view Absl(std::string_view text) { return absl::string_view(text.data(), text.size()); }
+absl::string_view Absl(std::string_view text) {
+  return absl::string_view(text.data(), text.size());
+}
 std::string_view Std(absl::string_view text) { return std::string_view(text.data(), text.size()); }
 
 // Quotes text for an error message: C-escaped (so control bytes stay visible) and truncated.
@@ -95,9 +97,9 @@ absl::Status ParseAddressAndLength(absl::string_view text, absl::string_view wha
     std::optional<uint32_t> value =
         ParseDecimal(*length_text, static_cast<uint32_t>(address->bit_length()));
     if (!value.has_value() || static_cast<int>(*value) < min_length) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          Quote(text), " has an invalid prefix length (expected ", min_length, "-",
-          address->bit_length(), " for ", FamilyName(*address), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(Quote(text), " has an invalid prefix length (expected ", min_length, "-",
+                       address->bit_length(), " for ", FamilyName(*address), ")"));
     }
     *length = static_cast<int>(*value);
   }
@@ -159,7 +161,8 @@ constexpr KeySpec kKeySpecs[] = {
     {"Table", Section::kInterface, Key::kIgnored, false,
      "tunnelmesh-agent adds its routes to the main table"},
     {"PreUp", Section::kInterface, Key::kIgnored, false, "tunnelmesh-agent runs no wg-quick hooks"},
-    {"PostUp", Section::kInterface, Key::kIgnored, false, "tunnelmesh-agent runs no wg-quick hooks"},
+    {"PostUp", Section::kInterface, Key::kIgnored, false,
+     "tunnelmesh-agent runs no wg-quick hooks"},
     {"PreDown", Section::kInterface, Key::kIgnored, false,
      "tunnelmesh-agent runs no wg-quick hooks"},
     {"PostDown", Section::kInterface, Key::kIgnored, false,
@@ -208,7 +211,8 @@ class ConfigParser {
     for (absl::string_view line : absl::StrSplit(text, '\n')) {
       ++line_number;
       // As in wg(8), "#" starts a comment anywhere on a line.
-      if (size_t hash = line.find('#'); hash != absl::string_view::npos) line = line.substr(0, hash);
+      if (size_t hash = line.find('#'); hash != absl::string_view::npos)
+        line = line.substr(0, hash);
       line = absl::StripAsciiWhitespace(line);
       if (line.empty()) continue;
       RETURN_IF_ERROR(HandleLine(line_number, line));
@@ -233,8 +237,8 @@ class ConfigParser {
     absl::string_view name = absl::StripAsciiWhitespace(text.substr(0, equals));
     absl::string_view value = absl::StripAsciiWhitespace(text.substr(equals + 1));
     if (name.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(file_name_, ":", line, ": ", Quote(text),
-                                                     " has no key before \"=\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat(file_name_, ":", line, ": ", Quote(text), " has no key before \"=\""));
     }
     if (section_ == Section::kNone) {
       return Error(line, Escaped(name),
@@ -322,8 +326,8 @@ class ConfigParser {
         std::optional<uint32_t> mtu = ParseDecimal(value, UINT32_MAX);
         if (!mtu.has_value()) {
           return Error(line, spec.name,
-                       absl::StrCat(Quote(value), " is not a number (expected an MTU of ",
-                                    kMinMtu, "-", kMaxMtu, ")"));
+                       absl::StrCat(Quote(value), " is not a number (expected an MTU of ", kMinMtu,
+                                    "-", kMaxMtu, ")"));
         }
         if (*mtu < kMinMtu || *mtu > kMaxMtu) {
           return Error(line, spec.name,
@@ -414,9 +418,9 @@ class ConfigParser {
     for (absl::string_view entry : absl::StrSplit(value, ',')) {
       entry = absl::StripAsciiWhitespace(entry);
       if (entry.empty()) {
-        return Error(line, key,
-                     absl::StrCat(Quote(value),
-                                  " has an empty entry (expected a comma-separated list)"));
+        return Error(
+            line, key,
+            absl::StrCat(Quote(value), " has an empty entry (expected a comma-separated list)"));
       }
       RETURN_IF_ERROR(handle(entry));
     }
@@ -428,10 +432,10 @@ class ConfigParser {
     if (!address.ok()) return Error(line, key, address.status().message());
     for (size_t i = 0; i < config_.addresses.size(); ++i) {
       if (config_.addresses[i].address == address->address) {
-        return Error(line, key,
-                     absl::StrCat(Quote(entry), " repeats address ",
-                                  config_.addresses[i].address.ToString(), " (first at line ",
-                                  address_lines_[i], "); keep one"));
+        return Error(
+            line, key,
+            absl::StrCat(Quote(entry), " repeats address ", config_.addresses[i].address.ToString(),
+                         " (first at line ", address_lines_[i], "); keep one"));
       }
     }
     config_.addresses.push_back(*address);
@@ -471,7 +475,8 @@ class ConfigParser {
       size_t close = value.find(']');
       if (close == absl::string_view::npos || close + 1 >= value.size() ||
           value[close + 1] != ':') {
-        return Error(line, key, absl::StrCat(Quote(value), " is not an endpoint (", kExpected, ")"));
+        return Error(line, key,
+                     absl::StrCat(Quote(value), " is not an endpoint (", kExpected, ")"));
       }
       host = value.substr(1, close - 1);
       port_text = value.substr(close + 2);
@@ -483,9 +488,10 @@ class ConfigParser {
       host = value.substr(0, colon);
       port_text = value.substr(colon + 1);
       if (host.find(':') != absl::string_view::npos) {
-        return Error(line, key,
-                     absl::StrCat(Quote(value),
-                                  " needs brackets around its IPv6 address (e.g. [2001:db8::1]:51820)"));
+        return Error(
+            line, key,
+            absl::StrCat(Quote(value),
+                         " needs brackets around its IPv6 address (e.g. [2001:db8::1]:51820)"));
       }
     }
     std::optional<uint32_t> port = ParseDecimal(port_text, 65535);
@@ -516,17 +522,16 @@ class ConfigParser {
     }
     absl::StatusOr<IpAddress> resolved = resolve_host_(std::string(host));
     if (!resolved.ok()) {
-      return absl::Status(resolved.status().code(),
-                          absl::StrCat(file_name_, ":", line, ": ", key, ": ",
-                                       resolved.status().message()));
+      return absl::Status(
+          resolved.status().code(),
+          absl::StrCat(file_name_, ":", line, ": ", key, ": ", resolved.status().message()));
     }
     return Endpoint(*resolved, static_cast<uint16_t>(*port));
   }
 
   static bool IsHostName(absl::string_view host) {
     for (char c : host) {
-      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' &&
-          c != '_') {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') {
         return false;
       }
     }
@@ -534,7 +539,8 @@ class ConfigParser {
   }
 
   // Secret values are never quoted back: a near-miss of a real key is still mostly the key.
-  absl::StatusOr<SecretKey> ParseSecretKey(int line, absl::string_view key, absl::string_view value) {
+  absl::StatusOr<SecretKey> ParseSecretKey(int line, absl::string_view key,
+                                           absl::string_view value) {
     std::string problem = KeyShapeProblem(value);
     if (problem.empty()) {
       absl::StatusOr<SecretKey> parsed = SecretKey::FromBase64(Std(value));
@@ -611,10 +617,10 @@ struct FileCloser {
 absl::StatusOr<InterfaceAddress> InterfaceAddress::Parse(std::string_view std_text) {
   const absl::string_view text = Absl(std_text);
   InterfaceAddress result;
-  RETURN_IF_ERROR(ParseAddressAndLength(
-      text, "an interface address",
-      "an IP address with a prefix length, e.g. 10.0.0.1/24 or fd00::1/64",
-      /*min_length=*/1, &result.address, &result.prefix_length));
+  RETURN_IF_ERROR(
+      ParseAddressAndLength(text, "an interface address",
+                            "an IP address with a prefix length, e.g. 10.0.0.1/24 or fd00::1/64",
+                            /*min_length=*/1, &result.address, &result.prefix_length));
   if (IsUnspecified(result.address)) {
     return absl::InvalidArgumentError(absl::StrCat(
         Quote(text), " is the unspecified address (expected this host's address in the tunnel)"));
@@ -660,11 +666,12 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
   std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rbe"));
   if (file == nullptr) {
     int error = errno;
-    absl::StatusCode code = error == ENOENT                     ? absl::StatusCode::kNotFound
-                            : error == EACCES || error == EPERM ? absl::StatusCode::kPermissionDenied
-                                                                : absl::StatusCode::kFailedPrecondition;
-    return absl::Status(code, absl::StrCat("cannot open config file ", path, ": ",
-                                           std::strerror(error)));
+    absl::StatusCode code = error == ENOENT ? absl::StatusCode::kNotFound
+                            : error == EACCES || error == EPERM
+                                ? absl::StatusCode::kPermissionDenied
+                                : absl::StatusCode::kFailedPrecondition;
+    return absl::Status(code,
+                        absl::StrCat("cannot open config file ", path, ": ", std::strerror(error)));
   }
   struct stat info {};
   if (fstat(fileno(file.get()), &info) != 0) {
@@ -672,8 +679,7 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
         absl::StrCat("cannot stat config file ", path, ": ", std::strerror(errno)));
   }
   if (!S_ISREG(info.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config file ", path, " is not a regular file"));
+    return absl::InvalidArgumentError(absl::StrCat("config file ", path, " is not a regular file"));
   }
   std::string text;
   char buffer[8192];
@@ -681,9 +687,9 @@ absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
   while ((n = std::fread(buffer, 1, sizeof(buffer), file.get())) > 0) {
     text.append(buffer, n);
     if (text.size() > kMaxConfigBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config file ", path, " is larger than ", kMaxConfigBytes,
-          " bytes; a WireGuard config is a few kilobytes (is this the right file?)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config file ", path, " is larger than ", kMaxConfigBytes,
+                       " bytes; a WireGuard config is a few kilobytes (is this the right file?)"));
     }
   }
   if (std::ferror(file.get())) {

@@ -1,7 +1,7 @@
 // The agent's configuration, read from a WireGuard INI file in the format `wg-quick` uses
 // (`[Interface]` and `[Peer]` sections), so an existing wg0.conf works unchanged. Parsing is pure:
-// it does no I/O except through the injectable host-name resolver, and it returns warnings instead of
-// logging them. Errors are kInvalidArgument and read "wg0.conf:7: PublicKey: <what is wrong>".
+// it does no I/O except through the injectable host-name resolver, and it returns warnings instead
+// of logging them. Errors are kInvalidArgument and read "wg0.conf:7: PublicKey: <what is wrong>".
 #pragma once
 
 #include <cstdint>
@@ -86,7 +86,8 @@ absl::StatusOr<IpAddress> ResolveHostName(const std::string& host);
     const HostResolver& resolve_host = ResolveHostName);
 
 // Reads and parses the file at `path`, logging the parse warnings plus one if the file is readable
-// by other users (it holds the private key). Missing file: kNotFound; unreadable: kPermissionDenied.
+// by other users (it holds the private key). Missing file: kNotFound; unreadable:
+// kPermissionDenied.
 [[nodiscard]] absl::StatusOr<AgentConfig> LoadAgentConfig(
     const std::string& path, const HostResolver& resolve_host = ResolveHostName);
 

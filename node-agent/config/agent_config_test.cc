@@ -129,23 +129,24 @@ TEST(AgentConfigTest, ParsesRealWorldWgQuickConfig) {
   EXPECT_EQ(branch.persistent_keepalive, 25);
   EXPECT_THAT(resolver.asked, ElementsAre("branch.example.net"));
 
-  EXPECT_THAT(config->warnings,
-              ElementsAre(StartsWith("wg0.conf:6: DNS is ignored"),
-                          StartsWith("wg0.conf:7: PostUp is ignored"),
-                          StartsWith("wg0.conf:8: PostDown is ignored"),
-                          StartsWith("wg0.conf:9: SaveConfig is ignored")));
+  EXPECT_THAT(config->warnings, ElementsAre(StartsWith("wg0.conf:6: DNS is ignored"),
+                                            StartsWith("wg0.conf:7: PostUp is ignored"),
+                                            StartsWith("wg0.conf:8: PostDown is ignored"),
+                                            StartsWith("wg0.conf:9: SaveConfig is ignored")));
 }
 
 TEST(AgentConfigTest, KeysAndSectionsAreCaseInsensitiveAndWhitespaceTolerant) {
   std::string text = absl::StrCat(
       "\xEF\xBB\xBF"  // UTF-8 byte order mark
       "  [ interface ]  \r\n"
-      "privatekey=", kPrivateA, "\r\n",
+      "privatekey=",
+      kPrivateA, "\r\n",
       "\tmtu\t=\t1280   # smallest IPv6 MTU\r\n"
       "ADDRESS =10.0.0.1/8\r\n"
       "\r\n"
       "[PEER]\n"
-      "publickey    =    ", kPublicB, "\n",
+      "publickey    =    ",
+      kPublicB, "\n",
       "allowedips = 10.1.0.0/16 ,fd00::/8  \n"
       "persistentkeepalive = OFF\n"
       "endpoint = [2001:db8::1]:443\n");
@@ -264,10 +265,9 @@ TEST(AgentConfigErrorTest, KeyInWrongSection) {
 TEST(AgentConfigErrorTest, RepeatedSingleValuedKey) {
   ExpectError(Interface("MTU = 1400\nMTU = 1300\n"),
               "wg0.conf:4: MTU: appears twice in this section (first at line 3); keep one");
-  ExpectError(
-      Interface(absl::StrCat("[Peer]\nPublicKey = ", kPublicB, "\nEndpoint = 1.2.3.4:5\n",
-                             "endpoint = 1.2.3.4:6\n")),
-      "wg0.conf:6: Endpoint: appears twice in this section (first at line 5); keep one");
+  ExpectError(Interface(absl::StrCat("[Peer]\nPublicKey = ", kPublicB, "\nEndpoint = 1.2.3.4:5\n",
+                                     "endpoint = 1.2.3.4:6\n")),
+              "wg0.conf:6: Endpoint: appears twice in this section (first at line 5); keep one");
 }
 
 TEST(AgentConfigErrorTest, SecondInterfaceSection) {
@@ -299,8 +299,8 @@ TEST(AgentConfigErrorTest, MissingPublicKey) {
 }
 
 TEST(AgentConfigErrorTest, DuplicatePeer) {
-  ExpectError(Interface(absl::StrCat("[Peer]\nPublicKey = ", kPublicB, "\n[Peer]\nPublicKey = ",
-                                     kPublicB, "\n")),
+  ExpectError(Interface(absl::StrCat("[Peer]\nPublicKey = ", kPublicB,
+                                     "\n[Peer]\nPublicKey = ", kPublicB, "\n")),
               absl::StrCat("wg0.conf:6: PublicKey: peer \"", kPublicB,
                            "\" is already defined at line 4 (merge the two [Peer] sections)"));
 }
@@ -446,9 +446,9 @@ TEST(AgentConfigErrorTest, Endpoint) {
   ExpectError(Interface(peer + "[2001:db8::1]51820\n"),
               absl::StrCat("wg0.conf:5: Endpoint: \"[2001:db8::1]51820\" is not an endpoint (",
                            kExpected, ")"));
-  ExpectError(Interface(peer + "[2001:db8::1\n"),
-              absl::StrCat("wg0.conf:5: Endpoint: \"[2001:db8::1\" is not an endpoint (",
-                           kExpected, ")"));
+  ExpectError(
+      Interface(peer + "[2001:db8::1\n"),
+      absl::StrCat("wg0.conf:5: Endpoint: \"[2001:db8::1\" is not an endpoint (", kExpected, ")"));
   ExpectError(Interface(peer + "[vpn.example.com]:1\n"),
               "wg0.conf:5: Endpoint: \"[vpn.example.com]:1\" has no IPv6 address inside the "
               "brackets");
@@ -474,14 +474,14 @@ TEST(AgentConfigErrorTest, EndpointResolverCodeIsKept) {
 }
 
 TEST(AgentConfigErrorTest, PersistentKeepalive) {
-  ExpectError(Interface(absl::StrCat("[Peer]\nPublicKey = ", kPublicB,
-                                     "\nPersistentKeepalive = 65536\n")),
-              "wg0.conf:5: PersistentKeepalive: \"65536\" is not a keepalive interval (expected "
-              "seconds 0-65535, or \"off\")");
-  ExpectError(Interface(absl::StrCat("[Peer]\nPublicKey = ", kPublicB,
-                                     "\nPersistentKeepalive = 25s\n")),
-              "wg0.conf:5: PersistentKeepalive: \"25s\" is not a keepalive interval (expected "
-              "seconds 0-65535, or \"off\")");
+  ExpectError(
+      Interface(absl::StrCat("[Peer]\nPublicKey = ", kPublicB, "\nPersistentKeepalive = 65536\n")),
+      "wg0.conf:5: PersistentKeepalive: \"65536\" is not a keepalive interval (expected "
+      "seconds 0-65535, or \"off\")");
+  ExpectError(
+      Interface(absl::StrCat("[Peer]\nPublicKey = ", kPublicB, "\nPersistentKeepalive = 25s\n")),
+      "wg0.conf:5: PersistentKeepalive: \"25s\" is not a keepalive interval (expected "
+      "seconds 0-65535, or \"off\")");
 }
 
 TEST(AgentConfigErrorTest, LongValuesAreTruncatedInMessages) {
@@ -556,19 +556,19 @@ TEST_F(LoadAgentConfigTest, WarnsWhenOthersCanReadTheFile) {
   std::string path = Write("open.conf", Interface(), 0644);
   absl::StatusOr<AgentConfig> config = LoadAgentConfig(path, FakeResolver().AsFunction());
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_THAT(config->warnings, ElementsAre(absl::StrCat(
-                                    path, ": is accessible to every user but holds the private "
-                                          "key (chmod 600 ",
-                                    path, ")")));
+  EXPECT_THAT(config->warnings,
+              ElementsAre(absl::StrCat(path,
+                                       ": is accessible to every user but holds the private "
+                                       "key (chmod 600 ",
+                                       path, ")")));
 }
 
 TEST_F(LoadAgentConfigTest, MissingFileIsNotFound) {
   absl::StatusOr<AgentConfig> config = LoadAgentConfig(dir_ + "/absent.conf");
   ASSERT_FALSE(config.ok());
   EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(Message(config.status()),
-            absl::StrCat("cannot open config file ", dir_,
-                         "/absent.conf: No such file or directory"));
+  EXPECT_EQ(Message(config.status()), absl::StrCat("cannot open config file ", dir_,
+                                                   "/absent.conf: No such file or directory"));
 }
 
 TEST_F(LoadAgentConfigTest, DirectoryIsRejected) {

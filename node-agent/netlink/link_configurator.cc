@@ -1,22 +1,30 @@
 #include "node-agent/netlink/link_configurator.h"
 
-// <net/if.h> before <linux/if.h> (pulled in by libnl's headers).
+// <net/if.h> before any header that pulls in <linux/if.h> (the kernel headers and libnl's).
+// clang-format off
 #include <net/if.h>
 #include <linux/if_addr.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+// clang-format on
 #include <netlink/addr.h>
+#include <netlink/attr.h>
 #include <netlink/errno.h>
 #include <netlink/handlers.h>
+#include <netlink/msg.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
 #include <netlink/route/nexthop.h>
 #include <netlink/route/route.h>
 #include <netlink/socket.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <utility>
 
@@ -42,6 +50,12 @@ namespace {
 
 using netlink_internal::KernelError;
 
+// How long SetUp and AddAddress wait for addresses to accept packets. The kernel's work queue
+// normally takes well under a millisecond; this bound only matters when something is wrong.
+constexpr std::chrono::milliseconds kAddressReadyTimeout(2000);
+// Re-check at least this often while waiting, in case a notification was lost (ENOBUFS).
+constexpr std::chrono::milliseconds kAddressRecheckInterval(100);
+
 // RAII for libnl's reference-counted objects.
 struct LinkDeleter {
   void operator()(rtnl_link* link) const { rtnl_link_put(link); }
@@ -59,6 +73,73 @@ using LinkPtr = std::unique_ptr<rtnl_link, LinkDeleter>;
 using AddrPtr = std::unique_ptr<rtnl_addr, AddrDeleter>;
 using RoutePtr = std::unique_ptr<rtnl_route, RouteDeleter>;
 using NlAddrPtr = std::unique_ptr<nl_addr, NlAddrDeleter>;
+struct MsgDeleter {
+  void operator()(nl_msg* msg) const { nlmsg_free(msg); }
+};
+struct CbDeleter {
+  void operator()(nl_cb* cb) const { nl_cb_put(cb); }
+};
+
+// A plain netlink socket subscribed to route changes, only used to sleep until something changes.
+class RouteEvents {
+ public:
+  RouteEvents() {
+    fd_ = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+    if (fd_ < 0) return;
+    sockaddr_nl local{};
+    local.nl_family = AF_NETLINK;
+    local.nl_groups = RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV6_IFADDR;
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~RouteEvents() {
+    if (fd_ >= 0) close(fd_);
+  }
+  RouteEvents(const RouteEvents&) = delete;
+  RouteEvents& operator=(const RouteEvents&) = delete;
+
+  // Waits up to `timeout` for a notification and discards whatever arrived (the caller re-checks
+  // the state itself). Without a socket it just sleeps, as a last resort.
+  void Wait(std::chrono::milliseconds timeout) {
+    if (fd_ < 0) {
+      usleep(static_cast<useconds_t>(timeout.count()) * 1000);
+      return;
+    }
+    pollfd p{fd_, POLLIN, 0};
+    poll(&p, 1, static_cast<int>(timeout.count()));
+    char buffer[8192];
+    while (recv(fd_, buffer, sizeof(buffer), MSG_DONTWAIT) > 0 || errno == ENOBUFS) {
+    }
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// The answer to an RTM_GETROUTE request: the route's type, then the ACK libnl asks for with every
+// request (NLM_F_ACK). Reading up to the ACK keeps libnl's sequence numbers in step.
+struct RouteAnswer {
+  int type = -1;
+  bool acked = false;
+};
+
+int RecordRouteType(nl_msg* msg, void* arg) {
+  const nlmsghdr* header = nlmsg_hdr(msg);
+  if (header->nlmsg_type == RTM_NEWROUTE &&
+      nlmsg_datalen(header) >= static_cast<int>(sizeof(rtmsg))) {
+    rtmsg route;
+    std::memcpy(&route, nlmsg_data(header), sizeof(route));
+    static_cast<RouteAnswer*>(arg)->type = route.rtm_type;
+  }
+  return NL_OK;
+}
+
+int RecordAck(nl_msg* /*msg*/, void* arg) {
+  static_cast<RouteAnswer*>(arg)->acked = true;
+  return NL_STOP;
+}
 
 int Family(const IpAddress& address) { return address.is_v4() ? AF_INET : AF_INET6; }
 
@@ -104,8 +185,9 @@ absl::StatusCode CodeForErrno(int error) {
     case EEXIST:
       return absl::StatusCode::kAlreadyExists;
     case EPERM:
-    case EACCES:
       return absl::StatusCode::kPermissionDenied;
+    case EACCES:  // e.g. "IPv6 is disabled on this device"; capabilities fail with EPERM.
+      return absl::StatusCode::kFailedPrecondition;
     case ENODEV:
     case ESRCH:
     case ENOENT:
@@ -164,20 +246,20 @@ absl::StatusOr<std::unique_ptr<LinkConfigurator>> LinkConfigurator::Create(
   rtnl_link* raw_link = nullptr;
   if (int rc = rtnl_link_get_kernel(socket.get(), 0, name.c_str(), &raw_link); rc < 0) {
     if (kernel_error->error == ENODEV || rc == -NLE_OBJ_NOTFOUND || rc == -NLE_NODEV) {
-      return absl::NotFoundError(absl::StrCat(
-          "interface ", name, " does not exist in this network namespace (create the TUN device "
-          "first)"));
+      return absl::NotFoundError(
+          absl::StrCat("interface ", name,
+                       " does not exist in this network namespace (create the TUN device "
+                       "first)"));
     }
-    return absl::Status(
-        CodeForErrno(kernel_error->error),
-        absl::StrCat("looking up interface ", name, ": ",
-                     kernel_error->error != 0 ? std::strerror(kernel_error->error)
-                                              : nl_geterror(rc)));
+    return absl::Status(CodeForErrno(kernel_error->error),
+                        absl::StrCat("looking up interface ", name, ": ",
+                                     kernel_error->error != 0 ? std::strerror(kernel_error->error)
+                                                              : nl_geterror(rc)));
   }
   LinkPtr link(raw_link);
   int index = rtnl_link_get_ifindex(link.get());
-  return std::unique_ptr<LinkConfigurator>(new LinkConfigurator(
-      std::move(socket), std::move(kernel_error), std::move(name), index));
+  return std::unique_ptr<LinkConfigurator>(
+      new LinkConfigurator(std::move(socket), std::move(kernel_error), std::move(name), index));
 }
 
 LinkConfigurator::LinkConfigurator(std::unique_ptr<nl_sock, SocketDeleter> socket,
@@ -203,7 +285,7 @@ absl::Status LinkConfigurator::Failure(const std::string& action, int nl_result)
   }
   std::string text = absl::StrCat(action, ": ", std::strerror(kernel.error));
   if (!kernel.message.empty()) absl::StrAppend(&text, " (kernel: ", kernel.message, ")");
-  if (kernel.error == EPERM || kernel.error == EACCES) {
+  if (kernel.error == EPERM) {
     absl::StrAppend(&text, " (the agent needs CAP_NET_ADMIN)");
   }
   return absl::Status(CodeForErrno(kernel.error), text);
@@ -232,15 +314,84 @@ absl::Status LinkConfigurator::SetMtu(int mtu) {
 }
 
 absl::Status LinkConfigurator::SetUp() {
-  return ChangeLink(absl::StrCat("setting ", interface_name_, " up"), /*mtu=*/0, /*up=*/true);
+  absl::Status changed =
+      ChangeLink(absl::StrCat("setting ", interface_name_, " up"), /*mtu=*/0, /*up=*/true);
+  if (!changed.ok()) return changed;
+  up_ = true;
+  std::vector<IpAddress> addresses;
+  for (const OwnedAddress& address : addresses_) addresses.push_back(address.address);
+  return WaitUntilUsable(std::move(addresses));
+}
+
+absl::StatusOr<bool> LinkConfigurator::IsLocal(const IpAddress& address) {
+  std::string action =
+      absl::StrCat("looking up the route to ", address.ToString(), " on ", interface_name_);
+  std::unique_ptr<nl_msg, MsgDeleter> msg(nlmsg_alloc_simple(RTM_GETROUTE, 0));
+  if (msg == nullptr) return absl::ResourceExhaustedError(absl::StrCat(action, ": out of memory"));
+  rtmsg request{};
+  request.rtm_family = static_cast<unsigned char>(Family(address));
+  request.rtm_dst_len = static_cast<unsigned char>(address.bit_length());
+  if (int rc = nlmsg_append(msg.get(), &request, sizeof(request), NLMSG_ALIGNTO); rc < 0) {
+    return Failure(action, rc);
+  }
+  if (int rc = nla_put(msg.get(), RTA_DST, address.byte_length(), address.bytes()); rc < 0) {
+    return Failure(action, rc);
+  }
+  *kernel_error_ = {};
+  if (int rc = nl_send_auto(socket_.get(), msg.get()); rc < 0) return Failure(action, rc);
+  nl_cb* base = nl_socket_get_cb(socket_.get());
+  std::unique_ptr<nl_cb, CbDeleter> callbacks(nl_cb_clone(base));
+  nl_cb_put(base);
+  if (callbacks == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat(action, ": out of memory"));
+  }
+  RouteAnswer answer;
+  nl_cb_set(callbacks.get(), NL_CB_VALID, NL_CB_CUSTOM, &RecordRouteType, &answer);
+  nl_cb_set(callbacks.get(), NL_CB_ACK, NL_CB_CUSTOM, &RecordAck, &answer);
+  while (!answer.acked) {
+    // An error (e.g. no route at all) arrives instead of the ACK and ends the exchange too.
+    if (int rc = nl_recvmsgs(socket_.get(), callbacks.get()); rc < 0) {
+      int error = kernel_error_->error;
+      if (error == ENETUNREACH || error == EHOSTUNREACH) return false;
+      return Failure(action, rc);
+    }
+  }
+  return answer.type == RTN_LOCAL;
+}
+
+absl::Status LinkConfigurator::WaitUntilUsable(std::vector<IpAddress> addresses) {
+  // Subscribe before the first check, so no change between check and wait goes unnoticed.
+  RouteEvents events;
+  const auto deadline = std::chrono::steady_clock::now() + kAddressReadyTimeout;
+  while (true) {
+    std::vector<IpAddress> pending;
+    for (const IpAddress& address : addresses) {
+      absl::StatusOr<bool> local = IsLocal(address);
+      if (!local.ok()) return local.status();
+      if (!*local) pending.push_back(address);
+    }
+    if (pending.empty()) return absl::OkStatus();
+    addresses = std::move(pending);
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "address ", addresses.front().ToString(), " on ", interface_name_,
+          " does not accept packets ", kAddressReadyTimeout.count(),
+          " ms after the link came up (the kernel has not installed its local route; for IPv6 "
+          "check sysctl net.ipv6.conf.",
+          interface_name_, ".disable_ipv6)"));
+    }
+    events.Wait(std::min(kAddressRecheckInterval,
+                         std::chrono::ceil<std::chrono::milliseconds>(deadline - now)));
+  }
 }
 
 absl::Status LinkConfigurator::AddAddress(const IpAddress& address, int prefix_length) {
   std::string action = absl::StrCat("adding address ", address.ToString(), "/", prefix_length,
                                     " to ", interface_name_);
   if (prefix_length < 0 || prefix_length > address.bit_length()) {
-    return absl::InvalidArgumentError(absl::StrCat(action, ": prefix length must be 0-",
-                                                   address.bit_length()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(action, ": prefix length must be 0-", address.bit_length()));
   }
   AddrPtr addr(rtnl_addr_alloc());
   NlAddrPtr local = ToNlAddr(address, prefix_length);
@@ -262,11 +413,12 @@ absl::Status LinkConfigurator::AddAddress(const IpAddress& address, int prefix_l
     TM_LOG_INFO("address already present, leaving it in place at teardown interface={} address={}",
                 interface_name_, address.ToString());
   }
-  for (const OwnedAddress& known : addresses_) {
-    if (known.address == address && known.prefix_length == prefix_length) return absl::OkStatus();
+  bool known = false;
+  for (const OwnedAddress& added : addresses_) {
+    known = known || (added.address == address && added.prefix_length == prefix_length);
   }
-  addresses_.push_back({address, prefix_length, /*owned=*/!existed});
-  return absl::OkStatus();
+  if (!known) addresses_.push_back({address, prefix_length, /*owned=*/!existed});
+  return up_ ? WaitUntilUsable({address}) : absl::OkStatus();
 }
 
 absl::Status LinkConfigurator::DeleteAddress(const OwnedAddress& address) {
@@ -316,15 +468,16 @@ absl::StatusOr<RoutePtr> BuildRoute(const Prefix& prefix, int interface_index) {
 absl::Status LinkConfigurator::AddRoute(const Prefix& prefix) {
   std::string action = absl::StrCat("adding route ", prefix.ToString(), " via ", interface_name_);
   absl::StatusOr<RoutePtr> route = BuildRoute(prefix, interface_index_);
-  if (!route.ok()) return absl::Status(route.status().code(), absl::StrCat(action, ": ",
-                                                                            route.status().message()));
+  if (!route.ok())
+    return absl::Status(route.status().code(),
+                        absl::StrCat(action, ": ", route.status().message()));
   *kernel_error_ = {};
   if (int rc = rtnl_route_add(socket_.get(), route->get(), NLM_F_EXCL); rc < 0) {
     absl::Status failure = Failure(action, rc);
     if (failure.code() == absl::StatusCode::kAlreadyExists) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          failure.message(), " (another route to ", prefix.ToString(),
-          " is in the main table: see \"ip route show ", prefix.ToString(), "\")"));
+      return absl::AlreadyExistsError(
+          absl::StrCat(failure.message(), " (another route to ", prefix.ToString(),
+                       " is in the main table: see \"ip route show ", prefix.ToString(), "\")"));
     }
     return failure;
   }
@@ -332,11 +485,11 @@ absl::Status LinkConfigurator::AddRoute(const Prefix& prefix) {
 }
 
 absl::Status LinkConfigurator::DeleteRoute(const Prefix& prefix) {
-  std::string action =
-      absl::StrCat("removing route ", prefix.ToString(), " via ", interface_name_);
+  std::string action = absl::StrCat("removing route ", prefix.ToString(), " via ", interface_name_);
   absl::StatusOr<RoutePtr> route = BuildRoute(prefix, interface_index_);
-  if (!route.ok()) return absl::Status(route.status().code(), absl::StrCat(action, ": ",
-                                                                            route.status().message()));
+  if (!route.ok())
+    return absl::Status(route.status().code(),
+                        absl::StrCat(action, ": ", route.status().message()));
   *kernel_error_ = {};
   if (int rc = rtnl_route_delete(socket_.get(), route->get(), 0); rc < 0) {
     return Failure(action, rc);

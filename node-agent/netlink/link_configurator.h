@@ -46,12 +46,15 @@ class LinkConfigurator {
   [[nodiscard]] absl::Status SetMtu(int mtu);
 
   // Adds `address`/`prefix_length` (the kernel adds the connected route). IPv6 addresses skip
-  // duplicate address detection (IFA_F_NODAD) so they are usable at once: the tunnel has no
-  // neighbours to collide with. An address that already exists is accepted but not owned: Teardown
-  // leaves it in place.
+  // duplicate address detection (IFA_F_NODAD): the tunnel has no neighbours to collide with. An
+  // address that already exists is accepted but not owned: Teardown leaves it in place. When the
+  // link is already up, returns once the address accepts packets (see SetUp).
   [[nodiscard]] absl::Status AddAddress(const IpAddress& address, int prefix_length);
 
-  // Sets the link administratively up (not undone by Teardown).
+  // Sets the link administratively up (not undone by Teardown), then waits until every address
+  // added so far accepts packets: the kernel installs an IPv6 address's local route from a work
+  // queue a moment after the link comes up, and drops packets to the address until then. The
+  // wait is event-driven (rtnetlink notifications) and bounded by 2 s (kDeadlineExceeded).
   [[nodiscard]] absl::Status SetUp();
 
   // Makes the routes this object installed (main table, `dev <interface> scope link proto static`)
@@ -89,6 +92,10 @@ class LinkConfigurator {
   absl::Status AddRoute(const Prefix& prefix);
   absl::Status DeleteRoute(const Prefix& prefix);
   absl::Status DeleteAddress(const OwnedAddress& address);
+  // Whether the kernel routes packets for `address` to this host (RTM_GETROUTE, as `ip route get`).
+  absl::StatusOr<bool> IsLocal(const IpAddress& address);
+  // Blocks until IsLocal() holds for each address, or the deadline passes.
+  absl::Status WaitUntilUsable(std::vector<IpAddress> addresses);
   // Turns a negative libnl result into a Status for `action`, using kernel_error_.
   absl::Status Failure(const std::string& action, int nl_result) const;
   bool IsConnectedSubnet(const Prefix& prefix) const;
@@ -101,6 +108,8 @@ class LinkConfigurator {
   const int interface_index_;
   std::vector<OwnedAddress> addresses_;
   std::vector<Prefix> routes_;
+  // Set by a successful SetUp().
+  bool up_ = false;
 };
 
 }  // namespace tunnelmesh

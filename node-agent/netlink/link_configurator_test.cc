@@ -29,6 +29,7 @@ namespace {
 
 using ::testing::Contains;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::StartsWith;
@@ -159,7 +160,7 @@ TEST_F(LinkConfiguratorTest, ConfiguresTheLinkAndTearsDownWhatItAdded) {
   ASSERT_TRUE(link.AddAddress(Ip("fd07::1"), 64).ok());
   ASSERT_TRUE(link.SetUp().ok());
   std::vector<Prefix> allowed_ips = {Pfx("10.8.0.0/16"), Pfx("fd08::/64"), Pfx("192.168.9.9/32"),
-                                     Pfx("10.7.0.0/24"),  // the connected subnet: skipped
+                                     Pfx("10.7.0.0/24"),   // the connected subnet: skipped
                                      Pfx("10.8.0.0/16")};  // a duplicate: ignored
   absl::Status routed = link.ReplaceRoutes(allowed_ips);
   ASSERT_TRUE(routed.ok()) << routed;
@@ -174,10 +175,9 @@ TEST_F(LinkConfiguratorTest, ConfiguresTheLinkAndTearsDownWhatItAdded) {
   Json v6 = AddressInfo("tm0", "fd07::1");
   EXPECT_TRUE(v6.value("nodad", false)) << v6.dump();
   EXPECT_FALSE(v6.value("tentative", false)) << v6.dump();
-  EXPECT_THAT(Routes("tm0"),
-              UnorderedElementsAre(Kernel("10.7.0.0/24"), Kernel("fd07::/64", true),
-                                   Static("10.8.0.0/16"), Static("fd08::/64", true),
-                                   Static("192.168.9.9/32")));
+  EXPECT_THAT(Routes("tm0"), UnorderedElementsAre(Kernel("10.7.0.0/24"), Kernel("fd07::/64", true),
+                                                  Static("10.8.0.0/16"), Static("fd08::/64", true),
+                                                  Static("192.168.9.9/32")));
 
   absl::Status torn_down = link.Teardown();
   ASSERT_TRUE(torn_down.ok()) << torn_down;
@@ -199,14 +199,14 @@ TEST_F(LinkConfiguratorTest, ReplaceRoutesAddsNewAndRemovesGone) {
   ASSERT_TRUE(replaced.ok()) << replaced;
   EXPECT_THAT(link->installed_routes(),
               ElementsAre(Pfx("10.9.0.0/16"), Pfx("172.16.0.0/12"), Pfx("fd09::/48")));
-  EXPECT_THAT(Routes("tm0"),
-              UnorderedElementsAre(Kernel("10.7.0.0/24"), Kernel("fd07::/64", true),
-                                   Static("10.9.0.0/16"), Static("172.16.0.0/12"),
-                                   Static("fd09::/48", true)));
+  EXPECT_THAT(Routes("tm0"), UnorderedElementsAre(Kernel("10.7.0.0/24"), Kernel("fd07::/64", true),
+                                                  Static("10.9.0.0/16"), Static("172.16.0.0/12"),
+                                                  Static("fd09::/48", true)));
 
   ASSERT_TRUE(link->ReplaceRoutes({}).ok());
   EXPECT_THAT(link->installed_routes(), IsEmpty());
-  EXPECT_THAT(Routes("tm0"), UnorderedElementsAre(Kernel("10.7.0.0/24"), Kernel("fd07::/64", true)));
+  EXPECT_THAT(Routes("tm0"),
+              UnorderedElementsAre(Kernel("10.7.0.0/24"), Kernel("fd07::/64", true)));
 }
 
 TEST_F(LinkConfiguratorTest, DestructionRemovesWhatItAdded) {
@@ -257,8 +257,8 @@ TEST_F(LinkConfiguratorTest, ConflictingRouteIsAlreadyExistsAndNamesTheRoute) {
   // What did get installed is still tracked, and removed at teardown.
   EXPECT_THAT(link->installed_routes(), ElementsAre(Pfx("10.8.0.0/16")));
   ASSERT_TRUE(link->Teardown().ok());
-  EXPECT_THAT(Routes("tm1"), UnorderedElementsAre(Static("10.60.0.0/16"),
-                                                  Static("fd60::/64", true)));
+  EXPECT_THAT(Routes("tm1"),
+              UnorderedElementsAre(Static("10.60.0.0/16"), Static("fd60::/64", true)));
 }
 
 TEST_F(LinkConfiguratorTest, RouteOnADownLinkGivesTheKernelsReason) {
@@ -294,6 +294,21 @@ TEST_F(LinkConfiguratorTest, PreexistingAddressIsAcceptedButLeftInPlace) {
   EXPECT_THAT(Addresses("tm0"), UnorderedElementsAre("10.7.0.1/24", "fd07::1/64"));
 }
 
+TEST_F(LinkConfiguratorTest, AddressOnALinkWithIpv6DisabledGivesTheKernelsReason) {
+  std::FILE* sysctl = std::fopen("/proc/sys/net/ipv6/conf/tm0/disable_ipv6", "w");
+  ASSERT_NE(sysctl, nullptr) << std::strerror(errno);
+  std::fputs("1\n", sysctl);
+  ASSERT_EQ(std::fclose(sysctl), 0);
+  absl::StatusOr<std::unique_ptr<LinkConfigurator>> link = LinkConfigurator::Create("tm0");
+  ASSERT_TRUE(link.ok()) << link.status();
+  absl::Status added = (*link)->AddAddress(Ip("fd07::1"), 64);
+  EXPECT_EQ(added.code(), absl::StatusCode::kFailedPrecondition);
+  // The extended-ack text varies a little between kernels ("ipv6: " prefix or not).
+  EXPECT_THAT(std::string(added.message()),
+              StartsWith("adding address fd07::1/64 to tm0: Permission denied (kernel: "));
+  EXPECT_THAT(std::string(added.message()), HasSubstr("IPv6 is disabled on this device)"));
+}
+
 // --- Packets through the configured TUN device ---
 
 uint16_t Checksum(const uint8_t* data, size_t size, uint32_t sum = 0) {
@@ -319,16 +334,16 @@ std::vector<uint8_t> UdpPacket(const IpAddress& source, uint16_t source_port,
   if (source.is_v4()) {
     packet[0] = 0x45;
     Put16(packet, 2, static_cast<uint16_t>(packet.size()));
-    packet[8] = 64;   // TTL
-    packet[9] = 17;   // UDP
+    packet[8] = 64;  // TTL
+    packet[9] = 17;  // UDP
     std::memcpy(&packet[12], source.bytes(), n);
     std::memcpy(&packet[16], destination.bytes(), n);
     Put16(packet, 10, Checksum(packet.data(), 20));
   } else {
     packet[0] = 0x60;
     Put16(packet, 4, static_cast<uint16_t>(udp_length));
-    packet[6] = 17;   // UDP
-    packet[7] = 64;   // hop limit
+    packet[6] = 17;  // UDP
+    packet[7] = 64;  // hop limit
     std::memcpy(&packet[8], source.bytes(), n);
     std::memcpy(&packet[24], destination.bytes(), n);
   }
@@ -412,9 +427,7 @@ TEST_F(LinkConfiguratorTest, PacketsFlowBetweenSocketsAndTheTunDevice) {
 
     // In: TUN write -> kernel -> socket.
     ASSERT_TRUE(tun_->Write(UdpPacket(remote, 9999, local, local_port, "world")).ok());
-    std::string got = ReceiveWithin5Seconds(fd);
-    EXPECT_EQ(got, "world");
-    if (got != "world") system("awk '$2 != 0' /proc/net/snmp6; nstat -a 2>/dev/null | grep -v ' 0 ' ; ip -6 addr; ip -6 route; ss -uan");
+    EXPECT_EQ(ReceiveWithin5Seconds(fd), "world");
     close(fd);
   }
 }

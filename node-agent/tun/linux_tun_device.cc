@@ -1,11 +1,12 @@
 #include "node-agent/tun/linux_tun_device.h"
 
-// <net/if.h> must come before <linux/if.h>: both define the interface flags and glibc's header
-// skips its copy only in this order.
+// <net/if.h> must come before <linux/if.h>: both define the interface flags and struct ifreq, and
+// only the kernel header knows to skip its copies when glibc's came first.
+// clang-format off
 #include <net/if.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
-
+// clang-format on
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -24,7 +25,9 @@ namespace {
 constexpr char kTunPath[] = "/dev/net/tun";
 
 // Debian's abseil has its own string_view type that does not convert from std::string_view.
-absl::string_view Absl(std::string_view text) { return absl::string_view(text.data(), text.size()); }
+absl::string_view Absl(std::string_view text) {
+  return absl::string_view(text.data(), text.size());
+}
 
 // Closes a descriptor unless released; keeps Create() leak-free on every error path.
 class FdGuard {
@@ -56,9 +59,9 @@ absl::Status ValidateName(std::string_view name) {
   }
   for (char c : name) {
     if (c == '/' || c == ':' || c == '%' || !absl::ascii_isgraph(static_cast<unsigned char>(c))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "TUN interface name \"", absl::CEscape(Absl(name)),
-          "\" may not contain \"/\", \":\", \"%\", spaces or control characters"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("TUN interface name \"", absl::CEscape(Absl(name)),
+                       "\" may not contain \"/\", \":\", \"%\", spaces or control characters"));
     }
   }
   return absl::OkStatus();
@@ -70,9 +73,10 @@ absl::Status OpenError(int error) {
     case ENOENT:
     case ENODEV:
     case ENXIO:
-      return absl::FailedPreconditionError(absl::StrCat(
-          what, " (is the tun module loaded? try \"modprobe tun\"; in a container, pass the "
-                "device in, e.g. --device /dev/net/tun)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(what,
+                       " (is the tun module loaded? try \"modprobe tun\"; in a container, pass the "
+                       "device in, e.g. --device /dev/net/tun)"));
     case EACCES:
     case EPERM:
       return absl::PermissionDeniedError(
@@ -86,23 +90,27 @@ absl::Status OpenError(int error) {
 }
 
 absl::Status SetIffError(std::string_view name, int error) {
-  std::string what = absl::StrCat("creating TUN interface \"", Absl(name), "\" (TUNSETIFF): ",
-                                  std::strerror(error));
+  std::string what = absl::StrCat("creating TUN interface \"", Absl(name),
+                                  "\" (TUNSETIFF): ", std::strerror(error));
   switch (error) {
     case EPERM:
     case EACCES:
       return absl::PermissionDeniedError(absl::StrCat(
-          what, " (the agent needs CAP_NET_ADMIN: run as root or grant it with "
-                "\"setcap cap_net_admin+ep\" or systemd's AmbientCapabilities=CAP_NET_ADMIN)"));
+          what,
+          " (the agent needs CAP_NET_ADMIN: run as root or grant it with "
+          "\"setcap cap_net_admin+ep\" or systemd's AmbientCapabilities=CAP_NET_ADMIN)"));
     case EBUSY:
-      return absl::AlreadyExistsError(absl::StrCat(
-          what, " (another process already holds this interface: is another agent or "
-                "wireguard-go running? pick another name or stop it)"));
+      return absl::AlreadyExistsError(
+          absl::StrCat(what,
+                       " (another process already holds this interface: is another agent or "
+                       "wireguard-go running? pick another name or stop it)"));
     case EINVAL:
       if (!name.empty() && if_nametoindex(std::string(name).c_str()) != 0) {
         return absl::InvalidArgumentError(absl::StrCat(
-            what, " (an interface with this name exists and is not a TUN device: pick another "
-                  "name or delete it with \"ip link delete ", Absl(name), "\")"));
+            what,
+            " (an interface with this name exists and is not a TUN device: pick another "
+            "name or delete it with \"ip link delete ",
+            Absl(name), "\")"));
       }
       return absl::InvalidArgumentError(what);
     default:
@@ -162,9 +170,9 @@ absl::Status LinuxTunDevice::Write(absl::Span<const uint8_t> packet) {
       case ENOBUFS:
         return queue_full_;
       case EINVAL:
-        return absl::InvalidArgumentError(
-            absl::StrCat("writing to TUN interface ", name_, ": the kernel rejected a ",
-                         packet.size(), "-byte packet"));
+        return absl::InvalidArgumentError(absl::StrCat("writing to TUN interface ", name_,
+                                                       ": the kernel rejected a ", packet.size(),
+                                                       "-byte packet"));
       default:
         return absl::UnavailableError(
             absl::StrCat("writing to TUN interface ", name_, ": ", std::strerror(errno)));

@@ -78,7 +78,8 @@ TEST_F(LinuxTunDeviceTest, WriteWhileDownIsUnavailable) {
   absl::StatusOr<std::unique_ptr<LinuxTunDevice>> tun = LinuxTunDevice::Create("tm0");
   ASSERT_TRUE(tun.ok()) << tun.status();
   // A minimal IPv4 header; the kernel refuses it before looking, because the link is down.
-  std::vector<uint8_t> packet = {0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1};
+  std::vector<uint8_t> packet = {0x45, 0, 0,  20, 0, 0, 0,  0, 64, 17,
+                                 0,    0, 10, 0,  0, 2, 10, 0, 0,  1};
   absl::Status written = (*tun)->Write(packet);
   EXPECT_EQ(written.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(std::string(written.message()), "writing to TUN interface tm0: the link is down");
@@ -115,14 +116,18 @@ TEST(LinuxTunDeviceNameTest, InvalidNamesAreRejectedBeforeTouchingTheKernel) {
     std::string message;
   };
   for (const Case& c : std::vector<Case>{
-           {"tunnelmesh-agent0", "TUN interface name \"tunnelmesh-agent0\" has 17 characters (at "
-                                 "most 15 allowed)"},
-           {"tm/0", "TUN interface name \"tm/0\" may not contain \"/\", \":\", \"%\", spaces or "
-                    "control characters"},
-           {"tm 0", "TUN interface name \"tm 0\" may not contain \"/\", \":\", \"%\", spaces or "
-                    "control characters"},
-           {"tm%d", "TUN interface name \"tm%d\" may not contain \"/\", \":\", \"%\", spaces or "
-                    "control characters"},
+           {"tunnelmesh-agent0",
+            "TUN interface name \"tunnelmesh-agent0\" has 17 characters (at "
+            "most 15 allowed)"},
+           {"tm/0",
+            "TUN interface name \"tm/0\" may not contain \"/\", \":\", \"%\", spaces or "
+            "control characters"},
+           {"tm 0",
+            "TUN interface name \"tm 0\" may not contain \"/\", \":\", \"%\", spaces or "
+            "control characters"},
+           {"tm%d",
+            "TUN interface name \"tm%d\" may not contain \"/\", \":\", \"%\", spaces or "
+            "control characters"},
            {"..", "TUN interface name \"..\" is reserved"},
        }) {
     absl::StatusOr<std::unique_ptr<LinuxTunDevice>> tun = LinuxTunDevice::Create(c.name);

@@ -23,8 +23,7 @@ int MakeEventFd() {
 
 }  // namespace
 
-FakeTunDevice::FakeTunDevice(std::string name)
-    : name_(std::move(name)), event_fd_(MakeEventFd()) {}
+FakeTunDevice::FakeTunDevice(std::string name) : name_(std::move(name)), event_fd_(MakeEventFd()) {}
 
 FakeTunDevice::~FakeTunDevice() { close(event_fd_); }
 

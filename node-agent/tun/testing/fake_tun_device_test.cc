@@ -99,7 +99,8 @@ TEST(FakeTunDeviceTest, PollingReaderOnAnotherThreadSeesEveryPacket) {
       ++seen;
     }
   });
-  for (int i = 0; i < kPackets; ++i) tun.InjectPacket(std::vector<uint8_t>{static_cast<uint8_t>(i)});
+  for (int i = 0; i < kPackets; ++i)
+    tun.InjectPacket(std::vector<uint8_t>{static_cast<uint8_t>(i)});
   reader.join();
   EXPECT_EQ(tun.pending_reads(), 0u);
 }
