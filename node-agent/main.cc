@@ -114,7 +114,7 @@ int Run(const Options& options) {
     }
   }
 
-  absl::StatusOr<std::unique_ptr<LinuxTunDevice>> tun = LinuxTunDevice::Create(options.interface_name);
+  absl::StatusOr<std::unique_ptr<LinuxTunDevice>> tun = LinuxTunDevice::Create(options.interface_name, /*offload=*/true);
   if (!tun.ok()) return Fail("creating interface " + options.interface_name + ": " + std::string(tun.status().message()));
   absl::StatusOr<std::unique_ptr<UdpSocket>> socket =
       UdpSocket::Open(config->listen_port, /*fall_back_to_any=*/true);

@@ -4,17 +4,23 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <cstring>
+
 #include "lib/base/log.h"
 #include "lib/net/packet.h"
 #include "lib/wire/wireguard.h"
+#include "node-agent/tun/offload.h"
 
 namespace tunnelmesh {
 namespace {
 
 using noise::Drop;
 
-// Datagrams per system call. Bursts beyond this wait for the next loop iteration.
+// TUN reads per wakeup; bursts beyond this wait for the next loop iteration.
 constexpr size_t kBatch = 64;
+// Packet slots on the send side, and the most segments one TCP super-packet may produce.
+constexpr size_t kSlots = 192;
+constexpr size_t kMaxSegments = 64;
 constexpr auto kTickInterval = std::chrono::milliseconds(100);
 
 }  // namespace
@@ -74,10 +80,17 @@ void Dataplane::SendNow(const Endpoint& to, absl::Span<const uint8_t> bytes) {
 }
 
 void Dataplane::OutboundLoop() {
-  // Each slot holds header room, the packet, and room for padding and the tag.
+  // Each slot holds header room, one packet, and room for padding and the tag. A TCP super-packet
+  // from an offloading TUN fills up to kMaxSegments slots at once.
   const size_t slot_size = wire::kTransportHeaderSize + mtu_ + noise::Device::kSealTailroom + 64;
-  std::vector<uint8_t> buffers(kBatch * slot_size);
-  SendBatch batch(kBatch);
+  std::vector<uint8_t> slots(kSlots * slot_size);
+  auto slot = [&](size_t i) { return slots.data() + i * slot_size; };
+  const bool offload = tun_->offload();
+  std::vector<uint8_t> staging(offload ? VirtioNetHdr::kSize + 65536 : 0);
+  uint8_t* segment_outputs[kMaxSegments];
+  size_t segment_lengths[kMaxSegments];
+  SendBatch batch(kSlots);
+  size_t used = 0;  // Slots holding data since the last send; not all of them join the batch.
   auto emit = [this](const Endpoint& to, absl::Span<const uint8_t> bytes) { SendNow(to, bytes); };
   pollfd fds[2] = {{tun_->fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
   while (running_) {
@@ -89,33 +102,73 @@ void Dataplane::OutboundLoop() {
     std::shared_ptr<const RouteTable> routes = routes_.load();
     const MonoTime now = clock_->Now();
     const absl::Time wall = clock_->WallNow();
-    // Drain what the TUN device has queued, up to one batch, then send it in one system call.
-    for (size_t i = 0; i < kBatch; ++i) {
-      uint8_t* slot = buffers.data() + batch.datagrams() * slot_size;
-      absl::StatusOr<size_t> n =
-          tun_->Read(absl::Span<uint8_t>(slot + wire::kTransportHeaderSize, mtu_ + 1));
-      if (!n.ok()) return Fail(n.status());
-      if (*n == 0) break;
-      if (*n > mtu_) continue;  // Larger than the interface MTU allows: cannot be ours to send.
+    // Routes, seals and queues the packet of `length` bytes at slot + kTransportHeaderSize.
+    auto handle = [&](uint8_t* at, size_t length) {
       std::optional<IpAddress> destination =
-          DestinationOf(absl::Span<const uint8_t>(slot + wire::kTransportHeaderSize, *n));
+          DestinationOf(absl::Span<const uint8_t>(at + wire::kTransportHeaderSize, length));
       noise::Peer* const* owner = destination ? routes->Lookup(*destination) : nullptr;
       if (owner == nullptr) {
         device_->drops().Add(destination ? Drop::kNoRoute : Drop::kInnerMalformed);
+        return;
+      }
+      size_t message_length = 0;
+      Endpoint to;
+      if (device_->SealInPlace(*owner, at, length, now, wall, emit, &message_length, &to) ==
+          noise::Device::SealResult::kSealed) {
+        batch.Add(at, message_length, to);
+      }
+    };
+    // Drain what the TUN device has queued, up to a batch, then send it in one system call.
+    for (size_t reads = 0; reads < kBatch && used + kMaxSegments <= kSlots; ++reads) {
+      if (!offload) {
+        uint8_t* at = slot(used);
+        absl::StatusOr<size_t> n =
+            tun_->Read(absl::Span<uint8_t>(at + wire::kTransportHeaderSize, mtu_ + 1));
+        if (!n.ok()) return Fail(n.status());
+        if (*n == 0) break;
+        if (*n > mtu_) continue;  // Larger than the interface MTU allows: not ours to send.
+        ++used;
+        handle(at, *n);
         continue;
       }
-      size_t length = 0;
-      Endpoint to;
-      if (device_->SealInPlace(*owner, slot, *n, now, wall, emit, &length, &to) ==
-          noise::Device::SealResult::kSealed) {
-        batch.Add(slot, length, to);
+      absl::StatusOr<size_t> n = tun_->Read(absl::MakeSpan(staging));
+      if (!n.ok()) return Fail(n.status());
+      if (*n == 0) break;
+      if (*n <= VirtioNetHdr::kSize) continue;
+      const VirtioNetHdr hdr = VirtioNetHdr::Read(staging.data());
+      absl::Span<uint8_t> packet(staging.data() + VirtioNetHdr::kSize, *n - VirtioNetHdr::kSize);
+      if (hdr.gso_type == VirtioNetHdr::kGsoNone) {
+        if (packet.size() > mtu_) continue;
+        uint8_t* at = slot(used);
+        std::memcpy(at + wire::kTransportHeaderSize, packet.data(), packet.size());
+        if (!CompleteChecksum(hdr, absl::Span<uint8_t>(at + wire::kTransportHeaderSize,
+                                                       packet.size()))) {
+          device_->drops().Add(Drop::kInnerMalformed);
+          continue;
+        }
+        ++used;
+        handle(at, packet.size());
+        continue;
       }
+      for (size_t i = 0; i < kMaxSegments; ++i) {
+        segment_outputs[i] = slot(used + i) + wire::kTransportHeaderSize;
+      }
+      const size_t segments = SplitSuperPacket(hdr, packet, mtu_, segment_outputs,
+                                               absl::MakeSpan(segment_lengths));
+      if (segments == 0) {
+        device_->drops().Add(Drop::kInnerMalformed);
+        continue;
+      }
+      const size_t first = used;
+      used += segments;
+      for (size_t i = 0; i < segments; ++i) handle(slot(first + i), segment_lengths[i]);
     }
     if (batch.datagrams() > 0) {
       const size_t refused = socket_->Send(&batch);
       if (refused > 0) device_->drops().Add(Drop::kSendFailed, refused);
       batch.Clear();
     }
+    used = 0;
   }
 }
 
@@ -123,6 +176,12 @@ void Dataplane::InboundLoop() {
   // GRO hands over up to 64 KiB per slot.
   RecvBatch batch(kBatch / 4, 65536);
   auto emit = [this](const Endpoint& to, absl::Span<const uint8_t> bytes) { SendNow(to, bytes); };
+  // With an offloading TUN, in-order TCP segments are merged into super-packets before the write.
+  const bool offload = tun_->offload();
+  GroCoalescer gro;
+  auto write = [this](absl::Span<const iovec> parts) {
+    if (!tun_->WriteV(parts).ok()) device_->drops().Add(Drop::kTunWriteFailed);
+  };
   pollfd fds[2] = {{socket_->fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
   MonoTime next_tick = clock_->Now();
   while (running_) {
@@ -167,9 +226,15 @@ void Dataplane::InboundLoop() {
           device_->drops().Add(source ? Drop::kSourceNotAllowed : Drop::kInnerMalformed);
           continue;
         }
-        if (!tun_->Write(packet).ok()) device_->drops().Add(Drop::kTunWriteFailed);
+        if (offload) {
+          // The 16 bytes of transport header before the packet are the virtio header's room.
+          gro.Add(data + wire::kTransportHeaderSize, r.packet_length, write);
+        } else if (!tun_->Write(packet).ok()) {
+          device_->drops().Add(Drop::kTunWriteFailed);
+        }
       }
     }
+    if (offload) gro.Flush(write);
   }
 }
 

@@ -9,6 +9,7 @@
 // clang-format on
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -120,25 +121,33 @@ absl::Status SetIffError(std::string_view name, int error) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LinuxTunDevice>> LinuxTunDevice::Create(std::string_view name) {
+absl::StatusOr<std::unique_ptr<LinuxTunDevice>> LinuxTunDevice::Create(std::string_view name,
+                                                                        bool offload) {
   if (absl::Status valid = ValidateName(name); !valid.ok()) return valid;
   FdGuard fd(open(kTunPath, O_RDWR | O_NONBLOCK | O_CLOEXEC));
   if (fd.get() < 0) return OpenError(errno);
 
   ifreq request{};
   // IFF_NO_PI: packets carry no 4-byte flags/protocol header; the IP version nibble tells v4/v6.
-  request.ifr_flags = IFF_TUN | IFF_NO_PI;
+  request.ifr_flags = IFF_TUN | IFF_NO_PI | (offload ? IFF_VNET_HDR : 0);
   std::memcpy(request.ifr_name, name.data(), name.size());
   if (ioctl(fd.get(), TUNSETIFF, &request) != 0) return SetIffError(name, errno);
+  if (offload) {
+    // Checksum offload is required for TSO; without both, packets simply arrive unsegmented.
+    unsigned int features = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    if (ioctl(fd.get(), TUNSETOFFLOAD, features) != 0) ioctl(fd.get(), TUNSETOFFLOAD, 0u);
+  }
 
   // The kernel writes back the final name (it differs when `name` was empty).
   std::string actual(request.ifr_name, strnlen(request.ifr_name, IFNAMSIZ));
-  return std::unique_ptr<LinuxTunDevice>(new LinuxTunDevice(fd.release(), std::move(actual)));
+  return std::unique_ptr<LinuxTunDevice>(
+      new LinuxTunDevice(fd.release(), std::move(actual), offload));
 }
 
-LinuxTunDevice::LinuxTunDevice(int fd, std::string name)
+LinuxTunDevice::LinuxTunDevice(int fd, std::string name, bool offload)
     : fd_(fd),
       name_(std::move(name)),
+      offload_(offload),
       link_down_(absl::UnavailableError(
           absl::StrCat("writing to TUN interface ", name_, ": the link is down"))),
       queue_full_(absl::UnavailableError(
@@ -161,22 +170,35 @@ absl::Status LinuxTunDevice::Write(absl::Span<const uint8_t> packet) {
   while (true) {
     ssize_t n = write(fd_, packet.data(), packet.size());
     if (n >= 0) return absl::OkStatus();
-    switch (errno) {
-      case EINTR:
-        continue;
-      case EIO:  // tun_get_user() refuses packets while the interface is down.
-        return link_down_;
-      case EAGAIN:
-      case ENOBUFS:
-        return queue_full_;
-      case EINVAL:
-        return absl::InvalidArgumentError(absl::StrCat("writing to TUN interface ", name_,
-                                                       ": the kernel rejected a ", packet.size(),
-                                                       "-byte packet"));
-      default:
-        return absl::UnavailableError(
-            absl::StrCat("writing to TUN interface ", name_, ": ", std::strerror(errno)));
-    }
+    if (errno == EINTR) continue;
+    return WriteError(errno, packet.size());
+  }
+}
+
+absl::Status LinuxTunDevice::WriteV(absl::Span<const iovec> parts) {
+  while (true) {
+    ssize_t n = writev(fd_, parts.data(), static_cast<int>(parts.size()));
+    if (n >= 0) return absl::OkStatus();
+    if (errno == EINTR) continue;
+    size_t size = 0;
+    for (const iovec& part : parts) size += part.iov_len;
+    return WriteError(errno, size);
+  }
+}
+
+absl::Status LinuxTunDevice::WriteError(int error, size_t size) const {
+  switch (error) {
+    case EIO:  // tun_get_user() refuses packets while the interface is down.
+      return link_down_;
+    case EAGAIN:
+    case ENOBUFS:
+      return queue_full_;
+    case EINVAL:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "writing to TUN interface ", name_, ": the kernel rejected a ", size, "-byte packet"));
+    default:
+      return absl::UnavailableError(
+          absl::StrCat("writing to TUN interface ", name_, ": ", std::strerror(error)));
   }
 }
 

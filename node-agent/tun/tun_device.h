@@ -9,6 +9,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include <sys/uio.h>
+
 #include "absl/types/span.h"
 
 namespace tunnelmesh {
@@ -28,6 +30,14 @@ class TunDevice {
   // Hands one IP packet to the kernel. kUnavailable when the link is down or the queue is full:
   // drop the packet and count it. Messages of these per-packet errors are prebuilt (no allocation).
   [[nodiscard]] virtual absl::Status Write(absl::Span<const uint8_t> packet) = 0;
+
+  // Hands one packet spread over several buffers to the kernel (writev). The default joins them and
+  // calls Write.
+  [[nodiscard]] virtual absl::Status WriteV(absl::Span<const iovec> parts);
+
+  // True when every Read and Write carries a virtio_net_hdr in front of the packet and the kernel
+  // exchanges TCP super-packets (see offload.h).
+  virtual bool offload() const { return false; }
 
   // A pollable descriptor that is readable while Read would return a packet. Owned by the device.
   virtual int fd() const = 0;
