@@ -211,6 +211,10 @@ void Dataplane::InboundLoop() {
         continue;
       }
       const size_t total = batch.length(i);
+      if (total == 0) {
+        device_->drops().Add(Drop::kMalformed);
+        continue;
+      }
       const size_t segment = batch.segment_size(i) ? batch.segment_size(i) : total;
       for (size_t offset = 0; offset < total; offset += segment) {
         const size_t size = std::min(segment, total - offset);
