@@ -82,10 +82,23 @@ int Run(const Options& options) {
   // Deadlock detection costs a graph lookup per lock on the packet path; the lock order is fixed
   // and documented in lib/noise/device.h instead.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  if (options.interface_name.empty() || options.interface_name.size() > 15 ||
+      options.interface_name.find_first_of("/ \t\n:") != std::string::npos) {
+    std::fprintf(stderr, "tunnelmesh-agent: --interface \"%s\" is not a valid interface name "
+                 "(1 to 15 characters, no '/', ':' or spaces)\n", options.interface_name.c_str());
+    return kExitUsage;
+  }
+  const std::string control_path = ControlSocketPath(options.state_dir, options.interface_name);
+  // Refuse before touching any interface when another agent already owns this control socket.
+  if (ControlRequest(control_path, "ping").ok()) {
+    return Fail("another agent already serves " + control_path +
+                ": pick another --interface or --state-dir");
+  }
   absl::StatusOr<AgentConfig> config = LoadAgentConfig(options.config_path);
   if (!config.ok()) {
     std::fprintf(stderr, "tunnelmesh-agent: %s\n", std::string(config.status().message()).c_str());
-    return kExitUsage;
+    // A name server that did not answer may answer later: that is not a mistake in the file.
+    return config.status().code() == absl::StatusCode::kUnavailable ? kExitFailure : kExitUsage;
   }
   // Signals are taken synchronously by the main thread; every thread started later inherits the mask.
   sigset_t signals;
@@ -109,6 +122,12 @@ int Run(const Options& options) {
       return kExitUsage;
     }
     for (const Prefix& prefix : peer_config.allowed_ips) {
+      if (prefix.length() == 0) {
+        TM_LOG_WARN("{}:{}: AllowedIPs {} routes all traffic into the tunnel, including the "
+                    "encrypted packets to the peer's endpoint unless a more specific route to it "
+                    "exists; add a host route to the endpoint via your uplink",
+                    options.config_path, peer_config.line, prefix.ToString());
+      }
       routes->Insert(prefix, *peer);
       all_allowed.push_back(prefix);
     }
@@ -148,7 +167,7 @@ int Run(const Options& options) {
   self.listen_port = (*socket)->port();
   for (const InterfaceAddress& address : config->addresses) self.mesh_ips.push_back(address.address);
   absl::StatusOr<std::unique_ptr<ControlServer>> control = ControlServer::Listen(
-      ControlSocketPath(options.state_dir, options.interface_name),
+      control_path,
       [&](std::string_view request) -> std::string {
         if (request == "ping") return "pong";
         if (request == "status") return BuildStatus(self, device, *plane.routes()).dump();

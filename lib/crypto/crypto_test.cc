@@ -186,6 +186,9 @@ TEST(Tai64nTest, OrdersByTime) {
   absl::Time t = absl::FromUnixSeconds(1'700'000'000);
   Tai64n a = EncodeTai64n(t);
   EXPECT_EQ(a[0], 0x40);
+  // The Unix epoch is TAI64 label 2^62 + 10, as in Linux and wireguard-go.
+  Tai64n epoch = EncodeTai64n(absl::UnixEpoch());
+  EXPECT_EQ(epoch, (Tai64n{0x40, 0, 0, 0, 0, 0, 0, 0x0a, 0, 0, 0, 0}));
   EXPECT_TRUE(Tai64nAfter(EncodeTai64n(t + absl::Milliseconds(20)), a));
   // Within the 2^24 ns granularity two stamps are equal, so not "after".
   EXPECT_FALSE(Tai64nAfter(EncodeTai64n(t + absl::Milliseconds(1)), a));

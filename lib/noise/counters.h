@@ -29,6 +29,7 @@ enum class Drop : uint8_t {
   kHandshakeTimeout,   // Staged packets dropped after REKEY_ATTEMPT_TIME without a handshake.
   kSendFailed,         // The UDP socket refused a datagram.
   kTunWriteFailed,     // The TUN device refused a packet.
+  kPacketTooBig,       // Outbound packet larger than the interface MTU.
   kCount,
 };
 
@@ -38,7 +39,7 @@ inline const char* DropName(Drop d) {
       "handshake_replayed", "handshake_flood", "cookie_sent",       "cookie_invalid",
       "unknown_receiver", "keypair_expired",   "decrypt_failed",    "replayed",
       "inner_malformed",  "source_not_allowed", "no_route",         "no_endpoint",
-      "staged_overflow",  "handshake_timeout", "send_failed",       "tun_write_failed",
+      "staged_overflow",  "handshake_timeout", "send_failed",       "tun_write_failed", "packet_too_big",
   };
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(Drop::kCount));
   return kNames[static_cast<size_t>(d)];

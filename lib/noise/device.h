@@ -4,8 +4,8 @@
 // code runs in unit tests with a fake clock and in the agent's data plane.
 //
 // Threads: every public method is thread-safe. The agent calls Receive from its UDP thread,
-// SealInPlace from its TUN thread and Tick and the peer-management methods from its control
-// thread. Lock order: Device::peers_mu_, then Peer::mu_, then IndexTable::mu_ (a leaf).
+// SealInPlace from its TUN thread, Tick from its UDP thread every 100 ms, and the peer-management
+// methods from its control thread. Lock order: Device::peers_mu_, then Peer::mu_, then IndexTable::mu_ (a leaf).
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
 // The sliding window that rejects replayed or too-old transport counters (whitepaper section 5.4.6,
-// the algorithm of RFC 6479): a ring of 2048 bits, of which the newest 1984 counters are tracked.
+// the algorithm of RFC 6479): a ring of 8192 bits, of which the newest 8128 counters are tracked, as
+// in current Linux and wireguard-go.
 // Thread-compatible; the owning Keypair guards it with a lock.
 #pragma once
 
@@ -10,7 +11,7 @@ namespace tunnelmesh::noise {
 
 class ReplayWindow {
  public:
-  static constexpr uint64_t kBitsTotal = 2048;
+  static constexpr uint64_t kBitsTotal = 8192;
   static constexpr uint64_t kWordBits = 64;
   static constexpr uint64_t kWindowSize = kBitsTotal - kWordBits;
 

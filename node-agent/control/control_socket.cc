@@ -124,8 +124,13 @@ absl::StatusOr<std::string> ControlRequest(const std::string& path, std::string_
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return absl::InternalError(std::string("socket: ") + strerror(errno));
   if (connect(fd, reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) != 0) {
-    std::string err = strerror(errno);
+    const int error = errno;
+    std::string err = strerror(error);
     close(fd);
+    if (error == EACCES || error == EPERM) {
+      return absl::PermissionDeniedError("the control socket " + path +
+                                         " exists but this user may not use it: run as root");
+    }
     return absl::UnavailableError("no agent is listening on " + path + " (" + err +
                                   "): is it running, with this --interface and --state-dir?");
   }

@@ -126,7 +126,10 @@ void Dataplane::OutboundLoop() {
             tun_->Read(absl::Span<uint8_t>(at + wire::kTransportHeaderSize, mtu_ + 1));
         if (!n.ok()) return Fail(n.status());
         if (*n == 0) break;
-        if (*n > mtu_) continue;  // Larger than the interface MTU allows: not ours to send.
+        if (*n > mtu_) {  // Larger than the interface MTU allows: someone raised the link MTU.
+          device_->drops().Add(Drop::kPacketTooBig);
+          continue;
+        }
         ++used;
         handle(at, *n);
         continue;
@@ -138,7 +141,10 @@ void Dataplane::OutboundLoop() {
       const VirtioNetHdr hdr = VirtioNetHdr::Read(staging.data());
       absl::Span<uint8_t> packet(staging.data() + VirtioNetHdr::kSize, *n - VirtioNetHdr::kSize);
       if (hdr.gso_type == VirtioNetHdr::kGsoNone) {
-        if (packet.size() > mtu_) continue;
+        if (packet.size() > mtu_) {
+          device_->drops().Add(Drop::kPacketTooBig);
+          continue;
+        }
         uint8_t* at = slot(used);
         std::memcpy(at + wire::kTransportHeaderSize, packet.data(), packet.size());
         if (!CompleteChecksum(hdr, absl::Span<uint8_t>(at + wire::kTransportHeaderSize,
