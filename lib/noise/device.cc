@@ -47,6 +47,17 @@ uint8_t* Scratch() {
 
 }  // namespace
 
+size_t Device::SealTransport(const Keypair& keypair, uint64_t counter, uint8_t* buffer,
+                             size_t packet_length) const {
+  const size_t padded = wire::PaddedLength(packet_length, mtu_);
+  uint8_t* payload = buffer + kTransportHeaderSize;
+  std::memset(payload + packet_length, 0, padded - packet_length);
+  wire::SerializeTransportHeader({keypair.remote_index, counter}, buffer);
+  AeadSeal(keypair.send_key.data(), counter, absl::Span<const uint8_t>(payload, padded), {},
+           payload);
+  return kTransportHeaderSize + padded + wire::kTagSize;
+}
+
 uint32_t IndexTable::Allocate(Peer* peer) {
   absl::MutexLock lock(&mu_);
   for (;;) {
@@ -459,13 +470,7 @@ Device::SealResult Device::SealInPlace(Peer* peer, uint8_t* buffer, size_t packe
       SendInitiationLocked(peer, now, wall_now, emit);
     }
   }
-  const size_t padded = wire::PaddedLength(packet_length, mtu_);
-  uint8_t* payload = buffer + kTransportHeaderSize;
-  std::memset(payload + packet_length, 0, padded - packet_length);
-  wire::SerializeTransportHeader({keypair->remote_index, counter}, buffer);
-  AeadSeal(keypair->send_key.data(), counter, absl::Span<const uint8_t>(payload, padded), {},
-           payload);
-  *message_length = kTransportHeaderSize + padded + wire::kTagSize;
+  *message_length = SealTransport(*keypair, counter, buffer, packet_length);
   peer->stats_.tx_bytes.fetch_add(*message_length, std::memory_order_relaxed);
   peer->stats_.tx_packets.fetch_add(1, std::memory_order_relaxed);
   return SealResult::kSealed;
@@ -476,14 +481,8 @@ bool Device::SendOnSessionLocked(Peer* peer, const std::shared_ptr<Keypair>& key
   const uint64_t counter = keypair->NextCounter();
   if (counter >= kRejectAfterMessages || !peer->endpoint_) return false;
   uint8_t* buffer = Scratch();
-  uint8_t* payload = buffer + kTransportHeaderSize;
-  if (!packet.empty()) std::memcpy(payload, packet.data(), packet.size());
-  const size_t padded = wire::PaddedLength(packet.size(), mtu_);
-  std::memset(payload + packet.size(), 0, padded - packet.size());
-  wire::SerializeTransportHeader({keypair->remote_index, counter}, buffer);
-  AeadSeal(keypair->send_key.data(), counter, absl::Span<const uint8_t>(payload, padded), {},
-           payload);
-  const size_t length = kTransportHeaderSize + padded + wire::kTagSize;
+  if (!packet.empty()) std::memcpy(buffer + kTransportHeaderSize, packet.data(), packet.size());
+  const size_t length = SealTransport(*keypair, counter, buffer, packet.size());
   emit(*peer->endpoint_, absl::Span<const uint8_t>(buffer, length));
   peer->stats_.tx_bytes.fetch_add(length, std::memory_order_relaxed);
   peer->stats_.tx_packets.fetch_add(1, std::memory_order_relaxed);

@@ -199,6 +199,10 @@ class Device {
   bool UnderLoad(MonoTime now);
   void SendInitiationLocked(Peer* peer, MonoTime now, absl::Time wall_now, Emit emit)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(peer->mu_);
+  // Pads the packet at buffer + 16, writes the transport header and seals in place; returns the
+  // message length.
+  size_t SealTransport(const Keypair& keypair, uint64_t counter, uint8_t* buffer,
+                       size_t packet_length) const;
   // Seals and sends `packet` (or a keepalive when empty) on the current session.
   bool SendOnSessionLocked(Peer* peer, const std::shared_ptr<Keypair>& keypair,
                            absl::Span<const uint8_t> packet, MonoTime now, Emit emit)

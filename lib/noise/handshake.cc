@@ -36,6 +36,22 @@ const InitialState& Initial() {
 // H = HASH(H || data)
 void MixHash(uint8_t hash[32], Bytes data) { Blake2s({B32(hash), data}, hash); }
 
+// C = KDF1(C, DH(private, public)); false when the DH result is zero (a low-order point).
+bool MixDh(uint8_t* ck, const SecretKey& private_key, const PublicKey& public_key) {
+  SecretKey dh;
+  if (!X25519(private_key, public_key, &dh)) return false;
+  Kdf(ck, B32(dh.data()), {ck});
+  return true;
+}
+
+// (C, tau, key) = KDF3(C, psk); H = HASH(H || tau). The last step both sides of a response share.
+void MixPresharedKey(uint8_t* ck, uint8_t h[32], const SecretKey& psk, SecretKey* key) {
+  uint8_t tau[32];
+  Kdf(ck, B32(psk.data()), {ck, tau, key->mutable_data()});
+  MixHash(h, B32(tau));
+  sodium_memzero(tau, sizeof(tau));
+}
+
 void Derive(const uint8_t label_source[32], const char* label, uint8_t out[32]) {
   Blake2s({Str(label), B32(label_source)}, out);
 }
@@ -140,17 +156,12 @@ bool CreateResponse(const ConsumedInitiation& initiation, const PeerStatics& pee
   Kdf(ck, B(ephemeral.bytes), {ck});
   MixHash(h, B(ephemeral.bytes));
 
-  SecretKey dh;
-  if (!X25519(ephemeral_private, initiation.initiator_ephemeral, &dh)) return false;
-  Kdf(ck, B32(dh.data()), {ck});
-  if (!X25519(ephemeral_private, initiation.initiator_static, &dh)) return false;
-  Kdf(ck, B32(dh.data()), {ck});
-
-  uint8_t tau[32];
+  if (!MixDh(ck, ephemeral_private, initiation.initiator_ephemeral) ||
+      !MixDh(ck, ephemeral_private, initiation.initiator_static)) {
+    return false;
+  }
   SecretKey key;
-  Kdf(ck, B32(peer.preshared_key.data()), {ck, tau, key.mutable_data()});
-  MixHash(h, B32(tau));
-  sodium_memzero(tau, sizeof(tau));
+  MixPresharedKey(ck, h, peer.preshared_key, &key);
   AeadSeal(key.data(), 0, Bytes(), B32(h), out->encrypted_nothing.data());
   out->mac1.fill(0);
   out->mac2.fill(0);
@@ -174,17 +185,11 @@ bool ConsumeResponse(const StaticIdentity& local, const PeerStatics& peer,
   Kdf(ck, B(ephemeral.bytes), {ck});
   MixHash(h, B(ephemeral.bytes));
 
-  SecretKey dh;
-  if (!X25519(state.ephemeral_private, ephemeral, &dh)) return false;
-  Kdf(ck, B32(dh.data()), {ck});
-  if (!X25519(local.private_key, ephemeral, &dh)) return false;
-  Kdf(ck, B32(dh.data()), {ck});
-
-  uint8_t tau[32];
+  if (!MixDh(ck, state.ephemeral_private, ephemeral) || !MixDh(ck, local.private_key, ephemeral)) {
+    return false;
+  }
   SecretKey key;
-  Kdf(ck, B32(peer.preshared_key.data()), {ck, tau, key.mutable_data()});
-  MixHash(h, B32(tau));
-  sodium_memzero(tau, sizeof(tau));
+  MixPresharedKey(ck, h, peer.preshared_key, &key);
   if (!AeadOpen(key.data(), 0, B(message.encrypted_nothing), B32(h), nullptr)) return false;
   // Initiator: (T_send, T_recv) = KDF2(C, empty).
   Kdf(ck, Bytes(), {keys->send.mutable_data(), keys->receive.mutable_data()});
