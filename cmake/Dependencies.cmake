@@ -12,3 +12,11 @@ find_package(GTest REQUIRED)
 if(TM_BENCH)
   find_package(benchmark REQUIRED)
 endif()
+
+# Control plane: gRPC and protobuf (CMake's own FindProtobuf: Debian ships no protobuf config),
+# YAML manifests, cpprestsdk (WebSocket client), Boost.Beast (WebSocket server).
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+find_package(yaml-cpp CONFIG REQUIRED)
+find_package(cpprestsdk CONFIG REQUIRED)
+find_package(Boost REQUIRED)

@@ -9,8 +9,10 @@ packages=(
   libsodium-dev libssl-dev libnl-3-dev libnl-route-3-dev libabsl-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libyaml-cpp-dev
+  libcpprest-dev libboost-dev zlib1g-dev
   # Run and test: real network namespaces, TUN, NAT, a real WireGuard peer, traffic tools
-  iproute2 iputils-ping nftables wireguard-go wireguard-tools iperf3 netcat-openbsd python3 procps
+  iproute2 iputils-ping nftables wireguard-go wireguard-tools iperf3 netcat-openbsd python3 procps stun-client
 )
 
 missing=()

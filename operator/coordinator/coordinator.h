@@ -1,0 +1,114 @@
+// The coordinator's core, independent of gRPC transport: admits members with a join token,
+// allocates sticky mesh IPs (persisted through StateStore), keeps each member's endpoint
+// candidates, and fans changes out to every watching member as deltas (a full map only when a
+// watch starts). Call-me-maybe signals are forwarded through the same streams.
+//
+// Thread-safe: one mutex guards all state; gRPC handler threads call in concurrently.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "lib/crypto/keys.h"
+#include "operator/coordinator/manifests.h"
+#include "operator/coordinator/state_store.h"
+#include "proto/coordinator.pb.h"
+
+namespace tunnelmesh {
+
+namespace coord = ::tunnelmesh::coordinator::v1;
+
+// A member's stream of map updates. Thread-safe.
+class Subscription {
+ public:
+  // Waits up to `timeout` for the next update. False on timeout or once cancelled (check
+  // cancelled()).
+  bool Next(coord::MapUpdate* out, absl::Duration timeout);
+  void Push(coord::MapUpdate update);
+  void Cancel();
+  bool cancelled() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<coord::MapUpdate> queue_;
+  bool cancelled_ = false;
+};
+
+struct CoordinatorCounters {
+  std::atomic<uint64_t> registrations{0};
+  std::atomic<uint64_t> rejected_tokens{0};
+  std::atomic<uint64_t> malformed_requests{0};
+  std::atomic<uint64_t> unauthenticated_calls{0};
+  std::atomic<uint64_t> updates_sent{0};
+};
+
+class Coordinator {
+ public:
+  struct Options {
+    // What members are told about the coordinator's other services.
+    std::string stun_address;
+    std::string relay_url;
+    PublicKey relay_public_key;
+    uint32_t mtu = 1420;
+  };
+
+  Coordinator(StateStore* store, Options options);
+
+  // Replaces the set of meshes (from the manifests). Watchers of a changed mesh get its settings.
+  void SetMeshes(std::vector<MeshSpec> meshes);
+
+  absl::StatusOr<coord::RegisterResponse> Register(const coord::RegisterRequest& request);
+  // Maps "Bearer TOKEN" to the member it was issued to.
+  absl::StatusOr<PublicKey> Authenticate(std::string_view authorization) const;
+  // Starts a watch: the returned subscription holds the full map first. A member's previous watch
+  // is cancelled.
+  absl::StatusOr<std::shared_ptr<Subscription>> Watch(const PublicKey& member);
+  absl::Status ReportEndpoints(const PublicKey& member, const std::vector<std::string>& endpoints);
+  absl::Status CallMeMaybe(const PublicKey& from, const PublicKey& to,
+                           const std::vector<std::string>& endpoints);
+  absl::Status Leave(const PublicKey& member);
+  bool IsMember(const PublicKey& key) const;
+
+  CoordinatorCounters& counters() { return counters_; }
+  size_t member_count() const;
+
+ private:
+  struct MeshState {
+    MeshSpec spec;
+    SecretKey preshared_key;
+  };
+  struct Live {
+    std::vector<std::string> endpoints;
+    std::string session_token;
+    std::weak_ptr<Subscription> subscription;
+  };
+
+  const MeshState* MeshFor(const std::string& name) const;  // Requires mu_.
+  coord::Settings SettingsFor(const MeshState& mesh) const;
+  coord::Peer PeerOf(const MemberRecord& record) const;  // Requires mu_.
+  // Sends `update` to every watcher of `mesh` except `except`. Requires mu_.
+  void FanOut(const std::string& mesh, const PublicKey* except, const coord::MapUpdate& update);
+  absl::StatusOr<IpAddress> Allocate(const Prefix& cidr, const std::string& mesh) const;
+  std::string UniqueName(const std::string& requested, const PublicKey& key,
+                         const std::string& mesh) const;
+
+  StateStore* const store_;
+  const Options options_;
+  CoordinatorCounters counters_;
+  mutable std::mutex mu_;
+  std::map<std::string, MeshState> meshes_;
+  std::map<PublicKey, Live> live_;
+  std::map<std::string, PublicKey> sessions_;
+  uint64_t version_ = 0;
+};
+
+}  // namespace tunnelmesh

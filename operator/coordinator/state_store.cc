@@ -1,0 +1,127 @@
+#include "operator/coordinator/state_store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "nlohmann/json.hpp"
+
+namespace tunnelmesh {
+namespace {
+
+constexpr char kMembersFile[] = "members.json";
+
+absl::Status Errno(const std::string& what) {
+  return absl::InternalError(what + ": " + std::strerror(errno));
+}
+
+}  // namespace
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode) {
+  const std::string tmp = path + ".tmp";
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return Errno("creating " + tmp);
+  size_t done = 0;
+  while (done < contents.size()) {
+    ssize_t n = write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      absl::Status s = Errno("writing " + tmp);
+      close(fd);
+      return s;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (fsync(fd) != 0) {
+    absl::Status s = Errno("fsync " + tmp);
+    close(fd);
+    return s;
+  }
+  close(fd);
+  if (rename(tmp.c_str(), path.c_str()) != 0) return Errno("renaming " + tmp + " to " + path);
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  int dir_fd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    fsync(dir_fd);
+    close(dir_fd);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError("creating --state-dir " + dir + ": " + ec.message());
+  }
+  std::unique_ptr<StateStore> store(new StateStore(dir));
+  const std::string path = dir + "/" + kMembersFile;
+  std::ifstream in(path);
+  if (!in) return store;  // First start.
+  std::stringstream text;
+  text << in.rdbuf();
+  nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("members") ||
+      !doc["members"].is_array()) {
+    return absl::DataLossError(path + " is not a valid state file; move it away to start afresh "
+                               "(members will get new addresses)");
+  }
+  for (const nlohmann::json& m : doc["members"]) {
+    if (!m.is_object() || !m.contains("public_key") || !m["public_key"].is_string()) {
+      return absl::DataLossError(path + ": a member record has no public_key");
+    }
+    absl::StatusOr<PublicKey> key = PublicKey::FromBase64(m["public_key"].get<std::string>());
+    if (!key.ok()) return absl::DataLossError(path + ": " + std::string(key.status().message()));
+    MemberRecord record;
+    record.public_key = *key;
+    record.mesh = m.value("mesh", std::string());
+    record.name = m.value("name", std::string());
+    record.kind = m.value("kind", 0);
+    for (const auto& ip : m.value("mesh_ips", nlohmann::json::array())) {
+      if (!ip.is_string()) continue;
+      absl::StatusOr<IpAddress> parsed = IpAddress::Parse(ip.get<std::string>());
+      if (!parsed.ok()) return absl::DataLossError(path + ": bad mesh IP in record " + record.name);
+      record.mesh_ips.push_back(*parsed);
+    }
+    if (m.contains("labels") && m["labels"].is_object()) {
+      for (const auto& [k, v] : m["labels"].items()) {
+        if (v.is_string()) record.labels[k] = v.get<std::string>();
+      }
+    }
+    store->members_[record.public_key] = std::move(record);
+  }
+  return store;
+}
+
+absl::Status StateStore::Put(const MemberRecord& record) {
+  members_[record.public_key] = record;
+  return Save();
+}
+
+absl::Status StateStore::Remove(const PublicKey& key) {
+  members_.erase(key);
+  return Save();
+}
+
+absl::Status StateStore::Save() const {
+  nlohmann::json members = nlohmann::json::array();
+  for (const auto& [key, m] : members_) {
+    nlohmann::json ips = nlohmann::json::array();
+    for (const IpAddress& ip : m.mesh_ips) ips.push_back(ip.ToString());
+    members.push_back({{"public_key", key.ToBase64()},
+                       {"mesh", m.mesh},
+                       {"name", m.name},
+                       {"mesh_ips", ips},
+                       {"labels", m.labels},
+                       {"kind", m.kind}});
+  }
+  nlohmann::json doc = {{"version", 1}, {"members", members}};
+  return WriteFileAtomically(dir_ + "/" + kMembersFile, doc.dump(2) + "\n", 0600);
+}
+
+}  // namespace tunnelmesh
