@@ -1,0 +1,40 @@
+// The coordinator's gRPC front end: TLS with the coordinator's own CA, session-token
+// authentication, and translation between gRPC and the Coordinator core. The gRPC thread pool
+// calls in concurrently; Watch holds one thread per watching member while its stream is open.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "lib/crypto/x509.h"
+#include "operator/coordinator/coordinator.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace tunnelmesh {
+
+class CoordinatorServer {
+ public:
+  // Listens on address:port ("0.0.0.0", "[::]"). Port 0 picks a free one (see port()). A busy port
+  // is an error naming --grpc-port.
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(Coordinator* coordinator,
+                                                                  const TlsIdentity& tls,
+                                                                  const std::string& address,
+                                                                  int port);
+  ~CoordinatorServer();
+  int port() const { return port_; }
+  // Ends every open stream and stops accepting calls.
+  void Shutdown();
+
+ private:
+  class Service;
+  CoordinatorServer() = default;
+  std::unique_ptr<Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace tunnelmesh
