@@ -2,6 +2,9 @@
 //   tunnelmesh-agent --config FILE [--interface NAME] [--state-dir DIR]   run with a wg-quick config
 //   tunnelmesh-agent genkey | pubkey                                      keys, as `wg` makes them
 //   tunnelmesh-agent status [--json] [--interface NAME] [--state-dir DIR] query a running agent
+//   tunnelmesh-agent join HOST[:PORT] --token-file FILE [--name N] [--label K=V ...]
+//                    [--state-dir DIR] [--interface NAME] [--ca-hash sha256:...]
+//   tunnelmesh-agent leave [--interface NAME] [--state-dir DIR]       leave the mesh and stop
 #include <signal.h>
 
 #include <cstdio>
@@ -17,6 +20,7 @@
 #include "lib/noise/device.h"
 #include "node-agent/config/agent_config.h"
 #include "node-agent/control/control_socket.h"
+#include "node-agent/control/join.h"
 #include "node-agent/control/status.h"
 #include "node-agent/dataplane/dataplane.h"
 #include "node-agent/dataplane/udp_socket.h"
@@ -70,6 +74,34 @@ int Status(const Options& options) {
   if (status.is_discarded()) return Fail("the agent sent a status that is not JSON");
   std::printf("%s", FormatStatus(status, absl::Now()).c_str());
   return 0;
+}
+
+int Leave(const Options& options) {
+  absl::StatusOr<std::string> reply =
+      ControlRequest(ControlSocketPath(options.state_dir, options.interface_name), "leave");
+  if (!reply.ok()) return Fail(std::string(reply.status().message()));
+  if (reply->find("\"left\"") == std::string::npos) return Fail("leave: " + *reply);
+  std::printf("left the mesh\n");
+  return 0;
+}
+
+int Join(const Options& options, const JoinOptions& join_options) {
+  if (!InitLogging(options.log_level)) {
+    std::fprintf(stderr, "tunnelmesh-agent: --log-level \"%s\" is not one of trace, debug, info, "
+                 "warn, error\n", options.log_level.c_str());
+    return kExitUsage;
+  }
+  InitCrypto();
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  JoinOptions resolved = join_options;
+  resolved.interface_name = options.interface_name;
+  resolved.state_dir = options.state_dir == kDefaultStateDir ? "/var/lib/tunnelmesh" : options.state_dir;
+  return RunJoin(resolved, signals);
 }
 
 int Run(const Options& options) {
@@ -222,6 +254,25 @@ int main(int argc, char** argv) {
   status->add_flag("--json", options.json, "print JSON");
   status->add_option("--interface", options.interface_name, "interface of the agent to ask");
   status->add_option("--state-dir", options.state_dir, "state directory of the agent to ask");
+  tunnelmesh::JoinOptions join_options;
+  std::vector<std::string> labels;
+  CLI::App* join = app.add_subcommand("join", "join a mesh through its coordinator");
+  join->add_option("coordinator", join_options.coordinator, "coordinator HOST[:PORT] (port 7700)")
+      ->required();
+  join->add_option("--token-file", join_options.token_file, "file holding the join token")
+      ->required();
+  join->add_option("--name", join_options.name, "member name (default: derived by the coordinator)");
+  join->add_option("--label", labels, "KEY=VALUE label, repeatable");
+  join->add_option("--state-dir", options.state_dir,
+                   "node key, CA pin and control socket (default /var/lib/tunnelmesh)");
+  join->add_option("--interface", options.interface_name, "TUN interface name (default tm0)");
+  join->add_option("--ca-hash", join_options.ca_hash,
+                   "sha256:... of the coordinator's CA, as tunnelmesh-operator prints it");
+  join->add_option("--listen-port", join_options.listen_port, "UDP data port (default 51820)");
+  join->add_option("--log-level", options.log_level, "trace, debug, info, warn or error");
+  CLI::App* leave = app.add_subcommand("leave", "tell the running agent to leave the mesh");
+  leave->add_option("--interface", options.interface_name, "interface of the agent");
+  leave->add_option("--state-dir", options.state_dir, "state directory of the agent");
   (void)interface_flag;
   (void)state_flag;
   app.require_subcommand(0, 1);
@@ -234,6 +285,18 @@ int main(int argc, char** argv) {
   if (genkey->parsed()) return tunnelmesh::GenKey();
   if (pubkey->parsed()) return tunnelmesh::PubKey();
   if (status->parsed()) return tunnelmesh::Status(options);
+  if (leave->parsed()) return tunnelmesh::Leave(options);
+  if (join->parsed()) {
+    for (const std::string& label : labels) {
+      const size_t eq = label.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        std::fprintf(stderr, "tunnelmesh-agent: --label \"%s\" is not KEY=VALUE\n", label.c_str());
+        return 2;
+      }
+      join_options.labels[label.substr(0, eq)] = label.substr(eq + 1);
+    }
+    return tunnelmesh::Join(options, join_options);
+  }
   if (options.config_path.empty()) {
     std::fprintf(stderr, "tunnelmesh-agent: nothing to do: give --config FILE, or a subcommand "
                  "(genkey, pubkey, status); see --help\n");

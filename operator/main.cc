@@ -102,7 +102,9 @@ int Run(const Options& options) {
       CoordinatorServer::Start(&coordinator, *tls, options.listen_address, options.grpc_port);
   if (!grpc_server.ok()) return Fail(std::string(grpc_server.status().message()));
 #ifdef TM_HAVE_STUN
-  absl::StatusOr<std::unique_ptr<StunServer>> stun = StunServer::Start(options.stun_port);
+  StunServer::Options stun_options;
+  stun_options.port = static_cast<uint16_t>(options.stun_port);
+  absl::StatusOr<std::unique_ptr<StunServer>> stun = StunServer::Start(stun_options);
   if (!stun.ok()) return Fail(std::string(stun.status().message()));
 #endif
 #ifdef TM_HAVE_RELAY

@@ -203,6 +203,27 @@ Peer* Device::FindPeer(const PublicKey& key) const {
   return it == by_key_.end() ? nullptr : it->second;
 }
 
+void Device::RemovePeer(const PublicKey& key, MonoTime now) {
+  absl::MutexLock lock(&peers_mu_);
+  auto it = by_key_.find(key);
+  if (it == by_key_.end()) return;
+  Peer* peer = it->second;
+  by_key_.erase(it);
+  {
+    absl::MutexLock peer_lock(&peer->mu_);
+    peer->ZeroAllKeys();
+    peer->staged_.clear();
+    peer->endpoint_.reset();
+  }
+  for (auto p = peers_.begin(); p != peers_.end(); ++p) {
+    if (p->get() == peer) {
+      retired_.emplace_back(now, std::move(*p));
+      peers_.erase(p);
+      break;
+    }
+  }
+}
+
 void Device::ForEachPeer(absl::FunctionRef<void(Peer&)> fn) const {
   absl::ReaderMutexLock lock(&peers_mu_);
   for (const auto& peer : peers_) fn(*peer);
@@ -582,6 +603,12 @@ void Device::TickPeerLocked(Peer* peer, MonoTime now, absl::Time wall_now, Emit 
 }
 
 void Device::Tick(MonoTime now, absl::Time wall_now, Emit emit) {
+  {
+    absl::MutexLock lock(&peers_mu_);
+    while (!retired_.empty() && now - retired_.front().first >= kRetireAfter) {
+      retired_.erase(retired_.begin());
+    }
+  }
   absl::ReaderMutexLock peers_lock(&peers_mu_);
   for (const auto& peer : peers_) {
     absl::MutexLock lock(&peer->mu_);

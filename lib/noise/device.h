@@ -152,6 +152,10 @@ class Device {
   // Adds a peer; fails when the key is ours or already present.
   absl::StatusOr<Peer*> AddPeer(PeerConfig config);
   Peer* FindPeer(const PublicKey& key) const;
+  // Removes a peer: its sessions end at once; the object stays valid for kRetireAfter so that data
+  // threads still holding it from an older route snapshot finish safely, then Tick frees it.
+  void RemovePeer(const PublicKey& key, MonoTime now);
+  static constexpr std::chrono::seconds kRetireAfter{10};
   void ForEachPeer(absl::FunctionRef<void(Peer&)> fn) const;
 
   struct Received {
@@ -224,6 +228,7 @@ class Device {
 
   mutable absl::Mutex peers_mu_;
   std::vector<std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(peers_mu_);
+  std::vector<std::pair<MonoTime, std::unique_ptr<Peer>>> retired_ ABSL_GUARDED_BY(peers_mu_);
   absl::flat_hash_map<PublicKey, Peer*> by_key_ ABSL_GUARDED_BY(peers_mu_);
   uint32_t next_peer_id_ ABSL_GUARDED_BY(peers_mu_) = 1;
 

@@ -282,6 +282,23 @@ TEST_F(DevicePairTest, PersistentKeepaliveStartsHandshakeAndKeepsSending) {
   EXPECT_EQ(peer->stats().handshakes_initiated.load(), 1u);
 }
 
+TEST_F(DevicePairTest, RemovedPeerLosesSessionsAndIsRefused) {
+  Establish();
+  ASSERT_EQ(SendFromA(Ipv4Packet(80, 3)), Device::SealResult::kSealed);
+  Wire data = in_flight_.back();
+  in_flight_.clear();
+  b_->RemovePeer(a_->identity().public_key, clock_.Now());
+  EXPECT_EQ(b_->FindPeer(a_->identity().public_key), nullptr);
+  Deliver(data);
+  EXPECT_EQ(b_->drops().Get(Drop::kUnknownReceiver), 1u) << "its sessions are gone";
+  clock_.Advance(std::chrono::seconds(6));
+  a_->Initiate(a_peer_, clock_.Now(), clock_.WallNow(), EmitFrom(a_addr_));
+  Pump();
+  EXPECT_EQ(b_->drops().Get(Drop::kUnknownPeer), 1u) << "a new handshake is refused";
+  clock_.Advance(Device::kRetireAfter);
+  Tick();  // Frees the retired peer; nothing may touch it afterwards.
+}
+
 TEST_F(DevicePairTest, TrafficFromUnknownStaticKeyIsRefused) {
   SecretKey stranger_key = SecretKey::GeneratePrivate();
   Device stranger(stranger_key, 1420);

@@ -32,7 +32,7 @@ std::string Ago(int64_t unix_seconds, absl::Time now) {
 }  // namespace
 
 nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
-                           const RouteTable& routes) {
+                           const RouteTable& routes, const PeerDescriber& describe) {
   nlohmann::json out;
   nlohmann::json mesh_ips = nlohmann::json::array();
   for (const IpAddress& ip : self.mesh_ips) mesh_ips.push_back(ip.ToString());
@@ -53,7 +53,7 @@ nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
     }
     std::optional<Endpoint> endpoint = peer.endpoint();
     const noise::PeerStats& stats = peer.stats();
-    peers.push_back({
+    nlohmann::json fields = {
         {"name", peer.public_key().Short()},
         {"public_key", peer.public_key().ToBase64()},
         {"mesh_ips", peer_ips},
@@ -68,7 +68,9 @@ nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
         {"handshakes", stats.handshakes_completed.load()},
         {"handshakes_initiated", stats.handshakes_initiated.load()},
         {"persistent_keepalive", peer.persistent_keepalive().count()},
-    });
+    };
+    if (describe) describe(peer, fields);
+    peers.push_back(std::move(fields));
   });
   out["peers"] = peers;
   nlohmann::json drops = nlohmann::json::object();

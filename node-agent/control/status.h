@@ -2,6 +2,7 @@
 // --json` prints, see docs/configuration.md) and rendered for people in the style of `wg show`.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,9 +23,12 @@ struct SelfInfo {
   uint16_t listen_port = 0;
 };
 
+// Lets the caller add or override a peer's fields (its name, its path) in the report.
+using PeerDescriber = std::function<void(const noise::Peer& peer, nlohmann::json& fields)>;
+
 // Thread-safe: reads counters and takes each peer's lock briefly.
 nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
-                           const RouteTable& routes);
+                           const RouteTable& routes, const PeerDescriber& describe = nullptr);
 
 // `wg show`-like text; `now` renders "latest handshake: 5 seconds ago".
 std::string FormatStatus(const nlohmann::json& status, absl::Time now);

@@ -225,6 +225,14 @@ void Dataplane::InboundLoop() {
       for (size_t offset = 0; offset < total; offset += segment) {
         const size_t size = std::min(segment, total - offset);
         uint8_t* data = batch.data(i) + offset;
+        // WireGuard messages start with a type of 1-4 and three zero bytes; anything else may be
+        // ours (STUN, discovery).
+        const bool wireguard =
+            size >= 4 && data[0] >= 1 && data[0] <= 4 && data[1] == 0 && data[2] == 0 && data[3] == 0;
+        if (foreign_ && !wireguard &&
+            foreign_(absl::Span<const uint8_t>(data, size), *from)) {
+          continue;
+        }
         noise::Device::Received r =
             device_->Receive(absl::Span<uint8_t>(data, size), *from, now, wall, emit);
         if (r.kind != noise::Device::Received::Kind::kPacket) continue;

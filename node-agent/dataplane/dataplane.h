@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -31,6 +32,17 @@ class Dataplane {
   void SetRoutes(std::shared_ptr<const RouteTable> routes);
   std::shared_ptr<const RouteTable> routes() const;
 
+  // Datagrams that are not WireGuard messages (STUN responses, discovery messages) go to
+  // `handler` on the inbound thread before the WireGuard device sees them; it returns true when it
+  // consumed the datagram. Set before Start.
+  using ForeignHandler = std::function<bool(absl::Span<const uint8_t>, const Endpoint&)>;
+  void SetForeignHandler(ForeignHandler handler) { foreign_ = std::move(handler); }
+
+  // Sends one datagram from the data socket (any thread).
+  bool SendRaw(absl::Span<const uint8_t> bytes, const Endpoint& to) {
+    return socket_->SendTo(bytes, to);
+  }
+
   // Starts the two threads. Call once.
   absl::Status Start();
   // Stops and joins the threads. Idempotent.
@@ -53,6 +65,7 @@ class Dataplane {
   const Clock* const clock_;
   std::atomic<std::shared_ptr<const RouteTable>> routes_;
   std::atomic<bool> running_{false};
+  ForeignHandler foreign_;
   int stop_fd_ = -1;  // eventfd that wakes both threads for shutdown.
   std::thread outbound_;
   std::thread inbound_;

@@ -1,0 +1,224 @@
+#include "node-agent/control/coordinator_client.h"
+
+#include <grpcpp/grpcpp.h>
+#include <netdb.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "lib/crypto/x509.h"
+#include "proto/coordinator.grpc.pb.h"
+
+namespace tunnelmesh {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+absl::StatusOr<int> Dial(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || !found) {
+    return absl::UnavailableError("cannot resolve coordinator host \"" + host + "\"");
+  }
+  int fd = -1;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    timeval timeout{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(found);
+  if (fd < 0) {
+    return absl::UnavailableError("cannot connect to the coordinator at " + host + ":" +
+                                  std::to_string(port) + ": is it running and reachable?");
+  }
+  return fd;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> FetchCoordinatorCa(const std::string& host, uint16_t port,
+                                               const std::string& expected_hash,
+                                               const std::string& pin_path,
+                                               std::string* warning) {
+  absl::StatusOr<int> fd = Dial(host, port);
+  if (!fd.ok()) return fd.status();
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  // Verification happens below, against the pinned CA: the handshake only collects the chain.
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  static const unsigned char kAlpn[] = {2, 'h', '2'};
+  SSL_CTX_set_alpn_protos(ctx, kAlpn, sizeof(kAlpn));
+  SSL* ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, *fd);
+  SSL_set_tlsext_host_name(ssl, kCoordinatorServerName);
+  std::string ca_pem;
+  if (SSL_connect(ssl) == 1) {
+    STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl);
+    // The CA is the self-signed certificate of the chain.
+    for (int i = 0; chain != nullptr && i < sk_X509_num(chain); ++i) {
+      X509* cert = sk_X509_value(chain, i);
+      if (X509_NAME_cmp(X509_get_subject_name(cert), X509_get_issuer_name(cert)) != 0) continue;
+      BIO* bio = BIO_new(BIO_s_mem());
+      PEM_write_bio_X509(bio, cert);
+      char* data = nullptr;
+      long len = BIO_get_mem_data(bio, &data);
+      ca_pem.assign(data, static_cast<size_t>(len));
+      BIO_free(bio);
+    }
+  }
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  close(*fd);
+  if (ca_pem.empty()) {
+    return absl::UnavailableError("the service at " + host + ":" + std::to_string(port) +
+                                  " did not present a TunnelMesh coordinator certificate chain: "
+                                  "is this the coordinator's gRPC port?");
+  }
+  absl::StatusOr<std::string> hash = CaCertHash(ca_pem);
+  if (!hash.ok()) return hash.status();
+  if (!expected_hash.empty()) {
+    if (*hash != expected_hash) {
+      return absl::PermissionDeniedError("the coordinator's CA hash is " + *hash +
+                                         ", not the --ca-hash given (" + expected_hash +
+                                         "): refusing to talk to it");
+    }
+  } else {
+    const std::string pinned = ReadFile(pin_path);
+    if (!pinned.empty()) {
+      absl::StatusOr<std::string> pinned_hash = CaCertHash(pinned);
+      if (!pinned_hash.ok() || *pinned_hash != *hash) {
+        return absl::PermissionDeniedError(
+            "the coordinator's CA (" + *hash + ") differs from the one pinned in " + pin_path +
+            ": if the coordinator was reinstalled, delete the pin or pass --ca-hash");
+      }
+    } else {
+      *warning = "trusting the coordinator's CA " + *hash + " on first use and pinning it in " +
+                 pin_path + "; pass --ca-hash to verify it instead";
+    }
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(pin_path).parent_path(), ec);
+  std::ofstream(pin_path, std::ios::trunc) << ca_pem;
+  return ca_pem;
+}
+
+CoordinatorClient::CoordinatorClient(const std::string& target, const std::string& ca_pem) {
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ca_pem;
+  grpc::ChannelArguments args;
+  // The CA is pinned; the certificate names the coordinator, not the address it is reached by.
+  args.SetSslTargetNameOverride(kCoordinatorServerName);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 3000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  channel_ = grpc::CreateCustomChannel(target, grpc::SslCredentials(ssl), args);
+}
+
+CoordinatorClient::~CoordinatorClient() { CancelWatch(); }
+
+void CoordinatorClient::Authorize(grpc::ClientContext* context) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  context->AddMetadata("authorization", "Bearer " + session_token_);
+}
+
+void CoordinatorClient::SetSessionToken(const std::string& token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  session_token_ = token;
+}
+
+absl::StatusOr<coord::RegisterResponse> CoordinatorClient::Register(
+    const coord::RegisterRequest& request, absl::Duration timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  context.set_wait_for_ready(false);
+  coord::RegisterResponse response;
+  grpc::Status s = coord::Coordinator::NewStub(channel_)->Register(&context, request, &response);
+  if (!s.ok()) return FromGrpc(s);
+  return response;
+}
+
+absl::Status CoordinatorClient::Watch(
+    const std::function<void(const coord::MapUpdate&)>& on_update) {
+  grpc::ClientContext context;
+  Authorize(&context);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    watch_context_ = &context;
+  }
+  auto stub = coord::Coordinator::NewStub(channel_);
+  std::unique_ptr<grpc::ClientReader<coord::MapUpdate>> reader =
+      stub->Watch(&context, coord::WatchRequest());
+  coord::MapUpdate update;
+  while (reader->Read(&update)) on_update(update);
+  grpc::Status s = reader->Finish();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    watch_context_ = nullptr;
+  }
+  if (s.ok()) return absl::UnavailableError("the coordinator ended the watch");
+  return FromGrpc(s);
+}
+
+void CoordinatorClient::CancelWatch() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (watch_context_ != nullptr) watch_context_->TryCancel();
+}
+
+absl::Status CoordinatorClient::ReportEndpoints(const std::vector<std::string>& endpoints) {
+  grpc::ClientContext context;
+  Authorize(&context);
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  coord::ReportEndpointsRequest request;
+  for (const std::string& e : endpoints) request.add_endpoints(e);
+  coord::ReportEndpointsResponse response;
+  return FromGrpc(
+      coord::Coordinator::NewStub(channel_)->ReportEndpoints(&context, request, &response));
+}
+
+absl::Status CoordinatorClient::CallMeMaybe(const PublicKey& to,
+                                            const std::vector<std::string>& endpoints) {
+  grpc::ClientContext context;
+  Authorize(&context);
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  coord::CallMeMaybeRequest request;
+  request.set_to_public_key(std::string(reinterpret_cast<const char*>(to.bytes.data()), kKeySize));
+  for (const std::string& e : endpoints) request.add_endpoints(e);
+  coord::CallMeMaybeResponse response;
+  return FromGrpc(coord::Coordinator::NewStub(channel_)->CallMeMaybe(&context, request, &response));
+}
+
+absl::Status CoordinatorClient::Leave() {
+  grpc::ClientContext context;
+  Authorize(&context);
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  coord::LeaveResponse response;
+  return FromGrpc(
+      coord::Coordinator::NewStub(channel_)->Leave(&context, coord::LeaveRequest(), &response));
+}
+
+}  // namespace tunnelmesh

@@ -1,0 +1,649 @@
+#include "node-agent/control/join.h"
+
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/ascii.h"
+#include "lib/base/log.h"
+#include "lib/crypto/aead.h"
+#include "lib/crypto/keys.h"
+#include "lib/crypto/x509.h"
+#include "lib/noise/device.h"
+#include "lib/wire/stun.h"
+#include "node-agent/control/control_socket.h"
+#include "node-agent/control/coordinator_client.h"
+#include "node-agent/control/status.h"
+#include "node-agent/dataplane/dataplane.h"
+#include "node-agent/dataplane/udp_socket.h"
+#include "node-agent/netlink/link_configurator.h"
+#include "node-agent/tun/linux_tun_device.h"
+
+namespace tunnelmesh {
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+constexpr uint16_t kDefaultCoordinatorPort = 7700;
+constexpr auto kStunInterval = std::chrono::seconds(15);
+// Reconnect backoff: starts near 100 ms and stays at or under a second, so members are back within
+// a second of the coordinator's return.
+constexpr auto kBackoffStart = std::chrono::milliseconds(100);
+constexpr auto kBackoffMax = std::chrono::milliseconds(1000);
+
+std::string ReadTrimmed(const std::string& path, bool* ok) {
+  std::ifstream in(path);
+  *ok = static_cast<bool>(in);
+  std::stringstream s;
+  s << in.rdbuf();
+  return std::string(absl::StripAsciiWhitespace(s.str()));
+}
+
+bool SplitHostPort(const std::string& text, std::string* host, uint16_t* port) {
+  std::string rest = text;
+  *port = kDefaultCoordinatorPort;
+  if (!rest.empty() && rest.front() == '[') {
+    size_t close = rest.find(']');
+    if (close == std::string::npos) return false;
+    *host = rest.substr(1, close - 1);
+    rest = rest.substr(close + 1);
+    if (rest.empty()) return true;
+    if (rest.front() != ':') return false;
+    rest = rest.substr(1);
+  } else {
+    size_t colon = rest.rfind(':');
+    if (colon == std::string::npos || rest.find(':') != colon) {
+      *host = rest;
+      return !host->empty();
+    }
+    *host = rest.substr(0, colon);
+    rest = rest.substr(colon + 1);
+  }
+  if (host->empty() || rest.empty() || rest.size() > 5) return false;
+  for (char c : rest) {
+    if (c < '0' || c > '9') return false;
+  }
+  int p = std::stoi(rest);
+  if (p < 1 || p > 65535) return false;
+  *port = static_cast<uint16_t>(p);
+  return true;
+}
+
+std::string KeyBytes(const PublicKey& key) {
+  return std::string(reinterpret_cast<const char*>(key.bytes.data()), kKeySize);
+}
+
+PublicKey KeyFrom(const std::string& bytes) {
+  PublicKey key;
+  if (bytes.size() == kKeySize) std::memcpy(key.bytes.data(), bytes.data(), kKeySize);
+  return key;
+}
+
+absl::StatusOr<SecretKey> LoadOrCreateNodeKey(const std::string& dir) {
+  const std::string path = dir + "/node.key";
+  bool ok = false;
+  std::string text = ReadTrimmed(path, &ok);
+  if (ok && !text.empty()) {
+    absl::StatusOr<SecretKey> key = SecretKey::FromBase64(text);
+    if (!key.ok()) return absl::DataLossError(path + " does not hold a private key");
+    return key;
+  }
+  SecretKey key = SecretKey::GeneratePrivate();
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << key.ToBase64() << "\n";
+    if (!out) return absl::FailedPreconditionError("cannot write " + path + ": set --state-dir");
+  }
+  std::filesystem::permissions(tmp, std::filesystem::perms::owner_read |
+                                        std::filesystem::perms::owner_write, ec);
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::FailedPreconditionError("cannot write " + path + ": " + ec.message());
+  return key;
+}
+
+// Non-loopback, non-tunnel interface addresses: the member's local endpoint candidates.
+std::vector<IpAddress> LocalAddresses(const std::string& own_interface) {
+  std::vector<IpAddress> out;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return out;
+  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || !(a->ifa_flags & IFF_UP) || (a->ifa_flags & IFF_LOOPBACK)) continue;
+    if (own_interface == a->ifa_name) continue;
+    const socklen_t len = a->ifa_addr->sa_family == AF_INET ? sizeof(sockaddr_in)
+                                                             : sizeof(sockaddr_in6);
+    absl::StatusOr<Endpoint> e = Endpoint::FromSockaddr(a->ifa_addr, len);
+    if (!e.ok()) continue;
+    const uint8_t* b = e->address().bytes();
+    if (e->address().is_v6() && b[0] == 0xfe && (b[1] & 0xc0) == 0x80) continue;  // Link-local.
+    out.push_back(e->address());
+  }
+  freeifaddrs(list);
+  return out;
+}
+
+class JoinAgent {
+ public:
+  explicit JoinAgent(const JoinOptions& options) : options_(options) {}
+  int Run(const sigset_t& signals);
+
+ private:
+  struct PeerInfo {
+    std::string name;
+    std::vector<std::string> mesh_ips;
+    std::vector<Prefix> allowed;
+    std::vector<Endpoint> candidates;
+  };
+
+  int Setup();
+  absl::Status Register();
+  void WatchLoop();
+  void StunLoop();
+  void Apply(const coord::MapUpdate& update);
+  void UpsertPeer(const coord::Peer& peer);
+  void RemovePeer(const PublicKey& key);
+  void PublishRoutes();
+  bool OnForeign(absl::Span<const uint8_t> datagram, const Endpoint& from);
+  void ReportEndpoints();
+  std::string ResolveServiceHost(const std::string& address) const;
+  void Backoff(std::chrono::milliseconds* delay);
+  std::string Status();
+
+  const JoinOptions options_;
+  std::string host_;
+  uint16_t port_ = kDefaultCoordinatorPort;
+  std::string token_;
+  SystemClock clock_;
+  std::unique_ptr<noise::Device> device_;
+  std::unique_ptr<LinuxTunDevice> tun_;
+  std::unique_ptr<UdpSocket> socket_;
+  std::unique_ptr<LinkConfigurator> link_;
+  std::unique_ptr<Dataplane> plane_;
+  std::unique_ptr<CoordinatorClient> client_;
+  std::unique_ptr<ControlServer> control_;
+  SecretKey private_key_;
+  PublicKey public_key_;
+
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> leave_requested_{false};
+  int wake_fd_ = -1;
+
+  std::mutex mu_;  // Guards everything below.
+  std::condition_variable cv_;
+  std::string name_;
+  std::vector<IpAddress> mesh_ips_;
+  std::vector<Prefix> mesh_cidrs_;
+  coord::Settings settings_;
+  std::map<PublicKey, PeerInfo> peers_;
+  std::optional<Endpoint> reflexive_;
+  stun::TransactionId stun_txid_{};
+  bool stun_pending_ = false;
+  bool endpoints_dirty_ = true;
+  std::vector<std::string> reported_;
+};
+
+void JoinAgent::Backoff(std::chrono::milliseconds* delay) {
+  static thread_local std::mt19937 rng(std::random_device{}());
+  const auto jittered = std::chrono::milliseconds(
+      delay->count() / 2 + static_cast<long>(rng() % static_cast<unsigned>(delay->count() + 1)));
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, jittered, [&] { return stopping_.load(); });
+  *delay = std::min(*delay * 2, kBackoffMax);
+}
+
+std::string JoinAgent::ResolveServiceHost(const std::string& address) const {
+  // The coordinator leaves the host out when members should use the one they dialed.
+  if (!address.empty() && address.front() == ':') {
+    return (host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_) + address;
+  }
+  return address;
+}
+
+absl::Status JoinAgent::Register() {
+  coord::RegisterRequest request;
+  request.set_join_token(token_);
+  request.set_public_key(KeyBytes(public_key_));
+  request.set_name(options_.name);
+  for (const auto& [k, v] : options_.labels) (*request.mutable_labels())[k] = v;
+  request.set_kind(coord::MEMBER_KIND_EXTERNAL);
+  request.set_listen_port(socket_->port());
+  absl::StatusOr<coord::RegisterResponse> response =
+      client_->Register(request, absl::Seconds(5));
+  if (!response.ok()) return response.status();
+  client_->SetSessionToken(response->session_token());
+  std::vector<IpAddress> ips;
+  for (const std::string& ip : response->mesh_ips()) {
+    absl::StatusOr<IpAddress> parsed = IpAddress::Parse(ip);
+    if (parsed.ok()) ips.push_back(*parsed);
+  }
+  std::vector<Prefix> cidrs;
+  for (const std::string& c : response->mesh_cidrs()) {
+    absl::StatusOr<Prefix> parsed = Prefix::Parse(c);
+    if (parsed.ok()) cidrs.push_back(*parsed);
+  }
+  if (ips.empty()) return absl::InternalError("the coordinator assigned no mesh IP");
+  std::lock_guard<std::mutex> lock(mu_);
+  const bool first = mesh_ips_.empty();
+  if (!first && ips != mesh_ips_) {
+    TM_LOG_WARN("the coordinator changed this member's mesh IPs; keeping the interface's old "
+                "addresses until restart");
+  }
+  name_ = response->name();
+  if (first) {
+    mesh_ips_ = ips;
+    mesh_cidrs_ = cidrs;
+  }
+  settings_ = response->settings();
+  endpoints_dirty_ = true;  // A restarted coordinator has forgotten our endpoints.
+  cv_.notify_all();
+  TM_LOG_INFO("registered as {} with {}{}", name_, ips[0].ToString(),
+              ips.size() > 1 ? " and " + ips[1].ToString() : std::string());
+  return absl::OkStatus();
+}
+
+int JoinAgent::Setup() {
+  if (!SplitHostPort(options_.coordinator, &host_, &port_)) {
+    std::fprintf(stderr, "tunnelmesh-agent: join: \"%s\" is not HOST[:PORT]\n",
+                 options_.coordinator.c_str());
+    return kExitUsage;
+  }
+  bool ok = false;
+  token_ = ReadTrimmed(options_.token_file, &ok);
+  if (!ok || token_.empty()) {
+    std::fprintf(stderr, "tunnelmesh-agent: join: cannot read a join token from --token-file %s\n",
+                 options_.token_file.c_str());
+    return kExitUsage;
+  }
+  if (!options_.ca_hash.empty()) {
+    if (absl::Status s = ValidateCaHash(options_.ca_hash); !s.ok()) {
+      std::fprintf(stderr, "tunnelmesh-agent: join: %s\n", std::string(s.message()).c_str());
+      return kExitUsage;
+    }
+  }
+  absl::StatusOr<SecretKey> key = LoadOrCreateNodeKey(options_.state_dir);
+  if (!key.ok()) {
+    TM_LOG_ERROR("{}", std::string(key.status().message()));
+    return kExitFailure;
+  }
+  private_key_ = std::move(*key);
+  public_key_ = DerivePublicKey(private_key_);
+
+  TM_LOG_INFO("connecting to coordinator {}:{}", host_, port_);
+  std::string ca_pem;
+  std::chrono::milliseconds delay = kBackoffStart;
+  while (!stopping_) {
+    std::string warning;
+    absl::StatusOr<std::string> ca = FetchCoordinatorCa(
+        host_, port_, options_.ca_hash, options_.state_dir + "/coordinator-ca.pem", &warning);
+    if (ca.ok()) {
+      if (!warning.empty()) TM_LOG_WARN("{}", warning);
+      ca_pem = *ca;
+      break;
+    }
+    if (ca.status().code() == absl::StatusCode::kPermissionDenied) {
+      TM_LOG_ERROR("{}", std::string(ca.status().message()));
+      return kExitFailure;
+    }
+    TM_LOG_WARN("{}; retrying", std::string(ca.status().message()));
+    Backoff(&delay);
+  }
+  if (stopping_) return 0;
+  const std::string target =
+      (host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_) + ":" +
+      std::to_string(port_);
+  client_ = std::make_unique<CoordinatorClient>(target, ca_pem);
+
+  absl::StatusOr<std::unique_ptr<LinuxTunDevice>> tun =
+      LinuxTunDevice::Create(options_.interface_name, /*offload=*/true);
+  if (!tun.ok()) {
+    TM_LOG_ERROR("creating interface {}: {}", options_.interface_name,
+                 std::string(tun.status().message()));
+    return kExitFailure;
+  }
+  tun_ = std::move(*tun);
+  absl::StatusOr<std::unique_ptr<UdpSocket>> socket =
+      UdpSocket::Open(options_.listen_port, /*fall_back_to_any=*/true);
+  if (!socket.ok()) {
+    TM_LOG_ERROR("{}", std::string(socket.status().message()));
+    return kExitFailure;
+  }
+  socket_ = std::move(*socket);
+  if (socket_->port() != options_.listen_port) {
+    TM_LOG_INFO("UDP port {} is in use; using {} (the coordinator tells peers)",
+                options_.listen_port, socket_->port());
+  }
+
+  delay = kBackoffStart;
+  while (!stopping_) {
+    absl::Status s = Register();
+    if (s.ok()) break;
+    const auto code = s.code();
+    if (code == absl::StatusCode::kPermissionDenied || code == absl::StatusCode::kInvalidArgument ||
+        code == absl::StatusCode::kNotFound || code == absl::StatusCode::kResourceExhausted) {
+      TM_LOG_ERROR("the coordinator refused to register this member: {}",
+                   std::string(s.message()));
+      return kExitFailure;
+    }
+    TM_LOG_WARN("registering: {}; retrying", std::string(s.message()));
+    Backoff(&delay);
+  }
+  if (stopping_) return 0;
+
+  const size_t mtu = settings_.mtu() >= 1280 ? settings_.mtu() : 1420;
+  device_ = std::make_unique<noise::Device>(private_key_, mtu);
+  absl::StatusOr<std::unique_ptr<LinkConfigurator>> link =
+      LinkConfigurator::Create(options_.interface_name);
+  if (!link.ok()) {
+    TM_LOG_ERROR("{}", std::string(link.status().message()));
+    return kExitFailure;
+  }
+  link_ = std::move(*link);
+  absl::Status configured = link_->SetMtu(static_cast<int>(mtu));
+  for (const IpAddress& ip : mesh_ips_) {
+    int length = ip.bit_length();
+    for (const Prefix& cidr : mesh_cidrs_) {
+      if (cidr.Contains(ip)) length = cidr.length();
+    }
+    if (configured.ok()) configured = link_->AddAddress(ip, length);
+  }
+  if (configured.ok()) configured = link_->SetUp();
+  if (!configured.ok()) {
+    TM_LOG_ERROR("{}", std::string(configured.message()));
+    return kExitFailure;
+  }
+  plane_ = std::make_unique<Dataplane>(device_.get(), tun_.get(), socket_.get(), mtu, &clock_);
+  plane_->SetForeignHandler([this](absl::Span<const uint8_t> datagram, const Endpoint& from) {
+    return OnForeign(datagram, from);
+  });
+  if (absl::Status s = plane_->Start(); !s.ok()) {
+    TM_LOG_ERROR("{}", std::string(s.message()));
+    return kExitFailure;
+  }
+  absl::StatusOr<std::unique_ptr<ControlServer>> control = ControlServer::Listen(
+      ControlSocketPath(options_.state_dir, options_.interface_name),
+      [this](std::string_view request) -> std::string {
+        if (request == "ping") return "pong";
+        if (request == "status") return Status();
+        if (request == "leave") {
+          absl::Status s = client_->Leave();
+          if (!s.ok()) return "{\"error\": \"" + std::string(s.message()) + "\"}";
+          leave_requested_ = true;
+          uint64_t one = 1;
+          (void)!write(wake_fd_, &one, sizeof(one));
+          return "{\"left\": true}";
+        }
+        return "{\"error\": \"unknown request\"}";
+      });
+  if (!control.ok()) {
+    TM_LOG_ERROR("{}", std::string(control.status().message()));
+    return kExitFailure;
+  }
+  control_ = std::move(*control);
+  return -1;  // Running.
+}
+
+std::string JoinAgent::Status() {
+  SelfInfo self;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    self.name = name_;
+    self.mesh_ips = mesh_ips_;
+  }
+  self.interface_name = options_.interface_name;
+  self.public_key = public_key_;
+  self.listen_port = socket_->port();
+  return BuildStatus(self, *device_, *plane_->routes(),
+                     [this](const noise::Peer& peer, nlohmann::json& fields) {
+                       std::lock_guard<std::mutex> lock(mu_);
+                       auto it = peers_.find(peer.public_key());
+                       if (it == peers_.end()) return;
+                       fields["name"] = it->second.name;
+                       fields["mesh_ips"] = it->second.mesh_ips;
+                     })
+      .dump();
+}
+
+void JoinAgent::PublishRoutes() {
+  auto routes = std::make_shared<RouteTable>();
+  std::vector<Prefix> outside_mesh;
+  for (const auto& [key, info] : peers_) {
+    noise::Peer* peer = device_->FindPeer(key);
+    if (peer == nullptr) continue;
+    for (const Prefix& prefix : info.allowed) {
+      routes->Insert(prefix, peer);
+      bool inside = false;
+      for (const Prefix& cidr : mesh_cidrs_) {
+        inside = inside || (cidr.Contains(prefix.address()) && prefix.length() >= cidr.length());
+      }
+      if (!inside) outside_mesh.push_back(prefix);
+    }
+  }
+  plane_->SetRoutes(routes);
+  // Mesh IPs are covered by the interface's connected routes; anything else needs its own route.
+  if (absl::Status s = link_->ReplaceRoutes(outside_mesh); !s.ok()) {
+    TM_LOG_WARN("updating routes: {}", std::string(s.message()));
+  }
+}
+
+void JoinAgent::UpsertPeer(const coord::Peer& peer) {
+  const PublicKey key = KeyFrom(peer.public_key());
+  if (key.IsZero() || key == public_key_) return;
+  PeerInfo info;
+  info.name = peer.name();
+  info.mesh_ips.assign(peer.mesh_ips().begin(), peer.mesh_ips().end());
+  for (const std::string& p : peer.allowed_ips()) {
+    absl::StatusOr<Prefix> prefix = Prefix::Parse(p);
+    if (prefix.ok()) info.allowed.push_back(*prefix);
+  }
+  for (const std::string& e : peer.endpoints()) {
+    absl::StatusOr<Endpoint> endpoint = Endpoint::Parse(e);
+    if (endpoint.ok()) info.candidates.push_back(*endpoint);
+  }
+  noise::Peer* existing = device_->FindPeer(key);
+  if (existing == nullptr) {
+    SecretKey psk;
+    if (settings_.preshared_key().size() == kKeySize) {
+      psk = SecretKey(reinterpret_cast<const uint8_t*>(settings_.preshared_key().data()));
+    }
+    std::optional<Endpoint> first;
+    if (!info.candidates.empty()) first = info.candidates.front();
+    absl::StatusOr<noise::Peer*> added =
+        device_->AddPeer({key, std::move(psk), first, std::chrono::seconds(0)});
+    if (!added.ok()) {
+      TM_LOG_WARN("peer {}: {}", info.name, std::string(added.status().message()));
+      return;
+    }
+    TM_LOG_INFO("peer {} ({}) joined the map", info.name, key.Short());
+  } else if (!info.candidates.empty()) {
+    // Keep an endpoint learned from authenticated traffic while the coordinator still lists it.
+    std::optional<Endpoint> current = existing->endpoint();
+    bool listed = false;
+    for (const Endpoint& c : info.candidates) listed = listed || (current && c == *current);
+    if (!listed) existing->set_endpoint(info.candidates.front());
+  }
+  peers_[key] = std::move(info);
+}
+
+void JoinAgent::RemovePeer(const PublicKey& key) {
+  auto it = peers_.find(key);
+  if (it == peers_.end()) return;
+  TM_LOG_INFO("peer {} left the map", it->second.name);
+  peers_.erase(it);
+}
+
+void JoinAgent::Apply(const coord::MapUpdate& update) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (update.has_settings()) settings_ = update.settings();
+  std::vector<PublicKey> gone;
+  if (update.full()) {
+    std::set<PublicKey> listed;
+    for (const coord::Peer& p : update.upsert_peers()) listed.insert(KeyFrom(p.public_key()));
+    for (const auto& [key, info] : peers_) {
+      if (!listed.count(key)) gone.push_back(key);
+    }
+  }
+  for (const std::string& k : update.removed_peers()) gone.push_back(KeyFrom(k));
+  for (const coord::Peer& p : update.upsert_peers()) UpsertPeer(p);
+  for (const PublicKey& key : gone) RemovePeer(key);
+  // Routes first, so no data thread looks a removed peer up again, then the device forgets it.
+  PublishRoutes();
+  for (const PublicKey& key : gone) device_->RemovePeer(key, clock_.Now());
+  if (update.has_call_me_maybe()) {
+    // Discovery probing is driven from here once direct-path discovery is wired in; for now the
+    // peer's listed endpoints are already in use.
+  }
+}
+
+void JoinAgent::WatchLoop() {
+  std::chrono::milliseconds delay = kBackoffStart;
+  bool first = true;
+  while (!stopping_) {
+    if (!first) {
+      absl::Status s = Register();
+      if (!s.ok()) {
+        if (!stopping_) TM_LOG_WARN("re-registering: {}", std::string(s.message()));
+        Backoff(&delay);
+        continue;
+      }
+    }
+    first = false;
+    absl::Status s = client_->Watch([&](const coord::MapUpdate& update) {
+      delay = kBackoffStart;
+      Apply(update);
+    });
+    if (stopping_) break;
+    TM_LOG_WARN("coordinator stream ended: {}; reconnecting (established tunnels keep working)",
+                std::string(s.message()));
+    Backoff(&delay);
+  }
+}
+
+bool JoinAgent::OnForeign(absl::Span<const uint8_t> datagram, const Endpoint& from) {
+  if (!stun::LooksLikeStun(datagram)) return false;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!stun_pending_) return true;
+  stun::BindingResponse response;
+  if (stun::ParseBindingResponse(datagram, stun_txid_, &response) != stun::ParseResult::kOk ||
+      response.message_class != stun::MessageClass::kSuccessResponse) {
+    return true;
+  }
+  stun_pending_ = false;
+  if (!reflexive_ || !(*reflexive_ == response.mapped_address)) {
+    reflexive_ = response.mapped_address;
+    endpoints_dirty_ = true;
+    TM_LOG_INFO("endpoint found: {} (STUN)", reflexive_->ToString());
+    cv_.notify_all();
+  }
+  return true;
+}
+
+void JoinAgent::ReportEndpoints() {
+  std::vector<std::string> candidates;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (reflexive_) candidates.push_back(reflexive_->ToString());
+  }
+  for (const IpAddress& ip : LocalAddresses(options_.interface_name)) {
+    std::string e = Endpoint(ip, socket_->port()).ToString();
+    if (std::find(candidates.begin(), candidates.end(), e) == candidates.end()) {
+      candidates.push_back(e);
+    }
+    if (candidates.size() >= 16) break;
+  }
+  absl::Status s = client_->ReportEndpoints(candidates);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (s.ok()) {
+    endpoints_dirty_ = false;
+    reported_ = candidates;
+  }
+}
+
+void JoinAgent::StunLoop() {
+  auto next_stun = std::chrono::steady_clock::now();
+  while (!stopping_) {
+    std::string stun_address;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stun_address = ResolveServiceHost(settings_.stun_address());
+    }
+    if (std::chrono::steady_clock::now() >= next_stun && !stun_address.empty()) {
+      absl::StatusOr<Endpoint> server = Endpoint::Parse(stun_address);
+      if (server.ok()) {
+        uint8_t request[stun::kMaxEncodedSize];
+        size_t size = 0;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          RandomBytes(absl::Span<uint8_t>(stun_txid_.data(), stun_txid_.size()));
+          stun_pending_ = true;
+          size = stun::EncodeBindingRequest(stun_txid_, stun::EncodeOptions{},
+                                            absl::Span<uint8_t>(request, sizeof(request)));
+        }
+        if (size > 0) plane_->SendRaw(absl::Span<const uint8_t>(request, size), *server);
+      }
+      next_stun = std::chrono::steady_clock::now() + kStunInterval;
+    }
+    bool dirty;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(200),
+                   [&] { return stopping_.load() || endpoints_dirty_; });
+      dirty = endpoints_dirty_;
+    }
+    if (dirty && !stopping_) ReportEndpoints();
+  }
+}
+
+int JoinAgent::Run(const sigset_t& signals) {
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int setup = Setup();
+  if (setup >= 0) return setup;
+  std::thread watch([this] { WatchLoop(); });
+  std::thread stun([this] { StunLoop(); });
+  TM_LOG_INFO("interface {} up; following the network map", options_.interface_name);
+  while (!leave_requested_) {
+    timespec timeout{0, 200'000'000};
+    int sig = sigtimedwait(&signals, nullptr, &timeout);
+    if (sig == SIGINT || sig == SIGTERM) {
+      TM_LOG_INFO("signal {} received: shutting down (still a member; `tunnelmesh-agent leave` "
+                  "removes it)", sig);
+      break;
+    }
+    if (!plane_->running()) {
+      TM_LOG_ERROR("data plane failed: {}", plane_->failure().ToString());
+      break;
+    }
+  }
+  if (leave_requested_) TM_LOG_INFO("left the mesh: shutting down");
+  stopping_ = true;
+  cv_.notify_all();
+  client_->CancelWatch();
+  watch.join();
+  stun.join();
+  control_.reset();
+  plane_->Stop();
+  if (absl::Status s = link_->Teardown(); !s.ok()) {
+    TM_LOG_WARN("removing addresses of {}: {}", options_.interface_name, s.ToString());
+  }
+  return plane_->failure().ok() ? 0 : kExitFailure;
+}
+
+}  // namespace
+
+int RunJoin(const JoinOptions& options, const sigset_t& signals) {
+  JoinAgent agent(options);
+  return agent.Run(signals);
+}
+
+}  // namespace tunnelmesh
