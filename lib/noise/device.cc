@@ -95,6 +95,7 @@ Peer::Peer(const StaticIdentity& local, PeerConfig config, uint32_t id, IndexTab
       indices_(indices),
       statics_(PeerStatics::Make(local, config.public_key, std::move(config.preshared_key))),
       persistent_keepalive_(config.persistent_keepalive),
+      roaming_(config.roaming),
       endpoint_(config.endpoint) {}
 
 Peer::~Peer() {
@@ -325,12 +326,13 @@ void Device::HandleInitiation(absl::Span<uint8_t> datagram, const Endpoint& from
                                            initiation.sender_index, now, /*is_initiator=*/false);
   indices_.SetKeypair(index, keypair);
   peer->InstallKeypair(std::move(keypair));
-  peer->endpoint_ = from;
+  if (peer->roaming_ || !peer->endpoint_) peer->endpoint_ = from;
   peer->zero_keys_deadline_ = now + kZeroKeysAfter;
 
   uint8_t out[wire::kResponseSize];
   wire::Serialize(response, out);
   peer->cookies_.AddMacs(absl::Span<uint8_t>(out, sizeof(out)), peer->statics_, now);
+  // The response goes back where the initiation came from, whatever path is configured.
   emit(from, absl::Span<const uint8_t>(out, sizeof(out)));
   OnAuthenticatedSend(peer, now, /*is_data=*/false);
 }
@@ -364,7 +366,7 @@ void Device::HandleResponse(absl::Span<uint8_t> datagram, const Endpoint& from, 
                                            message.sender_index, now, /*is_initiator=*/true);
   indices_.SetKeypair(index, keypair);
   peer->InstallKeypair(std::move(keypair));
-  peer->endpoint_ = from;
+  if (peer->roaming_ || !peer->endpoint_) peer->endpoint_ = from;
   peer->rekey_on_receive_done_ = false;
   peer->zero_keys_deadline_ = now + kZeroKeysAfter;
   peer->new_handshake_deadline_.reset();
@@ -432,7 +434,7 @@ Device::Received Device::HandleData(absl::Span<uint8_t> datagram, const Endpoint
       FlushStagedLocked(peer, now, /*keepalive_if_empty=*/false, emit);
     }
     // Roaming: the latest authenticated source is where the peer is now (whitepaper 2.1).
-    peer->endpoint_ = from;
+    if (peer->roaming_) peer->endpoint_ = from;
     peer->new_handshake_deadline_.reset();
     peer->last_sent_or_received_ = now;
     if (padded_length > 0 && !peer->keepalive_deadline_) {

@@ -65,6 +65,9 @@ struct PeerConfig {
   SecretKey preshared_key;  // Zero for none.
   std::optional<Endpoint> endpoint;
   std::chrono::seconds persistent_keepalive{0};  // Zero for off.
+  // Follow the latest authenticated source address (WireGuard's roaming). Off when something else
+  // (the agent's path selection) decides where the peer is reached.
+  bool roaming = true;
 };
 
 // One remote peer's protocol state. Created and owned by Device.
@@ -101,6 +104,7 @@ class Peer {
   IndexTable* const indices_;
   const PeerStatics statics_;
   const std::chrono::seconds persistent_keepalive_;
+  const bool roaming_;
   PeerStats stats_;
 
   mutable absl::Mutex mu_;

@@ -171,7 +171,15 @@ class JoinAgent {
   std::unique_ptr<UdpSocket> socket_;
   std::unique_ptr<LinkConfigurator> link_;
   std::unique_ptr<Dataplane> plane_;
-  std::unique_ptr<CoordinatorClient> client_;
+  // Replaced by a fresh channel after the coordinator goes away: a channel that saw the old
+  // process can keep failing its TLS handshakes with the new one.
+  std::shared_ptr<CoordinatorClient> client() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return client_;
+  }
+  std::shared_ptr<CoordinatorClient> client_;
+  std::string target_;
+  std::string ca_pem_;
   std::unique_ptr<ControlServer> control_;
   SecretKey private_key_;
   PublicKey public_key_;
@@ -219,10 +227,11 @@ absl::Status JoinAgent::Register() {
   for (const auto& [k, v] : options_.labels) (*request.mutable_labels())[k] = v;
   request.set_kind(coord::MEMBER_KIND_EXTERNAL);
   request.set_listen_port(socket_->port());
+  std::shared_ptr<CoordinatorClient> coordinator = client();
   absl::StatusOr<coord::RegisterResponse> response =
-      client_->Register(request, absl::Seconds(5));
+      coordinator->Register(request, absl::Seconds(5));
   if (!response.ok()) return response.status();
-  client_->SetSessionToken(response->session_token());
+  coordinator->SetSessionToken(response->session_token());
   std::vector<IpAddress> ips;
   for (const std::string& ip : response->mesh_ips()) {
     absl::StatusOr<IpAddress> parsed = IpAddress::Parse(ip);
@@ -303,7 +312,9 @@ int JoinAgent::Setup() {
   const std::string target =
       (host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_) + ":" +
       std::to_string(port_);
-  client_ = std::make_unique<CoordinatorClient>(target, ca_pem);
+  target_ = target;
+  ca_pem_ = ca_pem;
+  client_ = std::make_shared<CoordinatorClient>(target, ca_pem);
 
   absl::StatusOr<std::unique_ptr<LinuxTunDevice>> tun =
       LinuxTunDevice::Create(options_.interface_name, /*offload=*/true);
@@ -377,7 +388,7 @@ int JoinAgent::Setup() {
         if (request == "ping") return "pong";
         if (request == "status") return Status();
         if (request == "leave") {
-          absl::Status s = client_->Leave();
+          absl::Status s = client()->Leave();
           if (!s.ok()) return "{\"error\": \"" + std::string(s.message()) + "\"}";
           leave_requested_ = true;
           uint64_t one = 1;
@@ -511,6 +522,10 @@ void JoinAgent::WatchLoop() {
   bool first = true;
   while (!stopping_) {
     if (!first) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        client_ = std::make_shared<CoordinatorClient>(target_, ca_pem_);
+      }
       absl::Status s = Register();
       if (!s.ok()) {
         if (!stopping_) TM_LOG_WARN("re-registering: {}", std::string(s.message()));
@@ -519,7 +534,7 @@ void JoinAgent::WatchLoop() {
       }
     }
     first = false;
-    absl::Status s = client_->Watch([&](const coord::MapUpdate& update) {
+    absl::Status s = client()->Watch([&](const coord::MapUpdate& update) {
       delay = kBackoffStart;
       Apply(update);
     });
@@ -562,7 +577,7 @@ void JoinAgent::ReportEndpoints() {
     }
     if (candidates.size() >= 16) break;
   }
-  absl::Status s = client_->ReportEndpoints(candidates);
+  absl::Status s = client()->ReportEndpoints(candidates);
   std::lock_guard<std::mutex> lock(mu_);
   if (s.ok()) {
     endpoints_dirty_ = false;
@@ -628,7 +643,7 @@ int JoinAgent::Run(const sigset_t& signals) {
   if (leave_requested_) TM_LOG_INFO("left the mesh: shutting down");
   stopping_ = true;
   cv_.notify_all();
-  client_->CancelWatch();
+  client()->CancelWatch();
   watch.join();
   stun.join();
   control_.reset();

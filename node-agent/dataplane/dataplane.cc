@@ -9,6 +9,7 @@
 #include "lib/base/log.h"
 #include "lib/net/packet.h"
 #include "lib/wire/wireguard.h"
+#include "node-agent/dataplane/relay_endpoint.h"
 #include "node-agent/tun/offload.h"
 
 namespace tunnelmesh {
@@ -41,7 +42,8 @@ std::shared_ptr<const RouteTable> Dataplane::routes() const { return routes_.loa
 
 absl::Status Dataplane::Start() {
   stop_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (stop_fd_ < 0) return absl::InternalError("eventfd failed");
+  inject_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (stop_fd_ < 0 || inject_fd_ < 0) return absl::InternalError("eventfd failed");
   running_ = true;
   outbound_ = std::thread([this] { OutboundLoop(); });
   inbound_ = std::thread([this] { InboundLoop(); });
@@ -56,7 +58,9 @@ void Dataplane::Stop() {
   if (outbound_.joinable()) outbound_.join();
   if (inbound_.joinable()) inbound_.join();
   close(stop_fd_);
+  close(inject_fd_);
   stop_fd_ = -1;
+  inject_fd_ = -1;
 }
 
 absl::Status Dataplane::failure() const {
@@ -76,6 +80,12 @@ void Dataplane::Fail(absl::Status status) {
 }
 
 void Dataplane::SendNow(const Endpoint& to, absl::Span<const uint8_t> bytes) {
+  if (relay_sink_) {
+    if (std::optional<uint32_t> peer_id = RelayPeerId(to)) {
+      relay_sink_(*peer_id, bytes);
+      return;
+    }
+  }
   if (!socket_->SendTo(bytes, to)) device_->drops().Add(Drop::kSendFailed);
 }
 
@@ -113,10 +123,17 @@ void Dataplane::OutboundLoop() {
       }
       size_t message_length = 0;
       Endpoint to;
-      if (device_->SealInPlace(*owner, at, length, now, wall, emit, &message_length, &to) ==
+      if (device_->SealInPlace(*owner, at, length, now, wall, emit, &message_length, &to) !=
           noise::Device::SealResult::kSealed) {
-        batch.Add(at, message_length, to);
+        return;
       }
+      if (relay_sink_) {
+        if (std::optional<uint32_t> peer_id = RelayPeerId(to)) {
+          relay_sink_(*peer_id, absl::Span<const uint8_t>(at, message_length));
+          return;
+        }
+      }
+      batch.Add(at, message_length, to);
     };
     // Drain what the TUN device has queued, up to a batch, then send it in one system call.
     for (size_t reads = 0; reads < kBatch && used + kMaxSegments <= kSlots; ++reads) {
@@ -178,17 +195,63 @@ void Dataplane::OutboundLoop() {
   }
 }
 
+void Dataplane::InjectInbound(absl::Span<const uint8_t> datagram, const Endpoint& from) {
+  {
+    std::lock_guard<std::mutex> lock(inject_mu_);
+    // Bounded like a socket buffer: beyond this the inbound thread is not keeping up.
+    if (injected_.size() >= 4096) {
+      device_->drops().Add(Drop::kMalformed);
+      return;
+    }
+    injected_.emplace_back(std::vector<uint8_t>(datagram.begin(), datagram.end()), from);
+  }
+  uint64_t one = 1;
+  (void)!write(inject_fd_, &one, sizeof(one));
+}
+
+void Dataplane::ProcessDatagram(uint8_t* data, size_t size, const Endpoint& from,
+                                const RouteTable& routes, MonoTime now, absl::Time wall,
+                                GroCoalescer* gro) {
+  auto emit = [this](const Endpoint& to, absl::Span<const uint8_t> bytes) { SendNow(to, bytes); };
+  // WireGuard messages start with a type of 1-4 and three zero bytes; anything else may be ours
+  // (STUN, discovery).
+  const bool wireguard =
+      size >= 4 && data[0] >= 1 && data[0] <= 4 && data[1] == 0 && data[2] == 0 && data[3] == 0;
+  if (foreign_ && !wireguard && foreign_(absl::Span<const uint8_t>(data, size), from)) return;
+  noise::Device::Received r =
+      device_->Receive(absl::Span<uint8_t>(data, size), from, now, wall, emit);
+  if (r.kind != noise::Device::Received::Kind::kPacket) return;
+  absl::Span<const uint8_t> packet(data + wire::kTransportHeaderSize, r.packet_length);
+  // Cryptokey routing: the inner source must be an address this peer is allowed to use.
+  std::optional<IpAddress> source = SourceOf(packet);
+  noise::Peer* const* owner = source ? routes.Lookup(*source) : nullptr;
+  if (owner == nullptr || *owner != r.peer) {
+    device_->drops().Add(source ? Drop::kSourceNotAllowed : Drop::kInnerMalformed);
+    return;
+  }
+  if (gro != nullptr) {
+    // The 16 bytes of transport header before the packet are the virtio header's room.
+    gro->Add(data + wire::kTransportHeaderSize, r.packet_length,
+             [this](absl::Span<const iovec> parts) {
+               if (!tun_->WriteV(parts).ok()) device_->drops().Add(Drop::kTunWriteFailed);
+             });
+  } else if (!tun_->Write(packet).ok()) {
+    device_->drops().Add(Drop::kTunWriteFailed);
+  }
+}
+
 void Dataplane::InboundLoop() {
   // GRO hands over up to 64 KiB per slot.
   RecvBatch batch(kBatch / 4, 65536);
   auto emit = [this](const Endpoint& to, absl::Span<const uint8_t> bytes) { SendNow(to, bytes); };
   // With an offloading TUN, in-order TCP segments are merged into super-packets before the write.
-  const bool offload = tun_->offload();
-  GroCoalescer gro;
+  GroCoalescer coalescer;
+  GroCoalescer* gro = tun_->offload() ? &coalescer : nullptr;
   auto write = [this](absl::Span<const iovec> parts) {
     if (!tun_->WriteV(parts).ok()) device_->drops().Add(Drop::kTunWriteFailed);
   };
-  pollfd fds[2] = {{socket_->fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+  std::deque<std::pair<std::vector<uint8_t>, Endpoint>> injected;
+  pollfd fds[3] = {{socket_->fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}, {inject_fd_, POLLIN, 0}};
   MonoTime next_tick = clock_->Now();
   while (running_) {
     MonoTime now = clock_->Now();
@@ -198,61 +261,45 @@ void Dataplane::InboundLoop() {
     }
     const int timeout_ms = static_cast<int>(
         std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now).count() + 1);
-    if (poll(fds, 2, timeout_ms) < 0) {
+    if (poll(fds, 3, timeout_ms) < 0) {
       if (errno == EINTR) continue;
       return Fail(absl::InternalError("poll on UDP socket failed"));
     }
     if (fds[1].revents) break;
-    if (!(fds[0].revents & POLLIN)) continue;
-    absl::StatusOr<size_t> received = socket_->Receive(&batch);
-    if (!received.ok()) return Fail(received.status());
-    if (*received == 0) continue;
     std::shared_ptr<const RouteTable> routes = routes_.load();
     now = clock_->Now();
     const absl::Time wall = clock_->WallNow();
-    for (size_t i = 0; i < *received; ++i) {
-      absl::StatusOr<Endpoint> from = batch.source(i);
-      if (!from.ok()) {
-        device_->drops().Add(Drop::kMalformed);
-        continue;
+    if (fds[2].revents & POLLIN) {
+      uint64_t count;
+      (void)!read(inject_fd_, &count, sizeof(count));
+      {
+        std::lock_guard<std::mutex> lock(inject_mu_);
+        injected.swap(injected_);
       }
-      const size_t total = batch.length(i);
-      if (total == 0) {
-        device_->drops().Add(Drop::kMalformed);
-        continue;
+      for (auto& [bytes, from] : injected) {
+        if (bytes.empty()) continue;
+        ProcessDatagram(bytes.data(), bytes.size(), from, *routes, now, wall, gro);
       }
-      const size_t segment = batch.segment_size(i) ? batch.segment_size(i) : total;
-      for (size_t offset = 0; offset < total; offset += segment) {
-        const size_t size = std::min(segment, total - offset);
-        uint8_t* data = batch.data(i) + offset;
-        // WireGuard messages start with a type of 1-4 and three zero bytes; anything else may be
-        // ours (STUN, discovery).
-        const bool wireguard =
-            size >= 4 && data[0] >= 1 && data[0] <= 4 && data[1] == 0 && data[2] == 0 && data[3] == 0;
-        if (foreign_ && !wireguard &&
-            foreign_(absl::Span<const uint8_t>(data, size), *from)) {
+      injected.clear();
+    }
+    if (fds[0].revents & POLLIN) {
+      absl::StatusOr<size_t> received = socket_->Receive(&batch);
+      if (!received.ok()) return Fail(received.status());
+      for (size_t i = 0; i < *received; ++i) {
+        absl::StatusOr<Endpoint> from = batch.source(i);
+        const size_t total = batch.length(i);
+        if (!from.ok() || total == 0) {
+          device_->drops().Add(Drop::kMalformed);
           continue;
         }
-        noise::Device::Received r =
-            device_->Receive(absl::Span<uint8_t>(data, size), *from, now, wall, emit);
-        if (r.kind != noise::Device::Received::Kind::kPacket) continue;
-        absl::Span<const uint8_t> packet(data + wire::kTransportHeaderSize, r.packet_length);
-        // Cryptokey routing: the inner source must be an address this peer is allowed to use.
-        std::optional<IpAddress> source = SourceOf(packet);
-        noise::Peer* const* owner = source ? routes->Lookup(*source) : nullptr;
-        if (owner == nullptr || *owner != r.peer) {
-          device_->drops().Add(source ? Drop::kSourceNotAllowed : Drop::kInnerMalformed);
-          continue;
-        }
-        if (offload) {
-          // The 16 bytes of transport header before the packet are the virtio header's room.
-          gro.Add(data + wire::kTransportHeaderSize, r.packet_length, write);
-        } else if (!tun_->Write(packet).ok()) {
-          device_->drops().Add(Drop::kTunWriteFailed);
+        const size_t segment = batch.segment_size(i) ? batch.segment_size(i) : total;
+        for (size_t offset = 0; offset < total; offset += segment) {
+          ProcessDatagram(batch.data(i) + offset, std::min(segment, total - offset), *from,
+                          *routes, now, wall, gro);
         }
       }
     }
-    if (offload) gro.Flush(write);
+    if (gro != nullptr) gro->Flush(write);
   }
 }
 

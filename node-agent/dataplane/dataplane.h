@@ -7,7 +7,10 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <functional>
+#include <mutex>
+#include <vector>
 #include <memory>
 #include <thread>
 
@@ -15,6 +18,7 @@
 #include "lib/noise/device.h"
 #include "lib/routing/allowed_ips.h"
 #include "node-agent/dataplane/udp_socket.h"
+#include "node-agent/tun/offload.h"
 #include "node-agent/tun/tun_device.h"
 
 namespace tunnelmesh {
@@ -37,6 +41,15 @@ class Dataplane {
   // consumed the datagram. Set before Start.
   using ForeignHandler = std::function<bool(absl::Span<const uint8_t>, const Endpoint&)>;
   void SetForeignHandler(ForeignHandler handler) { foreign_ = std::move(handler); }
+
+  // Datagrams for relay placeholder endpoints (relay_endpoint.h) go to `sink` instead of the UDP
+  // socket, from whichever data-plane thread sends them. Set before Start.
+  using RelaySink = std::function<void(uint32_t peer_id, absl::Span<const uint8_t>)>;
+  void SetRelaySink(RelaySink sink) { relay_sink_ = std::move(sink); }
+
+  // Hands a datagram that arrived another way (through the relay) to the inbound thread, which
+  // treats it exactly like one from the UDP socket with source `from`. Any thread.
+  void InjectInbound(absl::Span<const uint8_t> datagram, const Endpoint& from);
 
   // Sends one datagram from the data socket (any thread).
   bool SendRaw(absl::Span<const uint8_t> bytes, const Endpoint& to) {
@@ -65,7 +78,14 @@ class Dataplane {
   const Clock* const clock_;
   std::atomic<std::shared_ptr<const RouteTable>> routes_;
   std::atomic<bool> running_{false};
+  void ProcessDatagram(uint8_t* data, size_t size, const Endpoint& from, const RouteTable& routes,
+                       MonoTime now, absl::Time wall, GroCoalescer* gro);
+
   ForeignHandler foreign_;
+  RelaySink relay_sink_;
+  std::mutex inject_mu_;
+  std::deque<std::pair<std::vector<uint8_t>, Endpoint>> injected_;  // Guarded by inject_mu_.
+  int inject_fd_ = -1;  // eventfd: the inbound thread has injected datagrams to take.
   int stop_fd_ = -1;  // eventfd that wakes both threads for shutdown.
   std::thread outbound_;
   std::thread inbound_;

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "node-agent/dataplane/relay_endpoint.h"
 #include "node-agent/tun/testing/fake_tun_device.h"
 
 namespace tunnelmesh {
@@ -85,6 +86,47 @@ TEST(DataplaneTest, CarriesPacketsBothWaysAndChecksInnerSource) {
   a.plane->Stop();
   b.plane->Stop();
   EXPECT_TRUE(a.plane->failure().ok());
+}
+
+TEST(DataplaneTest, RelayPlaceholderEndpointsGoThroughTheSinkAndInjection) {
+  InitCrypto();
+  SystemClock clock;
+  SecretKey ka = SecretKey::GeneratePrivate(), kb = SecretKey::GeneratePrivate();
+  Node a(ka), b(kb);
+  // Each side reaches the other only through the "relay": the sinks hand datagrams across.
+  a.peer = *a.device.AddPeer({b.device.identity().public_key, SecretKey(), std::nullopt,
+                              std::chrono::seconds(0), /*roaming=*/false});
+  b.peer = *b.device.AddPeer({a.device.identity().public_key, SecretKey(), std::nullopt,
+                              std::chrono::seconds(0), /*roaming=*/false});
+  a.peer->set_endpoint(RelayEndpoint(a.peer->id()));
+  b.peer->set_endpoint(RelayEndpoint(b.peer->id()));
+  a.plane = std::make_unique<Dataplane>(&a.device, &a.tun, a.socket.get(), 1420, &clock);
+  b.plane = std::make_unique<Dataplane>(&b.device, &b.tun, b.socket.get(), 1420, &clock);
+  std::atomic<int> relayed{0};
+  a.plane->SetRelaySink([&](uint32_t, absl::Span<const uint8_t> bytes) {
+    ++relayed;
+    b.plane->InjectInbound(bytes, RelayEndpoint(b.peer->id()));
+  });
+  b.plane->SetRelaySink([&](uint32_t, absl::Span<const uint8_t> bytes) {
+    ++relayed;
+    a.plane->InjectInbound(bytes, RelayEndpoint(a.peer->id()));
+  });
+  auto a_routes = std::make_shared<RouteTable>();
+  a_routes->Insert(*Prefix::Parse("10.0.0.2/32"), a.peer);
+  auto b_routes = std::make_shared<RouteTable>();
+  b_routes->Insert(*Prefix::Parse("10.0.0.1/32"), b.peer);
+  a.plane->SetRoutes(a_routes);
+  b.plane->SetRoutes(b_routes);
+  ASSERT_TRUE(a.plane->Start().ok());
+  ASSERT_TRUE(b.plane->Start().ok());
+  auto ping = Ipv4Packet("10.0.0.1", "10.0.0.2", 84);
+  a.tun.InjectPacket(ping);
+  ASSERT_TRUE(WaitFor([&] { return b.tun.write_count() == 1; }));
+  EXPECT_EQ(*b.tun.PopWrittenPacket(), ping);
+  EXPECT_GE(relayed.load(), 3) << "initiation, response and data all went through the sinks";
+  EXPECT_EQ(a.peer->endpoint(), RelayEndpoint(a.peer->id())) << "no roaming off the relay";
+  a.plane->Stop();
+  b.plane->Stop();
 }
 
 }  // namespace

@@ -1,0 +1,546 @@
+// RelayClient on cpprestsdk's websocket_callback_client. This file is the one boundary where
+// cpprestsdk's exceptions are caught; nothing here lets one escape.
+//
+// Threads: a worker thread of ours runs the connect/reconnect loop and owns each socket's
+// lifetime; cpprestsdk calls the message handler on the socket's own I/O thread and the close
+// handler and send continuations on its thread pool. Handlers hold only a weak reference to the
+// shared Core, and each carries the number of the attempt it belongs to, so a late callback from
+// an old socket changes nothing.
+// cpprestsdk otherwise defines a macro `U` that breaks fmt (spdlog) and anything else naming U.
+#define _TURN_OFF_PLATFORM_STRING
+#include <utility>
+
+#include "node-agent/transport/relay_client.h"
+
+#include <pthread.h>
+#include <sodium.h>
+
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpprest/containerstream.h"
+#include "cpprest/ws_client.h"
+#include "lib/base/log.h"
+#include "lib/wire/relay_frame.h"
+#include "node-agent/transport/backoff.h"
+#include "pplx/threadpool.h"
+
+namespace tunnelmesh {
+
+namespace relay = wire::relay;
+namespace ws = web::websockets::client;
+
+namespace {
+
+// Where one connection attempt stands.
+enum class Phase {
+  kConnecting,  // TCP, upgrade, Challenge, Hello: waiting for Ready
+  kReady,       // registered; frames flow
+  kFailed,      // the attempt failed before Ready
+  kClosed,      // a Ready connection ended
+};
+
+// How soon to try again after an attempt.
+enum class Retry {
+  kNormal,  // jittered exponential backoff
+  kSlow,    // the slowest backoff: the relay refused us and may change its mind later
+  kNever,   // retrying cannot help (the relay presents another key)
+};
+
+// Error text from the relay is untrusted: keep it printable before it reaches logs and statuses.
+std::string Printable(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return out;
+}
+
+}  // namespace
+
+struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
+  explicit Core(Options client_options) : options(client_options) {}
+
+  // Set by the owner before the worker starts; read-only afterwards.
+  const Options options;
+  ReceiveCallback on_receive;
+  std::string url;
+  web::uri uri;
+  SecretKey private_key;
+  PublicKey public_key;
+  PublicKey server_key;
+
+  RelayClientCounters counters;
+  std::atomic<bool> connected{false};
+  std::atomic<size_t> in_flight{0};
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stopping = false;                     // guarded by mu
+  uint64_t generation = 0;                   // guarded by mu: the current attempt
+  Phase phase = Phase::kConnecting;          // guarded by mu
+  bool hello_sent = false;                   // guarded by mu
+  absl::Status outcome;                      // guarded by mu: why the attempt failed
+  Retry retry = Retry::kNormal;              // guarded by mu
+  std::optional<absl::Status> first_outcome;  // guarded by mu: what Connect() returns
+
+  // Lock order: mu before socket_mu.
+  std::mutex socket_mu;
+  std::shared_ptr<ws::websocket_callback_client> socket;  // guarded by socket_mu
+  bool socket_ready = false;  // guarded by socket_mu: `socket` got Ready; data may go out
+
+  // The worker thread: attempts and waits until told to stop.
+  void Run() {
+    const uint64_t seed = options.jitter_seed != 0 ? options.jitter_seed : std::random_device{}();
+    Backoff backoff(options.initial_backoff, options.max_backoff, seed);
+    bool first = true;
+    int failures_in_a_row = 0;
+    while (true) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (stopping) return;
+      }
+      bool was_ready = false;
+      absl::Status status;
+      const Retry next = RunAttempt(first, &was_ready, &status);
+      first = false;
+      if (next == Retry::kNever) {
+        TM_LOG_ERROR("relay client stopped, not reconnecting: {}", std::string(status.message()));
+        return;
+      }
+      if (was_ready) {
+        backoff.Reset();
+        failures_in_a_row = 0;
+      }
+      const std::chrono::milliseconds delay =
+          next == Retry::kSlow ? backoff.max() : backoff.Next();
+      if (was_ready || failures_in_a_row++ == 0) {
+        TM_LOG_WARN("relay connection lost, reconnecting url={} delay_ms={} reason={}", url,
+                    delay.count(), std::string(status.message()));
+      } else {
+        TM_LOG_DEBUG("relay reconnect failed url={} delay_ms={} reason={}", url, delay.count(),
+                     std::string(status.message()));
+      }
+      std::unique_lock<std::mutex> lock(mu);
+      if (cv.wait_for(lock, delay, [this] { return stopping; })) return;
+    }
+  }
+
+  // One connection from start to end. Returns how to retry; `status` says why it ended.
+  Retry RunAttempt(bool first, bool* was_ready, absl::Status* status) {
+    counters.connect_attempts.fetch_add(1, std::memory_order_relaxed);
+    uint64_t attempt;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      attempt = ++generation;
+      phase = Phase::kConnecting;
+      hello_sent = false;
+      outcome = absl::OkStatus();
+      retry = Retry::kNormal;
+    }
+    StartSocket(attempt);
+
+    std::unique_lock<std::mutex> lock(mu);
+    const bool decided = cv.wait_for(lock, options.connect_timeout, [this] {
+      return stopping || phase != Phase::kConnecting;
+    });
+    if (phase == Phase::kConnecting) {
+      phase = Phase::kFailed;
+      outcome = decided ? absl::CancelledError("relay client is shutting down")
+                        : absl::UnavailableError("relay " + url + " did not register us within " +
+                                                 std::to_string(options.connect_timeout.count()) +
+                                                 " ms");
+    }
+    *was_ready = phase == Phase::kReady;
+    if (first) {
+      first_outcome = *was_ready ? absl::OkStatus() : outcome;
+      cv.notify_all();
+    }
+    if (*was_ready) cv.wait(lock, [this] { return stopping || phase != Phase::kReady; });
+    if (outcome.ok()) outcome = absl::UnavailableError("relay " + url + " closed the connection");
+    *status = outcome;
+    const Retry next = retry;
+    ++generation;  // callbacks still in flight for this socket are now stale
+    connected.store(false, std::memory_order_release);
+    lock.unlock();
+    StopSocket();
+    return next;
+  }
+
+  void StartSocket(uint64_t attempt) {
+    std::weak_ptr<Core> weak = weak_from_this();
+    try {
+      auto client = std::make_shared<ws::websocket_callback_client>(ws::websocket_client_config());
+      client->set_message_handler([weak, attempt](const ws::websocket_incoming_message& message) {
+        if (std::shared_ptr<Core> core = weak.lock()) core->OnMessage(attempt, message);
+      });
+      client->set_close_handler([weak, attempt](ws::websocket_close_status, const utility::string_t&,
+                                                const std::error_code& error) {
+        if (std::shared_ptr<Core> core = weak.lock()) core->OnClose(attempt, error);
+      });
+      {
+        std::lock_guard<std::mutex> lock(socket_mu);
+        socket = client;
+        socket_ready = false;
+      }
+      client->connect(uri).then([weak, attempt](pplx::task<void> done) {
+        try {
+          done.get();
+        } catch (const std::exception& e) {
+          if (std::shared_ptr<Core> core = weak.lock()) {
+            core->Fail(attempt, absl::UnavailableError("cannot connect to relay " + core->url +
+                                                       ": " + e.what()));
+          }
+        } catch (...) {
+          if (std::shared_ptr<Core> core = weak.lock()) {
+            core->Fail(attempt, absl::UnavailableError("cannot connect to relay " + core->url));
+          }
+        }
+      });
+    } catch (const std::exception& e) {
+      Fail(attempt, absl::UnavailableError("cannot connect to relay " + url + ": " + e.what()));
+    }
+  }
+
+  // Begins closing the socket and drops it. Its destructor (cpprestsdk's) waits for a connect in
+  // progress to end and for the close handshake, both bounded by the library's own timeouts.
+  void StopSocket() {
+    std::shared_ptr<ws::websocket_callback_client> client;
+    {
+      std::lock_guard<std::mutex> lock(socket_mu);
+      client = std::move(socket);
+      socket_ready = false;
+    }
+    if (!client) return;
+    try {
+      client->close().then([](pplx::task<void> closed) {
+        try {
+          closed.get();
+        } catch (...) {
+        }
+      });
+    } catch (...) {
+    }
+    client.reset();
+  }
+
+  // Marks the current attempt failed (before Ready) with `status`, unless something else already
+  // decided it.
+  void Fail(uint64_t attempt, absl::Status status, Retry how = Retry::kNormal) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (attempt != generation || phase != Phase::kConnecting) return;
+    phase = Phase::kFailed;
+    if (outcome.ok()) outcome = std::move(status);
+    retry = how;
+    cv.notify_all();
+  }
+
+  void OnClose(uint64_t attempt, const std::error_code& error) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (attempt != generation) return;
+    connected.store(false, std::memory_order_release);
+    if (phase == Phase::kConnecting) {
+      phase = Phase::kFailed;
+      if (outcome.ok()) {
+        outcome = absl::UnavailableError("relay " + url + " closed the connection before Ready" +
+                                         (error ? ": " + error.message() : std::string()));
+      }
+    } else if (phase == Phase::kReady) {
+      phase = Phase::kClosed;
+    }
+    cv.notify_all();
+  }
+
+  // On the socket's I/O thread, one message at a time.
+  void OnMessage(uint64_t attempt, const ws::websocket_incoming_message& message) {
+    try {
+      if (message.message_type() != ws::websocket_message_type::binary_message) {
+        counters.malformed.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      // The body is an in-memory buffer: borrow its bytes instead of copying them.
+      concurrency::streams::streambuf<uint8_t> body = message.body().streambuf();
+      uint8_t* data = nullptr;
+      size_t size = 0;
+      if (body.acquire(data, size) && (data != nullptr || message.length() == 0)) {
+        HandleFrame(attempt, relay::Bytes(data, size));
+        body.release(data, 0);
+        return;
+      }
+      std::vector<uint8_t> copy(message.length());
+      size = body.scopy(copy.data(), copy.size());
+      HandleFrame(attempt, relay::Bytes(copy.data(), size));
+    } catch (const std::exception& e) {
+      counters.malformed.fetch_add(1, std::memory_order_relaxed);
+      TM_LOG_DEBUG("relay message unreadable: {}", e.what());
+    }
+  }
+
+  void HandleFrame(uint64_t attempt, relay::Bytes frame) {
+    const std::optional<relay::FrameType> type = relay::Classify(frame);
+    if (!type) {
+      counters.malformed.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    switch (*type) {
+      case relay::FrameType::kDeliver: {
+        relay::Deliver deliver;
+        if (!relay::Parse(frame, &deliver) || !connected.load(std::memory_order_acquire)) {
+          counters.malformed.fetch_add(1, std::memory_order_relaxed);
+          return;
+        }
+        counters.frames_received.fetch_add(1, std::memory_order_relaxed);
+        counters.bytes_received.fetch_add(deliver.payload.size(), std::memory_order_relaxed);
+        if (on_receive) on_receive(PublicKey{deliver.source}, deliver.payload);
+        return;
+      }
+      case relay::FrameType::kChallenge: {
+        relay::Challenge challenge;
+        if (relay::Parse(frame, &challenge)) OnChallenge(attempt, challenge);
+        return;
+      }
+      case relay::FrameType::kReady:
+        OnReady(attempt);
+        return;
+      case relay::FrameType::kError: {
+        relay::Error error;
+        if (relay::Parse(frame, &error)) OnRelayError(attempt, error);
+        return;
+      }
+      case relay::FrameType::kHello:
+      case relay::FrameType::kSend:
+        break;
+    }
+    counters.malformed.fetch_add(1, std::memory_order_relaxed);  // client-to-server frames
+  }
+
+  void OnChallenge(uint64_t attempt, const relay::Challenge& challenge) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (attempt != generation || phase != Phase::kConnecting || hello_sent) {
+        counters.malformed.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      hello_sent = true;
+    }
+    if (challenge.server_key != server_key.bytes) {
+      counters.server_key_mismatch.fetch_add(1, std::memory_order_relaxed);
+      Fail(attempt,
+           absl::FailedPreconditionError(
+               "relay " + url + " presents key " + PublicKey{challenge.server_key}.Short() +
+               " but the network map names " + server_key.Short() +
+               ": the relay URL or the network map is stale"),
+           Retry::kNever);
+      return;
+    }
+    // The proof: the challenge's random bytes boxed from our key to the relay's (crypto_box is
+    // X25519 + XSalsa20-Poly1305); only the holder of our private key can make it.
+    relay::Hello hello;
+    hello.client_key = public_key.bytes;
+    if (crypto_box_easy(hello.proof.data(), challenge.random.data(), challenge.random.size(),
+                        challenge.nonce.data(), challenge.server_key.data(),
+                        private_key.data()) != 0) {
+      Fail(attempt,
+           absl::FailedPreconditionError("relay " + url + " presents an unusable key " +
+                                         server_key.Short()),
+           Retry::kNever);
+      return;
+    }
+    std::vector<uint8_t> frame;
+    relay::Serialize(hello, &frame);
+    if (!Post(std::move(frame), 0, /*data=*/false)) {
+      Fail(attempt, absl::UnavailableError("relay " + url + " connection lost during the handshake"));
+    }
+  }
+
+  void OnReady(uint64_t attempt) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (attempt != generation || phase != Phase::kConnecting || !hello_sent) {
+      counters.malformed.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    phase = Phase::kReady;
+    {
+      std::lock_guard<std::mutex> socket_lock(socket_mu);
+      socket_ready = true;
+    }
+    connected.store(true, std::memory_order_release);
+    counters.sessions.fetch_add(1, std::memory_order_relaxed);
+    TM_LOG_INFO("relay connected url={} relay_key={} our_key={}", url, server_key.Short(),
+                public_key.Short());
+    cv.notify_all();
+  }
+
+  void OnRelayError(uint64_t attempt, const relay::Error& error) {
+    const std::string text = Printable(error.text);
+    const std::string name(relay::ErrorCodeName(error.code));
+    absl::Status status;
+    Retry how = Retry::kNormal;
+    switch (error.code) {
+      case relay::ErrorCode::kNotMember:
+      case relay::ErrorCode::kAuthFailed:
+        counters.refused.fetch_add(1, std::memory_order_relaxed);
+        status = absl::PermissionDeniedError("relay " + url + " refused key " +
+                                             public_key.Short() + " (" + name + "): " + text);
+        how = Retry::kSlow;
+        break;
+      case relay::ErrorCode::kReplaced:
+        status = absl::UnavailableError(
+            "relay " + url + " closed this connection because a newer one uses key " +
+            public_key.Short() + ": is another agent running with the same node key?");
+        how = Retry::kSlow;
+        break;
+      default:
+        status = absl::UnavailableError("relay " + url + " closed the connection (" + name +
+                                        "): " + text);
+        break;
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    if (attempt != generation) return;
+    if (outcome.ok()) outcome = status;
+    retry = how;
+    if (phase == Phase::kConnecting) phase = Phase::kFailed;
+    cv.notify_all();
+  }
+
+  // Hands one binary message to the current socket; false when there is none. `data` messages
+  // count against max_in_flight (already incremented by the caller) until the library is done.
+  bool Post(std::vector<uint8_t> frame, size_t payload_size, bool data) {
+    const size_t size = frame.size();
+    ws::websocket_outgoing_message message;
+    concurrency::streams::container_buffer<std::vector<uint8_t>> buffer(std::move(frame),
+                                                                         std::ios_base::in);
+    message.set_binary_message(buffer.create_istream(), size);
+    pplx::task<void> sent;
+    {
+      std::lock_guard<std::mutex> lock(socket_mu);
+      // Data waits for Ready; a Send racing with a reconnect must not precede the Hello.
+      if (!socket || (data && !socket_ready)) return false;
+      sent = socket->send(message);
+    }
+    std::weak_ptr<Core> weak = weak_from_this();
+    sent.then([weak, payload_size, data](pplx::task<void> done) {
+      std::shared_ptr<Core> core = weak.lock();
+      bool ok = true;
+      try {
+        done.get();
+      } catch (...) {
+        ok = false;
+      }
+      if (!core) return;
+      if (!ok) {
+        core->counters.send_failures.fetch_add(1, std::memory_order_relaxed);
+      } else if (data) {
+        core->counters.frames_sent.fetch_add(1, std::memory_order_relaxed);
+        core->counters.bytes_sent.fetch_add(payload_size, std::memory_order_relaxed);
+      }
+      if (data) core->in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    });
+    return true;
+  }
+};
+
+RelayClient::RelayClient() : RelayClient(Options()) {}
+
+RelayClient::RelayClient(Options options) : core_(std::make_shared<Core>(options)) {}
+
+RelayClient::~RelayClient() {
+  {
+    std::lock_guard<std::mutex> lock(core_->mu);
+    core_->stopping = true;
+  }
+  core_->cv.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+void RelayClient::SetReceiveCallback(ReceiveCallback callback) {
+  if (worker_.joinable()) {
+    TM_LOG_WARN("relay client: receive callback set after Connect(), ignored");
+    return;
+  }
+  core_->on_receive = std::move(callback);
+}
+
+absl::Status RelayClient::Connect(std::string_view url, const SecretKey& private_key,
+                                  const PublicKey& public_key, const PublicKey& server_key) {
+  if (worker_.joinable()) {
+    return absl::FailedPreconditionError(
+        "relay client already connected; use a new RelayClient for another relay");
+  }
+  if (DerivePublicKey(private_key) != public_key) {
+    return absl::InvalidArgumentError("relay client: public key " + public_key.Short() +
+                                      " does not belong to the private key given");
+  }
+  const std::string url_text(url);
+  try {
+    web::uri uri(utility::conversions::to_string_t(url_text));
+    const std::string scheme = utility::conversions::to_utf8string(uri.scheme());
+    if ((scheme != "ws" && scheme != "wss") || uri.host().empty()) {
+      return absl::InvalidArgumentError("relay URL \"" + url_text +
+                                        "\" is not ws://HOST:PORT/PATH or wss://...");
+    }
+    core_->uri = uri;
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError("relay URL \"" + url_text + "\" is not a URL: " + e.what());
+  }
+  core_->url = url_text;
+  core_->private_key = private_key.Clone();
+  core_->public_key = public_key;
+  core_->server_key = server_key;
+  worker_ = std::thread([core = core_] {
+    pthread_setname_np(pthread_self(), "tm-relay-cli");
+    core->Run();
+  });
+  std::unique_lock<std::mutex> lock(core_->mu);
+  core_->cv.wait(lock, [this] { return core_->first_outcome.has_value(); });
+  return *core_->first_outcome;
+}
+
+bool RelayClient::Send(const PublicKey& destination, absl::Span<const uint8_t> payload) {
+  Core& core = *core_;
+  if (payload.empty() || payload.size() > relay::kMaxPayloadSize) {
+    core.counters.dropped_invalid.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (!core.connected.load(std::memory_order_acquire)) {
+    core.counters.dropped_disconnected.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (core.in_flight.fetch_add(1, std::memory_order_acq_rel) >= core.options.max_in_flight) {
+    core.in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    core.counters.dropped_queue_full.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  try {
+    std::vector<uint8_t> frame;
+    if (relay::Serialize(relay::Send{destination.bytes, payload}, &frame) &&
+        core.Post(std::move(frame), payload.size(), /*data=*/true)) {
+      return true;
+    }
+    core.counters.dropped_disconnected.fetch_add(1, std::memory_order_relaxed);
+  } catch (const std::exception&) {
+    core.counters.send_failures.fetch_add(1, std::memory_order_relaxed);
+  }
+  core.in_flight.fetch_sub(1, std::memory_order_acq_rel);
+  return false;
+}
+
+bool RelayClient::connected() const { return core_->connected.load(std::memory_order_acquire); }
+
+const RelayClientCounters& RelayClient::counters() const { return core_->counters; }
+
+bool InitCpprestThreadPool(size_t threads) {
+  try {
+    crossplat::threadpool::initialize_with_threads(threads);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+}  // namespace tunnelmesh
