@@ -36,10 +36,10 @@ constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 constexpr uint16_t kDefaultCoordinatorPort = 7700;
 constexpr auto kStunInterval = std::chrono::seconds(15);
-// Reconnect backoff: starts near 100 ms and stays at or under a second, so members are back within
-// a second of the coordinator's return.
+// Reconnect backoff: starts near 100 ms and doubles up to 600 ms; with jitter (0.5x to 1.5x) every
+// wait stays under 900 ms, so members are back within a second of the coordinator's return.
 constexpr auto kBackoffStart = std::chrono::milliseconds(100);
-constexpr auto kBackoffMax = std::chrono::milliseconds(1000);
+constexpr auto kBackoffMax = std::chrono::milliseconds(600);
 
 std::string ReadTrimmed(const std::string& path, bool* ok) {
   std::ifstream in(path);
