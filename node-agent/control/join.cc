@@ -19,12 +19,15 @@
 #include "lib/crypto/aead.h"
 #include "lib/crypto/keys.h"
 #include "lib/crypto/x509.h"
+#include "lib/disco/message.h"
+#include "lib/disco/path_selector.h"
 #include "lib/noise/device.h"
 #include "lib/wire/stun.h"
 #include "node-agent/control/control_socket.h"
 #include "node-agent/control/coordinator_client.h"
 #include "node-agent/control/status.h"
 #include "node-agent/dataplane/dataplane.h"
+#include "node-agent/dataplane/relay_endpoint.h"
 #include "node-agent/dataplane/udp_socket.h"
 #include "node-agent/netlink/link_configurator.h"
 #include "node-agent/tun/linux_tun_device.h"
@@ -145,6 +148,12 @@ class JoinAgent {
     std::vector<std::string> mesh_ips;
     std::vector<Prefix> allowed;
     std::vector<Endpoint> candidates;
+    uint32_t device_id = 0;
+    // Direct-path discovery: which path carries traffic, and the precomputed box key for sealing
+    // discovery messages to this peer.
+    std::unique_ptr<disco::PathSelector> selector;
+    std::unique_ptr<disco::BoxKey> box;
+    disco::Path applied;
   };
 
   int Setup();
@@ -157,6 +166,10 @@ class JoinAgent {
   void PublishRoutes();
   bool OnForeign(absl::Span<const uint8_t> datagram, const Endpoint& from);
   void ReportEndpoints();
+  void PathLoop();
+  // Points the device at the path the selector chose. Requires mu_.
+  void ApplyPath(const PublicKey& key, PeerInfo& info);
+  void SendDisco(const PeerInfo& info, const disco::Message& message, const Endpoint& to);
   std::string ResolveServiceHost(const std::string& address) const;
   void Backoff(std::chrono::milliseconds* delay);
   std::string Status();
@@ -200,6 +213,8 @@ class JoinAgent {
   bool stun_pending_ = false;
   bool endpoints_dirty_ = true;
   std::vector<std::string> reported_;
+  std::vector<PublicKey> call_me_maybe_queue_;
+  bool relay_connected_ = false;
 };
 
 void JoinAgent::Backoff(std::chrono::milliseconds* delay) {
@@ -422,6 +437,11 @@ std::string JoinAgent::Status() {
                        if (it == peers_.end()) return;
                        fields["name"] = it->second.name;
                        fields["mesh_ips"] = it->second.mesh_ips;
+                       if (it->second.selector) {
+                         const disco::Path path = it->second.selector->CurrentPath();
+                         fields["path"] = disco::PathKindName(path.kind);
+                         if (path.kind == disco::PathKind::kRelay) fields["endpoint"] = "relay";
+                       }
                      })
       .dump();
 }
@@ -470,19 +490,38 @@ void JoinAgent::UpsertPeer(const coord::Peer& peer) {
     }
     std::optional<Endpoint> first;
     if (!info.candidates.empty()) first = info.candidates.front();
-    absl::StatusOr<noise::Peer*> added =
-        device_->AddPeer({key, std::move(psk), first, std::chrono::seconds(0)});
+    // The path selector, not the source of the latest packet, decides where the peer is reached.
+    absl::StatusOr<noise::Peer*> added = device_->AddPeer(
+        {key, std::move(psk), first, std::chrono::seconds(0), /*roaming=*/false});
     if (!added.ok()) {
       TM_LOG_WARN("peer {}: {}", info.name, std::string(added.status().message()));
       return;
     }
+    info.device_id = (*added)->id();
+    info.selector = std::make_unique<disco::PathSelector>();
+    info.box = std::make_unique<disco::BoxKey>();
+    if (!disco::BoxKey::Derive(private_key_, key, info.box.get())) {
+      TM_LOG_WARN("peer {}: its key is unusable for discovery", info.name);
+    }
     TM_LOG_INFO("peer {} ({}) joined the map", info.name, key.Short());
-  } else if (!info.candidates.empty()) {
-    // Keep an endpoint learned from authenticated traffic while the coordinator still lists it.
-    std::optional<Endpoint> current = existing->endpoint();
-    bool listed = false;
-    for (const Endpoint& c : info.candidates) listed = listed || (current && c == *current);
-    if (!listed) existing->set_endpoint(info.candidates.front());
+  } else {
+    auto old = peers_.find(key);
+    if (old != peers_.end()) {
+      info.device_id = old->second.device_id;
+      info.selector = std::move(old->second.selector);
+      info.box = std::move(old->second.box);
+      info.applied = old->second.applied;
+    }
+  }
+  if (info.selector) {
+    info.selector->SetRelayAvailable(relay_connected_);
+    info.selector->SetCandidates(info.candidates, clock_.Now());
+    // Until a path is confirmed, try the first candidate directly (it works on open networks).
+    noise::Peer* peer = device_->FindPeer(key);
+    if (peer != nullptr && info.selector->CurrentPath().kind == disco::PathKind::kNone &&
+        !info.candidates.empty() && !peer->endpoint()) {
+      peer->set_endpoint(info.candidates.front());
+    }
   }
   peers_[key] = std::move(info);
 }
@@ -512,8 +551,15 @@ void JoinAgent::Apply(const coord::MapUpdate& update) {
   PublishRoutes();
   for (const PublicKey& key : gone) device_->RemovePeer(key, clock_.Now());
   if (update.has_call_me_maybe()) {
-    // Discovery probing is driven from here once direct-path discovery is wired in; for now the
-    // peer's listed endpoints are already in use.
+    auto it = peers_.find(KeyFrom(update.call_me_maybe().from_public_key()));
+    if (it != peers_.end() && it->second.selector) {
+      std::vector<Endpoint> endpoints;
+      for (const std::string& e : update.call_me_maybe().endpoints()) {
+        absl::StatusOr<Endpoint> parsed = Endpoint::Parse(e);
+        if (parsed.ok()) endpoints.push_back(*parsed);
+      }
+      it->second.selector->OnCallMeMaybe(endpoints, clock_.Now());
+    }
   }
 }
 
@@ -545,7 +591,51 @@ void JoinAgent::WatchLoop() {
   }
 }
 
+void JoinAgent::SendDisco(const PeerInfo& info, const disco::Message& message,
+                          const Endpoint& to) {
+  uint8_t out[disco::kMaxDatagramSize];
+  const size_t size = disco::SealWithKey(*info.box, public_key_, message,
+                                         absl::Span<uint8_t>(out, sizeof(out)));
+  if (size > 0) plane_->SendRaw(absl::Span<const uint8_t>(out, size), to);
+}
+
+void JoinAgent::ApplyPath(const PublicKey& key, PeerInfo& info) {
+  const disco::Path path = info.selector->CurrentPath();
+  if (path == info.applied) return;
+  noise::Peer* peer = device_->FindPeer(key);
+  if (peer == nullptr) return;
+  if (path.kind == disco::PathKind::kDirect) {
+    peer->set_endpoint(path.endpoint);
+    TM_LOG_INFO("path to {}: direct via {}", info.name, path.endpoint.ToString());
+  } else if (path.kind == disco::PathKind::kRelay) {
+    peer->set_endpoint(RelayEndpoint(info.device_id));
+    TM_LOG_INFO("path to {}: relay", info.name);
+  }
+  info.applied = path;
+}
+
 bool JoinAgent::OnForeign(absl::Span<const uint8_t> datagram, const Endpoint& from) {
+  if (disco::IsDiscoMessage(datagram)) {
+    PublicKey sender;
+    if (!disco::PeekSender(datagram, &sender)) return true;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = peers_.find(sender);
+    if (it == peers_.end() || !it->second.selector) return true;
+    PeerInfo& info = it->second;
+    disco::Message message;
+    if (!disco::OpenWithKey(*info.box, datagram, &message)) return true;
+    const MonoTime now = clock_.Now();
+    if (const auto* ping = std::get_if<disco::Ping>(&message)) {
+      SendDisco(info, disco::Pong{ping->tx_id, from}, from);
+      info.selector->OnPingReceived(from, now);
+    } else if (const auto* pong = std::get_if<disco::Pong>(&message)) {
+      info.selector->OnPong(from, pong->tx_id, now);
+    } else if (const auto* cmm = std::get_if<disco::CallMeMaybe>(&message)) {
+      info.selector->OnCallMeMaybe(cmm->endpoints, now);
+    }
+    ApplyPath(sender, info);
+    return true;
+  }
   if (!stun::LooksLikeStun(datagram)) return false;
   std::lock_guard<std::mutex> lock(mu_);
   if (!stun_pending_) return true;
@@ -585,6 +675,37 @@ void JoinAgent::ReportEndpoints() {
   }
 }
 
+void JoinAgent::PathLoop() {
+  while (!stopping_) {
+    struct Ping {
+      const PeerInfo* info;
+      disco::PingRequest request;
+    };
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      const MonoTime now = clock_.Now();
+      bool wake_reporter = false;
+      for (auto& [key, info] : peers_) {
+        if (!info.selector) continue;
+        info.selector->SetRelayAvailable(relay_connected_);
+        info.selector->Tick(now);
+        disco::PathActions actions = info.selector->TakeActions();
+        for (const disco::PingRequest& ping : actions.pings) {
+          SendDisco(info, disco::Ping{ping.tx_id}, ping.endpoint);
+        }
+        if (actions.send_call_me_maybe) {
+          call_me_maybe_queue_.push_back(key);
+          wake_reporter = true;
+        }
+        ApplyPath(key, info);
+      }
+      if (wake_reporter) cv_.notify_all();
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stopping_.load(); });
+  }
+}
+
 void JoinAgent::StunLoop() {
   auto next_stun = std::chrono::steady_clock::now();
   while (!stopping_) {
@@ -610,13 +731,24 @@ void JoinAgent::StunLoop() {
       next_stun = std::chrono::steady_clock::now() + kStunInterval;
     }
     bool dirty;
+    std::vector<PublicKey> call_me_maybe;
+    std::vector<std::string> ours;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(200),
-                   [&] { return stopping_.load() || endpoints_dirty_; });
+      cv_.wait_for(lock, std::chrono::milliseconds(200), [&] {
+        return stopping_.load() || endpoints_dirty_ || !call_me_maybe_queue_.empty();
+      });
       dirty = endpoints_dirty_;
+      call_me_maybe.swap(call_me_maybe_queue_);
+      ours = reported_;
     }
-    if (dirty && !stopping_) ReportEndpoints();
+    if (stopping_) break;
+    if (dirty) ReportEndpoints();
+    // Ask peers (through the coordinator) to probe us now, so both sides punch at the same time.
+    for (const PublicKey& peer : call_me_maybe) {
+      absl::Status s = client()->CallMeMaybe(peer, ours);
+      if (!s.ok()) TM_LOG_DEBUG("call-me-maybe to {}: {}", peer.Short(), std::string(s.message()));
+    }
   }
 }
 
@@ -626,6 +758,7 @@ int JoinAgent::Run(const sigset_t& signals) {
   if (setup >= 0) return setup;
   std::thread watch([this] { WatchLoop(); });
   std::thread stun([this] { StunLoop(); });
+  std::thread paths([this] { PathLoop(); });
   TM_LOG_INFO("interface {} up; following the network map", options_.interface_name);
   while (!leave_requested_) {
     timespec timeout{0, 200'000'000};
@@ -646,6 +779,7 @@ int JoinAgent::Run(const sigset_t& signals) {
   client()->CancelWatch();
   watch.join();
   stun.join();
+  paths.join();
   control_.reset();
   plane_->Stop();
   if (absl::Status s = link_->Teardown(); !s.ok()) {

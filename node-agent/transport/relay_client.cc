@@ -109,6 +109,10 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
       absl::Status status;
       const Retry next = RunAttempt(first, &was_ready, &status);
       first = false;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (stopping) return;
+      }
       if (next == Retry::kNever) {
         TM_LOG_ERROR("relay client stopped, not reconnecting: {}", std::string(status.message()));
         return;
@@ -247,8 +251,10 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     if (phase == Phase::kConnecting) {
       phase = Phase::kFailed;
       if (outcome.ok()) {
-        outcome = absl::UnavailableError("relay " + url + " closed the connection before Ready" +
-                                         (error ? ": " + error.message() : std::string()));
+        const std::string detail = error ? ": " + error.message() : std::string();
+        outcome = absl::UnavailableError(
+            hello_sent ? "relay " + url + " closed the connection before Ready" + detail
+                       : "cannot connect to relay " + url + detail);
       }
     } else if (phase == Phase::kReady) {
       phase = Phase::kClosed;
