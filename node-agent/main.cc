@@ -25,6 +25,7 @@
 #include "node-agent/dataplane/dataplane.h"
 #include "node-agent/dataplane/udp_socket.h"
 #include "node-agent/netlink/link_configurator.h"
+#include "node-agent/transport/relay_client.h"
 #include "node-agent/tun/linux_tun_device.h"
 
 namespace tunnelmesh {
@@ -98,6 +99,8 @@ int Join(const Options& options, const JoinOptions& join_options) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // cpprestsdk's pool serves only the relay connection here.
+  InitCpprestThreadPool(2);
   JoinOptions resolved = join_options;
   resolved.interface_name = options.interface_name;
   resolved.state_dir = options.state_dir == kDefaultStateDir ? "/var/lib/tunnelmesh" : options.state_dir;

@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <fstream>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -40,6 +41,22 @@ struct Options {
   int relay_port = kDefaultRelayPort;
   std::string log_level = "info";
 };
+
+// The relay's own key (it authenticates members and they pin it from the network map), kept in the
+// state directory so that it survives restarts.
+absl::StatusOr<SecretKey> LoadOrCreateRelayKey(const std::string& path) {
+  std::ifstream in(path);
+  std::string text;
+  if (in >> text) {
+    absl::StatusOr<SecretKey> key = SecretKey::FromBase64(text);
+    if (!key.ok()) return absl::DataLossError(path + " does not hold a key: move it away");
+    return key;
+  }
+  SecretKey key = SecretKey::GeneratePrivate();
+  absl::Status s = WriteFileAtomically(path, key.ToBase64() + "\n", 0600);
+  if (!s.ok()) return s;
+  return key;
+}
 
 int Usage(const std::string& message) {
   std::fprintf(stderr, "tunnelmesh-operator: %s\n", message.c_str());
@@ -108,9 +125,11 @@ int Run(const Options& options) {
   if (!stun.ok()) return Fail(std::string(stun.status().message()));
 #endif
 #ifdef TM_HAVE_RELAY
+  RelayServer::Options relay_options;
+  relay_options.listen_address = options.listen_address;
   absl::StatusOr<std::unique_ptr<RelayServer>> relay = RelayServer::Start(
       options.relay_port, *relay_key,
-      [&coordinator](const PublicKey& key) { return coordinator.IsMember(key); });
+      [&coordinator](const PublicKey& key) { return coordinator.IsMember(key); }, relay_options);
   if (!relay.ok()) return Fail(std::string(relay.status().message()));
 #endif
   if (absl::Status s = WriteFileAtomically(options.state_dir + "/ca-hash", *ca_hash + "\n", 0644);

@@ -30,6 +30,7 @@
 #include "node-agent/dataplane/relay_endpoint.h"
 #include "node-agent/dataplane/udp_socket.h"
 #include "node-agent/netlink/link_configurator.h"
+#include "node-agent/transport/relay_client.h"
 #include "node-agent/tun/linux_tun_device.h"
 
 namespace tunnelmesh {
@@ -170,6 +171,7 @@ class JoinAgent {
   // Points the device at the path the selector chose. Requires mu_.
   void ApplyPath(const PublicKey& key, PeerInfo& info);
   void SendDisco(const PeerInfo& info, const disco::Message& message, const Endpoint& to);
+  void ConnectRelay();
   std::string ResolveServiceHost(const std::string& address) const;
   void Backoff(std::chrono::milliseconds* delay);
   std::string Status();
@@ -194,6 +196,11 @@ class JoinAgent {
   std::string target_;
   std::string ca_pem_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<RelayClient> relay_;
+  // Peer ids of the device to keys, for the relay sink on the data threads.
+  std::mutex relay_mu_;
+  std::map<uint32_t, PublicKey> key_by_id_;     // Guarded by relay_mu_.
+  std::map<PublicKey, uint32_t> id_by_key_;     // Guarded by relay_mu_.
   SecretKey private_key_;
   PublicKey public_key_;
 
@@ -228,10 +235,52 @@ void JoinAgent::Backoff(std::chrono::milliseconds* delay) {
 
 std::string JoinAgent::ResolveServiceHost(const std::string& address) const {
   // The coordinator leaves the host out when members should use the one they dialed.
-  if (!address.empty() && address.front() == ':') {
-    return (host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_) + address;
-  }
+  const std::string host = host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_;
+  if (!address.empty() && address.front() == ':') return host + address;
+  if (address.rfind("ws://:", 0) == 0) return "ws://" + host + address.substr(5);
   return address;
+}
+
+void JoinAgent::ConnectRelay() {
+  std::string url;
+  PublicKey server_key;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    url = ResolveServiceHost(settings_.relay_url());
+    if (settings_.relay_public_key().size() == kKeySize) {
+      std::memcpy(server_key.bytes.data(), settings_.relay_public_key().data(), kKeySize);
+    }
+  }
+  if (url.empty() || server_key.IsZero()) {
+    TM_LOG_WARN("the coordinator offers no relay: peers behind strict NATs will be unreachable");
+    return;
+  }
+  relay_ = std::make_unique<RelayClient>();
+  relay_->SetReceiveCallback([this](const PublicKey& source, absl::Span<const uint8_t> payload) {
+    uint32_t id = 0;
+    {
+      std::lock_guard<std::mutex> lock(relay_mu_);
+      auto it = id_by_key_.find(source);
+      if (it == id_by_key_.end()) return;
+      id = it->second;
+    }
+    plane_->InjectInbound(payload, RelayEndpoint(id));
+  });
+  plane_->SetRelaySink([this](uint32_t peer_id, absl::Span<const uint8_t> bytes) {
+    PublicKey key;
+    {
+      std::lock_guard<std::mutex> lock(relay_mu_);
+      auto it = key_by_id_.find(peer_id);
+      if (it == key_by_id_.end()) return;
+      key = it->second;
+    }
+    relay_->Send(key, bytes);
+  });
+  if (absl::Status s = relay_->Connect(url, private_key_, public_key_, server_key); !s.ok()) {
+    TM_LOG_WARN("relay {}: {}", url, std::string(s.message()));
+  } else {
+    TM_LOG_INFO("relay {} in use for peers without a direct path", url);
+  }
 }
 
 absl::Status JoinAgent::Register() {
@@ -393,6 +442,7 @@ int JoinAgent::Setup() {
   plane_->SetForeignHandler([this](absl::Span<const uint8_t> datagram, const Endpoint& from) {
     return OnForeign(datagram, from);
   });
+  ConnectRelay();
   if (absl::Status s = plane_->Start(); !s.ok()) {
     TM_LOG_ERROR("{}", std::string(s.message()));
     return kExitFailure;
@@ -498,6 +548,11 @@ void JoinAgent::UpsertPeer(const coord::Peer& peer) {
       return;
     }
     info.device_id = (*added)->id();
+    {
+      std::lock_guard<std::mutex> relay_lock(relay_mu_);
+      key_by_id_[info.device_id] = key;
+      id_by_key_[key] = info.device_id;
+    }
     info.selector = std::make_unique<disco::PathSelector>();
     info.box = std::make_unique<disco::BoxKey>();
     if (!disco::BoxKey::Derive(private_key_, key, info.box.get())) {
@@ -530,6 +585,11 @@ void JoinAgent::RemovePeer(const PublicKey& key) {
   auto it = peers_.find(key);
   if (it == peers_.end()) return;
   TM_LOG_INFO("peer {} left the map", it->second.name);
+  {
+    std::lock_guard<std::mutex> relay_lock(relay_mu_);
+    key_by_id_.erase(it->second.device_id);
+    id_by_key_.erase(key);
+  }
   peers_.erase(it);
 }
 
@@ -681,8 +741,10 @@ void JoinAgent::PathLoop() {
       const PeerInfo* info;
       disco::PingRequest request;
     };
+    const bool relay_up = relay_ != nullptr && relay_->connected();
     {
       std::lock_guard<std::mutex> lock(mu_);
+      relay_connected_ = relay_up;
       const MonoTime now = clock_.Now();
       bool wake_reporter = false;
       for (auto& [key, info] : peers_) {
@@ -781,6 +843,7 @@ int JoinAgent::Run(const sigset_t& signals) {
   stun.join();
   paths.join();
   control_.reset();
+  relay_.reset();
   plane_->Stop();
   if (absl::Status s = link_->Teardown(); !s.ok()) {
     TM_LOG_WARN("removing addresses of {}: {}", options_.interface_name, s.ToString());

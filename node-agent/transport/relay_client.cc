@@ -296,7 +296,7 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     switch (*type) {
       case relay::FrameType::kDeliver: {
         relay::Deliver deliver;
-        if (!relay::Parse(frame, &deliver) || !connected.load(std::memory_order_acquire)) {
+        if (!relay::Parse(frame, &deliver)) {
           counters.malformed.fetch_add(1, std::memory_order_relaxed);
           return;
         }
