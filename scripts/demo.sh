@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The local mesh demo, no cluster needed: installs what is needed, builds, then starts two
-# tunnelmesh-agent members ("alice" and "bob") in their own network namespaces joined by a virtual
-# cable, lets them handshake, pings across the encrypted tunnel over IPv4 and IPv6, moves data over
-# TCP, and prints `tunnelmesh-agent status` for both. Everything it creates is removed on exit.
+# The local mesh demo, no cluster needed: installs what is needed, builds, then runs a coordinator
+# (tunnelmesh-operator --standalone, with an embedded Mesh) and two members that join it with
+# `tunnelmesh-agent join`, each in its own network namespace on a shared virtual link. The members
+# get mesh IPs, find a direct path to each other, ping over IPv4 and IPv6, move data over TCP, and
+# print their status. Everything it creates is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -12,87 +13,96 @@ fi
 bash scripts/install-deps.sh
 bash scripts/build.sh
 agent="$PWD/build/bin/tunnelmesh-agent"
+operator="$PWD/build/bin/tunnelmesh-operator"
 
 work=$(mktemp -d /tmp/tunnelmesh-demo.XXXXXX)
+ns_c="tmdemo-coord-$$"
 ns_a="tmdemo-alice-$$"
 ns_b="tmdemo-bob-$$"
+pids=()
 cleanup() {
-  for pidfile in "$work"/*.pid; do
-    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
-  done
-  sleep 0.3
-  ip netns del "$ns_a" 2>/dev/null || true
-  ip netns del "$ns_b" 2>/dev/null || true
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for ns in "$ns_a" "$ns_b" "$ns_c"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-echo "==> creating two hosts (network namespaces) on a shared link 192.0.2.0/24"
-ip netns add "$ns_a"
-ip netns add "$ns_b"
-ip link add tmdemo-a netns "$ns_a" type veth peer name tmdemo-b netns "$ns_b"
-ip -n "$ns_a" addr add 192.0.2.1/24 dev tmdemo-a
-ip -n "$ns_b" addr add 192.0.2.2/24 dev tmdemo-b
-for ns in "$ns_a" "$ns_b"; do
+echo "==> three hosts (network namespaces) on one link: a coordinator, alice and bob"
+for ns in "$ns_c" "$ns_a" "$ns_b"; do
+  ip netns add "$ns"
   ip -n "$ns" link set lo up
 done
-ip -n "$ns_a" link set tmdemo-a up
-ip -n "$ns_b" link set tmdemo-b up
+# The coordinator's namespace routes between two links, one per member.
+ip link add tmd-ca netns "$ns_c" type veth peer name tmd-a netns "$ns_a"
+ip link add tmd-cb netns "$ns_c" type veth peer name tmd-b netns "$ns_b"
+ip -n "$ns_c" addr add 192.0.2.1/25 dev tmd-ca
+ip -n "$ns_c" addr add 192.0.2.129/25 dev tmd-cb
+ip -n "$ns_a" addr add 192.0.2.10/25 dev tmd-a
+ip -n "$ns_b" addr add 192.0.2.140/25 dev tmd-b
+for pair in "$ns_c tmd-ca" "$ns_c tmd-cb" "$ns_a tmd-a" "$ns_b tmd-b"; do
+  set -- $pair
+  ip -n "$1" link set "$2" up
+done
+ip -n "$ns_a" route add default via 192.0.2.1
+ip -n "$ns_b" route add default via 192.0.2.129
+ip netns exec "$ns_c" sysctl -qw net.ipv4.ip_forward=1
 
-echo "==> generating keys"
-key_a=$("$agent" genkey); pub_a=$(echo "$key_a" | "$agent" pubkey)
-key_b=$("$agent" genkey); pub_b=$(echo "$key_b" | "$agent" pubkey)
+echo "==> the embedded default Mesh: 10.99.0.0/16 and fd99:99::/48, join token in a Secret"
+mkdir -p "$work/manifests"
 umask 077
-cat > "$work/alice.conf" <<CONF
-[Interface]
-PrivateKey = $key_a
-ListenPort = 51820
-Address = 10.99.0.1/24, fd99:99::1/64
+token=$(head -c 24 /dev/urandom | base64)
+cat > "$work/manifests/mesh.yaml" <<YAML
+apiVersion: tunnelmesh.io/v1alpha1
+kind: Mesh
+metadata: {name: demo}
+spec:
+  ipv4CIDR: 10.99.0.0/16
+  ipv6CIDR: fd99:99::/48
+  joinTokenSecretRef: {namespace: tunnelmesh, name: demo-join, key: token}
+---
+apiVersion: v1
+kind: Secret
+metadata: {namespace: tunnelmesh, name: demo-join}
+stringData: {token: "$token"}
+YAML
+echo "$token" > "$work/token"
 
-[Peer]
-# bob
-PublicKey = $pub_b
-Endpoint = 192.0.2.2:51820
-AllowedIPs = 10.99.0.2/32, fd99:99::2/128
-CONF
-cat > "$work/bob.conf" <<CONF
-[Interface]
-PrivateKey = $key_b
-ListenPort = 51820
-Address = 10.99.0.2/24, fd99:99::2/64
+echo "==> starting the coordinator (gRPC 7700, STUN 3478, relay 7701)"
+ip netns exec "$ns_c" "$operator" --standalone --manifests "$work/manifests" \
+  --state-dir "$work/coordinator" >"$work/coordinator.log" 2>&1 &
+pids+=($!)
+for i in $(seq 100); do [ -s "$work/coordinator/ca-hash" ] && break; sleep 0.1; done
+ca_hash=$(cat "$work/coordinator/ca-hash")
+echo "    CA hash: $ca_hash"
 
-[Peer]
-# alice
-PublicKey = $pub_a
-Endpoint = 192.0.2.1:51820
-AllowedIPs = 10.99.0.1/32, fd99:99::1/128
-CONF
-
-echo "==> starting tunnelmesh-agent for alice and bob"
-ip netns exec "$ns_a" "$agent" --config "$work/alice.conf" --interface tm-alice \
-  --state-dir "$work" >"$work/alice.log" 2>&1 &
-echo $! >"$work/alice.pid"
-ip netns exec "$ns_b" "$agent" --config "$work/bob.conf" --interface tm-bob \
-  --state-dir "$work" >"$work/bob.log" 2>&1 &
-echo $! >"$work/bob.pid"
-for i in $(seq 50); do
-  [ -S "$work/tm-alice.sock" ] && [ -S "$work/tm-bob.sock" ] && break
+echo "==> alice and bob join"
+ip netns exec "$ns_a" "$agent" join 192.0.2.1 --token-file "$work/token" --name alice \
+  --ca-hash "$ca_hash" --state-dir "$work/alice" --interface tm-alice >"$work/alice.log" 2>&1 &
+pids+=($!)
+ip netns exec "$ns_b" "$agent" join 192.0.2.1 --token-file "$work/token" --name bob \
+  --ca-hash "$ca_hash" --state-dir "$work/bob" --interface tm-bob >"$work/bob.log" 2>&1 &
+pids+=($!)
+for i in $(seq 100); do
+  grep -q "path to bob: direct" "$work/alice.log" 2>/dev/null && break
   sleep 0.1
 done
+grep -h "registered as\|path to" "$work/alice.log" "$work/bob.log" | sed 's/^/    /'
+bob_ip=$("$agent" status --json --interface tm-bob --state-dir "$work/bob" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["self"]["mesh_ips"][0])')
+bob_ip6=$("$agent" status --json --interface tm-bob --state-dir "$work/bob" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["self"]["mesh_ips"][1])')
 
-echo "==> alice pings bob through the tunnel (IPv4, then IPv6)"
-ip netns exec "$ns_a" ping -c 3 -i 0.2 -W 2 10.99.0.2
-ip netns exec "$ns_a" ping -c 3 -i 0.2 -W 2 fd99:99::2
+echo "==> alice pings bob at $bob_ip and $bob_ip6 through the tunnel"
+ip netns exec "$ns_a" ping -c 3 -i 0.2 -W 2 "$bob_ip"
+ip netns exec "$ns_a" ping -c 3 -i 0.2 -W 2 "$bob_ip6"
 
 echo "==> 3 seconds of TCP from alice to bob (iperf3)"
 ip netns exec "$ns_b" iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
 sleep 0.3
-ip netns exec "$ns_a" iperf3 -c 10.99.0.2 -p 5201 -t 3 | grep -E "sender|receiver"
+ip netns exec "$ns_a" iperf3 -c "$bob_ip" -p 5201 -t 3 | grep -E "sender|receiver"
 
 echo "==> status of alice"
-"$agent" status --interface tm-alice --state-dir "$work"
+"$agent" status --interface tm-alice --state-dir "$work/alice"
 echo
-echo "==> status of bob"
-"$agent" status --interface tm-bob --state-dir "$work"
-echo
-echo "demo finished: the namespaces and agents are removed now"
+echo "demo finished: the coordinator, members and namespaces are removed now"
