@@ -8,6 +8,7 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "nlohmann/json.hpp"
 #include "lib/base/log.h"
 #include "lib/crypto/keys.h"
 #include "lib/crypto/x509.h"
@@ -142,9 +143,44 @@ int Run(const Options& options) {
   TM_LOG_INFO("join with: tunnelmesh-agent join HOST:{} --token-file FILE --ca-hash {}",
               (*grpc_server)->port(), *ca_hash);
 
+  // Counters of every service, rewritten each second to STATE_DIR/counters.json for operators and
+  // tests: rejected joins, malformed requests, garbage on the STUN and relay ports.
+  auto write_counters = [&] {
+    const CoordinatorCounters& c = coordinator.counters();
+    nlohmann::json doc;
+    doc["coordinator"] = {{"members", coordinator.member_count()},
+                          {"registrations", c.registrations.load()},
+                          {"rejected_tokens", c.rejected_tokens.load()},
+                          {"malformed_requests", c.malformed_requests.load()},
+                          {"unauthenticated_calls", c.unauthenticated_calls.load()},
+                          {"updates_sent", c.updates_sent.load()}};
+#ifdef TM_HAVE_STUN
+    const StunServerCounters& s = (*stun)->counters();
+    doc["stun"] = {{"requests", s.requests.load()}, {"responses", s.responses.load()},
+                   {"error_responses", s.error_responses.load()}, {"malformed", s.malformed.load()},
+                   {"ignored", s.ignored.load()}};
+#endif
+#ifdef TM_HAVE_RELAY
+    const RelayCounters& r = (*relay)->counters();
+    doc["relay"] = {{"connections", r.connections.load()}, {"bad_upgrades", r.bad_upgrades.load()},
+                    {"auth_failures", r.auth_failures.load()},
+                    {"frames_relayed", r.frames_relayed.load()},
+                    {"bytes_relayed", r.bytes_relayed.load()},
+                    {"unknown_destination", r.unknown_destination.load()},
+                    {"malformed", r.malformed.load()}, {"oversized", r.oversized.load()},
+                    {"queue_overflow", r.queue_overflow.load()}, {"sessions", r.sessions.load()}};
+#endif
+    (void)WriteFileAtomically(options.state_dir + "/counters.json", doc.dump(2) + "\n", 0644);
+  };
+  auto next_counters = std::chrono::steady_clock::now();
+
   // Manifests: pick up added, changed and removed files within a second.
   std::string fingerprint = ManifestFingerprint(options.manifests);
   while (true) {
+    if (std::chrono::steady_clock::now() >= next_counters) {
+      write_counters();
+      next_counters = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    }
     timespec timeout{0, 250'000'000};
     int sig = sigtimedwait(&signals, nullptr, &timeout);
     if (sig == SIGINT || sig == SIGTERM) {
@@ -164,6 +200,7 @@ int Run(const Options& options) {
     TM_LOG_INFO("manifests reloaded: meshes={}", reloaded->size());
   }
   (*grpc_server)->Shutdown();
+  write_counters();
   return 0;
 }
 
