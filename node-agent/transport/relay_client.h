@@ -54,9 +54,11 @@ class RelayClient {
       std::function<void(const PublicKey& source, absl::Span<const uint8_t> payload)>;
 
   struct Options {
-    // The first reconnect delay (jittered); it doubles per failure up to max_backoff.
+    // The first reconnect delay (jittered); it doubles per failure up to max_backoff, which is
+    // small so that agents are back within about a second of a relay's return (a refused
+    // connection costs the relay next to nothing).
     std::chrono::milliseconds initial_backoff{100};
-    std::chrono::milliseconds max_backoff{10000};
+    std::chrono::milliseconds max_backoff{800};
     // One attempt: TCP connect, WebSocket upgrade, Challenge, Hello, Ready.
     std::chrono::milliseconds connect_timeout{10000};
     // Messages handed to the socket and not yet written, before Send() drops.
