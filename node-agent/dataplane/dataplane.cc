@@ -280,6 +280,8 @@ void Dataplane::InboundLoop() {
         if (bytes.empty()) continue;
         ProcessDatagram(bytes.data(), bytes.size(), from, *routes, now, wall, gro);
       }
+      // The coalescer still points into these buffers: write it out before they go.
+      if (gro != nullptr) gro->Flush(write);
       injected.clear();
     }
     if (fds[0].revents & POLLIN) {
