@@ -103,7 +103,7 @@ int Join(const Options& options, const JoinOptions& join_options) {
   InitCpprestThreadPool(2);
   JoinOptions resolved = join_options;
   resolved.interface_name = options.interface_name;
-  resolved.state_dir = options.state_dir == kDefaultStateDir ? "/var/lib/tunnelmesh" : options.state_dir;
+  resolved.state_dir = options.state_dir;
   return RunJoin(resolved, signals);
 }
 
@@ -249,7 +249,7 @@ int main(int argc, char** argv) {
   auto* interface_flag =
       app.add_option("--interface", options.interface_name, "TUN interface name (default tm0)");
   auto* state_flag = app.add_option("--state-dir", options.state_dir,
-                                    "directory for the control socket (default /run/tunnelmesh)");
+                                    "directory for the control socket (default /var/lib/tunnelmesh)");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn or error");
   CLI::App* genkey = app.add_subcommand("genkey", "print a new private key (base64)");
   CLI::App* pubkey = app.add_subcommand("pubkey", "read a private key on stdin, print its public key");

@@ -14,7 +14,9 @@
 
 namespace tunnelmesh {
 
-inline constexpr char kDefaultStateDir[] = "/run/tunnelmesh";
+// One default for every agent mode, so `status` and `leave` find an agent started without flags:
+// it holds the control sockets and, for `join`, the node key and the coordinator's CA pin.
+inline constexpr char kDefaultStateDir[] = "/var/lib/tunnelmesh";
 
 // DIR/INTERFACE.sock. Unix socket paths are shared across network namespaces, so two agents on one
 // host need different interface names or state directories.

@@ -168,6 +168,7 @@ absl::Status CoordinatorClient::Watch(
   Authorize(&context);
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (watch_cancelled_) return absl::CancelledError("the watch was cancelled");
     watch_context_ = &context;
   }
   auto stub = coord::Coordinator::NewStub(channel_);
@@ -186,6 +187,7 @@ absl::Status CoordinatorClient::Watch(
 
 void CoordinatorClient::CancelWatch() {
   std::lock_guard<std::mutex> lock(mu_);
+  watch_cancelled_ = true;
   if (watch_context_ != nullptr) watch_context_->TryCancel();
 }
 

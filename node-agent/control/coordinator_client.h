@@ -58,6 +58,8 @@ class CoordinatorClient {
   mutable std::mutex mu_;
   std::string session_token_;
   grpc::ClientContext* watch_context_ = nullptr;
+  // Set by CancelWatch: a watch starting afterwards ends at once (the cancel may come first).
+  bool watch_cancelled_ = false;
 };
 
 }  // namespace tunnelmesh

@@ -206,7 +206,10 @@ class JoinAgent {
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> leave_requested_{false};
+  std::atomic<bool> leaving_{false};
   int wake_fd_ = -1;
+  // The main thread's blocked signals while Setup retries; null afterwards.
+  const sigset_t* signals_ = nullptr;
 
   std::mutex mu_;  // Guards everything below.
   std::condition_variable cv_;
@@ -228,6 +231,17 @@ void JoinAgent::Backoff(std::chrono::milliseconds* delay) {
   static thread_local std::mt19937 rng(std::random_device{}());
   const auto jittered = std::chrono::milliseconds(
       delay->count() / 2 + static_cast<long>(rng() % static_cast<unsigned>(delay->count() + 1)));
+  if (signals_ != nullptr) {
+    // Setup runs on the main thread, which owns the blocked signals: take them while waiting.
+    timespec timeout{jittered.count() / 1000, (jittered.count() % 1000) * 1'000'000};
+    int sig = sigtimedwait(signals_, nullptr, &timeout);
+    if (sig == SIGINT || sig == SIGTERM) {
+      TM_LOG_INFO("signal {} received before joining: stopping", sig);
+      stopping_ = true;
+    }
+    *delay = std::min(*delay * 2, kBackoffMax);
+    return;
+  }
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait_for(lock, jittered, [&] { return stopping_.load(); });
   *delay = std::min(*delay * 2, kBackoffMax);
@@ -453,8 +467,15 @@ int JoinAgent::Setup() {
         if (request == "ping") return "pong";
         if (request == "status") return Status();
         if (request == "leave") {
+          // Stop following the map first: the coordinator ends our watch when we leave, and the
+          // watch loop must not take that for a disconnect and register again.
+          leaving_ = true;
+          client()->CancelWatch();
           absl::Status s = client()->Leave();
-          if (!s.ok()) return "{\"error\": \"" + std::string(s.message()) + "\"}";
+          if (!s.ok()) {
+            leaving_ = false;
+            return "{\"error\": \"" + std::string(s.message()) + "\"}";
+          }
           leave_requested_ = true;
           uint64_t one = 1;
           (void)!write(wake_fd_, &one, sizeof(one));
@@ -626,7 +647,7 @@ void JoinAgent::Apply(const coord::MapUpdate& update) {
 void JoinAgent::WatchLoop() {
   std::chrono::milliseconds delay = kBackoffStart;
   bool first = true;
-  while (!stopping_) {
+  while (!stopping_ && !leaving_) {
     if (!first) {
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -640,11 +661,12 @@ void JoinAgent::WatchLoop() {
       }
     }
     first = false;
+    if (stopping_ || leaving_) break;
     absl::Status s = client()->Watch([&](const coord::MapUpdate& update) {
       delay = kBackoffStart;
       Apply(update);
     });
-    if (stopping_) break;
+    if (stopping_ || leaving_) break;
     TM_LOG_WARN("coordinator stream ended: {}; reconnecting (established tunnels keep working)",
                 std::string(s.message()));
     Backoff(&delay);
@@ -816,7 +838,9 @@ void JoinAgent::StunLoop() {
 
 int JoinAgent::Run(const sigset_t& signals) {
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  signals_ = &signals;
   int setup = Setup();
+  signals_ = nullptr;
   if (setup >= 0) return setup;
   std::thread watch([this] { WatchLoop(); });
   std::thread stun([this] { StunLoop(); });
