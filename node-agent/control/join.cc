@@ -679,6 +679,7 @@ void JoinAgent::SendDisco(const PeerInfo& info, const disco::Message& message,
   const size_t size = disco::SealWithKey(*info.box, public_key_, message,
                                          absl::Span<uint8_t>(out, sizeof(out)));
   if (size > 0) plane_->SendRaw(absl::Span<const uint8_t>(out, size), to);
+  TM_LOG_DEBUG("disco {} to {} ({})", message.index() == 0 ? "ping" : message.index() == 1 ? "pong" : "call-me-maybe", info.name, to.ToString());
 }
 
 void JoinAgent::ApplyPath(const PublicKey& key, PeerInfo& info) {
@@ -707,6 +708,7 @@ bool JoinAgent::OnForeign(absl::Span<const uint8_t> datagram, const Endpoint& fr
     disco::Message message;
     if (!disco::OpenWithKey(*info.box, datagram, &message)) return true;
     const MonoTime now = clock_.Now();
+    TM_LOG_DEBUG("disco message {} from {} ({})", message.index(), info.name, from.ToString());
     if (const auto* ping = std::get_if<disco::Ping>(&message)) {
       SendDisco(info, disco::Pong{ping->tx_id, from}, from);
       info.selector->OnPingReceived(from, now);
@@ -739,7 +741,9 @@ bool JoinAgent::OnForeign(absl::Span<const uint8_t> datagram, const Endpoint& fr
 void JoinAgent::ReportEndpoints() {
   std::vector<std::string> candidates;
   {
+    // Cleared before the call: a change that lands while it is in flight marks it dirty again.
     std::lock_guard<std::mutex> lock(mu_);
+    endpoints_dirty_ = false;
     if (reflexive_) candidates.push_back(reflexive_->ToString());
   }
   for (const IpAddress& ip : LocalAddresses(options_.interface_name)) {
@@ -752,8 +756,9 @@ void JoinAgent::ReportEndpoints() {
   absl::Status s = client()->ReportEndpoints(candidates);
   std::lock_guard<std::mutex> lock(mu_);
   if (s.ok()) {
-    endpoints_dirty_ = false;
     reported_ = candidates;
+  } else {
+    endpoints_dirty_ = true;
   }
 }
 
@@ -827,10 +832,18 @@ void JoinAgent::StunLoop() {
       ours = reported_;
     }
     if (stopping_) break;
-    if (dirty) ReportEndpoints();
+    if (dirty) {
+      ReportEndpoints();
+      std::unique_lock<std::mutex> lock(mu_);
+      // A failed report (coordinator away) is retried, but not in a tight loop.
+      if (endpoints_dirty_) {
+        cv_.wait_for(lock, std::chrono::milliseconds(300), [&] { return stopping_.load(); });
+      }
+    }
     // Ask peers (through the coordinator) to probe us now, so both sides punch at the same time.
     for (const PublicKey& peer : call_me_maybe) {
       absl::Status s = client()->CallMeMaybe(peer, ours);
+      TM_LOG_DEBUG("call-me-maybe to {} with {} endpoints: {}", peer.Short(), ours.size(), s.ToString());
       if (!s.ok()) TM_LOG_DEBUG("call-me-maybe to {}: {}", peer.Short(), std::string(s.message()));
     }
   }
