@@ -235,3 +235,14 @@ tm_ping a "$(tm_member_ip gamma 4)" 3
 tm_expect_eq "gamma: path to alpha" "$(tm_mpeer_get gamma alpha path)" relay
 tm_mjson gamma "s['self']['mesh_ips']" >/dev/null
 tm_coord_alive
+
+tm_step "every rejection was counted (STATE_DIR/counters.json, rewritten each second)"
+counter() { # SECTION NAME
+  "$TM_PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]][sys.argv[3]])' \
+    "$(tm_coord_state)/counters.json" "$1" "$2"
+}
+counted() { (( $(counter stun malformed) > 0 && $(counter relay bad_upgrades) + $(counter relay malformed) > 0 )); }
+tm_wait 5 "counters.json to show the garbage sent at the STUN and relay ports" counted
+tm_log "counted: stun.malformed=$(counter stun malformed) relay.bad_upgrades=$(counter relay bad_upgrades)" \
+  "relay.malformed=$(counter relay malformed) coordinator.members=$(counter coordinator members)"
+tm_expect_eq "members after the attack" "$(counter coordinator members)" 3
