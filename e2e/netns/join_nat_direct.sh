@@ -15,7 +15,7 @@
 
 # shellcheck source=nat_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/nat_lib.sh"
-tm_mesh_init join_nat_direct 110 "$@"
+tm_mesh_init join_nat_direct 170 "$@"
 
 DIRECT_WAIT_S=${TM_DIRECT_WAIT_S:-20}
 
@@ -90,3 +90,39 @@ if tm_in s1 test -r /proc/net/nf_conntrack; then
 fi
 tm_member_alive alpha
 tm_member_alive beta
+
+tm_step "the direct path stops answering: traffic falls back to the relay, then upgrades again"
+# Drop UDP between the two NATs' public addresses at s1's router, ahead of its NAT rules.
+tm_in s1 nft -f - <<NFT
+table ip tm_cut {
+  chain forward {
+    type filter hook forward priority -10; policy accept;
+    ip daddr ${TM_NET_ADDR[s2]} udp dport != 3478 drop
+    ip saddr ${TM_NET_ADDR[s2]} meta l4proto udp drop
+  }
+  chain output {
+    type filter hook output priority -10; policy accept;
+    ip daddr ${TM_NET_ADDR[s2]} meta l4proto udp drop
+  }
+}
+NFT
+CUT=$(tm__now_ms)
+on_relay() { tm__path_is alpha beta relay; }
+tm_poll 5 on_relay ||
+  tm_fail "alpha still reports path '$(tm_mpeer_get alpha beta path)' to beta 5 s after the direct" \
+    "path was cut; it must fall back to the relay within about a second"
+FALLBACK_S=$(tm_elapsed_since "$CUT")
+tm_log "alpha fell back to the relay ${FALLBACK_S}s after the cut"
+(( $(tm__now_ms) - CUT <= 2500 )) ||
+  tm_check_fail "fallback took ${FALLBACK_S}s; the requirement is about a second"
+tm_wait_ping a "$B4" 5
+tm_ping a "$B4" 3
+tm_in s1 nft delete table ip tm_cut
+HEAL=$(tm__now_ms)
+tm_poll 45 direct_both ||
+  tm_fail "the path did not become direct again within 45 s after the cut was lifted"
+tm_log "direct again $(tm_elapsed_since "$HEAL")s after the cut was lifted"
+tm_ping a "$B4" 3
+tm_member_alive alpha
+tm_member_alive beta
+tm_checks_done

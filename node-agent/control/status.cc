@@ -86,6 +86,10 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
   std::string out;
   const auto& self = status["self"];
   out += "interface: " + self.value("interface", std::string()) + "\n";
+  const std::string self_name = self.value("name", std::string());
+  if (!self_name.empty() && self_name != self.value("interface", std::string())) {
+    out += "  name: " + self_name + "\n";
+  }
   out += "  public key: " + self.value("public_key", std::string()) + "\n";
   out += "  listening port: " + std::to_string(self.value("listen_port", 0)) + "\n";
   std::string ips;
@@ -93,6 +97,14 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
   if (!ips.empty()) out += "  addresses: " + ips + "\n";
   for (const auto& peer : status["peers"]) {
     out += "\npeer: " + peer.value("public_key", std::string()) + "\n";
+    const std::string name = peer.value("name", std::string());
+    // Peers from a config file have no name beyond their key's prefix.
+    if (!name.empty() && name.find("...") == std::string::npos) out += "  name: " + name + "\n";
+    std::string ips;
+    for (const auto& ip : peer["mesh_ips"]) ips += (ips.empty() ? "" : ", ") + ip.get<std::string>();
+    if (!ips.empty() && !name.empty() && name.find("...") == std::string::npos) {
+      out += "  mesh ips: " + ips + "\n";
+    }
     std::string endpoint = peer.value("endpoint", std::string());
     if (!endpoint.empty()) out += "  endpoint: " + endpoint + "\n";
     std::string allowed;
