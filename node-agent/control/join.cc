@@ -146,6 +146,7 @@ class JoinAgent {
  private:
   struct PeerInfo {
     std::string name;
+    std::string dns_name;
     std::vector<std::string> mesh_ips;
     std::vector<Prefix> allowed;
     std::vector<Endpoint> candidates;
@@ -508,6 +509,7 @@ std::string JoinAgent::Status() {
                        if (it == peers_.end()) return;
                        fields["name"] = it->second.name;
                        fields["mesh_ips"] = it->second.mesh_ips;
+                       fields["dns_name"] = it->second.dns_name;
                        if (it->second.selector) {
                          const disco::Path path = it->second.selector->CurrentPath();
                          fields["path"] = disco::PathKindName(path.kind);
@@ -544,6 +546,7 @@ void JoinAgent::UpsertPeer(const coord::Peer& peer) {
   if (key.IsZero() || key == public_key_) return;
   PeerInfo info;
   info.name = peer.name();
+  info.dns_name = peer.dns_name();
   info.mesh_ips.assign(peer.mesh_ips().begin(), peer.mesh_ips().end());
   for (const std::string& p : peer.allowed_ips()) {
     absl::StatusOr<Prefix> prefix = Prefix::Parse(p);

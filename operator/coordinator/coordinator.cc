@@ -145,6 +145,8 @@ coord::Peer Coordinator::PeerOf(const MemberRecord& record) const {
   peer.set_public_key(
       std::string(reinterpret_cast<const char*>(record.public_key.bytes.data()), kKeySize));
   peer.set_name(record.name);
+  auto mesh = meshes_.find(record.mesh);
+  if (mesh != meshes_.end()) peer.set_dns_name(record.name + "." + mesh->second.spec.domain);
   for (const IpAddress& ip : record.mesh_ips) {
     peer.add_mesh_ips(ip.ToString());
     peer.add_allowed_ips(Prefix(ip, ip.bit_length()).ToString());

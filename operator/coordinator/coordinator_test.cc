@@ -149,6 +149,7 @@ TEST(CoordinatorTest, WatchGetsFullMapThenDeltas) {
   ASSERT_EQ(u.upsert_peers_size(), 1);
   EXPECT_EQ(u.upsert_peers(0).name(), "b");
   EXPECT_EQ(u.upsert_peers(0).allowed_ips(0), "10.99.0.2/32");
+  EXPECT_EQ(u.upsert_peers(0).dns_name(), "b.mesh");
 
   ASSERT_TRUE(c.ReportEndpoints(b, {"192.0.2.5:51820", "[2001:db8::5]:51820"}).ok());
   ASSERT_TRUE((*sub)->Next(&u, absl::Milliseconds(100)));
