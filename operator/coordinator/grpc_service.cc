@@ -108,15 +108,21 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   grpc::SslServerCredentialsOptions ssl;
   ssl.pem_key_cert_pairs.push_back({tls.server_key_pem, tls.server_cert_pem});
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(address + ":" + std::to_string(port),
-                           grpc::SslServerCredentials(ssl), &server->port_);
+  const std::string host =
+      address.find(':') != std::string::npos && address.front() != '[' ? "[" + address + "]"
+                                                                        : address;
+  // Without this gRPC sets SO_REUSEPORT, and a second coordinator would share the port silently.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(host + ":" + std::to_string(port), grpc::SslServerCredentials(ssl),
+                           &server->port_);
   builder.RegisterService(server->service_.get());
   // Bounded messages: a map update for thousands of members fits; garbage does not.
   builder.SetMaxReceiveMessageSize(1 << 20);
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0) {
-    return absl::UnavailableError("cannot listen on " + address + ":" + std::to_string(port) +
-                                  " for gRPC: is the port in use? change --grpc-port");
+    return absl::UnavailableError("cannot listen on " + host + ":" + std::to_string(port) +
+                                  " for gRPC: is the port in use (change --grpc-port) or the "
+                                  "address not local (check --listen-address)?");
   }
   return server;
 }
