@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "lib/crypto/aead.h"
+#include "lib/net/packet.h"
 #include "lib/noise/constants.h"
 #include "lib/wire/wireguard.h"
 
@@ -18,25 +19,6 @@ std::array<uint8_t, 18> SourceId(const Endpoint& from) {
   id[16] = static_cast<uint8_t>(from.port() >> 8);
   id[17] = static_cast<uint8_t>(from.port());
   return id;
-}
-
-// The length an IPv4 or IPv6 header declares for its packet, or 0 when `packet` does not hold a
-// well-formed header or is shorter than declared. Used to strip transport padding.
-size_t DeclaredIpLength(const uint8_t* packet, size_t size) {
-  if (size < 1) return 0;
-  const int version = packet[0] >> 4;
-  size_t length = 0;
-  if (version == 4) {
-    if (size < 20 || (packet[0] & 0x0f) < 5) return 0;
-    length = size_t{packet[2]} << 8 | packet[3];
-    if (length < 20) return 0;
-  } else if (version == 6) {
-    if (size < 40) return 0;
-    length = (size_t{packet[4]} << 8 | packet[5]) + 40;
-  } else {
-    return 0;
-  }
-  return length <= size ? length : 0;
 }
 
 // A scratch buffer per thread for messages the device builds itself (keepalives, staged packets).
@@ -448,12 +430,13 @@ Device::Received Device::HandleData(absl::Span<uint8_t> datagram, const Endpoint
     }
   }
   if (padded_length == 0) return {};  // A keepalive.
-  const size_t packet_length = DeclaredIpLength(plaintext, padded_length);
-  if (packet_length == 0) {
+  // The IP header's own length strips the transport padding.
+  IpHeaderInfo inner;
+  if (!ParseIpHeader(absl::Span<const uint8_t>(plaintext, padded_length), &inner)) {
     drops_.Add(Drop::kInnerMalformed);
     return {};
   }
-  return Received{Received::Kind::kPacket, peer, packet_length};
+  return Received{Received::Kind::kPacket, peer, inner.total_length};
 }
 
 Device::SealResult Device::SealInPlace(Peer* peer, uint8_t* buffer, size_t packet_length,
