@@ -13,6 +13,8 @@ packages=(
   libcpprest-dev libboost-dev zlib1g-dev
   # Run and test: real network namespaces, TUN, NAT, a real WireGuard peer, traffic tools
   iproute2 iputils-ping nftables wireguard-go wireguard-tools iperf3 netcat-openbsd python3 procps stun-client
+  # e2e/cluster: etcd and the toolchain to build kube-apiserver from Debian's kubernetes source
+  etcd-server golang-go rsync golang-github-modern-go-reflect2-dev dpkg-dev
 )
 
 missing=()

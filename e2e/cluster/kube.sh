@@ -1,0 +1,310 @@
+# shellcheck shell=bash
+# kube.sh: a real Kubernetes control plane (etcd + kube-apiserver, no nodes) for end-to-end tests.
+#
+# A test script sources this file, calls `kube_init NAME BUDGET_SECONDS` first, then `kube_up`,
+# and talks to the API server with `kube_kubectl ...` (kubectl with the generated kubeconfig). An
+# EXIT trap stops etcd and kube-apiserver (by pid) and removes the work directory; on failure it
+# first prints the tail of both daemons' logs. Conventions follow e2e/netns/lib.sh: exit 77 when
+# not root, a time budget watchdog shorter than the CTest TIMEOUT, polling with deadlines.
+#
+# kube-apiserver is built once from Debian's own kubernetes source package (1.20.2, dependencies
+# vendored) and cached outside the clone, so later runs start in seconds:
+#   TM_KUBE_CACHE   cache folder (default /var/cache/tunnelmesh/kube), holds kube-apiserver.
+#   TM_LOG_LINES    log lines per daemon printed on failure (default 200).
+#   TM_KEEP_WORK=1  keep the work directory even on success.
+#
+# Why the reflect2 replacement: the vendored modern-go/reflect2 1.0.1 crashes the API server on
+# the first custom resource when built with Go >= 1.18; Debian's 1.0.2 does not.
+
+set -Eeuo pipefail
+shopt -s inherit_errexit
+
+KUBE_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck disable=SC2034 # used by the test scripts
+KUBE_REPO_ROOT=$(cd "$KUBE_LIB_DIR/../.." && pwd)
+KUBE_CACHE=${TM_KUBE_CACHE:-/var/cache/tunnelmesh/kube}
+KUBE_TEST=""
+KUBE_WORK=""
+KUBE_WATCHDOG_PID=""
+KUBE_ETCD_PID=""
+KUBE_APISERVER_PID=""
+KUBE_APISERVER=""
+KUBECONFIG_FILE=""
+KUBE_PORT=""
+
+# Messages go to the script's original stderr (fd KUBE_ERR), so that a kube_fail inside a polled
+# command, whose output kube_wait captures, is still seen.
+exec {KUBE_OUT}>&1 {KUBE_ERR}>&2
+kube_log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S.%3N)" "${KUBE_TEST:-cluster}" "$*" >&"$KUBE_ERR"; }
+kube_step() {
+  printf '\n[%s %s] ==== %s\n' "$(date +%H:%M:%S.%3N)" "${KUBE_TEST:-cluster}" "$*" >&"$KUBE_ERR"
+}
+kube_fail() {
+  printf '\n[%s %s] FAIL: %s\n' "$(date +%H:%M:%S.%3N)" "${KUBE_TEST:-cluster}" "$*" >&"$KUBE_ERR"
+  exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Setup and teardown
+
+# kube_init NAME BUDGET_SECONDS: must come first. Exits 77 (CTest skip) when not root.
+kube_init() {
+  KUBE_TEST=$1
+  local budget=$2 tool
+  if [[ $EUID -ne 0 ]]; then
+    echo "SKIP: $KUBE_TEST needs root (installs packages, builds and caches kube-apiserver)" >&2
+    exit 77
+  fi
+  for tool in etcd kubectl openssl curl flock timeout; do
+    command -v "$tool" >/dev/null ||
+      kube_fail "required tool '$tool' is not installed (run scripts/install-deps.sh)"
+  done
+  KUBE_WORK=$(mktemp -d "/tmp/tmkube-$KUBE_TEST-$$.XXXXXX")
+  trap kube__on_exit EXIT
+  trap 'kube_fail "interrupted by SIGINT"' INT
+  trap 'kube_fail "terminated by SIGTERM"' TERM
+  # shellcheck disable=SC2064 # the budget is fixed now
+  trap "kube_fail \"time budget of ${budget}s exceeded\"" USR1
+  trap 'kube__on_err "$LINENO" "$BASH_COMMAND" "$?"' ERR
+  ( trap 'kill "$s" 2>/dev/null; exit 0' TERM
+    sleep "$budget" & s=$!
+    wait "$s" && kill -USR1 "$$" ) >/dev/null 2>&1 &
+  KUBE_WATCHDOG_PID=$!
+  kube_log "work directory $KUBE_WORK, cache $KUBE_CACHE"
+}
+
+kube__on_err() { # LINE COMMAND STATUS
+  printf '[%s %s] command failed (status %s) at %s line %s: %s\n' "$(date +%H:%M:%S.%3N)" \
+    "${KUBE_TEST:-cluster}" "$3" "${BASH_SOURCE[1]##*/}" "$1" "$2" >&2
+}
+
+kube__on_exit() {
+  local rc=$?
+  trap - EXIT ERR INT TERM USR1
+  set +eE
+  exec 1>&"$KUBE_OUT" 2>&"$KUBE_ERR" # the exit may come from inside a redirected, polled command
+  [[ -n "$KUBE_WATCHDOG_PID" ]] && kill "$KUBE_WATCHDOG_PID" 2>/dev/null
+  (( rc == 0 )) || kube_dump_diagnostics
+  kube_down
+  if (( rc == 0 )); then
+    [[ "${TM_KEEP_WORK:-0}" == 1 ]] || rm -rf "$KUBE_WORK"
+    printf '\n[%s] PASS\n' "$KUBE_TEST" >&2
+  else
+    # Logs were printed above; the etcd data and certificates are of no use later.
+    [[ "${TM_KEEP_WORK:-0}" == 1 ]] || rm -rf "$KUBE_WORK"
+    printf '\n[%s] FAILED (exit %s)\n' "$KUBE_TEST" "$rc" >&2
+  fi
+  exit "$rc"
+}
+
+# kube__stop PID: TERM, up to 10 s, then KILL. Only our own children.
+kube__stop() {
+  local pid=$1 i
+  [[ -n "$pid" ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  return 0
+}
+
+# kube_down: stop kube-apiserver, then etcd.
+kube_down() {
+  kube__stop "$KUBE_APISERVER_PID"
+  KUBE_APISERVER_PID=""
+  kube__stop "$KUBE_ETCD_PID"
+  KUBE_ETCD_PID=""
+}
+
+kube_dump_diagnostics() {
+  local lines=${TM_LOG_LINES:-200} f
+  echo >&2
+  echo "################ diagnostics for $KUBE_TEST ################" >&2
+  for f in apiserver etcd; do
+    if [[ -f "$KUBE_WORK/$f.log" ]]; then
+      echo "-------- $f log (last $lines lines)" >&2
+      tail -n "$lines" "$KUBE_WORK/$f.log" >&2
+    fi
+  done
+  if [[ -n "$KUBE_APISERVER_PID" ]] && kill -0 "$KUBE_APISERVER_PID" 2>/dev/null; then
+    echo "-------- kubectl get crds,meshes,meshpeers,peerpolicies -A" >&2
+    timeout 10 kubectl --kubeconfig "$KUBECONFIG_FILE" get crds,meshes,meshpeers,peerpolicies -A \
+      >&2 2>&1
+  fi
+  echo "################ end of diagnostics ################" >&2
+}
+
+# ---------------------------------------------------------------------------------------------
+# Time and polling
+
+kube__now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
+
+# kube_wait TIMEOUT DESCRIPTION COMMAND...: poll COMMAND every 0.2 s until it succeeds; fail after
+# TIMEOUT seconds with the output of its last attempt.
+kube_wait() {
+  local timeout=$1 desc=$2 deadline
+  shift 2
+  deadline=$(( $(kube__now_ms) + timeout * 1000 ))
+  while ! "$@" >"$KUBE_WORK/poll.out" 2>&1; do
+    if (( $(kube__now_ms) > deadline )); then
+      echo "--- last attempt of: $*" >&2
+      tail -n 20 "$KUBE_WORK/poll.out" >&2
+      kube_fail "timed out after ${timeout}s waiting for $desc"
+    fi
+    sleep 0.2
+  done
+}
+
+# kube_free_port: a TCP port on 127.0.0.1 that nothing listens on now.
+kube_free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# ---------------------------------------------------------------------------------------------
+# kube-apiserver binary
+
+# kube_apiserver_binary: sets KUBE_APISERVER to the cached binary, building it first if absent.
+# A lock on the cache folder keeps two runs from building at once; the second waits and uses
+# the first one's result.
+kube_apiserver_binary() {
+  KUBE_APISERVER=$KUBE_CACHE/kube-apiserver
+  if [[ -x "$KUBE_APISERVER" ]]; then return 0; fi
+  mkdir -p "$KUBE_CACHE"
+  local lockfd
+  exec {lockfd}>"$KUBE_CACHE/.lock"
+  kube_log "waiting for the build lock $KUBE_CACHE/.lock"
+  flock "$lockfd"
+  if [[ ! -x "$KUBE_APISERVER" ]]; then
+    local start
+    start=$(kube__now_ms)
+    kube_step "building kube-apiserver from Debian's kubernetes source (first run only, ~5 min)"
+    # A plain call, not in an `||` list, so that errexit stays on inside; a failure ends the
+    # script through the ERR and EXIT traps (the lock goes with the process).
+    kube__build_apiserver
+    kube_log "kube-apiserver built in $(( ($(kube__now_ms) - start) / 1000 ))s"
+  fi
+  exec {lockfd}>&-
+}
+
+kube__build_apiserver() (
+  set -Eeuo pipefail
+  local src=/etc/apt/sources.list.d/tunnelmesh-deb-src.sources tmp tree
+  for tool in apt-get dpkg-source go rsync make; do
+    command -v "$tool" >/dev/null ||
+      { echo "'$tool' is missing (run scripts/install-deps.sh)" >&2; return 1; }
+  done
+  [[ -d /usr/share/gocode/src/github.com/modern-go/reflect2 ]] ||
+    { echo "golang-github-modern-go-reflect2-dev is missing (run scripts/install-deps.sh)" >&2; return 1; }
+  if [[ ! -f "$src" ]]; then
+    # Same URIs, suites and components as the binary archive, for source packages.
+    sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources >"$src.tmp"
+    mv "$src.tmp" "$src"
+  fi
+  apt-get update -qq
+  tmp=$(mktemp -d /var/tmp/tmkube-build.XXXXXX)
+  # shellcheck disable=SC2064 # the folder is fixed now
+  trap "rm -rf '$tmp'" EXIT
+  cd "$tmp"
+  apt-get source -qq kubernetes >apt-source.log 2>&1 || { cat apt-source.log >&2; return 1; }
+  tree=$(find . -maxdepth 1 -type d -name 'kubernetes-*' | head -n1)
+  [[ -n "$tree" ]] || { echo "apt-get source kubernetes gave no source tree" >&2; return 1; }
+  cd "$tree"
+  rm -f vendor/github.com/modern-go/reflect2/*.go
+  cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go vendor/github.com/modern-go/reflect2/
+  cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.s vendor/github.com/modern-go/reflect2/ \
+    2>/dev/null || true
+  rm -f vendor/github.com/modern-go/reflect2/*_test.go
+  export GOPATH=$PWD/.go CGO_ENABLED=0 GOFLAGS=-mod=vendor GOCACHE=$PWD/.gocache
+  mkdir -p .go/src/k8s.io
+  ln -s ../../.. .go/src/k8s.io/kubernetes
+  if ! make WHAT=cmd/kube-apiserver >"$tmp/build.log" 2>&1; then
+    tail -n 60 "$tmp/build.log" >&2
+    return 1
+  fi
+  cp _output/bin/kube-apiserver "$KUBE_CACHE/kube-apiserver.tmp.$$"
+  chmod 755 "$KUBE_CACHE/kube-apiserver.tmp.$$"
+  mv -f "$KUBE_CACHE/kube-apiserver.tmp.$$" "$KUBE_CACHE/kube-apiserver"
+)
+
+# ---------------------------------------------------------------------------------------------
+# The control plane
+
+# kube_up: etcd and kube-apiserver on free loopback ports, ready, with a kubeconfig for an admin
+# token (KUBECONFIG_FILE).
+kube_up() {
+  kube_apiserver_binary
+  local w=$KUBE_WORK etcd_client etcd_peer token start
+  etcd_client=$(kube_free_port)
+  etcd_peer=$(kube_free_port)
+  while [[ "$etcd_peer" == "$etcd_client" ]]; do etcd_peer=$(kube_free_port); done
+
+  kube_step "starting etcd on 127.0.0.1:$etcd_client"
+  etcd --name tmkube --data-dir "$w/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_client" \
+    --advertise-client-urls "http://127.0.0.1:$etcd_client" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "tmkube=http://127.0.0.1:$etcd_peer" >"$w/etcd.log" 2>&1 &
+  KUBE_ETCD_PID=$!
+  kube_wait 30 "etcd to serve on 127.0.0.1:$etcd_client" kube__etcd_healthy "$etcd_client"
+
+  openssl genrsa -out "$w/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$w/sa.key" -pubout -out "$w/sa.pub" 2>/dev/null
+  token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  (umask 077 && printf '%s,admin,admin,system:masters\n' "$token" >"$w/tokens.csv")
+
+  KUBE_PORT=$(kube_free_port)
+  kube_step "starting kube-apiserver on 127.0.0.1:$KUBE_PORT"
+  start=$(kube__now_ms)
+  "$KUBE_APISERVER" \
+    --etcd-servers "http://127.0.0.1:$etcd_client" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$KUBE_PORT" \
+    --cert-dir "$w/certs" \
+    --token-auth-file "$w/tokens.csv" \
+    --authorization-mode RBAC \
+    --service-account-key-file "$w/sa.pub" \
+    --service-account-signing-key-file "$w/sa.key" \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    >"$w/apiserver.log" 2>&1 &
+  KUBE_APISERVER_PID=$!
+
+  KUBECONFIG_FILE=$w/kubeconfig
+  cat >"$KUBECONFIG_FILE" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: tmkube
+  cluster:
+    server: https://127.0.0.1:$KUBE_PORT
+    insecure-skip-tls-verify: true
+users:
+- name: admin
+  user:
+    token: $token
+contexts:
+- name: tmkube
+  context: {cluster: tmkube, user: admin}
+current-context: tmkube
+EOF
+  chmod 600 "$KUBECONFIG_FILE"
+  export KUBECONFIG=$KUBECONFIG_FILE
+  kube_wait 60 "kube-apiserver /readyz" kube__ready "$token"
+  kube_log "kube-apiserver ready after $(( ($(kube__now_ms) - start) / 1000 ))s"
+}
+
+kube__etcd_healthy() {
+  kill -0 "$KUBE_ETCD_PID" 2>/dev/null || kube_fail "etcd exited"
+  curl -fsS "http://127.0.0.1:$1/health"
+}
+
+kube__ready() {
+  kill -0 "$KUBE_APISERVER_PID" 2>/dev/null || kube_fail "kube-apiserver exited"
+  curl -fsSk -H "Authorization: Bearer $1" "https://127.0.0.1:$KUBE_PORT/readyz"
+}
+
+# kube_kubectl ARGS...: kubectl against this control plane, with a 30 s request timeout.
+kube_kubectl() { kubectl --kubeconfig "$KUBECONFIG_FILE" --request-timeout=30s "$@"; }
