@@ -77,6 +77,23 @@ int Status(const Options& options) {
   return 0;
 }
 
+// Checks, before any interface is touched, that --interface is a usable name and that no other
+// agent serves its control socket. Returns 0 or the exit code.
+int CheckAgentSlot(const Options& options) {
+  if (options.interface_name.empty() || options.interface_name.size() > 15 ||
+      options.interface_name.find_first_of("/ \t\n:") != std::string::npos) {
+    std::fprintf(stderr, "tunnelmesh-agent: --interface \"%s\" is not a valid interface name "
+                 "(1 to 15 characters, no '/', ':' or spaces)\n", options.interface_name.c_str());
+    return kExitUsage;
+  }
+  const std::string control_path = ControlSocketPath(options.state_dir, options.interface_name);
+  if (ControlRequest(control_path, "ping").ok()) {
+    return Fail("another agent already serves " + control_path +
+                ": pick another --interface or --state-dir");
+  }
+  return 0;
+}
+
 int Leave(const Options& options) {
   absl::StatusOr<std::string> reply =
       ControlRequest(ControlSocketPath(options.state_dir, options.interface_name), "leave");
@@ -92,6 +109,7 @@ int Join(const Options& options, const JoinOptions& join_options) {
                  "warn, error\n", options.log_level.c_str());
     return kExitUsage;
   }
+  if (int code = CheckAgentSlot(options); code != 0) return code;
   InitCrypto();
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   sigset_t signals;
@@ -117,18 +135,8 @@ int Run(const Options& options) {
   // Deadlock detection costs a graph lookup per lock on the packet path; the lock order is fixed
   // and documented in lib/noise/device.h instead.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  if (options.interface_name.empty() || options.interface_name.size() > 15 ||
-      options.interface_name.find_first_of("/ \t\n:") != std::string::npos) {
-    std::fprintf(stderr, "tunnelmesh-agent: --interface \"%s\" is not a valid interface name "
-                 "(1 to 15 characters, no '/', ':' or spaces)\n", options.interface_name.c_str());
-    return kExitUsage;
-  }
+  if (int code = CheckAgentSlot(options); code != 0) return code;
   const std::string control_path = ControlSocketPath(options.state_dir, options.interface_name);
-  // Refuse before touching any interface when another agent already owns this control socket.
-  if (ControlRequest(control_path, "ping").ok()) {
-    return Fail("another agent already serves " + control_path +
-                ": pick another --interface or --state-dir");
-  }
   absl::StatusOr<AgentConfig> config = LoadAgentConfig(options.config_path);
   if (!config.ok()) {
     std::fprintf(stderr, "tunnelmesh-agent: %s\n", std::string(config.status().message()).c_str());

@@ -410,7 +410,7 @@ int JoinAgent::Setup() {
     return kExitFailure;
   }
   socket_ = std::move(*socket);
-  if (socket_->port() != options_.listen_port) {
+  if (options_.listen_port != 0 && socket_->port() != options_.listen_port) {
     TM_LOG_INFO("UDP port {} is in use; using {} (the coordinator tells peers)",
                 options_.listen_port, socket_->port());
   }
