@@ -2,7 +2,9 @@
 
 #include <sodium.h>
 
+#include <cctype>
 #include <set>
+#include <string_view>
 
 #include "lib/base/log.h"
 #include "lib/crypto/aead.h"
@@ -57,6 +59,45 @@ IpAddress Nth(const Prefix& cidr, uint64_t offset) {
   return cidr.address().is_v4() ? IpAddress::V4(bytes) : IpAddress::V6(bytes);
 }
 
+// Kubernetes label rules (a label is also a MeshPeer label): value and name part at most 63
+// characters of alphanumerics, '-', '_' and '.', starting and ending alphanumeric; an optional
+// key prefix is a DNS subdomain followed by '/'.
+bool IsLabelPart(std::string_view s, bool allow_empty) {
+  if (s.empty()) return allow_empty;
+  if (s.size() > 63 || !std::isalnum(static_cast<unsigned char>(s.front())) ||
+      !std::isalnum(static_cast<unsigned char>(s.back()))) {
+    return false;
+  }
+  for (char c : s) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::Status CheckLabel(const std::string& key, const std::string& value) {
+  std::string_view name = key;
+  if (size_t slash = key.find('/'); slash != std::string::npos) {
+    std::string_view prefix = std::string_view(key).substr(0, slash);
+    name = std::string_view(key).substr(slash + 1);
+    if (prefix.empty() || prefix.size() > 253 || !IsLabelPart(prefix, false)) {
+      return absl::InvalidArgumentError("label \"" + key + "\": the prefix before '/' must be "
+                                        "a DNS subdomain");
+    }
+  }
+  if (!IsLabelPart(name, false)) {
+    return absl::InvalidArgumentError("label \"" + key + "\": a key is at most 63 letters, "
+                                      "digits, '-', '_' or '.', starting and ending alphanumeric");
+  }
+  if (!IsLabelPart(value, true)) {
+    return absl::InvalidArgumentError("label \"" + key + "=" + value + "\": a value is empty or "
+                                      "at most 63 letters, digits, '-', '_' or '.', starting and "
+                                      "ending alphanumeric");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 bool Subscription::Next(coord::MapUpdate* out, absl::Duration timeout) {
@@ -77,12 +118,18 @@ void Subscription::Push(coord::MapUpdate update) {
   cv_.notify_all();
 }
 
-void Subscription::Cancel() {
+void Subscription::Cancel(absl::Status reason) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!cancelled_) reason_ = std::move(reason);
     cancelled_ = true;
   }
   cv_.notify_all();
+}
+
+absl::Status Subscription::reason() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reason_;
 }
 
 bool Subscription::cancelled() const {
@@ -90,7 +137,7 @@ bool Subscription::cancelled() const {
   return cancelled_;
 }
 
-Coordinator::Coordinator(StateStore* store, Options options)
+Coordinator::Coordinator(MemberStore* store, Options options)
     : store_(store), options_(std::move(options)) {}
 
 void Coordinator::SetMeshes(std::vector<MeshSpec> meshes) {
@@ -152,9 +199,10 @@ coord::Peer Coordinator::PeerOf(const MemberRecord& record) const {
     peer.add_allowed_ips(Prefix(ip, ip.bit_length()).ToString());
   }
   auto live = live_.find(record.public_key);
-  if (live != live_.end()) {
-    for (const std::string& e : live->second.endpoints) peer.add_endpoints(e);
-  }
+  const std::vector<std::string>& endpoints =
+      live != live_.end() && !live->second.endpoints.empty() ? live->second.endpoints
+                                                             : record.static_endpoints;
+  for (const std::string& e : endpoints) peer.add_endpoints(e);
   for (const auto& [k, v] : record.labels) (*peer.mutable_labels())[k] = v;
   peer.set_kind(static_cast<coord::MemberKind>(record.kind));
   return peer;
@@ -190,13 +238,13 @@ absl::StatusOr<IpAddress> Coordinator::Allocate(const Prefix& cidr, const std::s
                                       cidr.ToString() + ": widen its CIDR in the Mesh spec");
 }
 
-std::string Coordinator::UniqueName(const std::string& requested, const PublicKey& key,
-                                    const std::string& mesh) const {
+// Names are unique across meshes: in Kubernetes each member is a cluster-scoped MeshPeer.
+std::string Coordinator::UniqueName(const std::string& requested, const PublicKey& key) const {
   std::string name = ToDnsLabel(requested);
   const std::string suffix = Hex(key.bytes.data(), 3);
   if (name.empty()) name = "member-" + suffix;
   for (const auto& [other_key, m] : store_->members()) {
-    if (other_key != key && m.mesh == mesh && m.name == name) {
+    if (other_key != key && m.name == name) {
       if (name.size() > 56) name.resize(56);
       return name + "-" + suffix;
     }
@@ -220,6 +268,42 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
     counters_.malformed_requests.fetch_add(1);
     return absl::InvalidArgumentError("public_key is all zero");
   }
+  for (const auto& [k, v] : request.labels()) {
+    absl::Status s = CheckLabel(k, v);
+    if (s.ok() && k.rfind("tunnelmesh.io/", 0) == 0) {
+      s = absl::InvalidArgumentError("label \"" + k + "\": keys under tunnelmesh.io/ are set by "
+                                     "the coordinator");
+    }
+    if (!s.ok()) {
+      counters_.malformed_requests.fetch_add(1);
+      return s;
+    }
+  }
+  // A ServiceAccount token is checked with the API server before taking the lock.
+  bool service_account = false;
+  if (!request.kubernetes_token().empty()) {
+    if (!options_.review_token) {
+      return absl::FailedPreconditionError(
+          "this coordinator does not run in Kubernetes: join with --token-file");
+    }
+    absl::StatusOr<std::string> user = options_.review_token(request.kubernetes_token());
+    if (!user.ok()) {
+      counters_.rejected_tokens.fetch_add(1);
+      return user.status();
+    }
+    if (*user != options_.agent_service_account) {
+      counters_.rejected_tokens.fetch_add(1);
+      return absl::PermissionDeniedError(
+          "the token of \"" + *user + "\" may not join; only the agent's ServiceAccount \"" +
+          options_.agent_service_account + "\" may (operator flag --agent-service-account)");
+    }
+    service_account = true;
+  }
+  const bool node = request.kind() == coord::MEMBER_KIND_NODE;
+  if (node && options_.node_exists && !options_.node_exists(request.name())) {
+    return absl::FailedPreconditionError("kind Node needs --name to be the name of a Node of this "
+                                         "cluster; there is no Node \"" + request.name() + "\"");
+  }
   std::lock_guard<std::mutex> lock(mu_);
   const MeshState* mesh = MeshFor(request.mesh());
   if (mesh == nullptr) {
@@ -228,7 +312,7 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
                                    ? "the coordinator serves several meshes (or none): name one"
                                    : "no Mesh named \"" + request.mesh() + "\"");
   }
-  if (!TokensEqual(request.join_token(), mesh->spec.join_token)) {
+  if (!service_account && !TokensEqual(request.join_token(), mesh->spec.join_token)) {
     counters_.rejected_tokens.fetch_add(1);
     return absl::PermissionDeniedError("the join token is not valid for Mesh \"" +
                                        mesh->spec.name + "\": check --token-file");
@@ -241,33 +325,20 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
     record.public_key = key;
     record.mesh = mesh->spec.name;
   }
-  // Keep the address families the Mesh has now: allocate what is missing, drop what it lost.
-  std::vector<IpAddress> ips;
-  for (const Prefix* cidr : {&mesh->spec.ipv4_cidr,
-                             mesh->spec.ipv6_cidr ? &*mesh->spec.ipv6_cidr : nullptr}) {
-    if (cidr == nullptr) continue;
-    std::optional<IpAddress> kept;
-    for (const IpAddress& ip : record.mesh_ips) {
-      if (cidr->Contains(ip)) kept = ip;
-    }
-    if (!kept) {
-      absl::StatusOr<IpAddress> fresh = Allocate(*cidr, mesh->spec.name);
-      if (!fresh.ok()) return fresh.status();
-      kept = *fresh;
-    }
-    ips.push_back(*kept);
-  }
-  record.mesh_ips = ips;
-  record.name = UniqueName(request.name().empty() ? record.name : request.name(), key,
-                           mesh->spec.name);
+  absl::StatusOr<std::vector<IpAddress>> ips = AddressesFor(*mesh, record);
+  if (!ips.ok()) return ips.status();
+  record.mesh_ips = *std::move(ips);
+  record.name = UniqueName(request.name().empty() ? record.name : request.name(), key);
   record.labels.clear();
   for (const auto& [k, v] : request.labels()) record.labels[k] = v;
+  if (node) record.labels[kNodeLabel] = request.name();
   record.kind = request.kind();
   if (absl::Status s = store_->Put(record); !s.ok()) {
     return absl::UnavailableError("persisting member state: " + std::string(s.message()));
   }
 
   Live& live = live_[key];
+  live.last_seen = absl::Now();
   if (!live.session_token.empty()) sessions_.erase(live.session_token);
   uint8_t token[32];
   RandomBytes(absl::Span<uint8_t>(token, sizeof(token)));
@@ -314,6 +385,7 @@ absl::StatusOr<std::shared_ptr<Subscription>> Coordinator::Watch(const PublicKey
   const MeshState* mesh = MeshFor(record->second.mesh);
   if (mesh == nullptr) return absl::FailedPreconditionError("the member's Mesh no longer exists");
   Live& live = live_[member];
+  live.last_seen = absl::Now();
   if (std::shared_ptr<Subscription> old = live.subscription.lock()) old->Cancel();
   auto subscription = std::make_shared<Subscription>();
   live.subscription = subscription;
@@ -345,6 +417,7 @@ absl::Status Coordinator::ReportEndpoints(const PublicKey& member,
   auto record = store_->members().find(member);
   if (record == store_->members().end()) return absl::NotFoundError("not a member: register");
   Live& live = live_[member];
+  live.last_seen = absl::Now();
   if (live.endpoints == endpoints) return absl::OkStatus();
   live.endpoints = endpoints;
   ++version_;
@@ -387,10 +460,19 @@ absl::Status Coordinator::Leave(const PublicKey& member) {
   if (record == store_->members().end()) return absl::OkStatus();
   const std::string mesh = record->second.mesh;
   if (absl::Status s = store_->Remove(member); !s.ok()) return s;
+  DropLocked(member, mesh, absl::OkStatus());
+  TM_LOG_INFO("member left: key={}", member.Short());
+  return absl::OkStatus();
+}
+
+void Coordinator::DropLocked(const PublicKey& member, const std::string& mesh,
+                             absl::Status reason) {
   auto live = live_.find(member);
   if (live != live_.end()) {
     sessions_.erase(live->second.session_token);
-    if (std::shared_ptr<Subscription> sub = live->second.subscription.lock()) sub->Cancel();
+    if (std::shared_ptr<Subscription> sub = live->second.subscription.lock()) {
+      sub->Cancel(std::move(reason));
+    }
     live_.erase(live);
   }
   ++version_;
@@ -398,8 +480,114 @@ absl::Status Coordinator::Leave(const PublicKey& member) {
   update.add_removed_peers(std::string(reinterpret_cast<const char*>(member.bytes.data()), kKeySize));
   update.set_version(version_);
   FanOut(mesh, nullptr, update);
-  TM_LOG_INFO("member left: key={}", member.Short());
+}
+
+absl::StatusOr<std::vector<IpAddress>> Coordinator::AddressesFor(
+    const MeshState& mesh, const MemberRecord& record) const {
+  // Keep the address families the Mesh has now: allocate what is missing, drop what it lost.
+  std::vector<IpAddress> ips;
+  for (const Prefix* cidr :
+       {&mesh.spec.ipv4_cidr, mesh.spec.ipv6_cidr ? &*mesh.spec.ipv6_cidr : nullptr}) {
+    if (cidr == nullptr) continue;
+    std::optional<IpAddress> kept;
+    for (const IpAddress& ip : record.mesh_ips) {
+      if (!cidr->Contains(ip)) continue;
+      bool taken = false;
+      for (const auto& [key, other] : store_->members()) {
+        if (key == record.public_key) continue;
+        for (const IpAddress& theirs : other.mesh_ips) taken = taken || theirs == ip;
+      }
+      if (!taken) kept = ip;
+    }
+    if (!kept) {
+      absl::StatusOr<IpAddress> fresh = Allocate(*cidr, mesh.spec.name);
+      if (!fresh.ok()) return fresh.status();
+      kept = *fresh;
+    }
+    ips.push_back(*kept);
+  }
+  return ips;
+}
+
+absl::Status Coordinator::Admit(MemberRecord record) {
+  if (record.public_key.IsZero()) return absl::InvalidArgumentError("spec.publicKey is required");
+  std::lock_guard<std::mutex> lock(mu_);
+  const MeshState* mesh = MeshFor(record.mesh);
+  if (mesh == nullptr || record.mesh.empty()) {
+    return absl::FailedPreconditionError("spec.mesh names Mesh \"" + record.mesh +
+                                         "\", which does not exist (kubectl get meshes)");
+  }
+  for (const auto& [key, other] : store_->members()) {
+    if (key != record.public_key && other.name == record.name) {
+      return absl::AlreadyExistsError("member \"" + record.name + "\" already has another key");
+    }
+  }
+  auto existing = store_->members().find(record.public_key);
+  if (existing != store_->members().end() && existing->second == record) return absl::OkStatus();
+  absl::StatusOr<std::vector<IpAddress>> ips = AddressesFor(*mesh, record);
+  if (!ips.ok()) return ips.status();
+  if (*ips != record.mesh_ips) {
+    record.mesh_ips = *std::move(ips);
+    if (absl::Status s = store_->Put(record); !s.ok()) {
+      return absl::UnavailableError("recording the member's addresses: " +
+                                    std::string(s.message()));
+    }
+  } else {
+    store_->Observe(record.public_key, &record);
+  }
+  ++version_;
+  coord::MapUpdate update;
+  *update.add_upsert_peers() = PeerOf(record);
+  update.set_version(version_);
+  FanOut(record.mesh, &record.public_key, update);
   return absl::OkStatus();
+}
+
+void Coordinator::Evict(const PublicKey& member, const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto record = store_->members().find(member);
+  if (record == store_->members().end()) return;
+  const std::string mesh = record->second.mesh;
+  store_->Observe(member, nullptr);
+  DropLocked(member, mesh, absl::PermissionDeniedError("evicted: " + why));
+  TM_LOG_INFO("member evicted: key={} why={}", member.Short(), why);
+}
+
+std::vector<PublicKey> Coordinator::MembersOf(const std::string& mesh) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<PublicKey> keys;
+  for (const auto& [key, m] : store_->members()) {
+    if (m.mesh == mesh) keys.push_back(key);
+  }
+  return keys;
+}
+
+std::vector<MemberStatus> Coordinator::Members() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<MemberStatus> out;
+  for (const auto& [key, m] : store_->members()) {
+    MemberStatus status;
+    status.record = m;
+    auto live = live_.find(key);
+    if (live != live_.end()) {
+      std::shared_ptr<Subscription> sub = live->second.subscription.lock();
+      status.connected = sub != nullptr && !sub->cancelled();
+      status.endpoints = live->second.endpoints;
+      status.last_seen = live->second.last_seen;
+    }
+    out.push_back(std::move(status));
+  }
+  return out;
+}
+
+void Coordinator::SetPolicies(std::map<std::string, std::string> policies) {
+  std::lock_guard<std::mutex> lock(mu_);
+  policies_ = std::move(policies);
+}
+
+size_t Coordinator::policy_count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return policies_.size();
 }
 
 bool Coordinator::IsMember(const PublicKey& key) const {

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -33,15 +34,29 @@ class Subscription {
   // cancelled()).
   bool Next(coord::MapUpdate* out, absl::Duration timeout);
   void Push(coord::MapUpdate update);
-  void Cancel();
+  // Ends the stream; `reason` (OK for a plain end) is what the member is told.
+  void Cancel(absl::Status reason = absl::OkStatus());
   bool cancelled() const;
+  absl::Status reason() const;
 
  private:
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<coord::MapUpdate> queue_;
   bool cancelled_ = false;
+  absl::Status reason_;
 };
+
+// What the coordinator knows of a member right now, for status reporting.
+struct MemberStatus {
+  MemberRecord record;
+  bool connected = false;  // It holds an open watch.
+  std::vector<std::string> endpoints;
+  absl::Time last_seen = absl::InfinitePast();
+};
+
+// The label a member of kind Node carries with its Node's name (Node deletion removes it).
+inline constexpr char kNodeLabel[] = "tunnelmesh.io/node";
 
 struct CoordinatorCounters {
   std::atomic<uint64_t> registrations{0};
@@ -59,9 +74,17 @@ class Coordinator {
     std::string relay_url;
     PublicKey relay_public_key;
     uint32_t mtu = 1420;
+    // Kubernetes mode: in-cluster agents may register with a ServiceAccount token instead of the
+    // join token. `review_token` asks the API server (TokenReview) whose token it is and returns
+    // the user name; only `agent_service_account` ("system:serviceaccount:NS:NAME") is admitted.
+    // Called without the coordinator's lock.
+    std::function<absl::StatusOr<std::string>(const std::string& token)> review_token;
+    std::string agent_service_account;
+    // Kubernetes mode: members of kind Node must name an existing Node.
+    std::function<bool(const std::string& node)> node_exists;
   };
 
-  Coordinator(StateStore* store, Options options);
+  Coordinator(MemberStore* store, Options options);
 
   // Replaces the set of meshes (from the manifests). Watchers of a changed mesh get its settings.
   void SetMeshes(std::vector<MeshSpec> meshes);
@@ -78,6 +101,19 @@ class Coordinator {
   absl::Status Leave(const PublicKey& member);
   bool IsMember(const PublicKey& key) const;
 
+  // Kubernetes mode, from MeshPeer objects. Admit brings the coordinator in line with a record
+  // that exists at its source (restart, a MeshPeer pre-created by an admin, a label edit): it keeps
+  // valid addresses, allocates missing ones (writing them through the store) and tells the mesh.
+  absl::Status Admit(MemberRecord record);
+  // The member's record is gone at its source (MeshPeer deleted): drop it from every map and end
+  // its watch with PERMISSION_DENIED naming `why`, so that its agent stops.
+  void Evict(const PublicKey& member, const std::string& why);
+  std::vector<PublicKey> MembersOf(const std::string& mesh) const;
+  std::vector<MemberStatus> Members() const;
+  // Validated PeerPolicy objects, kept for the packet filter compiler (name -> canonical JSON).
+  void SetPolicies(std::map<std::string, std::string> policies);
+  size_t policy_count() const;
+
   CoordinatorCounters& counters() { return counters_; }
   size_t member_count() const;
 
@@ -90,6 +126,7 @@ class Coordinator {
     std::vector<std::string> endpoints;
     std::string session_token;
     std::weak_ptr<Subscription> subscription;
+    absl::Time last_seen = absl::InfinitePast();
   };
 
   const MeshState* MeshFor(const std::string& name) const;  // Requires mu_.
@@ -98,16 +135,22 @@ class Coordinator {
   // Sends `update` to every watcher of `mesh` except `except`. Requires mu_.
   void FanOut(const std::string& mesh, const PublicKey* except, const coord::MapUpdate& update);
   absl::StatusOr<IpAddress> Allocate(const Prefix& cidr, const std::string& mesh) const;
-  std::string UniqueName(const std::string& requested, const PublicKey& key,
-                         const std::string& mesh) const;
+  std::string UniqueName(const std::string& requested, const PublicKey& key) const;
+  // Keeps the member's addresses that lie in the mesh's ranges and are not taken by another
+  // member; allocates the missing families. Requires mu_.
+  absl::StatusOr<std::vector<IpAddress>> AddressesFor(const MeshState& mesh,
+                                                      const MemberRecord& record) const;
+  // Ends the member's session and tells its mesh it is gone. Requires mu_.
+  void DropLocked(const PublicKey& member, const std::string& mesh, absl::Status reason);
 
-  StateStore* const store_;
+  MemberStore* const store_;
   const Options options_;
   CoordinatorCounters counters_;
   mutable std::mutex mu_;
   std::map<std::string, MeshState> meshes_;
   std::map<PublicKey, Live> live_;
   std::map<std::string, PublicKey> sessions_;
+  std::map<std::string, std::string> policies_;
   uint64_t version_ = 0;
 };
 

@@ -172,5 +172,107 @@ TEST(CoordinatorTest, WatchGetsFullMapThenDeltas) {
   EXPECT_TRUE((*sub)->cancelled());
 }
 
+TEST(CoordinatorTest, AdmitKeepsValidAddressesAndAllocatesMissingOnes) {
+  auto store = *StateStore::Open(TempDir());
+  Coordinator c(store.get(), {});
+  c.SetMeshes(Meshes());
+  // A record restored from its source (operator restart) keeps its addresses.
+  MemberRecord restored;
+  restored.public_key = NewKey();
+  restored.mesh = "demo";
+  restored.name = "restored";
+  restored.mesh_ips = {*IpAddress::Parse("10.99.0.2"), *IpAddress::Parse("fd99:99::7")};
+  ASSERT_TRUE(c.Admit(restored).ok());
+  EXPECT_EQ(store->members().at(restored.public_key).mesh_ips, restored.mesh_ips);
+  // A pre-created member without addresses gets free ones; one that claims a taken address too.
+  MemberRecord fresh;
+  fresh.public_key = NewKey();
+  fresh.mesh = "demo";
+  fresh.name = "fresh";
+  fresh.static_endpoints = {"192.0.2.9:51820"};
+  fresh.mesh_ips = {*IpAddress::Parse("10.99.0.2")};
+  ASSERT_TRUE(c.Admit(fresh).ok());
+  EXPECT_EQ(store->members().at(fresh.public_key).mesh_ips[0].ToString(), "10.99.0.1");
+  // The same record again changes nothing; a name held by another key and an unknown mesh are
+  // errors that say what to fix.
+  EXPECT_TRUE(c.Admit(store->members().at(fresh.public_key)).ok());
+  MemberRecord clash = fresh;
+  clash.public_key = NewKey();
+  EXPECT_EQ(c.Admit(clash).code(), absl::StatusCode::kAlreadyExists);
+  MemberRecord lost = fresh;
+  lost.public_key = NewKey();
+  lost.name = "lost";
+  lost.mesh = "nope";
+  absl::Status s = c.Admit(lost);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(s.message()).find("kubectl get meshes"), std::string::npos);
+  auto r = c.Register(Request(NewKey(), "watcher"));
+  ASSERT_FALSE(r.ok()) << "the /30 is full";
+}
+
+TEST(CoordinatorTest, EvictEndsTheWatchAndTellsTheMesh) {
+  auto store = *StateStore::Open(TempDir());
+  Coordinator c(store.get(), {});
+  c.SetMeshes(Meshes());
+  PublicKey a = NewKey(), b = NewKey();
+  ASSERT_TRUE(c.Register(Request(a, "a")).ok());
+  ASSERT_TRUE(c.Register(Request(b, "b")).ok());
+  auto sa = c.Watch(a);
+  auto sb = c.Watch(b);
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  coord::MapUpdate u;
+  ASSERT_TRUE((*sa)->Next(&u, absl::Milliseconds(100)));
+  ASSERT_TRUE((*sb)->Next(&u, absl::Milliseconds(100)));
+  c.Evict(b, "MeshPeer b was deleted");
+  EXPECT_TRUE((*sb)->cancelled());
+  EXPECT_EQ((*sb)->reason().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_NE(std::string((*sb)->reason().message()).find("MeshPeer b was deleted"),
+            std::string::npos);
+  ASSERT_TRUE((*sa)->Next(&u, absl::Milliseconds(100)));
+  ASSERT_EQ(u.removed_peers_size(), 1);
+  EXPECT_FALSE(c.IsMember(b));
+  EXPECT_EQ(c.MembersOf("demo").size(), 1u);
+  std::vector<MemberStatus> members = c.Members();
+  ASSERT_EQ(members.size(), 1u);
+  EXPECT_TRUE(members[0].connected);
+}
+
+TEST(CoordinatorTest, ServiceAccountTokensAndLabels) {
+  auto store = *StateStore::Open(TempDir());
+  Coordinator::Options options;
+  options.agent_service_account = "system:serviceaccount:tm:agent";
+  options.review_token = [](const std::string& token) -> absl::StatusOr<std::string> {
+    if (token == "agent-token") return std::string("system:serviceaccount:tm:agent");
+    if (token == "other-token") return std::string("system:serviceaccount:tm:other");
+    return absl::UnauthenticatedError("the API server did not accept the token");
+  };
+  options.node_exists = [](const std::string& node) { return node == "node-1"; };
+  Coordinator c(store.get(), options);
+  c.SetMeshes(Meshes());
+  coord::RegisterRequest r = Request(NewKey(), "node-1", "");
+  r.set_kubernetes_token("agent-token");
+  r.set_kind(coord::MEMBER_KIND_NODE);
+  auto ok = c.Register(r);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(store->members().begin()->second.labels.at(kNodeLabel), "node-1");
+  r.set_public_key(std::string(32, 'x'));
+  r.set_name("node-2");
+  EXPECT_EQ(c.Register(r).status().code(), absl::StatusCode::kFailedPrecondition);
+  r.set_name("node-1");
+  r.set_kubernetes_token("other-token");
+  EXPECT_EQ(c.Register(r).status().code(), absl::StatusCode::kPermissionDenied);
+  r.set_kubernetes_token("forged");
+  EXPECT_EQ(c.Register(r).status().code(), absl::StatusCode::kUnauthenticated);
+  coord::RegisterRequest labelled = Request(NewKey(), "x");
+  (*labelled.mutable_labels())["bad key!"] = "v";
+  EXPECT_EQ(c.Register(labelled).status().code(), absl::StatusCode::kInvalidArgument);
+  labelled.mutable_labels()->clear();
+  (*labelled.mutable_labels())[kNodeLabel] = "node-1";
+  EXPECT_EQ(c.Register(labelled).status().code(), absl::StatusCode::kInvalidArgument);
+  labelled.mutable_labels()->clear();
+  (*labelled.mutable_labels())["example.com/role"] = "db_primary-1";
+  EXPECT_TRUE(c.Register(labelled).ok());
+}
+
 }  // namespace
 }  // namespace tunnelmesh

@@ -59,7 +59,7 @@ class CoordinatorServer::Service final : public coord::Coordinator::Service {
     coord::MapUpdate update;
     while (!context->IsCancelled() && !stopping_) {
       if (!(*sub)->Next(&update, absl::Milliseconds(200))) {
-        if ((*sub)->cancelled()) break;
+        if ((*sub)->cancelled()) return ToGrpc((*sub)->reason());
         continue;
       }
       if (!writer->Write(update)) break;

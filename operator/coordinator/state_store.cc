@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "lib/base/log.h"
 #include "nlohmann/json.hpp"
 
 namespace tunnelmesh {
@@ -106,6 +107,17 @@ absl::Status StateStore::Put(const MemberRecord& record) {
 absl::Status StateStore::Remove(const PublicKey& key) {
   members_.erase(key);
   return Save();
+}
+
+void StateStore::Observe(const PublicKey& key, const MemberRecord* record) {
+  if (record == nullptr) {
+    members_.erase(key);
+  } else {
+    members_[key] = *record;
+  }
+  if (absl::Status s = Save(); !s.ok()) {
+    TM_LOG_ERROR("saving members: {}", std::string(s.message()));
+  }
 }
 
 absl::Status StateStore::Save() const {

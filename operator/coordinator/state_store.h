@@ -22,19 +22,39 @@ struct MemberRecord {
   std::vector<IpAddress> mesh_ips;
   std::map<std::string, std::string> labels;
   int kind = 0;
+  // Endpoints an admin gave a static member (MeshPeer spec.endpoints); live reports win.
+  std::vector<std::string> static_endpoints;
+
+  bool operator==(const MemberRecord&) const = default;
 };
 
-class StateStore {
+// Where member records live: a file (StateStore, standalone) or MeshPeer objects (Kubernetes).
+// Thread-compatible: the Coordinator calls it under its lock.
+class MemberStore {
+ public:
+  virtual ~MemberStore() = default;
+  virtual const std::map<PublicKey, MemberRecord>& members() const = 0;
+  // Makes `record` durable (creating or replacing the member's record).
+  virtual absl::Status Put(const MemberRecord& record) = 0;
+  // Deletes the member's durable record.
+  virtual absl::Status Remove(const PublicKey& key) = 0;
+  // Updates only the in-memory view, for records that already changed at the source (a MeshPeer
+  // created, edited or deleted by someone else). `record` null removes the key.
+  virtual void Observe(const PublicKey& key, const MemberRecord* record) = 0;
+};
+
+class StateStore final : public MemberStore {
  public:
   // Creates `dir` if needed and loads members.json when present. A corrupt file is an error that
   // names it (it is never silently replaced).
   static absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& dir);
 
-  const std::map<PublicKey, MemberRecord>& members() const { return members_; }
+  const std::map<PublicKey, MemberRecord>& members() const override { return members_; }
   const std::string& dir() const { return dir_; }
 
-  absl::Status Put(const MemberRecord& record);
-  absl::Status Remove(const PublicKey& key);
+  absl::Status Put(const MemberRecord& record) override;
+  absl::Status Remove(const PublicKey& key) override;
+  void Observe(const PublicKey& key, const MemberRecord* record) override;
 
  private:
   explicit StateStore(std::string dir) : dir_(std::move(dir)) {}
