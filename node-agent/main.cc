@@ -270,8 +270,13 @@ int main(int argc, char** argv) {
   CLI::App* join = app.add_subcommand("join", "join a mesh through its coordinator");
   join->add_option("coordinator", join_options.coordinator, "coordinator HOST[:PORT] (port 7700)")
       ->required();
-  join->add_option("--token-file", join_options.token_file, "file holding the join token")
-      ->required();
+  join->add_option("--token-file", join_options.token_file, "file holding the join token");
+  join->add_option("--kubernetes-token-file", join_options.kubernetes_token_file,
+                   "instead of --token-file, in a pod: its ServiceAccount token file");
+  join->add_option("--mesh", join_options.mesh, "Mesh to join (default: the coordinator's only one)");
+  join->add_option("--kind", join_options.kind, "Node, Pod or External (default External)");
+  join->add_option("--ca-file", join_options.ca_file,
+                   "the coordinator's CA certificate (PEM), instead of fetching and pinning it");
   join->add_option("--name", join_options.name, "member name (default: derived by the coordinator)");
   join->add_option("--label", labels, "KEY=VALUE label, repeatable");
   join->add_option("--state-dir", options.state_dir,

@@ -53,6 +53,13 @@ std::string ReadTrimmed(const std::string& path, bool* ok) {
   return std::string(absl::StripAsciiWhitespace(s.str()));
 }
 
+coord::MemberKind KindOf(const std::string& kind) {
+  if (kind == "Node") return coord::MEMBER_KIND_NODE;
+  if (kind == "Pod") return coord::MEMBER_KIND_POD;
+  if (kind == "External") return coord::MEMBER_KIND_EXTERNAL;
+  return coord::MEMBER_KIND_UNSPECIFIED;
+}
+
 bool SplitHostPort(const std::string& text, std::string* host, uint16_t* port) {
   std::string rest = text;
   *port = kDefaultCoordinatorPort;
@@ -207,6 +214,8 @@ class JoinAgent {
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> leave_requested_{false};
+  // The coordinator refused this member for good (MeshPeer deleted, token revoked).
+  std::atomic<bool> refused_{false};
   std::atomic<bool> leaving_{false};
   int wake_fd_ = -1;
   // The main thread's blocked signals while Setup retries; null afterwards.
@@ -300,11 +309,22 @@ void JoinAgent::ConnectRelay() {
 
 absl::Status JoinAgent::Register() {
   coord::RegisterRequest request;
-  request.set_join_token(token_);
+  if (!options_.kubernetes_token_file.empty()) {
+    bool ok = false;
+    std::string token = ReadTrimmed(options_.kubernetes_token_file, &ok);
+    if (!ok || token.empty()) {
+      return absl::UnavailableError("cannot read --kubernetes-token-file " +
+                                    options_.kubernetes_token_file);
+    }
+    request.set_kubernetes_token(token);
+  } else {
+    request.set_join_token(token_);
+  }
   request.set_public_key(KeyBytes(public_key_));
   request.set_name(options_.name);
+  request.set_mesh(options_.mesh);
   for (const auto& [k, v] : options_.labels) (*request.mutable_labels())[k] = v;
-  request.set_kind(coord::MEMBER_KIND_EXTERNAL);
+  request.set_kind(KindOf(options_.kind));
   request.set_listen_port(socket_->port());
   std::shared_ptr<CoordinatorClient> coordinator = client();
   absl::StatusOr<coord::RegisterResponse> response =
@@ -347,12 +367,35 @@ int JoinAgent::Setup() {
                  options_.coordinator.c_str());
     return kExitUsage;
   }
-  bool ok = false;
-  token_ = ReadTrimmed(options_.token_file, &ok);
-  if (!ok || token_.empty()) {
-    std::fprintf(stderr, "tunnelmesh-agent: join: cannot read a join token from --token-file %s\n",
-                 options_.token_file.c_str());
+  if (options_.token_file.empty() == options_.kubernetes_token_file.empty()) {
+    std::fprintf(stderr, "tunnelmesh-agent: join: give exactly one of --token-file (the mesh's "
+                         "join token) and --kubernetes-token-file (a ServiceAccount token)\n");
     return kExitUsage;
+  }
+  if (KindOf(options_.kind) == coord::MEMBER_KIND_UNSPECIFIED) {
+    std::fprintf(stderr, "tunnelmesh-agent: join: --kind \"%s\" is not one of Node, Pod, "
+                         "External\n", options_.kind.c_str());
+    return kExitUsage;
+  }
+  bool ok = false;
+  const std::string& token_path =
+      options_.token_file.empty() ? options_.kubernetes_token_file : options_.token_file;
+  token_ = ReadTrimmed(token_path, &ok);
+  if (!ok || token_.empty()) {
+    std::fprintf(stderr, "tunnelmesh-agent: join: cannot read a token from %s %s\n",
+                 options_.token_file.empty() ? "--kubernetes-token-file" : "--token-file",
+                 token_path.c_str());
+    return kExitUsage;
+  }
+  std::string ca_pem;
+  if (!options_.ca_file.empty()) {
+    ca_pem = ReadTrimmed(options_.ca_file, &ok);
+    if (!ok || ca_pem.find("BEGIN CERTIFICATE") == std::string::npos) {
+      std::fprintf(stderr, "tunnelmesh-agent: join: --ca-file %s does not hold a PEM "
+                           "certificate\n", options_.ca_file.c_str());
+      return kExitUsage;
+    }
+    ca_pem += "\n";
   }
   if (!options_.ca_hash.empty()) {
     if (absl::Status s = ValidateCaHash(options_.ca_hash); !s.ok()) {
@@ -369,9 +412,8 @@ int JoinAgent::Setup() {
   public_key_ = DerivePublicKey(private_key_);
 
   TM_LOG_INFO("connecting to coordinator {}:{}", host_, port_);
-  std::string ca_pem;
   std::chrono::milliseconds delay = kBackoffStart;
-  while (!stopping_) {
+  while (!stopping_ && ca_pem.empty()) {
     std::string warning;
     absl::StatusOr<std::string> ca = FetchCoordinatorCa(
         host_, port_, options_.ca_hash, options_.state_dir + "/coordinator-ca.pem", &warning);
@@ -657,6 +699,11 @@ void JoinAgent::WatchLoop() {
         client_ = std::make_shared<CoordinatorClient>(target_, ca_pem_);
       }
       absl::Status s = Register();
+      if (s.code() == absl::StatusCode::kPermissionDenied) {
+        TM_LOG_ERROR("the coordinator refused this member: {}", std::string(s.message()));
+        refused_ = true;
+        break;
+      }
       if (!s.ok()) {
         if (!stopping_) TM_LOG_WARN("re-registering: {}", std::string(s.message()));
         Backoff(&delay);
@@ -670,6 +717,11 @@ void JoinAgent::WatchLoop() {
       Apply(update);
     });
     if (stopping_ || leaving_) break;
+    if (s.code() == absl::StatusCode::kPermissionDenied) {
+      TM_LOG_ERROR("removed from the mesh by the coordinator: {}", std::string(s.message()));
+      refused_ = true;
+      break;
+    }
     TM_LOG_WARN("coordinator stream ended: {}; reconnecting (established tunnels keep working)",
                 std::string(s.message()));
     Backoff(&delay);
@@ -862,7 +914,7 @@ int JoinAgent::Run(const sigset_t& signals) {
   std::thread stun([this] { StunLoop(); });
   std::thread paths([this] { PathLoop(); });
   TM_LOG_INFO("interface {} up; following the network map", options_.interface_name);
-  while (!leave_requested_) {
+  while (!leave_requested_ && !refused_) {
     timespec timeout{0, 200'000'000};
     int sig = sigtimedwait(&signals, nullptr, &timeout);
     if (sig == SIGINT || sig == SIGTERM) {
@@ -888,7 +940,7 @@ int JoinAgent::Run(const sigset_t& signals) {
   if (absl::Status s = link_->Teardown(); !s.ok()) {
     TM_LOG_WARN("removing addresses of {}: {}", options_.interface_name, s.ToString());
   }
-  return plane_->failure().ok() ? 0 : kExitFailure;
+  return plane_->failure().ok() && !refused_ ? 0 : kExitFailure;
 }
 
 }  // namespace

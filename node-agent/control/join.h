@@ -15,7 +15,13 @@ namespace tunnelmesh {
 
 struct JoinOptions {
   std::string coordinator;  // host[:port]
+  // Exactly one of: the mesh's join token, or (in a Kubernetes pod) the ServiceAccount token file,
+  // re-read at every registration because the kubelet rotates it.
   std::string token_file;
+  std::string kubernetes_token_file;
+  std::string mesh;             // empty: the coordinator's only mesh
+  std::string kind = "External";  // Node, Pod or External
+  std::string ca_file;          // the coordinator's CA certificate (PEM), instead of fetching it
   std::string name;
   std::map<std::string, std::string> labels;
   std::string state_dir;
