@@ -2,13 +2,12 @@
 
 #include <sodium.h>
 
-#include <cctype>
 #include <set>
-#include <string_view>
 
 #include "lib/base/log.h"
 #include "lib/crypto/aead.h"
 #include "lib/crypto/blake2s.h"
+#include "operator/coordinator/policy.h"
 
 namespace tunnelmesh {
 namespace {
@@ -57,45 +56,6 @@ IpAddress Nth(const Prefix& cidr, uint64_t offset) {
     --i;
   }
   return cidr.address().is_v4() ? IpAddress::V4(bytes) : IpAddress::V6(bytes);
-}
-
-// Kubernetes label rules (a label is also a MeshPeer label): value and name part at most 63
-// characters of alphanumerics, '-', '_' and '.', starting and ending alphanumeric; an optional
-// key prefix is a DNS subdomain followed by '/'.
-bool IsLabelPart(std::string_view s, bool allow_empty) {
-  if (s.empty()) return allow_empty;
-  if (s.size() > 63 || !std::isalnum(static_cast<unsigned char>(s.front())) ||
-      !std::isalnum(static_cast<unsigned char>(s.back()))) {
-    return false;
-  }
-  for (char c : s) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
-      return false;
-    }
-  }
-  return true;
-}
-
-absl::Status CheckLabel(const std::string& key, const std::string& value) {
-  std::string_view name = key;
-  if (size_t slash = key.find('/'); slash != std::string::npos) {
-    std::string_view prefix = std::string_view(key).substr(0, slash);
-    name = std::string_view(key).substr(slash + 1);
-    if (prefix.empty() || prefix.size() > 253 || !IsLabelPart(prefix, false)) {
-      return absl::InvalidArgumentError("label \"" + key + "\": the prefix before '/' must be "
-                                        "a DNS subdomain");
-    }
-  }
-  if (!IsLabelPart(name, false)) {
-    return absl::InvalidArgumentError("label \"" + key + "\": a key is at most 63 letters, "
-                                      "digits, '-', '_' or '.', starting and ending alphanumeric");
-  }
-  if (!IsLabelPart(value, true)) {
-    return absl::InvalidArgumentError("label \"" + key + "=" + value + "\": a value is empty or "
-                                      "at most 63 letters, digits, '-', '_' or '.', starting and "
-                                      "ending alphanumeric");
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -523,6 +483,9 @@ absl::Status Coordinator::Admit(MemberRecord record) {
     }
   }
   auto existing = store_->members().find(record.public_key);
+  // The coordinator allocates: for a member it knows, its own addresses win over what an object
+  // says (a watch event may predate the status write that recorded them).
+  if (existing != store_->members().end()) record.mesh_ips = existing->second.mesh_ips;
   if (existing != store_->members().end() && existing->second == record) return absl::OkStatus();
   absl::StatusOr<std::vector<IpAddress>> ips = AddressesFor(*mesh, record);
   if (!ips.ok()) return ips.status();
@@ -580,7 +543,7 @@ std::vector<MemberStatus> Coordinator::Members() const {
   return out;
 }
 
-void Coordinator::SetPolicies(std::map<std::string, std::string> policies) {
+void Coordinator::SetPolicies(std::vector<PeerPolicySpec> policies) {
   std::lock_guard<std::mutex> lock(mu_);
   policies_ = std::move(policies);
 }

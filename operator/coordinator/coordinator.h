@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "lib/crypto/keys.h"
 #include "operator/coordinator/manifests.h"
+#include "operator/coordinator/policy.h"
 #include "operator/coordinator/state_store.h"
 #include "proto/coordinator.pb.h"
 
@@ -110,8 +111,8 @@ class Coordinator {
   void Evict(const PublicKey& member, const std::string& why);
   std::vector<PublicKey> MembersOf(const std::string& mesh) const;
   std::vector<MemberStatus> Members() const;
-  // Validated PeerPolicy objects, kept for the packet filter compiler (name -> canonical JSON).
-  void SetPolicies(std::map<std::string, std::string> policies);
+  // Validated PeerPolicy specs, kept for the packet filter's compiler.
+  void SetPolicies(std::vector<PeerPolicySpec> policies);
   size_t policy_count() const;
 
   CoordinatorCounters& counters() { return counters_; }
@@ -150,7 +151,7 @@ class Coordinator {
   std::map<std::string, MeshState> meshes_;
   std::map<PublicKey, Live> live_;
   std::map<std::string, PublicKey> sessions_;
-  std::map<std::string, std::string> policies_;
+  std::vector<PeerPolicySpec> policies_;
   uint64_t version_ = 0;
 };
 

@@ -195,15 +195,23 @@ absl::StatusOr<std::vector<MeshSpec>> LoadManifests(const std::string& dir) {
                                         "\": spec.joinTokenSecretRef names Secret " + ref +
                                         ", which no manifest in " + dir + " defines");
     }
-    auto value = secret->second.find(mesh.join_token_ref.key);
-    if (value == secret->second.end() || value->second.size() < 16) {
-      return absl::InvalidArgumentError(mesh.source + ": Mesh \"" + mesh.name + "\": Secret " +
-                                        ref + " needs key \"" + mesh.join_token_ref.key +
-                                        "\" holding a token of at least 16 characters");
+    if (absl::Status s = SetJoinToken(&mesh, secret->second); !s.ok()) {
+      return absl::InvalidArgumentError(mesh.source + ": " + std::string(s.message()));
     }
-    mesh.join_token = value->second;
   }
   return meshes;
+}
+
+absl::Status SetJoinToken(MeshSpec* mesh, const std::map<std::string, std::string>& values) {
+  auto value = values.find(mesh->join_token_ref.key);
+  if (value == values.end() || value->second.size() < 16) {
+    return absl::InvalidArgumentError(
+        "Mesh \"" + mesh->name + "\": Secret " + mesh->join_token_ref.namespace_name + "/" +
+        mesh->join_token_ref.name + " needs key \"" + mesh->join_token_ref.key +
+        "\" holding a token of at least 16 characters");
+  }
+  mesh->join_token = value->second;
+  return absl::OkStatus();
 }
 
 std::string ManifestFingerprint(const std::string& dir) {

@@ -18,6 +18,8 @@ struct SecretRef {
   std::string namespace_name;
   std::string name;
   std::string key = "token";
+
+  bool operator==(const SecretRef&) const = default;
 };
 
 struct MeshSpec {
@@ -31,6 +33,8 @@ struct MeshSpec {
   std::string join_token;
   // Where the object came from, for messages.
   std::string source;
+
+  bool operator==(const MeshSpec&) const = default;
 };
 
 // Parses every *.yaml / *.yml file of `dir` (not recursive). Meshes whose Secret is missing or
@@ -42,6 +46,10 @@ absl::StatusOr<std::vector<MeshSpec>> LoadManifests(const std::string& dir);
 absl::Status ParseManifestText(const std::string& text, const std::string& file,
                                std::vector<MeshSpec>* meshes,
                                std::map<std::string, std::map<std::string, std::string>>* secrets);
+
+// Takes the mesh's join token from its Secret's `values` (key -> decoded value); the error names
+// the Secret and the key to set.
+absl::Status SetJoinToken(MeshSpec* mesh, const std::map<std::string, std::string>& values);
 
 // A fingerprint of the directory's YAML files (names, sizes, modification times) to notice changes
 // cheaply.

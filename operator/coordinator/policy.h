@@ -1,0 +1,64 @@
+// PeerPolicy specs as the coordinator keeps them: parsed from the object's JSON (a Kubernetes
+// object, or later a standalone manifest) and checked beyond what the CRD schema can express, with
+// errors that name the field. Compiling them into packet-filter rules is the filter's job.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace tunnelmesh {
+
+struct LabelRequirement {
+  std::string key;
+  std::string op;  // In, NotIn, Exists, DoesNotExist
+  std::vector<std::string> values;
+  bool operator==(const LabelRequirement&) const = default;
+};
+
+// A Kubernetes label selector; empty selects everything.
+struct LabelSelector {
+  std::map<std::string, std::string> match_labels;
+  std::vector<LabelRequirement> match_expressions;
+  bool operator==(const LabelSelector&) const = default;
+};
+
+// One entry of `from` or `to`: MeshPeers by label, or pods by namespace and pod labels.
+struct PeerSelectorTerm {
+  std::optional<LabelSelector> peer;
+  std::optional<LabelSelector> namespace_selector;
+  std::optional<LabelSelector> pod;
+  bool operator==(const PeerSelectorTerm&) const = default;
+};
+
+struct PortRule {
+  std::string protocol;  // TCP, UDP, ICMP
+  uint16_t port = 0;     // 0: all
+  uint16_t end_port = 0; // 0: just `port`
+  bool operator==(const PortRule&) const = default;
+};
+
+struct PeerPolicySpec {
+  std::string name;
+  std::string mesh;
+  bool deny = false;
+  std::vector<PeerSelectorTerm> from;
+  std::vector<PeerSelectorTerm> to;
+  std::vector<PortRule> ports;  // Empty: all traffic.
+  bool operator==(const PeerPolicySpec&) const = default;
+};
+
+// Parses and checks a PeerPolicy object.
+absl::StatusOr<PeerPolicySpec> ParsePeerPolicy(const nlohmann::json& object);
+
+// Kubernetes label syntax: the key's optional DNS-subdomain prefix and '/', a name and a value of
+// at most 63 alphanumerics, '-', '_' and '.', starting and ending alphanumeric (the value may be
+// empty). The error names the label.
+absl::Status CheckLabel(const std::string& key, const std::string& value);
+
+}  // namespace tunnelmesh

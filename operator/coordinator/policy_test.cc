@@ -1,0 +1,92 @@
+#include "operator/coordinator/policy.h"
+
+#include "gtest/gtest.h"
+
+namespace tunnelmesh {
+namespace {
+
+nlohmann::json Policy(nlohmann::json spec) {
+  return {{"apiVersion", "tunnelmesh.io/v1alpha1"},
+          {"kind", "PeerPolicy"},
+          {"metadata", {{"name", "p"}}},
+          {"spec", std::move(spec)}};
+}
+
+nlohmann::json Valid() {
+  return {{"mesh", "default"},
+          {"action", "Allow"},
+          {"from", {{{"peerSelector", {{"matchLabels", {{"role", "ci"}}}}}}}},
+          {"to",
+           {{{"namespaceSelector", {{"matchLabels", {{"team", "db"}}}}},
+             {"podSelector",
+              {{"matchExpressions",
+                {{{"key", "app"}, {"operator", "In"}, {"values", {"postgres"}}}}}}}}}},
+          {"ports", {{{"protocol", "TCP"}, {"port", 5432}}, {{"protocol", "ICMP"}}}}};
+}
+
+std::string ErrorOf(nlohmann::json spec) {
+  auto parsed = ParsePeerPolicy(Policy(std::move(spec)));
+  return parsed.ok() ? "" : std::string(parsed.status().message());
+}
+
+TEST(PolicyTest, ParsesAValidPolicy) {
+  auto p = ParsePeerPolicy(Policy(Valid()));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->name, "p");
+  EXPECT_FALSE(p->deny);
+  ASSERT_EQ(p->from.size(), 1u);
+  EXPECT_EQ(p->from[0].peer->match_labels.at("role"), "ci");
+  ASSERT_TRUE(p->to[0].pod.has_value());
+  EXPECT_EQ(p->to[0].pod->match_expressions[0].values[0], "postgres");
+  ASSERT_EQ(p->ports.size(), 2u);
+  EXPECT_EQ(p->ports[0].port, 5432);
+}
+
+TEST(PolicyTest, ErrorsNameTheField) {
+  nlohmann::json s = Valid();
+  s["from"] = nlohmann::json::array();
+  EXPECT_NE(ErrorOf(s).find("spec.from"), std::string::npos);
+  s = Valid();
+  s["from"][0] = nlohmann::json::object();
+  EXPECT_NE(ErrorOf(s).find("spec.from[0]"), std::string::npos);
+  s = Valid();
+  s["from"][0]["podSelector"] = nlohmann::json::object();
+  EXPECT_NE(ErrorOf(s).find("cannot be combined"), std::string::npos);
+  s = Valid();
+  s["to"][0]["podSelector"]["matchExpressions"][0]["operator"] = "Exists";
+  EXPECT_NE(ErrorOf(s).find("takes no values"), std::string::npos);
+  s = Valid();
+  s["to"][0]["podSelector"]["matchExpressions"][0]["values"] = nlohmann::json::array();
+  EXPECT_NE(ErrorOf(s).find("needs values"), std::string::npos);
+  s = Valid();
+  s["from"][0]["peerSelector"]["matchLabels"] = {{"bad key!", "x"}};
+  EXPECT_NE(ErrorOf(s).find("spec.from[0].peerSelector.matchLabels"), std::string::npos);
+  s = Valid();
+  s["ports"][1]["port"] = 7;
+  EXPECT_NE(ErrorOf(s).find("ICMP has no ports"), std::string::npos);
+  s = Valid();
+  s["ports"][0]["endPort"] = 80;
+  EXPECT_NE(ErrorOf(s).find("must not be below port"), std::string::npos);
+  s = Valid();
+  s["ports"][0]["port"] = 70000;
+  EXPECT_NE(ErrorOf(s).find("spec.ports[0].port"), std::string::npos);
+  s = Valid();
+  s["action"] = "Maybe";
+  EXPECT_NE(ErrorOf(s).find("spec.action"), std::string::npos);
+  s = Valid();
+  s.erase("mesh");
+  EXPECT_NE(ErrorOf(s).find("spec.mesh"), std::string::npos);
+  EXPECT_FALSE(ParsePeerPolicy(nlohmann::json::array()).ok());
+}
+
+TEST(PolicyTest, LabelRules) {
+  EXPECT_TRUE(CheckLabel("app", "web").ok());
+  EXPECT_TRUE(CheckLabel("example.com/role", "").ok());
+  EXPECT_FALSE(CheckLabel("-app", "web").ok());
+  EXPECT_FALSE(CheckLabel("app", std::string(64, 'a')).ok());
+  EXPECT_FALSE(CheckLabel("/app", "x").ok());
+  EXPECT_FALSE(CheckLabel("app", "a b").ok());
+}
+
+}  // namespace
+}  // namespace tunnelmesh
