@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages TunnelMesh needs to build, test and benchmark. Idempotent: when
-# every package is already installed it returns at once without touching the network.
+# Installs the Debian 12 packages TunnelMesh needs to build, test and benchmark, and helm v4
+# (scripts/get-helm.sh). Idempotent: when everything is already installed it returns at once
+# without touching the network.
 set -euo pipefail
 
 packages=(
@@ -23,13 +24,22 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -ne 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages: ${missing[*]}; run as root (sudo $0)" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps: missing packages: ${missing[*]}; run as root (sudo $0)" >&2
-  exit 1
+
+# helm v4 for the chart test (e2e/cluster/helm_chart.sh, root only); a no-op once installed.
+# TM_NO_HELM=1 skips it (the Containerfile's build stage needs no helm).
+if [ "${TM_NO_HELM:-0}" = 1 ]; then
+  :
+elif [ "$(id -u)" -eq 0 ]; then
+  bash "$(dirname "$0")/get-helm.sh"
+elif [[ "$(helm version --short 2>/dev/null)" != v4.* ]]; then
+  echo "install-deps: helm v4 is not installed (the chart test needs it): sudo scripts/get-helm.sh" >&2
 fi
-echo "install-deps: installing ${missing[*]}"
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# helm_chart: the chart in charts/tunnelmesh lints clean, renders for every Service type, and its
+# values.schema.json rejects bad values naming the key; then, against a real kube-apiserver (no
+# nodes, so nothing becomes ready and nothing is waited for), `helm install` creates every object,
+# `helm upgrade` keeps the join token, the operator's ServiceAccount has exactly the access the
+# chart promises (checked with `kubectl auth can-i --as`), the agent's has none, and `helm
+# uninstall` removes the release but leaves the CRDs.
+#
+# Needs helm v4 (scripts/get-helm.sh, run by scripts/install-deps.sh).
+# shellcheck source=kube.sh
+source "$(dirname "${BASH_SOURCE[0]}")/kube.sh"
+kube_init helm_chart 1200
+
+CHART=$KUBE_REPO_ROOT/charts/tunnelmesh
+NS=tunnelmesh
+REL=tunnelmesh # release name; contains the chart name, so every object is prefixed "tunnelmesh"
+OP_SA=system:serviceaccount:$NS:$REL-operator
+AGENT_SA=system:serviceaccount:$NS:$REL-agent
+[[ -f "$CHART/Chart.yaml" ]] || kube_fail "no chart at $CHART"
+[[ "$(helm version --short 2>/dev/null)" == v4.* ]] ||
+  kube_fail "helm v4 is not installed (run scripts/install-deps.sh or scripts/get-helm.sh)"
+
+# helm logs an INFO line on stderr for the crds symlink; keep it out of compared output.
+helm_quiet() { helm "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
+
+# ---------------------------------------------------------------------------------------------
+# Offline: lint, render, schema
+
+kube_step "helm lint --strict"
+out=$(helm lint --strict "$CHART" 2>&1) || kube_fail "helm lint --strict failed:"$'\n'"$out"
+grep -qE '\[(WARNING|ERROR)\]' <<<"$out" && kube_fail "helm lint reports problems:"$'\n'"$out"
+grep -q '0 chart(s) failed' <<<"$out" || kube_fail "unexpected helm lint output:"$'\n'"$out"
+
+# render NAME ARGS...: helm template into $KUBE_WORK/NAME.yaml (with the CRDs) and NAME.json.
+render() {
+  local name=$1 out
+  shift
+  out=$(helm template "$REL" "$CHART" -n "$NS" --include-crds "$@" 2>&1 >"$KUBE_WORK/$name.yaml") ||
+    kube_fail "helm template ($name: $*) failed:"$'\n'"$out"
+  to_json "$KUBE_WORK/$name.yaml" >"$KUBE_WORK/$name.json" ||
+    kube_fail "kubectl cannot read what helm template ($name: $*) rendered"
+}
+
+# to_json FILE: the objects of a rendered manifest as one JSON array. kubectl converts YAML to JSON
+# without a server (--local), one document per object; they are joined here.
+to_json() {
+  kubectl annotate --local -f "$1" tunnelmesh.io/rendered=1 -o json | python3 -c '
+import json, sys
+text, dec, objs, i = sys.stdin.read(), json.JSONDecoder(), [], 0
+while True:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i == len(text):
+        break
+    obj, i = dec.raw_decode(text, i)
+    objs.extend(obj["items"] if obj.get("kind") == "List" else [obj])
+json.dump(objs, sys.stdout)'
+}
+
+# service_ports NAME: the rendered Service's type, then "name port protocol nodePort" per port.
+service_ports() {
+  python3 - "$KUBE_WORK/$1.json" <<'EOF'
+import json, sys
+for o in json.load(open(sys.argv[1])):
+    if o["kind"] == "Service":
+        print(o["spec"].get("type", "ClusterIP"))
+        for p in o["spec"]["ports"]:
+            print(p["name"], p["port"], p.get("protocol", "NONE"), p.get("nodePort", "-"))
+EOF
+}
+
+kube_step "helm template: defaults, NodePort, LoadBalancer"
+render default
+render nodeport --set service.type=NodePort --set service.nodePorts.grpc=30700 \
+  --set service.externalTrafficPolicy=Local
+render lb --set service.type=LoadBalancer --set service.loadBalancerIP=203.0.113.7 \
+  --set-string 'service.annotations.example\.com/lb=internal'
+want_ports=$'grpc 7700 TCP\nstun 3478 UDP\nrelay 7701 TCP'
+declare -A want_type=([default]=ClusterIP [nodeport]=NodePort [lb]=LoadBalancer)
+for name in default nodeport lb; do
+  ports=$(service_ports "$name")
+  [[ "${ports%%$'\n'*}" == "${want_type[$name]}" ]] ||
+    kube_fail "$name: the Service is of type '${ports%%$'\n'*}', want ${want_type[$name]}"
+  got=$(tail -n +2 <<<"$ports" | cut -d' ' -f1-3)
+  [[ "$got" == "$want_ports" ]] ||
+    kube_fail "$name: Service ports are"$'\n'"$got"$'\n'"want (every one with its protocol, no DNS)"$'\n'"$want_ports"
+done
+ports=$(service_ports nodeport)
+grep -qx 'grpc 7700 TCP 30700' <<<"$ports" ||
+  kube_fail "service.nodePorts.grpc=30700 is not the grpc port's nodePort:"$'\n'"$ports"
+grep -q 'externalTrafficPolicy: Local' "$KUBE_WORK/nodeport.yaml" ||
+  kube_fail "service.externalTrafficPolicy=Local is not rendered"
+grep -q 'externalTrafficPolicy' "$KUBE_WORK/default.yaml" &&
+  kube_fail "a ClusterIP Service must not set externalTrafficPolicy"
+grep -q 'loadBalancerIP: "203.0.113.7"' "$KUBE_WORK/lb.yaml" ||
+  kube_fail "service.loadBalancerIP is not rendered"
+grep -q 'example.com/lb: internal' "$KUBE_WORK/lb.yaml" ||
+  kube_fail "service.annotations are not rendered"
+n=$(grep -c '^kind: CustomResourceDefinition' "$KUBE_WORK/default.yaml" || true)
+(( n == 3 )) || kube_fail "helm template --include-crds gives $n CRDs, want 3 (is charts/tunnelmesh/crds -> ../../crds intact?)"
+
+kube_step "helm template: a join-token Secret in another namespace gets its own read-only Role"
+render othertoken --set mesh.joinTokenSecret.name=corp-join --set mesh.joinTokenSecret.namespace=vault
+python3 - "$KUBE_WORK/othertoken.json" <<'EOF' || kube_fail "the Role for the join token in namespace vault is wrong"
+import json, sys
+objs = json.load(open(sys.argv[1]))
+kinds = [o["kind"] for o in objs]
+assert "Secret" not in kinds, "the chart must not create a Secret when mesh.joinTokenSecret.name is set"
+mesh = [o for o in objs if o["kind"] == "Mesh"][0]
+assert mesh["spec"]["joinTokenSecretRef"] == {"namespace": "vault", "name": "corp-join", "key": "token"}, mesh["spec"]
+roles = [o for o in objs if o["kind"] == "Role" and o["metadata"]["namespace"] == "vault"]
+assert len(roles) == 1, roles
+assert roles[0]["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
+                              "resourceNames": ["corp-join"], "verbs": ["get"]}], roles[0]["rules"]
+assert any(o["kind"] == "RoleBinding" and o["metadata"]["namespace"] == "vault" for o in objs)
+EOF
+
+# expect_schema_error DESCRIPTION KEY_PATH ARGS...: helm refuses the values, naming the key.
+expect_schema_error() {
+  local desc=$1 key=$2 out
+  shift 2
+  if out=$(helm_quiet template "$REL" "$CHART" -n "$NS" "$@" 2>&1); then
+    kube_fail "$desc was accepted, want a schema error"
+  fi
+  grep -q "values don't meet the specifications of the schema" <<<"$out" ||
+    kube_fail "$desc: not a schema error:"$'\n'"$out"
+  grep -qF "$key" <<<"$out" || kube_fail "$desc: the error does not name '$key':"$'\n'"$out"
+  kube_log "$desc rejected: $(grep -F "$key" <<<"$out" | head -n1 | sed 's/^ *//')"
+}
+
+kube_step "values.schema.json rejects bad values"
+expect_schema_error "service.type=Foo" "/service/type" --set service.type=Foo
+expect_schema_error "operator.grpcPort=70000" "/operator/grpcPort" --set operator.grpcPort=70000
+expect_schema_error "agent.listenPort=0" "/agent/listenPort" --set agent.listenPort=0
+expect_schema_error "mesh.ipv4CIDR=10.0.0/8" "/mesh/ipv4CIDR" --set mesh.ipv4CIDR=10.0.0/8
+expect_schema_error "mesh.ipv6CIDR=fd00::/48x" "/mesh/ipv6CIDR" --set mesh.ipv6CIDR=fd00::/48x
+expect_schema_error "operator.logLevel=loud" "/operator/logLevel" --set operator.logLevel=loud
+expect_schema_error "image.pullPolicy=Sometimes" "/image/pullPolicy" --set image.pullPolicy=Sometimes
+expect_schema_error "mesh.defaultAction=Maybe" "/mesh/defaultAction" --set mesh.defaultAction=Maybe
+expect_schema_error "an unknown top-level key" "'replicaCount'" --set replicaCount=2
+expect_schema_error "an unknown nested key" "'grpcport'" --set operator.grpcport=7700
+expect_schema_error "operator.replicas=two" "/operator/replicas" --set-string operator.replicas=two
+
+# ---------------------------------------------------------------------------------------------
+# Online: a real API server
+
+kube_up
+
+kube_step "helm install $REL -n $NS --create-namespace"
+start=$(kube__now_ms)
+out=$(helm_quiet install "$REL" "$CHART" -n "$NS" --create-namespace --timeout 120s 2>&1) ||
+  kube_fail "helm install failed:"$'\n'"$out"
+kube_log "helm install took $(( $(kube__now_ms) - start )) ms"
+grep -q 'kubectl -n tunnelmesh get configmap tunnelmesh-ca' <<<"$out" ||
+  kube_fail "NOTES.txt does not tell how to read the CA hash:"$'\n'"$out"
+grep -q 'tunnelmesh-agent join ADDRESS --token-file' <<<"$out" ||
+  kube_fail "NOTES.txt does not tell how to join an outside machine:"$'\n'"$out"
+
+for crd in meshes.tunnelmesh.io meshpeers.tunnelmesh.io peerpolicies.tunnelmesh.io; do
+  kube_wait 30 "CRD $crd to be Established" \
+    kube_kubectl wait --for=condition=Established --timeout=5s "crd/$crd"
+done
+
+kube_step "every object exists"
+for obj in deployment/$REL-operator daemonset/$REL-agent service/$REL \
+  serviceaccount/$REL-operator serviceaccount/$REL-agent role/$REL-operator \
+  rolebinding/$REL-operator secret/$REL-join-token; do
+  kube_kubectl -n "$NS" get "$obj" >/dev/null 2>&1 || kube_fail "$obj does not exist in $NS"
+done
+for obj in clusterrole/$REL-operator-$NS clusterrolebinding/$REL-operator-$NS mesh/default; do
+  kube_kubectl get "$obj" >/dev/null 2>&1 || kube_fail "$obj does not exist"
+done
+got=$(kube_kubectl get mesh default -o jsonpath='{.spec.ipv4CIDR} {.spec.defaultAction} {.spec.domain} {.spec.joinTokenSecretRef.namespace}/{.spec.joinTokenSecretRef.name}/{.spec.joinTokenSecretRef.key}')
+[[ "$got" == "10.99.0.0/16 Deny mesh $NS/$REL-join-token/token" ]] ||
+  kube_fail "Mesh default reads '$got'"
+got=$(kube_kubectl -n "$NS" get service "$REL" \
+  -o jsonpath='{.spec.type}{range .spec.ports[*]} {.name}/{.port}/{.protocol}{end}')
+[[ "$got" == "ClusterIP grpc/7700/TCP stun/3478/UDP relay/7701/TCP" ]] ||
+  kube_fail "Service $REL reads '$got'"
+got=$(kube_kubectl -n "$NS" get daemonset "$REL-agent" -o jsonpath='{.spec.template.spec.hostNetwork} {.spec.template.spec.dnsPolicy} {.spec.template.spec.containers[0].securityContext.capabilities.add} {.spec.template.spec.containers[0].securityContext.privileged} {.spec.template.spec.containers[0].env[?(@.name=="TUNNELMESH_COORDINATOR")].value}')
+[[ "$got" == "true ClusterFirstWithHostNet [\"NET_ADMIN\",\"NET_RAW\"]  $REL.$NS.svc:7700" ]] ||
+  kube_fail "DaemonSet $REL-agent reads '$got'"
+got=$(kube_kubectl -n "$NS" get deployment "$REL-operator" -o jsonpath='{.spec.template.spec.containers[0].command}')
+# shellcheck disable=SC2016 # $(POD_NAMESPACE) is literal: the kubelet expands it
+for arg in '"--lease-name","tunnelmesh-operator"' '"--coordinator-secret","tunnelmesh-coordinator"' \
+  '"--ca-configmap","tunnelmesh-ca"' '"--agent-service-account","$(POD_NAMESPACE)/tunnelmesh-agent"' \
+  '"--grpc-port","7700"' '"--stun-port","3478"' '"--relay-port","7701"' '"--log-level","info"'; do
+  [[ "$got" == *"$arg"* ]] || kube_fail "the operator's command lacks $arg: $got"
+done
+
+kube_step "the schema's CIDR patterns are the Mesh CRD's"
+for field in ipv4CIDR ipv6CIDR; do
+  crd=$(kube_kubectl get crd meshes.tunnelmesh.io \
+    -o jsonpath="{.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.$field.pattern}")
+  python3 - "$CHART/values.schema.json" "$field" "$crd" <<'EOF' ||
+import json, sys
+schema, field, crd = sys.argv[1], sys.argv[2], sys.argv[3]
+ours = json.load(open(schema))["properties"]["mesh"]["properties"][field]["pattern"]
+# The optional field wraps the CRD's pattern as ^(...)?$ so that "" passes.
+if ours not in (crd, "^(" + crd[1:-1] + ")?$"):
+    sys.exit(f"values.schema.json mesh.{field} pattern {ours!r} differs from the CRD's {crd!r}")
+EOF
+    kube_fail "values.schema.json and crds/mesh.yaml disagree on $field"
+done
+
+kube_step "helm upgrade keeps the join token"
+token=$(kube_kubectl -n "$NS" get secret "$REL-join-token" -o jsonpath='{.data.token}' | base64 -d)
+(( ${#token} >= 32 )) || kube_fail "the join token has ${#token} characters, want at least 32"
+out=$(helm_quiet upgrade "$REL" "$CHART" -n "$NS" --set operator.logLevel=debug --timeout 120s 2>&1) ||
+  kube_fail "helm upgrade failed:"$'\n'"$out"
+after=$(kube_kubectl -n "$NS" get secret "$REL-join-token" -o jsonpath='{.data.token}' | base64 -d)
+[[ "$after" == "$token" ]] || kube_fail "helm upgrade changed the join token"
+got=$(kube_kubectl -n "$NS" get deployment "$REL-operator" -o jsonpath='{.spec.template.spec.containers[0].command}')
+[[ "$got" == *'"--log-level","debug"'* ]] || kube_fail "the upgrade did not reach the Deployment: $got"
+[[ "$(helm status "$REL" -n "$NS" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')" == 2 ]] ||
+  kube_fail "the release is not at revision 2 after the upgrade"
+
+kube_step "deleting the join-token Secret and upgrading rotates the token (docs/helm.md)"
+kube_kubectl -n "$NS" delete secret "$REL-join-token" >/dev/null
+out=$(helm_quiet upgrade "$REL" "$CHART" -n "$NS" --reuse-values --timeout 120s 2>&1) ||
+  kube_fail "helm upgrade after deleting the join-token Secret failed:"$'\n'"$out"
+rotated=$(kube_kubectl -n "$NS" get secret "$REL-join-token" -o jsonpath='{.data.token}' | base64 -d)
+if (( ${#rotated} < 32 )) || [[ "$rotated" == "$token" ]]; then
+  kube_fail "the join token was not re-created with a new value (${#rotated} characters)"
+fi
+got=$(kube_kubectl -n "$NS" get deployment "$REL-operator" -o jsonpath='{.spec.template.spec.containers[0].command}')
+[[ "$got" == *'"--log-level","debug"'* ]] || kube_fail "--reuse-values lost operator.logLevel: $got"
+
+# can AS ANSWER VERB RESOURCE [ARGS...]: kubectl auth can-i as AS answers ANSWER (yes or no).
+can() {
+  local as=$1 want=$2 got
+  shift 2
+  # The answer is on stdout; stderr may carry warnings (a cluster-scoped resource with -n).
+  got=$(kube_kubectl auth can-i --as "$as" "$@" 2>"$KUBE_WORK/can-i.err") || true
+  [[ "$got" == "$want" ]] ||
+    kube_fail "can-i --as $as $*: '$got', want '$want' $(cat "$KUBE_WORK/can-i.err")"
+}
+
+kube_step "the operator's ServiceAccount: what it needs, nothing more"
+can "$OP_SA" yes list meshpeers.tunnelmesh.io
+can "$OP_SA" yes watch meshes.tunnelmesh.io
+can "$OP_SA" yes delete meshpeers.tunnelmesh.io
+can "$OP_SA" yes patch meshes.tunnelmesh.io
+can "$OP_SA" yes update meshpeers.tunnelmesh.io --subresource status
+can "$OP_SA" yes create tokenreviews.authentication.k8s.io
+can "$OP_SA" yes list nodes
+can "$OP_SA" yes create leases.coordination.k8s.io -n "$NS"
+can "$OP_SA" yes update leases.coordination.k8s.io/$REL-operator -n "$NS"
+can "$OP_SA" yes get secrets/$REL-join-token -n "$NS"
+can "$OP_SA" yes update secrets/$REL-coordinator -n "$NS"
+can "$OP_SA" yes update configmaps/$REL-ca -n "$NS"
+can "$OP_SA" yes create events -n "$NS"
+can "$OP_SA" no update secrets/$REL-join-token -n "$NS"
+can "$OP_SA" no get secrets/something-else -n "$NS"
+can "$OP_SA" no list secrets -n "$NS"
+can "$OP_SA" no get secrets -n default
+can "$OP_SA" no update leases.coordination.k8s.io/$REL-operator -n default
+can "$OP_SA" no delete meshes.tunnelmesh.io
+can "$OP_SA" no create peerpolicies.tunnelmesh.io
+can "$OP_SA" no delete nodes
+can "$OP_SA" no create pods -n "$NS"
+can "$OP_SA" no create pods -n default
+
+kube_step "the agent's ServiceAccount: no Kubernetes permissions"
+can "$AGENT_SA" no list meshpeers.tunnelmesh.io
+can "$AGENT_SA" no get meshes.tunnelmesh.io
+can "$AGENT_SA" no get secrets -n "$NS"
+can "$AGENT_SA" no get secrets/$REL-join-token -n "$NS"
+can "$AGENT_SA" no get configmaps -n "$NS"
+can "$AGENT_SA" no create tokenreviews.authentication.k8s.io
+can "$AGENT_SA" no get nodes
+
+kube_step "helm uninstall removes the release and keeps the CRDs"
+out=$(helm_quiet uninstall "$REL" -n "$NS" --timeout 120s 2>&1) ||
+  kube_fail "helm uninstall failed:"$'\n'"$out"
+[[ -z "$(helm list -n "$NS" -q)" ]] || kube_fail "helm list still shows a release after uninstall"
+# release_gone: none of the release's objects is left (and the API server answered).
+release_gone() {
+  local left
+  left=$(kube_kubectl get -n "$NS" --ignore-not-found -o name deployment/$REL-operator \
+    daemonset/$REL-agent service/$REL secret/$REL-join-token serviceaccount/$REL-agent \
+    role/$REL-operator rolebinding/$REL-operator) || return 1
+  left+=$(kube_kubectl get --ignore-not-found -o name mesh/default clusterrole/$REL-operator-$NS \
+    clusterrolebinding/$REL-operator-$NS) || return 1
+  [[ -z "$left" ]] || { echo "still there: $left"; return 1; }
+}
+kube_wait 60 "the release's objects to be gone" release_gone
+for crd in meshes.tunnelmesh.io meshpeers.tunnelmesh.io peerpolicies.tunnelmesh.io; do
+  kube_kubectl get crd "$crd" >/dev/null 2>&1 || kube_fail "helm uninstall removed CRD $crd"
+done
