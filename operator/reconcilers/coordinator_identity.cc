@@ -1,0 +1,134 @@
+#include "operator/reconcilers/coordinator_identity.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/escaping.h"
+#include "lib/base/log.h"
+#include "operator/coordinator/state_store.h"
+#include "operator/kube/api_status.h"
+
+namespace tunnelmesh {
+namespace {
+
+// Secret data key -> file under the state directory.
+const std::pair<const char*, const char*> kFiles[] = {{"ca.crt", "tls/ca.crt"},
+                                                      {"ca.key", "tls/ca.key"},
+                                                      {"server.crt", "tls/server.crt"},
+                                                      {"server.key", "tls/server.key"},
+                                                      {"relay.key", "relay.key"}};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+absl::StatusOr<SecretKey> LoadOrCreateKeyFile(const std::string& path) {
+  std::ifstream in(path);
+  std::string text;
+  if (in >> text) {
+    absl::StatusOr<SecretKey> key = SecretKey::FromBase64(text);
+    if (!key.ok()) return absl::DataLossError(path + " does not hold a key: move it away");
+    return key;
+  }
+  SecretKey key = SecretKey::GeneratePrivate();
+  if (absl::Status s = WriteFileAtomically(path, key.ToBase64() + "\n", 0600); !s.ok()) return s;
+  return key;
+}
+
+absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Client* client,
+                                                         const IdentityOptions& options) {
+  const std::string where = "Secret " + options.ns + "/" + options.secret_name;
+  std::error_code ec;
+  std::filesystem::create_directories(options.state_dir + "/tls", ec);
+  if (ec) {
+    return absl::FailedPreconditionError("cannot create " + options.state_dir +
+                                         "/tls: " + ec.message() + " (check --state-dir)");
+  }
+  absl::StatusOr<nlohmann::json> secret = client->Get(kube::kSecrets, options.ns,
+                                                      options.secret_name);
+  const bool exists = secret.ok();
+  if (!exists && !absl::IsNotFound(secret.status())) {
+    return absl::Status(secret.status().code(),
+                        "reading " + where + ": " + std::string(secret.status().message()));
+  }
+  if (exists) {
+    const nlohmann::json data = secret->value("data", nlohmann::json::object());
+    for (const auto& [key, file] : kFiles) {
+      auto value = data.find(key);
+      if (value == data.end() || !value->is_string()) continue;
+      std::string decoded;
+      if (!absl::Base64Unescape(value->get<std::string>(), &decoded)) {
+        return absl::DataLossError(where + ": data." + key + " is not base64");
+      }
+      if (absl::Status s = WriteFileAtomically(options.state_dir + "/" + file, decoded, 0600);
+          !s.ok()) {
+        return s;
+      }
+    }
+  }
+  absl::StatusOr<TlsIdentity> tls = LoadOrCreateTlsIdentity(options.state_dir + "/tls");
+  if (!tls.ok()) return tls.status();
+  absl::StatusOr<SecretKey> relay_key = LoadOrCreateKeyFile(options.state_dir + "/relay.key");
+  if (!relay_key.ok()) return relay_key.status();
+  absl::StatusOr<std::string> hash = CaCertHash(tls->ca_cert_pem);
+  if (!hash.ok()) return hash.status();
+
+  nlohmann::json data = nlohmann::json::object();
+  for (const auto& [key, file] : kFiles) {
+    data[key] = absl::Base64Escape(ReadFile(options.state_dir + "/" + file));
+  }
+  if (!exists || secret->value("data", nlohmann::json::object()) != data) {
+    nlohmann::json object = {{"apiVersion", "v1"},
+                             {"kind", "Secret"},
+                             {"type", "Opaque"},
+                             {"metadata",
+                              {{"name", options.secret_name},
+                               {"namespace", options.ns},
+                               {"labels", {{"app.kubernetes.io/managed-by", "tunnelmesh-operator"}}}}},
+                             {"data", data}};
+    absl::StatusOr<nlohmann::json> written =
+        exists ? client->Patch(kube::kSecrets, options.ns, options.secret_name, {{"data", data}})
+               : client->Create(kube::kSecrets, options.ns, object);
+    if (!written.ok()) {
+      return absl::Status(written.status().code(), "saving the coordinator's keys in " + where +
+                                                       ": " +
+                                                       std::string(written.status().message()));
+    }
+    TM_LOG_INFO("coordinator keys saved in {}", where);
+  }
+
+  const nlohmann::json ca_data = {{"ca.crt", tls->ca_cert_pem}, {"ca-hash", *hash}};
+  absl::StatusOr<nlohmann::json> configmap =
+      client->Get(kube::kConfigMaps, options.ns, options.configmap_name);
+  absl::StatusOr<nlohmann::json> published;
+  if (configmap.ok()) {
+    if (configmap->value("data", nlohmann::json::object()) != ca_data) {
+      published = client->Patch(kube::kConfigMaps, options.ns, options.configmap_name,
+                                {{"data", ca_data}});
+    }
+  } else if (absl::IsNotFound(configmap.status())) {
+    published = client->Create(
+        kube::kConfigMaps, options.ns,
+        {{"apiVersion", "v1"},
+         {"kind", "ConfigMap"},
+         {"metadata", {{"name", options.configmap_name}, {"namespace", options.ns}}},
+         {"data", ca_data}});
+  } else {
+    published = configmap.status();
+  }
+  if (!published.ok()) {
+    return absl::Status(published.status().code(),
+                        "publishing the CA in ConfigMap " + options.ns + "/" +
+                            options.configmap_name + ": " +
+                            std::string(published.status().message()));
+  }
+  return CoordinatorIdentity{*std::move(tls), *std::move(relay_key), *std::move(hash)};
+}
+
+}  // namespace tunnelmesh

@@ -1,0 +1,46 @@
+// MeshPeer objects as the coordinator's durable member store in Kubernetes mode: the API server
+// is the database, so registrations and address allocations survive operator restarts. Put
+// creates or updates the member's cluster-scoped MeshPeer (spec, labels) and writes its addresses
+// to status.meshIPs; Remove deletes it. Changes made by others (an admin creating, editing or
+// deleting a MeshPeer) reach the coordinator through MeshPeerReconciler, which calls
+// Coordinator::Admit / Evict, and those update this store's memory through Observe.
+//
+// Thread-compatible: the Coordinator calls it under its lock. Put and Remove block on the API
+// server (a few milliseconds on a healthy control plane).
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "operator/coordinator/state_store.h"
+#include "operator/kube/client.h"
+
+namespace tunnelmesh {
+
+// MeshPeer <-> MemberRecord. The record's name is the object's name; addresses come from
+// status.meshIPs (unparsable ones are dropped, and the coordinator allocates anew). Errors name
+// the field to fix.
+absl::StatusOr<MemberRecord> MeshPeerToRecord(const nlohmann::json& object);
+// The MeshPeer's metadata (name, labels) and spec for `record`.
+nlohmann::json MeshPeerFor(const MemberRecord& record);
+std::string KindName(int kind);
+
+class KubeMemberStore final : public MemberStore {
+ public:
+  explicit KubeMemberStore(kube::Client* client) : client_(client) {}
+
+  const std::map<PublicKey, MemberRecord>& members() const override { return members_; }
+  absl::Status Put(const MemberRecord& record) override;
+  absl::Status Remove(const PublicKey& key) override;
+  void Observe(const PublicKey& key, const MemberRecord* record) override;
+
+ private:
+  absl::Status WriteObject(const MemberRecord& record);
+
+  kube::Client* const client_;
+  std::map<PublicKey, MemberRecord> members_;
+};
+
+}  // namespace tunnelmesh
