@@ -116,13 +116,29 @@ void Coordinator::SetMeshes(std::vector<MeshSpec> meshes) {
     const std::string name = state.spec.name;
     next.emplace(name, std::move(state));
   }
+  std::map<std::string, MeshState> previous = std::move(meshes_);
   meshes_ = std::move(next);
   ++version_;
   for (const auto& [name, mesh] : meshes_) {
-    coord::MapUpdate update;
-    *update.mutable_settings() = SettingsFor(mesh);
-    update.set_version(version_);
-    FanOut(name, nullptr, update);
+    auto old = previous.find(name);
+    if (old != previous.end() && old->second.spec == mesh.spec) continue;
+    // Settings changed; so may have every peer's DNS name (the domain): each watcher gets the
+    // settings and its peers again.
+    const coord::Settings settings = SettingsFor(mesh);
+    for (auto& [key, live] : live_) {
+      auto record = store_->members().find(key);
+      if (record == store_->members().end() || record->second.mesh != name) continue;
+      std::shared_ptr<Subscription> sub = live.subscription.lock();
+      if (!sub) continue;
+      coord::MapUpdate update;
+      *update.mutable_settings() = settings;
+      for (const auto& [other, m] : store_->members()) {
+        if (other != key && m.mesh == name) *update.add_upsert_peers() = PeerOf(m);
+      }
+      update.set_version(version_);
+      sub->Push(std::move(update));
+      counters_.updates_sent.fetch_add(1, std::memory_order_relaxed);
+    }
   }
 }
 

@@ -274,5 +274,27 @@ TEST(CoordinatorTest, ServiceAccountTokensAndLabels) {
   EXPECT_TRUE(c.Register(labelled).ok());
 }
 
+TEST(CoordinatorTest, MeshChangeResendsSettingsAndPeers) {
+  auto store = *StateStore::Open(TempDir());
+  Coordinator c(store.get(), {});
+  std::vector<MeshSpec> meshes = Meshes();
+  c.SetMeshes(meshes);
+  PublicKey a = NewKey(), b = NewKey();
+  ASSERT_TRUE(c.Register(Request(a, "a")).ok());
+  ASSERT_TRUE(c.Register(Request(b, "b")).ok());
+  auto sub = c.Watch(a);
+  ASSERT_TRUE(sub.ok());
+  coord::MapUpdate u;
+  ASSERT_TRUE((*sub)->Next(&u, absl::Milliseconds(100)));
+  c.SetMeshes(meshes);
+  EXPECT_FALSE((*sub)->Next(&u, absl::Milliseconds(10))) << "nothing changed, nothing sent";
+  meshes[0].domain = "corp.example";
+  c.SetMeshes(meshes);
+  ASSERT_TRUE((*sub)->Next(&u, absl::Milliseconds(100)));
+  EXPECT_EQ(u.settings().domain(), "corp.example");
+  ASSERT_EQ(u.upsert_peers_size(), 1) << "the peers, without the member itself";
+  EXPECT_EQ(u.upsert_peers(0).dns_name(), "b.corp.example");
+}
+
 }  // namespace
 }  // namespace tunnelmesh
