@@ -12,6 +12,9 @@
 #   TM_KUBE_CACHE   cache folder (default /var/cache/tunnelmesh/kube), holds kube-apiserver.
 #   TM_LOG_LINES    log lines per daemon printed on failure (default 200).
 #   TM_KEEP_WORK=1  keep the work directory even on success.
+#   KUBE_APISERVER_EXTRA_ARGS  more kube-apiserver flags, split at spaces (e.g. --tls-cert-file F
+#                   --tls-private-key-file K for a CA-signed serving certificate).
+#   KUBE_EXTRA_TOKENS  more lines for the static token file (TOKEN,USER,UID[,"GROUP,..."]).
 #
 # Why the reflect2 replacement: the vendored modern-go/reflect2 1.0.1 crashes the API server on
 # the first custom resource when built with Go >= 1.18; Debian's 1.0.2 does not.
@@ -255,6 +258,9 @@ kube_up() {
   openssl rsa -in "$w/sa.key" -pubout -out "$w/sa.pub" 2>/dev/null
   token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
   (umask 077 && printf '%s,admin,admin,system:masters\n' "$token" >"$w/tokens.csv")
+  if [[ -n "${KUBE_EXTRA_TOKENS:-}" ]]; then printf '%s\n' "$KUBE_EXTRA_TOKENS" >>"$w/tokens.csv"; fi
+  local -a extra_args=()
+  read -r -a extra_args <<<"${KUBE_APISERVER_EXTRA_ARGS:-}"
 
   KUBE_PORT=$(kube_free_port)
   kube_step "starting kube-apiserver on 127.0.0.1:$KUBE_PORT"
@@ -269,6 +275,7 @@ kube_up() {
     --service-account-signing-key-file "$w/sa.key" \
     --service-account-issuer https://kubernetes.default.svc \
     --service-cluster-ip-range 10.96.0.0/16 \
+    "${extra_args[@]}" \
     >"$w/apiserver.log" 2>&1 &
   KUBE_APISERVER_PID=$!
 
