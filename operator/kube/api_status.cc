@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "operator/kube/resource.h"
+
 namespace tunnelmesh::kube {
 
 std::string Printable(std::string_view text, size_t max) {
@@ -43,17 +45,6 @@ absl::StatusCode CodeForHttpStatus(int http_status, std::string_view reason) {
   return absl::StatusCode::kUnknown;
 }
 
-namespace {
-
-std::string StringOf(const nlohmann::json& object, const char* key) {
-  if (!object.is_object()) return "";
-  auto it = object.find(key);
-  if (it == object.end() || !it->is_string()) return "";
-  return it->get<std::string>();
-}
-
-}  // namespace
-
 absl::Status StatusFromApiStatus(const nlohmann::json& status, int http_status,
                                  std::string_view what) {
   int code = http_status;
@@ -64,13 +55,13 @@ absl::Status StatusFromApiStatus(const nlohmann::json& status, int http_status,
       if (value >= 100 && value <= 599) code = static_cast<int>(value);
     }
   }
-  const std::string reason = StringOf(status, "reason");
+  const std::string reason = StringAt(status, "reason");
   absl::StatusCode canonical = CodeForHttpStatus(code, reason);
   // A Status object never means success, even with a 2xx code (a watch ERROR event).
   if (canonical == absl::StatusCode::kOk) canonical = absl::StatusCode::kUnknown;
   std::string message = std::string(what) + ": HTTP " + std::to_string(code);
   if (!reason.empty()) message += " " + Printable(reason, 64);
-  const std::string text = StringOf(status, "message");
+  const std::string text = StringAt(status, "message");
   if (!text.empty()) message += ": " + Printable(text);
   return absl::Status(canonical, message);
 }
@@ -78,7 +69,7 @@ absl::Status StatusFromApiStatus(const nlohmann::json& status, int http_status,
 absl::Status StatusFromResponse(int http_status, std::string_view body, std::string_view what) {
   if (http_status >= 200 && http_status <= 299) return absl::OkStatus();
   nlohmann::json parsed = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_object() && StringOf(parsed, "kind") == "Status") {
+  if (parsed.is_object() && StringAt(parsed, "kind") == "Status") {
     return StatusFromApiStatus(parsed, http_status, what);
   }
   absl::StatusCode canonical = CodeForHttpStatus(http_status, "");

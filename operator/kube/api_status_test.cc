@@ -9,8 +9,8 @@ namespace {
 using ::testing::HasSubstr;
 
 std::string StatusBody(int code, const std::string& reason, const std::string& message) {
-  return nlohmann::json{{"kind", "Status"},  {"apiVersion", "v1"}, {"status", "Failure"},
-                        {"message", message}, {"reason", reason},  {"code", code}}
+  return nlohmann::json{{"kind", "Status"},   {"apiVersion", "v1"}, {"status", "Failure"},
+                        {"message", message}, {"reason", reason},   {"code", code}}
       .dump();
 }
 
@@ -81,8 +81,8 @@ TEST(StatusFromResponse, BodyThatIsNotAStatus) {
 }
 
 TEST(StatusFromApiStatus, WatchErrorEventUsesTheStatusCode) {
-  const nlohmann::json gone = nlohmann::json::parse(
-      StatusBody(410, "Expired", "too old resource version: 5 (17)"));
+  const nlohmann::json gone =
+      nlohmann::json::parse(StatusBody(410, "Expired", "too old resource version: 5 (17)"));
   const absl::Status status = StatusFromApiStatus(gone, 200, "WATCH /api/v1/configmaps");
   EXPECT_EQ(status.code(), absl::StatusCode::kOutOfRange);
   EXPECT_TRUE(IsGone(status));

@@ -51,8 +51,7 @@ void ConfigureTls(boost::asio::ssl::context& ctx, const ClusterConfig& config) {
   }
   if (!config.client_cert_pem.empty()) {
     ctx.use_certificate_chain(boost::asio::buffer(config.client_cert_pem));
-    ctx.use_private_key(boost::asio::buffer(config.client_key_pem),
-                        boost::asio::ssl::context::pem);
+    ctx.use_private_key(boost::asio::buffer(config.client_key_pem), boost::asio::ssl::context::pem);
   }
 }
 
@@ -106,8 +105,8 @@ struct Client::Impl {
   ClientCounters counters;
 
   std::mutex token_mu;
-  std::string token;                                  // guarded by token_mu
-  absl::Time token_read_at = absl::InfinitePast();    // guarded by token_mu
+  std::string token;                                // guarded by token_mu
+  absl::Time token_read_at = absl::InfinitePast();  // guarded by token_mu
 
   http_client::http_client_config HttpConfig(std::chrono::seconds timeout) const {
     http_client::http_client_config http_config;
@@ -188,7 +187,8 @@ struct Client::Impl {
                                       std::string_view content_type = "application/json") {
     const std::string what = method + " " + path_query;
     counters.requests.fetch_add(1, std::memory_order_relaxed);
-    absl::StatusOr<http::http_request> request = MakeRequest(method, path_query, body, content_type);
+    absl::StatusOr<http::http_request> request =
+        MakeRequest(method, path_query, body, content_type);
     if (!request.ok()) return Fail(Annotate(request.status(), what));
     try {
       http::http_response response = http->request(*request).get();
@@ -286,8 +286,8 @@ absl::Status Client::Impl::Watch(const std::string& path_query, int timeout_seco
       absl::Status status = splitter.Feed(
           std::string_view(reinterpret_cast<const char*>(chunk.data()), got), on_line);
       if (callback_stopped) return absl::OkStatus();
-      if (!status.ok()) return status.code() == absl::StatusCode::kCancelled ? status
-                                                                             : Fail(status);
+      if (!status.ok())
+        return status.code() == absl::StatusCode::kCancelled ? status : Fail(status);
     }
     absl::Status status = splitter.Finish(on_line);
     if (callback_stopped) return absl::OkStatus();
@@ -338,7 +338,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClusterConfig config, Opt
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
         "kube client: unusable TLS material (certificate-authority, client-certificate or "
-        "client-key): " + std::string(e.what()));
+        "client-key): " +
+        std::string(e.what()));
   }
   impl->config = std::move(config);
   impl->options = std::move(options);
@@ -363,12 +364,11 @@ absl::StatusOr<nlohmann::json> Client::List(const Resource& resource, const std:
   nlohmann::json items = nlohmann::json::array();
   std::string continue_token;
   do {
-    const std::string path =
-        ResourcePath(resource, ns, "") +
-        QueryString({{"labelSelector", label_selector},
-                     {"fieldSelector", field_selector},
-                     {"limit", std::to_string(impl_->options.list_page_size)},
-                     {"continue", continue_token}});
+    const std::string path = ResourcePath(resource, ns, "") +
+                             QueryString({{"labelSelector", label_selector},
+                                          {"fieldSelector", field_selector},
+                                          {"limit", std::to_string(impl_->options.list_page_size)},
+                                          {"continue", continue_token}});
     ASSIGN_OR_RETURN(nlohmann::json page, impl_->Call("GET", path));
     impl_->counters.list_pages.fetch_add(1, std::memory_order_relaxed);
     if (!page.is_object()) {
@@ -397,8 +397,8 @@ absl::StatusOr<nlohmann::json> Client::Create(const Resource& resource, const st
                                               const nlohmann::json& object) {
   const std::string object_ns = ns.empty() ? ObjectNamespace(object) : ns;
   if (resource.namespaced && object_ns.empty()) {
-    return impl_->Fail(absl::InvalidArgumentError("create " + resource.plural +
-                                                  ": no namespace given"));
+    return impl_->Fail(
+        absl::InvalidArgumentError("create " + resource.plural + ": no namespace given"));
   }
   return impl_->Call("POST", ResourcePath(resource, object_ns, ""), object.dump());
 }
@@ -408,8 +408,7 @@ absl::StatusOr<nlohmann::json> Client::Update(const Resource& resource, const st
   return impl_->Put(resource, ns, object, "");
 }
 
-absl::StatusOr<nlohmann::json> Client::UpdateStatus(const Resource& resource,
-                                                    const std::string& ns,
+absl::StatusOr<nlohmann::json> Client::UpdateStatus(const Resource& resource, const std::string& ns,
                                                     const nlohmann::json& object) {
   return impl_->Put(resource, ns, object, "status");
 }
@@ -417,8 +416,7 @@ absl::StatusOr<nlohmann::json> Client::UpdateStatus(const Resource& resource,
 absl::StatusOr<nlohmann::json> Client::Patch(const Resource& resource, const std::string& ns,
                                              const std::string& name, const nlohmann::json& patch,
                                              PatchType type, bool status_subresource) {
-  return impl_->Call("PATCH",
-                     ResourcePath(resource, ns, name, status_subresource ? "status" : ""),
+  return impl_->Call("PATCH", ResourcePath(resource, ns, name, status_subresource ? "status" : ""),
                      patch.dump(), PatchContentType(type));
 }
 

@@ -40,7 +40,7 @@ struct ClientCounters {
 class Client {
  public:
   struct Options {
-    int list_page_size = 500;                         // `limit` of each List page
+    int list_page_size = 500;                            // `limit` of each List page
     absl::Duration request_timeout = absl::Seconds(30);  // one request, not a watch
     absl::Duration token_refresh = absl::Seconds(60);    // re-read token_file after this long
     std::string user_agent = "tunnelmesh-operator";
@@ -76,8 +76,7 @@ class Client {
                                                             const std::string& ns,
                                                             const nlohmann::json& object);
   [[nodiscard]] absl::StatusOr<nlohmann::json> Patch(const Resource& resource,
-                                                     const std::string& ns,
-                                                     const std::string& name,
+                                                     const std::string& ns, const std::string& name,
                                                      const nlohmann::json& patch,
                                                      PatchType type = PatchType::kMerge,
                                                      bool status_subresource = false);

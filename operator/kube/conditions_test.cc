@@ -18,14 +18,14 @@ TEST(SetCondition, AddsThenKeepsTransitionTimeWhileStatusHolds) {
   EXPECT_EQ((*ready)["lastTransitionTime"], FormatRfc3339(kT0));
 
   // Same status, new message and generation: the transition time stays.
-  EXPECT_TRUE(SetCondition(&status, "Ready", true, "Reconciled", "still good", 4,
-                           kT0 + absl::Minutes(1)));
+  EXPECT_TRUE(
+      SetCondition(&status, "Ready", true, "Reconciled", "still good", 4, kT0 + absl::Minutes(1)));
   ready = FindCondition(status, "Ready");
   EXPECT_EQ((*ready)["message"], "still good");
   EXPECT_EQ((*ready)["lastTransitionTime"], FormatRfc3339(kT0));
   // Nothing new: no change reported.
-  EXPECT_FALSE(SetCondition(&status, "Ready", true, "Reconciled", "still good", 4,
-                            kT0 + absl::Minutes(2)));
+  EXPECT_FALSE(
+      SetCondition(&status, "Ready", true, "Reconciled", "still good", 4, kT0 + absl::Minutes(2)));
 
   // A flip moves the transition time; other conditions are left alone.
   EXPECT_TRUE(SetCondition(&status, "Degraded", ConditionStatus::kUnknown, "Probing", "", 4, kT0));

@@ -5,10 +5,10 @@
 #include <sstream>
 #include <string>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
 #include "lib/base/status_macros.h"
 #include "yaml-cpp/yaml.h"
 
@@ -123,7 +123,8 @@ struct KubeconfigReader {
     const std::string user_field = "users[" + user_name + "].user.";
     const YAML::Node user = FindNamed(root["users"], user_name, "user");
     if (!user || !user.IsMap()) {
-      return Error(absl::StatusCode::kInvalidArgument, "contexts[" + context_name + "].context.user",
+      return Error(absl::StatusCode::kInvalidArgument,
+                   "contexts[" + context_name + "].context.user",
                    "user \"" + user_name + "\" is not in users");
     }
     config.token = std::string(absl::StripAsciiWhitespace(Scalar(user["token"])));
@@ -139,13 +140,13 @@ struct KubeconfigReader {
     ASSIGN_OR_RETURN(config.client_cert_pem, Pem(user, user_field, "client-certificate"));
     ASSIGN_OR_RETURN(config.client_key_pem, Pem(user, user_field, "client-key"));
     if (config.client_cert_pem.empty() != config.client_key_pem.empty()) {
-      return Error(absl::StatusCode::kInvalidArgument,
-                   user_field + (config.client_cert_pem.empty() ? "client-certificate"
-                                                                : "client-key"),
-                   "a client certificate needs both client-certificate and client-key");
+      return Error(
+          absl::StatusCode::kInvalidArgument,
+          user_field + (config.client_cert_pem.empty() ? "client-certificate" : "client-key"),
+          "a client certificate needs both client-certificate and client-key");
     }
-    const bool has_credentials = !config.token.empty() || !config.token_file.empty() ||
-                                 !config.client_cert_pem.empty();
+    const bool has_credentials =
+        !config.token.empty() || !config.token_file.empty() || !config.client_cert_pem.empty();
     for (const char* plugin : {"exec", "auth-provider"}) {
       if (!has_credentials && user[plugin]) {
         return Error(absl::StatusCode::kUnimplemented, user_field + plugin,
@@ -157,9 +158,7 @@ struct KubeconfigReader {
   }
 };
 
-std::string Trimmed(std::string text) {
-  return std::string(absl::StripAsciiWhitespace(text));
-}
+std::string Trimmed(std::string text) { return std::string(absl::StripAsciiWhitespace(text)); }
 
 }  // namespace
 

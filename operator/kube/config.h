@@ -14,8 +14,9 @@ struct ClusterConfig {
   std::string server;  // "https://host:port", optionally with a path prefix
   std::string ca_pem;  // trusted CA(s) for the API server (empty: the system roots)
   bool insecure_skip_tls_verify = false;
-  std::string token;       // bearer token
-  std::string token_file;  // re-read when older than 60 s (projected SA tokens rotate); wins over token
+  std::string token;  // bearer token
+  std::string
+      token_file;  // re-read when older than 60 s (projected SA tokens rotate); wins over token
   std::string client_cert_pem, client_key_pem;
   std::string namespace_name;  // in-cluster namespace file, or the kubeconfig context's namespace
 };

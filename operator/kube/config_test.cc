@@ -42,18 +42,18 @@ std::string Kubeconfig(const std::string& cluster, const std::string& user,
                        const std::string& extra_context = "") {
   return "apiVersion: v1\nkind: Config\n"
          "clusters:\n- name: other\n  cluster: {server: https://wrong:1}\n"
-         "- name: c1\n  cluster:\n" + cluster +
-         "users:\n- name: u1\n  user:\n" + user +
-         "contexts:\n- name: ctx\n  context: {cluster: c1, user: u1" + extra_context + "}\n"
+         "- name: c1\n  cluster:\n" +
+         cluster + "users:\n- name: u1\n  user:\n" + user +
+         "contexts:\n- name: ctx\n  context: {cluster: c1, user: u1" + extra_context +
+         "}\n"
          "current-context: ctx\n";
 }
 
 TEST_F(ConfigTest, InlineCaAndToken) {
-  const std::string path =
-      Write("config", Kubeconfig("    server: https://10.0.0.1:6443/\n"
-                                 "    certificate-authority-data: " +
-                                     absl::Base64Escape("CA PEM") + "\n",
-                                 "    token: abc123\n", ", namespace: ops"));
+  const std::string path = Write("config", Kubeconfig("    server: https://10.0.0.1:6443/\n"
+                                                      "    certificate-authority-data: " +
+                                                          absl::Base64Escape("CA PEM") + "\n",
+                                                      "    token: abc123\n", ", namespace: ops"));
   absl::StatusOr<ClusterConfig> config = LoadKubeconfig(path);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->server, "https://10.0.0.1:6443");
@@ -69,12 +69,13 @@ TEST_F(ConfigTest, FilesRelativeToTheKubeconfigFolder) {
   Write("sub/pki/client.crt", "CERT FROM FILE");
   Write("sub/pki/client.key", "KEY FROM FILE");
   Write("sub/token", "tok-from-file\n");
-  const std::string path = Write(
-      "sub/config", Kubeconfig("    server: https://api.example:443\n"
-                               "    certificate-authority: pki/ca.crt\n",
-                               "    client-certificate: pki/client.crt\n"
-                               "    client-key: " + dir_ + "/sub/pki/client.key\n"
-                               "    tokenFile: token\n"));
+  const std::string path = Write("sub/config", Kubeconfig("    server: https://api.example:443\n"
+                                                          "    certificate-authority: pki/ca.crt\n",
+                                                          "    client-certificate: pki/client.crt\n"
+                                                          "    client-key: " +
+                                                              dir_ +
+                                                              "/sub/pki/client.key\n"
+                                                              "    tokenFile: token\n"));
   absl::StatusOr<ClusterConfig> config = LoadKubeconfig(path);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->ca_pem, "CA FROM FILE");

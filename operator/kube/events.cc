@@ -12,24 +12,6 @@
 
 namespace tunnelmesh::kube {
 
-namespace {
-
-std::string MetadataString(const nlohmann::json& object, const char* key) {
-  if (!object.is_object() || !object.contains("metadata")) return "";
-  const nlohmann::json& metadata = object["metadata"];
-  if (!metadata.is_object()) return "";
-  auto it = metadata.find(key);
-  return it != metadata.end() && it->is_string() ? it->get<std::string>() : "";
-}
-
-std::string TopString(const nlohmann::json& object, const char* key) {
-  if (!object.is_object()) return "";
-  auto it = object.find(key);
-  return it != object.end() && it->is_string() ? it->get<std::string>() : "";
-}
-
-}  // namespace
-
 EventRecorder::EventRecorder(Client* client, std::string component, std::string ns)
     : client_(client),
       component_(std::move(component)),
@@ -100,7 +82,8 @@ std::string EventRecorder::EventNamespace(const nlohmann::json& object) const {
 void EventRecorder::Write(const Pending& pending) {
   const std::string uid = MetadataString(pending.object, "uid");
   const std::string name = MetadataString(pending.object, "name");
-  const std::string key = uid + '\0' + pending.type + '\0' + pending.reason + '\0' + pending.message;
+  const std::string key =
+      uid + '\0' + pending.type + '\0' + pending.reason + '\0' + pending.message;
   const std::string at = FormatRfc3339(pending.at);
 
   // Forget repeats older than the window (the map stays small).
@@ -127,11 +110,12 @@ void EventRecorder::Write(const Pending& pending) {
     recent_.erase(it);  // the Event expired (TTL) meanwhile: create a new one
   }
 
-  nlohmann::json involved = {{"apiVersion", TopString(pending.object, "apiVersion")},
-                             {"kind", TopString(pending.object, "kind")},
-                             {"name", name},
-                             {"uid", uid},
-                             {"resourceVersion", MetadataString(pending.object, "resourceVersion")}};
+  nlohmann::json involved = {
+      {"apiVersion", StringAt(pending.object, "apiVersion")},
+      {"kind", StringAt(pending.object, "kind")},
+      {"name", name},
+      {"uid", uid},
+      {"resourceVersion", MetadataString(pending.object, "resourceVersion")}};
   const std::string object_ns = MetadataString(pending.object, "namespace");
   if (!object_ns.empty()) involved["namespace"] = object_ns;
   char suffix[32];

@@ -45,8 +45,7 @@ class EventRecorder {
   EventRecorder& operator=(const EventRecorder&) = delete;
 
   void Normal(const nlohmann::json& object, const std::string& reason, const std::string& message);
-  void Warning(const nlohmann::json& object, const std::string& reason,
-               const std::string& message);
+  void Warning(const nlohmann::json& object, const std::string& reason, const std::string& message);
 
   // Blocks until everything queued so far is written (or failed). For tests and shutdown.
   void Flush();

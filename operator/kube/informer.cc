@@ -18,13 +18,6 @@ std::string Key(const nlohmann::json& object) {
   return Key(ObjectNamespace(object), ObjectName(object));
 }
 
-std::string ResourceVersionOf(const nlohmann::json& object) {
-  const nlohmann::json* metadata = object.contains("metadata") ? &object["metadata"] : nullptr;
-  if (metadata == nullptr || !metadata->is_object()) return "";
-  auto rv = metadata->find("resourceVersion");
-  return rv != metadata->end() && rv->is_string() ? rv->get<std::string>() : "";
-}
-
 }  // namespace
 
 Informer::Informer(Client* client, Resource resource, Handlers handlers, Options options)
@@ -157,7 +150,7 @@ absl::Status Informer::ListOnce() {
       if (!fresh.contains(key)) vanished.push_back(std::move(object));
     }
     cache_ = fresh;
-    resource_version_ = ResourceVersionOf(*list);
+    resource_version_ = MetadataString(*list, "resourceVersion");
   }
   counters_.lists.fetch_add(1, std::memory_order_relaxed);
   for (const nlohmann::json& object : vanished) {
@@ -187,7 +180,7 @@ absl::Status Informer::WatchOnce(absl::Time relist_at) {
 }
 
 void Informer::ApplyEvent(const WatchEvent& event) {
-  const std::string rv = ResourceVersionOf(event.object);
+  const std::string rv = MetadataString(event.object, "resourceVersion");
   if (event.type == "BOOKMARK") {
     if (!rv.empty()) {
       std::lock_guard<std::mutex> lock(mu_);

@@ -44,8 +44,9 @@ class Informer {
  public:
   struct Handlers {
     std::function<void(const nlohmann::json&)> on_upsert;  // ADDED/MODIFIED, and each listed object
-    std::function<void(const nlohmann::json&)> on_delete;  // DELETED, and objects gone between lists
-    std::function<void()> on_synced;                       // after each completed list
+    std::function<void(const nlohmann::json&)>
+        on_delete;                    // DELETED, and objects gone between lists
+    std::function<void()> on_synced;  // after each completed list
   };
   struct Options {
     std::string ns;  // empty: all namespaces (or a cluster-scoped resource)

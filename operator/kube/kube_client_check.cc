@@ -33,7 +33,7 @@ constexpr char kNs[] = "default";
 
 struct Flags {
   std::string kubeconfig, kubeconfig_ca, ca_file, wrong_ca_file, nobody_token, watcher_token;
-  std::string localhost_server;
+  std::string localhost_server, client_cert_file, client_key_file;
 };
 
 int failures = 0;
@@ -97,9 +97,9 @@ void CheckTls(const ClusterConfig& base, const Flags& flags) {
 
   absl::StatusOr<ClusterConfig> from_file = LoadKubeconfig(flags.kubeconfig_ca);
   if (from_file.ok()) got = MustClient(*from_file)->Get(kNamespaces, "", kNs);
-  Report(from_file.ok() && got.ok(), "tls verified with kubeconfig certificate-authority file",
-         !from_file.ok() ? from_file.status().ToString()
-                         : (got.ok() ? "" : got.status().ToString()));
+  Report(
+      from_file.ok() && got.ok(), "tls verified with kubeconfig certificate-authority file",
+      !from_file.ok() ? from_file.status().ToString() : (got.ok() ? "" : got.status().ToString()));
 
   ClusterConfig insecure = base;
   insecure.insecure_skip_tls_verify = true;
@@ -113,6 +113,16 @@ void CheckTls(const ClusterConfig& base, const Flags& flags) {
   Report(!got.ok() && got.status().code() == absl::StatusCode::kUnavailable &&
              absl::StrContains(got.status().message(), "certificate-authority"),
          "tls wrong CA refused with a clear error", got.status().ToString());
+
+  // Client certificate authentication (CN=tm-certuser, O=system:masters), no token.
+  absl::StatusOr<std::string> cert = ReadWholeFile(flags.client_cert_file);
+  absl::StatusOr<std::string> key = ReadWholeFile(flags.client_key_file);
+  ClusterConfig by_cert = verified;
+  by_cert.token.clear();
+  by_cert.client_cert_pem = cert.ok() ? *cert : "";
+  by_cert.client_key_pem = key.ok() ? *key : "";
+  got = MustClient(by_cert)->Get(kNamespaces, "", kNs);
+  Report(got.ok(), "client certificate authentication", got.ok() ? "" : got.status().ToString());
 
   ClusterConfig garbage = verified;
   garbage.ca_pem = "not a PEM";
@@ -189,8 +199,8 @@ void CheckPaging(const ClusterConfig& config) {
   const uint64_t pages_before = client->counters().list_pages.load();
   absl::StatusOr<nlohmann::json> list = client->List(kConfigMaps, kNs, "app=paging");
   const uint64_t pages = client->counters().list_pages.load() - pages_before;
-  Report(list.ok() && (*list)["items"].size() == 25 && pages == 3 &&
-             !Rv(*list).empty() && !(*list)["metadata"].contains("continue"),
+  Report(list.ok() && (*list)["items"].size() == 25 && pages == 3 && !Rv(*list).empty() &&
+             !(*list)["metadata"].contains("continue"),
          "list follows continue pages",
          list.ok() ? "items=" + std::to_string((*list)["items"].size()) +
                          " pages=" + std::to_string(pages)
@@ -209,8 +219,9 @@ void CheckWatchStop(Client& client) {
   });
   const absl::Time start = absl::Now();
   absl::StatusOr<nlohmann::json> list = client.List(kConfigMaps, kNs);
-  absl::Status status = client.Watch(kConfigMaps, kNs, list.ok() ? Rv(*list) : "", 60,
-                                     [](const WatchEvent&) { return true; }, &stop);
+  absl::Status status = client.Watch(
+      kConfigMaps, kNs, list.ok() ? Rv(*list) : "", 60, [](const WatchEvent&) { return true; },
+      &stop);
   const absl::Duration took = absl::Now() - start;
   stopper.join();
   Report(status.code() == absl::StatusCode::kCancelled && took < absl::Milliseconds(1200),
@@ -218,8 +229,9 @@ void CheckWatchStop(Client& client) {
          status.ToString() + " after " + absl::FormatDuration(took));
 
   const absl::Time ended_start = absl::Now();
-  status = client.Watch(kConfigMaps, kNs, list.ok() ? Rv(*list) : "", 1,
-                        [](const WatchEvent&) { return true; }, nullptr);
+  status = client.Watch(
+      kConfigMaps, kNs, list.ok() ? Rv(*list) : "", 1, [](const WatchEvent&) { return true; },
+      nullptr);
   Report(status.ok() && absl::Now() - ended_start < absl::Seconds(5),
          "watch ended by the server (timeoutSeconds) is OK",
          status.ToString() + " after " + absl::FormatDuration(absl::Now() - ended_start));
@@ -270,9 +282,9 @@ void CheckInformer(Client& client) {
   Informer informer(&client, kConfigMaps, seen.Handlers(), options);
   (void)client.Create(kConfigMaps, kNs, ConfigMap("inf-pre", "informer", "p"));
   informer.Start();
-  Report(WaitFor(absl::Seconds(5), [&] { return informer.HasSynced(); }) &&
-             seen.Upserted("inf-pre=p"),
-         "informer lists and syncs", "");
+  Report(
+      WaitFor(absl::Seconds(5), [&] { return informer.HasSynced(); }) && seen.Upserted("inf-pre=p"),
+      "informer lists and syncs", "");
 
   (void)client.Create(kConfigMaps, kNs, ConfigMap("inf-a", "informer", "1"));
   absl::Time t0 = absl::Now();
@@ -310,7 +322,8 @@ absl::Status WaitForCompaction(Client& client, const std::string& rv) {
   absl::Status last;
   for (int i = 0; i < 60; ++i) {
     (void)client.Patch(kConfigMaps, kNs, "churn", {{"data", {{"i", std::to_string(i)}}}});
-    last = client.Watch(kConfigMaps, kNs, rv, 1, [](const WatchEvent&) { return false; }, nullptr);
+    last = client.Watch(
+        kConfigMaps, kNs, rv, 1, [](const WatchEvent&) { return false; }, nullptr);
     if (IsGone(last)) return last;
     absl::SleepFor(absl::Milliseconds(500));
   }
@@ -318,13 +331,14 @@ absl::Status WaitForCompaction(Client& client, const std::string& rv) {
 }
 
 nlohmann::json WatcherBinding() {
-  return {{"apiVersion", "rbac.authorization.k8s.io/v1"},
-          {"kind", "RoleBinding"},
-          {"metadata", {{"name", "tm-watcher"}, {"namespace", kNs}}},
-          {"roleRef", {{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "Role"},
-                       {"name", "tm-watcher"}}},
-          {"subjects", {{{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "User"},
-                         {"name", "tm-watcher"}}}}};
+  return {
+      {"apiVersion", "rbac.authorization.k8s.io/v1"},
+      {"kind", "RoleBinding"},
+      {"metadata", {{"name", "tm-watcher"}, {"namespace", kNs}}},
+      {"roleRef",
+       {{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "Role"}, {"name", "tm-watcher"}}},
+      {"subjects",
+       {{{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "User"}, {"name", "tm-watcher"}}}}};
 }
 
 void CheckGone(Client& admin, const ClusterConfig& base, const Flags& flags) {
@@ -335,12 +349,13 @@ void CheckGone(Client& admin, const ClusterConfig& base, const Flags& flags) {
   // The watcher's informer loses its permission (so it is not watching), an object goes away
   // meanwhile and compaction passes its resourceVersion; with the permission back, its watch
   // gets 410 and it relists, reporting the vanished object as deleted.
-  const nlohmann::json role = {
-      {"apiVersion", "rbac.authorization.k8s.io/v1"},
-      {"kind", "Role"},
-      {"metadata", {{"name", "tm-watcher"}, {"namespace", kNs}}},
-      {"rules", {{{"apiGroups", {""}}, {"resources", {"configmaps"}},
-                  {"verbs", {"get", "list", "watch"}}}}}};
+  const nlohmann::json role = {{"apiVersion", "rbac.authorization.k8s.io/v1"},
+                               {"kind", "Role"},
+                               {"metadata", {{"name", "tm-watcher"}, {"namespace", kNs}}},
+                               {"rules",
+                                {{{"apiGroups", {""}},
+                                  {"resources", {"configmaps"}},
+                                  {"verbs", {"get", "list", "watch"}}}}}};
   absl::StatusOr<nlohmann::json> made = admin.Create(kRoles, kNs, role);
   if (made.ok()) made = admin.Create(kRoleBindings, kNs, WatcherBinding());
   if (!made.ok()) {
@@ -377,13 +392,13 @@ void CheckGone(Client& admin, const ClusterConfig& base, const Flags& flags) {
   const bool relisted = WaitFor(absl::Seconds(15), [&] {
     return informer.counters().relists_after_gone >= 1 && seen.Deleted("gone-a");
   });
-  Report(forbidden && IsGone(compacted) && relisted && !informer.Find(kNs, "gone-a") &&
-             informer.Find(kNs, "gone-b") && informer.counters().lists >= 2,
-         "informer relists after 410 Gone and reports the vanished object",
-         "forbidden_seen=" + std::to_string(forbidden) + " compaction=" + compacted.ToString() +
-             " relists_after_gone=" +
-             std::to_string(informer.counters().relists_after_gone.load()) + " after " +
-             absl::FormatDuration(absl::Now() - t0));
+  Report(
+      forbidden && IsGone(compacted) && relisted && !informer.Find(kNs, "gone-a") &&
+          informer.Find(kNs, "gone-b") && informer.counters().lists >= 2,
+      "informer relists after 410 Gone and reports the vanished object",
+      "forbidden_seen=" + std::to_string(forbidden) + " compaction=" + compacted.ToString() +
+          " relists_after_gone=" + std::to_string(informer.counters().relists_after_gone.load()) +
+          " after " + absl::FormatDuration(absl::Now() - t0));
   informer.Stop();
   (void)admin.Delete(kConfigMaps, kNs, "gone-b");
 }
@@ -392,8 +407,7 @@ void CheckGone(Client& admin, const ClusterConfig& base, const Flags& flags) {
 std::vector<nlohmann::json> EventsAbout(Client& client, const std::string& ns,
                                         const std::string& name) {
   std::vector<nlohmann::json> out;
-  absl::StatusOr<nlohmann::json> list =
-      client.List(kEvents, ns, "", "involvedObject.name=" + name);
+  absl::StatusOr<nlohmann::json> list = client.List(kEvents, ns, "", "involvedObject.name=" + name);
   if (list.ok()) {
     for (const nlohmann::json& e : (*list)["items"]) out.push_back(e);
   }
@@ -428,8 +442,7 @@ void CheckEvents(Client& client) {
   Report(events.size() == 2 && reconciled_count == 2 && fields_ok &&
              recorder.counters().created == 2 && recorder.counters().bumped == 1,
          "events recorded; a repeat bumps count",
-         "events=" + std::to_string(events.size()) +
-             " count=" + std::to_string(reconciled_count));
+         "events=" + std::to_string(events.size()) + " count=" + std::to_string(reconciled_count));
 
   // A cluster-scoped object (the namespace "default").
   absl::StatusOr<nlohmann::json> ns_object = client.Get(kNamespaces, "", kNs);
@@ -548,9 +561,12 @@ int Main(int argc, char** argv) {
   app.add_option("--nobody-token", flags.nobody_token)->required();
   app.add_option("--watcher-token", flags.watcher_token)->required();
   app.add_option("--localhost-server", flags.localhost_server)->required();
+  app.add_option("--client-cert", flags.client_cert_file)->required();
+  app.add_option("--client-key", flags.client_key_file)->required();
   std::string only;
-  app.add_option("--only", only, "run one group: tls crud paging watch informer gone events "
-                                 "leader forbidden");
+  app.add_option("--only", only,
+                 "run one group: tls crud paging watch informer gone events "
+                 "leader forbidden");
   CLI11_PARSE(app, argc, argv);
   InitLogging("info");
 

@@ -11,11 +11,6 @@ namespace tunnelmesh::kube {
 
 namespace {
 
-std::string SpecString(const nlohmann::json& spec, const char* key) {
-  auto it = spec.find(key);
-  return it != spec.end() && it->is_string() ? it->get<std::string>() : "";
-}
-
 int64_t SpecInt(const nlohmann::json& spec, const char* key) {
   auto it = spec.find(key);
   return it != spec.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
@@ -29,15 +24,16 @@ LeaderElector::LeaderElector(Client* client, Options options)
 LeaderElector::~LeaderElector() { StopRenewing(); }
 
 nlohmann::json LeaderElector::LeaseSpec(const nlohmann::json& old_spec, absl::Time now) const {
-  const bool ours = SpecString(old_spec, "holderIdentity") == options_.identity;
+  const bool ours = StringAt(old_spec, "holderIdentity") == options_.identity;
   nlohmann::json spec = {
       {"holderIdentity", options_.identity},
       {"leaseDurationSeconds",
-       std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(options_.lease_duration,
-                                                              absl::Seconds(1))))},
+       std::max<int64_t>(
+           1, absl::ToInt64Seconds(absl::Ceil(options_.lease_duration, absl::Seconds(1))))},
       {"renewTime", FormatMicroTime(now)},
-      {"acquireTime", ours && old_spec.contains("acquireTime") ? old_spec["acquireTime"]
-                                                               : nlohmann::json(FormatMicroTime(now))},
+      {"acquireTime", ours && old_spec.contains("acquireTime")
+                          ? old_spec["acquireTime"]
+                          : nlohmann::json(FormatMicroTime(now))},
       {"leaseTransitions", SpecInt(old_spec, "leaseTransitions") + (ours ? 0 : 1)},
   };
   if (old_spec.is_null()) spec["leaseTransitions"] = 0;
@@ -59,12 +55,12 @@ absl::StatusOr<bool> LeaderElector::TryAcquireOrRenew() {
     return true;
   }
   if (!lease.ok()) return lease.status();
-  const nlohmann::json spec =
-      lease->contains("spec") && (*lease)["spec"].is_object() ? (*lease)["spec"]
-                                                              : nlohmann::json::object();
-  const std::string holder = SpecString(spec, "holderIdentity");
+  const nlohmann::json spec = lease->contains("spec") && (*lease)["spec"].is_object()
+                                  ? (*lease)["spec"]
+                                  : nlohmann::json::object();
+  const std::string holder = StringAt(spec, "holderIdentity");
   if (!holder.empty() && holder != options_.identity) {
-    const std::optional<absl::Time> renewed = ParseRfc3339(SpecString(spec, "renewTime"));
+    const std::optional<absl::Time> renewed = ParseRfc3339(StringAt(spec, "renewTime"));
     const absl::Duration duration = absl::Seconds(SpecInt(spec, "leaseDurationSeconds"));
     if (renewed.has_value() && *renewed + duration >= now) return false;  // held by another
   }
@@ -74,8 +70,8 @@ absl::StatusOr<bool> LeaderElector::TryAcquireOrRenew() {
   if (IsConflict(written.status())) return false;
   if (!written.ok()) return written.status();
   if (holder != options_.identity) {
-    TM_LOG_INFO("leader election: acquired lease={}/{} identity={} previous_holder={}",
-                options_.ns, options_.lease_name, options_.identity, holder);
+    TM_LOG_INFO("leader election: acquired lease={}/{} identity={} previous_holder={}", options_.ns,
+                options_.lease_name, options_.identity, holder);
   }
   return true;
 }
@@ -165,7 +161,7 @@ void LeaderElector::Release() {
     return;
   }
   nlohmann::json& spec = (*lease)["spec"];
-  if (!spec.is_object() || SpecString(spec, "holderIdentity") != options_.identity) return;
+  if (!spec.is_object() || StringAt(spec, "holderIdentity") != options_.identity) return;
   spec["holderIdentity"] = "";
   spec["renewTime"] = FormatMicroTime(absl::Now());
   spec["leaseDurationSeconds"] = 1;

@@ -12,9 +12,7 @@ const Resource kEvents{"", "v1", "events", true, "Event"};
 const Resource kLeases{"coordination.k8s.io", "v1", "leases", true, "Lease"};
 const Resource kTokenReviews{"authentication.k8s.io", "v1", "tokenreviews", false, "TokenReview"};
 
-std::string Resource::ApiVersion() const {
-  return group.empty() ? version : group + "/" + version;
-}
+std::string Resource::ApiVersion() const { return group.empty() ? version : group + "/" + version; }
 
 std::string_view PatchContentType(PatchType type) {
   switch (type) {
@@ -48,16 +46,20 @@ std::string PercentEncode(std::string_view text) {
   return out;
 }
 
-std::string StringField(const nlohmann::json& object, const char* field) {
+}  // namespace
+
+std::string StringAt(const nlohmann::json& object, const char* key) {
   if (!object.is_object()) return "";
-  auto metadata = object.find("metadata");
-  if (metadata == object.end() || !metadata->is_object()) return "";
-  auto value = metadata->find(field);
-  if (value == metadata->end() || !value->is_string()) return "";
+  auto value = object.find(key);
+  if (value == object.end() || !value->is_string()) return "";
   return value->get<std::string>();
 }
 
-}  // namespace
+std::string MetadataString(const nlohmann::json& object, const char* key) {
+  if (!object.is_object()) return "";
+  auto metadata = object.find("metadata");
+  return metadata == object.end() ? "" : StringAt(*metadata, key);
+}
 
 std::string ResourcePath(const Resource& resource, std::string_view ns, std::string_view name,
                          std::string_view subresource) {
@@ -90,9 +92,9 @@ std::string QueryString(const std::vector<std::pair<std::string, std::string>>& 
 }
 
 std::string ObjectNamespace(const nlohmann::json& object) {
-  return StringField(object, "namespace");
+  return MetadataString(object, "namespace");
 }
 
-std::string ObjectName(const nlohmann::json& object) { return StringField(object, "name"); }
+std::string ObjectName(const nlohmann::json& object) { return MetadataString(object, "name"); }
 
 }  // namespace tunnelmesh::kube

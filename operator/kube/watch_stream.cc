@@ -6,8 +6,8 @@
 
 namespace tunnelmesh::kube {
 
-absl::Status WatchLineSplitter::Feed(
-    std::string_view chunk, const std::function<absl::Status(std::string_view)>& on_line) {
+absl::Status WatchLineSplitter::Feed(std::string_view chunk,
+                                     const std::function<absl::Status(std::string_view)>& on_line) {
   while (!chunk.empty()) {
     const size_t newline = chunk.find('\n');
     const std::string_view piece = chunk.substr(0, newline);
@@ -64,8 +64,8 @@ absl::StatusOr<WatchEvent> ParseWatchEvent(std::string_view line) {
   event.type = type->get<std::string>();
   if (event.type != "ADDED" && event.type != "MODIFIED" && event.type != "DELETED" &&
       event.type != "BOOKMARK" && event.type != "ERROR") {
-    return absl::InvalidArgumentError("watch event of unknown type \"" +
-                                      Printable(event.type, 40) + "\"");
+    return absl::InvalidArgumentError("watch event of unknown type \"" + Printable(event.type, 40) +
+                                      "\"");
   }
   event.object = std::move(*object);
   return event;
