@@ -13,6 +13,7 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "lib/base/log.h"
 #include "lib/crypto/keys.h"
@@ -62,6 +63,8 @@ struct Options {
   std::string namespace_name;
   std::string identity;
   std::string lease_name = "tunnelmesh-operator";
+  std::string lease_duration = "15s";
+  std::string renew_deadline = "10s";
   std::string coordinator_secret = "tunnelmesh-coordinator";
   std::string ca_configmap = "tunnelmesh-ca";
   std::string agent_service_account;  // NAMESPACE/NAME
@@ -322,8 +325,17 @@ int RunKubernetes(Options options, const sigset_t& signals) {
     }
   } joiner{done, signal_thread};
 
-  kube::LeaderElector elector(api, {.ns = ns, .lease_name = options.lease_name,
-                                    .identity = identity});
+  kube::LeaderElector::Options lease{.ns = ns, .lease_name = options.lease_name,
+                                    .identity = identity};
+  if (!absl::ParseDuration(options.lease_duration, &lease.lease_duration) ||
+      !absl::ParseDuration(options.renew_deadline, &lease.renew_deadline) ||
+      lease.renew_deadline <= lease.retry_period ||
+      lease.lease_duration <= lease.renew_deadline) {
+    return Usage("--lease-duration \"" + options.lease_duration + "\" and --renew-deadline \"" +
+                 options.renew_deadline + "\" must be durations such as 30s, with the lease "
+                 "longer than the deadline and the deadline longer than 2s");
+  }
+  kube::LeaderElector elector(api, lease);
   TM_LOG_INFO("waiting to lead: Lease {}/{} as {}", ns, options.lease_name, identity);
   if (absl::Status s = elector.Acquire(&stop); !s.ok()) return stop ? 0 : Fail(s.ToString());
   std::atomic<bool> lost{false};
@@ -335,7 +347,8 @@ int RunKubernetes(Options options, const sigset_t& signals) {
   if (!keys.ok()) return Fail(std::string(keys.status().message()));
 
   KubeMemberStore store(api);
-  kube::EventRecorder events(api, "tunnelmesh-operator", ns);
+  // Events are about cluster-scoped objects, which core/v1 accepts only in namespace "default".
+  kube::EventRecorder events(api, "tunnelmesh-operator", "default");
   Coordinator::Options coordinator_options = CoordinatorOptions(options, keys->relay_key);
   if (!agent_user.empty()) {
     coordinator_options.agent_service_account = agent_user;
@@ -450,6 +463,10 @@ int main(int argc, char** argv) {
                  "the operator's namespace (default $POD_NAMESPACE)");
   app.add_option("--identity", options.identity, "leader election identity (default $POD_NAME)");
   app.add_option("--lease-name", options.lease_name, "Lease for leader election");
+  app.add_option("--lease-duration", options.lease_duration,
+                 "how long the Lease holds without renewal (15s)");
+  app.add_option("--renew-deadline", options.renew_deadline,
+                 "how long the leader tries to renew before it exits (10s)");
   app.add_option("--coordinator-secret", options.coordinator_secret,
                  "Secret holding the coordinator's CA and relay keys (created if missing)");
   app.add_option("--ca-configmap", options.ca_configmap,

@@ -249,7 +249,8 @@ can "$OP_SA" yes update leases.coordination.k8s.io/$REL-operator -n "$NS"
 can "$OP_SA" yes get secrets/$REL-join-token -n "$NS"
 can "$OP_SA" yes update secrets/$REL-coordinator -n "$NS"
 can "$OP_SA" yes update configmaps/$REL-ca -n "$NS"
-can "$OP_SA" yes create events -n "$NS"
+can "$OP_SA" yes create events -n default
+can "$OP_SA" no create events -n kube-system
 can "$OP_SA" no update secrets/$REL-join-token -n "$NS"
 can "$OP_SA" no get secrets/something-else -n "$NS"
 can "$OP_SA" no list secrets -n "$NS"

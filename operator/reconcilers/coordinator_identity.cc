@@ -92,8 +92,13 @@ absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Client* client,
                                {"namespace", options.ns},
                                {"labels", {{"app.kubernetes.io/managed-by", "tunnelmesh-operator"}}}}},
                              {"data", data}};
+    // Update (not patch): the chart's Role grants get, create and update on this Secret only.
+    if (exists) {
+      object = *secret;
+      object["data"] = data;
+    }
     absl::StatusOr<nlohmann::json> written =
-        exists ? client->Patch(kube::kSecrets, options.ns, options.secret_name, {{"data", data}})
+        exists ? client->Update(kube::kSecrets, options.ns, object)
                : client->Create(kube::kSecrets, options.ns, object);
     if (!written.ok()) {
       return absl::Status(written.status().code(), "saving the coordinator's keys in " + where +
@@ -109,8 +114,11 @@ absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Client* client,
   absl::StatusOr<nlohmann::json> published;
   if (configmap.ok()) {
     if (configmap->value("data", nlohmann::json::object()) != ca_data) {
-      published = client->Patch(kube::kConfigMaps, options.ns, options.configmap_name,
-                                {{"data", ca_data}});
+      nlohmann::json updated = *configmap;
+      updated["data"] = ca_data;
+      published = client->Update(kube::kConfigMaps, options.ns, updated);
+    } else {
+      published = *configmap;
     }
   } else if (absl::IsNotFound(configmap.status())) {
     published = client->Create(
