@@ -130,8 +130,11 @@ CoordinatorClient::CoordinatorClient(const std::string& target, const std::strin
   grpc::ChannelArguments args;
   // The CA is pinned; the certificate names the coordinator, not the address it is reached by.
   args.SetSslTargetNameOverride(kCoordinatorServerName);
+  // Retry a refused connection after 100 ms, but give each attempt 5 s: gRPC takes the minimum
+  // reconnect backoff as the minimum connect timeout too, and a TLS handshake with a busy
+  // coordinator (many members reconnecting after its restart) can take longer than 100 ms.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 3000);
