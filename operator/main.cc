@@ -27,12 +27,14 @@
 #include "operator/kube/events.h"
 #include "operator/kube/informer.h"
 #include "operator/kube/leader.h"
+#include "operator/kube/resource.h"
 #include "operator/reconcilers/coordinator_identity.h"
 #include "operator/reconcilers/mesh_reconciler.h"
 #include "operator/reconcilers/meshpeer_reconciler.h"
 #include "operator/reconcilers/meshpeer_store.h"
 #include "operator/reconcilers/node_gc.h"
 #include "operator/reconcilers/policy_reconciler.h"
+#include "operator/reconcilers/status_writer.h"
 #ifdef TM_HAVE_STUN
 #include "operator/stun/stun_server.h"
 #endif
@@ -248,17 +250,15 @@ absl::StatusOr<std::string> ReviewToken(kube::Client* client, const std::string&
     return absl::UnavailableError("checking the ServiceAccount token with the API server: " +
                                   std::string(answer.status().message()));
   }
-  const nlohmann::json status = answer->value("status", nlohmann::json::object());
-  if (!status.is_object() || !status.value("authenticated", false)) {
-    const nlohmann::json error = status.is_object() ? status.value("error", nlohmann::json()) : nlohmann::json();
-    return absl::UnauthenticatedError(
-        "the API server did not accept the ServiceAccount token" +
-        (error.is_string() ? ": " + error.get<std::string>() : std::string()));
+  const nlohmann::json& status = Field(*answer, "status");
+  if (!Field(status, "authenticated").is_boolean() || !Field(status, "authenticated").get<bool>()) {
+    const std::string error = kube::StringAt(status, "error");
+    return absl::UnauthenticatedError("the API server did not accept the ServiceAccount token" +
+                                      (error.empty() ? std::string() : ": " + error));
   }
-  const nlohmann::json user = status.value("user", nlohmann::json::object());
-  const nlohmann::json name = user.is_object() ? user.value("username", nlohmann::json()) : nlohmann::json();
-  if (!name.is_string()) return absl::UnauthenticatedError("the TokenReview named no user");
-  return name.get<std::string>();
+  const std::string name = kube::StringAt(Field(status, "user"), "username");
+  if (name.empty()) return absl::UnauthenticatedError("the TokenReview named no user");
+  return name;
 }
 
 // Polls `ready` until it holds; false when the process is told to stop first.

@@ -20,6 +20,12 @@ bool IsLabelPart(std::string_view s, bool allow_empty) {
   return true;
 }
 
+// e[key] if it is a string, else "" (objects from the cluster may hold any shape).
+std::string StringField(const nlohmann::json& e, const char* key) {
+  auto it = e.find(key);
+  return it != e.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 absl::Status Invalid(const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError(field + ": " + what);
 }
@@ -44,8 +50,8 @@ absl::StatusOr<LabelSelector> ParseSelector(const nlohmann::json& j, const std::
       const std::string where = field + ".matchExpressions[" + std::to_string(i) + "]";
       if (!e.is_object()) return Invalid(where, "must be an object");
       LabelRequirement r;
-      r.key = e.value("key", "");
-      r.op = e.value("operator", "");
+      r.key = StringField(e, "key");
+      r.op = StringField(e, "operator");
       if (absl::Status s = CheckLabel(r.key, ""); !s.ok()) {
         return Invalid(where + ".key", std::string(s.message()));
       }
@@ -135,7 +141,7 @@ absl::StatusOr<PeerPolicySpec> ParsePeerPolicy(const nlohmann::json& object) {
   PeerPolicySpec policy;
   auto metadata = object.find("metadata");
   if (metadata != object.end() && metadata->is_object()) {
-    policy.name = metadata->value("name", "");
+    policy.name = StringField(*metadata, "name");
   }
   auto spec_it = object.find("spec");
   if (spec_it == object.end() || !spec_it->is_object()) {

@@ -5,21 +5,14 @@
 #include "lib/base/log.h"
 #include "operator/kube/api_status.h"
 #include "operator/kube/conditions.h"
+#include "operator/kube/resource.h"
 
 namespace tunnelmesh {
 namespace {
 
-const nlohmann::json& Metadata(const nlohmann::json& object) {
-  static const nlohmann::json kEmpty = nlohmann::json::object();
-  auto it = object.find("metadata");
-  return it != object.end() && it->is_object() ? *it : kEmpty;
-}
-
-std::string NameOf(const nlohmann::json& object) { return Metadata(object).value("name", ""); }
-
 std::vector<std::string> FinalizersOf(const nlohmann::json& object) {
   std::vector<std::string> out;
-  const nlohmann::json finalizers = Metadata(object).value("finalizers", nlohmann::json::array());
+  const nlohmann::json& finalizers = Field(Field(object, "metadata"), "finalizers");
   if (!finalizers.is_array()) return out;
   for (const nlohmann::json& f : finalizers) {
     if (f.is_string()) out.push_back(f.get<std::string>());
@@ -34,8 +27,14 @@ nlohmann::json FinalizersPatch(const nlohmann::json& object,
   return nlohmann::json::array(
       {{{"op", "test"},
         {"path", "/metadata/resourceVersion"},
-        {"value", Metadata(object).value("resourceVersion", "")}},
+        {"value", kube::MetadataString(object, "resourceVersion")}},
        {{"op", "add"}, {"path", "/metadata/finalizers"}, {"value", finalizers}}});
+}
+
+// The object as JSON text (which is YAML) for the manifest parser; invalid UTF-8 is replaced
+// rather than thrown about.
+std::string JsonText(const nlohmann::json& object) {
+  return object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace
@@ -50,11 +49,11 @@ kube::Informer::Handlers MeshReconciler::Handlers() {
 
 absl::StatusOr<MeshSpec> MeshReconciler::Resolve(const nlohmann::json& object,
                                                  std::string* reason) {
-  const std::string name = NameOf(object);
+  const std::string name = ObjectName(object);
   std::vector<MeshSpec> meshes;
   std::map<std::string, std::map<std::string, std::string>> secrets;
   // The same parser and checks as the standalone manifests (JSON is YAML).
-  absl::Status parsed = ParseManifestText(object.dump(), "Mesh " + name, &meshes, &secrets);
+  absl::Status parsed = ParseManifestText(JsonText(object), "Mesh " + name, &meshes, &secrets);
   if (!parsed.ok() || meshes.size() != 1) {
     *reason = "InvalidSpec";
     return parsed.ok() ? absl::InvalidArgumentError("not a Mesh") : parsed;
@@ -82,7 +81,7 @@ absl::StatusOr<MeshSpec> MeshReconciler::Resolve(const nlohmann::json& object,
   }
   nlohmann::json secret_object = *secret;
   secret_object["kind"] = "Secret";
-  if (absl::Status s = ParseManifestText(secret_object.dump(), "Secret " + secret_name, &meshes,
+  if (absl::Status s = ParseManifestText(JsonText(secret_object), "Secret " + secret_name, &meshes,
                                          &secrets);
       !s.ok()) {
     *reason = "InvalidSecret";
@@ -103,16 +102,16 @@ void MeshReconciler::EnsureFinalizer(const nlohmann::json& object) {
   }
   finalizers.push_back(kMeshFinalizer);
   absl::StatusOr<nlohmann::json> patched = client_->Patch(
-      kube::kMeshes, "", NameOf(object), FinalizersPatch(object, finalizers), kube::PatchType::kJson);
+      kube::kMeshes, "", ObjectName(object), FinalizersPatch(object, finalizers), kube::PatchType::kJson);
   if (!patched.ok() && !kube::IsConflict(patched.status()) &&
       patched.status().code() != absl::StatusCode::kInvalidArgument) {
-    TM_LOG_WARN("adding the finalizer to Mesh {}: {}", NameOf(object),
+    TM_LOG_WARN("adding the finalizer to Mesh {}: {}", ObjectName(object),
                 std::string(patched.status().message()));
   }
 }
 
 void MeshReconciler::Finalize(const nlohmann::json& object) {
-  const std::string name = NameOf(object);
+  const std::string name = ObjectName(object);
   std::vector<std::string> finalizers = FinalizersOf(object);
   if (std::find(finalizers.begin(), finalizers.end(), kMeshFinalizer) == finalizers.end()) return;
   for (const PublicKey& key : coordinator_->MembersOf(name)) {
@@ -140,8 +139,8 @@ void MeshReconciler::Reconcile() {
   std::map<std::string, MeshSpec> next;
   std::map<std::string, Problem> problems;
   for (const nlohmann::json& object : objects) {
-    const std::string name = NameOf(object);
-    if (Metadata(object).contains("deletionTimestamp")) {
+    const std::string name = ObjectName(object);
+    if (BeingDeleted(object)) {
       Finalize(object);
       continue;
     }
@@ -168,7 +167,7 @@ void MeshReconciler::Reconcile() {
       if (old == problems_.end() || old->second.message != problem.message) {
         TM_LOG_WARN("Mesh {}: {}", name, problem.message);
         for (const nlohmann::json& object : objects) {
-          if (NameOf(object) == name) events_->Warning(object, problem.reason, problem.message);
+          if (ObjectName(object) == name) events_->Warning(object, problem.reason, problem.message);
         }
       }
     }
@@ -187,8 +186,8 @@ void MeshReconciler::Reconcile() {
 void MeshReconciler::WriteStatus() {
   if (informer_ == nullptr || !informer_->HasSynced()) return;
   for (const nlohmann::json& object : informer_->Snapshot()) {
-    const std::string name = NameOf(object);
-    if (Metadata(object).contains("deletionTimestamp")) continue;
+    const std::string name = ObjectName(object);
+    if (BeingDeleted(object)) continue;
     nlohmann::json status = ObjectStatus(object);
     const size_t members = coordinator_->MembersOf(name).size();
     status["memberCount"] = members;

@@ -35,7 +35,7 @@ kube::Informer::Handlers MeshPeerReconciler::Handlers() {
 
 void MeshPeerReconciler::OnUpsert(const nlohmann::json& object) {
   const std::string name = ObjectName(object);
-  if (object["metadata"].contains("deletionTimestamp")) return;
+  if (BeingDeleted(object)) return;
   absl::StatusOr<MemberRecord> record = MeshPeerToRecord(object);
   absl::Status admitted = record.ok() ? coordinator_->Admit(*record) : record.status();
   std::lock_guard<std::mutex> lock(mu_);
@@ -122,7 +122,7 @@ void MeshPeerReconciler::WriteStatus() {
     members.emplace(key, std::move(m));
   }
   for (const nlohmann::json& object : informer_->Snapshot()) {
-    if (object["metadata"].contains("deletionTimestamp")) continue;
+    if (BeingDeleted(object)) continue;
     nlohmann::json desired;
     {
       std::lock_guard<std::mutex> lock(mu_);

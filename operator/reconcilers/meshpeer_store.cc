@@ -3,6 +3,8 @@
 #include "lib/base/log.h"
 #include "lib/net/ip.h"
 #include "operator/kube/api_status.h"
+#include "operator/kube/resource.h"
+#include "operator/reconcilers/status_writer.h"
 
 namespace tunnelmesh {
 namespace {
@@ -29,14 +31,15 @@ std::string KindName(int kind) {
 
 absl::StatusOr<MemberRecord> MeshPeerToRecord(const nlohmann::json& object) {
   MemberRecord record;
-  const nlohmann::json& metadata = object.value("metadata", nlohmann::json::object());
-  const nlohmann::json& spec = object.value("spec", nlohmann::json::object());
-  const nlohmann::json& status = object.value("status", nlohmann::json::object());
-  if (!metadata.is_object() || !spec.is_object() || !status.is_object()) {
+  if (!object.is_object()) return absl::InvalidArgumentError("a MeshPeer must be an object");
+  const nlohmann::json& metadata = Field(object, "metadata");
+  const nlohmann::json& spec = Field(object, "spec");
+  const nlohmann::json& status = Field(object, "status");
+  if (!metadata.is_object() || !spec.is_object() || !(status.is_object() || status.is_null())) {
     return absl::InvalidArgumentError("metadata, spec and status must be objects");
   }
-  record.name = metadata.value("name", "");
-  const nlohmann::json& key = spec.value("publicKey", nlohmann::json());
+  record.name = ObjectName(object);
+  const nlohmann::json& key = Field(spec, "publicKey");
   if (!key.is_string() || key.get<std::string>().empty()) {
     return absl::InvalidArgumentError(
         "spec.publicKey is missing: set it to the member's WireGuard public key (base64, from "
@@ -47,29 +50,30 @@ absl::StatusOr<MemberRecord> MeshPeerToRecord(const nlohmann::json& object) {
     return absl::InvalidArgumentError("spec.publicKey is not a base64 WireGuard public key");
   }
   record.public_key = *parsed;
-  const nlohmann::json& mesh = spec.value("mesh", nlohmann::json());
-  record.mesh = mesh.is_string() ? mesh.get<std::string>() : "";
-  const nlohmann::json& kind = spec.value("kind", nlohmann::json());
-  record.kind = KindFromName(kind.is_string() ? kind.get<std::string>() : "");
+  record.mesh = kube::StringAt(spec, "mesh");
+  record.kind = KindFromName(kube::StringAt(spec, "kind"));
   if (record.kind == 0) return absl::InvalidArgumentError("spec.kind must be Node, Pod or External");
-  const nlohmann::json& labels = metadata.value("labels", nlohmann::json::object());
+  const nlohmann::json& labels = Field(metadata, "labels");
   if (labels.is_object()) {
     for (const auto& [k, v] : labels.items()) {
       if (v.is_string()) record.labels[k] = v.get<std::string>();
     }
   }
-  const nlohmann::json& endpoints = spec.value("endpoints", nlohmann::json::array());
+  const nlohmann::json& endpoints = Field(spec, "endpoints");
   if (endpoints.is_array()) {
     for (const nlohmann::json& e : endpoints) {
       if (!e.is_string() || !Endpoint::Parse(e.get<std::string>()).ok()) {
-        return absl::InvalidArgumentError("spec.endpoints: \"" + (e.is_string() ? e.get<std::string>() : e.dump()) +
+        const std::string text =
+            e.is_string() ? e.get<std::string>()
+                          : e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        return absl::InvalidArgumentError("spec.endpoints: \"" + text +
                                           "\" is not IP:PORT (e.g. 192.0.2.10:51820 or "
                                           "[2001:db8::1]:51820)");
       }
       record.static_endpoints.push_back(e.get<std::string>());
     }
   }
-  const nlohmann::json& ips = status.value("meshIPs", nlohmann::json::array());
+  const nlohmann::json& ips = Field(status, "meshIPs");
   if (ips.is_array()) {
     for (const nlohmann::json& ip : ips) {
       if (!ip.is_string()) continue;
@@ -101,8 +105,7 @@ absl::Status KubeMemberStore::WriteObject(const MemberRecord& record) {
   if (!created.ok()) {
     absl::StatusOr<nlohmann::json> existing = client_->Get(kube::kMeshPeers, "", record.name);
     if (!existing.ok()) return existing.status();
-    const std::string theirs = existing->value("spec", nlohmann::json::object())
-                                   .value("publicKey", std::string());
+    const std::string theirs = kube::StringAt(Field(*existing, "spec"), "publicKey");
     if (!theirs.empty() && theirs != record.public_key.ToBase64()) {
       return absl::AlreadyExistsError("MeshPeer " + record.name +
                                       " belongs to another public key");
@@ -110,10 +113,11 @@ absl::Status KubeMemberStore::WriteObject(const MemberRecord& record) {
     // A merge patch: labels we no longer have are set to null to remove them.
     nlohmann::json patch = {{"metadata", {{"labels", desired["metadata"]["labels"]}}},
                             {"spec", desired["spec"]}};
-    const nlohmann::json labels =
-        existing->value("metadata", nlohmann::json::object()).value("labels", nlohmann::json::object());
-    for (const auto& [k, v] : labels.items()) {
-      if (!record.labels.count(k)) patch["metadata"]["labels"][k] = nullptr;
+    const nlohmann::json& labels = Field(Field(*existing, "metadata"), "labels");
+    if (labels.is_object()) {
+      for (const auto& [k, v] : labels.items()) {
+        if (!record.labels.count(k)) patch["metadata"]["labels"][k] = nullptr;
+      }
     }
     if (record.static_endpoints.empty()) patch["spec"]["endpoints"] = nullptr;
     absl::StatusOr<nlohmann::json> patched =

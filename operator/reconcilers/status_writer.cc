@@ -2,27 +2,31 @@
 
 #include "lib/base/log.h"
 #include "operator/kube/api_status.h"
+#include "operator/kube/resource.h"
 
 namespace tunnelmesh {
 
-std::string ObjectName(const nlohmann::json& object) {
-  auto metadata = object.find("metadata");
-  if (metadata == object.end() || !metadata->is_object()) return "";
-  return metadata->value("name", std::string());
+const nlohmann::json& Field(const nlohmann::json& object, const char* key) {
+  static const nlohmann::json kNull;
+  if (!object.is_object()) return kNull;
+  auto it = object.find(key);
+  return it == object.end() ? kNull : *it;
+}
+
+std::string ObjectName(const nlohmann::json& object) { return kube::MetadataString(object, "name"); }
+
+bool BeingDeleted(const nlohmann::json& object) {
+  return !Field(Field(object, "metadata"), "deletionTimestamp").is_null();
 }
 
 nlohmann::json ObjectStatus(const nlohmann::json& object) {
-  auto status = object.find("status");
-  return status != object.end() && status->is_object() ? *status : nlohmann::json::object();
+  const nlohmann::json& status = Field(object, "status");
+  return status.is_object() ? status : nlohmann::json::object();
 }
 
 int64_t ObjectGeneration(const nlohmann::json& object) {
-  auto metadata = object.find("metadata");
-  if (metadata == object.end() || !metadata->is_object()) return 0;
-  auto generation = metadata->find("generation");
-  return generation != metadata->end() && generation->is_number_integer()
-             ? generation->get<int64_t>()
-             : 0;
+  const nlohmann::json& generation = Field(Field(object, "metadata"), "generation");
+  return generation.is_number_integer() ? generation.get<int64_t>() : 0;
 }
 
 void StatusWriter::Write(const nlohmann::json& object, const nlohmann::json& desired) {

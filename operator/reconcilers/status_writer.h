@@ -28,8 +28,12 @@ class StatusWriter {
   std::map<std::string, nlohmann::json> written_;
 };
 
+// object[key] when `object` is a JSON object that has it, else null: objects from the cluster may
+// hold any shape, and nlohmann's value() and const operator[] must not see a wrong one.
+const nlohmann::json& Field(const nlohmann::json& object, const char* key);
 // The object's metadata.name, or "".
 std::string ObjectName(const nlohmann::json& object);
+bool BeingDeleted(const nlohmann::json& object);
 // The object's status as an object (empty when missing or malformed).
 nlohmann::json ObjectStatus(const nlohmann::json& object);
 int64_t ObjectGeneration(const nlohmann::json& object);

@@ -1,0 +1,86 @@
+// Fuzz target: objects from the cluster that the operator reads (anyone allowed to write Meshes,
+// MeshPeers or Secrets can put anything in them that the schema lets through, and the schema is
+// not checked when CRDs are installed without it). They arrive as JSON, and the Mesh and Secret
+// parser sees them as the JSON text the operator gives it (standalone manifests are the admin's
+// own files). Neither the MeshPeer conversion nor that parser may crash; an admitted MeshPeer must
+// convert back to an object that reads as the same record.
+#include <cstdint>
+#include <cstdlib>
+#include <algorithm>
+#include <string>
+
+#include "nlohmann/json.hpp"
+#include "operator/coordinator/manifests.h"
+#include "operator/reconcilers/meshpeer_store.h"
+
+namespace {
+
+// Random bytes are rarely JSON: bytes that are not become edits of a well-formed MeshPeer and
+// Mesh, so that the field checks run. Each 3-byte group picks a field, a value shape and a length.
+nlohmann::json Shaped(const uint8_t* data, size_t size) {
+  static const char* kPaths[] = {"/spec/publicKey",   "/spec/mesh",          "/spec/kind",
+                                 "/spec/endpoints",   "/spec/endpoints/0",   "/status/meshIPs",
+                                 "/status/meshIPs/0", "/metadata/labels",    "/metadata/labels/a",
+                                 "/metadata/name",    "/spec/ipv4CIDR",      "/spec/ipv6CIDR",
+                                 "/spec/joinTokenSecretRef", "/spec/joinTokenSecretRef/key",
+                                 "/spec/domain",      "/metadata",           "/spec",
+                                 "/status",           "/data/token",         "/kind"};
+  nlohmann::json object = {
+      {"apiVersion", "tunnelmesh.io/v1alpha1"},
+      {"kind", (size > 0 && data[0] & 1) ? "Mesh" : "MeshPeer"},
+      {"metadata", {{"name", "m"}, {"labels", {{"a", "b"}}}}},
+      {"spec",
+       {{"mesh", "default"}, {"kind", "External"},
+        {"publicKey", "q0qlR7yV+2Wv4bNl8XWRSxOcSxPAxr8iwQqU3PjHDVs="},
+        {"endpoints", {"192.0.2.1:51820"}}, {"ipv4CIDR", "10.99.0.0/16"},
+        {"joinTokenSecretRef", {{"namespace", "tm"}, {"name", "t"}}}}},
+      {"status", {{"meshIPs", {"10.99.0.1"}}}},
+      {"data", {{"token", "YWJjZGVmZ2hpamtsbW5vcHFyc3Q="}}}};
+  for (size_t i = 1; i + 2 < size; i += 3) {
+    const std::string path = kPaths[data[i] % (sizeof(kPaths) / sizeof(kPaths[0]))];
+    const size_t len = std::min<size_t>(data[i + 2] % 48, size - i - 3);
+    const std::string text(reinterpret_cast<const char*>(data + i + 3), len);
+    nlohmann::json value;
+    switch (data[i + 1] % 6) {
+      case 0: value = text; break;
+      case 1: value = static_cast<int64_t>(data[i + 2]) - 100; break;
+      case 2: value = nlohmann::json::array({text}); break;
+      case 3: value = nullptr; break;
+      case 4: value = nlohmann::json::object({{text, text}}); break;
+      default: value = data[i + 2] % 2 == 0; break;
+    }
+    object = object.patch(nlohmann::json::array({{{"op", "add"}, {"path", path}, {"value", value}}}));
+  }
+  return object;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  nlohmann::json object = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (object.is_discarded()) {
+    // A patch onto a path whose parent is not a container throws; such an input is just skipped.
+    try {
+      object = Shaped(data, size);
+    } catch (const nlohmann::json::exception&) {
+      return 0;
+    }
+  }
+  std::vector<tunnelmesh::MeshSpec> meshes;
+  std::map<std::string, std::map<std::string, std::string>> secrets;
+  (void)tunnelmesh::ParseManifestText(object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "fuzz", &meshes, &secrets);
+  if (!object.is_object()) return 0;
+  secrets.clear();
+  object["kind"] = "Secret";
+  (void)tunnelmesh::ParseManifestText(object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "fuzz", &meshes, &secrets);
+  auto record = tunnelmesh::MeshPeerToRecord(object);
+  if (!record.ok()) return 0;
+  nlohmann::json again = tunnelmesh::MeshPeerFor(*record);
+  nlohmann::json ips = nlohmann::json::array();
+  for (const auto& ip : record->mesh_ips) ips.push_back(ip.ToString());
+  again["status"]["meshIPs"] = ips;
+  auto back = tunnelmesh::MeshPeerToRecord(again);
+  if (!back.ok() || !(*back == *record)) std::abort();
+  return 0;
+}
