@@ -176,6 +176,13 @@ meshpeer__ready() { # NAME
   [[ "$got" == "${IP4[$1]} Node Connected" ]]
 }
 for node in n1 n2 n3; do tm_wait 5 "MeshPeer $node to show its IP and Ready" meshpeer__ready "$node"; done
+paths__direct() { # NODE: its MeshPeer says it reaches both other nodes directly
+  local got
+  got=$(jp '{.status.pathSummary}' "meshpeer/$1")
+  echo "meshpeer $1 pathSummary: $got"
+  [[ "$got" == "2 direct, 0 relay" ]]
+}
+for node in n1 n2 n3; do tm_wait 10 "MeshPeer $node to report direct paths" paths__direct "$node"; done
 k get meshpeers >"$TM_WORK/meshpeers.txt"
 tm_log "kubectl get meshpeers:"$'\n'"$(cat "$TM_WORK/meshpeers.txt")"
 grep -q "MESH IP" "$TM_WORK/meshpeers.txt" || tm_fail "kubectl get meshpeers lacks the MESH IP column"

@@ -47,7 +47,9 @@ class CoordinatorClient {
   absl::Status Watch(const std::function<void(const coord::MapUpdate&)>& on_update);
   void CancelWatch();
 
-  absl::Status ReportEndpoints(const std::vector<std::string>& endpoints);
+  // `direct` and `relayed`: how many peers this member reaches each way now.
+  absl::Status ReportEndpoints(const std::vector<std::string>& endpoints, uint32_t direct = 0,
+                               uint32_t relayed = 0);
   absl::Status CallMeMaybe(const PublicKey& to, const std::vector<std::string>& endpoints);
   absl::Status Leave();
 

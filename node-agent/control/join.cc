@@ -232,6 +232,8 @@ class JoinAgent {
   stun::TransactionId stun_txid_{};
   bool stun_pending_ = false;
   bool endpoints_dirty_ = true;
+  // Peers reached directly / through the relay, as last reported with the endpoints.
+  std::pair<uint32_t, uint32_t> path_counts_{0, 0};
   std::vector<std::string> reported_;
   std::vector<PublicKey> call_me_maybe_queue_;
   bool relay_connected_ = false;
@@ -795,11 +797,13 @@ bool JoinAgent::OnForeign(absl::Span<const uint8_t> datagram, const Endpoint& fr
 
 void JoinAgent::ReportEndpoints() {
   std::vector<std::string> candidates;
+  std::pair<uint32_t, uint32_t> counts;
   {
     // Cleared before the call: a change that lands while it is in flight marks it dirty again.
     std::lock_guard<std::mutex> lock(mu_);
     endpoints_dirty_ = false;
     if (reflexive_) candidates.push_back(reflexive_->ToString());
+    counts = path_counts_;
   }
   for (const IpAddress& ip : LocalAddresses(options_.interface_name)) {
     std::string e = Endpoint(ip, socket_->port()).ToString();
@@ -808,7 +812,7 @@ void JoinAgent::ReportEndpoints() {
     }
     if (candidates.size() >= 16) break;
   }
-  absl::Status s = client()->ReportEndpoints(candidates);
+  absl::Status s = client()->ReportEndpoints(candidates, counts.first, counts.second);
   std::lock_guard<std::mutex> lock(mu_);
   if (s.ok()) {
     reported_ = candidates;
@@ -842,6 +846,17 @@ void JoinAgent::PathLoop() {
           wake_reporter = true;
         }
         ApplyPath(key, info);
+      }
+      // The coordinator shows how this member reaches its peers (MeshPeer status.pathSummary).
+      std::pair<uint32_t, uint32_t> counts{0, 0};
+      for (const auto& [key, info] : peers_) {
+        if (info.applied.kind == disco::PathKind::kDirect) ++counts.first;
+        if (info.applied.kind == disco::PathKind::kRelay) ++counts.second;
+      }
+      if (counts != path_counts_) {
+        path_counts_ = counts;
+        endpoints_dirty_ = true;
+        wake_reporter = true;
       }
       if (wake_reporter) cv_.notify_all();
     }

@@ -378,7 +378,8 @@ absl::StatusOr<std::shared_ptr<Subscription>> Coordinator::Watch(const PublicKey
 }
 
 absl::Status Coordinator::ReportEndpoints(const PublicKey& member,
-                                          const std::vector<std::string>& endpoints) {
+                                          const std::vector<std::string>& endpoints,
+                                          PathCounts paths) {
   if (endpoints.size() > kMaxEndpoints) {
     counters_.malformed_requests.fetch_add(1);
     return absl::InvalidArgumentError("at most 16 endpoints");
@@ -394,6 +395,7 @@ absl::Status Coordinator::ReportEndpoints(const PublicKey& member,
   if (record == store_->members().end()) return absl::NotFoundError("not a member: register");
   Live& live = live_[member];
   live.last_seen = absl::Now();
+  live.paths = paths;
   if (live.endpoints == endpoints) return absl::OkStatus();
   live.endpoints = endpoints;
   ++version_;
@@ -552,6 +554,7 @@ std::vector<MemberStatus> Coordinator::Members() const {
       std::shared_ptr<Subscription> sub = live->second.subscription.lock();
       status.connected = sub != nullptr && !sub->cancelled();
       status.endpoints = live->second.endpoints;
+      status.paths = live->second.paths;
       status.last_seen = live->second.last_seen;
     }
     out.push_back(std::move(status));

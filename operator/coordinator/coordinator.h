@@ -49,10 +49,18 @@ class Subscription {
 };
 
 // What the coordinator knows of a member right now, for status reporting.
+// How many peers a member reaches directly and through the relay, as it reported last.
+struct PathCounts {
+  uint32_t direct = 0;
+  uint32_t relayed = 0;
+  bool operator==(const PathCounts&) const = default;
+};
+
 struct MemberStatus {
   MemberRecord record;
   bool connected = false;  // It holds an open watch.
   std::vector<std::string> endpoints;
+  PathCounts paths;
   absl::Time last_seen = absl::InfinitePast();
 };
 
@@ -96,7 +104,8 @@ class Coordinator {
   // Starts a watch: the returned subscription holds the full map first. A member's previous watch
   // is cancelled.
   absl::StatusOr<std::shared_ptr<Subscription>> Watch(const PublicKey& member);
-  absl::Status ReportEndpoints(const PublicKey& member, const std::vector<std::string>& endpoints);
+  absl::Status ReportEndpoints(const PublicKey& member, const std::vector<std::string>& endpoints,
+                               PathCounts paths = {});
   absl::Status CallMeMaybe(const PublicKey& from, const PublicKey& to,
                            const std::vector<std::string>& endpoints);
   absl::Status Leave(const PublicKey& member);
@@ -128,6 +137,7 @@ class Coordinator {
     std::string session_token;
     std::weak_ptr<Subscription> subscription;
     absl::Time last_seen = absl::InfinitePast();
+    PathCounts paths;
   };
 
   const MeshState* MeshFor(const std::string& name) const;  // Requires mu_.

@@ -151,7 +151,10 @@ TEST(CoordinatorTest, WatchGetsFullMapThenDeltas) {
   EXPECT_EQ(u.upsert_peers(0).allowed_ips(0), "10.99.0.2/32");
   EXPECT_EQ(u.upsert_peers(0).dns_name(), "b.mesh");
 
-  ASSERT_TRUE(c.ReportEndpoints(b, {"192.0.2.5:51820", "[2001:db8::5]:51820"}).ok());
+  ASSERT_TRUE(c.ReportEndpoints(b, {"192.0.2.5:51820", "[2001:db8::5]:51820"}, {3, 1}).ok());
+  for (const MemberStatus& m : c.Members()) {
+    if (m.record.public_key == b) EXPECT_EQ(m.paths, (PathCounts{3, 1}));
+  }
   ASSERT_TRUE((*sub)->Next(&u, absl::Milliseconds(100)));
   ASSERT_EQ(u.upsert_peers(0).endpoints_size(), 2);
   EXPECT_FALSE(c.ReportEndpoints(b, {"not an endpoint"}).ok());

@@ -73,7 +73,8 @@ class CoordinatorServer::Service final : public coord::Coordinator::Service {
     absl::StatusOr<PublicKey> member = Caller(coordinator_, context);
     if (!member.ok()) return ToGrpc(member.status());
     return ToGrpc(coordinator_->ReportEndpoints(
-        *member, {request->endpoints().begin(), request->endpoints().end()}));
+        *member, {request->endpoints().begin(), request->endpoints().end()},
+        PathCounts{request->direct_peers(), request->relayed_peers()}));
   }
 
   grpc::Status CallMeMaybe(grpc::ServerContext* context, const coord::CallMeMaybeRequest* request,

@@ -96,6 +96,12 @@ nlohmann::json MeshPeerReconciler::DesiredStatus(const nlohmann::json& object,
   if (m.last_seen != absl::InfinitePast()) status["lastSeen"] = kube::FormatRfc3339(m.last_seen);
   const std::string address = ips.empty() ? "" : ips[0].get<std::string>();
   if (m.connected) {
+    status["pathSummary"] = std::to_string(m.paths.direct) + " direct, " +
+                            std::to_string(m.paths.relayed) + " relay";
+  } else {
+    status["pathSummary"] = m.last_seen == absl::InfinitePast() ? "no agent" : "disconnected";
+  }
+  if (m.connected) {
     kube::SetCondition(&status, "Ready", true, "Connected",
                        "The member's agent follows the network map as " + address + ".",
                        generation);
