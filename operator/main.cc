@@ -370,7 +370,12 @@ int RunKubernetes(Options options, const sigset_t& signals) {
     mesh_options.coordinator_endpoints = {options.advertise_address + ":" +
                                           std::to_string(options.grpc_port)};
   }
-  mesh_options.on_meshes_changed = [&peers] { peers.ResyncAll(); };
+  // MeshPeers and PeerPolicies that named a Mesh which did not exist yet are checked again.
+  PolicyReconciler* policies_ptr = nullptr;
+  mesh_options.on_meshes_changed = [&peers, &policies_ptr] {
+    peers.ResyncAll();
+    if (policies_ptr != nullptr) policies_ptr->Reconcile();
+  };
   MeshReconciler meshes(api, &events, &coordinator, mesh_options);
 
   // Meshes first (members need them), then the members, then Nodes and policies.
@@ -383,6 +388,7 @@ int RunKubernetes(Options options, const sigset_t& signals) {
   PolicyReconciler policies(api, &events, &coordinator, &mesh_informer);
   kube::Informer policy_informer(api, kube::kPeerPolicies, policies.Handlers(), {});
   policies.set_informer(&policy_informer);
+  policies_ptr = &policies;
   for (kube::Informer* informer : {&mesh_informer, &peer_informer, &node_informer}) {
     informer->Start();
     if (!WaitFor([informer] { return informer->HasSynced(); }, stop)) return 0;

@@ -15,13 +15,15 @@
 #   - malformed objects are rejected by the API server (schema) or reported in Ready=False
 #     conditions and Warning Events (`kubectl describe`): a Mesh whose Secret is missing, a
 #     MeshPeer without a key, an invalid PeerPolicy; a valid PeerPolicy is Accepted;
-#   - a MeshPeer pre-created by an admin with a public key and an endpoint is admitted: it gets a
-#     mesh IP and appears in the agents' maps;
+#   - a MeshPeer pre-created by an admin with a public key and an endpoint admits a plain
+#     WireGuard peer (wireguard-go): it gets a mesh IP, appears in the agents' maps, and it and an
+#     agent ping each other;
 #   - leader election: a second operator replica waits; when the first stops, it takes over and
 #     no mesh IP changes (agents and MeshPeers), traffic flows;
 #   - the operator survives the API server restarting and acts on changes made after it;
 #   - deleting a MeshPeer evicts the member from the others' maps within a second (and its agent
-#     stops); deleting a Node removes its MeshPeer and member.
+#     stops); deleting a Node removes its MeshPeer and member; a deleted Mesh goes once the
+#     operator has removed its finalizer.
 #
 # Usage: operator_mesh.sh [AGENT_PATH [OPERATOR_PATH]]   (needs root; exits 77 otherwise)
 
@@ -259,18 +261,30 @@ tm_wait 5 "kubectl describe meshpeer nokey to show the Warning Event" \
   describe__has meshpeer/nokey "InvalidSpec.*spec.publicKey"
 tm_log "PeerPolicy contradictory: $(jp '{.status.conditions[0].message}' peerpolicy/contradictory)"
 
-tm_step "a MeshPeer pre-created by an admin admits an external member"
-EXT_KEY=$("$TM_AGENT" genkey | "$TM_AGENT" pubkey)
+tm_step "a MeshPeer pre-created by an admin admits a plain WireGuard peer (wireguard-go)"
+tm_net_public ext
+tm_node_new laptop wg ext 51820 ""
 k apply -f - >/dev/null <<EOF
 apiVersion: tunnelmesh.io/v1alpha1
 kind: MeshPeer
 metadata: {name: laptop, labels: {role: ci}}
-spec: {mesh: default, kind: External, publicKey: "$EXT_KEY", endpoints: ["198.51.100.7:51820"]}
+spec: {mesh: default, kind: External, publicKey: "$(tm_pub laptop)", endpoints: ["${TM_NET_ADDR[ext]}:51820"]}
 EOF
 tm_wait 5 "MeshPeer laptop to be admitted" cond__is meshpeer/laptop True Admitted
 EXT_IP=$(jp '{.status.meshIPs[0]}' meshpeer/laptop)
 tm_member_wait_peer 5 n1 laptop
 tm_expect_eq "n1: mesh IP of laptop" "$(tm_mjson n1 "peer('laptop')['mesh_ips'][0].split('/')[0]")" "$EXT_IP"
+# The admin configures wireguard-go with the address the MeshPeer got and n1 as its peer (n1's
+# key from n1's MeshPeer); n1 reaches it at the endpoint the MeshPeer names.
+TM_NODE_ADDRS[laptop]="$EXT_IP/16"
+jp '{.spec.publicKey}' meshpeer/n1 >"$TM_WORK/n1.pub"
+tm_node_peer laptop n1 allowed="${IP4[n1]}/32"
+tm_node_start laptop
+tm_in n1 ping -c 3 -i 0.3 -W 2 "$EXT_IP" >/dev/null ||
+  tm_fail "n1 cannot ping the wireguard-go member at $EXT_IP"
+tm_in ext ping -c 2 -i 0.3 -W 2 "${IP4[n1]}" >/dev/null ||
+  tm_fail "the wireguard-go member cannot ping n1 at ${IP4[n1]}"
+tm_log "n1 and the wireguard-go member laptop ($EXT_IP) reach each other"
 
 tm_step "leader election: a second replica waits, then takes over; no mesh IP changes"
 op_start b
@@ -324,6 +338,10 @@ grep -q "removed from the mesh" "$(tm_member_log n2)" ||
 k delete node n3 >/dev/null
 tm_member_wait_no_peer 3 n1 n3
 tm_wait 5 "MeshPeer n3 to be deleted" bash -c "! kubectl --kubeconfig $KUBECONFIG_FILE get meshpeer n3 >/dev/null 2>&1"
+# A deleted Mesh goes once the operator has removed its members and its finalizer.
+k get mesh nosecret -o jsonpath='{.metadata.finalizers}' | grep -q tunnelmesh.io/members ||
+  tm_fail "Mesh nosecret has no tunnelmesh.io/members finalizer"
+k delete mesh nosecret --timeout=10s >/dev/null || tm_fail "Mesh nosecret was not deleted within 10s"
 op_alive b
 op_stop b
 tm_checks_done

@@ -9,7 +9,8 @@ environment and volume layout on this machine, in place of a kubelet:
   - volumeMounts: emptyDir becomes a tmpfs; hostPath, configMap and secret volumes are bind mounts
     of directories given with --volume NAME=DIR (a hostPath to a device, such as /dev/net/tun, is
     the host's own); the ServiceAccount token volume the kubelet adds is --serviceaccount DIR;
-  - image paths of binaries are replaced with --binary IMAGE_PATH=LOCAL_PATH.
+  - image paths of binaries are replaced with --binary IMAGE_PATH=LOCAL_PATH (reached through a
+    bind mount when an emptyDir's tmpfs would hide it, as /tmp hides a checkout in /tmp).
 
 The script is meant for `ip netns exec NS sh SCRIPT`: ip netns exec gives the process a mount
 namespace of its own (with slave propagation), so the mounts stay inside it. Extra environment
@@ -121,6 +122,14 @@ def main():
         lines.append("mkdir -p %s" % SERVICE_ACCOUNT_DIR)
         lines.append("mount --bind %s %s" % (shlex.quote(a.serviceaccount), SERVICE_ACCOUNT_DIR))
     for target in tmpfs:
+        # A binary under the emptyDir's mount point (a checkout in /tmp) stays reachable through a
+        # bind mount of the host's folder made before the tmpfs hides it.
+        prefix = target.rstrip("/") + "/"
+        if argv[0].startswith(prefix):
+            keep = "/run/tunnelmesh-e2e-host" + target.rstrip("/")
+            lines.append("mkdir -p %s" % shlex.quote(keep))
+            lines.append("mount --bind %s %s" % (shlex.quote(target), shlex.quote(keep)))
+            argv[0] = keep + "/" + argv[0][len(prefix):]
         lines.append("mkdir -p %s" % shlex.quote(target))
         lines.append("mount -t tmpfs tmpfs %s" % shlex.quote(target))
     envs = " ".join(shlex.quote("%s=%s" % kv) for kv in sorted(env.items()))

@@ -163,6 +163,7 @@ class JoinAgent {
     std::unique_ptr<disco::PathSelector> selector;
     std::unique_ptr<disco::BoxKey> box;
     disco::Path applied;
+    bool is_static = false;  // A plain WireGuard peer: fixed endpoint, no discovery, no PSK.
   };
 
   int Setup();
@@ -600,8 +601,29 @@ void JoinAgent::UpsertPeer(const coord::Peer& peer) {
     absl::StatusOr<Endpoint> endpoint = Endpoint::Parse(e);
     if (endpoint.ok()) info.candidates.push_back(*endpoint);
   }
+  info.is_static = peer.static_peer();
   noise::Peer* existing = device_->FindPeer(key);
-  if (existing == nullptr) {
+  if (auto old = peers_.find(key); existing != nullptr && old != peers_.end() &&
+                                   old->second.is_static != info.is_static) {
+    // A static member got an agent (or lost it): its preshared key and path handling change, so
+    // the device peer starts over.
+    RemovePeer(key);
+    device_->RemovePeer(key, clock_.Now());
+    existing = nullptr;
+  }
+  if (existing == nullptr && info.is_static) {
+    std::optional<Endpoint> first;
+    if (!info.candidates.empty()) first = info.candidates.front();
+    absl::StatusOr<noise::Peer*> added = device_->AddPeer(
+        {key, SecretKey(), first, std::chrono::seconds(0), /*roaming=*/true});
+    if (!added.ok()) {
+      TM_LOG_WARN("peer {}: {}", info.name, std::string(added.status().message()));
+      return;
+    }
+    info.device_id = (*added)->id();
+    TM_LOG_INFO("static peer {} ({}) joined the map at {}", info.name, key.Short(),
+                first ? first->ToString() : std::string("no endpoint"));
+  } else if (existing == nullptr) {
     SecretKey psk;
     if (settings_.preshared_key().size() == kKeySize) {
       psk = SecretKey(reinterpret_cast<const uint8_t*>(settings_.preshared_key().data()));

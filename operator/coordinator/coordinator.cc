@@ -181,6 +181,7 @@ coord::Peer Coordinator::PeerOf(const MemberRecord& record) const {
   for (const std::string& e : endpoints) peer.add_endpoints(e);
   for (const auto& [k, v] : record.labels) (*peer.mutable_labels())[k] = v;
   peer.set_kind(static_cast<coord::MemberKind>(record.kind));
+  peer.set_static_peer(!record.static_endpoints.empty());
   return peer;
 }
 
@@ -258,9 +259,10 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   // A ServiceAccount token is checked with the API server before taking the lock.
   bool service_account = false;
   if (!request.kubernetes_token().empty()) {
-    if (!options_.review_token) {
-      return absl::FailedPreconditionError(
-          "this coordinator does not run in Kubernetes: join with --token-file");
+    if (!options_.review_token || options_.agent_service_account.empty()) {
+      return absl::PermissionDeniedError(
+          "this coordinator accepts no ServiceAccount tokens (it runs outside Kubernetes, or "
+          "without --agent-service-account): join with --token-file");
     }
     absl::StatusOr<std::string> user = options_.review_token(request.kubernetes_token());
     if (!user.ok()) {
@@ -308,6 +310,8 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   record.labels.clear();
   for (const auto& [k, v] : request.labels()) record.labels[k] = v;
   if (node) record.labels[kNodeLabel] = request.name();
+  // An agent now speaks for the member (it may have been a static one): it reports endpoints.
+  record.static_endpoints.clear();
   record.kind = request.kind();
   if (absl::Status s = store_->Put(record); !s.ok()) {
     return absl::UnavailableError("persisting member state: " + std::string(s.message()));

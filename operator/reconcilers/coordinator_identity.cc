@@ -2,12 +2,12 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/escaping.h"
 #include "lib/base/log.h"
 #include "operator/coordinator/state_store.h"
 #include "operator/kube/api_status.h"
+#include "operator/kube/config.h"
 
 namespace tunnelmesh {
 namespace {
@@ -18,13 +18,6 @@ const std::pair<const char*, const char*> kFiles[] = {{"ca.crt", "tls/ca.crt"},
                                                       {"server.crt", "tls/server.crt"},
                                                       {"server.key", "tls/server.key"},
                                                       {"relay.key", "relay.key"}};
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 }  // namespace
 
@@ -81,7 +74,9 @@ absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Client* client,
 
   nlohmann::json data = nlohmann::json::object();
   for (const auto& [key, file] : kFiles) {
-    data[key] = absl::Base64Escape(ReadFile(options.state_dir + "/" + file));
+    absl::StatusOr<std::string> contents = kube::ReadWholeFile(options.state_dir + "/" + file);
+    if (!contents.ok()) return contents.status();
+    data[key] = absl::Base64Escape(*contents);
   }
   if (!exists || secret->value("data", nlohmann::json::object()) != data) {
     nlohmann::json object = {{"apiVersion", "v1"},

@@ -72,8 +72,9 @@ absl::StatusOr<MeshSpec> MeshReconciler::Resolve(const nlohmann::json& object,
     if (secret.status().code() == absl::StatusCode::kPermissionDenied) {
       *reason = "SecretForbidden";
       return absl::FailedPreconditionError(
-          "the operator may not read Secret " + secret_name + ": keep join-token Secrets in the "
-          "operator's namespace, or grant its ServiceAccount get on that Secret");
+          "the operator may not read Secret " + secret_name + ": grant its ServiceAccount get on "
+          "that Secret (with the chart: the value rbac.extraJoinTokenSecrets), or point "
+          "spec.joinTokenSecretRef at the Secret it may read");
     }
     *reason = "SecretUnavailable";
     return absl::UnavailableError("reading Secret " + secret_name + ": " +

@@ -3,6 +3,7 @@
 #include "lib/base/log.h"
 #include "operator/kube/api_status.h"
 #include "operator/kube/conditions.h"
+#include "operator/kube/resource.h"
 #include "operator/reconcilers/meshpeer_store.h"
 
 namespace tunnelmesh {
@@ -88,7 +89,13 @@ nlohmann::json MeshPeerReconciler::DesiredStatus(const nlohmann::json& object,
   if (!record.ok()) return status;
   auto member = members.find(record->public_key);
   if (member == members.end()) return status;  // Not admitted yet.
-  const MemberStatus& m = member->second;
+  MemberStatus m = member->second;
+  if (m.last_seen == absl::InfinitePast()) {
+    // Not seen by this operator (it restarted, or took over): what an earlier one recorded.
+    if (std::optional<absl::Time> seen = kube::ParseRfc3339(kube::StringAt(status, "lastSeen"))) {
+      m.last_seen = *seen;
+    }
+  }
   nlohmann::json ips = nlohmann::json::array();
   for (const IpAddress& ip : m.record.mesh_ips) ips.push_back(ip.ToString());
   status["meshIPs"] = ips;
