@@ -93,7 +93,15 @@ struct Services {
 #endif
 };
 
-Coordinator::Options CoordinatorOptions(const Options& options, const SecretKey& relay_key) {
+// The relay, once it runs: members that leave or are evicted lose their relay session.
+struct RelayRevoker {
+#ifdef TM_HAVE_RELAY
+  std::atomic<RelayServer*> relay{nullptr};
+#endif
+};
+
+Coordinator::Options CoordinatorOptions(const Options& options, const SecretKey& relay_key,
+                                        RelayRevoker* revoker) {
   // Members substitute the host they dialed when these carry only a port.
   const std::string host = options.advertise_address;
   Coordinator::Options c;
@@ -101,8 +109,12 @@ Coordinator::Options CoordinatorOptions(const Options& options, const SecretKey&
   c.relay_url = "ws://" + host + ":" + std::to_string(options.relay_port) + "/relay";
 #ifdef TM_HAVE_RELAY
   c.relay_public_key = DerivePublicKey(relay_key);
+  c.on_member_removed = [revoker](const PublicKey& key) {
+    if (RelayServer* relay = revoker->relay.load()) relay->Revoke(key);
+  };
 #else
   (void)relay_key;
+  (void)revoker;
 #endif
   return c;
 }
@@ -133,6 +145,15 @@ absl::StatusOr<Services> StartServices(const Options& options, Coordinator* coor
   (void)relay_key;
 #endif
   return services;
+}
+
+void ConnectRevoker(RelayRevoker* revoker, const Services& services) {
+#ifdef TM_HAVE_RELAY
+  revoker->relay = services.relay.get();
+#else
+  (void)revoker;
+  (void)services;
+#endif
 }
 
 // Counters of every service, rewritten each second to STATE_DIR/counters.json for operators and
@@ -204,10 +225,12 @@ int RunStandalone(const Options& options, const sigset_t& signals) {
   absl::StatusOr<SecretKey> relay_key = LoadOrCreateKeyFile(options.state_dir + "/relay.key");
   if (!relay_key.ok()) return Fail(std::string(relay_key.status().message()));
 
-  Coordinator coordinator(store->get(), CoordinatorOptions(options, *relay_key));
+  RelayRevoker revoker;
+  Coordinator coordinator(store->get(), CoordinatorOptions(options, *relay_key, &revoker));
   coordinator.SetMeshes(*meshes);
   absl::StatusOr<Services> services = StartServices(options, &coordinator, *tls, *relay_key);
   if (!services.ok()) return Fail(std::string(services.status().message()));
+  ConnectRevoker(&revoker, *services);
   if (absl::Status s = WriteFileAtomically(options.state_dir + "/ca-hash", *ca_hash + "\n", 0644);
       !s.ok()) {
     return Fail(std::string(s.message()));
@@ -349,7 +372,9 @@ int RunKubernetes(Options options, const sigset_t& signals) {
   KubeMemberStore store(api);
   // Events are about cluster-scoped objects, which core/v1 accepts only in namespace "default".
   kube::EventRecorder events(api, "tunnelmesh-operator", "default");
-  Coordinator::Options coordinator_options = CoordinatorOptions(options, keys->relay_key);
+  RelayRevoker revoker;
+  Coordinator::Options coordinator_options =
+      CoordinatorOptions(options, keys->relay_key, &revoker);
   if (!agent_user.empty()) {
     coordinator_options.agent_service_account = agent_user;
     coordinator_options.review_token = [api](const std::string& token) {
@@ -398,6 +423,7 @@ int RunKubernetes(Options options, const sigset_t& signals) {
   absl::StatusOr<Services> services =
       StartServices(options, &coordinator, keys->tls, keys->relay_key);
   if (!services.ok()) return Fail(std::string(services.status().message()));
+  ConnectRevoker(&revoker, *services);
   (void)WriteFileAtomically(options.state_dir + "/ca-hash", keys->ca_hash + "\n", 0644);
   LogReady(options, *services, keys->ca_hash, meshes.mesh_count(), coordinator.member_count());
 

@@ -462,6 +462,7 @@ void Coordinator::DropLocked(const PublicKey& member, const std::string& mesh,
   update.add_removed_peers(std::string(reinterpret_cast<const char*>(member.bytes.data()), kKeySize));
   update.set_version(version_);
   FanOut(mesh, nullptr, update);
+  if (options_.on_member_removed) options_.on_member_removed(member);
 }
 
 absl::StatusOr<std::vector<IpAddress>> Coordinator::AddressesFor(

@@ -91,6 +91,9 @@ class Coordinator {
     std::string agent_service_account;
     // Kubernetes mode: members of kind Node must name an existing Node.
     std::function<bool(const std::string& node)> node_exists;
+    // A member left or was evicted (its relay session is closed). Called under the coordinator's
+    // lock: it must not block or call back.
+    std::function<void(const PublicKey& member)> on_member_removed;
   };
 
   Coordinator(MemberStore* store, Options options);

@@ -215,7 +215,10 @@ TEST(CoordinatorTest, AdmitKeepsValidAddressesAndAllocatesMissingOnes) {
 
 TEST(CoordinatorTest, EvictEndsTheWatchAndTellsTheMesh) {
   auto store = *StateStore::Open(TempDir());
-  Coordinator c(store.get(), {});
+  std::vector<PublicKey> removed;
+  Coordinator::Options options;
+  options.on_member_removed = [&removed](const PublicKey& key) { removed.push_back(key); };
+  Coordinator c(store.get(), options);
   c.SetMeshes(Meshes());
   PublicKey a = NewKey(), b = NewKey();
   ASSERT_TRUE(c.Register(Request(a, "a")).ok());
@@ -234,6 +237,7 @@ TEST(CoordinatorTest, EvictEndsTheWatchAndTellsTheMesh) {
   ASSERT_TRUE((*sa)->Next(&u, absl::Milliseconds(100)));
   ASSERT_EQ(u.removed_peers_size(), 1);
   EXPECT_FALSE(c.IsMember(b));
+  EXPECT_EQ(removed, std::vector<PublicKey>{b}) << "the relay is told";
   EXPECT_EQ(c.MembersOf("demo").size(), 1u);
   std::vector<MemberStatus> members = c.Members();
   ASSERT_EQ(members.size(), 1u);

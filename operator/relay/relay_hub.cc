@@ -95,6 +95,18 @@ void RelayHub::Closed(RelayConnection* connection) {
 
 void RelayHub::BadUpgrade() { counters_.bad_upgrades.fetch_add(1, std::memory_order_relaxed); }
 
+void RelayHub::Revoke(const PublicKey& key) {
+  auto route = routes_.find(key);
+  if (route == routes_.end()) return;
+  RelayConnection* connection = route->second;
+  routes_.erase(route);
+  auto state = connections_.find(connection);
+  if (state == connections_.end() || state->second.closing) return;
+  TM_LOG_INFO("relay session revoked: no longer a member key={}", key.Short());
+  CloseWithError(connection, state->second, relay::ErrorCode::kNotMember,
+                 "key is no longer a member of this mesh");
+}
+
 void RelayHub::HandleHello(RelayConnection* connection, ConnectionState& state,
                            const std::vector<uint8_t>& frame) {
   relay::Hello hello;

@@ -72,6 +72,9 @@ class RelayHub {
   void Closed(RelayConnection* connection);
   // A TCP connection failed its HTTP/WebSocket upgrade (counted only).
   void BadUpgrade();
+  // `key` is no longer a member (it left or was evicted): its connection, if any, is told so and
+  // closed, and frames to it are unknown destinations from now on.
+  void Revoke(const PublicKey& key);
 
   const PublicKey& public_key() const { return public_key_; }
   const RelayCounters& counters() const { return counters_; }

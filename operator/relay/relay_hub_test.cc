@@ -262,6 +262,27 @@ TEST_F(RelayHubTest, ClosedConnectionIsUnrouted) {
   EXPECT_EQ(a.LastType(), relay::FrameType::kReady);
 }
 
+TEST_F(RelayHubTest, RevokedKeyIsClosedAndUnrouted) {
+  Member alice, bob;
+  members_ = {alice.public_key, bob.public_key};
+  FakeConnection a, b;
+  Authenticate(a, alice);
+  Authenticate(b, bob);
+  hub_.Revoke(bob.public_key);
+  EXPECT_EQ(LastErrorCode(b), relay::ErrorCode::kNotMember);
+  EXPECT_EQ(b.close_calls, 1);
+  hub_.Received(&a, SendFrame(bob.public_key, {1}));
+  EXPECT_EQ(hub_.counters().unknown_destination.load(), 1u);
+  // What the closing connection still sends is ignored; its close is handled once.
+  hub_.Received(&b, SendFrame(alice.public_key, {1}));
+  EXPECT_EQ(a.LastType(), relay::FrameType::kReady);
+  hub_.Closed(&b);
+  EXPECT_EQ(hub_.counters().sessions.load(), 1);
+  hub_.Revoke(alice.public_key);
+  hub_.Revoke(alice.public_key);
+  EXPECT_EQ(a.close_calls, 1);
+}
+
 TEST_F(RelayHubTest, FullDestinationQueueDropsAndCounts) {
   Member alice, bob;
   members_ = {alice.public_key, bob.public_key};

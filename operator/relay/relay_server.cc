@@ -294,6 +294,10 @@ class RelayServer::Impl {
     thread_.join();
   }
 
+  void Revoke(const PublicKey& key) {
+    net::post(ioc_, [this, key] { context_.hub.Revoke(key); });
+  }
+
   absl::Status Listen(int port) {
     if (port < 0 || port > 65535) {
       return absl::InvalidArgumentError("--relay-port " + std::to_string(port) +
@@ -411,6 +415,8 @@ absl::StatusOr<std::unique_ptr<RelayServer>> RelayServer::Start(int port,
                                                                 MembershipCheck is_member) {
   return Start(port, private_key, std::move(is_member), Options());
 }
+
+void RelayServer::Revoke(const PublicKey& key) { impl_->Revoke(key); }
 
 uint16_t RelayServer::port() const { return impl_->port(); }
 const PublicKey& RelayServer::public_key() const { return impl_->hub().public_key(); }

@@ -70,6 +70,10 @@ class RelayServer {
   static absl::StatusOr<std::unique_ptr<RelayServer>> Start(int port, const SecretKey& private_key,
                                                             MembershipCheck is_member);
 
+  // Closes the relay session of `key`, which is no longer a member. Thread-safe; returns at once
+  // (the I/O thread does it).
+  void Revoke(const PublicKey& key);
+
   // The bound port after a successful Listen, else 0.
   uint16_t port() const;
   const PublicKey& public_key() const;
