@@ -6,25 +6,24 @@
 // convert back to an object that reads as the same record.
 #include <cstdint>
 #include <cstdlib>
-#include <algorithm>
 #include <string>
 
+#include "lib/base/testing/json_shaper.h"
 #include "nlohmann/json.hpp"
 #include "operator/coordinator/manifests.h"
 #include "operator/reconcilers/meshpeer_store.h"
 
 namespace {
 
-// Random bytes are rarely JSON: bytes that are not become edits of a well-formed MeshPeer and
-// Mesh, so that the field checks run. Each 3-byte group picks a field, a value shape and a length.
+// Random bytes are rarely JSON: bytes that are not become edits of a well-formed MeshPeer, Mesh
+// or Secret, so that the field checks run.
 nlohmann::json Shaped(const uint8_t* data, size_t size) {
-  static const char* kPaths[] = {"/spec/publicKey",   "/spec/mesh",          "/spec/kind",
-                                 "/spec/endpoints",   "/spec/endpoints/0",   "/status/meshIPs",
-                                 "/status/meshIPs/0", "/metadata/labels",    "/metadata/labels/a",
-                                 "/metadata/name",    "/spec/ipv4CIDR",      "/spec/ipv6CIDR",
-                                 "/spec/joinTokenSecretRef", "/spec/joinTokenSecretRef/key",
-                                 "/spec/domain",      "/metadata",           "/spec",
-                                 "/status",           "/data/token",         "/kind"};
+  static const std::vector<std::string> kPaths = {
+      "/spec/publicKey", "/spec/mesh", "/spec/kind", "/spec/endpoints", "/spec/endpoints/0",
+      "/status/meshIPs", "/status/meshIPs/0", "/metadata/labels", "/metadata/labels/a",
+      "/metadata/name", "/spec/ipv4CIDR", "/spec/ipv6CIDR", "/spec/joinTokenSecretRef",
+      "/spec/joinTokenSecretRef/key", "/spec/domain", "/metadata", "/spec", "/status",
+      "/data/token", "/kind"};
   nlohmann::json object = {
       {"apiVersion", "tunnelmesh.io/v1alpha1"},
       {"kind", (size > 0 && data[0] & 1) ? "Mesh" : "MeshPeer"},
@@ -36,22 +35,7 @@ nlohmann::json Shaped(const uint8_t* data, size_t size) {
         {"joinTokenSecretRef", {{"namespace", "tm"}, {"name", "t"}}}}},
       {"status", {{"meshIPs", {"10.99.0.1"}}}},
       {"data", {{"token", "YWJjZGVmZ2hpamtsbW5vcHFyc3Q="}}}};
-  for (size_t i = 1; i + 2 < size; i += 3) {
-    const std::string path = kPaths[data[i] % (sizeof(kPaths) / sizeof(kPaths[0]))];
-    const size_t len = std::min<size_t>(data[i + 2] % 48, size - i - 3);
-    const std::string text(reinterpret_cast<const char*>(data + i + 3), len);
-    nlohmann::json value;
-    switch (data[i + 1] % 6) {
-      case 0: value = text; break;
-      case 1: value = static_cast<int64_t>(data[i + 2]) - 100; break;
-      case 2: value = nlohmann::json::array({text}); break;
-      case 3: value = nullptr; break;
-      case 4: value = nlohmann::json::object({{text, text}}); break;
-      default: value = data[i + 2] % 2 == 0; break;
-    }
-    object = object.patch(nlohmann::json::array({{{"op", "add"}, {"path", path}, {"value", value}}}));
-  }
-  return object;
+  return size == 0 ? object : tunnelmesh::testing::ShapeJson(object, kPaths, data + 1, size - 1);
 }
 
 }  // namespace
@@ -59,14 +43,7 @@ nlohmann::json Shaped(const uint8_t* data, size_t size) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   nlohmann::json object = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (object.is_discarded()) {
-    // A patch onto a path whose parent is not a container throws; such an input is just skipped.
-    try {
-      object = Shaped(data, size);
-    } catch (const nlohmann::json::exception&) {
-      return 0;
-    }
-  }
+  if (object.is_discarded()) object = Shaped(data, size);
   std::vector<tunnelmesh::MeshSpec> meshes;
   std::map<std::string, std::map<std::string, std::string>> secrets;
   (void)tunnelmesh::ParseManifestText(object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "fuzz", &meshes, &secrets);
