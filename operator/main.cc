@@ -404,14 +404,18 @@ int RunKubernetes(Options options, const sigset_t& signals) {
   MeshReconciler meshes(api, &events, &coordinator, mesh_options);
 
   // Meshes first (members need them), then the members, then Nodes and policies.
-  kube::Informer mesh_informer(api, kube::kMeshes, meshes.Handlers(), {});
+  // Back off at most 2 s: after an API server outage, deletions (evictions) must take effect
+  // quickly again; four informers retrying every 2 s cost the API server nothing.
+  kube::Informer::Options watch;
+  watch.max_backoff = absl::Seconds(2);
+  kube::Informer mesh_informer(api, kube::kMeshes, meshes.Handlers(), watch);
   meshes.set_informer(&mesh_informer);
-  kube::Informer peer_informer(api, kube::kMeshPeers, peers.Handlers(), {});
+  kube::Informer peer_informer(api, kube::kMeshPeers, peers.Handlers(), watch);
   peers.set_informer(&peer_informer);
-  kube::Informer node_informer(api, kube::kNodes, node_gc.Handlers(), {});
+  kube::Informer node_informer(api, kube::kNodes, node_gc.Handlers(), watch);
   node_gc.set_informer(&node_informer);
   PolicyReconciler policies(api, &events, &coordinator, &mesh_informer);
-  kube::Informer policy_informer(api, kube::kPeerPolicies, policies.Handlers(), {});
+  kube::Informer policy_informer(api, kube::kPeerPolicies, policies.Handlers(), watch);
   policies.set_informer(&policy_informer);
   policies_ptr = &policies;
   for (kube::Informer* informer : {&mesh_informer, &peer_informer, &node_informer}) {

@@ -323,6 +323,15 @@ kube_wait 60 "kube-apiserver to serve again" kube_kubectl get --raw /readyz
 op_alive b
 k patch mesh default --type merge -p '{"spec":{"domain":"mesh"}}' >/dev/null
 tm_wait 20 "n1 to learn the domain set after the API server restart" dns__is n1 n2 n2.mesh
+# MeshPeers too: one created now is admitted (the eviction timing below is a steady-state one).
+k apply -f - >/dev/null <<EOF
+apiVersion: tunnelmesh.io/v1alpha1
+kind: MeshPeer
+metadata: {name: probe}
+spec: {mesh: default, kind: External, publicKey: "$("$TM_AGENT" genkey | "$TM_AGENT" pubkey)"}
+EOF
+tm_wait 20 "MeshPeer probe, created after the API server restart, to be admitted" \
+  cond__is meshpeer/probe True Admitted
 
 tm_step "deleting a MeshPeer evicts its member within a second; deleting a Node removes its member"
 k delete meshpeer n2 --wait=false >/dev/null
