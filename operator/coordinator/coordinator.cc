@@ -313,8 +313,13 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   // An agent now speaks for the member (it may have been a static one): it reports endpoints.
   record.static_endpoints.clear();
   record.kind = request.kind();
-  if (absl::Status s = store_->Put(record); !s.ok()) {
-    return absl::UnavailableError("persisting member state: " + std::string(s.message()));
+  // A member registering again unchanged (after a reconnect) costs no write: with MeshPeers as the
+  // store that would be API calls under this lock.
+  auto stored = store_->members().find(key);
+  if (stored == store_->members().end() || !(stored->second == record)) {
+    if (absl::Status s = store_->Put(record); !s.ok()) {
+      return absl::UnavailableError("persisting member state: " + std::string(s.message()));
+    }
   }
 
   Live& live = live_[key];

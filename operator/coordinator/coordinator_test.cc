@@ -281,6 +281,44 @@ TEST(CoordinatorTest, ServiceAccountTokensAndLabels) {
   EXPECT_TRUE(c.Register(labelled).ok());
 }
 
+// A store that counts writes.
+class CountingStore final : public MemberStore {
+ public:
+  const std::map<PublicKey, MemberRecord>& members() const override { return members_; }
+  absl::Status Put(const MemberRecord& record) override {
+    ++puts;
+    members_[record.public_key] = record;
+    return absl::OkStatus();
+  }
+  absl::Status Remove(const PublicKey& key) override {
+    members_.erase(key);
+    return absl::OkStatus();
+  }
+  void Observe(const PublicKey& key, const MemberRecord* record) override {
+    if (record == nullptr) {
+      members_.erase(key);
+    } else {
+      members_[key] = *record;
+    }
+  }
+  int puts = 0;
+
+ private:
+  std::map<PublicKey, MemberRecord> members_;
+};
+
+TEST(CoordinatorTest, RegisteringAgainUnchangedWritesNothing) {
+  CountingStore store;
+  Coordinator c(&store, {});
+  c.SetMeshes(Meshes());
+  PublicKey a = NewKey();
+  ASSERT_TRUE(c.Register(Request(a, "a")).ok());
+  ASSERT_TRUE(c.Register(Request(a, "a")).ok());
+  EXPECT_EQ(store.puts, 1);
+  ASSERT_TRUE(c.Register(Request(a, "renamed")).ok());
+  EXPECT_EQ(store.puts, 2);
+}
+
 TEST(CoordinatorTest, MeshChangeResendsSettingsAndPeers) {
   auto store = *StateStore::Open(TempDir());
   Coordinator c(store.get(), {});
