@@ -420,7 +420,10 @@ int RunKubernetes(Options options, const sigset_t& signals) {
   policies_ptr = &policies;
   for (kube::Informer* informer : {&mesh_informer, &peer_informer, &node_informer}) {
     informer->Start();
-    if (!WaitFor([informer] { return informer->HasSynced(); }, stop)) return 0;
+    if (!WaitFor([informer] { return informer->HasSynced(); }, stop)) {
+      elector.Release();  // Stopped before serving: let a standby take over at once.
+      return 0;
+    }
   }
   policy_informer.Start();
 
