@@ -27,7 +27,7 @@
 #include "cpprest/ws_client.h"
 #include "lib/base/log.h"
 #include "lib/wire/relay_frame.h"
-#include "node-agent/transport/backoff.h"
+#include "lib/base/backoff.h"
 #include "pplx/threadpool.h"
 
 namespace tunnelmesh {

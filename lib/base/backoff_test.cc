@@ -1,4 +1,4 @@
-#include "node-agent/transport/backoff.h"
+#include "lib/base/backoff.h"
 
 #include "gtest/gtest.h"
 
@@ -43,6 +43,17 @@ TEST(BackoffTest, SameSeedSameDelaysDifferentSeedsSpread) {
     previous = d;
   }
   EXPECT_GT(distinct, 5);
+}
+
+TEST(BackoffTest, JitterWidthIsAParameter) {
+  for (uint64_t seed = 1; seed <= 50; ++seed) {
+    Backoff wide(milliseconds(100), milliseconds(600), seed, /*jitter=*/0.5);
+    const milliseconds first = wide.Next();
+    EXPECT_GE(first, milliseconds(50));
+    EXPECT_LE(first, milliseconds(150));
+    for (int i = 0; i < 10; ++i) EXPECT_LE(wide.Next(), wide.longest());
+  }
+  EXPECT_EQ(Backoff(milliseconds(100), milliseconds(600), 1, 0.5).longest(), milliseconds(900));
 }
 
 }  // namespace
