@@ -15,6 +15,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
+#include "lib/base/file.h"
 #include "lib/base/log.h"
 #include "lib/crypto/keys.h"
 #include "lib/crypto/x509.h"

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "lib/base/file.h"
 #include "lib/base/log.h"
 #include "nlohmann/json.hpp"
 
@@ -17,42 +18,8 @@ namespace {
 
 constexpr char kMembersFile[] = "members.json";
 
-absl::Status Errno(const std::string& what) {
-  return absl::InternalError(what + ": " + std::strerror(errno));
-}
-
 }  // namespace
 
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode) {
-  const std::string tmp = path + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return Errno("creating " + tmp);
-  size_t done = 0;
-  while (done < contents.size()) {
-    ssize_t n = write(fd, contents.data() + done, contents.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      absl::Status s = Errno("writing " + tmp);
-      close(fd);
-      return s;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (fsync(fd) != 0) {
-    absl::Status s = Errno("fsync " + tmp);
-    close(fd);
-    return s;
-  }
-  close(fd);
-  if (rename(tmp.c_str(), path.c_str()) != 0) return Errno("renaming " + tmp + " to " + path);
-  const std::string dir = std::filesystem::path(path).parent_path().string();
-  int dir_fd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    fsync(dir_fd);
-    close(dir_fd);
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir) {
   std::error_code ec;

@@ -64,7 +64,4 @@ class StateStore final : public MemberStore {
   std::map<PublicKey, MemberRecord> members_;
 };
 
-// Writes `contents` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode);
-
 }  // namespace tunnelmesh

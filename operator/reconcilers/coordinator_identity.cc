@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "absl/strings/escaping.h"
+#include "lib/base/file.h"
 #include "lib/base/log.h"
 #include "operator/coordinator/state_store.h"
 #include "operator/kube/api_status.h"
