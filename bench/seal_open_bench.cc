@@ -66,8 +66,12 @@ void BM_DeviceSealAndReceive(benchmark::State& state) {
   (void)*b.AddPeer({a.identity().public_key, SecretKey(), ea, std::chrono::seconds(0)});
   MonoTime now = MonoClock::now();
   std::vector<std::vector<uint8_t>> to_b, to_a;
-  auto from_a = [&](const Endpoint&, absl::Span<const uint8_t> m) { to_b.emplace_back(m.begin(), m.end()); };
-  auto from_b = [&](const Endpoint&, absl::Span<const uint8_t> m) { to_a.emplace_back(m.begin(), m.end()); };
+  auto from_a = [&](const Endpoint&, absl::Span<const uint8_t> m) {
+    to_b.emplace_back(m.begin(), m.end());
+  };
+  auto from_b = [&](const Endpoint&, absl::Span<const uint8_t> m) {
+    to_a.emplace_back(m.begin(), m.end());
+  };
   a.Initiate(pa, now, absl::Now(), from_a);
   for (auto& m : to_b) b.Receive(absl::Span<uint8_t>(m), ea, now, absl::Now(), from_b);
   for (auto& m : to_a) a.Receive(absl::Span<uint8_t>(m), eb, now, absl::Now(), from_a);

@@ -78,9 +78,9 @@ bool AeadOpen(const uint8_t key[32], uint64_t counter, Bytes ciphertext, Bytes a
   MakeNonce(counter, nonce);
   if (body < kSodiumBelow) {
     unsigned long long written = 0;
-    return crypto_aead_chacha20poly1305_ietf_decrypt(
-               out, &written, nullptr, ciphertext.data(), ciphertext.size(),
-               associated_data.data(), associated_data.size(), nonce, key) == 0;
+    return crypto_aead_chacha20poly1305_ietf_decrypt(out, &written, nullptr, ciphertext.data(),
+                                                     ciphertext.size(), associated_data.data(),
+                                                     associated_data.size(), nonce, key) == 0;
   }
   EVP_CIPHER_CTX* ctx = ThreadContexts().open;
   int len = 0;

@@ -1,5 +1,5 @@
-// Authenticated encryption as WireGuard uses it: ChaCha20-Poly1305 (RFC 8439) with a 96-bit nonce of
-// four zero bytes followed by a little-endian 64-bit counter, and XChaCha20-Poly1305 for cookie
+// Authenticated encryption as WireGuard uses it: ChaCha20-Poly1305 (RFC 8439) with a 96-bit nonce
+// of four zero bytes followed by a little-endian 64-bit counter, and XChaCha20-Poly1305 for cookie
 // replies. ChaCha20-Poly1305 runs on OpenSSL's EVP implementation from 256 bytes up (about twice
 // libsodium's speed on this hardware) and on libsodium below, where OpenSSL's setup cost dominates.
 #pragma once
@@ -14,9 +14,9 @@ namespace tunnelmesh {
 inline constexpr size_t kAeadTagSize = 16;
 inline constexpr size_t kXNonceSize = 24;
 
-// Encrypts `plaintext` into `out` (plaintext.size() + 16 bytes: ciphertext then tag). `out` may equal
-// plaintext.data(). Safe from any thread: each thread keeps its own cipher context, so the hot path
-// allocates nothing.
+// Encrypts `plaintext` into `out` (plaintext.size() + 16 bytes: ciphertext then tag). `out` may
+// equal plaintext.data(). Safe from any thread: each thread keeps its own cipher context, so the
+// hot path allocates nothing.
 void AeadSeal(const uint8_t key[32], uint64_t counter, Bytes plaintext, Bytes associated_data,
               uint8_t* out);
 

@@ -15,7 +15,8 @@ constexpr size_t kBlockSize = 64;
 const EVP_MD* Blake2sMd() {
   static const EVP_MD* md = [] {
     EVP_MD* fetched = EVP_MD_fetch(nullptr, "BLAKE2S-256", nullptr);
-    if (fetched == nullptr) std::abort();  // OpenSSL 3 always has it; missing means a broken install.
+    if (fetched == nullptr)
+      std::abort();  // OpenSSL 3 always has it; missing means a broken install.
     return fetched;
   }();
   return md;

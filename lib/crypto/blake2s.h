@@ -18,8 +18,8 @@ using Bytes = absl::Span<const uint8_t>;
 // out = BLAKE2s-256(parts[0] || parts[1] || ...).
 void Blake2s(std::initializer_list<Bytes> parts, uint8_t out[kHashSize]);
 
-// out = keyed BLAKE2s(key, data) truncated by parameter to 16 bytes (WireGuard's MAC). `key` is 1 to
-// 32 bytes.
+// out = keyed BLAKE2s(key, data) truncated by parameter to 16 bytes (WireGuard's MAC). `key` is 1
+// to 32 bytes.
 void Blake2sMac(Bytes key, Bytes data, uint8_t out[kMacSize]);
 
 // out = HMAC-BLAKE2s(key, data), 32 bytes.

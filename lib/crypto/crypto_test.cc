@@ -20,12 +20,15 @@ std::string Hex(const uint8_t* data, size_t size) {
   return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(data), size));
 }
 
-Bytes AsBytes(std::string_view s) { return Bytes(reinterpret_cast<const uint8_t*>(s.data()), s.size()); }
+Bytes AsBytes(std::string_view s) {
+  return Bytes(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
 
 TEST(Blake2sTest, KnownAnswer) {
   uint8_t out[kHashSize];
   Blake2s({AsBytes("abc")}, out);
-  EXPECT_EQ(Hex(out, kHashSize), "508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982");
+  EXPECT_EQ(Hex(out, kHashSize),
+            "508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982");
   // Concatenated parts hash as one message.
   uint8_t split[kHashSize];
   Blake2s({AsBytes("a"), AsBytes("bc")}, split);

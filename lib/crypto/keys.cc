@@ -4,7 +4,6 @@
 
 #include <mutex>
 
-
 namespace tunnelmesh {
 namespace {
 

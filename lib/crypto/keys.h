@@ -21,7 +21,7 @@ struct PublicKey {
   std::array<uint8_t, kKeySize> bytes{};
 
   // Parses the 44-character base64 form `wg` prints; names what is wrong otherwise.
-  static absl::StatusOr<PublicKey> FromBase64(std::string_view text);
+  [[nodiscard]] static absl::StatusOr<PublicKey> FromBase64(std::string_view text);
   std::string ToBase64() const;
   // The first 8 base64 characters and an ellipsis, for logs.
   std::string Short() const;
@@ -46,7 +46,7 @@ class SecretKey {
   SecretKey(SecretKey&& other) noexcept;
   SecretKey& operator=(SecretKey&& other) noexcept;
 
-  static absl::StatusOr<SecretKey> FromBase64(std::string_view text);
+  [[nodiscard]] static absl::StatusOr<SecretKey> FromBase64(std::string_view text);
   // Fresh random bytes from the OS (libsodium randombytes).
   static SecretKey Random();
   // A Curve25519 private key: random and clamped, as `wg genkey` makes.
@@ -66,9 +66,10 @@ class SecretKey {
 // X25519 public key of a private key.
 PublicKey DerivePublicKey(const SecretKey& private_key);
 
-// X25519(private, public) into `out`. Returns false when the result is all zero (a low-order point),
-// which WireGuard treats as a failed handshake.
-[[nodiscard]] bool X25519(const SecretKey& private_key, const PublicKey& public_key, SecretKey* out);
+// X25519(private, public) into `out`. Returns false when the result is all zero (a low-order
+// point), which WireGuard treats as a failed handshake.
+[[nodiscard]] bool X25519(const SecretKey& private_key, const PublicKey& public_key,
+                          SecretKey* out);
 
 // Initializes libsodium; call once at process start (idempotent, thread-safe).
 void InitCrypto();

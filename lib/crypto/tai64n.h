@@ -11,8 +11,8 @@ namespace tunnelmesh {
 
 using Tai64n = std::array<uint8_t, 12>;
 
-// Encodes `now`. Nanoseconds are rounded down to a multiple of 2^24 ns (about 16.8 ms), as the Linux
-// implementation does, so a timestamp cannot serve as a precise clock oracle.
+// Encodes `now`. Nanoseconds are rounded down to a multiple of 2^24 ns (about 16.8 ms), as the
+// Linux implementation does, so a timestamp cannot serve as a precise clock oracle.
 Tai64n EncodeTai64n(absl::Time now);
 
 // Byte-wise big-endian comparison: true when `a` is strictly later than `b`.

@@ -4,8 +4,8 @@
 
 #include <cstring>
 
+#include "lib/base/byte_io.h"
 #include "lib/crypto/aead.h"
-#include "lib/wire/byte_io.h"
 
 namespace tunnelmesh::disco {
 namespace {

@@ -1,5 +1,5 @@
-// IP addresses, prefixes and UDP endpoints (IPv4 and IPv6), with parsing from the text forms used in
-// WireGuard configs ("10.0.0.1", "fd00::1", "10.0.0.0/24", "[fd00::1]:51820", "host:port").
+// IP addresses, prefixes and UDP endpoints (IPv4 and IPv6), with parsing from the text forms used
+// in WireGuard configs ("10.0.0.1", "fd00::1", "10.0.0.0/24", "[fd00::1]:51820", "host:port").
 #pragma once
 
 #include <netinet/in.h>
@@ -24,7 +24,7 @@ class IpAddress {
   static IpAddress V6(const uint8_t bytes[16]);
   static IpAddress V4(uint32_t host_order);
   // Parses dotted-quad or RFC 5952 text. No brackets, no zone.
-  static absl::StatusOr<IpAddress> Parse(std::string_view text);
+  [[nodiscard]] static absl::StatusOr<IpAddress> Parse(std::string_view text);
 
   Family family() const { return family_; }
   bool is_v4() const { return family_ == Family::kV4; }
@@ -58,7 +58,7 @@ class Prefix {
   // Parse() rejects such text instead.
   Prefix(const IpAddress& address, int length);
   // "10.0.0.0/24", "fd00::/64"; a bare address means a host prefix (/32 or /128).
-  static absl::StatusOr<Prefix> Parse(std::string_view text);
+  [[nodiscard]] static absl::StatusOr<Prefix> Parse(std::string_view text);
 
   const IpAddress& address() const { return address_; }
   int length() const { return length_; }
@@ -85,9 +85,9 @@ class Endpoint {
   Endpoint() = default;
   Endpoint(const IpAddress& address, uint16_t port) : address_(address), port_(port) {}
   // "1.2.3.4:51820" or "[fd00::1]:51820". Host names are not resolved here.
-  static absl::StatusOr<Endpoint> Parse(std::string_view text);
+  [[nodiscard]] static absl::StatusOr<Endpoint> Parse(std::string_view text);
   // Reads an AF_INET or AF_INET6 sockaddr; IPv4-mapped IPv6 addresses become IPv4.
-  static absl::StatusOr<Endpoint> FromSockaddr(const sockaddr* sa, socklen_t len);
+  [[nodiscard]] static absl::StatusOr<Endpoint> FromSockaddr(const sockaddr* sa, socklen_t len);
   // Writes a sockaddr_in6 (IPv4 as mapped) into `out`; returns its length.
   socklen_t ToSockaddrV6(sockaddr_in6* out) const;
 

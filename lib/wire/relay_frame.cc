@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "lib/wire/byte_io.h"
+#include "lib/base/byte_io.h"
 
 namespace tunnelmesh::wire::relay {
 namespace {

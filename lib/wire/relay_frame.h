@@ -53,9 +53,9 @@ enum class ErrorCode : uint8_t {
 };
 
 inline constexpr size_t kKeySize = 32;
-inline constexpr size_t kNonceSize = 24;      // crypto_box_NONCEBYTES
+inline constexpr size_t kNonceSize = 24;  // crypto_box_NONCEBYTES
 inline constexpr size_t kRandomSize = 32;
-inline constexpr size_t kBoxMacSize = 16;     // crypto_box_MACBYTES
+inline constexpr size_t kBoxMacSize = 16;  // crypto_box_MACBYTES
 inline constexpr size_t kProofSize = kRandomSize + kBoxMacSize;
 inline constexpr size_t kMaxPayloadSize = 65535;
 inline constexpr size_t kMaxErrorTextSize = 255;

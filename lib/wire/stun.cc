@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "lib/wire/byte_io.h"
+#include "lib/base/byte_io.h"
 
 namespace tunnelmesh::stun {
 namespace {

@@ -1,6 +1,6 @@
 #include "lib/wire/wireguard.h"
 
-#include "lib/wire/byte_io.h"
+#include "lib/base/byte_io.h"
 
 namespace tunnelmesh::wire {
 namespace {

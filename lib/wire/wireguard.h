@@ -76,7 +76,8 @@ void Serialize(const HandshakeResponse& message, uint8_t out[kResponseSize]);
 void Serialize(const CookieReply& message, uint8_t out[kCookieReplySize]);
 void SerializeTransportHeader(const TransportHeader& header, uint8_t out[kTransportHeaderSize]);
 
-// Transport payloads are zero-padded to a multiple of 16 bytes (whitepaper 5.4.6), never past the MTU.
+// Transport payloads are zero-padded to a multiple of 16 bytes (whitepaper 5.4.6), never past the
+// MTU.
 inline size_t PaddedLength(size_t packet_length, size_t mtu) {
   size_t padded = (packet_length + 15) & ~size_t{15};
   if (padded > mtu) padded = packet_length > mtu ? packet_length : mtu;

@@ -16,7 +16,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::memcpy(shaped, data, size);
     shaped[0] = 1 + data[0] % 4;
     shaped[1] = shaped[2] = shaped[3] = 0;
-    static const size_t kSizes[] = {kInitiationSize, kResponseSize, kCookieReplySize, kTransportMinSize};
+    static const size_t kSizes[] = {kInitiationSize, kResponseSize, kCookieReplySize,
+                                    kTransportMinSize};
     size_t shaped_size = data[1] % 2 ? kSizes[shaped[0] - 1] : size;
     if (shaped_size > size) std::memset(shaped + size, data[size - 1], shaped_size - size);
     input = Bytes(shaped, shaped_size < 4 ? size : shaped_size);

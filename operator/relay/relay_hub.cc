@@ -169,8 +169,8 @@ void RelayHub::HandleSend(const ConnectionState& state, std::vector<uint8_t> fra
   counters_.bytes_relayed.fetch_add(payload_size, std::memory_order_relaxed);
 }
 
-void RelayHub::Refuse(RelayConnection* connection, ConnectionState& state,
-                      relay::ErrorCode code, std::string_view text) {
+void RelayHub::Refuse(RelayConnection* connection, ConnectionState& state, relay::ErrorCode code,
+                      std::string_view text) {
   counters_.auth_failures.fetch_add(1, std::memory_order_relaxed);
   CloseWithError(connection, state, code, text);
 }

@@ -49,17 +49,17 @@ class RelayHubTest : public ::testing::Test {
   static void SetUpTestSuite() { InitCrypto(); }
 
   RelayHubTest()
-      : hub_(server_key_, [this](const PublicKey& key) { return members_.count(key) > 0; },
-             [this](uint8_t* out, size_t size) {
-               for (size_t i = 0; i < size; ++i) out[i] = static_cast<uint8_t>(counter_++);
-             }) {}
+      : hub_(
+            server_key_, [this](const PublicKey& key) { return members_.count(key) > 0; },
+            [this](uint8_t* out, size_t size) {
+              for (size_t i = 0; i < size; ++i) out[i] = static_cast<uint8_t>(counter_++);
+            }) {}
 
   // The Hello a client holding `member` sends for the Challenge `connection` received.
   std::vector<uint8_t> HelloFor(const FakeConnection& connection, const Member& member) {
     relay::Challenge challenge;
-    EXPECT_TRUE(relay::Parse(relay::Bytes(connection.frames.at(0).data(),
-                                          connection.frames.at(0).size()),
-                             &challenge));
+    EXPECT_TRUE(relay::Parse(
+        relay::Bytes(connection.frames.at(0).data(), connection.frames.at(0).size()), &challenge));
     relay::Hello hello;
     hello.client_key = member.public_key.bytes;
     EXPECT_EQ(crypto_box_easy(hello.proof.data(), challenge.random.data(), challenge.random.size(),
@@ -79,9 +79,8 @@ class RelayHubTest : public ::testing::Test {
 
   static std::vector<uint8_t> SendFrame(const PublicKey& to, std::vector<uint8_t> payload) {
     std::vector<uint8_t> frame;
-    EXPECT_TRUE(relay::Serialize(relay::Send{to.bytes, relay::Bytes(payload.data(),
-                                                                     payload.size())},
-                                 &frame));
+    EXPECT_TRUE(relay::Serialize(
+        relay::Send{to.bytes, relay::Bytes(payload.data(), payload.size())}, &frame));
     return frame;
   }
 

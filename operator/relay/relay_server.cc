@@ -1,7 +1,11 @@
 // Boost.Beast transport of the relay: accepts TCP, upgrades to WebSocket on the configured path,
 // and moves whole binary messages between sockets and the RelayHub. Everything here runs on the
 // server's single I/O thread, so sessions and the hub need no locks.
-#include <utility>  // Beast with g++ 12 needs <utility> before its own headers.
+// Beast with g++ 12 needs <utility> before its own headers, so it stays first
+// (the format check would sort it after relay_server.h).
+// clang-format off
+#include <utility>
+// clang-format on
 
 #include "operator/relay/relay_server.h"
 
@@ -69,10 +73,9 @@ class Session final : public RelayConnection, public std::enable_shared_from_thi
     parser_.emplace();
     parser_->header_limit(8192);
     parser_->body_limit(0);
-    http::async_read(ws_.next_layer(), http_buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
-                       self->OnRequest(ec);
-                     });
+    http::async_read(
+        ws_.next_layer(), http_buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRequest(ec); });
   }
 
   // Server shutdown: drop the connection now; the I/O loop stops right after.
@@ -104,7 +107,8 @@ class Session final : public RelayConnection, public std::enable_shared_from_thi
 
   void ArmDeadline(std::chrono::steady_clock::duration after) {
     deadline_.expires_after(after);
-    deadline_.async_wait([self = shared_from_this()](beast::error_code ec) { self->OnDeadline(ec); });
+    deadline_.async_wait(
+        [self = shared_from_this()](beast::error_code ec) { self->OnDeadline(ec); });
   }
 
   void OnDeadline(beast::error_code ec) {
@@ -128,10 +132,9 @@ class Session final : public RelayConnection, public std::enable_shared_from_thi
       refusal_->set(http::field::server, "tunnelmesh-relay");
       refusal_->keep_alive(false);
       refusal_->prepare_payload();
-      http::async_write(ws_.next_layer(), *refusal_,
-                        [self = shared_from_this()](beast::error_code, size_t) {
-                          self->FailUpgrade();
-                        });
+      http::async_write(
+          ws_.next_layer(), *refusal_,
+          [self = shared_from_this()](beast::error_code, size_t) { self->FailUpgrade(); });
       return;
     }
     // The WebSocket layer keeps its own timers from here on (Beast wants the TCP ones off).
@@ -166,10 +169,10 @@ class Session final : public RelayConnection, public std::enable_shared_from_thi
   }
 
   void Read() {
-    ws_.async_read_some(net::buffer(chunk_), [self = shared_from_this()](beast::error_code ec,
-                                                                        size_t bytes) {
-      self->OnRead(ec, bytes);
-    });
+    ws_.async_read_some(net::buffer(chunk_),
+                        [self = shared_from_this()](beast::error_code ec, size_t bytes) {
+                          self->OnRead(ec, bytes);
+                        });
   }
 
   void OnRead(beast::error_code ec, size_t bytes) {
@@ -205,10 +208,9 @@ class Session final : public RelayConnection, public std::enable_shared_from_thi
 
   void Write() {
     writing_ = true;
-    ws_.async_write(net::buffer(queue_.front().bytes),
-                    [self = shared_from_this()](beast::error_code ec, size_t) {
-                      self->OnWrite(ec);
-                    });
+    ws_.async_write(
+        net::buffer(queue_.front().bytes),
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnWrite(ec); });
   }
 
   void OnWrite(beast::error_code ec) {
@@ -265,9 +267,9 @@ class Session final : public RelayConnection, public std::enable_shared_from_thi
   bool oversized_ = false;
   std::deque<Outgoing> queue_;
   size_t queued_droppable_ = 0;
-  bool opened_ = false;    // the hub knows this connection
+  bool opened_ = false;  // the hub knows this connection
   bool writing_ = false;
-  bool closing_ = false;   // the hub asked to close
+  bool closing_ = false;  // the hub asked to close
   bool close_sent_ = false;
   bool finished_ = false;
 };
@@ -301,7 +303,7 @@ class RelayServer::Impl {
   absl::Status Listen(int port) {
     if (port < 0 || port > 65535) {
       return absl::InvalidArgumentError("--relay-port " + std::to_string(port) +
-                                   " is not a port number (0-65535)");
+                                        " is not a port number (0-65535)");
     }
     if (thread_.joinable()) return absl::FailedPreconditionError("the relay is already listening");
     const std::string& address_text = context_.options.listen_address;
@@ -309,7 +311,7 @@ class RelayServer::Impl {
     net::ip::address address = net::ip::make_address(address_text, ec);
     if (ec) {
       return absl::InvalidArgumentError("relay listen address \"" + address_text +
-                                   "\" is not an IP address");
+                                        "\" is not an IP address");
     }
     const tcp::endpoint endpoint(address, static_cast<uint16_t>(port));
     const std::string where = address_text + " port " + std::to_string(port);
@@ -321,13 +323,13 @@ class RelayServer::Impl {
       acceptor_.close(ignored);
       if (ec == net::error::address_in_use) {
         return absl::FailedPreconditionError("relay " + where +
-                                        " is already in use: stop what holds it or choose "
-                                        "another port with --relay-port");
+                                             " is already in use: stop what holds it or choose "
+                                             "another port with --relay-port");
       }
       if (ec == net::error::access_denied) {
         return absl::PermissionDeniedError("relay " + where +
-                                      " needs privileges: choose a port above 1023 with "
-                                      "--relay-port");
+                                           " needs privileges: choose a port above 1023 with "
+                                           "--relay-port");
       }
       return absl::UnavailableError("relay cannot bind " + where + ": " + ec.message());
     }
@@ -405,7 +407,8 @@ absl::StatusOr<std::unique_ptr<RelayServer>> RelayServer::Start(int port,
                                                                 const SecretKey& private_key,
                                                                 MembershipCheck is_member,
                                                                 Options options) {
-  auto server = std::make_unique<RelayServer>(private_key, std::move(is_member), std::move(options));
+  auto server =
+      std::make_unique<RelayServer>(private_key, std::move(is_member), std::move(options));
   if (absl::Status status = server->Listen(port); !status.ok()) return status;
   return server;
 }

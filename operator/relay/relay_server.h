@@ -64,11 +64,10 @@ class RelayServer {
   [[nodiscard]] absl::Status Listen(int port);
 
   // Constructs a server and calls Listen(port).
-  static absl::StatusOr<std::unique_ptr<RelayServer>> Start(int port, const SecretKey& private_key,
-                                                            MembershipCheck is_member,
-                                                            Options options);
-  static absl::StatusOr<std::unique_ptr<RelayServer>> Start(int port, const SecretKey& private_key,
-                                                            MembershipCheck is_member);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<RelayServer>> Start(
+      int port, const SecretKey& private_key, MembershipCheck is_member, Options options);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<RelayServer>> Start(
+      int port, const SecretKey& private_key, MembershipCheck is_member);
 
   // Closes the relay session of `key`, which is no longer a member. Thread-safe; returns at once
   // (the I/O thread does it).

@@ -12,9 +12,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include <condition_variable>
 #include <deque>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -22,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "cpprest/ws_client.h"
 #include "gtest/gtest.h"
 #include "lib/wire/relay_frame.h"
@@ -62,22 +62,22 @@ class Inbox {
  public:
   RelayClient::ReceiveCallback Callback() {
     return [this](const PublicKey& source, absl::Span<const uint8_t> payload) {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       messages_.push_back({source, std::vector<uint8_t>(payload.begin(), payload.end())});
     };
   }
   size_t size() {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     return messages_.size();
   }
   Received at(size_t i) {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     return messages_.at(i);
   }
 
  private:
-  std::mutex mu_;
-  std::vector<Received> messages_;
+  absl::Mutex mu_;
+  std::vector<Received> messages_ ABSL_GUARDED_BY(mu_);
 };
 
 // A WebSocket peer that sends whatever the test says (through cpprestsdk, exceptions caught).
@@ -87,12 +87,12 @@ class RawWebSocket {
     client_.set_message_handler([this](const ws::websocket_incoming_message& message) {
       std::vector<uint8_t> bytes(message.length());
       message.body().streambuf().scopy(bytes.data(), bytes.size());
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       frames_.push_back(std::move(bytes));
     });
     client_.set_close_handler(
         [this](ws::websocket_close_status, const utility::string_t&, const std::error_code&) {
-          std::lock_guard<std::mutex> lock(mu_);
+          absl::MutexLock lock(&mu_);
           closed_ = true;
         });
   }
@@ -111,7 +111,8 @@ class RawWebSocket {
     const size_t size = bytes.size();
     ws::websocket_outgoing_message message;
     message.set_binary_message(
-        concurrency::streams::container_buffer<std::vector<uint8_t>>(std::move(bytes)).create_istream(),
+        concurrency::streams::container_buffer<std::vector<uint8_t>>(std::move(bytes))
+            .create_istream(),
         size);
     return SendMessage(message);
   }
@@ -125,17 +126,17 @@ class RawWebSocket {
   // The next frame received, waiting for it up to kWait.
   std::optional<std::vector<uint8_t>> NextFrame() {
     if (!WaitFor([this] {
-          std::lock_guard<std::mutex> lock(mu_);
+          absl::MutexLock lock(&mu_);
           return next_ < frames_.size();
         })) {
       return std::nullopt;
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     return frames_[next_++];
   }
 
   bool closed() {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     return closed_;
   }
 
@@ -171,10 +172,10 @@ class RawWebSocket {
   }
 
   // Declared first so that the client, whose destructor may still run the handlers, goes first.
-  std::mutex mu_;
-  std::deque<std::vector<uint8_t>> frames_;
-  size_t next_ = 0;
-  bool closed_ = false;
+  absl::Mutex mu_;
+  std::deque<std::vector<uint8_t>> frames_ ABSL_GUARDED_BY(mu_);
+  size_t next_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
   ws::websocket_callback_client client_;
 };
 
@@ -217,7 +218,7 @@ class RelayServerTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<RelayServer>> server = RelayServer::Start(
         port, server_key_,
         [this](const PublicKey& key) {
-          std::lock_guard<std::mutex> lock(members_mu_);
+          absl::MutexLock lock(&members_mu_);
           return members_.count(key) > 0;
         },
         std::move(options));
@@ -226,7 +227,7 @@ class RelayServerTest : public ::testing::Test {
   }
 
   void AddMember(const Identity& identity) {
-    std::lock_guard<std::mutex> lock(members_mu_);
+    absl::MutexLock lock(&members_mu_);
     members_.insert(identity.public_key);
   }
 
@@ -252,8 +253,8 @@ class RelayServerTest : public ::testing::Test {
 
   SecretKey server_key_ = SecretKey::GeneratePrivate();
   PublicKey server_public_key_ = DerivePublicKey(server_key_);
-  std::mutex members_mu_;
-  std::set<PublicKey> members_;
+  absl::Mutex members_mu_;
+  std::set<PublicKey> members_ ABSL_GUARDED_BY(members_mu_);
 };
 
 TEST_F(RelayServerTest, TwoClientsExchangeFramesBothWays) {
@@ -350,14 +351,15 @@ TEST_F(RelayServerTest, ClientRefusesARelayWithAnotherKey) {
 TEST_F(RelayServerTest, ConnectReportsBadArgumentsAndUnreachableRelays) {
   Identity alice, other;
   RelayClient bad_url;
-  EXPECT_EQ(bad_url.Connect("http://127.0.0.1:1/relay", alice.private_key, alice.public_key,
-                            server_public_key_)
+  EXPECT_EQ(bad_url
+                .Connect("http://127.0.0.1:1/relay", alice.private_key, alice.public_key,
+                         server_public_key_)
                 .code(),
             absl::StatusCode::kInvalidArgument);
   RelayClient bad_pair;
-  EXPECT_EQ(bad_pair.Connect(Url(1), alice.private_key, other.public_key, server_public_key_)
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      bad_pair.Connect(Url(1), alice.private_key, other.public_key, server_public_key_).code(),
+      absl::StatusCode::kInvalidArgument);
 
   // Nothing listens on the port a stopped server had.
   uint16_t port;
@@ -388,8 +390,8 @@ TEST_F(RelayServerTest, GarbageIsCountedAndHarmsNothing) {
 
   // Raw TCP: not HTTP at all, then HTTP for another path.
   std::string reply;
-  EXPECT_TRUE(SendRawTcpAndWaitForClose(port, std::string("\x16\x03\x01\x00\xff garbage\r\n\r\n"),
-                                        &reply));
+  EXPECT_TRUE(
+      SendRawTcpAndWaitForClose(port, std::string("\x16\x03\x01\x00\xff garbage\r\n\r\n"), &reply));
   reply.clear();
   EXPECT_TRUE(SendRawTcpAndWaitForClose(
       port,
@@ -419,7 +421,7 @@ TEST_F(RelayServerTest, GarbageIsCountedAndHarmsNothing) {
   RawWebSocket raw;
   ASSERT_TRUE(raw.Connect(Url(port)));
   ASSERT_TRUE(raw.Authenticate(carol));
-  ASSERT_TRUE(raw.SendBinary({0x63}));                                      // unknown type
+  ASSERT_TRUE(raw.SendBinary({0x63}));  // unknown type
   ASSERT_TRUE(raw.SendBinary(std::vector<uint8_t>(relay::kAddressedHeaderSize, 4)));  // no payload
   ASSERT_TRUE(raw.SendText("hello?"));
   std::vector<uint8_t> huge(relay::kMaxFrameSize + 5000, 4);
@@ -427,19 +429,20 @@ TEST_F(RelayServerTest, GarbageIsCountedAndHarmsNothing) {
   std::vector<uint8_t> to_nobody;
   const Identity nobody;
   const std::vector<uint8_t> payload = {1, 2, 3};
-  ASSERT_TRUE(relay::Serialize(relay::Send{nobody.public_key.bytes, relay::Bytes(payload)},
-                               &to_nobody));
+  ASSERT_TRUE(
+      relay::Serialize(relay::Send{nobody.public_key.bytes, relay::Bytes(payload)}, &to_nobody));
   ASSERT_TRUE(raw.SendBinary(to_nobody));
   ASSERT_TRUE(WaitFor([&] {
     return counters.malformed.load() == 4 && counters.oversized.load() == 1 &&
            counters.unknown_destination.load() == 1;
-  })) << "malformed=" << counters.malformed.load() << " oversized=" << counters.oversized.load()
+  })) << "malformed="
+      << counters.malformed.load() << " oversized=" << counters.oversized.load()
       << " unknown=" << counters.unknown_destination.load();
 
   // ... and it still relays.
   std::vector<uint8_t> to_alice;
-  ASSERT_TRUE(relay::Serialize(relay::Send{alice.public_key.bytes, relay::Bytes(payload)},
-                               &to_alice));
+  ASSERT_TRUE(
+      relay::Serialize(relay::Send{alice.public_key.bytes, relay::Bytes(payload)}, &to_alice));
   ASSERT_TRUE(raw.SendBinary(to_alice));
   ASSERT_TRUE(WaitFor([&] { return alice_inbox.size() == 1; }));
   EXPECT_EQ(alice_inbox.at(0).source, carol.public_key);

@@ -50,7 +50,7 @@ class StunServer {
   // Binds the socket and starts serving on a thread of its own. A port in use is a
   // FailedPrecondition error, a privileged port without CAP_NET_BIND_SERVICE a PermissionDenied
   // one; both messages name the port and the `--stun-port` flag.
-  static absl::StatusOr<std::unique_ptr<StunServer>> Start(const Options& options);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<StunServer>> Start(const Options& options);
 
   // Stops the thread and closes the socket. Call from any thread but the serving one.
   ~StunServer();

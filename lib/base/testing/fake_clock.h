@@ -7,7 +7,8 @@ namespace tunnelmesh {
 
 class FakeClock final : public Clock {
  public:
-  FakeClock() : mono_(MonoTime(std::chrono::hours(1))), wall_(absl::FromUnixSeconds(1'700'000'000)) {}
+  FakeClock()
+      : mono_(MonoTime(std::chrono::hours(1))), wall_(absl::FromUnixSeconds(1'700'000'000)) {}
   MonoTime Now() const override { return mono_; }
   absl::Time WallNow() const override { return wall_; }
   void Advance(Duration d) {

@@ -1,6 +1,6 @@
 // Runs a libFuzzer-style target (LLVMFuzzerTestOneInput) without libFuzzer: seeded random inputs
-// and mutations of earlier inputs, for a bounded number of iterations, so every build exercises each
-// parser of untrusted input under the same sanitizers as the rest of the tests. With
+// and mutations of earlier inputs, for a bounded number of iterations, so every build exercises
+// each parser of untrusted input under the same sanitizers as the rest of the tests. With
 // -DTM_LIBFUZZER=ON the same target links real libFuzzer instead (coverage-guided).
 #include <cstdint>
 #include <cstdio>
@@ -36,7 +36,8 @@ int main(int argc, char** argv) {
       for (int e = 0; e < edits; ++e) {
         switch (rng() % 4) {
           case 0:
-            if (!input.empty()) input[rng() % input.size()] ^= static_cast<uint8_t>(1u << (rng() % 8));
+            if (!input.empty())
+              input[rng() % input.size()] ^= static_cast<uint8_t>(1u << (rng() % 8));
             break;
           case 1:
             if (!input.empty()) input.resize(rng() % input.size());

@@ -1,8 +1,8 @@
 // For fuzz targets of parsers that take JSON objects from the cluster: random bytes are rarely
-// JSON, so ShapeJson turns them into (at most 24) edits of a well-formed `base` object instead. Each 3-byte
-// group picks one of `paths` (JSON pointers), a value shape (string, number, list, null, map,
-// boolean) and a length of input bytes for the string. Header-only; no exceptions escape (an edit
-// whose parent is not a container is skipped).
+// JSON, so ShapeJson turns them into (at most 24) edits of a well-formed `base` object instead.
+// Each 3-byte group picks one of `paths` (JSON pointers), a value shape (string, number, list,
+// null, map, boolean) and a length of input bytes for the string. Header-only; no exceptions escape
+// (an edit whose parent is not a container is skipped).
 #pragma once
 
 #include <algorithm>
@@ -25,12 +25,24 @@ inline nlohmann::json ShapeJson(nlohmann::json base, const std::vector<std::stri
     const std::string text(reinterpret_cast<const char*>(data + i + 3), len);
     nlohmann::json value;
     switch (data[i + 1] % 6) {
-      case 0: value = text; break;
-      case 1: value = static_cast<int64_t>(data[i + 2]) - 100; break;
-      case 2: value = nlohmann::json::array({text}); break;
-      case 3: value = nullptr; break;
-      case 4: value = nlohmann::json::object({{text, text}}); break;
-      default: value = data[i + 2] % 2 == 0; break;
+      case 0:
+        value = text;
+        break;
+      case 1:
+        value = static_cast<int64_t>(data[i + 2]) - 100;
+        break;
+      case 2:
+        value = nlohmann::json::array({text});
+        break;
+      case 3:
+        value = nullptr;
+        break;
+      case 4:
+        value = nlohmann::json::object({{text, text}});
+        break;
+      default:
+        value = data[i + 2] % 2 == 0;
+        break;
     }
     nlohmann::json patch =
         nlohmann::json::array({{{"op", "add"}, {"path", path}, {"value", std::move(value)}}});

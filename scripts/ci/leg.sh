@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Configures, builds and runs one leg of the test suite in its own build dir, building only the
+# targets that leg runs. Usage: scripts/ci/leg.sh LEG [ctest arguments...]
+#   gcc    build/       g++, -Werror -Wshadow: everything; all tests (unit, fuzz, e2e; e2e need root)
+#   asan   build-asan/  clang-14, -Werror -Wshadow -Wthread-safety, ASan+UBSan: unit tests and fuzz
+#                       targets (the fuzz replay driver runs under the sanitizers)
+#   tsan   build-tsan/  clang-14, ThreadSanitizer: the unit tests labelled "threaded"
+#   format              scripts/ci/check-format.sh
+# ccache is used when it is installed, never required.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+leg=${1:?usage: $0 gcc|asan|tsan|format [ctest arguments...]}
+shift
+
+jobs=$(nproc)
+launcher=()
+if command -v ccache >/dev/null; then
+  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+fi
+
+# configure DIR CMAKE_ARGS...: a fresh dir gets the given compilers; later runs keep the cache.
+configure() {
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" "$@" >/dev/null
+}
+
+clang_args=(-DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 -DTM_WERROR=ON
+            -DTM_BENCH=OFF)
+supp="$PWD/scripts/ci"
+
+case "$leg" in
+  gcc)
+    # The same dir as scripts/build.sh (the plain build), with warnings as errors; CC/CXX pick g++
+    # when the dir is new (Debian's default compiler, so both scripts agree on it).
+    CC=gcc CXX=g++ configure build -DTM_WERROR=ON
+    ninja -C build -j"$jobs"
+    cd build
+    # Unit and fuzz tests run two at a time; e2e tests are RUN_SERIAL, so they run alone.
+    ctest --output-on-failure --timeout 600 -j"$jobs" "$@"
+    ;;
+  asan)
+    configure build-asan "${clang_args[@]}" -DTM_SANITIZE=ON
+    ninja -C build-asan -j"$jobs" tm_unit_tests tm_fuzz_targets
+    cd build-asan
+    # detect_leaks: LeakSanitizer runs at exit of every test process. halt_on_error: the first
+    # UBSan report fails the test (the code is also built with -fno-sanitize-recover=undefined).
+    ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:check_initialization_order=1 \
+      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      ctest --output-on-failure --timeout 600 -j"$jobs" -L 'unit|fuzz' "$@"
+    ;;
+  tsan)
+    configure build-tsan "${clang_args[@]}" -DTM_TSAN=ON
+    ninja -C build-tsan -j"$jobs" tm_threaded_tests
+    cd build-tsan
+    TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp" \
+      ctest --output-on-failure --timeout 600 -j"$jobs" -L threaded "$@"
+    ;;
+  format)
+    bash scripts/ci/check-format.sh
+    ;;
+  *)
+    echo "leg.sh: unknown leg '$leg' (gcc, asan, tsan or format)" >&2
+    exit 2
+    ;;
+esac
