@@ -10,8 +10,8 @@ namespace tunnelmesh {
 namespace {
 
 TEST(ByteReaderTest, ReadsEachWidthInItsByteOrder) {
-  const std::vector<uint8_t> bytes = {0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09,
-                                      0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12};
+  const std::vector<uint8_t> bytes = {0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a,
+                                      0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13};
   ByteReader reader(bytes);
   uint8_t u8 = 0;
   uint16_t be16 = 0;
@@ -26,7 +26,7 @@ TEST(ByteReaderTest, ReadsEachWidthInItsByteOrder) {
   EXPECT_EQ(be16, 0x0203);
   EXPECT_EQ(be32, 0x04050607u);
   EXPECT_EQ(le32, 0x0b0a0908u);
-  EXPECT_EQ(le64, 0x1211100f0e0d0c0bull);
+  EXPECT_EQ(le64, 0x131211100f0e0d0cull);
   EXPECT_EQ(reader.remaining(), 0u);
   EXPECT_TRUE(reader.ok());
 }

@@ -1,6 +1,7 @@
 // Runs a libFuzzer-style target (LLVMFuzzerTestOneInput) without libFuzzer: seeded random inputs
 // and mutations of earlier inputs, for a bounded number of iterations, so every build exercises
-// each parser of untrusted input under the same sanitizers as the rest of the tests. With
+// each parser of untrusted input under the same sanitizers as the rest of its tests: the test
+// command's asan leg (scripts/ci/leg.sh) runs every fuzz target built with ASan and UBSan. With
 // -DTM_LIBFUZZER=ON the same target links real libFuzzer instead (coverage-guided).
 #include <cstdint>
 #include <cstdio>
