@@ -12,7 +12,7 @@ namespace {
 using Datagram = std::vector<uint8_t>;
 
 struct Wire {
-  Endpoint from, to;
+  TransportEndpoint from, to;
   Datagram bytes;
 };
 
@@ -39,8 +39,8 @@ class DevicePairTest : public ::testing::Test {
     b_peer_ = *b_->AddPeer({a_->identity().public_key, psk.Clone(), std::nullopt, std::chrono::seconds(0)});
   }
 
-  auto EmitFrom(const Endpoint& self) {
-    return [this, self](const Endpoint& to, absl::Span<const uint8_t> bytes) {
+  auto EmitFrom(const TransportEndpoint& self) {
+    return [this, self](const TransportEndpoint& to, absl::Span<const uint8_t> bytes) {
       in_flight_.push_back(Wire{self, to, Datagram(bytes.begin(), bytes.end())});
     };
   }
@@ -49,11 +49,12 @@ class DevicePairTest : public ::testing::Test {
   Device::SealResult SendFromA(const std::vector<uint8_t>& packet) { return Send(*a_, a_peer_, a_addr_, packet); }
   Device::SealResult SendFromB(const std::vector<uint8_t>& packet) { return Send(*b_, b_peer_, b_addr_, packet); }
 
-  Device::SealResult Send(Device& d, Peer* peer, const Endpoint& self, const std::vector<uint8_t>& packet) {
+  Device::SealResult Send(Device& d, Peer* peer, const TransportEndpoint& self,
+                          const std::vector<uint8_t>& packet) {
     std::vector<uint8_t> buffer(16 + packet.size() + Device::kSealTailroom);
     std::copy(packet.begin(), packet.end(), buffer.begin() + 16);
     size_t length = 0;
-    Endpoint to;
+    TransportEndpoint to;
     auto result = d.SealInPlace(peer, buffer.data(), packet.size(), clock_.Now(), clock_.WallNow(),
                                 EmitFrom(self), &length, &to);
     if (result == Device::SealResult::kSealed) {
@@ -270,12 +271,34 @@ TEST_F(DevicePairTest, RoamsToLatestAuthenticatedSource) {
   EXPECT_EQ(a_peer_->endpoint(), moved);
 }
 
+TEST_F(DevicePairTest, RelayEndpointIsStoredEmittedAndRoamedTo) {
+  // A reaches B through the relay: every message A emits is addressed to the relay endpoint.
+  const TransportEndpoint relay_b = TransportEndpoint::Relay(7);
+  a_peer_->set_endpoint(relay_b);
+  ASSERT_EQ(SendFromA(Ipv4Packet(80, 3)), Device::SealResult::kStaged);
+  ASSERT_EQ(in_flight_.size(), 1u);
+  EXPECT_EQ(in_flight_[0].to, relay_b);
+  EXPECT_EQ(in_flight_[0].to.ToString(), "relay");
+  // B sees A's initiation arrive from the relay (as peer 3) and answers there.
+  const TransportEndpoint relay_a = TransportEndpoint::Relay(3);
+  Wire initiation = in_flight_[0];
+  in_flight_.clear();
+  initiation.from = relay_a;
+  initiation.to = b_addr_;
+  Deliver(initiation);
+  ASSERT_EQ(in_flight_.size(), 1u);
+  EXPECT_EQ(in_flight_[0].to, relay_a);
+  EXPECT_EQ(b_peer_->endpoint(), relay_a);
+  EXPECT_FALSE(relay_a == TransportEndpoint(Endpoint(IpAddress(), 0)));
+  EXPECT_FALSE(relay_a == relay_b);
+}
+
 TEST_F(DevicePairTest, PersistentKeepaliveStartsHandshakeAndKeepsSending) {
   SecretKey c_key = SecretKey::GeneratePrivate();
   Device c(c_key, 1420);
   Peer* peer = *c.AddPeer({a_->identity().public_key, SecretKey(), a_addr_, std::chrono::seconds(25)});
   std::vector<Datagram> out;
-  auto emit = [&](const Endpoint&, absl::Span<const uint8_t> b) { out.emplace_back(b.begin(), b.end()); };
+  auto emit = [&](const TransportEndpoint&, absl::Span<const uint8_t> b) { out.emplace_back(b.begin(), b.end()); };
   c.Tick(clock_.Now(), clock_.WallNow(), emit);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0][0], 1) << "a keepalive without a session starts a handshake";
@@ -318,14 +341,14 @@ TEST_F(UnderLoadTest, CookieReplyThenMac2Accepted) {
   ASSERT_EQ(SendFromA(Ipv4Packet(80, 3)), Device::SealResult::kStaged);
   Pump();
   EXPECT_EQ(CountLogged(3), 1) << "under load B answers with a cookie reply";
-  EXPECT_EQ(b_->drops().Get(Drop::kCookieSent), 1u);
+  EXPECT_EQ(b_->outcomes().Get(Outcome::kCookieSent), 1u);
   EXPECT_TRUE(b_received_.empty());
   // The retransmit carries mac2 from the cookie and is accepted despite the load.
   clock_.Advance(std::chrono::milliseconds(5400));
   Tick();
   Pump();
   ASSERT_EQ(b_received_.size(), 1u);
-  EXPECT_EQ(b_->drops().Get(Drop::kCookieSent), 1u);
+  EXPECT_EQ(b_->outcomes().Get(Outcome::kCookieSent), 1u);
 }
 
 TEST_F(UnderLoadTest, BadMac1IsDroppedBeforeAnyWork) {
