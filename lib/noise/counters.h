@@ -40,10 +40,10 @@ enum class Outcome : uint8_t {
 // The names `status --json` prints under "drops" (unchanged since before the split).
 inline const char* DropName(Drop d) {
   static constexpr const char* kNames[] = {
-      "malformed",          "mac1_invalid",       "handshake_invalid", "unknown_peer",
-      "handshake_replayed", "handshake_flood",    "cookie_invalid",    "unknown_receiver",
-      "keypair_expired",    "decrypt_failed",     "replayed",          "inner_malformed",
-      "source_not_allowed", "no_endpoint",        "staged_overflow",   "handshake_timeout",
+      "malformed",          "mac1_invalid",    "handshake_invalid", "unknown_peer",
+      "handshake_replayed", "handshake_flood", "cookie_invalid",    "unknown_receiver",
+      "keypair_expired",    "decrypt_failed",  "replayed",          "inner_malformed",
+      "source_not_allowed", "no_endpoint",     "staged_overflow",   "handshake_timeout",
   };
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(Drop::kCount));
   return kNames[static_cast<size_t>(d)];

@@ -234,8 +234,8 @@ bool Device::UnderLoad(MonoTime now) {
   return under_load_ || load_window_count_ > load_threshold_;
 }
 
-bool Device::PassesMacs(absl::Span<uint8_t> datagram, uint32_t sender_index, const TransportEndpoint& from,
-                        MonoTime now, Emit emit) {
+bool Device::PassesMacs(absl::Span<uint8_t> datagram, uint32_t sender_index,
+                        const TransportEndpoint& from, MonoTime now, Emit emit) {
   const auto source = SourceId(from);
   const CookieChecker::MacState state = cookie_checker_.Check(datagram, source, now);
   if (state == CookieChecker::MacState::kInvalidMac1) {
@@ -254,8 +254,8 @@ bool Device::PassesMacs(absl::Span<uint8_t> datagram, uint32_t sender_index, con
   return true;
 }
 
-Device::Received Device::Receive(absl::Span<uint8_t> datagram, const TransportEndpoint& from, MonoTime now,
-                                 absl::Time wall_now, Emit emit) {
+Device::Received Device::Receive(absl::Span<uint8_t> datagram, const TransportEndpoint& from,
+                                 MonoTime now, absl::Time wall_now, Emit emit) {
   const std::optional<wire::MessageType> type = wire::Classify(datagram);
   if (!type) {
     drops_.Add(Drop::kMalformed);
@@ -277,8 +277,8 @@ Device::Received Device::Receive(absl::Span<uint8_t> datagram, const TransportEn
   return {};
 }
 
-void Device::HandleInitiation(absl::Span<uint8_t> datagram, const TransportEndpoint& from, MonoTime now,
-                              Emit emit) {
+void Device::HandleInitiation(absl::Span<uint8_t> datagram, const TransportEndpoint& from,
+                              MonoTime now, Emit emit) {
   wire::HandshakeInitiation message;
   if (!wire::Parse(datagram, &message)) {
     drops_.Add(Drop::kMalformed);
@@ -330,8 +330,8 @@ void Device::HandleInitiation(absl::Span<uint8_t> datagram, const TransportEndpo
   OnAuthenticatedSend(peer, now, /*is_data=*/false);
 }
 
-void Device::HandleResponse(absl::Span<uint8_t> datagram, const TransportEndpoint& from, MonoTime now,
-                            absl::Time wall_now, Emit emit) {
+void Device::HandleResponse(absl::Span<uint8_t> datagram, const TransportEndpoint& from,
+                            MonoTime now, absl::Time wall_now, Emit emit) {
   wire::HandshakeResponse message;
   if (!wire::Parse(datagram, &message)) {
     drops_.Add(Drop::kMalformed);
@@ -471,9 +471,8 @@ Device::SealResult Device::SealInPlace(Peer* peer, uint8_t* buffer, size_t packe
         peer->staged_.pop_front();
         drops_.Add(Drop::kStagedOverflow);
       }
-      peer->staged_.push_back(
-          Peer::Staged{std::vector<uint8_t>(buffer + kTransportHeaderSize,
-                                            buffer + kTransportHeaderSize + packet_length)});
+      peer->staged_.push_back(Peer::Staged{std::vector<uint8_t>(
+          buffer + kTransportHeaderSize, buffer + kTransportHeaderSize + packet_length)});
       peer->handshake_wanted_ = true;
       SendInitiationLocked(peer, now, wall_now, emit);
       return SealResult::kStaged;

@@ -5,7 +5,8 @@
 //
 // Threads: every public method is thread-safe. The agent calls Receive from its UDP thread,
 // SealInPlace from its TUN thread, Tick from its UDP thread every 100 ms, and the peer-management
-// methods from its control thread. Lock order: Device::peers_mu_, then Peer::mu_, then IndexTable::mu_ (a leaf).
+// methods from its control thread. Lock order: Device::peers_mu_, then Peer::mu_, then
+// IndexTable::mu_ (a leaf).
 #pragma once
 
 #include <cstdint>
@@ -34,8 +35,7 @@ class Peer;
 
 // Sends `bytes` to `to` (a UDP address or the relay). Called synchronously from inside Device
 // methods, on the caller's thread.
-using Emit =
-    absl::FunctionRef<void(const TransportEndpoint& to, absl::Span<const uint8_t> bytes)>;
+using Emit = absl::FunctionRef<void(const TransportEndpoint& to, absl::Span<const uint8_t> bytes)>;
 
 // Maps our 32-bit session indices to the peer (and keypair) they belong to. Thread-safe leaf lock.
 class IndexTable {
@@ -150,7 +150,8 @@ class Device {
 
   // `mtu` bounds padding of transport payloads. `handshakes_per_second_under_load` is the rate of
   // incoming handshake messages above which the device demands cookies (mac2).
-  Device(const SecretKey& private_key, size_t mtu, uint32_t handshakes_per_second_under_load = 1000);
+  Device(const SecretKey& private_key, size_t mtu,
+         uint32_t handshakes_per_second_under_load = 1000);
   ~Device();
 
   const StaticIdentity& identity() const { return identity_; }
@@ -207,8 +208,8 @@ class Device {
                       absl::Time wall_now, Emit emit);
   // mac1 / load / mac2 gate shared by initiations and responses. Returns false when the message
   // must not be processed further (dropped or answered with a cookie).
-  bool PassesMacs(absl::Span<uint8_t> datagram, uint32_t sender_index, const TransportEndpoint& from,
-                  MonoTime now, Emit emit);
+  bool PassesMacs(absl::Span<uint8_t> datagram, uint32_t sender_index,
+                  const TransportEndpoint& from, MonoTime now, Emit emit);
   bool UnderLoad(MonoTime now);
   void SendInitiationLocked(Peer* peer, MonoTime now, absl::Time wall_now, Emit emit)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(peer->mu_);

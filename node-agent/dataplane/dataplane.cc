@@ -78,7 +78,8 @@ void Dataplane::Fail(absl::Status status) {
 
 DataplaneDropCounts Dataplane::drop_counts() const {
   DataplaneDropCounts out;
-  for (size_t i = 0; i < out.counts.size(); ++i) out.counts[i] = drops_.Get(static_cast<DataplaneDrop>(i));
+  for (size_t i = 0; i < out.counts.size(); ++i)
+    out.counts[i] = drops_.Get(static_cast<DataplaneDrop>(i));
   if (relay_ != nullptr) {
     out.counts[static_cast<size_t>(DataplaneDrop::kRelayQueueFull)] += relay_->receive_dropped();
   }
@@ -175,8 +176,8 @@ void Dataplane::OutboundLoop() {
         }
         uint8_t* at = slot(used);
         std::memcpy(at + wire::kTransportHeaderSize, packet.data(), packet.size());
-        if (!CompleteChecksum(hdr, absl::Span<uint8_t>(at + wire::kTransportHeaderSize,
-                                                       packet.size()))) {
+        if (!CompleteChecksum(
+                hdr, absl::Span<uint8_t>(at + wire::kTransportHeaderSize, packet.size()))) {
           device_->drops().Add(Drop::kInnerMalformed);
           continue;
         }
@@ -187,8 +188,8 @@ void Dataplane::OutboundLoop() {
       for (size_t i = 0; i < kMaxSegments; ++i) {
         segment_outputs[i] = slot(used + i) + wire::kTransportHeaderSize;
       }
-      const size_t segments = SplitSuperPacket(hdr, packet, mtu_, segment_outputs,
-                                               absl::MakeSpan(segment_lengths));
+      const size_t segments =
+          SplitSuperPacket(hdr, packet, mtu_, segment_outputs, absl::MakeSpan(segment_lengths));
       if (segments == 0) {
         device_->drops().Add(Drop::kInnerMalformed);
         continue;
@@ -203,9 +204,9 @@ void Dataplane::OutboundLoop() {
       udp_count = 0;
     }
     if (relay_count > 0) {
-      const size_t refused =
-          relay_ != nullptr ? relay_->Send(absl::MakeConstSpan(relay_out.data(), relay_count))
-                            : relay_count;
+      const size_t refused = relay_ != nullptr
+                                 ? relay_->Send(absl::MakeConstSpan(relay_out.data(), relay_count))
+                                 : relay_count;
       if (refused > 0) drops_.Add(DataplaneDrop::kSendFailed, refused);
       relay_count = 0;
     }

@@ -36,7 +36,9 @@ bool WaitFor(Pred pred) {
 
 struct Host {
   Host(FakeNetwork* network, const char* endpoint)
-      : key(SecretKey::GeneratePrivate()), device(key, 1420), bind(network, *Endpoint::Parse(endpoint)) {}
+      : key(SecretKey::GeneratePrivate()),
+        device(key, 1420),
+        bind(network, *Endpoint::Parse(endpoint)) {}
   SecretKey key;
   noise::Device device;
   FakeTunDevice tun;
@@ -52,10 +54,10 @@ TEST(DataplaneFakeNetworkTest, HandshakeAndTrafficOverTheFakeNetwork) {
   SystemClock clock;
   FakeNetwork network(&clock);
   Host a(&network, "192.0.2.1:51820"), b(&network, "192.0.2.2:51820");
-  a.peer = *a.device.AddPeer({b.device.identity().public_key, SecretKey(), b.bind.local(),
-                              std::chrono::seconds(0)});
-  b.peer = *b.device.AddPeer({a.device.identity().public_key, SecretKey(), std::nullopt,
-                              std::chrono::seconds(0)});
+  a.peer = *a.device.AddPeer(
+      {b.device.identity().public_key, SecretKey(), b.bind.local(), std::chrono::seconds(0)});
+  b.peer = *b.device.AddPeer(
+      {a.device.identity().public_key, SecretKey(), std::nullopt, std::chrono::seconds(0)});
   auto a_routes = std::make_shared<RouteTable>();
   a_routes->Insert(*Prefix::Parse("10.0.0.2/32"), a.peer);
   auto b_routes = std::make_shared<RouteTable>();

@@ -51,8 +51,10 @@ TEST(DataplaneTest, CarriesPacketsBothWaysAndChecksInnerSource) {
   Node a(ka), b(kb);
   Endpoint a_ep(*IpAddress::Parse("127.0.0.1"), a.socket->port());
   Endpoint b_ep(*IpAddress::Parse("::1"), b.socket->port());
-  a.peer = *a.device.AddPeer({b.device.identity().public_key, SecretKey(), b_ep, std::chrono::seconds(0)});
-  b.peer = *b.device.AddPeer({a.device.identity().public_key, SecretKey(), a_ep, std::chrono::seconds(0)});
+  a.peer = *a.device.AddPeer(
+      {b.device.identity().public_key, SecretKey(), b_ep, std::chrono::seconds(0)});
+  b.peer = *b.device.AddPeer(
+      {a.device.identity().public_key, SecretKey(), a_ep, std::chrono::seconds(0)});
   auto a_routes = std::make_shared<RouteTable>();
   a_routes->Insert(*Prefix::Parse("10.0.0.2/32"), a.peer);
   auto b_routes = std::make_shared<RouteTable>();
@@ -124,10 +126,10 @@ TEST(DataplaneTest, RelayEndpointsGoThroughTheRelayBind) {
   b.relay->SetPeer(b.peer->id(), a_key);
   a.peer->set_endpoint(TransportEndpoint::Relay(a.peer->id()));
   b.peer->set_endpoint(TransportEndpoint::Relay(b.peer->id()));
-  a.plane = std::make_unique<Dataplane>(&a.device, &a.tun, a.socket.get(), a.relay.get(), 1420,
-                                        &clock);
-  b.plane = std::make_unique<Dataplane>(&b.device, &b.tun, b.socket.get(), b.relay.get(), 1420,
-                                        &clock);
+  a.plane =
+      std::make_unique<Dataplane>(&a.device, &a.tun, a.socket.get(), a.relay.get(), 1420, &clock);
+  b.plane =
+      std::make_unique<Dataplane>(&b.device, &b.tun, b.socket.get(), b.relay.get(), 1420, &clock);
   auto a_routes = std::make_shared<RouteTable>();
   a_routes->Insert(*Prefix::Parse("10.0.0.2/32"), a.peer);
   auto b_routes = std::make_shared<RouteTable>();

@@ -40,14 +40,17 @@ class Reflector {
   void Serve() {
     std::vector<Endpoint> sources;
     while (bind_.pending() > 0) {
-      ASSERT_TRUE(bind_.Receive([&](absl::Span<uint8_t>, const TransportEndpoint& from) {
-                         sources.push_back(from.udp());
-                       }).ok());
+      ASSERT_TRUE(bind_
+                      .Receive([&](absl::Span<uint8_t>, const TransportEndpoint& from) {
+                        sources.push_back(from.udp());
+                      })
+                      .ok());
     }
     for (const Endpoint& source : sources) {
       const std::string text = source.ToString();
-      SendBytes(bind_, source,
-                absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+      SendBytes(
+          bind_, source,
+          absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
     }
   }
 
@@ -94,9 +97,11 @@ class Peer {
   // Handles everything received, as the agent's OnForeign does, then sends what the selector asks.
   void Step(MonoTime now) {
     while (bind_.pending() > 0) {
-      ASSERT_TRUE(bind_.Receive([&](absl::Span<uint8_t> bytes, const TransportEndpoint& from) {
-                         Handle(bytes, from.udp(), now);
-                       }).ok());
+      ASSERT_TRUE(bind_
+                      .Receive([&](absl::Span<uint8_t> bytes, const TransportEndpoint& from) {
+                        Handle(bytes, from.udp(), now);
+                      })
+                      .ok());
     }
     selector_.Tick(now);
     Act(now);
@@ -126,7 +131,8 @@ class Peer {
 
   void Act(MonoTime now) {
     disco::PathActions actions = selector_.TakeActions();
-    for (const disco::PingRequest& ping : actions.pings) Seal(disco::Ping{ping.tx_id}, ping.endpoint);
+    for (const disco::PingRequest& ping : actions.pings)
+      Seal(disco::Ping{ping.tx_id}, ping.endpoint);
     if (actions.send_call_me_maybe) {
       other_->selector().OnCallMeMaybe(Candidates(), now);
       other_->Act(now);

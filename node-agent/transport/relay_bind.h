@@ -9,7 +9,8 @@
 // counted (receive_dropped()), as a socket buffer would. No allocation per frame.
 //
 // RelayBind does not depend on the WebSocket client: the owner passes how to send a frame, and
-// feeds received frames to Deliver (from RelayClient's receive callback), so tests run it in memory.
+// feeds received frames to Deliver (from RelayClient's receive callback), so tests run it in
+// memory.
 //
 // Thread-safety: Send, Deliver, SetPeer and RemovePeer from any thread; Receive from one thread.
 #pragma once

@@ -75,7 +75,8 @@ TEST(RelayBindTest, QueuesDeliveredFramesBoundedAndHandsThemOverInBursts) {
   std::vector<absl::Span<uint8_t>> previous;
   while (Readable(bind)) {
     // The previous burst's bytes are still intact while the next one is taken.
-    for (absl::Span<uint8_t> p : previous) EXPECT_EQ(std::string(p.begin(), p.begin() + 5), "frame");
+    for (absl::Span<uint8_t> p : previous)
+      EXPECT_EQ(std::string(p.begin(), p.begin() + 5), "frame");
     previous.clear();
     absl::StatusOr<size_t> n = bind.Receive([&](absl::Span<uint8_t> b, const TransportEndpoint& f) {
       ASSERT_TRUE(f.is_relay());
@@ -96,7 +97,8 @@ TEST(RelayBindTest, QueuesDeliveredFramesBoundedAndHandsThemOverInBursts) {
   got.clear();
   ASSERT_TRUE(bind.Receive([&](absl::Span<uint8_t> b, const TransportEndpoint& f) {
                     got.emplace_back(f.relay_peer_id(), std::string(b.begin(), b.end()));
-                  }).ok());
+                  })
+                  .ok());
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0], std::make_pair(2u, std::string("after")));
 }

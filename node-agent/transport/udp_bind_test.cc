@@ -38,7 +38,8 @@ TEST(UdpBindTest, BurstArrivesInOrderAndRelayEndpointsAreRefused) {
   for (int i = 0; i < 40; ++i) sent.emplace_back(i == 39 ? 200 : 1000, static_cast<uint8_t>(i));
   std::vector<OutgoingDatagram> burst;
   for (const auto& s : sent) burst.push_back({s.data(), s.size(), to});
-  burst.insert(burst.begin() + 5, OutgoingDatagram{sent[0].data(), 10, TransportEndpoint::Relay(1)});
+  burst.insert(burst.begin() + 5,
+               OutgoingDatagram{sent[0].data(), 10, TransportEndpoint::Relay(1)});
   EXPECT_EQ((*a)->Send(burst), 1u) << "only the relay endpoint is refused";
 
   std::vector<TransportEndpoint> sources;

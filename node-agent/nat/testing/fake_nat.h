@@ -31,7 +31,11 @@
 
 namespace tunnelmesh {
 
-enum class NatMapping : uint8_t { kEndpointIndependent, kAddressDependent, kAddressAndPortDependent };
+enum class NatMapping : uint8_t {
+  kEndpointIndependent,
+  kAddressDependent,
+  kAddressAndPortDependent
+};
 enum class NatFiltering : uint8_t {
   kEndpointIndependent,
   kAddressDependent,
@@ -50,10 +54,10 @@ struct FakeNatOptions {
 struct FakeNatStats {
   uint64_t mappings_created = 0;
   uint64_t mappings_expired = 0;
-  uint64_t outbound = 0;        // Translated and sent to the public network.
-  uint64_t inbound = 0;         // Translated and sent into the LAN.
-  uint64_t no_mapping = 0;      // Inbound to a public port with no live mapping.
-  uint64_t filtered = 0;        // Inbound refused by the filtering behaviour.
+  uint64_t outbound = 0;         // Translated and sent to the public network.
+  uint64_t inbound = 0;          // Translated and sent into the LAN.
+  uint64_t no_mapping = 0;       // Inbound to a public port with no live mapping.
+  uint64_t filtered = 0;         // Inbound refused by the filtering behaviour.
   uint64_t ports_exhausted = 0;  // Outbound dropped: no free public port.
 };
 
