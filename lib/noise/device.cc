@@ -1,3 +1,6 @@
+// The Device's state machine (device.h): peers, handshakes, data, cookies and timers in one file,
+// because they share Peer::mu_'s locking discipline and read best in whitepaper order. Slightly
+// over 600 lines for that reason; split by protocol step if it grows further.
 #include "lib/noise/device.h"
 
 #include <cstring>
