@@ -66,10 +66,10 @@ void BM_DeviceSealAndReceive(benchmark::State& state) {
   (void)*b.AddPeer({a.identity().public_key, SecretKey(), ea, std::chrono::seconds(0)});
   MonoTime now = MonoClock::now();
   std::vector<std::vector<uint8_t>> to_b, to_a;
-  auto from_a = [&](const Endpoint&, absl::Span<const uint8_t> m) {
+  auto from_a = [&](const TransportEndpoint&, absl::Span<const uint8_t> m) {
     to_b.emplace_back(m.begin(), m.end());
   };
-  auto from_b = [&](const Endpoint&, absl::Span<const uint8_t> m) {
+  auto from_b = [&](const TransportEndpoint&, absl::Span<const uint8_t> m) {
     to_a.emplace_back(m.begin(), m.end());
   };
   a.Initiate(pa, now, absl::Now(), from_a);
@@ -80,11 +80,11 @@ void BM_DeviceSealAndReceive(benchmark::State& state) {
   buffer[18] = static_cast<uint8_t>(size >> 8);
   buffer[19] = static_cast<uint8_t>(size);
   std::vector<uint8_t> packet(buffer.begin() + 16, buffer.begin() + 16 + size);
-  auto ignore = [](const Endpoint&, absl::Span<const uint8_t>) {};
+  auto ignore = [](const TransportEndpoint&, absl::Span<const uint8_t>) {};
   for (auto _ : state) {
     std::copy(packet.begin(), packet.end(), buffer.begin() + 16);
     size_t length = 0;
-    Endpoint to;
+    TransportEndpoint to;
     a.SealInPlace(pa, buffer.data(), size, now, absl::Time(), ignore, &length, &to);
     auto r = b.Receive(absl::Span<uint8_t>(buffer.data(), length), ea, now, absl::Time(), ignore);
     benchmark::DoNotOptimize(r);

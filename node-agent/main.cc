@@ -23,7 +23,7 @@
 #include "node-agent/control/join.h"
 #include "node-agent/control/status.h"
 #include "node-agent/dataplane/dataplane.h"
-#include "node-agent/dataplane/udp_socket.h"
+#include "node-agent/transport/udp_bind.h"
 #include "node-agent/netlink/link_configurator.h"
 #include "node-agent/transport/relay_client.h"
 #include "node-agent/tun/linux_tun_device.h"
@@ -178,8 +178,8 @@ int Run(const Options& options) {
 
   absl::StatusOr<std::unique_ptr<LinuxTunDevice>> tun = LinuxTunDevice::Create(options.interface_name, /*offload=*/true);
   if (!tun.ok()) return Fail("creating interface " + options.interface_name + ": " + std::string(tun.status().message()));
-  absl::StatusOr<std::unique_ptr<UdpSocket>> socket =
-      UdpSocket::Open(config->listen_port, /*fall_back_to_any=*/true);
+  absl::StatusOr<std::unique_ptr<UdpBind>> socket =
+      UdpBind::Open(config->listen_port, /*fall_back_to_any=*/true);
   if (!socket.ok()) return Fail(std::string(socket.status().message()));
   if (config->listen_port != 0 && (*socket)->port() != config->listen_port) {
     TM_LOG_WARN("ListenPort {} is in use; listening on {} instead (peers that dial this port will "
@@ -199,7 +199,7 @@ int Run(const Options& options) {
   if (!configured.ok()) return Fail(std::string(configured.message()));
 
   SystemClock clock;
-  Dataplane plane(&device, tun->get(), socket->get(), mtu, &clock);
+  Dataplane plane(&device, tun->get(), socket->get(), /*relay=*/nullptr, mtu, &clock);
   plane.SetRoutes(routes);
   if (absl::Status s = plane.Start(); !s.ok()) return Fail(std::string(s.message()));
 
@@ -213,7 +213,9 @@ int Run(const Options& options) {
       control_path,
       [&](std::string_view request) -> std::string {
         if (request == "ping") return "pong";
-        if (request == "status") return BuildStatus(self, device, *plane.routes()).dump();
+        if (request == "status") {
+          return BuildStatus(self, device, *plane.routes(), plane.drop_counts()).dump();
+        }
         return "{\"error\": \"unknown request\"}";
       });
   if (!control.ok()) {

@@ -12,24 +12,21 @@ inline constexpr char kIdentifier[] = "WireGuard v1 zx2c4 Jason@zx2c4.com";
 inline constexpr char kLabelMac1[] = "mac1----";
 inline constexpr char kLabelCookie[] = "cookie--";
 
-using std::chrono::milliseconds;
-using std::chrono::seconds;
-
 inline constexpr uint64_t kRekeyAfterMessages = uint64_t{1} << 60;
 inline constexpr uint64_t kRejectAfterMessages = UINT64_MAX - (uint64_t{1} << 13);
-inline constexpr seconds kRekeyAfterTime{120};
-inline constexpr seconds kRejectAfterTime{180};
-inline constexpr seconds kRekeyAttemptTime{90};
-inline constexpr seconds kRekeyTimeout{5};
-inline constexpr milliseconds kRekeyTimeoutJitterMax{334};
-inline constexpr seconds kKeepaliveTimeout{10};
-inline constexpr seconds kCookieRefreshTime{120};
+inline constexpr std::chrono::seconds kRekeyAfterTime{120};
+inline constexpr std::chrono::seconds kRejectAfterTime{180};
+inline constexpr std::chrono::seconds kRekeyAttemptTime{90};
+inline constexpr std::chrono::seconds kRekeyTimeout{5};
+inline constexpr std::chrono::milliseconds kRekeyTimeoutJitterMax{334};
+inline constexpr std::chrono::seconds kKeepaliveTimeout{10};
+inline constexpr std::chrono::seconds kCookieRefreshTime{120};
 // A received cookie is used for mac2 only while the responder's secret that made it can still be
 // current, minus a margin for latency (Linux: COOKIE_SECRET_MAX_AGE - COOKIE_SECRET_LATENCY).
-inline constexpr seconds kCookieValidity{120 - 5};
+inline constexpr std::chrono::seconds kCookieValidity{120 - 5};
 // At most this many initiations per second are consumed from one peer (flood protection).
-inline constexpr milliseconds kMinInitiationInterval{20};
+inline constexpr std::chrono::milliseconds kMinInitiationInterval{20};
 // With no new handshake for this long, every key of the peer is erased.
-inline constexpr seconds kZeroKeysAfter = kRejectAfterTime * 3;
+inline constexpr std::chrono::seconds kZeroKeysAfter = kRejectAfterTime * 3;
 
 }  // namespace tunnelmesh::noise

@@ -1,9 +1,12 @@
-// Named counters for every reason a datagram or packet is dropped, and for handshake outcomes.
-// Lock-free; read by `tunnelmesh-agent status` and asserted on by tests.
+// Named counters of the WireGuard protocol core: every reason it drops a datagram or packet, and
+// the handshake outcomes that are not drops (a cookie reply sent under load). Lock-free; read by
+// `tunnelmesh-agent status` and asserted on by tests. The data plane's own reasons (no route, TUN
+// write failed, send failed, ...) are counted by the data plane (node-agent/dataplane/counters.h).
 #pragma once
 
 #include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 namespace tunnelmesh::noise {
@@ -15,45 +18,59 @@ enum class Drop : uint8_t {
   kUnknownPeer,        // Initiation from a static key that is not a configured peer.
   kHandshakeReplayed,  // Initiation whose TAI64N timestamp is not newer than the last accepted.
   kHandshakeFlood,     // Initiations from one peer faster than 50 per second.
-  kCookieSent,         // Handshake answered with a cookie reply because we are under load.
   kCookieInvalid,      // Cookie reply that does not decrypt.
   kUnknownReceiver,    // Receiver index that names no live session.
   kKeypairExpired,     // Transport data for a keypair past REJECT_AFTER_TIME or its message limit.
   kDecryptFailed,      // Transport data whose authentication tag fails.
   kReplayed,           // Transport data with a counter already seen or outside the window.
-  kInnerMalformed,     // Decrypted payload that is not an IPv4 or IPv6 packet.
+  kInnerMalformed,     // Decrypted (or to be sealed) payload that is not an IPv4 or IPv6 packet.
   kSourceNotAllowed,   // Decrypted packet whose source address is not in the peer's AllowedIPs.
-  kNoRoute,            // Outbound packet to an address no peer's AllowedIPs cover.
   kNoEndpoint,         // Outbound data for a peer whose endpoint is not known yet.
   kStagedOverflow,     // Outbound packet dropped because too many wait for a handshake.
   kHandshakeTimeout,   // Staged packets dropped after REKEY_ATTEMPT_TIME without a handshake.
-  kSendFailed,         // The UDP socket refused a datagram.
-  kTunWriteFailed,     // The TUN device refused a packet.
-  kPacketTooBig,       // Outbound packet larger than the interface MTU.
   kCount,
 };
 
+// Outcomes worth counting that are not drops.
+enum class Outcome : uint8_t {
+  kCookieSent,  // Handshake answered with a cookie reply because we are under load (5.4.7).
+  kCount,
+};
+
+// The names `status --json` prints under "drops" (unchanged since before the split).
 inline const char* DropName(Drop d) {
   static constexpr const char* kNames[] = {
-      "malformed",        "mac1_invalid",      "handshake_invalid", "unknown_peer",
-      "handshake_replayed", "handshake_flood", "cookie_sent",       "cookie_invalid",
-      "unknown_receiver", "keypair_expired",   "decrypt_failed",    "replayed",
-      "inner_malformed",  "source_not_allowed", "no_route",         "no_endpoint",
-      "staged_overflow",  "handshake_timeout", "send_failed",       "tun_write_failed", "packet_too_big",
+      "malformed",          "mac1_invalid",    "handshake_invalid", "unknown_peer",
+      "handshake_replayed", "handshake_flood", "cookie_invalid",    "unknown_receiver",
+      "keypair_expired",    "decrypt_failed",  "replayed",          "inner_malformed",
+      "source_not_allowed", "no_endpoint",     "staged_overflow",   "handshake_timeout",
   };
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(Drop::kCount));
   return kNames[static_cast<size_t>(d)];
 }
 
-class DropCounters {
+inline const char* OutcomeName(Outcome o) {
+  static constexpr const char* kNames[] = {"cookie_sent"};
+  static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(Outcome::kCount));
+  return kNames[static_cast<size_t>(o)];
+}
+
+// One relaxed atomic per value of the enum `E` (which ends in kCount).
+template <typename E>
+class EnumCounters {
  public:
-  void Add(Drop d, uint64_t n = 1) {
-    counts_[static_cast<size_t>(d)].fetch_add(n, std::memory_order_relaxed);
+  void Add(E e, uint64_t n = 1) {
+    counts_[static_cast<size_t>(e)].fetch_add(n, std::memory_order_relaxed);
   }
-  uint64_t Get(Drop d) const { return counts_[static_cast<size_t>(d)].load(std::memory_order_relaxed); }
+  uint64_t Get(E e) const {
+    return counts_[static_cast<size_t>(e)].load(std::memory_order_relaxed);
+  }
 
  private:
-  std::array<std::atomic<uint64_t>, static_cast<size_t>(Drop::kCount)> counts_{};
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(E::kCount)> counts_{};
 };
+
+using DropCounters = EnumCounters<Drop>;
+using OutcomeCounters = EnumCounters<Outcome>;
 
 }  // namespace tunnelmesh::noise

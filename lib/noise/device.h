@@ -5,7 +5,8 @@
 //
 // Threads: every public method is thread-safe. The agent calls Receive from its UDP thread,
 // SealInPlace from its TUN thread, Tick from its UDP thread every 100 ms, and the peer-management
-// methods from its control thread. Lock order: Device::peers_mu_, then Peer::mu_, then IndexTable::mu_ (a leaf).
+// methods from its control thread. Lock order: Device::peers_mu_, then Peer::mu_, then
+// IndexTable::mu_ (a leaf).
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,7 @@
 #include "lib/base/clock.h"
 #include "lib/crypto/keys.h"
 #include "lib/net/ip.h"
+#include "lib/net/transport_endpoint.h"
 #include "lib/noise/cookie.h"
 #include "lib/noise/counters.h"
 #include "lib/noise/handshake.h"
@@ -31,8 +33,9 @@ namespace tunnelmesh::noise {
 
 class Peer;
 
-// Sends `bytes` to `to`. Called synchronously from inside Device methods, on the caller's thread.
-using Emit = absl::FunctionRef<void(const Endpoint& to, absl::Span<const uint8_t> bytes)>;
+// Sends `bytes` to `to` (a UDP address or the relay). Called synchronously from inside Device
+// methods, on the caller's thread.
+using Emit = absl::FunctionRef<void(const TransportEndpoint& to, absl::Span<const uint8_t> bytes)>;
 
 // Maps our 32-bit session indices to the peer (and keypair) they belong to. Thread-safe leaf lock.
 class IndexTable {
@@ -63,7 +66,7 @@ struct PeerStats {
 struct PeerConfig {
   PublicKey public_key;
   SecretKey preshared_key;  // Zero for none.
-  std::optional<Endpoint> endpoint;
+  std::optional<TransportEndpoint> endpoint;
   std::chrono::seconds persistent_keepalive{0};  // Zero for off.
   // Follow the latest authenticated source address (WireGuard's roaming). Off when something else
   // (the agent's path selection) decides where the peer is reached.
@@ -79,8 +82,9 @@ class Peer {
   uint32_t id() const { return id_; }
   const PublicKey& public_key() const { return statics_.public_key; }
   const PeerStats& stats() const { return stats_; }
-  std::optional<Endpoint> endpoint() const;
-  void set_endpoint(const Endpoint& endpoint);
+  // Where the peer is reached now: a UDP address or the relay.
+  std::optional<TransportEndpoint> endpoint() const;
+  void set_endpoint(const TransportEndpoint& endpoint);
   std::chrono::seconds persistent_keepalive() const { return persistent_keepalive_; }
 
  private:
@@ -108,7 +112,7 @@ class Peer {
   PeerStats stats_;
 
   mutable absl::Mutex mu_;
-  std::optional<Endpoint> endpoint_ ABSL_GUARDED_BY(mu_);
+  std::optional<TransportEndpoint> endpoint_ ABSL_GUARDED_BY(mu_);
   CookieJar cookies_ ABSL_GUARDED_BY(mu_);
   // Initiator handshake in progress.
   bool initiation_pending_ ABSL_GUARDED_BY(mu_) = false;
@@ -146,12 +150,14 @@ class Device {
 
   // `mtu` bounds padding of transport payloads. `handshakes_per_second_under_load` is the rate of
   // incoming handshake messages above which the device demands cookies (mac2).
-  Device(const SecretKey& private_key, size_t mtu, uint32_t handshakes_per_second_under_load = 1000);
+  Device(const SecretKey& private_key, size_t mtu,
+         uint32_t handshakes_per_second_under_load = 1000);
   ~Device();
 
   const StaticIdentity& identity() const { return identity_; }
   DropCounters& drops() { return drops_; }
   const DropCounters& drops() const { return drops_; }
+  const OutcomeCounters& outcomes() const { return outcomes_; }
 
   // Adds a peer; fails when the key is ours or already present.
   absl::StatusOr<Peer*> AddPeer(PeerConfig config);
@@ -173,7 +179,7 @@ class Device {
 
   // Processes one datagram from `from`, decrypting transport data in place. Handshake replies, and
   // packets released by a completed handshake, go out through `emit`. Every drop is counted.
-  Received Receive(absl::Span<uint8_t> datagram, const Endpoint& from, MonoTime now,
+  Received Receive(absl::Span<uint8_t> datagram, const TransportEndpoint& from, MonoTime now,
                    absl::Time wall_now, Emit emit);
 
   enum class SealResult { kSealed, kStaged, kDropped };
@@ -182,7 +188,7 @@ class Device {
   // session the packet is staged and a handshake is started through `emit`.
   SealResult SealInPlace(Peer* peer, uint8_t* buffer, size_t packet_length, MonoTime now,
                          absl::Time wall_now, Emit emit, size_t* message_length,
-                         Endpoint* destination);
+                         TransportEndpoint* destination);
 
   // Runs every peer's timers: retransmits, keepalives, rekeys, key erasure.
   void Tick(MonoTime now, absl::Time wall_now, Emit emit);
@@ -193,17 +199,17 @@ class Device {
   size_t live_indices() const { return indices_.size(); }
 
  private:
-  void HandleInitiation(absl::Span<uint8_t> datagram, const Endpoint& from, MonoTime now,
+  void HandleInitiation(absl::Span<uint8_t> datagram, const TransportEndpoint& from, MonoTime now,
                         Emit emit);
-  void HandleResponse(absl::Span<uint8_t> datagram, const Endpoint& from, MonoTime now,
+  void HandleResponse(absl::Span<uint8_t> datagram, const TransportEndpoint& from, MonoTime now,
                       absl::Time wall_now, Emit emit);
   void HandleCookieReply(absl::Span<uint8_t> datagram, MonoTime now);
-  Received HandleData(absl::Span<uint8_t> datagram, const Endpoint& from, MonoTime now,
+  Received HandleData(absl::Span<uint8_t> datagram, const TransportEndpoint& from, MonoTime now,
                       absl::Time wall_now, Emit emit);
   // mac1 / load / mac2 gate shared by initiations and responses. Returns false when the message
   // must not be processed further (dropped or answered with a cookie).
-  bool PassesMacs(absl::Span<uint8_t> datagram, uint32_t sender_index, const Endpoint& from,
-                  MonoTime now, Emit emit);
+  bool PassesMacs(absl::Span<uint8_t> datagram, uint32_t sender_index,
+                  const TransportEndpoint& from, MonoTime now, Emit emit);
   bool UnderLoad(MonoTime now);
   void SendInitiationLocked(Peer* peer, MonoTime now, absl::Time wall_now, Emit emit)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(peer->mu_);
@@ -229,6 +235,7 @@ class Device {
   CookieChecker cookie_checker_;
   IndexTable indices_;
   DropCounters drops_;
+  OutcomeCounters outcomes_;
 
   mutable absl::Mutex peers_mu_;
   std::vector<std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(peers_mu_);

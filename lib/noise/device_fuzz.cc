@@ -21,17 +21,21 @@ struct World {
     a_ep = Endpoint(*IpAddress::Parse("192.0.2.1"), 1);
     b_ep = Endpoint(*IpAddress::Parse("192.0.2.2"), 2);
     peer_a = *a->AddPeer({b->identity().public_key, SecretKey(), b_ep, std::chrono::seconds(0)});
-    b->AddPeer({a->identity().public_key, SecretKey(), std::nullopt, std::chrono::seconds(0)}).IgnoreError();
+    b->AddPeer({a->identity().public_key, SecretKey(), std::nullopt, std::chrono::seconds(0)})
+        .IgnoreError();
     // Handshake through a tiny in-memory network.
     std::vector<std::pair<bool, std::vector<uint8_t>>> q;  // (to_b, bytes)
-    auto from_a = [&](const Endpoint&, absl::Span<const uint8_t> m) { q.push_back({true, {m.begin(), m.end()}}); };
+    auto from_a = [&](const TransportEndpoint&, absl::Span<const uint8_t> m) {
+      q.push_back({true, {m.begin(), m.end()}});
+    };
     a->Initiate(peer_a, now, absl::Now(), from_a);
     for (size_t i = 0; i < q.size(); ++i) {
       auto [to_b, bytes] = q[i];
-      auto emit = [&, to_b = to_b](const Endpoint&, absl::Span<const uint8_t> m) {
+      auto emit = [&, to_b = to_b](const TransportEndpoint&, absl::Span<const uint8_t> m) {
         q.push_back({!to_b, {m.begin(), m.end()}});
       };
-      (to_b ? b : a)->Receive(absl::Span<uint8_t>(bytes), to_b ? a_ep : b_ep, now, absl::Now(), emit);
+      (to_b ? b : a)
+          ->Receive(absl::Span<uint8_t>(bytes), to_b ? a_ep : b_ep, now, absl::Now(), emit);
     }
   }
   SecretKey a_key, b_key;
@@ -46,7 +50,7 @@ struct World {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static World world;
   std::vector<uint8_t> datagram(data, data + size);
-  auto ignore = [](const Endpoint&, absl::Span<const uint8_t>) {};
+  auto ignore = [](const TransportEndpoint&, absl::Span<const uint8_t>) {};
   world.b->Receive(absl::Span<uint8_t>(datagram), world.a_ep, world.now, absl::Now(), ignore);
   return 0;
 }

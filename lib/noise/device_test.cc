@@ -12,7 +12,7 @@ namespace {
 using Datagram = std::vector<uint8_t>;
 
 struct Wire {
-  Endpoint from, to;
+  TransportEndpoint from, to;
   Datagram bytes;
 };
 
@@ -35,25 +35,32 @@ class DevicePairTest : public ::testing::Test {
     a_addr_ = Endpoint(*IpAddress::Parse("192.0.2.1"), 1001);
     b_addr_ = Endpoint(*IpAddress::Parse("192.0.2.2"), 1002);
     SecretKey psk = SecretKey::Random();
-    a_peer_ = *a_->AddPeer({b_->identity().public_key, psk.Clone(), b_addr_, std::chrono::seconds(0)});
-    b_peer_ = *b_->AddPeer({a_->identity().public_key, psk.Clone(), std::nullopt, std::chrono::seconds(0)});
+    a_peer_ =
+        *a_->AddPeer({b_->identity().public_key, psk.Clone(), b_addr_, std::chrono::seconds(0)});
+    b_peer_ = *b_->AddPeer(
+        {a_->identity().public_key, psk.Clone(), std::nullopt, std::chrono::seconds(0)});
   }
 
-  auto EmitFrom(const Endpoint& self) {
-    return [this, self](const Endpoint& to, absl::Span<const uint8_t> bytes) {
+  auto EmitFrom(const TransportEndpoint& self) {
+    return [this, self](const TransportEndpoint& to, absl::Span<const uint8_t> bytes) {
       in_flight_.push_back(Wire{self, to, Datagram(bytes.begin(), bytes.end())});
     };
   }
 
   // Sends an IP packet from A's TUN side. Returns what SealInPlace said.
-  Device::SealResult SendFromA(const std::vector<uint8_t>& packet) { return Send(*a_, a_peer_, a_addr_, packet); }
-  Device::SealResult SendFromB(const std::vector<uint8_t>& packet) { return Send(*b_, b_peer_, b_addr_, packet); }
+  Device::SealResult SendFromA(const std::vector<uint8_t>& packet) {
+    return Send(*a_, a_peer_, a_addr_, packet);
+  }
+  Device::SealResult SendFromB(const std::vector<uint8_t>& packet) {
+    return Send(*b_, b_peer_, b_addr_, packet);
+  }
 
-  Device::SealResult Send(Device& d, Peer* peer, const Endpoint& self, const std::vector<uint8_t>& packet) {
+  Device::SealResult Send(Device& d, Peer* peer, const TransportEndpoint& self,
+                          const std::vector<uint8_t>& packet) {
     std::vector<uint8_t> buffer(16 + packet.size() + Device::kSealTailroom);
     std::copy(packet.begin(), packet.end(), buffer.begin() + 16);
     size_t length = 0;
-    Endpoint to;
+    TransportEndpoint to;
     auto result = d.SealInPlace(peer, buffer.data(), packet.size(), clock_.Now(), clock_.WallNow(),
                                 EmitFrom(self), &length, &to);
     if (result == Device::SealResult::kSealed) {
@@ -67,7 +74,8 @@ class DevicePairTest : public ::testing::Test {
     Device& d = w.to == a_addr_ ? *a_ : *b_;
     auto& sink = w.to == a_addr_ ? a_received_ : b_received_;
     Datagram copy = w.bytes;
-    auto r = d.Receive(absl::Span<uint8_t>(copy), w.from, clock_.Now(), clock_.WallNow(), EmitFrom(w.to));
+    auto r = d.Receive(absl::Span<uint8_t>(copy), w.from, clock_.Now(), clock_.WallNow(),
+                       EmitFrom(w.to));
     if (r.kind == Device::Received::Kind::kPacket) {
       sink.emplace_back(copy.begin() + 16, copy.begin() + 16 + r.packet_length);
     }
@@ -138,7 +146,8 @@ TEST_F(DevicePairTest, HandshakeThenDataBothWays) {
 }
 
 TEST_F(DevicePairTest, ResponderStagesUntilConfirmedWhenInitiatorSendsNothing) {
-  // A initiates through a tick (persistent-keepalive style), B answers; A confirms with a keepalive.
+  // A initiates through a tick (persistent-keepalive style), B answers; A confirms with a
+  // keepalive.
   a_->Initiate(a_peer_, clock_.Now(), clock_.WallNow(), EmitFrom(a_addr_));
   Pump();
   EXPECT_EQ(CountLogged(4), 1) << "the initiator confirms the session with a keepalive";
@@ -148,7 +157,8 @@ TEST_F(DevicePairTest, ResponderStagesUntilConfirmedWhenInitiatorSendsNothing) {
 TEST_F(DevicePairTest, ReplayedInitiationIsRejected) {
   Establish();
   Wire initiation;
-  for (const auto& w : log_) if (w.bytes[0] == 1) initiation = w;
+  for (const auto& w : log_)
+    if (w.bytes[0] == 1) initiation = w;
   clock_.Advance(std::chrono::seconds(1));
   Deliver(initiation);
   EXPECT_EQ(b_->drops().Get(Drop::kHandshakeReplayed), 1u);
@@ -196,7 +206,8 @@ TEST_F(DevicePairTest, InitiatorRekeysAfterRekeyAfterTime) {
   Establish();
   log_.clear();
   clock_.Advance(std::chrono::seconds(121));
-  ASSERT_EQ(SendFromA(Ipv4Packet(80, 3)), Device::SealResult::kSealed) << "the old session still sends";
+  ASSERT_EQ(SendFromA(Ipv4Packet(80, 3)), Device::SealResult::kSealed)
+      << "the old session still sends";
   Pump();
   EXPECT_EQ(CountLogged(1), 1) << "and a new handshake starts";
   EXPECT_EQ(a_peer_->stats().handshakes_completed.load(), 2u);
@@ -210,7 +221,8 @@ TEST_F(DevicePairTest, SessionsExpireAfterRejectAfterTime) {
   clock_.Advance(std::chrono::seconds(181));
   Deliver(old);
   EXPECT_EQ(b_->drops().Get(Drop::kKeypairExpired), 1u);
-  EXPECT_EQ(SendFromB(Ipv4Packet(80, 3)), Device::SealResult::kStaged) << "no sending on a dead session";
+  EXPECT_EQ(SendFromB(Ipv4Packet(80, 3)), Device::SealResult::kStaged)
+      << "no sending on a dead session";
 }
 
 TEST_F(DevicePairTest, RetriesEveryRekeyTimeoutAndGivesUpAfterRekeyAttemptTime) {
@@ -270,12 +282,37 @@ TEST_F(DevicePairTest, RoamsToLatestAuthenticatedSource) {
   EXPECT_EQ(a_peer_->endpoint(), moved);
 }
 
+TEST_F(DevicePairTest, RelayEndpointIsStoredEmittedAndRoamedTo) {
+  // A reaches B through the relay: every message A emits is addressed to the relay endpoint.
+  const TransportEndpoint relay_b = TransportEndpoint::Relay(7);
+  a_peer_->set_endpoint(relay_b);
+  ASSERT_EQ(SendFromA(Ipv4Packet(80, 3)), Device::SealResult::kStaged);
+  ASSERT_EQ(in_flight_.size(), 1u);
+  EXPECT_EQ(in_flight_[0].to, relay_b);
+  EXPECT_EQ(in_flight_[0].to.ToString(), "relay");
+  // B sees A's initiation arrive from the relay (as peer 3) and answers there.
+  const TransportEndpoint relay_a = TransportEndpoint::Relay(3);
+  Wire initiation = in_flight_[0];
+  in_flight_.clear();
+  initiation.from = relay_a;
+  initiation.to = b_addr_;
+  Deliver(initiation);
+  ASSERT_EQ(in_flight_.size(), 1u);
+  EXPECT_EQ(in_flight_[0].to, relay_a);
+  EXPECT_EQ(b_peer_->endpoint(), relay_a);
+  EXPECT_FALSE(relay_a == TransportEndpoint(Endpoint(IpAddress(), 0)));
+  EXPECT_FALSE(relay_a == relay_b);
+}
+
 TEST_F(DevicePairTest, PersistentKeepaliveStartsHandshakeAndKeepsSending) {
   SecretKey c_key = SecretKey::GeneratePrivate();
   Device c(c_key, 1420);
-  Peer* peer = *c.AddPeer({a_->identity().public_key, SecretKey(), a_addr_, std::chrono::seconds(25)});
+  Peer* peer =
+      *c.AddPeer({a_->identity().public_key, SecretKey(), a_addr_, std::chrono::seconds(25)});
   std::vector<Datagram> out;
-  auto emit = [&](const Endpoint&, absl::Span<const uint8_t> b) { out.emplace_back(b.begin(), b.end()); };
+  auto emit = [&](const TransportEndpoint&, absl::Span<const uint8_t> b) {
+    out.emplace_back(b.begin(), b.end());
+  };
   c.Tick(clock_.Now(), clock_.WallNow(), emit);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0][0], 1) << "a keepalive without a session starts a handshake";
@@ -302,7 +339,8 @@ TEST_F(DevicePairTest, RemovedPeerLosesSessionsAndIsRefused) {
 TEST_F(DevicePairTest, TrafficFromUnknownStaticKeyIsRefused) {
   SecretKey stranger_key = SecretKey::GeneratePrivate();
   Device stranger(stranger_key, 1420);
-  Peer* p = *stranger.AddPeer({b_->identity().public_key, SecretKey(), b_addr_, std::chrono::seconds(0)});
+  Peer* p =
+      *stranger.AddPeer({b_->identity().public_key, SecretKey(), b_addr_, std::chrono::seconds(0)});
   Endpoint s_addr(*IpAddress::Parse("192.0.2.99"), 9);
   stranger.Initiate(p, clock_.Now(), clock_.WallNow(), EmitFrom(s_addr));
   Pump();
@@ -318,14 +356,14 @@ TEST_F(UnderLoadTest, CookieReplyThenMac2Accepted) {
   ASSERT_EQ(SendFromA(Ipv4Packet(80, 3)), Device::SealResult::kStaged);
   Pump();
   EXPECT_EQ(CountLogged(3), 1) << "under load B answers with a cookie reply";
-  EXPECT_EQ(b_->drops().Get(Drop::kCookieSent), 1u);
+  EXPECT_EQ(b_->outcomes().Get(Outcome::kCookieSent), 1u);
   EXPECT_TRUE(b_received_.empty());
   // The retransmit carries mac2 from the cookie and is accepted despite the load.
   clock_.Advance(std::chrono::milliseconds(5400));
   Tick();
   Pump();
   ASSERT_EQ(b_received_.size(), 1u);
-  EXPECT_EQ(b_->drops().Get(Drop::kCookieSent), 1u);
+  EXPECT_EQ(b_->outcomes().Get(Outcome::kCookieSent), 1u);
 }
 
 TEST_F(UnderLoadTest, BadMac1IsDroppedBeforeAnyWork) {

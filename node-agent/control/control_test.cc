@@ -43,7 +43,9 @@ TEST(StatusTest, ReportsPeersRoutesAndDrops) {
   routes.Insert(*Prefix::Parse("fd00::/64"), peer);
   device.drops().Add(noise::Drop::kMalformed, 3);
   SelfInfo self{"laptop", "tm0", device.identity().public_key, {*IpAddress::Parse("10.0.0.1")}, 51820};
-  nlohmann::json status = BuildStatus(self, device, routes);
+  DataplaneDropCounts plane_drops;
+  plane_drops.counts[static_cast<size_t>(DataplaneDrop::kRelayQueueFull)] = 2;
+  nlohmann::json status = BuildStatus(self, device, routes, plane_drops);
   EXPECT_EQ(status["self"]["mesh_ips"][0], "10.0.0.1");
   ASSERT_EQ(status["peers"].size(), 1u);
   EXPECT_EQ(status["peers"][0]["public_key"], DerivePublicKey(peer_key).ToBase64());
@@ -52,6 +54,13 @@ TEST(StatusTest, ReportsPeersRoutesAndDrops) {
   EXPECT_EQ(status["peers"][0]["allowed_ips"].size(), 2u);
   EXPECT_EQ(status["peers"][0]["latest_handshake"], 0);
   EXPECT_EQ(status["drops"]["malformed"], 3);
+  // The names of before the counters were split between the protocol and the data plane.
+  for (const char* name : {"cookie_sent", "no_route", "send_failed", "tun_write_failed",
+                           "packet_too_big", "no_endpoint", "source_not_allowed"}) {
+    EXPECT_EQ(status["drops"][name], 0) << name;
+  }
+  EXPECT_EQ(status["drops"]["relay_queue_full"], 2);
+  EXPECT_EQ(status["drops"].size(), 22u);
   std::string text = FormatStatus(status, absl::Now());
   EXPECT_NE(text.find("endpoint: 192.0.2.7:51820"), std::string::npos) << text;
   EXPECT_NE(text.find("latest handshake: never"), std::string::npos) << text;

@@ -27,10 +27,10 @@
 #include "node-agent/control/coordinator_client.h"
 #include "node-agent/control/status.h"
 #include "node-agent/dataplane/dataplane.h"
-#include "node-agent/dataplane/relay_endpoint.h"
-#include "node-agent/dataplane/udp_socket.h"
 #include "node-agent/netlink/link_configurator.h"
+#include "node-agent/transport/relay_bind.h"
 #include "node-agent/transport/relay_client.h"
+#include "node-agent/transport/udp_bind.h"
 #include "node-agent/tun/linux_tun_device.h"
 
 namespace tunnelmesh {
@@ -192,7 +192,7 @@ class JoinAgent {
   SystemClock clock_;
   std::unique_ptr<noise::Device> device_;
   std::unique_ptr<LinuxTunDevice> tun_;
-  std::unique_ptr<UdpSocket> socket_;
+  std::unique_ptr<UdpBind> socket_;
   std::unique_ptr<LinkConfigurator> link_;
   std::unique_ptr<Dataplane> plane_;
   // Replaced by a fresh channel after the coordinator goes away: a channel that saw the old
@@ -205,11 +205,10 @@ class JoinAgent {
   std::string target_;
   std::string ca_pem_;
   std::unique_ptr<ControlServer> control_;
+  // The data plane's relay transport; it maps the device's peer ids to keys and hands frames to
+  // relay_ (set before the data plane starts, reset after it stopped).
+  std::unique_ptr<RelayBind> relay_bind_;
   std::unique_ptr<RelayClient> relay_;
-  // Peer ids of the device to keys, for the relay sink on the data threads.
-  std::mutex relay_mu_;
-  std::map<uint32_t, PublicKey> key_by_id_;     // Guarded by relay_mu_.
-  std::map<PublicKey, uint32_t> id_by_key_;     // Guarded by relay_mu_.
   SecretKey private_key_;
   PublicKey public_key_;
 
@@ -284,24 +283,7 @@ void JoinAgent::ConnectRelay() {
   }
   relay_ = std::make_unique<RelayClient>();
   relay_->SetReceiveCallback([this](const PublicKey& source, absl::Span<const uint8_t> payload) {
-    uint32_t id = 0;
-    {
-      std::lock_guard<std::mutex> lock(relay_mu_);
-      auto it = id_by_key_.find(source);
-      if (it == id_by_key_.end()) return;
-      id = it->second;
-    }
-    plane_->InjectInbound(payload, RelayEndpoint(id));
-  });
-  plane_->SetRelaySink([this](uint32_t peer_id, absl::Span<const uint8_t> bytes) {
-    PublicKey key;
-    {
-      std::lock_guard<std::mutex> lock(relay_mu_);
-      auto it = key_by_id_.find(peer_id);
-      if (it == key_by_id_.end()) return;
-      key = it->second;
-    }
-    relay_->Send(key, bytes);
+    relay_bind_->Deliver(source, payload);
   });
   if (absl::Status s = relay_->Connect(url, private_key_, public_key_, server_key); !s.ok()) {
     TM_LOG_WARN("relay {}: {}", url, std::string(s.message()));
@@ -448,13 +430,19 @@ int JoinAgent::Setup() {
     return kExitFailure;
   }
   tun_ = std::move(*tun);
-  absl::StatusOr<std::unique_ptr<UdpSocket>> socket =
-      UdpSocket::Open(options_.listen_port, /*fall_back_to_any=*/true);
+  absl::StatusOr<std::unique_ptr<UdpBind>> socket =
+      UdpBind::Open(options_.listen_port, /*fall_back_to_any=*/true);
   if (!socket.ok()) {
     TM_LOG_ERROR("{}", std::string(socket.status().message()));
     return kExitFailure;
   }
   socket_ = std::move(*socket);
+  // Frames for relayed peers go to the relay client once ConnectRelay made one (before the data
+  // plane starts); without a relay they are refused and counted as send_failed.
+  relay_bind_ = std::make_unique<RelayBind>(
+      [this](const PublicKey& destination, absl::Span<const uint8_t> frame) {
+        return relay_ != nullptr && relay_->Send(destination, frame);
+      });
   if (options_.listen_port != 0 && socket_->port() != options_.listen_port) {
     TM_LOG_INFO("UDP port {} is in use; using {} (the coordinator tells peers)",
                 options_.listen_port, socket_->port());
@@ -498,10 +486,13 @@ int JoinAgent::Setup() {
     TM_LOG_ERROR("{}", std::string(configured.message()));
     return kExitFailure;
   }
-  plane_ = std::make_unique<Dataplane>(device_.get(), tun_.get(), socket_.get(), mtu, &clock_);
-  plane_->SetForeignHandler([this](absl::Span<const uint8_t> datagram, const Endpoint& from) {
-    return OnForeign(datagram, from);
-  });
+  plane_ = std::make_unique<Dataplane>(device_.get(), tun_.get(), socket_.get(), relay_bind_.get(),
+                                       mtu, &clock_);
+  plane_->SetForeignHandler(
+      [this](absl::Span<const uint8_t> datagram, const TransportEndpoint& from) {
+        // Discovery and STUN run on direct UDP only; anything else relayed goes to the device.
+        return from.is_udp() && OnForeign(datagram, from.udp());
+      });
   ConnectRelay();
   if (absl::Status s = plane_->Start(); !s.ok()) {
     TM_LOG_ERROR("{}", std::string(s.message()));
@@ -547,7 +538,7 @@ std::string JoinAgent::Status() {
   self.interface_name = options_.interface_name;
   self.public_key = public_key_;
   self.listen_port = socket_->port();
-  return BuildStatus(self, *device_, *plane_->routes(),
+  return BuildStatus(self, *device_, *plane_->routes(), plane_->drop_counts(),
                      [this](const noise::Peer& peer, nlohmann::json& fields) {
                        std::lock_guard<std::mutex> lock(mu_);
                        auto it = peers_.find(peer.public_key());
@@ -638,11 +629,7 @@ void JoinAgent::UpsertPeer(const coord::Peer& peer) {
       return;
     }
     info.device_id = (*added)->id();
-    {
-      std::lock_guard<std::mutex> relay_lock(relay_mu_);
-      key_by_id_[info.device_id] = key;
-      id_by_key_[key] = info.device_id;
-    }
+    relay_bind_->SetPeer(info.device_id, key);
     info.selector = std::make_unique<disco::PathSelector>();
     info.box = std::make_unique<disco::BoxKey>();
     if (!disco::BoxKey::Derive(private_key_, key, info.box.get())) {
@@ -675,11 +662,7 @@ void JoinAgent::RemovePeer(const PublicKey& key) {
   auto it = peers_.find(key);
   if (it == peers_.end()) return;
   TM_LOG_INFO("peer {} left the map", it->second.name);
-  {
-    std::lock_guard<std::mutex> relay_lock(relay_mu_);
-    key_by_id_.erase(it->second.device_id);
-    id_by_key_.erase(key);
-  }
+  relay_bind_->RemovePeer(it->second.device_id);
   peers_.erase(it);
 }
 
@@ -770,7 +753,7 @@ void JoinAgent::ApplyPath(const PublicKey& key, PeerInfo& info) {
     peer->set_endpoint(path.endpoint);
     TM_LOG_INFO("path to {}: direct via {}", info.name, path.endpoint.ToString());
   } else if (path.kind == disco::PathKind::kRelay) {
-    peer->set_endpoint(RelayEndpoint(info.device_id));
+    peer->set_endpoint(TransportEndpoint::Relay(info.device_id));
     TM_LOG_INFO("path to {}: relay", info.name);
   }
   info.applied = path;
@@ -972,8 +955,9 @@ int JoinAgent::Run(const sigset_t& signals) {
   stun.join();
   paths.join();
   control_.reset();
-  relay_.reset();
+  // The data threads send through relay_: stop them first.
   plane_->Stop();
+  relay_.reset();
   if (absl::Status s = link_->Teardown(); !s.ok()) {
     TM_LOG_WARN("removing addresses of {}: {}", options_.interface_name, s.ToString());
   }

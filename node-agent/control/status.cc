@@ -32,7 +32,8 @@ std::string Ago(int64_t unix_seconds, absl::Time now) {
 }  // namespace
 
 nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
-                           const RouteTable& routes, const PeerDescriber& describe) {
+                           const RouteTable& routes, const DataplaneDropCounts& plane_drops,
+                           const PeerDescriber& describe) {
   nlohmann::json out;
   nlohmann::json mesh_ips = nlohmann::json::array();
   for (const IpAddress& ip : self.mesh_ips) mesh_ips.push_back(ip.ToString());
@@ -51,7 +52,7 @@ nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
         peer_ips.push_back(prefix.address().ToString());
       }
     }
-    std::optional<Endpoint> endpoint = peer.endpoint();
+    std::optional<TransportEndpoint> endpoint = peer.endpoint();
     const noise::PeerStats& stats = peer.stats();
     nlohmann::json fields = {
         {"name", peer.public_key().Short()},
@@ -77,6 +78,14 @@ nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
   for (size_t i = 0; i < static_cast<size_t>(noise::Drop::kCount); ++i) {
     auto d = static_cast<noise::Drop>(i);
     drops[noise::DropName(d)] = device.drops().Get(d);
+  }
+  for (size_t i = 0; i < static_cast<size_t>(noise::Outcome::kCount); ++i) {
+    auto o = static_cast<noise::Outcome>(i);
+    drops[noise::OutcomeName(o)] = device.outcomes().Get(o);
+  }
+  for (size_t i = 0; i < static_cast<size_t>(DataplaneDrop::kCount); ++i) {
+    auto d = static_cast<DataplaneDrop>(i);
+    drops[DataplaneDropName(d)] = plane_drops.Get(d);
   }
   out["drops"] = drops;
   return out;

@@ -26,9 +26,11 @@ struct SelfInfo {
 // Lets the caller add or override a peer's fields (its name, its path) in the report.
 using PeerDescriber = std::function<void(const noise::Peer& peer, nlohmann::json& fields)>;
 
-// Thread-safe: reads counters and takes each peer's lock briefly.
+// Thread-safe: reads counters and takes each peer's lock briefly. "drops" holds the protocol's
+// drops, its cookie_sent outcome and the data plane's drops (`plane_drops`), in one object.
 nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
-                           const RouteTable& routes, const PeerDescriber& describe = nullptr);
+                           const RouteTable& routes, const DataplaneDropCounts& plane_drops,
+                           const PeerDescriber& describe = nullptr);
 
 // `wg show`-like text; `now` renders "latest handshake: 5 seconds ago".
 std::string FormatStatus(const nlohmann::json& status, absl::Time now);

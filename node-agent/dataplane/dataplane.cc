@@ -5,11 +5,11 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <vector>
 
 #include "lib/base/log.h"
 #include "lib/net/packet.h"
 #include "lib/wire/wireguard.h"
-#include "node-agent/dataplane/relay_endpoint.h"
 #include "node-agent/tun/offload.h"
 
 namespace tunnelmesh {
@@ -26,9 +26,9 @@ constexpr auto kTickInterval = std::chrono::milliseconds(100);
 
 }  // namespace
 
-Dataplane::Dataplane(noise::Device* device, TunDevice* tun, UdpSocket* socket, size_t mtu,
+Dataplane::Dataplane(noise::Device* device, TunDevice* tun, Bind* udp, Bind* relay, size_t mtu,
                      const Clock* clock)
-    : device_(device), tun_(tun), socket_(socket), mtu_(mtu), clock_(clock) {
+    : device_(device), tun_(tun), udp_(udp), relay_(relay), mtu_(mtu), clock_(clock) {
   routes_.store(std::make_shared<const RouteTable>());
 }
 
@@ -42,8 +42,7 @@ std::shared_ptr<const RouteTable> Dataplane::routes() const { return routes_.loa
 
 absl::Status Dataplane::Start() {
   stop_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  inject_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (stop_fd_ < 0 || inject_fd_ < 0) return absl::InternalError("eventfd failed");
+  if (stop_fd_ < 0) return absl::InternalError("data plane: eventfd failed");
   running_ = true;
   outbound_ = std::thread([this] { OutboundLoop(); });
   inbound_ = std::thread([this] { InboundLoop(); });
@@ -58,9 +57,7 @@ void Dataplane::Stop() {
   if (outbound_.joinable()) outbound_.join();
   if (inbound_.joinable()) inbound_.join();
   close(stop_fd_);
-  close(inject_fd_);
   stop_fd_ = -1;
-  inject_fd_ = -1;
 }
 
 absl::Status Dataplane::failure() const {
@@ -79,14 +76,24 @@ void Dataplane::Fail(absl::Status status) {
   (void)!write(stop_fd_, &one, sizeof(one));
 }
 
-void Dataplane::SendNow(const Endpoint& to, absl::Span<const uint8_t> bytes) {
-  if (relay_sink_) {
-    if (std::optional<uint32_t> peer_id = RelayPeerId(to)) {
-      relay_sink_(*peer_id, bytes);
-      return;
-    }
+DataplaneDropCounts Dataplane::drop_counts() const {
+  DataplaneDropCounts out;
+  for (size_t i = 0; i < out.counts.size(); ++i)
+    out.counts[i] = drops_.Get(static_cast<DataplaneDrop>(i));
+  if (relay_ != nullptr) {
+    out.counts[static_cast<size_t>(DataplaneDrop::kRelayQueueFull)] += relay_->receive_dropped();
   }
-  if (!socket_->SendTo(bytes, to)) device_->drops().Add(Drop::kSendFailed);
+  return out;
+}
+
+bool Dataplane::SendRaw(absl::Span<const uint8_t> bytes, const TransportEndpoint& to) {
+  Bind* bind = BindFor(to);
+  const OutgoingDatagram d{bytes.data(), bytes.size(), to};
+  return bind != nullptr && bind->Send(absl::Span<const OutgoingDatagram>(&d, 1)) == 0;
+}
+
+void Dataplane::SendNow(const TransportEndpoint& to, absl::Span<const uint8_t> bytes) {
+  if (!SendRaw(bytes, to)) drops_.Add(DataplaneDrop::kSendFailed);
 }
 
 void Dataplane::OutboundLoop() {
@@ -99,9 +106,13 @@ void Dataplane::OutboundLoop() {
   std::vector<uint8_t> staging(offload ? VirtioNetHdr::kSize + 65536 : 0);
   uint8_t* segment_outputs[kMaxSegments];
   size_t segment_lengths[kMaxSegments];
-  SendBatch batch(kSlots);
-  size_t used = 0;  // Slots holding data since the last send; not all of them join the batch.
-  auto emit = [this](const Endpoint& to, absl::Span<const uint8_t> bytes) { SendNow(to, bytes); };
+  // Sealed datagrams of one burst, per transport, in order.
+  std::vector<OutgoingDatagram> udp_out(kSlots), relay_out(kSlots);
+  size_t udp_count = 0, relay_count = 0;
+  size_t used = 0;  // Slots holding data since the last send; not all of them are sent.
+  auto emit = [this](const TransportEndpoint& to, absl::Span<const uint8_t> bytes) {
+    SendNow(to, bytes);
+  };
   pollfd fds[2] = {{tun_->fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
   while (running_) {
     if (poll(fds, 2, -1) < 0) {
@@ -118,22 +129,23 @@ void Dataplane::OutboundLoop() {
           DestinationOf(absl::Span<const uint8_t>(at + wire::kTransportHeaderSize, length));
       noise::Peer* const* owner = destination ? routes->Lookup(*destination) : nullptr;
       if (owner == nullptr) {
-        device_->drops().Add(destination ? Drop::kNoRoute : Drop::kInnerMalformed);
+        if (destination) {
+          drops_.Add(DataplaneDrop::kNoRoute);
+        } else {
+          device_->drops().Add(Drop::kInnerMalformed);
+        }
         return;
       }
       size_t message_length = 0;
-      Endpoint to;
+      TransportEndpoint to;
       if (device_->SealInPlace(*owner, at, length, now, wall, emit, &message_length, &to) !=
           noise::Device::SealResult::kSealed) {
         return;
       }
-      if (relay_sink_) {
-        if (std::optional<uint32_t> peer_id = RelayPeerId(to)) {
-          relay_sink_(*peer_id, absl::Span<const uint8_t>(at, message_length));
-          return;
-        }
-      }
-      batch.Add(at, message_length, to);
+      OutgoingDatagram& out = to.is_relay() ? relay_out[relay_count++] : udp_out[udp_count++];
+      out.data = at;
+      out.length = message_length;
+      out.to = to;
     };
     // Drain what the TUN device has queued, up to a batch, then send it in one system call.
     for (size_t reads = 0; reads < kBatch && used + kMaxSegments <= kSlots; ++reads) {
@@ -144,7 +156,7 @@ void Dataplane::OutboundLoop() {
         if (!n.ok()) return Fail(n.status());
         if (*n == 0) break;
         if (*n > mtu_) {  // Larger than the interface MTU allows: someone raised the link MTU.
-          device_->drops().Add(Drop::kPacketTooBig);
+          drops_.Add(DataplaneDrop::kPacketTooBig);
           continue;
         }
         ++used;
@@ -159,13 +171,13 @@ void Dataplane::OutboundLoop() {
       absl::Span<uint8_t> packet(staging.data() + VirtioNetHdr::kSize, *n - VirtioNetHdr::kSize);
       if (hdr.gso_type == VirtioNetHdr::kGsoNone) {
         if (packet.size() > mtu_) {
-          device_->drops().Add(Drop::kPacketTooBig);
+          drops_.Add(DataplaneDrop::kPacketTooBig);
           continue;
         }
         uint8_t* at = slot(used);
         std::memcpy(at + wire::kTransportHeaderSize, packet.data(), packet.size());
-        if (!CompleteChecksum(hdr, absl::Span<uint8_t>(at + wire::kTransportHeaderSize,
-                                                       packet.size()))) {
+        if (!CompleteChecksum(
+                hdr, absl::Span<uint8_t>(at + wire::kTransportHeaderSize, packet.size()))) {
           device_->drops().Add(Drop::kInnerMalformed);
           continue;
         }
@@ -176,8 +188,8 @@ void Dataplane::OutboundLoop() {
       for (size_t i = 0; i < kMaxSegments; ++i) {
         segment_outputs[i] = slot(used + i) + wire::kTransportHeaderSize;
       }
-      const size_t segments = SplitSuperPacket(hdr, packet, mtu_, segment_outputs,
-                                               absl::MakeSpan(segment_lengths));
+      const size_t segments =
+          SplitSuperPacket(hdr, packet, mtu_, segment_outputs, absl::MakeSpan(segment_lengths));
       if (segments == 0) {
         device_->drops().Add(Drop::kInnerMalformed);
         continue;
@@ -186,40 +198,36 @@ void Dataplane::OutboundLoop() {
       used += segments;
       for (size_t i = 0; i < segments; ++i) handle(slot(first + i), segment_lengths[i]);
     }
-    if (batch.datagrams() > 0) {
-      const size_t refused = socket_->Send(&batch);
-      if (refused > 0) device_->drops().Add(Drop::kSendFailed, refused);
-      batch.Clear();
+    if (udp_count > 0) {
+      const size_t refused = udp_->Send(absl::MakeConstSpan(udp_out.data(), udp_count));
+      if (refused > 0) drops_.Add(DataplaneDrop::kSendFailed, refused);
+      udp_count = 0;
+    }
+    if (relay_count > 0) {
+      const size_t refused = relay_ != nullptr
+                                 ? relay_->Send(absl::MakeConstSpan(relay_out.data(), relay_count))
+                                 : relay_count;
+      if (refused > 0) drops_.Add(DataplaneDrop::kSendFailed, refused);
+      relay_count = 0;
     }
     used = 0;
   }
 }
 
-void Dataplane::InjectInbound(absl::Span<const uint8_t> datagram, const Endpoint& from) {
-  {
-    std::lock_guard<std::mutex> lock(inject_mu_);
-    // Bounded like a socket buffer: beyond this the inbound thread is not keeping up.
-    if (injected_.size() >= 4096) {
-      device_->drops().Add(Drop::kMalformed);
-      return;
-    }
-    injected_.emplace_back(std::vector<uint8_t>(datagram.begin(), datagram.end()), from);
-  }
-  uint64_t one = 1;
-  (void)!write(inject_fd_, &one, sizeof(one));
-}
-
-void Dataplane::ProcessDatagram(uint8_t* data, size_t size, const Endpoint& from,
+void Dataplane::ProcessDatagram(absl::Span<uint8_t> datagram, const TransportEndpoint& from,
                                 const RouteTable& routes, MonoTime now, absl::Time wall,
                                 GroCoalescer* gro) {
-  auto emit = [this](const Endpoint& to, absl::Span<const uint8_t> bytes) { SendNow(to, bytes); };
+  auto emit = [this](const TransportEndpoint& to, absl::Span<const uint8_t> bytes) {
+    SendNow(to, bytes);
+  };
+  uint8_t* const data = datagram.data();
+  const size_t size = datagram.size();
   // WireGuard messages start with a type of 1-4 and three zero bytes; anything else may be ours
   // (STUN, discovery).
   const bool wireguard =
       size >= 4 && data[0] >= 1 && data[0] <= 4 && data[1] == 0 && data[2] == 0 && data[3] == 0;
   if (foreign_ && !wireguard && foreign_(absl::Span<const uint8_t>(data, size), from)) return;
-  noise::Device::Received r =
-      device_->Receive(absl::Span<uint8_t>(data, size), from, now, wall, emit);
+  noise::Device::Received r = device_->Receive(datagram, from, now, wall, emit);
   if (r.kind != noise::Device::Received::Kind::kPacket) return;
   absl::Span<const uint8_t> packet(data + wire::kTransportHeaderSize, r.packet_length);
   // Cryptokey routing: the inner source must be an address this peer is allowed to use.
@@ -233,25 +241,28 @@ void Dataplane::ProcessDatagram(uint8_t* data, size_t size, const Endpoint& from
     // The 16 bytes of transport header before the packet are the virtio header's room.
     gro->Add(data + wire::kTransportHeaderSize, r.packet_length,
              [this](absl::Span<const iovec> parts) {
-               if (!tun_->WriteV(parts).ok()) device_->drops().Add(Drop::kTunWriteFailed);
+               if (!tun_->WriteV(parts).ok()) drops_.Add(DataplaneDrop::kTunWriteFailed);
              });
   } else if (!tun_->Write(packet).ok()) {
-    device_->drops().Add(Drop::kTunWriteFailed);
+    drops_.Add(DataplaneDrop::kTunWriteFailed);
   }
 }
 
 void Dataplane::InboundLoop() {
-  // GRO hands over up to 64 KiB per slot.
-  RecvBatch batch(kBatch / 4, 65536);
-  auto emit = [this](const Endpoint& to, absl::Span<const uint8_t> bytes) { SendNow(to, bytes); };
+  auto emit = [this](const TransportEndpoint& to, absl::Span<const uint8_t> bytes) {
+    SendNow(to, bytes);
+  };
   // With an offloading TUN, in-order TCP segments are merged into super-packets before the write.
   GroCoalescer coalescer;
   GroCoalescer* gro = tun_->offload() ? &coalescer : nullptr;
   auto write = [this](absl::Span<const iovec> parts) {
-    if (!tun_->WriteV(parts).ok()) device_->drops().Add(Drop::kTunWriteFailed);
+    if (!tun_->WriteV(parts).ok()) drops_.Add(DataplaneDrop::kTunWriteFailed);
   };
-  std::deque<std::pair<std::vector<uint8_t>, Endpoint>> injected;
-  pollfd fds[3] = {{socket_->fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}, {inject_fd_, POLLIN, 0}};
+  Bind* const binds[2] = {udp_, relay_};
+  const size_t bind_count = relay_ != nullptr ? 2 : 1;
+  pollfd fds[3] = {{stop_fd_, POLLIN, 0},
+                   {udp_->readable_fd(), POLLIN, 0},
+                   {relay_ != nullptr ? relay_->readable_fd() : -1, POLLIN, 0}};
   MonoTime next_tick = clock_->Now();
   while (running_) {
     MonoTime now = clock_->Now();
@@ -261,47 +272,24 @@ void Dataplane::InboundLoop() {
     }
     const int timeout_ms = static_cast<int>(
         std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now).count() + 1);
-    if (poll(fds, 3, timeout_ms) < 0) {
+    if (poll(fds, 1 + bind_count, timeout_ms) < 0) {
       if (errno == EINTR) continue;
-      return Fail(absl::InternalError("poll on UDP socket failed"));
+      return Fail(absl::InternalError("poll on the transports failed"));
     }
-    if (fds[1].revents) break;
+    if (fds[0].revents) break;
     std::shared_ptr<const RouteTable> routes = routes_.load();
     now = clock_->Now();
     const absl::Time wall = clock_->WallNow();
-    if (fds[2].revents & POLLIN) {
-      uint64_t count;
-      (void)!read(inject_fd_, &count, sizeof(count));
-      {
-        std::lock_guard<std::mutex> lock(inject_mu_);
-        injected.swap(injected_);
-      }
-      for (auto& [bytes, from] : injected) {
-        if (bytes.empty()) continue;
-        ProcessDatagram(bytes.data(), bytes.size(), from, *routes, now, wall, gro);
-      }
-      // The coalescer still points into these buffers: write it out before they go.
-      if (gro != nullptr) gro->Flush(write);
-      injected.clear();
-    }
-    if (fds[0].revents & POLLIN) {
-      absl::StatusOr<size_t> received = socket_->Receive(&batch);
+    for (size_t b = 0; b < bind_count; ++b) {
+      if (!(fds[1 + b].revents & POLLIN)) continue;
+      absl::StatusOr<size_t> received =
+          binds[b]->Receive([&](absl::Span<uint8_t> datagram, const TransportEndpoint& from) {
+            ProcessDatagram(datagram, from, *routes, now, wall, gro);
+          });
       if (!received.ok()) return Fail(received.status());
-      for (size_t i = 0; i < *received; ++i) {
-        absl::StatusOr<Endpoint> from = batch.source(i);
-        const size_t total = batch.length(i);
-        if (!from.ok() || total == 0) {
-          device_->drops().Add(Drop::kMalformed);
-          continue;
-        }
-        const size_t segment = batch.segment_size(i) ? batch.segment_size(i) : total;
-        for (size_t offset = 0; offset < total; offset += segment) {
-          ProcessDatagram(batch.data(i) + offset, std::min(segment, total - offset), *from,
-                          *routes, now, wall, gro);
-        }
-      }
+      // The coalescer points into the Bind's buffers, valid until its next Receive: write now.
+      if (gro != nullptr) gro->Flush(write);
     }
-    if (gro != nullptr) gro->Flush(write);
   }
 }
 

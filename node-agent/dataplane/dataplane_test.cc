@@ -1,11 +1,13 @@
-// Two data planes over real loopback UDP sockets with fake TUN devices: packets injected into one
-// TUN come out of the other, and spoofed inner sources are dropped and counted.
+// Two data planes over real loopback UDP sockets (UdpBind) with fake TUN devices: packets injected
+// into one TUN come out of the other, and spoofed inner sources are dropped and counted; and two
+// that reach each other only through RelayBinds wired back to back.
 #include "node-agent/dataplane/dataplane.h"
 
 #include <thread>
 
 #include "gtest/gtest.h"
-#include "node-agent/dataplane/relay_endpoint.h"
+#include "node-agent/transport/relay_bind.h"
+#include "node-agent/transport/udp_bind.h"
 #include "node-agent/tun/testing/fake_tun_device.h"
 
 namespace tunnelmesh {
@@ -33,12 +35,11 @@ bool WaitFor(Pred pred) {
 }
 
 struct Node {
-  explicit Node(const SecretKey& key) : device(key, 1420) {
-    socket = *UdpSocket::Open(0, false);
-  }
+  explicit Node(const SecretKey& key) : device(key, 1420) { socket = *UdpBind::Open(0, false); }
   noise::Device device;
   FakeTunDevice tun;
-  std::unique_ptr<UdpSocket> socket;
+  std::unique_ptr<UdpBind> socket;
+  std::unique_ptr<RelayBind> relay;
   std::unique_ptr<Dataplane> plane;
   noise::Peer* peer = nullptr;
 };
@@ -50,14 +51,16 @@ TEST(DataplaneTest, CarriesPacketsBothWaysAndChecksInnerSource) {
   Node a(ka), b(kb);
   Endpoint a_ep(*IpAddress::Parse("127.0.0.1"), a.socket->port());
   Endpoint b_ep(*IpAddress::Parse("::1"), b.socket->port());
-  a.peer = *a.device.AddPeer({b.device.identity().public_key, SecretKey(), b_ep, std::chrono::seconds(0)});
-  b.peer = *b.device.AddPeer({a.device.identity().public_key, SecretKey(), a_ep, std::chrono::seconds(0)});
+  a.peer = *a.device.AddPeer(
+      {b.device.identity().public_key, SecretKey(), b_ep, std::chrono::seconds(0)});
+  b.peer = *b.device.AddPeer(
+      {a.device.identity().public_key, SecretKey(), a_ep, std::chrono::seconds(0)});
   auto a_routes = std::make_shared<RouteTable>();
   a_routes->Insert(*Prefix::Parse("10.0.0.2/32"), a.peer);
   auto b_routes = std::make_shared<RouteTable>();
   b_routes->Insert(*Prefix::Parse("10.0.0.1/32"), b.peer);
-  a.plane = std::make_unique<Dataplane>(&a.device, &a.tun, a.socket.get(), 1420, &clock);
-  b.plane = std::make_unique<Dataplane>(&b.device, &b.tun, b.socket.get(), 1420, &clock);
+  a.plane = std::make_unique<Dataplane>(&a.device, &a.tun, a.socket.get(), nullptr, 1420, &clock);
+  b.plane = std::make_unique<Dataplane>(&b.device, &b.tun, b.socket.get(), nullptr, 1420, &clock);
   a.plane->SetRoutes(a_routes);
   b.plane->SetRoutes(b_routes);
   ASSERT_TRUE(a.plane->Start().ok());
@@ -73,7 +76,7 @@ TEST(DataplaneTest, CarriesPacketsBothWaysAndChecksInnerSource) {
 
   // A packet whose destination no peer owns is dropped as no_route.
   a.tun.InjectPacket(Ipv4Packet("10.0.0.1", "10.9.9.9", 60));
-  ASSERT_TRUE(WaitFor([&] { return a.device.drops().Get(noise::Drop::kNoRoute) == 1; }));
+  ASSERT_TRUE(WaitFor([&] { return a.plane->drops().Get(DataplaneDrop::kNoRoute) == 1; }));
 
   // B sends a packet claiming a source it does not own: A must refuse it.
   auto spoofed_routes = std::make_shared<RouteTable>(*b_routes);
@@ -83,34 +86,50 @@ TEST(DataplaneTest, CarriesPacketsBothWaysAndChecksInnerSource) {
   ASSERT_TRUE(WaitFor([&] { return a.device.drops().Get(noise::Drop::kSourceNotAllowed) == 1; }));
   EXPECT_EQ(a.tun.write_count(), 200u);
 
+  // A relay endpoint without a relay Bind is a send failure, counted by the data plane.
+  a.peer->set_endpoint(TransportEndpoint::Relay(b.peer->id()));
+  a.tun.InjectPacket(ping);
+  ASSERT_TRUE(WaitFor([&] { return a.plane->drops().Get(DataplaneDrop::kSendFailed) == 1; }));
+  EXPECT_EQ(a.plane->drop_counts().Get(DataplaneDrop::kSendFailed), 1u);
+
   a.plane->Stop();
   b.plane->Stop();
   EXPECT_TRUE(a.plane->failure().ok());
 }
 
-TEST(DataplaneTest, RelayPlaceholderEndpointsGoThroughTheSinkAndInjection) {
+TEST(DataplaneTest, RelayEndpointsGoThroughTheRelayBind) {
   InitCrypto();
   SystemClock clock;
   SecretKey ka = SecretKey::GeneratePrivate(), kb = SecretKey::GeneratePrivate();
   Node a(ka), b(kb);
-  // Each side reaches the other only through the "relay": the sinks hand datagrams across.
-  a.peer = *a.device.AddPeer({b.device.identity().public_key, SecretKey(), std::nullopt,
-                              std::chrono::seconds(0), /*roaming=*/false});
-  b.peer = *b.device.AddPeer({a.device.identity().public_key, SecretKey(), std::nullopt,
-                              std::chrono::seconds(0), /*roaming=*/false});
-  a.peer->set_endpoint(RelayEndpoint(a.peer->id()));
-  b.peer->set_endpoint(RelayEndpoint(b.peer->id()));
-  a.plane = std::make_unique<Dataplane>(&a.device, &a.tun, a.socket.get(), 1420, &clock);
-  b.plane = std::make_unique<Dataplane>(&b.device, &b.tun, b.socket.get(), 1420, &clock);
+  // Each side reaches the other only through the "relay": each RelayBind's frames are delivered to
+  // the other's, as the relay server would, from the sender's key.
   std::atomic<int> relayed{0};
-  a.plane->SetRelaySink([&](uint32_t, absl::Span<const uint8_t> bytes) {
+  const PublicKey a_key = a.device.identity().public_key, b_key = b.device.identity().public_key;
+  a.relay = std::make_unique<RelayBind>([&](const PublicKey& to, absl::Span<const uint8_t> bytes) {
+    EXPECT_EQ(to, b_key);
     ++relayed;
-    b.plane->InjectInbound(bytes, RelayEndpoint(b.peer->id()));
+    b.relay->Deliver(a_key, bytes);
+    return true;
   });
-  b.plane->SetRelaySink([&](uint32_t, absl::Span<const uint8_t> bytes) {
+  b.relay = std::make_unique<RelayBind>([&](const PublicKey& to, absl::Span<const uint8_t> bytes) {
+    EXPECT_EQ(to, a_key);
     ++relayed;
-    a.plane->InjectInbound(bytes, RelayEndpoint(a.peer->id()));
+    a.relay->Deliver(b_key, bytes);
+    return true;
   });
+  a.peer = *a.device.AddPeer({b_key, SecretKey(), std::nullopt, std::chrono::seconds(0),
+                              /*roaming=*/false});
+  b.peer = *b.device.AddPeer({a_key, SecretKey(), std::nullopt, std::chrono::seconds(0),
+                              /*roaming=*/false});
+  a.relay->SetPeer(a.peer->id(), b_key);
+  b.relay->SetPeer(b.peer->id(), a_key);
+  a.peer->set_endpoint(TransportEndpoint::Relay(a.peer->id()));
+  b.peer->set_endpoint(TransportEndpoint::Relay(b.peer->id()));
+  a.plane =
+      std::make_unique<Dataplane>(&a.device, &a.tun, a.socket.get(), a.relay.get(), 1420, &clock);
+  b.plane =
+      std::make_unique<Dataplane>(&b.device, &b.tun, b.socket.get(), b.relay.get(), 1420, &clock);
   auto a_routes = std::make_shared<RouteTable>();
   a_routes->Insert(*Prefix::Parse("10.0.0.2/32"), a.peer);
   auto b_routes = std::make_shared<RouteTable>();
@@ -123,8 +142,11 @@ TEST(DataplaneTest, RelayPlaceholderEndpointsGoThroughTheSinkAndInjection) {
   a.tun.InjectPacket(ping);
   ASSERT_TRUE(WaitFor([&] { return b.tun.write_count() == 1; }));
   EXPECT_EQ(*b.tun.PopWrittenPacket(), ping);
-  EXPECT_GE(relayed.load(), 3) << "initiation, response and data all went through the sinks";
-  EXPECT_EQ(a.peer->endpoint(), RelayEndpoint(a.peer->id())) << "no roaming off the relay";
+  EXPECT_GE(relayed.load(), 3) << "initiation, response and data all went through the relay";
+  for (int i = 0; i < 100; ++i) b.tun.InjectPacket(Ipv4Packet("10.0.0.2", "10.0.0.1", 1400));
+  ASSERT_TRUE(WaitFor([&] { return a.tun.write_count() == 100; }));
+  EXPECT_EQ(a.peer->endpoint(), TransportEndpoint::Relay(a.peer->id())) << "no roaming";
+  EXPECT_EQ(a.plane->drop_counts().Get(DataplaneDrop::kRelayQueueFull), 0u);
   a.plane->Stop();
   b.plane->Stop();
 }

@@ -25,8 +25,8 @@ struct OutgoingDatagram {
   TransportEndpoint to;
 };
 
-// Receives one datagram; the bytes may be modified in place (decryption) and are valid only during
-// the call.
+// Receives one datagram; the bytes may be modified in place (decryption). They stay valid until
+// the next Receive call on the same Bind, so a receiver may batch writes (GRO) over one burst.
 using DatagramHandler = absl::FunctionRef<void(absl::Span<uint8_t>, const TransportEndpoint&)>;
 
 class Bind {
@@ -49,7 +49,11 @@ class Bind {
 
   // Hands the datagrams waiting now (at most one burst) to `handler`, without blocking. Returns
   // how many it handed over; an error means the transport failed for good (the data plane stops).
-  virtual absl::StatusOr<size_t> Receive(DatagramHandler handler) = 0;
+  [[nodiscard]] virtual absl::StatusOr<size_t> Receive(DatagramHandler handler) = 0;
+
+  // Datagrams that arrived but were dropped before Receive because the transport's bounded queue
+  // was full (the receiving thread fell behind). Zero for transports whose queue is the kernel's.
+  virtual uint64_t receive_dropped() const { return 0; }
 };
 
 }  // namespace tunnelmesh

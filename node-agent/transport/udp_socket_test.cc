@@ -1,4 +1,4 @@
-#include "node-agent/dataplane/udp_socket.h"
+#include "node-agent/transport/udp_socket.h"
 
 #include <poll.h>
 

@@ -1,9 +1,9 @@
-// The data plane's UDP socket: one dual-stack (IPv6 with IPv4-mapped addresses) socket, bound to the
-// listen port, with batched receive and send. Sends use sendmmsg, and UDP GSO (UDP_SEGMENT) to hand
-// the kernel runs of equal-sized datagrams to one destination as a single buffer; receives use
+// The data plane's UDP socket: one dual-stack (IPv6 with IPv4-mapped addresses) socket, bound to
+// the listen port, with batched receive and send. Sends use sendmmsg, and UDP GSO (UDP_SEGMENT) to
+// hand the kernel runs of equal-sized datagrams to one destination as a single buffer; receives use
 // recvmmsg with UDP GRO, so a burst from one sender arrives as one coalesced buffer that the caller
-// splits at the segment size. Both cut the per-packet cost of the kernel's UDP path. Thread-safe for
-// one receiving thread plus any number of sending threads.
+// splits at the segment size. Both cut the per-packet cost of the kernel's UDP path. Thread-safe
+// for one receiving thread plus any number of sending threads.
 #pragma once
 
 #include <netinet/in.h>
