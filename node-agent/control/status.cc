@@ -32,7 +32,7 @@ std::string Ago(int64_t unix_seconds, absl::Time now) {
 }  // namespace
 
 nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
-                           const RouteTable& routes, const PeerDescriber& describe) {
+                           const RouteTable& routes, const PeerDescriptions& descriptions) {
   nlohmann::json out;
   nlohmann::json mesh_ips = nlohmann::json::array();
   for (const IpAddress& ip : self.mesh_ips) mesh_ips.push_back(ip.ToString());
@@ -69,7 +69,14 @@ nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
         {"handshakes_initiated", stats.handshakes_initiated.load()},
         {"persistent_keepalive", peer.persistent_keepalive().count()},
     };
-    if (describe) describe(peer, fields);
+    if (auto it = descriptions.find(peer.public_key()); it != descriptions.end()) {
+      const PeerDescription& d = it->second;
+      fields["name"] = d.name;
+      fields["mesh_ips"] = d.mesh_ips;
+      fields["dns_name"] = d.dns_name;
+      if (d.path) fields["path"] = *d.path;
+      if (d.via_relay) fields["endpoint"] = "relay";
+    }
     peers.push_back(std::move(fields));
   });
   out["peers"] = peers;
