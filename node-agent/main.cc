@@ -1,8 +1,8 @@
 // tunnelmesh-agent: parses flags, wires the components together, handles signals. Subcommands:
-//   tunnelmesh-agent --config FILE [--interface NAME] [--state-dir DIR]   run with a wg-quick config
-//   tunnelmesh-agent genkey | pubkey                                      keys, as `wg` makes them
-//   tunnelmesh-agent status [--json] [--interface NAME] [--state-dir DIR] query a running agent
-//   tunnelmesh-agent join HOST[:PORT] --token-file FILE [--name N] [--label K=V ...]
+//   tunnelmesh-agent --config FILE [--interface NAME] [--state-dir DIR]   run with a wg-quick
+//   config tunnelmesh-agent genkey | pubkey                                      keys, as `wg`
+//   makes them tunnelmesh-agent status [--json] [--interface NAME] [--state-dir DIR] query a
+//   running agent tunnelmesh-agent join HOST[:PORT] --token-file FILE [--name N] [--label K=V ...]
 //                    [--state-dir DIR] [--interface NAME] [--ca-hash sha256:...]
 //   tunnelmesh-agent leave [--interface NAME] [--state-dir DIR]       leave the mesh and stop
 #include <signal.h>
@@ -17,10 +17,10 @@
 #include "absl/synchronization/mutex.h"
 #include "lib/base/log.h"
 #include "lib/crypto/keys.h"
-#include "node-agent/config/agent_config.h"
-#include "node-agent/control/control_socket.h"
 #include "node-agent/agent/join_options.h"
 #include "node-agent/agent/run.h"
+#include "node-agent/config/agent_config.h"
+#include "node-agent/control/control_socket.h"
 #include "node-agent/control/status.h"
 #include "node-agent/transport/relay_client.h"
 
@@ -54,7 +54,9 @@ int PubKey() {
   std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   absl::StatusOr<SecretKey> key =
       SecretKey::FromBase64(std::string(absl::StripAsciiWhitespace(input)));
-  if (!key.ok()) return Fail("pubkey: standard input is not a private key: " + std::string(key.status().message()));
+  if (!key.ok())
+    return Fail("pubkey: standard input is not a private key: " +
+                std::string(key.status().message()));
   std::printf("%s\n", DerivePublicKey(*key).ToBase64().c_str());
   return 0;
 }
@@ -78,8 +80,10 @@ int Status(const Options& options) {
 int CheckAgentSlot(const Options& options) {
   if (options.interface_name.empty() || options.interface_name.size() > 15 ||
       options.interface_name.find_first_of("/ \t\n:") != std::string::npos) {
-    std::fprintf(stderr, "tunnelmesh-agent: --interface \"%s\" is not a valid interface name "
-                 "(1 to 15 characters, no '/', ':' or spaces)\n", options.interface_name.c_str());
+    std::fprintf(stderr,
+                 "tunnelmesh-agent: --interface \"%s\" is not a valid interface name "
+                 "(1 to 15 characters, no '/', ':' or spaces)\n",
+                 options.interface_name.c_str());
     return kExitUsage;
   }
   const std::string control_path = ControlSocketPath(options.state_dir, options.interface_name);
@@ -112,8 +116,10 @@ sigset_t BlockStopSignals() {
 
 bool SetUpLogging(const Options& options) {
   if (InitLogging(options.log_level)) return true;
-  std::fprintf(stderr, "tunnelmesh-agent: --log-level \"%s\" is not one of trace, debug, info, "
-               "warn, error\n", options.log_level.c_str());
+  std::fprintf(stderr,
+               "tunnelmesh-agent: --log-level \"%s\" is not one of trace, debug, info, "
+               "warn, error\n",
+               options.log_level.c_str());
   return false;
 }
 
@@ -167,11 +173,13 @@ int main(int argc, char** argv) {
                  "WireGuard INI config (wg-quick format) to run with");
   auto* interface_flag =
       app.add_option("--interface", options.interface_name, "TUN interface name (default tm0)");
-  auto* state_flag = app.add_option("--state-dir", options.state_dir,
-                                    "directory for the control socket (default /var/lib/tunnelmesh)");
+  auto* state_flag =
+      app.add_option("--state-dir", options.state_dir,
+                     "directory for the control socket (default /var/lib/tunnelmesh)");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn or error");
   CLI::App* genkey = app.add_subcommand("genkey", "print a new private key (base64)");
-  CLI::App* pubkey = app.add_subcommand("pubkey", "read a private key on stdin, print its public key");
+  CLI::App* pubkey =
+      app.add_subcommand("pubkey", "read a private key on stdin, print its public key");
   CLI::App* status = app.add_subcommand("status", "show the running agent's peers and counters");
   status->add_flag("--json", options.json, "print JSON");
   status->add_option("--interface", options.interface_name, "interface of the agent to ask");
@@ -184,11 +192,13 @@ int main(int argc, char** argv) {
   join->add_option("--token-file", join_options.token_file, "file holding the join token");
   join->add_option("--kubernetes-token-file", join_options.kubernetes_token_file,
                    "instead of --token-file, in a pod: its ServiceAccount token file");
-  join->add_option("--mesh", join_options.mesh, "Mesh to join (default: the coordinator's only one)");
+  join->add_option("--mesh", join_options.mesh,
+                   "Mesh to join (default: the coordinator's only one)");
   join->add_option("--kind", join_options.kind, "Node, Pod or External (default External)");
   join->add_option("--ca-file", join_options.ca_file,
                    "the coordinator's CA certificate (PEM), instead of fetching and pinning it");
-  join->add_option("--name", join_options.name, "member name (default: derived by the coordinator)");
+  join->add_option("--name", join_options.name,
+                   "member name (default: derived by the coordinator)");
   join->add_option("--label", labels, "KEY=VALUE label, repeatable");
   join->add_option("--state-dir", options.state_dir,
                    "node key, CA pin and control socket (default /var/lib/tunnelmesh)");
@@ -225,7 +235,8 @@ int main(int argc, char** argv) {
     return tunnelmesh::Join(options, join_options);
   }
   if (options.config_path.empty()) {
-    std::fprintf(stderr, "tunnelmesh-agent: nothing to do: give --config FILE, or a subcommand "
+    std::fprintf(stderr,
+                 "tunnelmesh-agent: nothing to do: give --config FILE, or a subcommand "
                  "(genkey, pubkey, status); see --help\n");
     return 2;
   }

@@ -88,9 +88,8 @@ void Agent::FollowCoordinator(std::unique_ptr<CoordinatorSession> session,
     if (datagram.size() > kMaxForeignDatagram) return true;
     std::vector<uint8_t> copy(datagram.begin(), datagram.end());
     // A full queue drops it (counted by the loop); the peer or the STUN interval resends.
-    loop_.Post([this, copy = std::move(copy), from, disco] {
-      OnForeignDatagram(copy, from, disco);
-    });
+    loop_.Post(
+        [this, copy = std::move(copy), from, disco] { OnForeignDatagram(copy, from, disco); });
     return true;
   });
   ConnectRelay();
@@ -120,8 +119,8 @@ void Agent::ConnectRelay() {
   }
   relay_ = std::make_unique<RelayClient>();
   adapter_->WireRelay(relay_.get());
-  if (absl::Status s = relay_->Connect(url, params_.private_key, device_->identity().public_key,
-                                       server_key);
+  if (absl::Status s =
+          relay_->Connect(url, params_.private_key, device_->identity().public_key, server_key);
       !s.ok()) {
     TM_LOG_WARN("relay {}: {}", url, std::string(s.message()));
   } else {
@@ -132,11 +131,9 @@ void Agent::ConnectRelay() {
 absl::Status Agent::Start() {
   if (absl::Status s = plane_->Start(); !s.ok()) return s;
   loop_.Start();
-  absl::StatusOr<std::unique_ptr<ControlServer>> control =
-      ControlServer::Listen(ControlSocketPath(params_.state_dir, params_.interface_name),
-                            [this](std::string_view request) {
-                              return HandleControlRequest(request);
-                            });
+  absl::StatusOr<std::unique_ptr<ControlServer>> control = ControlServer::Listen(
+      ControlSocketPath(params_.state_dir, params_.interface_name),
+      [this](std::string_view request) { return HandleControlRequest(request); });
   if (!control.ok()) return control.status();
   control_ = std::move(*control);
   if (session_) session_->Start();
@@ -194,8 +191,9 @@ void Agent::ApplyRegistration(const coord::RegisterResponse& response) {
     if (parsed.ok()) ips.push_back(*parsed);
   }
   if (ips != mesh_ips_) {
-    TM_LOG_WARN("the coordinator changed this member's mesh IPs; keeping the interface's old "
-                "addresses until restart");
+    TM_LOG_WARN(
+        "the coordinator changed this member's mesh IPs; keeping the interface's old "
+        "addresses until restart");
   }
   name_ = response.name();
   settings_ = response.settings();
@@ -284,8 +282,10 @@ int Agent::Run(const sigset_t& signals, bool member) {
     int sig = sigtimedwait(&signals, nullptr, &timeout);
     if (sig == SIGINT || sig == SIGTERM) {
       if (member) {
-        TM_LOG_INFO("signal {} received: shutting down (still a member; `tunnelmesh-agent leave` "
-                    "removes it)", sig);
+        TM_LOG_INFO(
+            "signal {} received: shutting down (still a member; `tunnelmesh-agent leave` "
+            "removes it)",
+            sig);
       } else {
         TM_LOG_INFO("signal {} received: shutting down", sig);
       }

@@ -18,14 +18,14 @@
 // session's lock are leaves.
 #pragma once
 
+#include <signal.h>
+
 #include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <signal.h>
 
 #include "absl/status/statusor.h"
 #include "lib/base/clock.h"

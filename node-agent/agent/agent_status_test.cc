@@ -2,6 +2,8 @@
 // in a loop, while peers join and leave (map updates posted to the control loop) and a data-plane
 // thread keeps taking the device's locks. Each status must come back well within its deadline; a
 // hang fails the test instead of freezing it.
+#include "node-agent/agent/agent_status.h"
+
 #include <unistd.h>
 
 #include <atomic>
@@ -11,7 +13,6 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "node-agent/agent/agent_status.h"
 #include "node-agent/agent/control_loop.h"
 #include "node-agent/control/control_socket.h"
 #include "node-agent/peer/testing/fake_route_installer.h"
@@ -44,8 +45,7 @@ TEST(AgentStatusTest, StatusDuringPeerChurnNeverHangs) {
   std::atomic<std::shared_ptr<const RouteTable>> published{std::make_shared<RouteTable>()};
   PeerTable table(
       &device, self.key, &link,
-      [&published](std::shared_ptr<const RouteTable> routes) { published.store(routes); },
-      &clock);
+      [&published](std::shared_ptr<const RouteTable> routes) { published.store(routes); }, &clock);
   table.SetMeshCidrs({*Prefix::Parse("10.99.0.0/16")});
   ControlLoop loop(&clock);
   loop.Start();

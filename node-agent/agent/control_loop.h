@@ -10,8 +10,8 @@
 // Timers (RunEvery/RunAt) run on the loop thread too, against the injected Clock, so tests drive
 // them with a FakeClock and RunUntilIdle() on their own thread instead of Start().
 //
-// Threads: Post, Call, Cancel, dropped() from any thread; timer callbacks and posted closures run on
-// the loop thread (or the RunUntilIdle caller) one at a time, in order of posting.
+// Threads: Post, Call, Cancel, dropped() from any thread; timer callbacks and posted closures run
+// on the loop thread (or the RunUntilIdle caller) one at a time, in order of posting.
 #pragma once
 
 #include <cstdint>
@@ -117,7 +117,8 @@ std::optional<T> ControlLoop::Call(std::function<T()> fn, absl::Duration timeout
   if (!posted) return std::nullopt;
   absl::MutexLock lock(&reply->mu);
   reply->mu.AwaitWithTimeout(
-      absl::Condition(+[](std::optional<T>* v) { return v->has_value(); }, &reply->value),
+      absl::Condition(
+          +[](std::optional<T>* v) { return v->has_value(); }, &reply->value),
       timeout);
   return std::move(reply->value);
 }

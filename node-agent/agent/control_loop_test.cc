@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
-#include "gtest/gtest.h"
 #include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
 #include "lib/base/testing/fake_clock.h"
 
 namespace tunnelmesh {

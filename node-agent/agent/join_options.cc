@@ -8,8 +8,7 @@
 namespace tunnelmesh {
 
 absl::StatusOr<HostPort> ParseHostPort(const std::string& text) {
-  const absl::Status bad =
-      absl::InvalidArgumentError("\"" + text + "\" is not HOST[:PORT]");
+  const absl::Status bad = absl::InvalidArgumentError("\"" + text + "\" is not HOST[:PORT]");
   HostPort out;
   std::string rest = text;
   if (!rest.empty() && rest.front() == '[') {
@@ -61,9 +60,9 @@ absl::StatusOr<CheckedJoinOptions> CheckJoinOptions(const JoinOptions& options) 
   const std::string& token_path = join_token ? options.token_file : options.kubernetes_token_file;
   absl::StatusOr<std::string> token = ReadTrimmedFile(token_path);
   if (!token.ok() || token->empty()) {
-    return absl::InvalidArgumentError(
-        std::string("cannot read a token from ") +
-        (join_token ? "--token-file " : "--kubernetes-token-file ") + token_path);
+    return absl::InvalidArgumentError(std::string("cannot read a token from ") +
+                                      (join_token ? "--token-file " : "--kubernetes-token-file ") +
+                                      token_path);
   }
   if (join_token) checked.join_token = *token;
   if (!options.ca_file.empty()) {
@@ -91,8 +90,8 @@ absl::StatusOr<SecretKey> LoadOrCreateNodeKey(const std::string& state_dir) {
   if (!text.ok() && text.status().code() != absl::StatusCode::kNotFound) return text.status();
   SecretKey key = SecretKey::GeneratePrivate();
   if (absl::Status s = WriteFileAtomically(path, key.ToBase64() + "\n", 0600); !s.ok()) {
-    return absl::FailedPreconditionError("cannot write " + path + ": " +
-                                         std::string(s.message()) + " (set --state-dir)");
+    return absl::FailedPreconditionError("cannot write " + path + ": " + std::string(s.message()) +
+                                         " (set --state-dir)");
   }
   return key;
 }

@@ -4,12 +4,12 @@
 #include <random>
 
 #include "lib/base/backoff.h"
+#include "lib/base/file.h"
 #include "lib/base/log.h"
 #include "node-agent/agent/agent.h"
 #include "node-agent/control/coordinator_client.h"
 #include "node-agent/tun/linux_tun_device.h"
 #include "proto/member_kind.h"
-#include "lib/base/file.h"
 
 namespace tunnelmesh {
 namespace {
@@ -129,9 +129,9 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
   const std::string host = coordinator.host.find(':') != std::string::npos
                                ? "[" + coordinator.host + "]"
                                : coordinator.host;
-  auto session = std::make_unique<CoordinatorSession>(
-      host + ":" + std::to_string(coordinator.port), ca_pem, std::move(hooks),
-      std::random_device{}());
+  auto session =
+      std::make_unique<CoordinatorSession>(host + ":" + std::to_string(coordinator.port), ca_pem,
+                                           std::move(hooks), std::random_device{}());
   absl::StatusOr<coord::RegisterResponse> registration = session->RegisterFirst(
       [&signals](std::chrono::milliseconds delay) { return WaitOrSignal(signals, delay); });
   if (!registration.ok()) {
@@ -202,10 +202,11 @@ int RunConfig(AgentConfig config, const ConfigRunOptions& options, const sigset_
     }
     for (const Prefix& prefix : peer.allowed_ips) {
       if (prefix.length() == 0) {
-        TM_LOG_WARN("{}:{}: AllowedIPs {} routes all traffic into the tunnel, including the "
-                    "encrypted packets to the peer's endpoint unless a more specific route to it "
-                    "exists; add a host route to the endpoint via your uplink",
-                    options.config_path, peer.line, prefix.ToString());
+        TM_LOG_WARN(
+            "{}:{}: AllowedIPs {} routes all traffic into the tunnel, including the "
+            "encrypted packets to the peer's endpoint unless a more specific route to it "
+            "exists; add a host route to the endpoint via your uplink",
+            options.config_path, peer.line, prefix.ToString());
       }
     }
   }
@@ -224,9 +225,10 @@ int RunConfig(AgentConfig config, const ConfigRunOptions& options, const sigset_
   if (!socket.ok()) return fail(std::string(socket.status().message()));
   const uint16_t port = (*socket)->port();
   if (config.listen_port != 0 && port != config.listen_port) {
-    TM_LOG_WARN("ListenPort {} is in use; listening on {} instead (peers that dial this port will "
-                "not reach us until we contact them; change ListenPort in {})",
-                config.listen_port, port, options.config_path);
+    TM_LOG_WARN(
+        "ListenPort {} is in use; listening on {} instead (peers that dial this port will "
+        "not reach us until we contact them; change ListenPort in {})",
+        config.listen_port, port, options.config_path);
   }
   if (absl::Status s = agent.BringUp(std::move(*tun), std::move(*socket)); !s.ok()) {
     return fail(std::string(s.message()));

@@ -14,8 +14,7 @@
 namespace tunnelmesh {
 
 // Options already checked by CheckJoinOptions.
-int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
-            const sigset_t& signals);
+int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked, const sigset_t& signals);
 
 struct ConfigRunOptions {
   std::string config_path;  // For messages.

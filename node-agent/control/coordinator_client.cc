@@ -9,7 +9,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-
 #include "lib/base/file.h"
 #include "lib/crypto/x509.h"
 #include "proto/coordinator.grpc.pb.h"
@@ -52,8 +51,7 @@ absl::StatusOr<int> Dial(const std::string& host, uint16_t port) {
 
 absl::StatusOr<std::string> FetchCoordinatorCa(const std::string& host, uint16_t port,
                                                const std::string& expected_hash,
-                                               const std::string& pin_path,
-                                               std::string* warning) {
+                                               const std::string& pin_path, std::string* warning) {
   absl::StatusOr<int> fd = Dial(host, port);
   if (!fd.ok()) return fd.status();
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
@@ -112,8 +110,8 @@ absl::StatusOr<std::string> FetchCoordinatorCa(const std::string& host, uint16_t
     }
   }
   if (absl::Status s = WriteFileAtomically(pin_path, ca_pem, 0600); !s.ok()) {
-    return absl::FailedPreconditionError("pinning the coordinator's CA: " +
-                                         std::string(s.message()) + " (set --state-dir)");
+    return absl::FailedPreconditionError(
+        "pinning the coordinator's CA: " + std::string(s.message()) + " (set --state-dir)");
   }
   return ca_pem;
 }

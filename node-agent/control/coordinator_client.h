@@ -30,17 +30,17 @@ namespace coord = ::tunnelmesh::coordinator::v1;
 // `pin_path`, or, when there is no pin yet, trusts it, writes the pin and says so in `*warning`.
 // Returns the CA certificate as PEM.
 [[nodiscard]] absl::StatusOr<std::string> FetchCoordinatorCa(const std::string& host, uint16_t port,
-                                               const std::string& expected_hash,
-                                               const std::string& pin_path,
-                                               std::string* warning);
+                                                             const std::string& expected_hash,
+                                                             const std::string& pin_path,
+                                                             std::string* warning);
 
 class CoordinatorClient {
  public:
   CoordinatorClient(const std::string& target, const std::string& ca_pem);
   ~CoordinatorClient();
 
-  [[nodiscard]] absl::StatusOr<coord::RegisterResponse> Register(const coord::RegisterRequest& request,
-                                                   absl::Duration timeout);
+  [[nodiscard]] absl::StatusOr<coord::RegisterResponse> Register(
+      const coord::RegisterRequest& request, absl::Duration timeout);
   // The session token later calls carry (from Register).
   void SetSessionToken(const std::string& token);
 
@@ -49,9 +49,10 @@ class CoordinatorClient {
   void CancelWatch();
 
   // `direct` and `relayed`: how many peers this member reaches each way now.
-  [[nodiscard]] absl::Status ReportEndpoints(const std::vector<std::string>& endpoints, uint32_t direct = 0,
-                               uint32_t relayed = 0);
-  [[nodiscard]] absl::Status CallMeMaybe(const PublicKey& to, const std::vector<std::string>& endpoints);
+  [[nodiscard]] absl::Status ReportEndpoints(const std::vector<std::string>& endpoints,
+                                             uint32_t direct = 0, uint32_t relayed = 0);
+  [[nodiscard]] absl::Status CallMeMaybe(const PublicKey& to,
+                                         const std::vector<std::string>& endpoints);
   [[nodiscard]] absl::Status Leave();
 
  private:

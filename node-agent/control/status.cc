@@ -107,10 +107,12 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
     const std::string name = peer.value("name", std::string());
     // Peers from a config file have no name beyond their key's prefix.
     if (!name.empty() && name.find("...") == std::string::npos) out += "  name: " + name + "\n";
-    std::string ips;
-    for (const auto& ip : peer["mesh_ips"]) ips += (ips.empty() ? "" : ", ") + ip.get<std::string>();
-    if (!ips.empty() && !name.empty() && name.find("...") == std::string::npos) {
-      out += "  mesh ips: " + ips + "\n";
+    std::string peer_ips;
+    for (const auto& ip : peer["mesh_ips"]) {
+      peer_ips += (peer_ips.empty() ? "" : ", ") + ip.get<std::string>();
+    }
+    if (!peer_ips.empty() && !name.empty() && name.find("...") == std::string::npos) {
+      out += "  mesh ips: " + peer_ips + "\n";
     }
     std::string endpoint = peer.value("endpoint", std::string());
     if (!endpoint.empty()) out += "  endpoint: " + endpoint + "\n";
@@ -128,7 +130,8 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
   }
   std::string drops;
   for (const auto& [name, count] : status["drops"].items()) {
-    if (count.get<uint64_t>() > 0) drops += " " + name + "=" + std::to_string(count.get<uint64_t>());
+    if (count.get<uint64_t>() > 0)
+      drops += " " + name + "=" + std::to_string(count.get<uint64_t>());
   }
   if (!drops.empty()) out += "\ndropped:" + drops + "\n";
   return out;

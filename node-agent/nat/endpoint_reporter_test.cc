@@ -58,8 +58,7 @@ TEST(EndpointReporterTest, StunResponseUpdatesTheReflexiveEndpointAndMarksTheRep
 
   EndpointReport report = reporter.TakeReport(
       {*IpAddress::Parse("192.168.1.5"), *IpAddress::Parse("203.0.113.7")}, 6000);
-  EXPECT_EQ(report.endpoints,
-            (std::vector<std::string>{"203.0.113.7:6000", "192.168.1.5:6000"}));
+  EXPECT_EQ(report.endpoints, (std::vector<std::string>{"203.0.113.7:6000", "192.168.1.5:6000"}));
   EXPECT_FALSE(reporter.dirty());
   // A failed report is due again; a successful one becomes what call-me-maybe lists.
   reporter.ReportDone(report, false);

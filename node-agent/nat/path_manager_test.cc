@@ -20,7 +20,9 @@ class RecordingTransport final : public PathTransport {
   void SendDatagram(absl::Span<const uint8_t> bytes, const Endpoint& to) override {
     sent.push_back({std::vector<uint8_t>(bytes.begin(), bytes.end()), to});
   }
-  void UseDirect(const PublicKey&, const Endpoint& endpoint) override { direct.push_back(endpoint); }
+  void UseDirect(const PublicKey&, const Endpoint& endpoint) override {
+    direct.push_back(endpoint);
+  }
   void UseRelay(const PublicKey&) override { ++relay; }
   void SuggestEndpoint(const PublicKey&, const Endpoint& endpoint) override {
     suggested.push_back(endpoint);
@@ -127,8 +129,8 @@ TEST_F(PathManagerTest, ForgedOrUnknownPongsConfirmNothing) {
   // From someone not in the map.
   Member stranger;
   std::vector<uint8_t> out(disco::kMaxDatagramSize);
-  out.resize(disco::Seal(stranger.secret, stranger.key, us_.key, disco::Ping{wrong},
-                         absl::MakeSpan(out)));
+  out.resize(
+      disco::Seal(stranger.secret, stranger.key, us_.key, disco::Ping{wrong}, absl::MakeSpan(out)));
   manager_.OnDiscoDatagram(out, candidate, clock_.Now());
   EXPECT_EQ(manager_.drops().unknown_peer, 1u);
   // Tampered.

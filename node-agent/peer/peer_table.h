@@ -38,7 +38,8 @@ namespace coord = ::tunnelmesh::coordinator::v1;
 // as node-agent/dataplane/dataplane.h's RouteTable.)
 using RouteTable = AllowedIps<noise::Peer*>;
 
-// The link's routes outside the mesh (LinkConfigurator::ReplaceRoutes in the agent; a fake in tests).
+// The link's routes outside the mesh (LinkConfigurator::ReplaceRoutes in the agent; a fake in
+// tests).
 class RouteInstaller {
  public:
   virtual ~RouteInstaller() = default;

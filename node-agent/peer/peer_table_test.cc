@@ -35,12 +35,13 @@ class PeerTableTest : public ::testing::Test {
  protected:
   PeerTableTest()
       : device_(self_.secret, 1420),
-        table_(&device_, self_.key, &link_,
-               [this](std::shared_ptr<const RouteTable> routes) {
-                 published_ = std::move(routes);
-                 ++publishes_;
-               },
-               &clock_) {
+        table_(
+            &device_, self_.key, &link_,
+            [this](std::shared_ptr<const RouteTable> routes) {
+              published_ = std::move(routes);
+              ++publishes_;
+            },
+            &clock_) {
     table_.SetMeshCidrs({P("10.99.0.0/16")});
   }
 
@@ -64,8 +65,8 @@ TEST_F(PeerTableTest, FullMapCreatesDevicePeersAndRoutes) {
   Member a, b;
   coord::MapUpdate update;
   update.set_full(true);
-  *update.add_upsert_peers() = MapPeer(a, "alpha", {"10.99.0.2/32", "192.168.5.0/24"},
-                                       {"192.0.2.1:51820"});
+  *update.add_upsert_peers() =
+      MapPeer(a, "alpha", {"10.99.0.2/32", "192.168.5.0/24"}, {"192.0.2.1:51820"});
   *update.add_upsert_peers() = MapPeer(b, "beta", {"10.99.0.3/32"});
   PeerChanges changes = table_.Apply(update);
   EXPECT_EQ(changes.upserted.size(), 2u);
