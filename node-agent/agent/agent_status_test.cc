@@ -74,8 +74,14 @@ TEST(AgentStatusTest, StatusDuringPeerChurnNeverHangs) {
       } else {
         update.add_removed_peers(PublicKeyBytes(members[i].key));
       }
-      // A full queue drops the update; the next round goes on (as a reconnect would resync).
-      loop.Post([&table, update = std::move(update)] { table.Apply(update); });
+      // The watch thread posts without waiting; here each update is waited for, so the churn
+      // cannot fill the loop's bounded queue and crowd out the status calls under test.
+      loop.Call<bool>(
+          [&table, update = std::move(update)] {
+            table.Apply(update);
+            return true;
+          },
+          absl::Seconds(5));
       std::this_thread::yield();
     }
   });
