@@ -46,7 +46,7 @@ std::string ControlSocketPath(std::string_view state_dir, std::string_view inter
 }
 
 absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Listen(const std::string& path,
-                                                                      Handler handler) {
+                                                                     Handler handler) {
   absl::StatusOr<sockaddr_un> addr = UnixAddress(path);
   if (!addr.ok()) return addr.status();
   std::error_code ec;

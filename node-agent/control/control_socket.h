@@ -45,8 +45,8 @@ class ControlServer {
   std::thread thread_;
 };
 
-// Sends `request` to the agent at `path` and returns its whole response. Errors say whether an agent
-// runs there.
+// Sends `request` to the agent at `path` and returns its whole response. Errors say whether an
+// agent runs there.
 absl::StatusOr<std::string> ControlRequest(const std::string& path, std::string_view request);
 
 }  // namespace tunnelmesh

@@ -14,9 +14,8 @@ std::string TempDir() {
 
 TEST(ControlSocketTest, ServesRequestsAndRefusesSecondServer) {
   std::string path = ControlSocketPath(TempDir(), "tm-test0");
-  auto server = ControlServer::Listen(path, [](std::string_view req) {
-    return "got " + std::string(req);
-  });
+  auto server =
+      ControlServer::Listen(path, [](std::string_view req) { return "got " + std::string(req); });
   ASSERT_TRUE(server.ok()) << server.status();
   auto reply = ControlRequest(path, "status");
   ASSERT_TRUE(reply.ok()) << reply.status();
@@ -42,7 +41,8 @@ TEST(StatusTest, ReportsPeersRoutesAndDrops) {
   routes.Insert(*Prefix::Parse("10.0.0.2/32"), peer);
   routes.Insert(*Prefix::Parse("fd00::/64"), peer);
   device.drops().Add(noise::Drop::kMalformed, 3);
-  SelfInfo self{"laptop", "tm0", device.identity().public_key, {*IpAddress::Parse("10.0.0.1")}, 51820};
+  SelfInfo self{
+      "laptop", "tm0", device.identity().public_key, {*IpAddress::Parse("10.0.0.1")}, 51820};
   DataplaneDropCounts plane_drops;
   plane_drops.counts[static_cast<size_t>(DataplaneDrop::kRelayQueueFull)] = 2;
   nlohmann::json status = BuildStatus(self, device, routes, plane_drops);

@@ -9,10 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-
+#include "lib/base/file.h"
 #include "lib/crypto/x509.h"
 #include "proto/coordinator.grpc.pb.h"
 
@@ -50,19 +47,11 @@ absl::StatusOr<int> Dial(const std::string& host, uint16_t port) {
   return fd;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 }  // namespace
 
 absl::StatusOr<std::string> FetchCoordinatorCa(const std::string& host, uint16_t port,
                                                const std::string& expected_hash,
-                                               const std::string& pin_path,
-                                               std::string* warning) {
+                                               const std::string& pin_path, std::string* warning) {
   absl::StatusOr<int> fd = Dial(host, port);
   if (!fd.ok()) return fd.status();
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
@@ -105,7 +94,9 @@ absl::StatusOr<std::string> FetchCoordinatorCa(const std::string& host, uint16_t
                                          "): refusing to talk to it");
     }
   } else {
-    const std::string pinned = ReadFile(pin_path);
+    // A missing or unreadable pin is no pin (trust on first use below).
+    absl::StatusOr<std::string> pinned_file = ReadFile(pin_path);
+    const std::string pinned = pinned_file.ok() ? *pinned_file : std::string();
     if (!pinned.empty()) {
       absl::StatusOr<std::string> pinned_hash = CaCertHash(pinned);
       if (!pinned_hash.ok() || *pinned_hash != *hash) {
@@ -118,9 +109,10 @@ absl::StatusOr<std::string> FetchCoordinatorCa(const std::string& host, uint16_t
                  pin_path + "; pass --ca-hash to verify it instead";
     }
   }
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(pin_path).parent_path(), ec);
-  std::ofstream(pin_path, std::ios::trunc) << ca_pem;
+  if (absl::Status s = WriteFileAtomically(pin_path, ca_pem, 0600); !s.ok()) {
+    return absl::FailedPreconditionError(
+        "pinning the coordinator's CA: " + std::string(s.message()) + " (set --state-dir)");
+  }
   return ca_pem;
 }
 
@@ -145,12 +137,12 @@ CoordinatorClient::CoordinatorClient(const std::string& target, const std::strin
 CoordinatorClient::~CoordinatorClient() { CancelWatch(); }
 
 void CoordinatorClient::Authorize(grpc::ClientContext* context) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   context->AddMetadata("authorization", "Bearer " + session_token_);
 }
 
 void CoordinatorClient::SetSessionToken(const std::string& token) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   session_token_ = token;
 }
 
@@ -170,7 +162,7 @@ absl::Status CoordinatorClient::Watch(
   grpc::ClientContext context;
   Authorize(&context);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (watch_cancelled_) return absl::CancelledError("the watch was cancelled");
     watch_context_ = &context;
   }
@@ -181,7 +173,7 @@ absl::Status CoordinatorClient::Watch(
   while (reader->Read(&update)) on_update(update);
   grpc::Status s = reader->Finish();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     watch_context_ = nullptr;
   }
   if (s.ok()) return absl::UnavailableError("the coordinator ended the watch");
@@ -189,7 +181,7 @@ absl::Status CoordinatorClient::Watch(
 }
 
 void CoordinatorClient::CancelWatch() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   watch_cancelled_ = true;
   if (watch_context_ != nullptr) watch_context_->TryCancel();
 }

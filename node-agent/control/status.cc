@@ -33,7 +33,7 @@ std::string Ago(int64_t unix_seconds, absl::Time now) {
 
 nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
                            const RouteTable& routes, const DataplaneDropCounts& plane_drops,
-                           const PeerDescriber& describe) {
+                           const PeerDescriptions& descriptions) {
   nlohmann::json out;
   nlohmann::json mesh_ips = nlohmann::json::array();
   for (const IpAddress& ip : self.mesh_ips) mesh_ips.push_back(ip.ToString());
@@ -70,7 +70,14 @@ nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
         {"handshakes_initiated", stats.handshakes_initiated.load()},
         {"persistent_keepalive", peer.persistent_keepalive().count()},
     };
-    if (describe) describe(peer, fields);
+    if (auto it = descriptions.find(peer.public_key()); it != descriptions.end()) {
+      const PeerDescription& d = it->second;
+      fields["name"] = d.name;
+      fields["mesh_ips"] = d.mesh_ips;
+      fields["dns_name"] = d.dns_name;
+      if (d.path) fields["path"] = *d.path;
+      if (d.via_relay) fields["endpoint"] = "relay";
+    }
     peers.push_back(std::move(fields));
   });
   out["peers"] = peers;
@@ -109,10 +116,12 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
     const std::string name = peer.value("name", std::string());
     // Peers from a config file have no name beyond their key's prefix.
     if (!name.empty() && name.find("...") == std::string::npos) out += "  name: " + name + "\n";
-    std::string ips;
-    for (const auto& ip : peer["mesh_ips"]) ips += (ips.empty() ? "" : ", ") + ip.get<std::string>();
-    if (!ips.empty() && !name.empty() && name.find("...") == std::string::npos) {
-      out += "  mesh ips: " + ips + "\n";
+    std::string peer_ips;
+    for (const auto& ip : peer["mesh_ips"]) {
+      peer_ips += (peer_ips.empty() ? "" : ", ") + ip.get<std::string>();
+    }
+    if (!peer_ips.empty() && !name.empty() && name.find("...") == std::string::npos) {
+      out += "  mesh ips: " + peer_ips + "\n";
     }
     std::string endpoint = peer.value("endpoint", std::string());
     if (!endpoint.empty()) out += "  endpoint: " + endpoint + "\n";
@@ -130,7 +139,8 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
   }
   std::string drops;
   for (const auto& [name, count] : status["drops"].items()) {
-    if (count.get<uint64_t>() > 0) drops += " " + name + "=" + std::to_string(count.get<uint64_t>());
+    if (count.get<uint64_t>() > 0)
+      drops += " " + name + "=" + std::to_string(count.get<uint64_t>());
   }
   if (!drops.empty()) out += "\ndropped:" + drops + "\n";
   return out;

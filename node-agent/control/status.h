@@ -2,7 +2,8 @@
 // --json` prints, see docs/configuration.md) and rendered for people in the style of `wg show`.
 #pragma once
 
-#include <functional>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,14 +24,24 @@ struct SelfInfo {
   uint16_t listen_port = 0;
 };
 
-// Lets the caller add or override a peer's fields (its name, its path) in the report.
-using PeerDescriber = std::function<void(const noise::Peer& peer, nlohmann::json& fields)>;
+// What the agent knows of a peer beyond the device: copied out of the control thread's state
+// before the report is built, so building it never calls back into agent state while the device's
+// peer lock is held.
+struct PeerDescription {
+  std::string name;
+  std::string dns_name;
+  std::vector<std::string> mesh_ips;
+  std::optional<std::string> path;  // "direct", "relay" or "none"; unset: "direct".
+  bool via_relay = false;           // The endpoint field then says "relay".
+};
+using PeerDescriptions = std::map<PublicKey, PeerDescription>;
 
 // Thread-safe: reads counters and takes each peer's lock briefly. "drops" holds the protocol's
-// drops, its cookie_sent outcome and the data plane's drops (`plane_drops`), in one object.
+// drops, its cookie_sent outcome and the data plane's drops (`plane_drops`), in one object. Peers
+// in `descriptions` get its name, dns_name, mesh_ips and path instead of the defaults.
 nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
                            const RouteTable& routes, const DataplaneDropCounts& plane_drops,
-                           const PeerDescriber& describe = nullptr);
+                           const PeerDescriptions& descriptions = {});
 
 // `wg show`-like text; `now` renders "latest handshake: 5 seconds ago".
 std::string FormatStatus(const nlohmann::json& status, absl::Time now);

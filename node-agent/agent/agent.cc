@@ -1,0 +1,316 @@
+#include "node-agent/agent/agent.h"
+
+#include <unistd.h>
+
+#include <cstring>
+
+#include "lib/base/log.h"
+#include "lib/disco/message.h"
+#include "lib/disco/path_selector.h"
+#include "lib/wire/stun.h"
+#include "node-agent/agent/agent_status.h"
+
+namespace tunnelmesh {
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr auto kPathTickInterval = std::chrono::milliseconds(50);
+constexpr auto kStunInterval = std::chrono::seconds(15);
+// How long `status` waits for the control loop before answering with an error.
+constexpr absl::Duration kStatusTimeout = absl::Seconds(5);
+// Foreign datagrams larger than this are neither discovery nor STUN replies we asked for.
+constexpr size_t kMaxForeignDatagram = 1500;
+
+}  // namespace
+
+Agent::Agent(AgentParams params)
+    : params_(std::move(params)),
+      device_(std::make_unique<noise::Device>(params_.private_key, params_.mtu)),
+      name_(params_.name) {
+  for (const auto& [ip, length] : params_.addresses) mesh_ips_.push_back(ip);
+  peers_ = std::make_unique<PeerTable>(
+      device_.get(), device_->identity().public_key, &link_routes_,
+      [this](std::shared_ptr<const RouteTable> routes) {
+        if (adapter_) adapter_->PublishRoutes(std::move(routes));
+      },
+      &clock_);
+  peers_->SetMeshCidrs(params_.mesh_cidrs);
+}
+
+Agent::~Agent() {
+  if (session_) session_->Stop();
+  control_.reset();
+  loop_.Stop();
+  if (plane_) plane_->Stop();
+}
+
+absl::Status Agent::AddStaticPeer(const StaticPeerConfig& config) {
+  return peers_->AddStatic(config);
+}
+
+absl::Status Agent::BringUp(std::unique_ptr<TunDevice> tun, std::unique_ptr<UdpBind> socket) {
+  tun_ = std::move(tun);
+  socket_ = std::move(socket);
+  absl::StatusOr<std::unique_ptr<LinkConfigurator>> link =
+      LinkConfigurator::Create(params_.interface_name);
+  if (!link.ok()) return link.status();
+  link_ = std::move(*link);
+  absl::Status configured = link_->SetMtu(static_cast<int>(params_.mtu));
+  for (const auto& [ip, length] : params_.addresses) {
+    if (configured.ok()) configured = link_->AddAddress(ip, length);
+  }
+  if (configured.ok()) configured = link_->SetUp();
+  if (!configured.ok()) return configured;
+  link_routes_.link = link_.get();
+  relay_bind_ = std::make_unique<RelayBind>(
+      [this](const PublicKey& destination, absl::Span<const uint8_t> frame) {
+        return relay_ != nullptr && relay_->Send(destination, frame);
+      });
+  plane_ = std::make_unique<Dataplane>(device_.get(), tun_.get(), socket_.get(), relay_bind_.get(),
+                                       params_.mtu, &clock_);
+  adapter_ = std::make_unique<DataplaneAdapter>(plane_.get(), device_.get(), relay_bind_.get());
+  adapter_->PublishRoutes(peers_->routes());
+  return absl::OkStatus();
+}
+
+absl::Status Agent::PublishStaticRoutes() { return peers_->Publish(); }
+
+void Agent::FollowCoordinator(std::unique_ptr<CoordinatorSession> session,
+                              const coord::RegisterResponse& registration) {
+  session_ = std::move(session);
+  coordinated_ = true;
+  name_ = registration.name();
+  settings_ = registration.settings();
+  peers_->SetPresharedKey(settings_.preshared_key());
+  paths_ = std::make_unique<PathManager>(params_.private_key, device_->identity().public_key,
+                                         adapter_.get());
+  reporter_ = std::make_unique<EndpointReporter>(adapter_.get());
+  // On the inbound data thread: copy and post, never handle here (no control state, no lock).
+  adapter_->SetForeignHandler([this](absl::Span<const uint8_t> datagram, const Endpoint& from) {
+    const bool disco = disco::IsDiscoMessage(datagram);
+    if (!disco && !stun::LooksLikeStun(datagram)) return false;
+    if (datagram.size() > kMaxForeignDatagram) return true;
+    std::vector<uint8_t> copy(datagram.begin(), datagram.end());
+    // A full queue drops it (counted by the loop); the peer or the STUN interval resends.
+    loop_.Post(
+        [this, copy = std::move(copy), from, disco] { OnForeignDatagram(copy, from, disco); });
+    return true;
+  });
+  ConnectRelay();
+  loop_.RunEvery(kPathTickInterval, [this] { PathTick(); });
+  loop_.RunEvery(kStunInterval, [this] { SendStun(); });
+  loop_.Post([this] { SendStun(); });
+}
+
+std::string Agent::ResolveServiceHost(const std::string& address) const {
+  // The coordinator leaves the host out when members should use the one they dialed.
+  const std::string& dialed = params_.coordinator_host;
+  const std::string host = dialed.find(':') != std::string::npos ? "[" + dialed + "]" : dialed;
+  if (!address.empty() && address.front() == ':') return host + address;
+  if (address.rfind("ws://:", 0) == 0) return "ws://" + host + address.substr(5);
+  return address;
+}
+
+void Agent::ConnectRelay() {
+  const std::string url = ResolveServiceHost(settings_.relay_url());
+  PublicKey server_key;
+  if (settings_.relay_public_key().size() == kKeySize) {
+    std::memcpy(server_key.bytes.data(), settings_.relay_public_key().data(), kKeySize);
+  }
+  if (url.empty() || server_key.IsZero()) {
+    TM_LOG_WARN("the coordinator offers no relay: peers behind strict NATs will be unreachable");
+    return;
+  }
+  relay_ = std::make_unique<RelayClient>();
+  adapter_->WireRelay(relay_.get());
+  if (absl::Status s =
+          relay_->Connect(url, params_.private_key, device_->identity().public_key, server_key);
+      !s.ok()) {
+    TM_LOG_WARN("relay {}: {}", url, std::string(s.message()));
+  } else {
+    TM_LOG_INFO("relay {} in use for peers without a direct path", url);
+  }
+}
+
+absl::Status Agent::Start() {
+  if (absl::Status s = plane_->Start(); !s.ok()) return s;
+  loop_.Start();
+  absl::StatusOr<std::unique_ptr<ControlServer>> control = ControlServer::Listen(
+      ControlSocketPath(params_.state_dir, params_.interface_name),
+      [this](std::string_view request) { return HandleControlRequest(request); });
+  if (!control.ok()) return control.status();
+  control_ = std::move(*control);
+  if (session_) session_->Start();
+  return absl::OkStatus();
+}
+
+std::string Agent::HandleControlRequest(std::string_view request) {
+  if (request == "ping") return "pong";
+  if (request == "status") {
+    std::optional<std::string> status = StatusJson(kStatusTimeout);
+    if (status) return *status;
+    return "{\"error\": \"the agent's control loop did not answer within 5 s\"}";
+  }
+  if (request == "leave" && session_) {
+    // The RPC runs here, on the control socket's thread, not on the control loop.
+    absl::Status s = session_->Leave();
+    if (!s.ok()) {
+      nlohmann::json error = {{"error", std::string(s.message())}};
+      return error.dump();
+    }
+    leave_requested_ = true;
+    return "{\"left\": true}";
+  }
+  return "{\"error\": \"unknown request\"}";
+}
+
+std::optional<std::string> Agent::StatusJson(absl::Duration timeout) {
+  return loop_.Call<std::string>([this] { return BuildStatusJson(); }, timeout);
+}
+
+std::string Agent::BuildStatusJson() {
+  SelfInfo self;
+  self.name = name_;
+  self.interface_name = params_.interface_name;
+  self.public_key = device_->identity().public_key;
+  self.mesh_ips = mesh_ips_;
+  self.listen_port = socket_ ? socket_->port() : 0;
+  return BuildAgentStatusJson(self, *device_, plane_->drop_counts(), *peers_, paths_.get(),
+                              coordinated_);
+}
+
+void Agent::PostMapUpdate(coord::MapUpdate update) {
+  if (!loop_.Post([this, update = std::move(update)] { ApplyUpdate(update); })) {
+    TM_LOG_WARN("control loop full: a network map update was dropped");
+  }
+}
+
+void Agent::PostRegistered(coord::RegisterResponse response) {
+  loop_.Post([this, response = std::move(response)] { ApplyRegistration(response); });
+}
+
+void Agent::ApplyRegistration(const coord::RegisterResponse& response) {
+  std::vector<IpAddress> ips;
+  for (const std::string& ip : response.mesh_ips()) {
+    absl::StatusOr<IpAddress> parsed = IpAddress::Parse(ip);
+    if (parsed.ok()) ips.push_back(*parsed);
+  }
+  if (ips != mesh_ips_) {
+    TM_LOG_WARN(
+        "the coordinator changed this member's mesh IPs; keeping the interface's old "
+        "addresses until restart");
+  }
+  name_ = response.name();
+  settings_ = response.settings();
+  peers_->SetPresharedKey(settings_.preshared_key());
+  // A restarted coordinator has forgotten our endpoints.
+  if (reporter_) reporter_->MarkDirty();
+  MaybeReport();
+}
+
+void Agent::ApplyUpdate(const coord::MapUpdate& update) {
+  if (update.has_settings()) {
+    settings_ = update.settings();
+    peers_->SetPresharedKey(settings_.preshared_key());
+  }
+  const PeerChanges changes = peers_->Apply(update);
+  if (!paths_) return;
+  adapter_->PublishRelayPeers(*peers_);
+  const MonoTime now = clock_.Now();
+  for (const PublicKey& key : changes.removed) paths_->RemovePeer(key);
+  for (const PublicKey& key : changes.upserted) {
+    const PeerInfo* info = peers_->Find(key);
+    if (info == nullptr) continue;
+    if (info->is_static) {
+      paths_->RemovePeer(key);
+    } else {
+      paths_->UpsertPeer(key, info->name, info->candidates, now);
+    }
+  }
+  if (update.has_call_me_maybe()) {
+    std::vector<Endpoint> endpoints;
+    for (const std::string& e : update.call_me_maybe().endpoints()) {
+      absl::StatusOr<Endpoint> parsed = Endpoint::Parse(e);
+      if (parsed.ok()) endpoints.push_back(*parsed);
+    }
+    paths_->OnCallMeMaybe(PublicKeyFromBytes(update.call_me_maybe().from_public_key()), endpoints,
+                          now);
+  }
+}
+
+void Agent::OnForeignDatagram(const std::vector<uint8_t>& datagram, const Endpoint& from,
+                              bool disco) {
+  if (disco) {
+    paths_->OnDiscoDatagram(datagram, from, clock_.Now());
+  } else {
+    reporter_->OnStunDatagram(datagram);
+    MaybeReport();
+  }
+}
+
+void Agent::PathTick() {
+  paths_->SetRelayAvailable(relay_ != nullptr && relay_->connected());
+  paths_->Tick(clock_.Now());
+  for (const PublicKey& peer : paths_->TakeCallMeMaybe()) {
+    session_->CallMeMaybe(peer, reporter_->reported());
+  }
+  // The coordinator shows how this member reaches its peers (MeshPeer status.pathSummary).
+  reporter_->SetPathCounts(paths_->PathCounts());
+  MaybeReport();
+}
+
+void Agent::SendStun() {
+  const std::string address = ResolveServiceHost(settings_.stun_address());
+  if (address.empty()) return;
+  absl::StatusOr<Endpoint> server = Endpoint::Parse(address);
+  if (!server.ok()) {
+    TM_LOG_DEBUG("STUN server \"{}\": {}", address, std::string(server.status().message()));
+    return;
+  }
+  reporter_->SendStunRequest(*server);
+}
+
+void Agent::MaybeReport() {
+  if (!reporter_ || !reporter_->dirty() || report_in_flight_) return;
+  EndpointReport report =
+      reporter_->TakeReport(LocalAddresses(params_.interface_name), socket_->port());
+  report_in_flight_ = true;
+  session_->ReportEndpoints(report, [this, report](bool ok) {
+    report_in_flight_ = false;
+    loop_.Post([this, report, ok] { reporter_->ReportDone(report, ok); });
+  });
+}
+
+int Agent::Run(const sigset_t& signals, bool member) {
+  while (!leave_requested_ && !refused_) {
+    timespec timeout{0, 200'000'000};
+    int sig = sigtimedwait(&signals, nullptr, &timeout);
+    if (sig == SIGINT || sig == SIGTERM) {
+      if (member) {
+        TM_LOG_INFO(
+            "signal {} received: shutting down (still a member; `tunnelmesh-agent leave` "
+            "removes it)",
+            sig);
+      } else {
+        TM_LOG_INFO("signal {} received: shutting down", sig);
+      }
+      break;
+    }
+    if (!plane_->running()) {
+      TM_LOG_ERROR("data plane failed: {}", plane_->failure().ToString());
+      break;
+    }
+  }
+  if (leave_requested_) TM_LOG_INFO("left the mesh: shutting down");
+  if (session_) session_->Stop();
+  control_.reset();
+  loop_.Stop();
+  plane_->Stop();
+  relay_.reset();
+  if (absl::Status s = link_->Teardown(); !s.ok()) {
+    TM_LOG_WARN("removing routes and addresses of {}: {}", params_.interface_name, s.ToString());
+  }
+  return plane_->failure().ok() && !refused_ ? 0 : kExitFailure;
+}
+
+}  // namespace tunnelmesh

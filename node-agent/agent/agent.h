@@ -1,0 +1,155 @@
+// Agent: the running tunnelmesh-agent, shared by `join` and config mode. It wires the WireGuard
+// device, the TUN device, the UDP socket, the link, the data plane, the peer table, the path
+// manager and endpoint reporter (join only), the relay (join only), the coordinator session (join
+// only) and the control socket, around one control loop.
+//
+// Threads and what they own:
+// - "control" (ControlLoop): all mutable control state: the PeerTable, the PathManager, the
+//   EndpointReporter, the coordinator settings, this member's name and mesh IPs. Timers there run
+//   the path tick (50 ms), STUN (every 15 s) and endpoint reports. Everything else posts to it.
+// - "watch" and "rpc" (CoordinatorSession): registration and the map stream, which post each
+//   MapUpdate here; endpoint reports and call-me-maybe RPCs, off the control thread.
+// - the control socket's thread: `status` is answered by a Call on the control loop (a copy built
+//   there, with a timeout); `leave` makes the Leave RPC itself.
+// - the data plane's outbound and inbound threads read the route snapshot (swapped atomically);
+//   the inbound thread copies discovery and STUN datagrams and posts them to the control loop.
+// - the main thread (Run): signals, leave and refusal, data-plane failure.
+// Lock order: none is held across another component's call; the control loop's queue lock and the
+// session's lock are leaves.
+#pragma once
+
+#include <signal.h>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "lib/base/clock.h"
+#include "lib/crypto/keys.h"
+#include "lib/net/ip.h"
+#include "lib/noise/device.h"
+#include "node-agent/agent/control_loop.h"
+#include "node-agent/agent/coordinator_session.h"
+#include "node-agent/agent/dataplane_adapter.h"
+#include "node-agent/control/control_socket.h"
+#include "node-agent/dataplane/dataplane.h"
+#include "node-agent/nat/endpoint_reporter.h"
+#include "node-agent/nat/path_manager.h"
+#include "node-agent/netlink/link_configurator.h"
+#include "node-agent/peer/peer_table.h"
+#include "node-agent/transport/relay_bind.h"
+#include "node-agent/transport/relay_client.h"
+#include "node-agent/transport/udp_bind.h"
+#include "node-agent/tun/tun_device.h"
+
+namespace tunnelmesh {
+
+struct AgentParams {
+  std::string interface_name = "tm0";
+  std::string state_dir;
+  SecretKey private_key;
+  size_t mtu = 1420;
+  std::string name;  // This member's name (config mode: the interface name).
+  // The interface's addresses with their prefix lengths.
+  std::vector<std::pair<IpAddress, int>> addresses;
+  // The mesh's address ranges (join): allowed IPs inside them need no route of their own.
+  std::vector<Prefix> mesh_cidrs;
+  // The coordinator host as dialed (join): fills in relay and STUN addresses without a host.
+  std::string coordinator_host;
+};
+
+class Agent {
+ public:
+  // Creates the device and the peer table; no I/O yet.
+  explicit Agent(AgentParams params);
+  // Stops everything still running (Run does it in order).
+  ~Agent();
+
+  noise::Device& device() { return *device_; }
+  // Config mode, before BringUp: a config file's peer.
+  [[nodiscard]] absl::Status AddStaticPeer(const StaticPeerConfig& config);
+
+  // Configures the link (MTU, addresses, up) and creates the data plane over `tun` and `socket`.
+  // Errors name what failed.
+  [[nodiscard]] absl::Status BringUp(std::unique_ptr<TunDevice> tun,
+                                     std::unique_ptr<UdpBind> socket);
+  // Config mode, after BringUp: publishes the static peers' routes (a link error fails).
+  [[nodiscard]] absl::Status PublishStaticRoutes();
+  // Join, after BringUp and before Start: follows the coordinator through `session` (registered
+  // already with `registration`): discovery, STUN, endpoint reports, the relay.
+  void FollowCoordinator(std::unique_ptr<CoordinatorSession> session,
+                         const coord::RegisterResponse& registration);
+  // Starts the data plane, the control loop and the control socket (and the session's threads).
+  [[nodiscard]] absl::Status Start();
+  // Waits for a signal in `signals`, a leave, a refusal or a data-plane failure, then shuts down.
+  // Returns the exit code. `member`: the log says the member stays in the mesh.
+  int Run(const sigset_t& signals, bool member);
+
+  // The `status --json` report, built on the control thread (any other thread; nullopt when the
+  // loop did not answer within `timeout`).
+  std::optional<std::string> StatusJson(absl::Duration timeout);
+
+  // Hooks for the coordinator session's threads: post to the control loop.
+  void PostMapUpdate(coord::MapUpdate update);
+  void PostRegistered(coord::RegisterResponse response);
+  void OnRefused() { refused_ = true; }
+
+ private:
+  // Forwards the peer table's outside-mesh routes to the link once it exists.
+  class LinkRoutes final : public RouteInstaller {
+   public:
+    absl::Status ReplaceRoutes(absl::Span<const Prefix> prefixes) override {
+      return link == nullptr ? absl::OkStatus() : link->ReplaceRoutes(prefixes);
+    }
+    LinkConfigurator* link = nullptr;
+  };
+
+  // All on the control thread.
+  void ApplyUpdate(const coord::MapUpdate& update);
+  void ApplyRegistration(const coord::RegisterResponse& response);
+  void PathTick();
+  void SendStun();
+  void MaybeReport();
+  void OnForeignDatagram(const std::vector<uint8_t>& datagram, const Endpoint& from, bool disco);
+  std::string BuildStatusJson();
+  std::string ResolveServiceHost(const std::string& address) const;
+  void ConnectRelay();
+  std::string HandleControlRequest(std::string_view request);
+
+  const AgentParams params_;
+  SystemClock clock_;
+  std::unique_ptr<noise::Device> device_;
+  LinkRoutes link_routes_;
+  // Control-thread state (before Start: the constructing thread's).
+  std::unique_ptr<PeerTable> peers_;
+  std::unique_ptr<PathManager> paths_;
+  std::unique_ptr<EndpointReporter> reporter_;
+  std::string name_;
+  std::vector<IpAddress> mesh_ips_;
+  coord::Settings settings_;
+  bool coordinated_ = false;
+
+  std::unique_ptr<TunDevice> tun_;
+  std::unique_ptr<UdpBind> socket_;
+  // Carries datagrams for peers on the relay path; its send function uses relay_, which exists
+  // before the data plane starts (or never) and is reset only after it stops.
+  std::unique_ptr<RelayBind> relay_bind_;
+  std::unique_ptr<LinkConfigurator> link_;
+  std::unique_ptr<Dataplane> plane_;
+  std::unique_ptr<DataplaneAdapter> adapter_;
+  std::unique_ptr<RelayClient> relay_;
+  ControlLoop loop_{&clock_};
+  std::unique_ptr<CoordinatorSession> session_;
+  std::unique_ptr<ControlServer> control_;
+
+  std::atomic<bool> report_in_flight_{false};
+  std::atomic<bool> leave_requested_{false};
+  std::atomic<bool> refused_{false};
+  bool stopped_ = false;
+};
+
+}  // namespace tunnelmesh

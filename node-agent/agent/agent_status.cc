@@ -1,0 +1,25 @@
+#include "node-agent/agent/agent_status.h"
+
+namespace tunnelmesh {
+
+std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& device,
+                                 const DataplaneDropCounts& plane_drops, const PeerTable& peers,
+                                 const PathManager* paths, bool coordinated) {
+  PeerDescriptions descriptions;
+  if (coordinated) {
+    for (const auto& [key, info] : peers.peers()) {
+      PeerDescription& d = descriptions[key];
+      d.name = info.name;
+      d.dns_name = info.dns_name;
+      d.mesh_ips = info.mesh_ips;
+      if (paths != nullptr && paths->HasPeer(key)) {
+        const disco::PathKind kind = paths->PathOf(key).kind;
+        d.path = disco::PathKindName(kind);
+        d.via_relay = kind == disco::PathKind::kRelay;
+      }
+    }
+  }
+  return BuildStatus(self, device, *peers.routes(), plane_drops, descriptions).dump();
+}
+
+}  // namespace tunnelmesh

@@ -1,0 +1,232 @@
+#include "node-agent/agent/coordinator_session.h"
+
+#include "lib/base/backoff.h"
+#include "lib/base/log.h"
+#include "node-agent/peer/peer_table.h"
+
+namespace tunnelmesh {
+namespace {
+
+// Reconnect backoff: starts near 100 ms and doubles up to 600 ms; with jitter (0.5x to 1.5x) every
+// wait stays under 900 ms, so members are back within a second of the coordinator's return.
+constexpr auto kBackoffStart = std::chrono::milliseconds(100);
+constexpr auto kBackoffMax = std::chrono::milliseconds(600);
+constexpr double kBackoffJitter = 0.5;
+// A failed report is retried, but not in a tight loop.
+constexpr auto kReportRetryPause = absl::Milliseconds(300);
+
+bool RefusedForGood(absl::StatusCode code) {
+  return code == absl::StatusCode::kPermissionDenied ||
+         code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ||
+         code == absl::StatusCode::kResourceExhausted;
+}
+
+}  // namespace
+
+CoordinatorSession::CoordinatorSession(std::string target, std::string ca_pem, Hooks hooks,
+                                       uint64_t seed)
+    : target_(std::move(target)),
+      ca_pem_(std::move(ca_pem)),
+      hooks_(std::move(hooks)),
+      seed_(seed),
+      client_(std::make_shared<CoordinatorClient>(target_, ca_pem_)) {}
+
+CoordinatorSession::~CoordinatorSession() { Stop(); }
+
+std::shared_ptr<CoordinatorClient> CoordinatorSession::client() const {
+  absl::MutexLock lock(&mu_);
+  return client_;
+}
+
+absl::StatusOr<coord::RegisterResponse> CoordinatorSession::RegisterOnce() {
+  absl::StatusOr<coord::RegisterRequest> request = hooks_.make_request();
+  if (!request.ok()) return request.status();
+  std::shared_ptr<CoordinatorClient> coordinator = client();
+  absl::StatusOr<coord::RegisterResponse> response =
+      coordinator->Register(*request, absl::Seconds(5));
+  if (!response.ok()) return response.status();
+  if (response->mesh_ips().empty()) {
+    return absl::InternalError("the coordinator assigned no mesh IP");
+  }
+  coordinator->SetSessionToken(response->session_token());
+  const auto& ips = response->mesh_ips();
+  TM_LOG_INFO("registered as {} with {}{}", response->name(), ips[0],
+              ips.size() > 1 ? " and " + ips[1] : std::string());
+  return response;
+}
+
+absl::StatusOr<coord::RegisterResponse> CoordinatorSession::RegisterFirst(
+    const std::function<bool(std::chrono::milliseconds)>& wait) {
+  Backoff backoff(kBackoffStart, kBackoffMax, seed_, kBackoffJitter);
+  while (true) {
+    absl::StatusOr<coord::RegisterResponse> response = RegisterOnce();
+    if (response.ok() || RefusedForGood(response.status().code())) return response;
+    TM_LOG_WARN("registering: {}; retrying", std::string(response.status().message()));
+    if (!wait(backoff.Next())) return absl::CancelledError("stopped before registering");
+  }
+}
+
+void CoordinatorSession::Start() {
+  watch_thread_ = std::thread([this] { WatchLoop(); });
+  rpc_thread_ = std::thread([this] { RpcLoop(); });
+}
+
+void CoordinatorSession::Stop() {
+  std::shared_ptr<CoordinatorClient> coordinator;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    coordinator = client_;
+    wake_.SignalAll();
+  }
+  coordinator->CancelWatch();
+  if (watch_thread_.joinable()) watch_thread_.join();
+  if (rpc_thread_.joinable()) rpc_thread_.join();
+  std::function<void(bool)> done;
+  {
+    absl::MutexLock lock(&mu_);
+    done = std::move(report_done_);
+    report_done_ = nullptr;
+    report_.reset();
+  }
+  if (done) done(false);
+}
+
+bool CoordinatorSession::Sleep(std::chrono::milliseconds delay) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time deadline = absl::Now() + absl::FromChrono(delay);
+  while (!stopping_ && !leaving_) {
+    if (wake_.WaitWithDeadline(&mu_, deadline)) break;
+  }
+  return !stopping_ && !leaving_;
+}
+
+void CoordinatorSession::WatchLoop() {
+  Backoff backoff(kBackoffStart, kBackoffMax, seed_ + 1, kBackoffJitter);
+  bool first = true;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_ || leaving_) break;
+      if (!first) client_ = std::make_shared<CoordinatorClient>(target_, ca_pem_);
+    }
+    if (!first) {
+      absl::StatusOr<coord::RegisterResponse> response = RegisterOnce();
+      if (!response.ok() && response.status().code() == absl::StatusCode::kPermissionDenied) {
+        TM_LOG_ERROR("the coordinator refused this member: {}",
+                     std::string(response.status().message()));
+        refused_ = true;
+        if (hooks_.on_refused) hooks_.on_refused(response.status());
+        break;
+      }
+      if (!response.ok()) {
+        TM_LOG_WARN("re-registering: {}", std::string(response.status().message()));
+        if (!Sleep(backoff.Next())) break;
+        continue;
+      }
+      if (hooks_.on_registered) hooks_.on_registered(*response);
+    }
+    first = false;
+    absl::Status s = client()->Watch([&](const coord::MapUpdate& update) {
+      backoff.Reset();
+      hooks_.on_update(update);
+    });
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_ || leaving_) break;
+    }
+    if (s.code() == absl::StatusCode::kPermissionDenied) {
+      TM_LOG_ERROR("removed from the mesh by the coordinator: {}", std::string(s.message()));
+      refused_ = true;
+      if (hooks_.on_refused) hooks_.on_refused(s);
+      break;
+    }
+    TM_LOG_WARN("coordinator stream ended: {}; reconnecting (established tunnels keep working)",
+                std::string(s.message()));
+    if (!Sleep(backoff.Next())) break;
+  }
+}
+
+void CoordinatorSession::ReportEndpoints(EndpointReport report, std::function<void(bool)> done) {
+  std::function<void(bool)> replaced;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      replaced = std::move(done);
+    } else {
+      replaced = std::move(report_done_);
+      report_ = std::move(report);
+      report_done_ = std::move(done);
+      wake_.SignalAll();
+    }
+  }
+  if (replaced) replaced(false);
+}
+
+void CoordinatorSession::CallMeMaybe(const PublicKey& to, std::vector<std::string> endpoints) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_ || call_me_maybe_.size() >= kMaxQueuedCallMeMaybe) {
+    ++dropped_call_me_maybe_;
+    return;
+  }
+  call_me_maybe_.push_back({to, std::move(endpoints)});
+  wake_.SignalAll();
+}
+
+uint64_t CoordinatorSession::dropped_call_me_maybe() const {
+  absl::MutexLock lock(&mu_);
+  return dropped_call_me_maybe_;
+}
+
+void CoordinatorSession::RpcLoop() {
+  while (true) {
+    std::optional<EndpointReport> report;
+    std::function<void(bool)> done;
+    std::deque<QueuedCallMeMaybe> calls;
+    {
+      absl::MutexLock lock(&mu_);
+      while (!stopping_ && !report_ && call_me_maybe_.empty()) wake_.Wait(&mu_);
+      if (stopping_) return;
+      report.swap(report_);
+      done = std::move(report_done_);
+      report_done_ = nullptr;
+      calls.swap(call_me_maybe_);
+    }
+    std::shared_ptr<CoordinatorClient> coordinator = client();
+    if (report) {
+      absl::Status s =
+          coordinator->ReportEndpoints(report->endpoints, report->direct, report->relayed);
+      if (!s.ok()) TM_LOG_DEBUG("reporting endpoints: {}", std::string(s.message()));
+      if (done) done(s.ok());
+      if (!s.ok()) {
+        absl::MutexLock lock(&mu_);
+        wake_.WaitWithTimeout(&mu_, kReportRetryPause);
+      }
+    }
+    // Ask peers (through the coordinator) to probe us now, so both sides punch at the same time.
+    for (const QueuedCallMeMaybe& call : calls) {
+      absl::Status s = coordinator->CallMeMaybe(call.to, call.endpoints);
+      TM_LOG_DEBUG("call-me-maybe to {} with {} endpoints: {}", call.to.Short(),
+                   call.endpoints.size(), s.ToString());
+    }
+  }
+}
+
+absl::Status CoordinatorSession::Leave() {
+  std::shared_ptr<CoordinatorClient> coordinator;
+  {
+    absl::MutexLock lock(&mu_);
+    leaving_ = true;
+    coordinator = client_;
+    wake_.SignalAll();
+  }
+  coordinator->CancelWatch();
+  absl::Status s = coordinator->Leave();
+  if (!s.ok()) {
+    absl::MutexLock lock(&mu_);
+    leaving_ = false;
+  }
+  return s;
+}
+
+}  // namespace tunnelmesh

@@ -1,0 +1,56 @@
+// `tunnelmesh-agent join`'s options and their checks, done before anything is touched: the
+// coordinator address, the token files, --kind, --ca-file, --ca-hash; and the node key kept in the
+// state directory.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "lib/crypto/keys.h"
+
+namespace tunnelmesh {
+
+inline constexpr uint16_t kDefaultCoordinatorPort = 7700;
+
+struct JoinOptions {
+  std::string coordinator;  // host[:port]
+  // Exactly one of: the mesh's join token, or (in a Kubernetes pod) the ServiceAccount token file,
+  // re-read at every registration because the kubelet rotates it.
+  std::string token_file;
+  std::string kubernetes_token_file;
+  std::string mesh;               // empty: the coordinator's only mesh
+  std::string kind = "External";  // Node, Pod or External
+  std::string ca_file;            // the coordinator's CA certificate (PEM), instead of fetching it
+  std::string name;
+  std::map<std::string, std::string> labels;
+  std::string state_dir;
+  std::string interface_name = "tm0";
+  std::string ca_hash;
+  uint16_t listen_port = 51820;
+};
+
+struct HostPort {
+  std::string host;  // Without brackets.
+  uint16_t port = kDefaultCoordinatorPort;
+};
+
+// "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 address; the port defaults to 7700.
+[[nodiscard]] absl::StatusOr<HostPort> ParseHostPort(const std::string& text);
+
+// What the checks found: the coordinator, the join token (empty with --kubernetes-token-file) and
+// the CA PEM from --ca-file (empty: fetch and pin).
+struct CheckedJoinOptions {
+  HostPort coordinator;
+  std::string join_token;
+  std::string ca_pem;
+};
+
+// Checks the flags; an InvalidArgument message names the flag to fix.
+[[nodiscard]] absl::StatusOr<CheckedJoinOptions> CheckJoinOptions(const JoinOptions& options);
+
+// The node key in DIR/node.key, created (mode 0600, atomically) when missing.
+[[nodiscard]] absl::StatusOr<SecretKey> LoadOrCreateNodeKey(const std::string& state_dir);
+
+}  // namespace tunnelmesh

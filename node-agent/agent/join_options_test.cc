@@ -1,0 +1,88 @@
+#include "node-agent/agent/join_options.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "gtest/gtest.h"
+#include "lib/base/file.h"
+
+namespace tunnelmesh {
+namespace {
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/tm-join-options-XXXXXX";
+  return mkdtemp(tmpl);
+}
+
+TEST(ParseHostPortTest, AcceptsTheDocumentedForms) {
+  EXPECT_EQ(ParseHostPort("coord.example")->host, "coord.example");
+  EXPECT_EQ(ParseHostPort("coord.example")->port, kDefaultCoordinatorPort);
+  EXPECT_EQ(ParseHostPort("10.0.0.1:9000")->port, 9000);
+  EXPECT_EQ(ParseHostPort("[fd00::1]:7701")->host, "fd00::1");
+  EXPECT_EQ(ParseHostPort("[fd00::1]:7701")->port, 7701);
+  EXPECT_EQ(ParseHostPort("[fd00::1]")->port, kDefaultCoordinatorPort);
+  EXPECT_EQ(ParseHostPort("fd00::1")->host, "fd00::1");
+  for (const char* bad : {"", ":7700", "host:", "host:0", "host:65536", "host:12a", "[fd00::1",
+                          "[fd00::1]x", "[]:1", "host:123456"}) {
+    absl::StatusOr<HostPort> parsed = ParseHostPort(bad);
+    EXPECT_FALSE(parsed.ok()) << bad;
+    if (!parsed.ok()) {
+      EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    }
+  }
+}
+
+TEST(CheckJoinOptionsTest, NamesTheFlagToFix) {
+  const std::string dir = TempDir();
+  ASSERT_TRUE(WriteFileAtomically(dir + "/token", "secret-token\n").ok());
+  JoinOptions options;
+  options.coordinator = "coord:7700";
+  options.token_file = dir + "/token";
+  absl::StatusOr<CheckedJoinOptions> checked = CheckJoinOptions(options);
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  EXPECT_EQ(checked->join_token, "secret-token");
+  EXPECT_EQ(checked->coordinator.host, "coord");
+
+  auto message = [](const JoinOptions& o) {
+    absl::StatusOr<CheckedJoinOptions> c = CheckJoinOptions(o);
+    return c.ok() ? std::string() : std::string(c.status().message());
+  };
+  JoinOptions both = options;
+  both.kubernetes_token_file = dir + "/token";
+  EXPECT_NE(message(both).find("--kubernetes-token-file"), std::string::npos);
+  JoinOptions kind = options;
+  kind.kind = "node";
+  EXPECT_NE(message(kind).find("--kind"), std::string::npos);
+  JoinOptions missing = options;
+  missing.token_file = dir + "/absent";
+  EXPECT_NE(message(missing).find("--token-file"), std::string::npos);
+  JoinOptions ca = options;
+  ca.ca_file = dir + "/token";
+  EXPECT_NE(message(ca).find("--ca-file"), std::string::npos);
+  JoinOptions hash = options;
+  hash.ca_hash = "md5:abc";
+  EXPECT_FALSE(message(hash).empty());
+  JoinOptions address = options;
+  address.coordinator = "coord:notaport";
+  EXPECT_NE(message(address).find("HOST[:PORT]"), std::string::npos);
+}
+
+TEST(NodeKeyTest, CreatedOnceWithMode0600) {
+  InitCrypto();
+  const std::string dir = TempDir() + "/state";
+  absl::StatusOr<SecretKey> first = LoadOrCreateNodeKey(dir);
+  ASSERT_TRUE(first.ok()) << first.status();
+  struct stat st {};
+  ASSERT_EQ(stat((dir + "/node.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  absl::StatusOr<SecretKey> again = LoadOrCreateNodeKey(dir);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(DerivePublicKey(*first), DerivePublicKey(*again));
+  ASSERT_TRUE(WriteFileAtomically(dir + "/node.key", "garbage").ok());
+  EXPECT_EQ(LoadOrCreateNodeKey(dir).status().code(), absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace tunnelmesh

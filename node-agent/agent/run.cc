@@ -1,0 +1,245 @@
+#include "node-agent/agent/run.h"
+
+#include <cstdio>
+#include <random>
+
+#include "lib/base/backoff.h"
+#include "lib/base/file.h"
+#include "lib/base/log.h"
+#include "node-agent/agent/agent.h"
+#include "node-agent/control/coordinator_client.h"
+#include "node-agent/tun/linux_tun_device.h"
+#include "proto/member_kind.h"
+
+namespace tunnelmesh {
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+// Waits `delay` while taking the blocked signals (the main thread owns them before the agent
+// runs); false when SIGINT or SIGTERM arrived.
+bool WaitOrSignal(const sigset_t& signals, std::chrono::milliseconds delay) {
+  timespec timeout{delay.count() / 1000, (delay.count() % 1000) * 1'000'000};
+  int sig = sigtimedwait(&signals, nullptr, &timeout);
+  if (sig == SIGINT || sig == SIGTERM) {
+    TM_LOG_INFO("signal {} received before joining: stopping", sig);
+    return false;
+  }
+  return true;
+}
+
+// Fetches and checks the coordinator's CA until it answers; nullopt when told to stop or when the
+// CA does not match (logged).
+std::optional<std::string> FetchCa(const JoinOptions& options, const HostPort& coordinator,
+                                   const sigset_t& signals, int* exit_code) {
+  Backoff backoff(std::chrono::milliseconds(100), std::chrono::milliseconds(600),
+                  std::random_device{}(), 0.5);
+  while (true) {
+    std::string warning;
+    absl::StatusOr<std::string> ca =
+        FetchCoordinatorCa(coordinator.host, coordinator.port, options.ca_hash,
+                           options.state_dir + "/coordinator-ca.pem", &warning);
+    if (ca.ok()) {
+      if (!warning.empty()) TM_LOG_WARN("{}", warning);
+      return *ca;
+    }
+    if (ca.status().code() == absl::StatusCode::kPermissionDenied) {
+      TM_LOG_ERROR("{}", std::string(ca.status().message()));
+      *exit_code = kExitFailure;
+      return std::nullopt;
+    }
+    TM_LOG_WARN("{}; retrying", std::string(ca.status().message()));
+    if (!WaitOrSignal(signals, backoff.Next())) {
+      *exit_code = 0;
+      return std::nullopt;
+    }
+  }
+}
+
+}  // namespace
+
+int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
+            const sigset_t& signals) {
+  absl::StatusOr<SecretKey> key = LoadOrCreateNodeKey(options.state_dir);
+  if (!key.ok()) {
+    TM_LOG_ERROR("{}", std::string(key.status().message()));
+    return kExitFailure;
+  }
+  const PublicKey public_key = DerivePublicKey(*key);
+  const HostPort& coordinator = checked.coordinator;
+  TM_LOG_INFO("connecting to coordinator {}:{}", coordinator.host, coordinator.port);
+  std::string ca_pem = checked.ca_pem;
+  if (ca_pem.empty()) {
+    int exit_code = 0;
+    std::optional<std::string> ca = FetchCa(options, coordinator, signals, &exit_code);
+    if (!ca) return exit_code;
+    ca_pem = *ca;
+  }
+  absl::StatusOr<std::unique_ptr<LinuxTunDevice>> tun =
+      LinuxTunDevice::Create(options.interface_name, /*offload=*/true);
+  if (!tun.ok()) {
+    TM_LOG_ERROR("creating interface {}: {}", options.interface_name,
+                 std::string(tun.status().message()));
+    return kExitFailure;
+  }
+  absl::StatusOr<std::unique_ptr<UdpBind>> socket =
+      UdpBind::Open(options.listen_port, /*fall_back_to_any=*/true);
+  if (!socket.ok()) {
+    TM_LOG_ERROR("{}", std::string(socket.status().message()));
+    return kExitFailure;
+  }
+  const uint16_t port = (*socket)->port();
+  if (options.listen_port != 0 && port != options.listen_port) {
+    TM_LOG_INFO("UDP port {} is in use; using {} (the coordinator tells peers)",
+                options.listen_port, port);
+  }
+
+  // The session's hooks reach the agent once it exists; they run only after Start.
+  Agent* agent_slot = nullptr;
+  CoordinatorSession::Hooks hooks;
+  hooks.make_request = [&options, &checked, public_key,
+                        port]() -> absl::StatusOr<coord::RegisterRequest> {
+    coord::RegisterRequest request;
+    if (!options.kubernetes_token_file.empty()) {
+      absl::StatusOr<std::string> token = ReadTrimmedFile(options.kubernetes_token_file);
+      if (!token.ok() || token->empty()) {
+        return absl::UnavailableError("cannot read --kubernetes-token-file " +
+                                      options.kubernetes_token_file);
+      }
+      request.set_kubernetes_token(*token);
+    } else {
+      request.set_join_token(checked.join_token);
+    }
+    request.set_public_key(PublicKeyBytes(public_key));
+    request.set_name(options.name);
+    request.set_mesh(options.mesh);
+    for (const auto& [k, v] : options.labels) (*request.mutable_labels())[k] = v;
+    request.set_kind(*MemberKindFromName(options.kind));
+    request.set_listen_port(port);
+    return request;
+  };
+  hooks.on_registered = [&agent_slot](const coord::RegisterResponse& response) {
+    agent_slot->PostRegistered(response);
+  };
+  hooks.on_update = [&agent_slot](coord::MapUpdate update) {
+    agent_slot->PostMapUpdate(std::move(update));
+  };
+  hooks.on_refused = [&agent_slot](const absl::Status&) { agent_slot->OnRefused(); };
+  const std::string host = coordinator.host.find(':') != std::string::npos
+                               ? "[" + coordinator.host + "]"
+                               : coordinator.host;
+  auto session =
+      std::make_unique<CoordinatorSession>(host + ":" + std::to_string(coordinator.port), ca_pem,
+                                           std::move(hooks), std::random_device{}());
+  absl::StatusOr<coord::RegisterResponse> registration = session->RegisterFirst(
+      [&signals](std::chrono::milliseconds delay) { return WaitOrSignal(signals, delay); });
+  if (!registration.ok()) {
+    if (registration.status().code() == absl::StatusCode::kCancelled) return 0;
+    TM_LOG_ERROR("the coordinator refused to register this member: {}",
+                 std::string(registration.status().message()));
+    return kExitFailure;
+  }
+
+  AgentParams params;
+  params.interface_name = options.interface_name;
+  params.state_dir = options.state_dir;
+  params.private_key = std::move(*key);
+  const uint32_t mtu = registration->settings().mtu();
+  params.mtu = mtu >= 1280 ? mtu : 1420;
+  params.name = registration->name();
+  for (const std::string& c : registration->mesh_cidrs()) {
+    absl::StatusOr<Prefix> parsed = Prefix::Parse(c);
+    if (parsed.ok()) params.mesh_cidrs.push_back(*parsed);
+  }
+  for (const std::string& text : registration->mesh_ips()) {
+    absl::StatusOr<IpAddress> ip = IpAddress::Parse(text);
+    if (!ip.ok()) continue;
+    int length = ip->bit_length();
+    for (const Prefix& cidr : params.mesh_cidrs) {
+      if (cidr.Contains(*ip)) length = cidr.length();
+    }
+    params.addresses.emplace_back(*ip, length);
+  }
+  params.coordinator_host = coordinator.host;
+  Agent agent(std::move(params));
+  agent_slot = &agent;
+  if (absl::Status s = agent.BringUp(std::move(*tun), std::move(*socket)); !s.ok()) {
+    TM_LOG_ERROR("{}", std::string(s.message()));
+    return kExitFailure;
+  }
+  agent.FollowCoordinator(std::move(session), *registration);
+  if (absl::Status s = agent.Start(); !s.ok()) {
+    TM_LOG_ERROR("{}", std::string(s.message()));
+    return kExitFailure;
+  }
+  TM_LOG_INFO("interface {} up; following the network map", options.interface_name);
+  return agent.Run(signals, /*member=*/true);
+}
+
+int RunConfig(AgentConfig config, const ConfigRunOptions& options, const sigset_t& signals) {
+  AgentParams params;
+  params.interface_name = options.interface_name;
+  params.state_dir = options.state_dir;
+  params.private_key = config.private_key.Clone();
+  params.mtu = static_cast<size_t>(config.mtu);
+  params.name = options.interface_name;
+  for (const InterfaceAddress& address : config.addresses) {
+    params.addresses.emplace_back(address.address, address.prefix_length);
+  }
+  Agent agent(std::move(params));
+  for (PeerConfig& peer : config.peers) {
+    StaticPeerConfig static_peer;
+    static_peer.public_key = peer.public_key;
+    if (peer.preshared_key) static_peer.preshared_key = std::move(*peer.preshared_key);
+    static_peer.endpoint = peer.endpoint;
+    static_peer.persistent_keepalive = std::chrono::seconds(peer.persistent_keepalive);
+    static_peer.allowed = peer.allowed_ips;
+    if (absl::Status s = agent.AddStaticPeer(static_peer); !s.ok()) {
+      std::fprintf(stderr, "tunnelmesh-agent: %s:%d: %s\n", options.config_path.c_str(), peer.line,
+                   std::string(s.message()).c_str());
+      return kExitUsage;
+    }
+    for (const Prefix& prefix : peer.allowed_ips) {
+      if (prefix.length() == 0) {
+        TM_LOG_WARN(
+            "{}:{}: AllowedIPs {} routes all traffic into the tunnel, including the "
+            "encrypted packets to the peer's endpoint unless a more specific route to it "
+            "exists; add a host route to the endpoint via your uplink",
+            options.config_path, peer.line, prefix.ToString());
+      }
+    }
+  }
+  auto fail = [](const std::string& what) {
+    std::fprintf(stderr, "tunnelmesh-agent: %s\n", what.c_str());
+    return kExitFailure;
+  };
+  absl::StatusOr<std::unique_ptr<LinuxTunDevice>> tun =
+      LinuxTunDevice::Create(options.interface_name, /*offload=*/true);
+  if (!tun.ok()) {
+    return fail("creating interface " + options.interface_name + ": " +
+                std::string(tun.status().message()));
+  }
+  absl::StatusOr<std::unique_ptr<UdpBind>> socket =
+      UdpBind::Open(config.listen_port, /*fall_back_to_any=*/true);
+  if (!socket.ok()) return fail(std::string(socket.status().message()));
+  const uint16_t port = (*socket)->port();
+  if (config.listen_port != 0 && port != config.listen_port) {
+    TM_LOG_WARN(
+        "ListenPort {} is in use; listening on {} instead (peers that dial this port will "
+        "not reach us until we contact them; change ListenPort in {})",
+        config.listen_port, port, options.config_path);
+  }
+  if (absl::Status s = agent.BringUp(std::move(*tun), std::move(*socket)); !s.ok()) {
+    return fail(std::string(s.message()));
+  }
+  if (absl::Status s = agent.PublishStaticRoutes(); !s.ok()) {
+    return fail(std::string(s.message()));
+  }
+  if (absl::Status s = agent.Start(); !s.ok()) return fail(std::string(s.message()));
+  TM_LOG_INFO("interface {} up: public_key={} listen_port={} peers={}", options.interface_name,
+              agent.device().identity().public_key.Short(), port, config.peers.size());
+  return agent.Run(signals, /*member=*/false);
+}
+
+}  // namespace tunnelmesh

@@ -1,0 +1,178 @@
+#include "node-agent/peer/peer_table.h"
+
+#include <cstring>
+#include <set>
+
+#include "lib/base/log.h"
+
+namespace tunnelmesh {
+
+PublicKey PublicKeyFromBytes(const std::string& bytes) {
+  PublicKey key;
+  if (bytes.size() == kKeySize) std::memcpy(key.bytes.data(), bytes.data(), kKeySize);
+  return key;
+}
+
+std::string PublicKeyBytes(const PublicKey& key) {
+  return std::string(reinterpret_cast<const char*>(key.bytes.data()), kKeySize);
+}
+
+PeerTable::PeerTable(noise::Device* device, const PublicKey& self, RouteInstaller* link,
+                     RoutePublisher publish, const Clock* clock)
+    : device_(device), self_(self), link_(link), publish_(std::move(publish)), clock_(clock) {}
+
+void PeerTable::SetPresharedKey(const std::string& bytes) {
+  preshared_key_ = bytes.size() == kKeySize ? bytes : std::string();
+}
+
+const PeerInfo* PeerTable::Find(const PublicKey& key) const {
+  auto it = peers_.find(key);
+  return it == peers_.end() ? nullptr : &it->second;
+}
+
+bool PeerTable::Upsert(const coord::Peer& peer, PeerChanges* changes) {
+  const PublicKey key = PublicKeyFromBytes(peer.public_key());
+  if (key.IsZero()) {
+    ++skipped_;
+    return false;
+  }
+  if (key == self_) return false;
+  PeerInfo info;
+  info.name = peer.name();
+  info.dns_name = peer.dns_name();
+  info.mesh_ips.assign(peer.mesh_ips().begin(), peer.mesh_ips().end());
+  for (const std::string& p : peer.allowed_ips()) {
+    absl::StatusOr<Prefix> prefix = Prefix::Parse(p);
+    if (prefix.ok()) {
+      info.allowed.push_back(*prefix);
+    } else {
+      ++skipped_;
+      TM_LOG_DEBUG("peer {}: allowed IP \"{}\" skipped: {}", info.name, p,
+                   std::string(prefix.status().message()));
+    }
+  }
+  for (const std::string& e : peer.endpoints()) {
+    absl::StatusOr<Endpoint> endpoint = Endpoint::Parse(e);
+    if (endpoint.ok()) {
+      info.candidates.push_back(*endpoint);
+    } else {
+      ++skipped_;
+    }
+  }
+  info.is_static = peer.static_peer();
+
+  auto old = peers_.find(key);
+  noise::Peer* existing = device_->FindPeer(key);
+  if (existing != nullptr && old != peers_.end() && old->second.is_static != info.is_static) {
+    // A static member got an agent (or lost it): its preshared key and path handling change, so
+    // the device peer starts over.
+    Forget(key);
+    device_->RemovePeer(key, clock_->Now());
+    changes->removed.push_back(key);
+    existing = nullptr;
+    old = peers_.end();
+  }
+  std::optional<Endpoint> first;
+  if (!info.candidates.empty()) first = info.candidates.front();
+  if (existing == nullptr) {
+    SecretKey psk;
+    if (!info.is_static && preshared_key_.size() == kKeySize) {
+      psk = SecretKey(reinterpret_cast<const uint8_t*>(preshared_key_.data()));
+    }
+    // For an agent peer the path manager, not the source of the latest packet, decides where the
+    // peer is reached; a static peer roams like any WireGuard peer.
+    absl::StatusOr<noise::Peer*> added = device_->AddPeer(
+        {key, std::move(psk), first, std::chrono::seconds(0), /*roaming=*/info.is_static});
+    if (!added.ok()) {
+      TM_LOG_WARN("peer {}: {}", info.name, std::string(added.status().message()));
+      return false;
+    }
+    info.device_id = (*added)->id();
+    if (info.is_static) {
+      TM_LOG_INFO("static peer {} ({}) joined the map at {}", info.name, key.Short(),
+                  first ? first->ToString() : std::string("no endpoint"));
+    } else {
+      TM_LOG_INFO("peer {} ({}) joined the map", info.name, key.Short());
+    }
+  } else {
+    info.device_id = existing->id();
+  }
+  peers_[key] = std::move(info);
+  changes->upserted.push_back(key);
+  return true;
+}
+
+void PeerTable::Forget(const PublicKey& key) {
+  auto it = peers_.find(key);
+  if (it == peers_.end()) return;
+  TM_LOG_INFO("peer {} left the map", it->second.name);
+  peers_.erase(it);
+}
+
+PeerChanges PeerTable::Apply(const coord::MapUpdate& update) {
+  PeerChanges changes;
+  std::vector<PublicKey> gone;
+  if (update.full()) {
+    std::set<PublicKey> listed;
+    for (const coord::Peer& p : update.upsert_peers()) {
+      listed.insert(PublicKeyFromBytes(p.public_key()));
+    }
+    for (const auto& [key, info] : peers_) {
+      if (!listed.count(key)) gone.push_back(key);
+    }
+  }
+  for (const std::string& k : update.removed_peers()) gone.push_back(PublicKeyFromBytes(k));
+  for (const coord::Peer& p : update.upsert_peers()) Upsert(p, &changes);
+  std::vector<PublicKey> removed_from_device;
+  for (const PublicKey& key : gone) {
+    if (peers_.count(key) == 0) continue;
+    Forget(key);
+    removed_from_device.push_back(key);
+    changes.removed.push_back(key);
+  }
+  // Routes first, so no data thread looks a removed peer up again, then the device forgets it.
+  if (absl::Status s = Publish(); !s.ok()) {
+    TM_LOG_WARN("updating routes: {}", std::string(s.message()));
+  }
+  for (const PublicKey& key : removed_from_device) device_->RemovePeer(key, clock_->Now());
+  return changes;
+}
+
+absl::Status PeerTable::AddStatic(const StaticPeerConfig& config) {
+  if (config.public_key == self_) {
+    return absl::InvalidArgumentError("a [Peer] has this interface's own public key");
+  }
+  SecretKey psk = config.preshared_key.Clone();
+  absl::StatusOr<noise::Peer*> added = device_->AddPeer(
+      {config.public_key, std::move(psk), config.endpoint, config.persistent_keepalive});
+  if (!added.ok()) return added.status();
+  PeerInfo info;
+  info.allowed = config.allowed;
+  if (config.endpoint) info.candidates.push_back(*config.endpoint);
+  info.device_id = (*added)->id();
+  info.is_static = true;
+  peers_[config.public_key] = std::move(info);
+  return absl::OkStatus();
+}
+
+absl::Status PeerTable::Publish() {
+  auto routes = std::make_shared<RouteTable>();
+  std::vector<Prefix> outside_mesh;
+  for (const auto& [key, info] : peers_) {
+    noise::Peer* peer = device_->FindPeer(key);
+    if (peer == nullptr) continue;
+    for (const Prefix& prefix : info.allowed) {
+      routes->Insert(prefix, peer);
+      bool inside = false;
+      for (const Prefix& cidr : mesh_cidrs_) {
+        inside = inside || (cidr.Contains(prefix.address()) && prefix.length() >= cidr.length());
+      }
+      if (!inside) outside_mesh.push_back(prefix);
+    }
+  }
+  routes_ = routes;
+  if (publish_) publish_(routes);
+  return link_ == nullptr ? absl::OkStatus() : link_->ReplaceRoutes(outside_mesh);
+}
+
+}  // namespace tunnelmesh

@@ -1,0 +1,195 @@
+#include "node-agent/peer/peer_table.h"
+
+#include <algorithm>
+
+#include "gtest/gtest.h"
+#include "lib/base/testing/fake_clock.h"
+#include "node-agent/peer/testing/fake_route_installer.h"
+
+namespace tunnelmesh {
+namespace {
+
+struct Member {
+  SecretKey secret = SecretKey::GeneratePrivate();
+  PublicKey key = DerivePublicKey(secret);
+};
+
+coord::Peer MapPeer(const Member& m, const std::string& name, std::vector<std::string> allowed,
+                    std::vector<std::string> endpoints = {}, bool is_static = false) {
+  coord::Peer p;
+  p.set_public_key(PublicKeyBytes(m.key));
+  p.set_name(name);
+  p.set_dns_name(name + ".mesh");
+  for (const std::string& a : allowed) {
+    p.add_allowed_ips(a);
+    if (a.find("/32") != std::string::npos) p.add_mesh_ips(a.substr(0, a.find('/')));
+  }
+  for (const std::string& e : endpoints) p.add_endpoints(e);
+  p.set_static_peer(is_static);
+  return p;
+}
+
+Prefix P(const std::string& text) { return *Prefix::Parse(text); }
+
+class PeerTableTest : public ::testing::Test {
+ protected:
+  PeerTableTest()
+      : device_(self_.secret, 1420),
+        table_(
+            &device_, self_.key, &link_,
+            [this](std::shared_ptr<const RouteTable> routes) {
+              published_ = std::move(routes);
+              ++publishes_;
+            },
+            &clock_) {
+    table_.SetMeshCidrs({P("10.99.0.0/16")});
+  }
+
+  static void SetUpTestSuite() { InitCrypto(); }
+
+  noise::Peer* Owner(const std::string& ip) const {
+    noise::Peer* const* found = published_->Lookup(*IpAddress::Parse(ip));
+    return found == nullptr ? nullptr : *found;
+  }
+
+  Member self_;
+  FakeClock clock_;
+  noise::Device device_;
+  FakeRouteInstaller link_;
+  std::shared_ptr<const RouteTable> published_;
+  int publishes_ = 0;
+  PeerTable table_;
+};
+
+TEST_F(PeerTableTest, FullMapCreatesDevicePeersAndRoutes) {
+  Member a, b;
+  coord::MapUpdate update;
+  update.set_full(true);
+  *update.add_upsert_peers() =
+      MapPeer(a, "alpha", {"10.99.0.2/32", "192.168.5.0/24"}, {"192.0.2.1:51820"});
+  *update.add_upsert_peers() = MapPeer(b, "beta", {"10.99.0.3/32"});
+  PeerChanges changes = table_.Apply(update);
+  EXPECT_EQ(changes.upserted.size(), 2u);
+  EXPECT_TRUE(changes.removed.empty());
+  ASSERT_NE(device_.FindPeer(a.key), nullptr);
+  ASSERT_NE(device_.FindPeer(b.key), nullptr);
+  // An agent peer starts at its first candidate; the path manager moves it later.
+  EXPECT_EQ(device_.FindPeer(a.key)->endpoint(), Endpoint::Parse("192.0.2.1:51820").value());
+  ASSERT_NE(published_, nullptr);
+  EXPECT_EQ(Owner("10.99.0.2"), device_.FindPeer(a.key));
+  EXPECT_EQ(Owner("192.168.5.9"), device_.FindPeer(a.key));
+  EXPECT_EQ(Owner("10.99.0.3"), device_.FindPeer(b.key));
+  EXPECT_EQ(Owner("10.99.0.4"), nullptr);
+  // Only the prefix outside the mesh needs a route of its own.
+  EXPECT_EQ(link_.routes, std::vector<Prefix>{P("192.168.5.0/24")});
+  const PeerInfo* info = table_.Find(a.key);
+  ASSERT_NE(info, nullptr);
+  EXPECT_EQ(info->name, "alpha");
+  EXPECT_EQ(info->dns_name, "alpha.mesh");
+  EXPECT_EQ(info->mesh_ips, std::vector<std::string>{"10.99.0.2"});
+  EXPECT_EQ(info->device_id, device_.FindPeer(a.key)->id());
+  EXPECT_FALSE(info->is_static);
+  EXPECT_EQ(table_.routes(), published_);
+}
+
+TEST_F(PeerTableTest, DeltasUpsertAndRemove) {
+  Member a, b;
+  coord::MapUpdate full;
+  full.set_full(true);
+  *full.add_upsert_peers() = MapPeer(a, "alpha", {"10.99.0.2/32"});
+  table_.Apply(full);
+  noise::Peer* alpha = device_.FindPeer(a.key);
+
+  coord::MapUpdate add;
+  *add.add_upsert_peers() = MapPeer(b, "beta", {"10.99.0.3/32"});
+  *add.add_upsert_peers() = MapPeer(a, "alpha-renamed", {"10.99.0.2/32", "10.99.1.0/24"});
+  table_.Apply(add);
+  EXPECT_EQ(table_.peers().size(), 2u);
+  EXPECT_EQ(device_.FindPeer(a.key), alpha) << "an update keeps the device peer";
+  EXPECT_EQ(table_.Find(a.key)->name, "alpha-renamed");
+  EXPECT_EQ(Owner("10.99.1.7"), alpha);
+
+  coord::MapUpdate remove;
+  remove.add_removed_peers(PublicKeyBytes(a.key));
+  PeerChanges changes = table_.Apply(remove);
+  EXPECT_EQ(changes.removed, std::vector<PublicKey>{a.key});
+  EXPECT_EQ(table_.Find(a.key), nullptr);
+  EXPECT_EQ(device_.FindPeer(a.key), nullptr);
+  EXPECT_EQ(Owner("10.99.0.2"), nullptr);
+  EXPECT_NE(Owner("10.99.0.3"), nullptr);
+
+  // A full map drops everyone it does not list.
+  Member c;
+  coord::MapUpdate full2;
+  full2.set_full(true);
+  *full2.add_upsert_peers() = MapPeer(c, "gamma", {"10.99.0.4/32"});
+  changes = table_.Apply(full2);
+  EXPECT_EQ(changes.removed, std::vector<PublicKey>{b.key});
+  EXPECT_EQ(table_.peers().size(), 1u);
+  EXPECT_EQ(device_.FindPeer(b.key), nullptr);
+}
+
+TEST_F(PeerTableTest, OwnKeyAndBadEntriesAreSkipped) {
+  Member a;
+  coord::MapUpdate update;
+  update.set_full(true);
+  *update.add_upsert_peers() = MapPeer(self_, "me", {"10.99.0.1/32"});
+  coord::Peer zero;
+  zero.set_public_key("short");
+  *update.add_upsert_peers() = zero;
+  *update.add_upsert_peers() =
+      MapPeer(a, "alpha", {"10.99.0.2/32", "not-a-prefix", "10.99.0.0/99"}, {"nonsense"});
+  table_.Apply(update);
+  EXPECT_EQ(table_.peers().size(), 1u);
+  EXPECT_EQ(table_.Find(self_.key), nullptr);
+  EXPECT_EQ(device_.FindPeer(self_.key), nullptr);
+  EXPECT_EQ(table_.Find(a.key)->allowed, std::vector<Prefix>{P("10.99.0.2/32")});
+  EXPECT_TRUE(table_.Find(a.key)->candidates.empty());
+  EXPECT_EQ(table_.skipped_entries(), 4u);  // The short key, two prefixes, one endpoint.
+}
+
+TEST_F(PeerTableTest, KindChangeRecreatesTheDevicePeer) {
+  Member a;
+  coord::MapUpdate as_agent;
+  *as_agent.add_upsert_peers() = MapPeer(a, "alpha", {"10.99.0.2/32"});
+  table_.Apply(as_agent);
+  const uint32_t agent_id = table_.Find(a.key)->device_id;
+
+  coord::MapUpdate as_static;
+  *as_static.add_upsert_peers() =
+      MapPeer(a, "alpha", {"10.99.0.2/32"}, {"198.51.100.7:51820"}, /*is_static=*/true);
+  PeerChanges changes = table_.Apply(as_static);
+  EXPECT_EQ(changes.removed, std::vector<PublicKey>{a.key});
+  EXPECT_EQ(changes.upserted, std::vector<PublicKey>{a.key});
+  ASSERT_NE(table_.Find(a.key), nullptr);
+  EXPECT_TRUE(table_.Find(a.key)->is_static);
+  EXPECT_NE(table_.Find(a.key)->device_id, agent_id);
+  EXPECT_EQ(device_.FindPeer(a.key)->id(), table_.Find(a.key)->device_id);
+  EXPECT_EQ(Owner("10.99.0.2"), device_.FindPeer(a.key));
+}
+
+TEST_F(PeerTableTest, StaticPeersFromAConfigFile) {
+  Member a;
+  StaticPeerConfig config;
+  config.public_key = a.key;
+  config.endpoint = *Endpoint::Parse("198.51.100.7:51820");
+  config.persistent_keepalive = std::chrono::seconds(25);
+  config.allowed = {P("10.44.0.2/32"), P("0.0.0.0/0")};
+  ASSERT_TRUE(table_.AddStatic(config).ok());
+  StaticPeerConfig self_config;
+  self_config.public_key = self_.key;
+  EXPECT_EQ(table_.AddStatic(self_config).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(publishes_, 0) << "AddStatic waits for Publish";
+  ASSERT_TRUE(table_.Publish().ok());
+  EXPECT_EQ(Owner("10.44.0.2"), device_.FindPeer(a.key));
+  EXPECT_EQ(Owner("8.8.8.8"), device_.FindPeer(a.key));
+  EXPECT_EQ(device_.FindPeer(a.key)->persistent_keepalive(), std::chrono::seconds(25));
+  EXPECT_TRUE(table_.Find(a.key)->is_static);
+  // Outside the mesh range: both need routes.
+  EXPECT_EQ(link_.routes.size(), 2u);
+  link_.fail_with = absl::UnavailableError("netlink said no");
+  EXPECT_EQ(table_.Publish().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace tunnelmesh
