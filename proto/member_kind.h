@@ -11,6 +11,8 @@
 
 namespace tunnelmesh {
 
+namespace coord = ::tunnelmesh::coordinator::v1;
+
 // nullopt for anything but the three names (case-sensitive, as in the CRD's enum).
 inline std::optional<coord::MemberKind> MemberKindFromName(std::string_view name) {
   if (name == "Node") return coord::MEMBER_KIND_NODE;

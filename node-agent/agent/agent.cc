@@ -179,10 +179,8 @@ std::string Agent::BuildStatusJson() {
                               coordinated_);
 }
 
-void Agent::PostMapUpdate(coord::MapUpdate update) {
-  if (!loop_.Post([this, update = std::move(update)] { ApplyUpdate(update); })) {
-    TM_LOG_WARN("control loop full: a network map update was dropped");
-  }
+bool Agent::PostMapUpdate(coord::MapUpdate update) {
+  return loop_.Post([this, update = std::move(update)] { ApplyUpdate(update); });
 }
 
 void Agent::PostRegistered(coord::RegisterResponse response) {

@@ -94,7 +94,8 @@ class Agent {
   std::optional<std::string> StatusJson(absl::Duration timeout);
 
   // Hooks for the coordinator session's threads: post to the control loop.
-  void PostMapUpdate(coord::MapUpdate update);
+  // False when the control loop's queue is full (the update was not taken).
+  [[nodiscard]] bool PostMapUpdate(coord::MapUpdate update);
   void PostRegistered(coord::RegisterResponse response);
   void OnRefused() { refused_ = true; }
 

@@ -127,9 +127,13 @@ void CoordinatorSession::WatchLoop() {
       if (hooks_.on_registered) hooks_.on_registered(*response);
     }
     first = false;
+    bool resync = false;
     absl::Status s = client()->Watch([&](const coord::MapUpdate& update) {
       backoff.Reset();
-      hooks_.on_update(update);
+      if (!resync && !hooks_.on_update(update)) {
+        resync = true;
+        client()->CancelWatch();
+      }
     });
     {
       absl::MutexLock lock(&mu_);
@@ -141,8 +145,12 @@ void CoordinatorSession::WatchLoop() {
       if (hooks_.on_refused) hooks_.on_refused(s);
       break;
     }
-    TM_LOG_WARN("coordinator stream ended: {}; reconnecting (established tunnels keep working)",
-                std::string(s.message()));
+    if (resync) {
+      TM_LOG_WARN("a network map update could not be applied; reconnecting for a full map");
+    } else {
+      TM_LOG_WARN("coordinator stream ended: {}; reconnecting (established tunnels keep working)",
+                  std::string(s.message()));
+    }
     if (!Sleep(backoff.Next())) break;
   }
 }

@@ -43,8 +43,10 @@ class CoordinatorSession {
     std::function<absl::StatusOr<coord::RegisterRequest>()> make_request;
     // On the watch thread, after each re-registration (not the first, which RegisterFirst returns).
     std::function<void(const coord::RegisterResponse&)> on_registered;
-    // On the watch thread, for every map update.
-    std::function<void(coord::MapUpdate)> on_update;
+    // On the watch thread, for every map update. Returns false when the update could not be taken
+    // (the control loop's queue was full): the session then ends the stream and reconnects, and
+    // the coordinator's first message on the new stream is a full map, so nothing stays lost.
+    std::function<bool(coord::MapUpdate)> on_update;
     // On the watch thread, when the coordinator refused this member for good.
     std::function<void(const absl::Status&)> on_refused;
   };

@@ -123,7 +123,7 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
     agent_slot->PostRegistered(response);
   };
   hooks.on_update = [&agent_slot](coord::MapUpdate update) {
-    agent_slot->PostMapUpdate(std::move(update));
+    return agent_slot->PostMapUpdate(std::move(update));
   };
   hooks.on_refused = [&agent_slot](const absl::Status&) { agent_slot->OnRefused(); };
   const std::string host = coordinator.host.find(':') != std::string::npos
