@@ -7,6 +7,7 @@
 #include "lib/base/log.h"
 #include "lib/crypto/aead.h"
 #include "lib/crypto/blake2s.h"
+#include "operator/coordinator/address_allocator.h"
 #include "operator/coordinator/policy.h"
 
 namespace tunnelmesh {
@@ -41,21 +42,6 @@ std::string ToDnsLabel(const std::string& requested) {
 
 bool TokensEqual(const std::string& a, const std::string& b) {
   return a.size() == b.size() && sodium_memcmp(a.data(), b.data(), a.size()) == 0;
-}
-
-// The IPv4 or IPv6 address at `offset` from the start of `cidr`.
-IpAddress Nth(const Prefix& cidr, uint64_t offset) {
-  uint8_t bytes[16];
-  std::memcpy(bytes, cidr.address().bytes(), cidr.address().byte_length());
-  int i = cidr.address().byte_length() - 1;
-  uint64_t carry = offset;
-  while (carry > 0 && i >= 0) {
-    uint64_t sum = bytes[i] + (carry & 0xff);
-    bytes[i] = static_cast<uint8_t>(sum);
-    carry = (carry >> 8) + (sum >> 8);
-    --i;
-  }
-  return cidr.address().is_v4() ? IpAddress::V4(bytes) : IpAddress::V6(bytes);
 }
 
 }  // namespace
@@ -201,14 +187,8 @@ absl::StatusOr<IpAddress> Coordinator::Allocate(const Prefix& cidr, const std::s
   for (const auto& [key, m] : members_) {
     for (const IpAddress& ip : m.mesh_ips) used.insert(ip);
   }
-  const int host_bits = cidr.address().bit_length() - cidr.length();
-  // IPv4: skip the network and broadcast addresses. IPv6: search the first 2^20 addresses.
-  const uint64_t size = host_bits >= 20 ? (uint64_t{1} << 20) : (uint64_t{1} << host_bits);
-  const uint64_t last = cidr.address().is_v4() ? size - 1 : size;
-  for (uint64_t offset = 1; offset < last; ++offset) {
-    IpAddress candidate = Nth(cidr, offset);
-    if (!used.count(candidate)) return candidate;
-  }
+  absl::StatusOr<IpAddress> free = LowestFreeAddress(cidr, used);
+  if (free.ok()) return free;
   return absl::ResourceExhaustedError("Mesh \"" + mesh + "\" has no free address left in " +
                                       cidr.ToString() + ": widen its CIDR in the Mesh spec");
 }

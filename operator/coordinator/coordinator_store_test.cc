@@ -3,10 +3,12 @@
 // are retried or reported, a slow watcher's backlog collapses into one full map, and members.json
 // keeps kinds as names.
 #include <fstream>
+#include <random>
 #include <thread>
 
 #include "gtest/gtest.h"
 #include "lib/base/file.h"
+#include "operator/coordinator/address_allocator.h"
 #include "operator/coordinator/coordinator.h"
 #include "operator/coordinator/member_writer.h"
 #include "operator/coordinator/subscription.h"
@@ -264,6 +266,30 @@ TEST(StateStoreTest, KindsAreWrittenAsNamesAndOldNumbersStillLoad) {
   auto bad = StateStore::Open(dir);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("not Node, Pod or External"), std::string::npos);
+}
+
+// Against a reference model: the lowest free host of a /27 (offsets 1..30) is found by parsing
+// "10.1.2.N" strings in order.
+TEST(AddressAllocatorTest, MatchesAReferenceModelOnRandomUsedSets) {
+  const Prefix cidr = *Prefix::Parse("10.1.2.32/27");
+  std::mt19937 rng(7);
+  for (int round = 0; round < 500; ++round) {
+    std::set<IpAddress> used;
+    for (int host = 0; host < 32; ++host) {
+      if (rng() % 3 != 0) used.insert(*IpAddress::Parse("10.1.2." + std::to_string(32 + host)));
+    }
+    std::optional<IpAddress> expected;
+    for (int host = 1; host <= 30 && !expected; ++host) {
+      IpAddress ip = *IpAddress::Parse("10.1.2." + std::to_string(32 + host));
+      if (!used.count(ip)) expected = ip;
+    }
+    absl::StatusOr<IpAddress> got = LowestFreeAddress(cidr, used);
+    ASSERT_EQ(got.ok(), expected.has_value()) << round;
+    if (expected) {
+      EXPECT_EQ(*got, *expected) << round;
+    }
+  }
+  EXPECT_EQ(NthAddress(*Prefix::Parse("fd99:99::/48"), 0x1ff).ToString(), "fd99:99::1ff");
 }
 
 }  // namespace
