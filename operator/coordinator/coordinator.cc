@@ -110,21 +110,14 @@ void Coordinator::SetMeshes(std::vector<MeshSpec> meshes) {
   for (const auto& [name, mesh] : meshes_) {
     auto old = previous.find(name);
     if (old != previous.end() && old->second.spec == mesh.spec) continue;
-    // Settings changed; so may have every peer's DNS name (the domain): each watcher gets the
-    // settings and its peers again.
-    const coord::Settings settings = SettingsFor(mesh);
+    // Settings changed; so may have every peer's DNS name (the domain): each watcher gets a
+    // fresh full map. It is built when its stream takes it (Refill, one watcher at a time), not
+    // here: building N maps of N peers under the lock would hold every other call for O(N^2).
     for (auto& [key, live] : live_) {
       auto record = members_.find(key);
       if (record == members_.end() || record->second.mesh != name) continue;
       std::shared_ptr<Subscription> sub = live.subscription.lock();
-      if (!sub) continue;
-      coord::MapUpdate update;
-      *update.mutable_settings() = settings;
-      for (const auto& [other, m] : members_) {
-        if (other != key && m.mesh == name) *update.add_upsert_peers() = PeerOf(m);
-      }
-      update.set_version(version_);
-      PushLocked(sub, std::move(update));
+      if (sub && sub->RequestFullMap()) to_wake_.push_back(sub);
     }
   }
 }

@@ -20,6 +20,14 @@ bool Subscription::Push(coord::MapUpdate update) {
   return queue_.size() == 1;
 }
 
+bool Subscription::RequestFullMap() {
+  absl::MutexLock lock(&mu_);
+  if (cancelled_ || needs_full_map_) return false;
+  queue_.clear();
+  needs_full_map_ = true;
+  return true;
+}
+
 bool Subscription::Cancel(absl::Status reason) {
   absl::MutexLock lock(&mu_);
   if (cancelled_) return false;

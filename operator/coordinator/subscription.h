@@ -48,6 +48,10 @@ class Subscription {
   // Queues `update`. True when the reader should be woken (the queue went from empty to non-empty,
   // or the backlog collapsed). Called under the coordinator's lock; never blocks.
   [[nodiscard]] bool Push(coord::MapUpdate update) ABSL_LOCKS_EXCLUDED(mu_);
+  // Drops the queue and marks the subscription for a fresh full map, built when the reader next
+  // takes an update (a Mesh's settings changed: every peer may look different). True when the
+  // reader should be woken.
+  [[nodiscard]] bool RequestFullMap() ABSL_LOCKS_EXCLUDED(mu_);
   // Ends the stream; `reason` (OK for a plain end) is what the member is told. True when the
   // reader should be woken.
   bool Cancel(absl::Status reason = absl::OkStatus()) ABSL_LOCKS_EXCLUDED(mu_);
