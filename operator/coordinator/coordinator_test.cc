@@ -276,6 +276,7 @@ TEST(CoordinatorTest, MeshChangeResendsSettingsAndPeers) {
   meshes[0].domain = "corp.example";
   c.SetMeshes(meshes);
   ASSERT_TRUE((*sub)->Next(&u, absl::Milliseconds(100)));
+  EXPECT_TRUE(u.full()) << "a fresh full map, built when the watcher takes it";
   EXPECT_EQ(u.settings().domain(), "corp.example");
   ASSERT_EQ(u.upsert_peers_size(), 1) << "the peers, without the member itself";
   EXPECT_EQ(u.upsert_peers(0).dns_name(), "b.corp.example");
