@@ -23,6 +23,8 @@
 #                               [--bin-dir DIR] [--keep]
 #   --bin-dir   where tunnelmesh-operator and sim_agents are (default: build/bin of the repo)
 #   --keep      keep the work directory (logs, manifests, sim_agents output) at exit
+# Besides the latencies it prints the time the members took to register and get their first map,
+# and the coordinator's RSS and thread count before, with and after the members (from /proc).
 # Not a test: it prints what it measured and exits 0; 1 if a run did not reach every member within
 # its deadline or the setup failed, 2 on bad usage, 3 if the mode is not available (kubernetes mode
 # when not root).
@@ -343,9 +345,17 @@ PYEOF
 
 # ---- the measurement, the same for every mode ---------------------------------------------------
 
+# coordinator_stats: "rss_kb hwm_kb threads" of the coordinator process, from /proc.
+coordinator_stats() {
+  awk '/^VmRSS:/ {rss = $2} /^VmHWM:/ {hwm = $2} /^Threads:/ {threads = $2}
+       END {print rss, hwm, threads}' "/proc/$COORD_PID/status"
+}
+
 "${MODE}_start_coordinator"
 log "coordinator ($MODE) at $COORD_ADDR, CA $CA_HASH"
 
+read -r idle_rss _ idle_threads < <(coordinator_stats)
+SIM_START=$(now_ms)
 "$SIM" --coordinator "$COORD_ADDR" --token-file "$TOKEN_FILE" --ca-hash "$CA_HASH" \
   --count "$COUNT" --mesh "$MESH_NAME" --name-prefix sim >"$WORK/sim.out" 2>"$WORK/sim.err" &
 SIM_PID=$!
@@ -354,12 +364,17 @@ sim_ready() {
   kill -0 "$SIM_PID" 2>/dev/null || { log "sim_agents exited:"; cat "$WORK/sim.err" >&2; exit 1; }
   grep -qx "ready $COUNT" "$WORK/sim.err"
 }
-if ! poll 60 sim_ready; then
-  log "sim_agents not ready within 60 s; the first of what it said:"
+# Members start one after another (each once the one before has its map): allow 60 s plus 100 ms
+# per member.
+READY_TIMEOUT=$((60 + COUNT / 10))
+if ! poll "$READY_TIMEOUT" sim_ready; then
+  log "sim_agents not ready within $READY_TIMEOUT s; the first of what it said:"
   head -n 20 "$WORK/sim.err" >&2
   "${MODE}_diagnose"
   exit 1
 fi
+REGISTER_MS=$(($(now_ms) - SIM_START))
+read -r ready_rss _ ready_threads < <(coordinator_stats)
 log "$COUNT members ready"
 
 RESULTS="$WORK/results.txt"  # lines: run first_ms last_ms (latencies) start_ms (wall clock)
@@ -388,6 +403,12 @@ print(d["members_seen"], d["first_ms"] - s, d["last_ms"] - s)' "$line" "$start")
   sleep "0.$((RANDOM % 500 + 300))"
 done
 
+read -r end_rss end_hwm end_threads < <(coordinator_stats)
+echo "registration: $COUNT members registered and holding their first map in $REGISTER_MS ms" \
+  "($((REGISTER_MS * 1000 / COUNT)) us per member, one after another)"
+echo "coordinator RSS: ${idle_rss} kB before the members, ${ready_rss} kB with them," \
+  "${end_rss} kB after the runs (peak ${end_hwm} kB); threads: ${idle_threads} before," \
+  "${ready_threads} with the members, ${end_threads} after"
 python3 - "$RESULTS" "$MODE" "$COUNT" "$RUNS" <<'PYEOF'
 import statistics, sys
 path, mode, count, runs = sys.argv[1:5]

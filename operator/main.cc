@@ -169,6 +169,10 @@ void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
                         {"malformed_requests", c.malformed_requests.load()},
                         {"unauthenticated_calls", c.unauthenticated_calls.load()},
                         {"updates_sent", c.updates_sent.load()},
+                        {"watch_collapses", c.watch_collapses.load()},
+                        {"store_writes", c.store.writes.load()},
+                        {"store_write_failures", c.store.failures.load()},
+                        {"store_write_retries", c.store.retries.load()},
                         {"policies", coordinator.policy_count()}};
 #ifdef TM_HAVE_STUN
   const StunServerCounters& s = services.stun->counters();

@@ -7,6 +7,7 @@
 #include "lib/base/log.h"
 #include "lib/crypto/aead.h"
 #include "lib/crypto/blake2s.h"
+#include "operator/coordinator/address_allocator.h"
 #include "operator/coordinator/policy.h"
 
 namespace tunnelmesh {
@@ -43,75 +44,62 @@ bool TokensEqual(const std::string& a, const std::string& b) {
   return a.size() == b.size() && sodium_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-// The IPv4 or IPv6 address at `offset` from the start of `cidr`.
-IpAddress Nth(const Prefix& cidr, uint64_t offset) {
-  uint8_t bytes[16];
-  std::memcpy(bytes, cidr.address().bytes(), cidr.address().byte_length());
-  int i = cidr.address().byte_length() - 1;
-  uint64_t carry = offset;
-  while (carry > 0 && i >= 0) {
-    uint64_t sum = bytes[i] + (carry & 0xff);
-    bytes[i] = static_cast<uint8_t>(sum);
-    carry = (carry >> 8) + (sum >> 8);
-    --i;
-  }
-  return cidr.address().is_v4() ? IpAddress::V4(bytes) : IpAddress::V6(bytes);
-}
-
 }  // namespace
 
-bool Subscription::Next(coord::MapUpdate* out, absl::Duration timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, absl::ToChronoMilliseconds(timeout),
-               [&] { return cancelled_ || !queue_.empty(); });
-  if (cancelled_ || queue_.empty()) return false;
-  *out = std::move(queue_.front());
-  queue_.pop_front();
-  return true;
-}
-
-void Subscription::Push(coord::MapUpdate update) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(std::move(update));
+// Holds mu_ and wakes the subscribers queued while it was held once it is released, so that a
+// reader's wake hook (which may take its own locks and start a gRPC write) never runs under mu_.
+class ABSL_SCOPED_LOCKABLE Coordinator::Locked {
+ public:
+  explicit Locked(Coordinator* c) ABSL_EXCLUSIVE_LOCK_FUNCTION(c->mu_) : c_(c) { c_->mu_.Lock(); }
+  ~Locked() ABSL_UNLOCK_FUNCTION() {
+    if (!released_) Release();
   }
-  cv_.notify_all();
-}
-
-void Subscription::Cancel(absl::Status reason) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!cancelled_) reason_ = std::move(reason);
-    cancelled_ = true;
+  // Unlocks early (the destructor then does nothing).
+  void Release() ABSL_UNLOCK_FUNCTION() {
+    released_ = true;
+    std::vector<std::shared_ptr<Subscription>> wake;
+    wake.swap(c_->to_wake_);
+    c_->mu_.Unlock();
+    for (const std::shared_ptr<Subscription>& sub : wake) sub->Wake();
   }
-  cv_.notify_all();
-}
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
 
-absl::Status Subscription::reason() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return reason_;
-}
-
-bool Subscription::cancelled() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return cancelled_;
-}
+ private:
+  Coordinator* const c_;
+  bool released_ = false;
+};
 
 Coordinator::Coordinator(MemberStore* store, Options options)
-    : store_(store), options_(std::move(options)) {}
+    : options_(std::move(options)),
+      members_(store->members()),
+      writer_(store, &counters_.store, options_.writer) {}
+
+Coordinator::~Coordinator() = default;
+
+void Coordinator::PushLocked(const std::shared_ptr<Subscription>& subscription,
+                             coord::MapUpdate update) {
+  if (subscription->Push(std::move(update))) to_wake_.push_back(subscription);
+  counters_.updates_sent.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Coordinator::CancelLocked(const std::shared_ptr<Subscription>& subscription,
+                               absl::Status reason) {
+  if (subscription->Cancel(std::move(reason))) to_wake_.push_back(subscription);
+}
 
 void Coordinator::SetMeshes(std::vector<MeshSpec> meshes) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   std::map<std::string, MeshState> next;
   for (MeshSpec& spec : meshes) {
     MeshState state;
     // The mesh-wide WireGuard preshared key: derived from the join token, so it changes when the
     // token is rotated, and never leaves the coordinator except over TLS to admitted members.
     const std::string label = "tunnelmesh preshared key v1 " + spec.name;
-    Blake2s({Bytes(reinterpret_cast<const uint8_t*>(label.data()), label.size()),
-             Bytes(reinterpret_cast<const uint8_t*>(spec.join_token.data()),
-                   spec.join_token.size())},
-            state.preshared_key.mutable_data());
+    Blake2s(
+        {Bytes(reinterpret_cast<const uint8_t*>(label.data()), label.size()),
+         Bytes(reinterpret_cast<const uint8_t*>(spec.join_token.data()), spec.join_token.size())},
+        state.preshared_key.mutable_data());
     state.spec = std::move(spec);
     const std::string name = state.spec.name;
     next.emplace(name, std::move(state));
@@ -122,22 +110,14 @@ void Coordinator::SetMeshes(std::vector<MeshSpec> meshes) {
   for (const auto& [name, mesh] : meshes_) {
     auto old = previous.find(name);
     if (old != previous.end() && old->second.spec == mesh.spec) continue;
-    // Settings changed; so may have every peer's DNS name (the domain): each watcher gets the
-    // settings and its peers again.
-    const coord::Settings settings = SettingsFor(mesh);
+    // Settings changed; so may have every peer's DNS name (the domain): each watcher gets a
+    // fresh full map. It is built when its stream takes it (Refill, one watcher at a time), not
+    // here: building N maps of N peers under the lock would hold every other call for O(N^2).
     for (auto& [key, live] : live_) {
-      auto record = store_->members().find(key);
-      if (record == store_->members().end() || record->second.mesh != name) continue;
+      auto record = members_.find(key);
+      if (record == members_.end() || record->second.mesh != name) continue;
       std::shared_ptr<Subscription> sub = live.subscription.lock();
-      if (!sub) continue;
-      coord::MapUpdate update;
-      *update.mutable_settings() = settings;
-      for (const auto& [other, m] : store_->members()) {
-        if (other != key && m.mesh == name) *update.add_upsert_peers() = PeerOf(m);
-      }
-      update.set_version(version_);
-      sub->Push(std::move(update));
-      counters_.updates_sent.fetch_add(1, std::memory_order_relaxed);
+      if (sub && sub->RequestFullMap()) to_wake_.push_back(sub);
     }
   }
 }
@@ -175,12 +155,12 @@ coord::Peer Coordinator::PeerOf(const MemberRecord& record) const {
     peer.add_allowed_ips(Prefix(ip, ip.bit_length()).ToString());
   }
   auto live = live_.find(record.public_key);
-  const std::vector<std::string>& endpoints =
-      live != live_.end() && !live->second.endpoints.empty() ? live->second.endpoints
-                                                             : record.static_endpoints;
+  const std::vector<std::string>& endpoints = live != live_.end() && !live->second.endpoints.empty()
+                                                  ? live->second.endpoints
+                                                  : record.static_endpoints;
   for (const std::string& e : endpoints) peer.add_endpoints(e);
   for (const auto& [k, v] : record.labels) (*peer.mutable_labels())[k] = v;
-  peer.set_kind(static_cast<coord::MemberKind>(record.kind));
+  peer.set_kind(record.kind);
   peer.set_static_peer(!record.static_endpoints.empty());
   return peer;
 }
@@ -189,28 +169,19 @@ void Coordinator::FanOut(const std::string& mesh, const PublicKey* except,
                          const coord::MapUpdate& update) {
   for (auto& [key, live] : live_) {
     if (except != nullptr && key == *except) continue;
-    auto record = store_->members().find(key);
-    if (record == store_->members().end() || record->second.mesh != mesh) continue;
-    if (std::shared_ptr<Subscription> sub = live.subscription.lock()) {
-      sub->Push(update);
-      counters_.updates_sent.fetch_add(1, std::memory_order_relaxed);
-    }
+    auto record = members_.find(key);
+    if (record == members_.end() || record->second.mesh != mesh) continue;
+    if (std::shared_ptr<Subscription> sub = live.subscription.lock()) PushLocked(sub, update);
   }
 }
 
 absl::StatusOr<IpAddress> Coordinator::Allocate(const Prefix& cidr, const std::string& mesh) const {
   std::set<IpAddress> used;
-  for (const auto& [key, m] : store_->members()) {
+  for (const auto& [key, m] : members_) {
     for (const IpAddress& ip : m.mesh_ips) used.insert(ip);
   }
-  const int host_bits = cidr.address().bit_length() - cidr.length();
-  // IPv4: skip the network and broadcast addresses. IPv6: search the first 2^20 addresses.
-  const uint64_t size = host_bits >= 20 ? (uint64_t{1} << 20) : (uint64_t{1} << host_bits);
-  const uint64_t last = cidr.address().is_v4() ? size - 1 : size;
-  for (uint64_t offset = 1; offset < last; ++offset) {
-    IpAddress candidate = Nth(cidr, offset);
-    if (!used.count(candidate)) return candidate;
-  }
+  absl::StatusOr<IpAddress> free = LowestFreeAddress(cidr, used);
+  if (free.ok()) return free;
   return absl::ResourceExhaustedError("Mesh \"" + mesh + "\" has no free address left in " +
                                       cidr.ToString() + ": widen its CIDR in the Mesh spec");
 }
@@ -220,7 +191,7 @@ std::string Coordinator::UniqueName(const std::string& requested, const PublicKe
   std::string name = ToDnsLabel(requested);
   const std::string suffix = Hex(key.bytes.data(), 3);
   if (name.empty()) name = "member-" + suffix;
-  for (const auto& [other_key, m] : store_->members()) {
+  for (const auto& [other_key, m] : members_) {
     if (other_key != key && m.name == name) {
       if (name.size() > 56) name.resize(56);
       return name + "-" + suffix;
@@ -248,7 +219,8 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   for (const auto& [k, v] : request.labels()) {
     absl::Status s = CheckLabel(k, v);
     if (s.ok() && k.rfind("tunnelmesh.io/", 0) == 0) {
-      s = absl::InvalidArgumentError("label \"" + k + "\": keys under tunnelmesh.io/ are set by "
+      s = absl::InvalidArgumentError("label \"" + k +
+                                     "\": keys under tunnelmesh.io/ are set by "
                                      "the coordinator");
     }
     if (!s.ok()) {
@@ -279,10 +251,12 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   }
   const bool node = request.kind() == coord::MEMBER_KIND_NODE;
   if (node && options_.node_exists && !options_.node_exists(request.name())) {
-    return absl::FailedPreconditionError("kind Node needs --name to be the name of a Node of this "
-                                         "cluster; there is no Node \"" + request.name() + "\"");
+    return absl::FailedPreconditionError(
+        "kind Node needs --name to be the name of a Node of this "
+        "cluster; there is no Node \"" +
+        request.name() + "\"");
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   const MeshState* mesh = MeshFor(request.mesh());
   if (mesh == nullptr) {
     counters_.malformed_requests.fetch_add(1);
@@ -292,12 +266,12 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   }
   if (!service_account && !TokensEqual(request.join_token(), mesh->spec.join_token)) {
     counters_.rejected_tokens.fetch_add(1);
-    return absl::PermissionDeniedError("the join token is not valid for Mesh \"" +
-                                       mesh->spec.name + "\": check --token-file");
+    return absl::PermissionDeniedError("the join token is not valid for Mesh \"" + mesh->spec.name +
+                                       "\": check --token-file");
   }
   MemberRecord record;
-  auto existing = store_->members().find(key);
-  if (existing != store_->members().end() && existing->second.mesh == mesh->spec.name) {
+  auto existing = members_.find(key);
+  if (existing != members_.end() && existing->second.mesh == mesh->spec.name) {
     record = existing->second;  // Sticky: same key, same addresses.
   } else {
     record.public_key = key;
@@ -312,14 +286,17 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   if (node) record.labels[kNodeLabel] = request.name();
   // An agent now speaks for the member (it may have been a static one): it reports endpoints.
   record.static_endpoints.clear();
-  record.kind = request.kind();
-  // A member registering again unchanged (after a reconnect) costs no write: with MeshPeers as the
-  // store that would be API calls under this lock.
-  auto stored = store_->members().find(key);
-  if (stored == store_->members().end() || !(stored->second == record)) {
-    if (absl::Status s = store_->Put(record); !s.ok()) {
-      return absl::UnavailableError("persisting member state: " + std::string(s.message()));
-    }
+  // Anything but Node or Pod (no kind, or a value this coordinator does not know) is External.
+  record.kind =
+      request.kind() == coord::MEMBER_KIND_NODE || request.kind() == coord::MEMBER_KIND_POD
+          ? request.kind()
+          : coord::MEMBER_KIND_EXTERNAL;
+  // The in-memory map changes now; the store follows on the writer thread. A member registering
+  // again unchanged (after a reconnect) queues no write.
+  auto stored = members_.find(key);
+  if (stored == members_.end() || !(stored->second == record)) {
+    members_[key] = record;
+    writer_.Put(record);
   }
 
   Live& live = live_[key];
@@ -344,6 +321,11 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   *update.add_upsert_peers() = PeerOf(record);
   update.set_version(version_);
   FanOut(record.mesh, &key, update);
+  lock.Release();
+  // Without mu_: only this member waits for its record (see the header for why it waits).
+  if (absl::Status s = writer_.WaitDurable(key, options_.register_write_deadline); !s.ok()) {
+    return absl::UnavailableError("persisting member state: " + std::string(s.message()));
+  }
   TM_LOG_INFO("member registered: name={} key={} mesh_ips={}", record.name, key.Short(),
               response.mesh_ips(0));
   return response;
@@ -355,7 +337,7 @@ absl::StatusOr<PublicKey> Coordinator::Authenticate(std::string_view authorizati
     return absl::UnauthenticatedError("missing \"authorization: Bearer\" session token");
   }
   const std::string token(authorization.substr(kBearer.size()));
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::ReaderMutexLock lock(&mu_);
   auto it = sessions_.find(token);
   if (it == sessions_.end()) {
     return absl::UnauthenticatedError("unknown session token: register again");
@@ -364,26 +346,51 @@ absl::StatusOr<PublicKey> Coordinator::Authenticate(std::string_view authorizati
 }
 
 absl::StatusOr<std::shared_ptr<Subscription>> Coordinator::Watch(const PublicKey& member) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto record = store_->members().find(member);
-  if (record == store_->members().end()) return absl::NotFoundError("not a member: register");
+  Locked lock(this);
+  auto record = members_.find(member);
+  if (record == members_.end()) return absl::NotFoundError("not a member: register");
   const MeshState* mesh = MeshFor(record->second.mesh);
   if (mesh == nullptr) return absl::FailedPreconditionError("the member's Mesh no longer exists");
   Live& live = live_[member];
   live.last_seen = absl::Now();
-  if (std::shared_ptr<Subscription> old = live.subscription.lock()) old->Cancel();
-  auto subscription = std::make_shared<Subscription>();
+  if (std::shared_ptr<Subscription> old = live.subscription.lock()) {
+    CancelLocked(old, absl::OkStatus());
+  }
+  Subscription::Options options;
+  options.max_pending = options_.max_pending_updates;
+  options.collapses = &counters_.watch_collapses;
+  options.refill = [this, member](Subscription* sub) { Refill(member, sub); };
+  auto subscription = std::make_shared<Subscription>(std::move(options));
   live.subscription = subscription;
+  PushLocked(subscription, FullMapFor(member, *mesh));
+  return subscription;
+}
+
+coord::MapUpdate Coordinator::FullMapFor(const PublicKey& member, const MeshState& mesh) const {
   coord::MapUpdate full;
   full.set_full(true);
-  *full.mutable_settings() = SettingsFor(*mesh);
-  for (const auto& [key, m] : store_->members()) {
-    if (key != member && m.mesh == record->second.mesh) *full.add_upsert_peers() = PeerOf(m);
+  *full.mutable_settings() = SettingsFor(mesh);
+  for (const auto& [key, m] : members_) {
+    if (key != member && m.mesh == mesh.spec.name) *full.add_upsert_peers() = PeerOf(m);
   }
   full.set_version(version_);
-  subscription->Push(std::move(full));
-  counters_.updates_sent.fetch_add(1);
-  return subscription;
+  return full;
+}
+
+void Coordinator::Refill(const PublicKey& member, Subscription* subscription) {
+  Locked lock(this);
+  auto record = members_.find(member);
+  auto live = live_.find(member);
+  const MeshState* mesh = record == members_.end() ? nullptr : MeshFor(record->second.mesh);
+  // A replaced or ended watch was cancelled already; a member without a Mesh has no map.
+  if (live == live_.end() || live->second.subscription.lock().get() != subscription) return;
+  if (mesh == nullptr) {
+    std::shared_ptr<Subscription> sub = live->second.subscription.lock();
+    CancelLocked(sub, absl::FailedPreconditionError("the member's Mesh no longer exists"));
+    return;
+  }
+  subscription->ResetWithFullMap(FullMapFor(member, *mesh));
+  counters_.updates_sent.fetch_add(1, std::memory_order_relaxed);
 }
 
 absl::Status Coordinator::ReportEndpoints(const PublicKey& member,
@@ -399,9 +406,9 @@ absl::Status Coordinator::ReportEndpoints(const PublicKey& member,
       return absl::InvalidArgumentError("endpoint \"" + e + "\" is not ip:port");
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  auto record = store_->members().find(member);
-  if (record == store_->members().end()) return absl::NotFoundError("not a member: register");
+  Locked lock(this);
+  auto record = members_.find(member);
+  if (record == members_.end()) return absl::NotFoundError("not a member: register");
   Live& live = live_[member];
   live.last_seen = absl::Now();
   live.paths = paths;
@@ -421,10 +428,10 @@ absl::Status Coordinator::CallMeMaybe(const PublicKey& from, const PublicKey& to
     counters_.malformed_requests.fetch_add(1);
     return absl::InvalidArgumentError("at most 16 endpoints");
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  auto sender = store_->members().find(from);
-  auto target = store_->members().find(to);
-  if (sender == store_->members().end() || target == store_->members().end() ||
+  Locked lock(this);
+  auto sender = members_.find(from);
+  auto target = members_.find(to);
+  if (sender == members_.end() || target == members_.end() ||
       sender->second.mesh != target->second.mesh) {
     return absl::NotFoundError("no such peer in this mesh");
   }
@@ -436,17 +443,18 @@ absl::Status Coordinator::CallMeMaybe(const PublicKey& from, const PublicKey& to
         std::string(reinterpret_cast<const char*>(from.bytes.data()), kKeySize));
     for (const std::string& e : endpoints) update.mutable_call_me_maybe()->add_endpoints(e);
     update.set_version(version_);
-    sub->Push(std::move(update));
+    PushLocked(sub, std::move(update));
   }
   return absl::OkStatus();
 }
 
 absl::Status Coordinator::Leave(const PublicKey& member) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto record = store_->members().find(member);
-  if (record == store_->members().end()) return absl::OkStatus();
+  Locked lock(this);
+  auto record = members_.find(member);
+  if (record == members_.end()) return absl::OkStatus();
   const std::string mesh = record->second.mesh;
-  if (absl::Status s = store_->Remove(member); !s.ok()) return s;
+  members_.erase(record);
+  writer_.Remove(member);
   DropLocked(member, mesh, absl::OkStatus());
   TM_LOG_INFO("member left: key={}", member.Short());
   return absl::OkStatus();
@@ -458,20 +466,21 @@ void Coordinator::DropLocked(const PublicKey& member, const std::string& mesh,
   if (live != live_.end()) {
     sessions_.erase(live->second.session_token);
     if (std::shared_ptr<Subscription> sub = live->second.subscription.lock()) {
-      sub->Cancel(std::move(reason));
+      CancelLocked(sub, std::move(reason));
     }
     live_.erase(live);
   }
   ++version_;
   coord::MapUpdate update;
-  update.add_removed_peers(std::string(reinterpret_cast<const char*>(member.bytes.data()), kKeySize));
+  update.add_removed_peers(
+      std::string(reinterpret_cast<const char*>(member.bytes.data()), kKeySize));
   update.set_version(version_);
   FanOut(mesh, nullptr, update);
   if (options_.on_member_removed) options_.on_member_removed(member);
 }
 
-absl::StatusOr<std::vector<IpAddress>> Coordinator::AddressesFor(
-    const MeshState& mesh, const MemberRecord& record) const {
+absl::StatusOr<std::vector<IpAddress>> Coordinator::AddressesFor(const MeshState& mesh,
+                                                                 const MemberRecord& record) const {
   // Keep the address families the Mesh has now: allocate what is missing, drop what it lost.
   std::vector<IpAddress> ips;
   for (const Prefix* cidr :
@@ -481,7 +490,7 @@ absl::StatusOr<std::vector<IpAddress>> Coordinator::AddressesFor(
     for (const IpAddress& ip : record.mesh_ips) {
       if (!cidr->Contains(ip)) continue;
       bool taken = false;
-      for (const auto& [key, other] : store_->members()) {
+      for (const auto& [key, other] : members_) {
         if (key == record.public_key) continue;
         for (const IpAddress& theirs : other.mesh_ips) taken = taken || theirs == ip;
       }
@@ -499,33 +508,33 @@ absl::StatusOr<std::vector<IpAddress>> Coordinator::AddressesFor(
 
 absl::Status Coordinator::Admit(MemberRecord record) {
   if (record.public_key.IsZero()) return absl::InvalidArgumentError("spec.publicKey is required");
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   const MeshState* mesh = MeshFor(record.mesh);
   if (mesh == nullptr || record.mesh.empty()) {
     return absl::FailedPreconditionError("spec.mesh names Mesh \"" + record.mesh +
                                          "\", which does not exist (kubectl get meshes)");
   }
-  for (const auto& [key, other] : store_->members()) {
+  for (const auto& [key, other] : members_) {
     if (key != record.public_key && other.name == record.name) {
       return absl::AlreadyExistsError("member \"" + record.name + "\" already has another key");
     }
   }
-  auto existing = store_->members().find(record.public_key);
+  auto existing = members_.find(record.public_key);
   // The coordinator allocates: for a member it knows, its own addresses win over what an object
   // says (a watch event may predate the status write that recorded them).
-  if (existing != store_->members().end()) record.mesh_ips = existing->second.mesh_ips;
-  if (existing != store_->members().end() && existing->second == record) return absl::OkStatus();
+  if (existing != members_.end()) record.mesh_ips = existing->second.mesh_ips;
+  if (existing != members_.end() && existing->second == record) return absl::OkStatus();
   absl::StatusOr<std::vector<IpAddress>> ips = AddressesFor(*mesh, record);
   if (!ips.ok()) return ips.status();
+  // The in-memory map takes the record now; the store follows on the writer thread, which
+  // retries a failed write until it lands or a newer record replaces it.
   if (*ips != record.mesh_ips) {
     record.mesh_ips = *std::move(ips);
-    if (absl::Status s = store_->Put(record); !s.ok()) {
-      return absl::UnavailableError("recording the member's addresses: " +
-                                    std::string(s.message()));
-    }
+    writer_.Put(record);
   } else {
-    store_->Observe(record.public_key, &record);
+    writer_.Observe(record.public_key, &record);
   }
+  members_[record.public_key] = record;
   ++version_;
   coord::MapUpdate update;
   *update.add_upsert_peers() = PeerOf(record);
@@ -535,28 +544,29 @@ absl::Status Coordinator::Admit(MemberRecord record) {
 }
 
 void Coordinator::Evict(const PublicKey& member, const std::string& why) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto record = store_->members().find(member);
-  if (record == store_->members().end()) return;
+  Locked lock(this);
+  auto record = members_.find(member);
+  if (record == members_.end()) return;
   const std::string mesh = record->second.mesh;
-  store_->Observe(member, nullptr);
+  members_.erase(record);
+  writer_.Observe(member, nullptr);
   DropLocked(member, mesh, absl::PermissionDeniedError("evicted: " + why));
   TM_LOG_INFO("member evicted: key={} why={}", member.Short(), why);
 }
 
 std::vector<PublicKey> Coordinator::MembersOf(const std::string& mesh) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::ReaderMutexLock lock(&mu_);
   std::vector<PublicKey> keys;
-  for (const auto& [key, m] : store_->members()) {
+  for (const auto& [key, m] : members_) {
     if (m.mesh == mesh) keys.push_back(key);
   }
   return keys;
 }
 
 std::vector<MemberStatus> Coordinator::Members() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::ReaderMutexLock lock(&mu_);
   std::vector<MemberStatus> out;
-  for (const auto& [key, m] : store_->members()) {
+  for (const auto& [key, m] : members_) {
     MemberStatus status;
     status.record = m;
     auto live = live_.find(key);
@@ -573,23 +583,23 @@ std::vector<MemberStatus> Coordinator::Members() const {
 }
 
 void Coordinator::SetPolicies(std::vector<PeerPolicySpec> policies) {
-  std::lock_guard<std::mutex> lock(mu_);
+  Locked lock(this);
   policies_ = std::move(policies);
 }
 
 size_t Coordinator::policy_count() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::ReaderMutexLock lock(&mu_);
   return policies_.size();
 }
 
 bool Coordinator::IsMember(const PublicKey& key) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return store_->members().count(key) > 0;
+  absl::ReaderMutexLock lock(&mu_);
+  return members_.count(key) > 0;
 }
 
 size_t Coordinator::member_count() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return store_->members().size();
+  absl::ReaderMutexLock lock(&mu_);
+  return members_.size();
 }
 
 }  // namespace tunnelmesh

@@ -1,52 +1,47 @@
 // The coordinator's core, independent of gRPC transport: admits members with a join token,
-// allocates sticky mesh IPs (persisted through StateStore), keeps each member's endpoint
+// allocates sticky mesh IPs (persisted through a MemberStore), keeps each member's endpoint
 // candidates, and fans changes out to every watching member as deltas (a full map only when a
-// watch starts). Call-me-maybe signals are forwarded through the same streams.
+// watch starts, or when a slow watcher's backlog collapsed). Call-me-maybe signals are forwarded
+// through the same streams.
 //
-// Thread-safe: one mutex guards all state; gRPC handler threads call in concurrently.
+// Threads and locks: one mutex (mu_) guards the in-memory state, which is authoritative: the
+// member map, sessions, live endpoints, meshes. gRPC handler threads, the relay's I/O thread and
+// the Kubernetes reconcilers call in concurrently. Nothing blocks on I/O under mu_: member records
+// reach the MemberStore through a MemberWriter (write-behind on its own thread, latest record per
+// key wins), and subscribers are woken after mu_ is released.
+//
+// Register waits (without mu_, up to Options::register_write_deadline) for its own record to be
+// durable before it answers: a member is told its addresses only once a coordinator restart would
+// hand them back (members.json, or the MeshPeer's status.meshIPs in Kubernetes), so two members can
+// never be told the same address across a restart, and `kubectl get meshpeers` shows every member
+// that was told it is registered. A slow store therefore delays the registrations that write (a
+// new member, a rename, new labels) and nothing else: re-registering unchanged, Authenticate,
+// IsMember, ReportEndpoints, CallMeMaybe and Watch never wait for it. Admit, Leave and Evict do not
+// wait: their records already changed at the source, or the member is going away; failed writes
+// are retried by the writer (see member_writer.h).
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lib/crypto/keys.h"
 #include "operator/coordinator/manifests.h"
+#include "operator/coordinator/member_writer.h"
 #include "operator/coordinator/policy.h"
 #include "operator/coordinator/state_store.h"
+#include "operator/coordinator/subscription.h"
 #include "proto/coordinator.pb.h"
 
 namespace tunnelmesh {
-
-namespace coord = ::tunnelmesh::coordinator::v1;
-
-// A member's stream of map updates. Thread-safe.
-class Subscription {
- public:
-  // Waits up to `timeout` for the next update. False on timeout or once cancelled (check
-  // cancelled()).
-  bool Next(coord::MapUpdate* out, absl::Duration timeout);
-  void Push(coord::MapUpdate update);
-  // Ends the stream; `reason` (OK for a plain end) is what the member is told.
-  void Cancel(absl::Status reason = absl::OkStatus());
-  bool cancelled() const;
-  absl::Status reason() const;
-
- private:
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<coord::MapUpdate> queue_;
-  bool cancelled_ = false;
-  absl::Status reason_;
-};
 
 // What the coordinator knows of a member right now, for status reporting.
 // How many peers a member reaches directly and through the relay, as it reported last.
@@ -73,6 +68,9 @@ struct CoordinatorCounters {
   std::atomic<uint64_t> malformed_requests{0};
   std::atomic<uint64_t> unauthenticated_calls{0};
   std::atomic<uint64_t> updates_sent{0};
+  // Watchers whose backlog collapsed into one full map (see subscription.h).
+  std::atomic<uint64_t> watch_collapses{0};
+  MemberWriterCounters store;
 };
 
 class Coordinator {
@@ -94,41 +92,58 @@ class Coordinator {
     // A member left or was evicted (its relay session is closed). Called under the coordinator's
     // lock: it must not block or call back.
     std::function<void(const PublicKey& member)> on_member_removed;
+    // How long Register waits for its member's record to be durable before it answers
+    // UNAVAILABLE (the agent retries; the write goes on in the background).
+    absl::Duration register_write_deadline = absl::Seconds(10);
+    // Deltas a watcher may fall behind before its backlog collapses into one full map.
+    size_t max_pending_updates = 256;
+    MemberWriter::Options writer;
   };
 
+  // Takes the store's records as the initial member map; from then on the store is written only
+  // by the coordinator's MemberWriter thread. `store` must outlive the coordinator.
   Coordinator(MemberStore* store, Options options);
+  // Lets queued store writes finish (bounded by Options::writer.flush_on_stop).
+  ~Coordinator();
 
   // Replaces the set of meshes (from the manifests). Watchers of a changed mesh get its settings.
-  void SetMeshes(std::vector<MeshSpec> meshes);
+  void SetMeshes(std::vector<MeshSpec> meshes) ABSL_LOCKS_EXCLUDED(mu_);
 
-  absl::StatusOr<coord::RegisterResponse> Register(const coord::RegisterRequest& request);
+  [[nodiscard]] absl::StatusOr<coord::RegisterResponse> Register(
+      const coord::RegisterRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
   // Maps "Bearer TOKEN" to the member it was issued to.
-  absl::StatusOr<PublicKey> Authenticate(std::string_view authorization) const;
+  [[nodiscard]] absl::StatusOr<PublicKey> Authenticate(std::string_view authorization) const
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Starts a watch: the returned subscription holds the full map first. A member's previous watch
   // is cancelled.
-  absl::StatusOr<std::shared_ptr<Subscription>> Watch(const PublicKey& member);
-  absl::Status ReportEndpoints(const PublicKey& member, const std::vector<std::string>& endpoints,
-                               PathCounts paths = {});
-  absl::Status CallMeMaybe(const PublicKey& from, const PublicKey& to,
-                           const std::vector<std::string>& endpoints);
-  absl::Status Leave(const PublicKey& member);
-  bool IsMember(const PublicKey& key) const;
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<Subscription>> Watch(const PublicKey& member)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  [[nodiscard]] absl::Status ReportEndpoints(const PublicKey& member,
+                                             const std::vector<std::string>& endpoints,
+                                             PathCounts paths = {}) ABSL_LOCKS_EXCLUDED(mu_);
+  [[nodiscard]] absl::Status CallMeMaybe(const PublicKey& from, const PublicKey& to,
+                                         const std::vector<std::string>& endpoints)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  [[nodiscard]] absl::Status Leave(const PublicKey& member) ABSL_LOCKS_EXCLUDED(mu_);
+  bool IsMember(const PublicKey& key) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Kubernetes mode, from MeshPeer objects. Admit brings the coordinator in line with a record
   // that exists at its source (restart, a MeshPeer pre-created by an admin, a label edit): it keeps
   // valid addresses, allocates missing ones (writing them through the store) and tells the mesh.
-  absl::Status Admit(MemberRecord record);
+  [[nodiscard]] absl::Status Admit(MemberRecord record) ABSL_LOCKS_EXCLUDED(mu_);
   // The member's record is gone at its source (MeshPeer deleted): drop it from every map and end
   // its watch with PERMISSION_DENIED naming `why`, so that its agent stops.
-  void Evict(const PublicKey& member, const std::string& why);
-  std::vector<PublicKey> MembersOf(const std::string& mesh) const;
-  std::vector<MemberStatus> Members() const;
+  void Evict(const PublicKey& member, const std::string& why) ABSL_LOCKS_EXCLUDED(mu_);
+  std::vector<PublicKey> MembersOf(const std::string& mesh) const ABSL_LOCKS_EXCLUDED(mu_);
+  std::vector<MemberStatus> Members() const ABSL_LOCKS_EXCLUDED(mu_);
   // Validated PeerPolicy specs, kept for the packet filter's compiler.
-  void SetPolicies(std::vector<PeerPolicySpec> policies);
-  size_t policy_count() const;
+  void SetPolicies(std::vector<PeerPolicySpec> policies) ABSL_LOCKS_EXCLUDED(mu_);
+  size_t policy_count() const ABSL_LOCKS_EXCLUDED(mu_);
 
   CoordinatorCounters& counters() { return counters_; }
-  size_t member_count() const;
+  size_t member_count() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Waits until every queued store write finished (tests, benchmarks). False on timeout.
+  bool FlushStore(absl::Duration timeout) { return writer_.Flush(timeout); }
 
  private:
   struct MeshState {
@@ -143,29 +158,51 @@ class Coordinator {
     PathCounts paths;
   };
 
-  const MeshState* MeshFor(const std::string& name) const;  // Requires mu_.
-  coord::Settings SettingsFor(const MeshState& mesh) const;
-  coord::Peer PeerOf(const MemberRecord& record) const;  // Requires mu_.
-  // Sends `update` to every watcher of `mesh` except `except`. Requires mu_.
-  void FanOut(const std::string& mesh, const PublicKey* except, const coord::MapUpdate& update);
-  absl::StatusOr<IpAddress> Allocate(const Prefix& cidr, const std::string& mesh) const;
-  std::string UniqueName(const std::string& requested, const PublicKey& key) const;
-  // Keeps the member's addresses that lie in the mesh's ranges and are not taken by another
-  // member; allocates the missing families. Requires mu_.
-  absl::StatusOr<std::vector<IpAddress>> AddressesFor(const MeshState& mesh,
-                                                      const MemberRecord& record) const;
-  // Ends the member's session and tells its mesh it is gone. Requires mu_.
-  void DropLocked(const PublicKey& member, const std::string& mesh, absl::Status reason);
+  class Locked;
 
-  MemberStore* const store_;
+  const MeshState* MeshFor(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  coord::Settings SettingsFor(const MeshState& mesh) const;
+  coord::Peer PeerOf(const MemberRecord& record) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The full map for `member` (settings and every other member of its mesh).
+  coord::MapUpdate FullMapFor(const PublicKey& member, const MeshState& mesh) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rebuilds a collapsed subscription's queue as one full map (Subscription::Options::refill).
+  void Refill(const PublicKey& member, Subscription* subscription) ABSL_LOCKS_EXCLUDED(mu_);
+  // Queues `update` for a subscriber; it is woken once mu_ is released.
+  void PushLocked(const std::shared_ptr<Subscription>& subscription, coord::MapUpdate update)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelLocked(const std::shared_ptr<Subscription>& subscription, absl::Status reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends `update` to every watcher of `mesh` except `except`.
+  void FanOut(const std::string& mesh, const PublicKey* except, const coord::MapUpdate& update)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<IpAddress> Allocate(const Prefix& cidr, const std::string& mesh) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string UniqueName(const std::string& requested, const PublicKey& key) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Keeps the member's addresses that lie in the mesh's ranges and are not taken by another
+  // member; allocates the missing families.
+  absl::StatusOr<std::vector<IpAddress>> AddressesFor(const MeshState& mesh,
+                                                      const MemberRecord& record) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the member's session and tells its mesh it is gone.
+  void DropLocked(const PublicKey& member, const std::string& mesh, absl::Status reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const Options options_;
   CoordinatorCounters counters_;
-  mutable std::mutex mu_;
-  std::map<std::string, MeshState> meshes_;
-  std::map<PublicKey, Live> live_;
-  std::map<std::string, PublicKey> sessions_;
-  std::vector<PeerPolicySpec> policies_;
-  uint64_t version_ = 0;
+  mutable absl::Mutex mu_;
+  // The authoritative member map; the store follows it through writer_.
+  std::map<PublicKey, MemberRecord> members_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, MeshState> meshes_ ABSL_GUARDED_BY(mu_);
+  std::map<PublicKey, Live> live_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, PublicKey> sessions_ ABSL_GUARDED_BY(mu_);
+  std::vector<PeerPolicySpec> policies_ ABSL_GUARDED_BY(mu_);
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  // Subscribers to wake once mu_ is released (see Locked).
+  std::vector<std::shared_ptr<Subscription>> to_wake_ ABSL_GUARDED_BY(mu_);
+  // Last member: its destructor flushes while the rest is still alive.
+  MemberWriter writer_;
 };
 
 }  // namespace tunnelmesh

@@ -3,49 +3,11 @@
 #include <unistd.h>
 
 #include "gtest/gtest.h"
+#include "operator/coordinator/testing/coordinator_fixtures.h"
+#include "operator/coordinator/testing/fake_member_store.h"
 
 namespace tunnelmesh {
 namespace {
-
-std::string TempDir() {
-  char tmpl[] = "/tmp/tm-coord-XXXXXX";
-  return mkdtemp(tmpl);
-}
-
-constexpr char kManifest[] = R"(apiVersion: tunnelmesh.io/v1alpha1
-kind: Mesh
-metadata: {name: demo}
-spec:
-  ipv4CIDR: 10.99.0.0/30
-  ipv6CIDR: fd99:99::/48
-  joinTokenSecretRef: {namespace: tunnelmesh, name: demo-join, key: token}
----
-apiVersion: v1
-kind: Secret
-metadata: {namespace: tunnelmesh, name: demo-join}
-stringData: {token: "a long random string for tests"}
-)";
-
-std::vector<MeshSpec> Meshes(const std::string& text = kManifest) {
-  std::string dir = TempDir();
-  FILE* f = fopen((dir + "/mesh.yaml").c_str(), "w");
-  fputs(text.c_str(), f);
-  fclose(f);
-  auto meshes = LoadManifests(dir);
-  EXPECT_TRUE(meshes.ok()) << meshes.status();
-  return meshes.ok() ? *meshes : std::vector<MeshSpec>{};
-}
-
-coord::RegisterRequest Request(const PublicKey& key, const std::string& name,
-                               const std::string& token = "a long random string for tests") {
-  coord::RegisterRequest r;
-  r.set_join_token(token);
-  r.set_public_key(std::string(reinterpret_cast<const char*>(key.bytes.data()), 32));
-  r.set_name(name);
-  return r;
-}
-
-PublicKey NewKey() { return DerivePublicKey(SecretKey::GeneratePrivate()); }
 
 TEST(ManifestsTest, ParsesMeshAndResolvesSecret) {
   auto meshes = Meshes();
@@ -153,7 +115,9 @@ TEST(CoordinatorTest, WatchGetsFullMapThenDeltas) {
 
   ASSERT_TRUE(c.ReportEndpoints(b, {"192.0.2.5:51820", "[2001:db8::5]:51820"}, {3, 1}).ok());
   for (const MemberStatus& m : c.Members()) {
-    if (m.record.public_key == b) EXPECT_EQ(m.paths, (PathCounts{3, 1}));
+    if (m.record.public_key == b) {
+      EXPECT_EQ(m.paths, (PathCounts{3, 1}));
+    }
   }
   ASSERT_TRUE((*sub)->Next(&u, absl::Milliseconds(100)));
   ASSERT_EQ(u.upsert_peers(0).endpoints_size(), 2);
@@ -186,6 +150,7 @@ TEST(CoordinatorTest, AdmitKeepsValidAddressesAndAllocatesMissingOnes) {
   restored.name = "restored";
   restored.mesh_ips = {*IpAddress::Parse("10.99.0.2"), *IpAddress::Parse("fd99:99::7")};
   ASSERT_TRUE(c.Admit(restored).ok());
+  ASSERT_TRUE(c.FlushStore(absl::Seconds(10)));  // Admit writes behind.
   EXPECT_EQ(store->members().at(restored.public_key).mesh_ips, restored.mesh_ips);
   // A pre-created member without addresses gets free ones; one that claims a taken address too.
   MemberRecord fresh;
@@ -195,6 +160,7 @@ TEST(CoordinatorTest, AdmitKeepsValidAddressesAndAllocatesMissingOnes) {
   fresh.static_endpoints = {"192.0.2.9:51820"};
   fresh.mesh_ips = {*IpAddress::Parse("10.99.0.2")};
   ASSERT_TRUE(c.Admit(fresh).ok());
+  ASSERT_TRUE(c.FlushStore(absl::Seconds(10)));
   EXPECT_EQ(store->members().at(fresh.public_key).mesh_ips[0].ToString(), "10.99.0.1");
   // The same record again changes nothing; a name held by another key and an unknown mesh are
   // errors that say what to fix.
@@ -281,42 +247,16 @@ TEST(CoordinatorTest, ServiceAccountTokensAndLabels) {
   EXPECT_TRUE(c.Register(labelled).ok());
 }
 
-// A store that counts writes.
-class CountingStore final : public MemberStore {
- public:
-  const std::map<PublicKey, MemberRecord>& members() const override { return members_; }
-  absl::Status Put(const MemberRecord& record) override {
-    ++puts;
-    members_[record.public_key] = record;
-    return absl::OkStatus();
-  }
-  absl::Status Remove(const PublicKey& key) override {
-    members_.erase(key);
-    return absl::OkStatus();
-  }
-  void Observe(const PublicKey& key, const MemberRecord* record) override {
-    if (record == nullptr) {
-      members_.erase(key);
-    } else {
-      members_[key] = *record;
-    }
-  }
-  int puts = 0;
-
- private:
-  std::map<PublicKey, MemberRecord> members_;
-};
-
 TEST(CoordinatorTest, RegisteringAgainUnchangedWritesNothing) {
-  CountingStore store;
+  FakeMemberStore store;
   Coordinator c(&store, {});
   c.SetMeshes(Meshes());
   PublicKey a = NewKey();
   ASSERT_TRUE(c.Register(Request(a, "a")).ok());
   ASSERT_TRUE(c.Register(Request(a, "a")).ok());
-  EXPECT_EQ(store.puts, 1);
+  EXPECT_EQ(store.puts(), 1);
   ASSERT_TRUE(c.Register(Request(a, "renamed")).ok());
-  EXPECT_EQ(store.puts, 2);
+  EXPECT_EQ(store.puts(), 2);
 }
 
 TEST(CoordinatorTest, MeshChangeResendsSettingsAndPeers) {
@@ -336,6 +276,7 @@ TEST(CoordinatorTest, MeshChangeResendsSettingsAndPeers) {
   meshes[0].domain = "corp.example";
   c.SetMeshes(meshes);
   ASSERT_TRUE((*sub)->Next(&u, absl::Milliseconds(100)));
+  EXPECT_TRUE(u.full()) << "a fresh full map, built when the watcher takes it";
   EXPECT_EQ(u.settings().domain(), "corp.example");
   ASSERT_EQ(u.upsert_peers_size(), 1) << "the peers, without the member itself";
   EXPECT_EQ(u.upsert_peers(0).dns_name(), "b.corp.example");

@@ -3,7 +3,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <memory>
 
+#include "absl/synchronization/mutex.h"
 #include "lib/base/log.h"
 #include "proto/coordinator.grpc.pb.h"
 
@@ -16,7 +18,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-absl::StatusOr<PublicKey> Caller(Coordinator* coordinator, grpc::ServerContext* context) {
+absl::StatusOr<PublicKey> Caller(Coordinator* coordinator, grpc::ServerContextBase* context) {
   auto it = context->client_metadata().find("authorization");
   if (it == context->client_metadata().end()) {
     coordinator->counters().unauthenticated_calls.fetch_add(1);
@@ -36,11 +38,108 @@ PublicKey KeyFromBytes(const std::string& bytes) {
 
 }  // namespace
 
-class CoordinatorServer::Service final : public coord::Coordinator::Service {
+// One member's Watch stream on gRPC's callback API: no thread of its own. Updates are written as
+// the coordinator queues them: the subscription's wake hook starts a write when none is in flight,
+// and each finished write starts the next. At most one write is in flight (gRPC's rule), so a
+// slow member's backlog stays in its bounded Subscription, which collapses it.
+//
+// Lifetime: gRPC holds the reactor until OnDone; the wake hook holds only a weak reference, so a
+// wake racing with the end of the stream finds nothing (self_ keeps it alive until OnDone).
+// Locks: mu_ is never held while calling into the Subscription or the Coordinator, nor while
+// calling StartWrite/Finish.
+class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
+ public:
+  static WatchReactor* Start(std::shared_ptr<Subscription> subscription) {
+    auto reactor = std::shared_ptr<WatchReactor>(new WatchReactor(std::move(subscription)));
+    {
+      absl::MutexLock lock(&reactor->mu_);
+      reactor->self_ = reactor;
+    }
+    std::weak_ptr<WatchReactor> weak = reactor;
+    reactor->subscription_->SetWakeHook([weak] {
+      if (std::shared_ptr<WatchReactor> r = weak.lock()) r->Pump();
+    });
+    reactor->Pump();
+    return reactor.get();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) broken_ = true;  // The stream is gone (client left or server shutting down).
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      broken_ = true;
+    }
+    Pump();
+  }
+
+  void OnDone() override {
+    subscription_->SetWakeHook(nullptr);
+    std::shared_ptr<WatchReactor> self;
+    absl::MutexLock lock(&mu_);
+    self.swap(self_);  // Released after the lock: this may be the last reference.
+  }
+
+ private:
+  explicit WatchReactor(std::shared_ptr<Subscription> subscription)
+      : subscription_(std::move(subscription)) {}
+
+  // Takes the write slot if it is free, then writes the next update or finishes the stream.
+  void Pump() {
+    while (true) {
+      bool cancelled = false;
+      {
+        absl::MutexLock lock(&mu_);
+        if (writing_ || finished_) return;
+        finished_ = cancelled = broken_;
+        writing_ = !broken_;  // This thread owns the slot (and current_) now.
+      }
+      if (cancelled) {
+        Finish(grpc::Status::CANCELLED);
+        return;
+      }
+      const Subscription::Poll poll = subscription_->TryNext(&current_);
+      if (poll == Subscription::Poll::kUpdate) {
+        StartWrite(&current_);
+        return;
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        writing_ = false;
+        finished_ = poll == Subscription::Poll::kEnded;
+      }
+      if (poll == Subscription::Poll::kEnded) {
+        Finish(ToGrpc(subscription_->reason()));
+        return;
+      }
+      // Work queued after TryNext looked but before the slot was free woke nobody who could
+      // write it: look again.
+      if (!subscription_->HasWork()) return;
+    }
+  }
+
+  const std::shared_ptr<Subscription> subscription_;
+  absl::Mutex mu_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<WatchReactor> self_ ABSL_GUARDED_BY(mu_);
+  coord::MapUpdate current_;  // Owned by whoever holds the write slot.
+};
+
+// Register, ReportEndpoints, CallMeMaybe and Leave stay synchronous (short calls that never wait
+// on the store, except Register for its own record); Watch uses the callback API.
+class CoordinatorServer::Service final
+    : public coord::Coordinator::WithCallbackMethod_Watch<coord::Coordinator::Service> {
  public:
   explicit Service(Coordinator* coordinator) : coordinator_(coordinator) {}
-
-  void Stop() { stopping_ = true; }
 
   grpc::Status Register(grpc::ServerContext*, const coord::RegisterRequest* request,
                         coord::RegisterResponse* response) override {
@@ -50,21 +149,18 @@ class CoordinatorServer::Service final : public coord::Coordinator::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Watch(grpc::ServerContext* context, const coord::WatchRequest*,
-                     grpc::ServerWriter<coord::MapUpdate>* writer) override {
+  grpc::ServerWriteReactor<coord::MapUpdate>* Watch(grpc::CallbackServerContext* context,
+                                                    const coord::WatchRequest*) override {
+    absl::StatusOr<std::shared_ptr<Subscription>> sub;
     absl::StatusOr<PublicKey> member = Caller(coordinator_, context);
-    if (!member.ok()) return ToGrpc(member.status());
-    absl::StatusOr<std::shared_ptr<Subscription>> sub = coordinator_->Watch(*member);
-    if (!sub.ok()) return ToGrpc(sub.status());
-    coord::MapUpdate update;
-    while (!context->IsCancelled() && !stopping_) {
-      if (!(*sub)->Next(&update, absl::Milliseconds(200))) {
-        if ((*sub)->cancelled()) return ToGrpc((*sub)->reason());
-        continue;
-      }
-      if (!writer->Write(update)) break;
+    if (member.ok()) sub = coordinator_->Watch(*member);
+    const absl::Status status = !member.ok() ? member.status() : sub.status();
+    if (!status.ok()) {
+      auto* failed = new FailedWatch();
+      failed->Finish(ToGrpc(status));
+      return failed;
     }
-    return grpc::Status::OK;
+    return WatchReactor::Start(*std::move(sub));
   }
 
   grpc::Status ReportEndpoints(grpc::ServerContext* context,
@@ -85,9 +181,9 @@ class CoordinatorServer::Service final : public coord::Coordinator::Service {
       coordinator_->counters().malformed_requests.fetch_add(1);
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "to_public_key must be 32 bytes");
     }
-    return ToGrpc(coordinator_->CallMeMaybe(*member, KeyFromBytes(request->to_public_key()),
-                                            {request->endpoints().begin(),
-                                             request->endpoints().end()}));
+    return ToGrpc(
+        coordinator_->CallMeMaybe(*member, KeyFromBytes(request->to_public_key()),
+                                  {request->endpoints().begin(), request->endpoints().end()}));
   }
 
   grpc::Status Leave(grpc::ServerContext* context, const coord::LeaveRequest*,
@@ -98,8 +194,13 @@ class CoordinatorServer::Service final : public coord::Coordinator::Service {
   }
 
  private:
+  // A Watch refused before it started: finishes at once and deletes itself when gRPC is done.
+  class FailedWatch final : public grpc::ServerWriteReactor<coord::MapUpdate> {
+   public:
+    void OnDone() override { delete this; }
+  };
+
   Coordinator* const coordinator_;
-  std::atomic<bool> stopping_{false};
 };
 
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
@@ -109,9 +210,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   grpc::SslServerCredentialsOptions ssl;
   ssl.pem_key_cert_pairs.push_back({tls.server_key_pem, tls.server_cert_pem});
   grpc::ServerBuilder builder;
-  const std::string host =
-      address.find(':') != std::string::npos && address.front() != '[' ? "[" + address + "]"
-                                                                        : address;
+  const std::string host = address.find(':') != std::string::npos && address.front() != '['
+                               ? "[" + address + "]"
+                               : address;
   // Without this gRPC sets SO_REUSEPORT, and a second coordinator would share the port silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(host + ":" + std::to_string(port), grpc::SslServerCredentials(ssl),
@@ -130,7 +231,6 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
 
 void CoordinatorServer::Shutdown() {
   if (!server_) return;
-  service_->Stop();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   server_.reset();
 }

@@ -1,6 +1,7 @@
 // The coordinator's gRPC front end: TLS with the coordinator's own CA, session-token
-// authentication, and translation between gRPC and the Coordinator core. The gRPC thread pool
-// calls in concurrently; Watch holds one thread per watching member while its stream is open.
+// authentication, and translation between gRPC and the Coordinator core. The unary calls run on
+// gRPC's sync thread pool; Watch streams run on the callback API and hold no thread: an update is
+// written when the coordinator queues it (no polling), one write in flight per stream.
 #pragma once
 
 #include <memory>

@@ -12,14 +12,31 @@
 #include "lib/base/file.h"
 #include "lib/base/log.h"
 #include "nlohmann/json.hpp"
+#include "proto/member_kind.h"
 
 namespace tunnelmesh {
 namespace {
 
 constexpr char kMembersFile[] = "members.json";
 
-}  // namespace
+// "kind" is a name ("Node", "Pod", "External"), or in files from before names a number (the
+// coordinator API's enum value); 0 (no kind) is External.
+absl::StatusOr<coord::MemberKind> KindOf(const nlohmann::json& member) {
+  const nlohmann::json kind = member.value("kind", nlohmann::json());
+  if (kind.is_null()) return coord::MEMBER_KIND_EXTERNAL;
+  if (kind.is_number_integer()) {
+    const int value = kind.get<int>();
+    if (value == coord::MEMBER_KIND_UNSPECIFIED) return coord::MEMBER_KIND_EXTERNAL;
+    if (coord::MemberKind_IsValid(value)) return static_cast<coord::MemberKind>(value);
+  } else if (kind.is_string()) {
+    if (std::optional<coord::MemberKind> named = MemberKindFromName(kind.get<std::string>())) {
+      return *named;
+    }
+  }
+  return absl::DataLossError("kind " + kind.dump() + " is not Node, Pod or External");
+}
 
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir) {
   std::error_code ec;
@@ -36,7 +53,8 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
   nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object() || !doc.contains("members") ||
       !doc["members"].is_array()) {
-    return absl::DataLossError(path + " is not a valid state file; move it away to start afresh "
+    return absl::DataLossError(path +
+                               " is not a valid state file; move it away to start afresh "
                                "(members will get new addresses)");
   }
   for (const nlohmann::json& m : doc["members"]) {
@@ -49,7 +67,12 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
     record.public_key = *key;
     record.mesh = m.value("mesh", std::string());
     record.name = m.value("name", std::string());
-    record.kind = m.value("kind", 0);
+    absl::StatusOr<coord::MemberKind> kind = KindOf(m);
+    if (!kind.ok()) {
+      return absl::DataLossError(path + ": member " + record.name + ": " +
+                                 std::string(kind.status().message()));
+    }
+    record.kind = *kind;
     for (const auto& ip : m.value("mesh_ips", nlohmann::json::array())) {
       if (!ip.is_string()) continue;
       absl::StatusOr<IpAddress> parsed = IpAddress::Parse(ip.get<std::string>());
@@ -97,7 +120,7 @@ absl::Status StateStore::Save() const {
                        {"name", m.name},
                        {"mesh_ips", ips},
                        {"labels", m.labels},
-                       {"kind", m.kind}});
+                       {"kind", MemberKindName(m.kind)}});
   }
   nlohmann::json doc = {{"version", 1}, {"members", members}};
   return WriteFileAtomically(dir_ + "/" + kMembersFile, doc.dump(2) + "\n", 0600);

@@ -5,29 +5,9 @@
 #include "operator/kube/api_status.h"
 #include "operator/kube/resource.h"
 #include "operator/reconcilers/status_writer.h"
+#include "proto/member_kind.h"
 
 namespace tunnelmesh {
-namespace {
-
-int KindFromName(const std::string& name) {
-  if (name == "Node") return 1;
-  if (name == "Pod") return 2;
-  if (name == "External") return 3;
-  return 0;
-}
-
-}  // namespace
-
-std::string KindName(int kind) {
-  switch (kind) {
-    case 1:
-      return "Node";
-    case 2:
-      return "Pod";
-    default:
-      return "External";
-  }
-}
 
 absl::StatusOr<MemberRecord> MeshPeerToRecord(const nlohmann::json& object) {
   MemberRecord record;
@@ -51,8 +31,9 @@ absl::StatusOr<MemberRecord> MeshPeerToRecord(const nlohmann::json& object) {
   }
   record.public_key = *parsed;
   record.mesh = kube::StringAt(spec, "mesh");
-  record.kind = KindFromName(kube::StringAt(spec, "kind"));
-  if (record.kind == 0) return absl::InvalidArgumentError("spec.kind must be Node, Pod or External");
+  std::optional<coord::MemberKind> kind = MemberKindFromName(kube::StringAt(spec, "kind"));
+  if (!kind) return absl::InvalidArgumentError("spec.kind must be Node, Pod or External");
+  record.kind = *kind;
   const nlohmann::json& labels = Field(metadata, "labels");
   if (labels.is_object()) {
     for (const auto& [k, v] : labels.items()) {
@@ -90,7 +71,7 @@ nlohmann::json MeshPeerFor(const MemberRecord& record) {
                            {"metadata", {{"name", record.name}}},
                            {"spec",
                             {{"mesh", record.mesh},
-                             {"kind", KindName(record.kind)},
+                             {"kind", MemberKindName(record.kind)},
                              {"publicKey", record.public_key.ToBase64()}}}};
   object["metadata"]["labels"] = nlohmann::json::object();
   for (const auto& [k, v] : record.labels) object["metadata"]["labels"][k] = v;

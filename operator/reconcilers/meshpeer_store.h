@@ -25,7 +25,6 @@ namespace tunnelmesh {
 absl::StatusOr<MemberRecord> MeshPeerToRecord(const nlohmann::json& object);
 // The MeshPeer's metadata (name, labels) and spec for `record`.
 nlohmann::json MeshPeerFor(const MemberRecord& record);
-std::string KindName(int kind);
 
 class KubeMemberStore final : public MemberStore {
  public:

@@ -10,7 +10,7 @@ MemberRecord Record() {
   r.public_key = DerivePublicKey(SecretKey::GeneratePrivate());
   r.mesh = "default";
   r.name = "laptop";
-  r.kind = 3;
+  r.kind = coord::MEMBER_KIND_EXTERNAL;
   r.labels = {{"role", "ci"}};
   r.static_endpoints = {"198.51.100.7:51820"};
   return r;
