@@ -24,6 +24,9 @@ function(tm_add_test name)
   if("threaded" IN_LIST labels)
     add_dependencies(tm_threaded_tests ${name})
   endif()
+  # gtest_discover_tests (PRE_TEST) flattens a list-valued property, so the labels become one,
+  # e.g. "unit-threaded"; ctest -L matches a regex, so -L unit and -L threaded both select it.
+  string(JOIN "-" labels ${labels})
   gtest_discover_tests(${name}
     TEST_PREFIX "${name}."
     DISCOVERY_MODE PRE_TEST
