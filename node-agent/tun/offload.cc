@@ -6,8 +6,7 @@ namespace tunnelmesh {
 namespace {
 
 constexpr uint8_t kProtocolTcp = 6;
-constexpr uint8_t kTcpFin = 0x01, kTcpSyn = 0x02, kTcpRst = 0x04, kTcpPsh = 0x08, kTcpAck = 0x10,
-                  kTcpUrg = 0x20, kTcpEce = 0x40, kTcpCwr = 0x80;
+constexpr uint8_t kTcpFin = 0x01, kTcpPsh = 0x08, kTcpAck = 0x10, kTcpCwr = 0x80;
 constexpr size_t kIpv6Header = 40;
 
 uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
