@@ -7,7 +7,7 @@
 #include "lib/base/log.h"
 #include "lib/crypto/aead.h"
 #include "lib/crypto/blake2s.h"
-#include "operator/coordinator/policy.h"
+#include "operator/api/peer_policy.h"
 
 namespace tunnelmesh {
 namespace {

@@ -19,8 +19,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "lib/crypto/keys.h"
-#include "operator/coordinator/manifests.h"
-#include "operator/coordinator/policy.h"
+#include "operator/api/mesh.h"
+#include "operator/api/peer_policy.h"
 #include "operator/coordinator/state_store.h"
 #include "proto/coordinator.pb.h"
 

@@ -20,7 +20,7 @@ std::string Key(const nlohmann::json& object) {
 
 }  // namespace
 
-Informer::Informer(Client* client, Resource resource, Handlers handlers, Options options)
+Informer::Informer(Api* client, Resource resource, Handlers handlers, Options options)
     : client_(client),
       resource_(std::move(resource)),
       handlers_(std::move(handlers)),
