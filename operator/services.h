@@ -17,10 +17,9 @@
 
 namespace tunnelmesh {
 
-// Distinct defaults for every listener (docs/ports.md): the agent's data port is 51820.
+// Distinct defaults for every listener (docs/ports.md): the agent's data port is 51820; STUN's and
+// the relay's are in their headers.
 inline constexpr int kDefaultGrpcPort = 7700;
-inline constexpr int kDefaultRelayPort = 7701;
-inline constexpr int kDefaultStunPort = 3478;
 
 struct OperatorOptions {
   bool standalone = false;

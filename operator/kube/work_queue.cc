@@ -85,12 +85,7 @@ std::optional<std::string> WorkQueue::Get(absl::Duration timeout) {
     absl::Time wake = deadline;
     if (!delayed_.empty()) wake = std::min(wake, delayed_.begin()->first);
     // Woken by Add and ShutDown through the condition; by time for delayed keys.
-    mu_.AwaitWithDeadline(absl::Condition(
-                              +[](WorkQueue* q) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                                return !q->queue_.empty() || q->shut_down_;
-                              },
-                              this),
-                          wake);
+    mu_.AwaitWithDeadline(absl::Condition(this, &WorkQueue::HasWorkLocked), wake);
   }
   std::string key = std::move(queue_.front());
   queue_.pop_front();
@@ -98,6 +93,8 @@ std::optional<std::string> WorkQueue::Get(absl::Duration timeout) {
   processing_.insert(key);
   return key;
 }
+
+bool WorkQueue::HasWorkLocked() const { return !queue_.empty() || shut_down_; }
 
 void WorkQueue::Done(const std::string& key) {
   absl::MutexLock lock(&mu_);

@@ -68,6 +68,8 @@ class WorkQueue {
   // Moves delayed keys whose time came into the queue.
   void PromoteLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddLocked(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A key is ready or the queue is shut down (the wake-up condition of Get).
+  bool HasWorkLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   WorkQueueCounters counters_;
