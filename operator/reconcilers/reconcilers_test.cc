@@ -98,7 +98,8 @@ class ReconcilerTest : public ::testing::Test {
   Ready ReadyOf(const kube::Resource& resource, const std::string& name) {
     absl::StatusOr<nlohmann::json> object = api_.Get(resource, "", name);
     if (!object.ok()) return {"gone", "", ""};
-    const nlohmann::json* c = kube::FindCondition(kube::ObjectStatus(*object), "Ready");
+    const nlohmann::json status = kube::ObjectStatus(*object);
+    const nlohmann::json* c = kube::FindCondition(status, "Ready");
     if (c == nullptr) return {};
     return {kube::StringAt(*c, "status"), kube::StringAt(*c, "reason"),
             kube::StringAt(*c, "message")};
@@ -269,9 +270,9 @@ TEST_F(ReconcilerTest, MeshPeerMissingFromTheCacheIsCheckedWithTheServer) {
   ASSERT_TRUE(reconciler.Reconcile("fresh").ok());
   EXPECT_TRUE(coordinator_.IsMember(member.public_key));
   // A server that cannot be asked is an error (retried), never an eviction.
-  api_.FailNext("get", "meshpeers", absl::UnavailableError("injected"));
   ASSERT_TRUE(api_.Delete(kube::kMeshPeers, "", "fresh").ok());
   CatchUp(*peers, kube::kMeshPeers, "fresh");
+  api_.FailNext("get", "meshpeers", absl::UnavailableError("injected"));
   EXPECT_FALSE(reconciler.Reconcile("fresh").ok());
   EXPECT_TRUE(coordinator_.IsMember(member.public_key));
   ASSERT_TRUE(reconciler.Reconcile("fresh").ok());
