@@ -3,16 +3,12 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
-#include <openssl/rand.h>
 #include <openssl/x509v3.h>
-#include <sys/stat.h>
 
-#include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 namespace tunnelmesh {
 namespace {
@@ -32,22 +28,6 @@ using Bio = std::unique_ptr<BIO, BioFree>;
 
 absl::Status OpenSslError(const std::string& what) {
   return absl::InternalError(what + " failed (OpenSSL)");
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-absl::Status WriteFile(const std::string& path, const std::string& data, mode_t mode) {
-  std::ofstream out(path, std::ios::trunc);
-  out << data;
-  out.close();
-  if (!out) return absl::InternalError("writing " + path);
-  chmod(path.c_str(), mode);
-  return absl::OkStatus();
 }
 
 Pkey NewKey() { return Pkey(EVP_EC_gen("P-256")); }
@@ -154,39 +134,23 @@ absl::Status ValidateCaHash(const std::string& hash) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<TlsIdentity> LoadOrCreateTlsIdentity(const std::string& dir) {
-  namespace fs = std::filesystem;
-  const std::string ca_crt = dir + "/ca.crt", ca_key = dir + "/ca.key";
-  const std::string srv_crt = dir + "/server.crt", srv_key = dir + "/server.key";
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (!fs::exists(ca_crt) || !fs::exists(ca_key)) {
-    Pkey key = NewKey();
-    if (!key) return OpenSslError("generating the CA key");
-    Cert ca = MakeCert(key.get(), "tunnelmesh coordinator CA", nullptr, key.get(), true, 3650);
-    if (absl::Status s = WriteFile(ca_key, KeyPem(key.get()), 0600); !s.ok()) return s;
-    if (absl::Status s = WriteFile(ca_crt, CertPem(ca.get()), 0644); !s.ok()) return s;
-    fs::remove(srv_crt, ec);
-  }
-  TlsIdentity id;
-  id.ca_cert_pem = ReadFile(ca_crt);
-  Cert ca = ParseCert(id.ca_cert_pem);
-  Pkey ca_private = ParseKey(ReadFile(ca_key));
-  if (!ca || !ca_private) {
-    return absl::DataLossError(ca_crt + " or " + ca_key + " is not valid PEM: move both away to "
-                               "create a new CA (members must then be given the new --ca-hash)");
-  }
-  if (!fs::exists(srv_crt) || !fs::exists(srv_key)) {
-    Pkey key = NewKey();
-    if (!key) return OpenSslError("generating the server key");
-    Cert server = MakeCert(key.get(), kCoordinatorServerName, ca.get(), ca_private.get(), false,
-                           825);
-    if (absl::Status s = WriteFile(srv_key, KeyPem(key.get()), 0600); !s.ok()) return s;
-    if (absl::Status s = WriteFile(srv_crt, CertPem(server.get()), 0644); !s.ok()) return s;
-  }
-  id.server_cert_pem = ReadFile(srv_crt) + id.ca_cert_pem;
-  id.server_key_pem = ReadFile(srv_key);
-  return id;
+absl::StatusOr<PemPair> MakeCa() {
+  Pkey key = NewKey();
+  if (!key) return OpenSslError("generating the CA key");
+  Cert ca = MakeCert(key.get(), "tunnelmesh coordinator CA", nullptr, key.get(), true, 3650);
+  return PemPair{CertPem(ca.get()), KeyPem(key.get())};
+}
+
+absl::StatusOr<PemPair> IssueServerCert(const PemPair& ca) {
+  Cert ca_cert = ParseCert(ca.cert_pem);
+  Pkey ca_key = ParseKey(ca.key_pem);
+  if (!ca_cert || !ca_key)
+    return absl::InvalidArgumentError("the CA certificate or key is not PEM");
+  Pkey key = NewKey();
+  if (!key) return OpenSslError("generating the server key");
+  Cert server =
+      MakeCert(key.get(), kCoordinatorServerName, ca_cert.get(), ca_key.get(), false, 825);
+  return PemPair{CertPem(server.get()), KeyPem(key.get())};
 }
 
 }  // namespace tunnelmesh

@@ -1,7 +1,8 @@
 // The coordinator's TLS identity: a private CA created on first start and a server certificate it
-// issues, both ECDSA P-256, kept as PEM in the coordinator's state directory. Members pin the CA by
-// the hash kubeadm uses for --discovery-token-ca-cert-hash: "sha256:" followed by the hex SHA-256 of
-// the CA certificate's DER-encoded SubjectPublicKeyInfo. OpenSSL 3 underneath; thread-safe.
+// issues, both ECDSA P-256, as PEM; no I/O here (the operator keeps them in files, operator/tls/,
+// or a Secret). Members pin the CA by
+// the hash kubeadm uses for --discovery-token-ca-cert-hash: "sha256:" followed by the hex SHA-256
+// of the CA certificate's DER-encoded SubjectPublicKeyInfo. OpenSSL 3 underneath; thread-safe.
 #pragma once
 
 #include <string>
@@ -21,14 +22,22 @@ struct TlsIdentity {
   std::string server_key_pem;
 };
 
-// Loads DIR/ca.crt, DIR/server.crt and DIR/server.key, creating the CA (ca.key kept beside it,
-// mode 0600) and the server certificate on first use.
-absl::StatusOr<TlsIdentity> LoadOrCreateTlsIdentity(const std::string& dir);
+// A certificate and its private key, PEM.
+struct PemPair {
+  std::string cert_pem;
+  std::string key_pem;
+};
+
+// A new self-signed CA (10 years).
+[[nodiscard]] absl::StatusOr<PemPair> MakeCa();
+// A new server certificate for kCoordinatorServerName issued by `ca` (825 days); kInvalidArgument
+// when `ca` is not PEM.
+[[nodiscard]] absl::StatusOr<PemPair> IssueServerCert(const PemPair& ca);
 
 // "sha256:<64 hex digits>" of the first certificate in `pem`.
-absl::StatusOr<std::string> CaCertHash(const std::string& pem);
+[[nodiscard]] absl::StatusOr<std::string> CaCertHash(const std::string& pem);
 
 // Parses "sha256:<hex>"; names the expected form when it is wrong.
-absl::Status ValidateCaHash(const std::string& hash);
+[[nodiscard]] absl::Status ValidateCaHash(const std::string& hash);
 
 }  // namespace tunnelmesh

@@ -7,8 +7,8 @@
 #include "lib/base/log.h"
 #include "lib/crypto/aead.h"
 #include "lib/crypto/blake2s.h"
+#include "operator/api/peer_policy.h"
 #include "operator/coordinator/address_allocator.h"
-#include "operator/coordinator/policy.h"
 
 namespace tunnelmesh {
 namespace {

@@ -12,7 +12,7 @@
 
 namespace tunnelmesh::kube {
 
-EventRecorder::EventRecorder(Client* client, std::string component, std::string ns)
+EventRecorder::EventRecorder(Api* client, std::string component, std::string ns)
     : client_(client),
       component_(std::move(component)),
       cluster_scoped_ns_(ns.empty() ? "default" : std::move(ns)) {

@@ -23,7 +23,7 @@
 
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
-#include "operator/kube/client.h"
+#include "operator/kube/api.h"
 
 namespace tunnelmesh::kube {
 
@@ -38,7 +38,7 @@ class EventRecorder {
  public:
   // `client` must outlive the recorder. `ns`: where events about cluster-scoped objects are
   // written if the server allows it (see above); empty means "default".
-  EventRecorder(Client* client, std::string component, std::string ns);
+  EventRecorder(Api* client, std::string component, std::string ns);
   // Writes what is queued (bounded by the client's request timeout per event), then stops.
   ~EventRecorder();
   EventRecorder(const EventRecorder&) = delete;
@@ -73,7 +73,7 @@ class EventRecorder {
   // The namespace an event about `object` is written to.
   std::string EventNamespace(const nlohmann::json& object) const;
 
-  Client* const client_;
+  Api* const client_;
   const std::string component_;
   std::string cluster_scoped_ns_;  // worker only after construction
   EventRecorderCounters counters_;

@@ -6,6 +6,7 @@
 #include <random>
 #include <utility>
 
+#include "lib/base/backoff.h"
 #include "lib/base/log.h"
 
 namespace tunnelmesh::kube {
@@ -20,7 +21,7 @@ std::string Key(const nlohmann::json& object) {
 
 }  // namespace
 
-Informer::Informer(Client* client, Resource resource, Handlers handlers, Options options)
+Informer::Informer(Api* client, Resource resource, Handlers handlers, Options options)
     : client_(client),
       resource_(std::move(resource)),
       handlers_(std::move(handlers)),
@@ -85,8 +86,10 @@ void Informer::NoteError(const absl::Status& status) {
 }
 
 void Informer::Run() {
-  std::mt19937_64 rng(std::random_device{}());
-  absl::Duration backoff = options_.min_backoff;
+  // Jitter of +-50% so that informers that lost one API server do not come back in lockstep.
+  Backoff backoff(absl::ToChronoMilliseconds(options_.min_backoff),
+                  absl::ToChronoMilliseconds(options_.max_backoff), std::random_device{}(),
+                  /*jitter=*/0.5);
   bool need_list = true;
   absl::Time relist_at = absl::InfiniteFuture();
   while (!stop_.load(std::memory_order_acquire)) {
@@ -116,7 +119,7 @@ void Informer::Run() {
     }
     if (status.code() == absl::StatusCode::kCancelled) break;
     if (status.ok()) {
-      backoff = options_.min_backoff;
+      backoff.Reset();
       if (!last_error_.empty()) {
         TM_LOG_INFO("informer recovered resource={}", resource_.plural);
         last_error_.clear();
@@ -124,10 +127,7 @@ void Informer::Run() {
       continue;
     }
     NoteError(status);
-    // Jitter in [0.5, 1.5) of the current step, which doubles up to max_backoff.
-    std::uniform_real_distribution<double> jitter(0.5, 1.5);
-    if (!Sleep(backoff * jitter(rng))) break;
-    backoff = std::min(backoff * 2, options_.max_backoff);
+    if (!Sleep(absl::FromChrono(backoff.Next()))) break;
   }
 }
 

@@ -28,7 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
-#include "operator/kube/client.h"
+#include "operator/kube/api.h"
 
 namespace tunnelmesh::kube {
 
@@ -58,7 +58,7 @@ class Informer {
   };
 
   // `client` must outlive the informer.
-  Informer(Client* client, Resource resource, Handlers handlers, Options options);
+  Informer(Api* client, Resource resource, Handlers handlers, Options options);
   ~Informer();  // Stop()
   Informer(const Informer&) = delete;
   Informer& operator=(const Informer&) = delete;
@@ -87,7 +87,7 @@ class Informer {
   bool Sleep(absl::Duration delay);
   void NoteError(const absl::Status& status);
 
-  Client* const client_;
+  Api* const client_;
   const Resource resource_;
   const Handlers handlers_;
   const Options options_;

@@ -16,7 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "lib/base/log.h"
-#include "operator/kube/client.h"
+#include "operator/kube/http_api.h"
 #include "operator/kube/config.h"
 #include "operator/kube/events.h"
 #include "operator/kube/informer.h"
@@ -67,8 +67,8 @@ std::string Rv(const nlohmann::json& object) {
   return object["metadata"].value("resourceVersion", "");
 }
 
-std::unique_ptr<Client> MustClient(ClusterConfig config, Client::Options options = {}) {
-  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(std::move(config), options);
+std::unique_ptr<HttpApi> MustClient(ClusterConfig config, HttpApi::Options options = {}) {
+  absl::StatusOr<std::unique_ptr<HttpApi>> client = HttpApi::Create(std::move(config), options);
   if (!client.ok()) {
     Report(false, "client", client.status().ToString());
     std::exit(1);
@@ -126,12 +126,12 @@ void CheckTls(const ClusterConfig& base, const Flags& flags) {
 
   ClusterConfig garbage = verified;
   garbage.ca_pem = "not a PEM";
-  absl::StatusOr<std::unique_ptr<Client>> refused = Client::Create(garbage);
+  absl::StatusOr<std::unique_ptr<HttpApi>> refused = HttpApi::Create(garbage);
   Report(!refused.ok() && refused.status().code() == absl::StatusCode::kInvalidArgument,
          "unusable CA PEM refused at Create", refused.status().ToString());
 }
 
-void CheckCrud(Client& client) {
+void CheckCrud(HttpApi& client) {
   (void)client.Delete(kConfigMaps, kNs, "crud");
   absl::StatusOr<nlohmann::json> created = client.Create(kConfigMaps, kNs, ConfigMap("crud", "c"));
   Report(created.ok(), "create", created.ok() ? Rv(*created) : created.status().ToString());
@@ -185,9 +185,9 @@ void CheckCrud(Client& client) {
 }
 
 void CheckPaging(const ClusterConfig& config) {
-  Client::Options options;
+  HttpApi::Options options;
   options.list_page_size = 10;
-  std::unique_ptr<Client> client = MustClient(config, options);
+  std::unique_ptr<HttpApi> client = MustClient(config, options);
   for (int i = 0; i < 25; ++i) {
     absl::StatusOr<nlohmann::json> created =
         client->Create(kConfigMaps, kNs, ConfigMap("page-" + std::to_string(i), "paging"));
@@ -211,7 +211,7 @@ void CheckPaging(const ClusterConfig& config) {
          fields.ok() ? "" : fields.status().ToString());
 }
 
-void CheckWatchStop(Client& client) {
+void CheckWatchStop(HttpApi& client) {
   std::atomic<bool> stop{false};
   std::thread stopper([&] {
     absl::SleepFor(absl::Milliseconds(300));
@@ -272,7 +272,7 @@ struct Seen {
   }
 };
 
-void CheckInformer(Client& client) {
+void CheckInformer(HttpApi& client) {
   Seen seen;
   Informer::Options options;
   options.ns = kNs;
@@ -318,7 +318,7 @@ void CheckInformer(Client& client) {
 }
 
 // Waits until the etcd compaction has passed `rv`: a watch from it is then 410.
-absl::Status WaitForCompaction(Client& client, const std::string& rv) {
+absl::Status WaitForCompaction(HttpApi& client, const std::string& rv) {
   absl::Status last;
   for (int i = 0; i < 60; ++i) {
     (void)client.Patch(kConfigMaps, kNs, "churn", {{"data", {{"i", std::to_string(i)}}}});
@@ -341,7 +341,7 @@ nlohmann::json WatcherBinding() {
        {{{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "User"}, {"name", "tm-watcher"}}}}};
 }
 
-void CheckGone(Client& admin, const ClusterConfig& base, const Flags& flags) {
+void CheckGone(HttpApi& admin, const ClusterConfig& base, const Flags& flags) {
   (void)admin.Create(kConfigMaps, kNs, ConfigMap("churn", "churn"));
   absl::Status old = WaitForCompaction(admin, "1");
   Report(IsGone(old), "watch from a compacted resourceVersion is OutOfRange", old.ToString());
@@ -366,7 +366,7 @@ void CheckGone(Client& admin, const ClusterConfig& base, const Flags& flags) {
   (void)admin.Create(kConfigMaps, kNs, ConfigMap("gone-b", "gone", "b"));
   ClusterConfig watcher_config = base;
   watcher_config.token = flags.watcher_token;
-  std::unique_ptr<Client> watcher = MustClient(watcher_config);
+  std::unique_ptr<HttpApi> watcher = MustClient(watcher_config);
   Seen seen;
   Informer::Options options;
   options.ns = kNs;
@@ -404,7 +404,7 @@ void CheckGone(Client& admin, const ClusterConfig& base, const Flags& flags) {
 }
 
 // The Events in `ns` about the object named `name`.
-std::vector<nlohmann::json> EventsAbout(Client& client, const std::string& ns,
+std::vector<nlohmann::json> EventsAbout(HttpApi& client, const std::string& ns,
                                         const std::string& name) {
   std::vector<nlohmann::json> out;
   absl::StatusOr<nlohmann::json> list = client.List(kEvents, ns, "", "involvedObject.name=" + name);
@@ -414,7 +414,7 @@ std::vector<nlohmann::json> EventsAbout(Client& client, const std::string& ns,
   return out;
 }
 
-void CheckEvents(Client& client) {
+void CheckEvents(HttpApi& client) {
   absl::StatusOr<nlohmann::json> object =
       client.Create(kConfigMaps, kNs, ConfigMap("evented", "events"));
   if (!object.ok()) {
@@ -464,7 +464,7 @@ void CheckEvents(Client& client) {
 }
 
 void CheckLeader(const ClusterConfig& config) {
-  std::unique_ptr<Client> client = MustClient(config);
+  std::unique_ptr<HttpApi> client = MustClient(config);
   const auto options = [](const std::string& identity) {
     LeaderElector::Options o;
     o.ns = kNs;
@@ -538,7 +538,7 @@ void CheckLeader(const ClusterConfig& config) {
 void CheckForbidden(const ClusterConfig& base, const Flags& flags) {
   ClusterConfig nobody = base;
   nobody.token = flags.nobody_token;
-  std::unique_ptr<Client> client = MustClient(nobody);
+  std::unique_ptr<HttpApi> client = MustClient(nobody);
   absl::StatusOr<nlohmann::json> got = client->Get(kConfigMaps, kNs, "anything");
   Report(got.status().code() == absl::StatusCode::kPermissionDenied &&
              absl::StrContains(got.status().message(), "cannot get resource \"configmaps\""),
@@ -575,7 +575,7 @@ int Main(int argc, char** argv) {
     Report(false, "kubeconfig", config.status().ToString());
     return 1;
   }
-  std::unique_ptr<Client> admin = MustClient(*config);
+  std::unique_ptr<HttpApi> admin = MustClient(*config);
   const auto run = [&](const char* name, const std::function<void()>& check) {
     if (!only.empty() && only != name) return;
     const absl::Time start = absl::Now();

@@ -18,7 +18,7 @@ int64_t SpecInt(const nlohmann::json& spec, const char* key) {
 
 }  // namespace
 
-LeaderElector::LeaderElector(Client* client, Options options)
+LeaderElector::LeaderElector(Api* client, Options options)
     : client_(client), options_(std::move(options)) {}
 
 LeaderElector::~LeaderElector() { StopRenewing(); }

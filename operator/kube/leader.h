@@ -22,7 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "operator/kube/client.h"
+#include "operator/kube/api.h"
 
 namespace tunnelmesh::kube {
 
@@ -38,7 +38,7 @@ class LeaderElector {
   };
 
   // `client` must outlive the elector.
-  LeaderElector(Client* client, Options options);
+  LeaderElector(Api* client, Options options);
   // Stops renewing without releasing the lease (it then expires): use Release() on a clean exit.
   ~LeaderElector();
   LeaderElector(const LeaderElector&) = delete;
@@ -62,7 +62,7 @@ class LeaderElector {
   void RenewLoop(std::function<void()> on_lost);
   nlohmann::json LeaseSpec(const nlohmann::json& old_spec, absl::Time now) const;
 
-  Client* const client_;
+  Api* const client_;
   const Options options_;
   std::atomic<bool> leader_{false};
   std::string last_error_;  // of the thread that tries (Acquire or the renew loop)

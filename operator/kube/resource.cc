@@ -48,19 +48,6 @@ std::string PercentEncode(std::string_view text) {
 
 }  // namespace
 
-std::string StringAt(const nlohmann::json& object, const char* key) {
-  if (!object.is_object()) return "";
-  auto value = object.find(key);
-  if (value == object.end() || !value->is_string()) return "";
-  return value->get<std::string>();
-}
-
-std::string MetadataString(const nlohmann::json& object, const char* key) {
-  if (!object.is_object()) return "";
-  auto metadata = object.find("metadata");
-  return metadata == object.end() ? "" : StringAt(*metadata, key);
-}
-
 std::string ResourcePath(const Resource& resource, std::string_view ns, std::string_view name,
                          std::string_view subresource) {
   std::string path = resource.group.empty() ? "/api/" + resource.version
@@ -90,11 +77,5 @@ std::string QueryString(const std::vector<std::pair<std::string, std::string>>& 
   }
   return out;
 }
-
-std::string ObjectNamespace(const nlohmann::json& object) {
-  return MetadataString(object, "namespace");
-}
-
-std::string ObjectName(const nlohmann::json& object) { return MetadataString(object, "name"); }
 
 }  // namespace tunnelmesh::kube

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
+#include "operator/kube/object.h"
 
 namespace tunnelmesh::kube {
 
@@ -53,13 +54,5 @@ std::string ResourcePath(const Resource& resource, std::string_view ns, std::str
 // "?k1=v1&k2=v2" with values percent-encoded (RFC 3986 unreserved characters kept); pairs with
 // an empty value are left out. Empty when nothing remains.
 std::string QueryString(const std::vector<std::pair<std::string, std::string>>& params);
-
-// object[key] when `object` is a JSON object with a string there, else "".
-std::string StringAt(const nlohmann::json& object, const char* key);
-// object.metadata[key], likewise.
-std::string MetadataString(const nlohmann::json& object, const char* key);
-// metadata.namespace and metadata.name of an object, empty when absent or not strings.
-std::string ObjectNamespace(const nlohmann::json& object);
-std::string ObjectName(const nlohmann::json& object);
 
 }  // namespace tunnelmesh::kube

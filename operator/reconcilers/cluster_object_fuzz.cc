@@ -10,31 +10,46 @@
 
 #include "lib/base/testing/json_shaper.h"
 #include "nlohmann/json.hpp"
-#include "operator/coordinator/manifests.h"
-#include "operator/reconcilers/meshpeer_store.h"
+#include "operator/api/mesh.h"
+#include "operator/store/meshpeer_store.h"
 
 namespace {
 
 // Random bytes are rarely JSON: bytes that are not become edits of a well-formed MeshPeer, Mesh
 // or Secret, so that the field checks run.
 nlohmann::json Shaped(const uint8_t* data, size_t size) {
-  static const std::vector<std::string> kPaths = {
-      "/spec/publicKey", "/spec/mesh", "/spec/kind", "/spec/endpoints", "/spec/endpoints/0",
-      "/status/meshIPs", "/status/meshIPs/0", "/metadata/labels", "/metadata/labels/a",
-      "/metadata/name", "/spec/ipv4CIDR", "/spec/ipv6CIDR", "/spec/joinTokenSecretRef",
-      "/spec/joinTokenSecretRef/key", "/spec/domain", "/metadata", "/spec", "/status",
-      "/data/token", "/kind"};
-  nlohmann::json object = {
-      {"apiVersion", "tunnelmesh.io/v1alpha1"},
-      {"kind", (size > 0 && data[0] & 1) ? "Mesh" : "MeshPeer"},
-      {"metadata", {{"name", "m"}, {"labels", {{"a", "b"}}}}},
-      {"spec",
-       {{"mesh", "default"}, {"kind", "External"},
-        {"publicKey", "q0qlR7yV+2Wv4bNl8XWRSxOcSxPAxr8iwQqU3PjHDVs="},
-        {"endpoints", {"192.0.2.1:51820"}}, {"ipv4CIDR", "10.99.0.0/16"},
-        {"joinTokenSecretRef", {{"namespace", "tm"}, {"name", "t"}}}}},
-      {"status", {{"meshIPs", {"10.99.0.1"}}}},
-      {"data", {{"token", "YWJjZGVmZ2hpamtsbW5vcHFyc3Q="}}}};
+  static const std::vector<std::string> kPaths = {"/spec/publicKey",
+                                                  "/spec/mesh",
+                                                  "/spec/kind",
+                                                  "/spec/endpoints",
+                                                  "/spec/endpoints/0",
+                                                  "/status/meshIPs",
+                                                  "/status/meshIPs/0",
+                                                  "/metadata/labels",
+                                                  "/metadata/labels/a",
+                                                  "/metadata/name",
+                                                  "/spec/ipv4CIDR",
+                                                  "/spec/ipv6CIDR",
+                                                  "/spec/joinTokenSecretRef",
+                                                  "/spec/joinTokenSecretRef/key",
+                                                  "/spec/domain",
+                                                  "/metadata",
+                                                  "/spec",
+                                                  "/status",
+                                                  "/data/token",
+                                                  "/kind"};
+  nlohmann::json object = {{"apiVersion", "tunnelmesh.io/v1alpha1"},
+                           {"kind", (size > 0 && data[0] & 1) ? "Mesh" : "MeshPeer"},
+                           {"metadata", {{"name", "m"}, {"labels", {{"a", "b"}}}}},
+                           {"spec",
+                            {{"mesh", "default"},
+                             {"kind", "External"},
+                             {"publicKey", "q0qlR7yV+2Wv4bNl8XWRSxOcSxPAxr8iwQqU3PjHDVs="},
+                             {"endpoints", {"192.0.2.1:51820"}},
+                             {"ipv4CIDR", "10.99.0.0/16"},
+                             {"joinTokenSecretRef", {{"namespace", "tm"}, {"name", "t"}}}}},
+                           {"status", {{"meshIPs", {"10.99.0.1"}}}},
+                           {"data", {{"token", "YWJjZGVmZ2hpamtsbW5vcHFyc3Q="}}}};
   return size == 0 ? object : tunnelmesh::testing::ShapeJson(object, kPaths, data + 1, size - 1);
 }
 
@@ -46,11 +61,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (object.is_discarded()) object = Shaped(data, size);
   std::vector<tunnelmesh::MeshSpec> meshes;
   std::map<std::string, std::map<std::string, std::string>> secrets;
-  (void)tunnelmesh::ParseManifestText(object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "fuzz", &meshes, &secrets);
+  (void)tunnelmesh::ParseManifestText(
+      object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "fuzz", &meshes,
+      &secrets);
   if (!object.is_object()) return 0;
   secrets.clear();
   object["kind"] = "Secret";
-  (void)tunnelmesh::ParseManifestText(object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "fuzz", &meshes, &secrets);
+  (void)tunnelmesh::ParseManifestText(
+      object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "fuzz", &meshes,
+      &secrets);
   auto record = tunnelmesh::MeshPeerToRecord(object);
   if (!record.ok()) return 0;
   nlohmann::json again = tunnelmesh::MeshPeerFor(*record);

@@ -35,7 +35,7 @@ absl::StatusOr<SecretKey> LoadOrCreateKeyFile(const std::string& path) {
   return key;
 }
 
-absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Client* client,
+absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Api* client,
                                                          const IdentityOptions& options) {
   const std::string where = "Secret " + options.ns + "/" + options.secret_name;
   std::error_code ec;
@@ -44,8 +44,8 @@ absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Client* client,
     return absl::FailedPreconditionError("cannot create " + options.state_dir +
                                          "/tls: " + ec.message() + " (check --state-dir)");
   }
-  absl::StatusOr<nlohmann::json> secret = client->Get(kube::kSecrets, options.ns,
-                                                      options.secret_name);
+  absl::StatusOr<nlohmann::json> secret =
+      client->Get(kube::kSecrets, options.ns, options.secret_name);
   const bool exists = secret.ok();
   if (!exists && !absl::IsNotFound(secret.status())) {
     return absl::Status(secret.status().code(),
@@ -80,14 +80,15 @@ absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Client* client,
     data[key] = absl::Base64Escape(*contents);
   }
   if (!exists || secret->value("data", nlohmann::json::object()) != data) {
-    nlohmann::json object = {{"apiVersion", "v1"},
-                             {"kind", "Secret"},
-                             {"type", "Opaque"},
-                             {"metadata",
-                              {{"name", options.secret_name},
-                               {"namespace", options.ns},
-                               {"labels", {{"app.kubernetes.io/managed-by", "tunnelmesh-operator"}}}}},
-                             {"data", data}};
+    nlohmann::json object = {
+        {"apiVersion", "v1"},
+        {"kind", "Secret"},
+        {"type", "Opaque"},
+        {"metadata",
+         {{"name", options.secret_name},
+          {"namespace", options.ns},
+          {"labels", {{"app.kubernetes.io/managed-by", "tunnelmesh-operator"}}}}},
+        {"data", data}};
     // Update (not patch): the chart's Role grants get, create and update on this Secret only.
     if (exists) {
       object = *secret;
@@ -117,20 +118,19 @@ absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Client* client,
       published = *configmap;
     }
   } else if (absl::IsNotFound(configmap.status())) {
-    published = client->Create(
-        kube::kConfigMaps, options.ns,
-        {{"apiVersion", "v1"},
-         {"kind", "ConfigMap"},
-         {"metadata", {{"name", options.configmap_name}, {"namespace", options.ns}}},
-         {"data", ca_data}});
+    published =
+        client->Create(kube::kConfigMaps, options.ns,
+                       {{"apiVersion", "v1"},
+                        {"kind", "ConfigMap"},
+                        {"metadata", {{"name", options.configmap_name}, {"namespace", options.ns}}},
+                        {"data", ca_data}});
   } else {
     published = configmap.status();
   }
   if (!published.ok()) {
-    return absl::Status(published.status().code(),
-                        "publishing the CA in ConfigMap " + options.ns + "/" +
-                            options.configmap_name + ": " +
-                            std::string(published.status().message()));
+    return absl::Status(published.status().code(), "publishing the CA in ConfigMap " + options.ns +
+                                                       "/" + options.configmap_name + ": " +
+                                                       std::string(published.status().message()));
   }
   return CoordinatorIdentity{*std::move(tls), *std::move(relay_key), *std::move(hash)};
 }

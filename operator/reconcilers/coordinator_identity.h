@@ -11,7 +11,8 @@
 #include "absl/status/statusor.h"
 #include "lib/crypto/keys.h"
 #include "lib/crypto/x509.h"
-#include "operator/kube/client.h"
+#include "operator/kube/api.h"
+#include "operator/tls/tls_files.h"
 
 namespace tunnelmesh {
 
@@ -31,7 +32,7 @@ struct IdentityOptions {
   std::string state_dir;       // scratch
 };
 
-absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Client* client,
+absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Api* client,
                                                          const IdentityOptions& options);
 
 }  // namespace tunnelmesh

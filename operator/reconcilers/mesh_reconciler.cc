@@ -3,12 +3,17 @@
 #include <algorithm>
 
 #include "lib/base/log.h"
-#include "operator/kube/api_status.h"
 #include "operator/kube/conditions.h"
-#include "operator/kube/resource.h"
+#include "operator/kube/object.h"
 
 namespace tunnelmesh {
 namespace {
+
+using kube::BeingDeleted;
+using kube::Field;
+using kube::ObjectGeneration;
+using kube::ObjectName;
+using kube::ObjectStatus;
 
 std::vector<std::string> FinalizersOf(const nlohmann::json& object) {
   std::vector<std::string> out;
@@ -39,13 +44,15 @@ std::string JsonText(const nlohmann::json& object) {
 
 }  // namespace
 
-kube::Informer::Handlers MeshReconciler::Handlers() {
-  kube::Informer::Handlers h;
-  h.on_upsert = [this](const nlohmann::json&) { Reconcile(); };
-  h.on_delete = [this](const nlohmann::json&) { Reconcile(); };
-  h.on_synced = [this] { Reconcile(); };
-  return h;
-}
+MeshReconciler::MeshReconciler(kube::Api* api, kube::EventRecorder* events,
+                               Coordinator* coordinator, const kube::Informer* meshes,
+                               Options options)
+    : api_(api),
+      events_(events),
+      coordinator_(coordinator),
+      meshes_(meshes),
+      options_(std::move(options)),
+      status_(api, kube::kMeshes) {}
 
 absl::StatusOr<MeshSpec> MeshReconciler::Resolve(const nlohmann::json& object,
                                                  std::string* reason) {
@@ -61,18 +68,21 @@ absl::StatusOr<MeshSpec> MeshReconciler::Resolve(const nlohmann::json& object,
   MeshSpec mesh = std::move(meshes[0]);
   const SecretRef& ref = mesh.join_token_ref;
   const std::string secret_name = ref.namespace_name + "/" + ref.name;
-  absl::StatusOr<nlohmann::json> secret = client_->Get(kube::kSecrets, ref.namespace_name, ref.name);
+  absl::StatusOr<nlohmann::json> secret = api_->Get(kube::kSecrets, ref.namespace_name, ref.name);
   if (!secret.ok()) {
     if (absl::IsNotFound(secret.status())) {
       *reason = "SecretNotFound";
       return absl::FailedPreconditionError(
-          "Secret " + secret_name + " (spec.joinTokenSecretRef) does not exist: create it with "
-          "key \"" + ref.key + "\" holding a token of at least 16 characters");
+          "Secret " + secret_name +
+          " (spec.joinTokenSecretRef) does not exist: create it with "
+          "key \"" +
+          ref.key + "\" holding a token of at least 16 characters");
     }
     if (secret.status().code() == absl::StatusCode::kPermissionDenied) {
       *reason = "SecretForbidden";
       return absl::FailedPreconditionError(
-          "the operator may not read Secret " + secret_name + ": grant its ServiceAccount get on "
+          "the operator may not read Secret " + secret_name +
+          ": grant its ServiceAccount get on "
           "that Secret (with the chart: the value rbac.extraJoinTokenSecrets), or point "
           "spec.joinTokenSecretRef at the Secret it may read");
     }
@@ -82,8 +92,8 @@ absl::StatusOr<MeshSpec> MeshReconciler::Resolve(const nlohmann::json& object,
   }
   nlohmann::json secret_object = *secret;
   secret_object["kind"] = "Secret";
-  if (absl::Status s = ParseManifestText(JsonText(secret_object), "Secret " + secret_name, &meshes,
-                                         &secrets);
+  if (absl::Status s =
+          ParseManifestText(JsonText(secret_object), "Secret " + secret_name, &meshes, &secrets);
       !s.ok()) {
     *reason = "InvalidSecret";
     return s;
@@ -102,8 +112,9 @@ void MeshReconciler::EnsureFinalizer(const nlohmann::json& object) {
     if (f == kMeshFinalizer) return;
   }
   finalizers.push_back(kMeshFinalizer);
-  absl::StatusOr<nlohmann::json> patched = client_->Patch(
-      kube::kMeshes, "", ObjectName(object), FinalizersPatch(object, finalizers), kube::PatchType::kJson);
+  absl::StatusOr<nlohmann::json> patched =
+      api_->Patch(kube::kMeshes, "", ObjectName(object), FinalizersPatch(object, finalizers),
+                  kube::PatchType::kJson);
   if (!patched.ok() && !kube::IsConflict(patched.status()) &&
       patched.status().code() != absl::StatusCode::kInvalidArgument) {
     TM_LOG_WARN("adding the finalizer to Mesh {}: {}", ObjectName(object),
@@ -111,109 +122,110 @@ void MeshReconciler::EnsureFinalizer(const nlohmann::json& object) {
   }
 }
 
-void MeshReconciler::Finalize(const nlohmann::json& object) {
+absl::Status MeshReconciler::Finalize(const nlohmann::json& object) {
   const std::string name = ObjectName(object);
   std::vector<std::string> finalizers = FinalizersOf(object);
-  if (std::find(finalizers.begin(), finalizers.end(), kMeshFinalizer) == finalizers.end()) return;
+  if (std::find(finalizers.begin(), finalizers.end(), kMeshFinalizer) == finalizers.end()) {
+    return absl::OkStatus();
+  }
   for (const PublicKey& key : coordinator_->MembersOf(name)) {
     if (absl::Status s = coordinator_->Leave(key); !s.ok()) {
-      TM_LOG_WARN("removing a member of deleted Mesh {}: {}", name, std::string(s.message()));
-      return;  // Retried at the next reconcile.
+      return absl::Status(
+          s.code(), "removing a member of deleted Mesh " + name + ": " + std::string(s.message()));
     }
   }
   finalizers.erase(std::remove(finalizers.begin(), finalizers.end(), kMeshFinalizer),
                    finalizers.end());
-  absl::StatusOr<nlohmann::json> patched = client_->Patch(
+  absl::StatusOr<nlohmann::json> patched = api_->Patch(
       kube::kMeshes, "", name, FinalizersPatch(object, finalizers), kube::PatchType::kJson);
   if (patched.ok()) {
     TM_LOG_INFO("Mesh {} deleted: its members were removed", name);
   } else if (!absl::IsNotFound(patched.status())) {
-    TM_LOG_WARN("removing the finalizer of Mesh {}: {}", name,
-                std::string(patched.status().message()));
+    return absl::Status(patched.status().code(), "removing the finalizer of Mesh " + name + ": " +
+                                                     std::string(patched.status().message()));
   }
+  return absl::OkStatus();
 }
 
-void MeshReconciler::Reconcile() {
-  if (informer_ == nullptr) return;
-  std::lock_guard<std::mutex> serial(reconcile_mu_);
-  std::vector<nlohmann::json> objects = informer_->Snapshot();
-  std::map<std::string, MeshSpec> next;
-  std::map<std::string, Problem> problems;
-  for (const nlohmann::json& object : objects) {
-    const std::string name = ObjectName(object);
-    if (BeingDeleted(object)) {
-      Finalize(object);
-      continue;
-    }
-    EnsureFinalizer(object);
-    std::string reason;
-    absl::StatusOr<MeshSpec> mesh = Resolve(object, &reason);
-    if (mesh.ok()) {
-      next.emplace(name, *std::move(mesh));
-      continue;
-    }
-    problems[name] = {reason, std::string(mesh.status().message())};
-    std::lock_guard<std::mutex> lock(mu_);
-    auto previous = applied_.find(name);
-    if (previous != applied_.end()) {
-      next.emplace(name, previous->second);  // Keep serving it as it was.
-      problems[name].message += " (members keep the last valid settings)";
-    }
-  }
-  bool changed;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [name, problem] : problems) {
-      auto old = problems_.find(name);
-      if (old == problems_.end() || old->second.message != problem.message) {
-        TM_LOG_WARN("Mesh {}: {}", name, problem.message);
-        for (const nlohmann::json& object : objects) {
-          if (ObjectName(object) == name) events_->Warning(object, problem.reason, problem.message);
-        }
-      }
-    }
-    problems_ = std::move(problems);
-    changed = next != applied_;
-    if (changed) applied_ = next;
-  }
-  if (!changed) return;
+void MeshReconciler::Apply(const std::string& name, const MeshSpec* spec) {
   std::vector<MeshSpec> meshes;
-  for (const auto& [name, mesh] : next) meshes.push_back(mesh);
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = applied_.find(name);
+    if (spec == nullptr) {
+      if (it == applied_.end()) return;
+      applied_.erase(it);
+    } else {
+      if (it != applied_.end() && it->second == *spec) return;
+      applied_[name] = *spec;
+    }
+    for (const auto& [n, mesh] : applied_) meshes.push_back(mesh);
+  }
+  const size_t count = meshes.size();
   coordinator_->SetMeshes(std::move(meshes));
-  TM_LOG_INFO("meshes applied: {}", next.size());
+  TM_LOG_INFO("meshes applied: {}", count);
   if (options_.on_meshes_changed) options_.on_meshes_changed();
 }
 
-void MeshReconciler::WriteStatus() {
-  if (informer_ == nullptr || !informer_->HasSynced()) return;
-  for (const nlohmann::json& object : informer_->Snapshot()) {
-    const std::string name = ObjectName(object);
-    if (BeingDeleted(object)) continue;
-    nlohmann::json status = ObjectStatus(object);
-    const size_t members = coordinator_->MembersOf(name).size();
-    status["memberCount"] = members;
-    status["coordinatorEndpoints"] = options_.coordinator_endpoints;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto problem = problems_.find(name);
-      if (problem != problems_.end()) {
-        kube::SetCondition(&status, "Ready", false, problem->second.reason,
-                           problem->second.message, ObjectGeneration(object));
-      } else if (applied_.count(name)) {
-        kube::SetCondition(&status, "Ready", true, "Serving",
-                           "The coordinator serves this mesh to " + std::to_string(members) +
-                               " member(s).",
-                           ObjectGeneration(object));
-      } else {
-        continue;  // Not reconciled yet.
-      }
-    }
-    status_.Write(object, status);
+absl::StatusOr<Result> MeshReconciler::Reconcile(const std::string& name) {
+  std::optional<nlohmann::json> object = meshes_->Find("", name);
+  if (!object) {
+    problems_.erase(name);
+    status_.Forget(name);
+    Apply(name, nullptr);
+    return Result{};
   }
+  if (BeingDeleted(*object)) {
+    Apply(name, nullptr);
+    if (absl::Status s = Finalize(*object); !s.ok()) return s;
+    return Result{};
+  }
+  EnsureFinalizer(*object);
+  std::string reason;
+  absl::StatusOr<MeshSpec> mesh = Resolve(*object, &reason);
+  if (mesh.ok()) {
+    problems_.erase(name);
+    Apply(name, &*mesh);
+  } else {
+    Problem problem{reason, std::string(mesh.status().message())};
+    bool serving;
+    {
+      absl::MutexLock lock(&mu_);
+      serving = applied_.contains(name);
+    }
+    if (serving) problem.message += " (members keep the last valid settings)";
+    auto old = problems_.find(name);
+    if (old == problems_.end() || old->second.message != problem.message) {
+      TM_LOG_WARN("Mesh {}: {}", name, problem.message);
+      events_->Warning(*object, problem.reason, problem.message);
+    }
+    problems_[name] = std::move(problem);
+  }
+  WriteStatus(*object);
+  return Result{options_.resync_period};
+}
+
+void MeshReconciler::WriteStatus(const nlohmann::json& object) {
+  const std::string name = ObjectName(object);
+  nlohmann::json status = ObjectStatus(object);
+  const size_t members = coordinator_->MembersOf(name).size();
+  status["memberCount"] = members;
+  status["coordinatorEndpoints"] = options_.coordinator_endpoints;
+  auto problem = problems_.find(name);
+  if (problem != problems_.end()) {
+    kube::SetCondition(&status, "Ready", false, problem->second.reason, problem->second.message,
+                       ObjectGeneration(object));
+  } else {
+    kube::SetCondition(
+        &status, "Ready", true, "Serving",
+        "The coordinator serves this mesh to " + std::to_string(members) + " member(s).",
+        ObjectGeneration(object));
+  }
+  status_.Write(object, status);
 }
 
 size_t MeshReconciler::mesh_count() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return applied_.size();
 }
 

@@ -1,13 +1,15 @@
 #include "operator/reconcilers/meshpeer_reconciler.h"
 
 #include "lib/base/log.h"
-#include "operator/kube/api_status.h"
 #include "operator/kube/conditions.h"
-#include "operator/kube/resource.h"
-#include "operator/reconcilers/meshpeer_store.h"
+#include "operator/kube/object.h"
+#include "operator/store/meshpeer_store.h"
 
 namespace tunnelmesh {
 namespace {
+
+using kube::ObjectGeneration;
+using kube::ObjectStatus;
 
 // A CamelCase reason for a refusal from the coordinator.
 std::string ReasonFor(const absl::Status& s) {
@@ -27,68 +29,85 @@ std::string ReasonFor(const absl::Status& s) {
 
 }  // namespace
 
-kube::Informer::Handlers MeshPeerReconciler::Handlers() {
-  kube::Informer::Handlers h;
-  h.on_upsert = [this](const nlohmann::json& object) { OnUpsert(object); };
-  h.on_delete = [this](const nlohmann::json& object) { OnDelete(object); };
-  return h;
+MeshPeerReconciler::MeshPeerReconciler(kube::Api* api, kube::EventRecorder* events,
+                                       Coordinator* coordinator, const kube::Informer* peers,
+                                       Options options)
+    : api_(api),
+      events_(events),
+      coordinator_(coordinator),
+      peers_(peers),
+      options_(options),
+      status_(api, kube::kMeshPeers) {}
+
+std::vector<std::string> MeshPeerReconciler::MemberNames() const {
+  std::vector<std::string> names;
+  for (const MemberStatus& m : coordinator_->Members()) names.push_back(m.record.name);
+  return names;
 }
 
-void MeshPeerReconciler::OnUpsert(const nlohmann::json& object) {
-  const std::string name = ObjectName(object);
-  if (BeingDeleted(object)) return;
-  absl::StatusOr<MemberRecord> record = MeshPeerToRecord(object);
-  absl::Status admitted = record.ok() ? coordinator_->Admit(*record) : record.status();
-  std::lock_guard<std::mutex> lock(mu_);
-  if (admitted.ok()) {
-    problems_.erase(name);
-    return;
-  }
-  const std::string reason = ReasonFor(admitted);
-  const std::string message(admitted.message());
-  auto& problem = problems_[name];
-  if (problem.second != message) {
-    TM_LOG_WARN("MeshPeer {} not admitted: {}", name, message);
-    events_->Warning(object, reason, message);
-  }
-  problem = {reason, message};
-}
-
-void MeshPeerReconciler::OnDelete(const nlohmann::json& object) {
-  const std::string name = ObjectName(object);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    problems_.erase(name);
-  }
-  status_.Forget(name);
-  // Find the member by name: the object's key may have been edited or be unreadable.
-  for (const MemberStatus& member : coordinator_->Members()) {
-    if (member.record.name == name) {
-      coordinator_->Evict(member.record.public_key, "MeshPeer " + name + " was deleted");
+const std::map<PublicKey, MemberStatus>& MeshPeerReconciler::Members() {
+  const absl::Time now = absl::Now();
+  if (now - members_at_ > options_.members_max_age) {
+    members_.clear();
+    for (MemberStatus& m : coordinator_->Members()) {
+      PublicKey key = m.record.public_key;
+      members_.emplace(key, std::move(m));
     }
+    members_at_ = now;
   }
+  return members_;
 }
 
-void MeshPeerReconciler::ResyncAll() {
-  if (informer_ == nullptr) return;
-  for (const nlohmann::json& object : informer_->Snapshot()) OnUpsert(object);
+absl::StatusOr<Result> MeshPeerReconciler::Reconcile(const std::string& name) {
+  std::optional<nlohmann::json> object = peers_->Find("", name);
+  if (!object) {
+    // The cache may not have seen a MeshPeer the coordinator's store just wrote: ask the server.
+    absl::StatusOr<nlohmann::json> live = api_->Get(kube::kMeshPeers, "", name);
+    if (live.ok()) return Result{options_.status_period};  // The informer catches up.
+    if (!absl::IsNotFound(live.status())) return live.status();
+    problems_.erase(name);
+    status_.Forget(name);
+    // By name: the deleted object's key may have been edited or be unreadable.
+    for (const MemberStatus& member : coordinator_->Members()) {
+      if (member.record.name == name) {
+        coordinator_->Evict(member.record.public_key, "MeshPeer " + name + " was deleted");
+        members_at_ = absl::InfinitePast();
+      }
+    }
+    return Result{};
+  }
+  if (kube::BeingDeleted(*object)) return Result{};
+  absl::StatusOr<MemberRecord> record = MeshPeerToRecord(*object);
+  absl::Status admitted = record.ok() ? coordinator_->Admit(*record) : record.status();
+  if (!admitted.ok()) {
+    Problem problem{ReasonFor(admitted), std::string(admitted.message())};
+    auto old = problems_.find(name);
+    if (old == problems_.end() || old->second.message != problem.message) {
+      TM_LOG_WARN("MeshPeer {} not admitted: {}", name, problem.message);
+      events_->Warning(*object, problem.reason, problem.message);
+    }
+    problems_[name] = problem;
+    nlohmann::json status = ObjectStatus(*object);
+    kube::SetCondition(&status, "Ready", false, problem.reason, problem.message,
+                       ObjectGeneration(*object));
+    status_.Write(*object, status);
+    return Result{options_.status_period};
+  }
+  if (problems_.erase(name) > 0) members_at_ = absl::InfinitePast();
+  status_.Write(*object, DesiredStatus(*object, *record));
+  return Result{options_.status_period};
 }
 
 nlohmann::json MeshPeerReconciler::DesiredStatus(const nlohmann::json& object,
-                                                 const std::map<PublicKey, MemberStatus>& members) {
-  const std::string name = ObjectName(object);
+                                                 const MemberRecord& record) {
   nlohmann::json status = ObjectStatus(object);
   const int64_t generation = ObjectGeneration(object);
-  auto problem = problems_.find(name);
-  if (problem != problems_.end()) {
-    kube::SetCondition(&status, "Ready", false, problem->second.first, problem->second.second,
-                       generation);
+  const std::map<PublicKey, MemberStatus>& members = Members();
+  auto member = members.find(record.public_key);
+  if (member == members.end()) {
+    members_at_ = absl::InfinitePast();  // Admitted just now: look again next time.
     return status;
   }
-  absl::StatusOr<MemberRecord> record = MeshPeerToRecord(object);
-  if (!record.ok()) return status;
-  auto member = members.find(record->public_key);
-  if (member == members.end()) return status;  // Not admitted yet.
   MemberStatus m = member->second;
   if (m.last_seen == absl::InfinitePast()) {
     // Not seen by this operator (it restarted, or took over): what an earlier one recorded.
@@ -96,28 +115,26 @@ nlohmann::json MeshPeerReconciler::DesiredStatus(const nlohmann::json& object,
       m.last_seen = *seen;
     }
   }
-  nlohmann::json ips = nlohmann::json::array();
-  for (const IpAddress& ip : m.record.mesh_ips) ips.push_back(ip.ToString());
+  const nlohmann::json ips = MeshIpsJson(m.record.mesh_ips);
   status["meshIPs"] = ips;
   status["endpoints"] = m.endpoints.empty() ? m.record.static_endpoints : m.endpoints;
   if (m.last_seen != absl::InfinitePast()) status["lastSeen"] = kube::FormatRfc3339(m.last_seen);
   const std::string address = ips.empty() ? "" : ips[0].get<std::string>();
   if (m.connected) {
-    status["pathSummary"] = std::to_string(m.paths.direct) + " direct, " +
-                            std::to_string(m.paths.relayed) + " relay";
-  } else {
-    status["pathSummary"] = m.last_seen == absl::InfinitePast() ? "no agent" : "disconnected";
-  }
-  if (m.connected) {
+    status["pathSummary"] =
+        std::to_string(m.paths.direct) + " direct, " + std::to_string(m.paths.relayed) + " relay";
     kube::SetCondition(&status, "Ready", true, "Connected",
                        "The member's agent follows the network map as " + address + ".",
                        generation);
   } else if (m.last_seen == absl::InfinitePast()) {
+    status["pathSummary"] = "no agent";
     kube::SetCondition(&status, "Ready", true, "Admitted",
-                       "Admitted as " + address + "; no agent has connected (a static "
-                       "WireGuard member, or its agent has not joined yet).",
+                       "Admitted as " + address +
+                           "; no agent has connected (a static WireGuard member, or its agent "
+                           "has not joined yet).",
                        generation);
   } else {
+    status["pathSummary"] = "disconnected";
     kube::SetCondition(&status, "Ready", false, "Disconnected",
                        "No agent connected since " + kube::FormatRfc3339(m.last_seen) +
                            "; established tunnels may still work. Check that tunnelmesh-agent "
@@ -125,24 +142,6 @@ nlohmann::json MeshPeerReconciler::DesiredStatus(const nlohmann::json& object,
                        generation);
   }
   return status;
-}
-
-void MeshPeerReconciler::WriteStatus() {
-  if (informer_ == nullptr || !informer_->HasSynced()) return;
-  std::map<PublicKey, MemberStatus> members;
-  for (MemberStatus& m : coordinator_->Members()) {
-    PublicKey key = m.record.public_key;
-    members.emplace(key, std::move(m));
-  }
-  for (const nlohmann::json& object : informer_->Snapshot()) {
-    if (BeingDeleted(object)) continue;
-    nlohmann::json desired;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      desired = DesiredStatus(object, members);
-    }
-    status_.Write(object, desired);
-  }
 }
 
 }  // namespace tunnelmesh

@@ -1,51 +1,62 @@
 // MeshPeer reconciler: keeps the coordinator in line with the MeshPeer objects and writes their
-// status. An object created or edited by anyone (an admin pre-creating a member with a public key,
-// a label edit, the objects found at startup) is admitted into the coordinator, which allocates
-// missing addresses; a deleted object evicts its member from every map within the informer's
-// latency. Status (mesh IPs, endpoints, last seen, a Ready condition that says what is wrong) is
-// written by WriteStatus, only when it changed.
+// status, one object (key = its name) at a time, level-triggered (controller.h). An object that
+// exists is admitted into the coordinator (an admin pre-creating a member with a public key, a
+// label edit, the objects found at startup); the coordinator allocates missing addresses. A name
+// with no object (confirmed with the API server, since the cache may lag a registration's write)
+// evicts its member. Status (mesh IPs, endpoints, last seen, path summary, a Ready condition that
+// says what is wrong) is derived from the coordinator's state at each reconcile and written only
+// when it changed; the key is looked at again every Options::status_period because a member's
+// connection changes without any MeshPeer event.
 //
-// Thread-safe: informer handlers and the operator's periodic tick call in concurrently.
+// Thread-compatible: called on its controller's worker only.
 #pragma once
 
 #include <map>
-#include <mutex>
 #include <string>
 
+#include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "operator/coordinator/coordinator.h"
-#include "operator/kube/client.h"
+#include "operator/kube/api.h"
 #include "operator/kube/events.h"
 #include "operator/kube/informer.h"
+#include "operator/reconcilers/controller.h"
 #include "operator/reconcilers/status_writer.h"
 
 namespace tunnelmesh {
 
-class MeshPeerReconciler {
+class MeshPeerReconciler final : public Reconciler {
  public:
-  MeshPeerReconciler(kube::Client* client, kube::EventRecorder* events, Coordinator* coordinator)
-      : status_(client, kube::kMeshPeers), events_(events), coordinator_(coordinator) {}
+  struct Options {
+    absl::Duration status_period = absl::Seconds(1);
+    // How old the coordinator's member list may be when a status is derived from it (one copy
+    // serves many keys in a row).
+    absl::Duration members_max_age = absl::Milliseconds(200);
+  };
+  // Everything must outlive the reconciler; `peers` is the MeshPeer informer.
+  MeshPeerReconciler(kube::Api* api, kube::EventRecorder* events, Coordinator* coordinator,
+                     const kube::Informer* peers, Options options);
 
-  kube::Informer::Handlers Handlers();
-  // Re-admits every cached object, after the set of meshes changed. Needs set_informer.
-  void ResyncAll();
-  // Writes the status of every MeshPeer whose status is out of date.
-  void WriteStatus();
-  void set_informer(const kube::Informer* informer) { informer_ = informer; }
+  [[nodiscard]] absl::StatusOr<Result> Reconcile(const std::string& name) override;
+  // Names of members the coordinator has (after a list: those whose object may be gone).
+  std::vector<std::string> MemberNames() const;
 
  private:
-  void OnUpsert(const nlohmann::json& object);
-  void OnDelete(const nlohmann::json& object);
-  nlohmann::json DesiredStatus(const nlohmann::json& object,
-                               const std::map<PublicKey, MemberStatus>& members);
+  struct Problem {
+    std::string reason, message;
+  };
+  nlohmann::json DesiredStatus(const nlohmann::json& object, const MemberRecord& record);
+  const std::map<PublicKey, MemberStatus>& Members();
 
-  StatusWriter status_;
+  kube::Api* const api_;
   kube::EventRecorder* const events_;
   Coordinator* const coordinator_;
-  const kube::Informer* informer_ = nullptr;
-  std::mutex mu_;
-  // Objects that cannot be admitted: name -> {reason, message}.
-  std::map<std::string, std::pair<std::string, std::string>> problems_;
+  const kube::Informer* const peers_;
+  const Options options_;
+  StatusWriter status_;
+  std::map<std::string, Problem> problems_;  // objects that cannot be admitted, by name
+  std::map<PublicKey, MemberStatus> members_;
+  absl::Time members_at_ = absl::InfinitePast();
 };
 
 }  // namespace tunnelmesh

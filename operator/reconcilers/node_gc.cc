@@ -1,35 +1,39 @@
 #include "operator/reconcilers/node_gc.h"
 
+#include <set>
+
 #include "lib/base/log.h"
-#include "operator/kube/api_status.h"
-#include "operator/reconcilers/status_writer.h"
 
 namespace tunnelmesh {
 
-kube::Informer::Handlers NodeGarbageCollector::Handlers() {
-  kube::Informer::Handlers h;
-  h.on_delete = [this](const nlohmann::json& node) { Collect(ObjectName(node)); };
-  h.on_synced = [this] { Collect(""); };
-  return h;
-}
-
-bool NodeGarbageCollector::NodeExists(const std::string& name) const {
-  return informer_ != nullptr && informer_->Find("", name).has_value();
-}
-
-void NodeGarbageCollector::Collect(const std::string& node) {
+std::vector<std::string> NodeGarbageCollector::NodeNames() const {
+  std::set<std::string> names;
   for (const MemberStatus& member : coordinator_->Members()) {
     auto label = member.record.labels.find(kNodeLabel);
-    if (label == member.record.labels.end()) continue;
-    if (node.empty() ? NodeExists(label->second) : label->second != node) continue;
+    if (label != member.record.labels.end()) names.insert(label->second);
+  }
+  return {names.begin(), names.end()};
+}
+
+absl::StatusOr<Result> NodeGarbageCollector::Reconcile(const std::string& node) {
+  if (nodes_->Find("", node).has_value()) return Result{};
+  absl::StatusOr<nlohmann::json> live = api_->Get(kube::kNodes, "", node);
+  if (live.ok()) return Result{};  // The cache lags.
+  if (!absl::IsNotFound(live.status())) return live.status();
+  absl::Status first_error;
+  for (const MemberStatus& member : coordinator_->Members()) {
+    auto label = member.record.labels.find(kNodeLabel);
+    if (label == member.record.labels.end() || label->second != node) continue;
     absl::Status s = coordinator_->Leave(member.record.public_key);
     if (s.ok()) {
-      TM_LOG_INFO("Node {} is gone: removed its member {}", label->second, member.record.name);
-    } else {
-      TM_LOG_WARN("Node {} is gone, but removing member {} failed (retried at the next Node "
-                  "list): {}", label->second, member.record.name, std::string(s.message()));
+      TM_LOG_INFO("Node {} is gone: removed its member {}", node, member.record.name);
+    } else if (first_error.ok()) {
+      first_error =
+          absl::Status(s.code(), "Node " + node + " is gone, but removing member " +
+                                     member.record.name + " failed: " + std::string(s.message()));
     }
   }
+  return first_error.ok() ? absl::StatusOr<Result>(Result{}) : first_error;
 }
 
 }  // namespace tunnelmesh

@@ -1,70 +1,57 @@
 #include "operator/reconcilers/policy_reconciler.h"
 
 #include "lib/base/log.h"
-#include "operator/kube/api_status.h"
-#include "operator/coordinator/policy.h"
+#include "operator/api/peer_policy.h"
 #include "operator/kube/conditions.h"
+#include "operator/kube/object.h"
 
 namespace tunnelmesh {
-kube::Informer::Handlers PolicyReconciler::Handlers() {
-  kube::Informer::Handlers h;
-  h.on_upsert = [this](const nlohmann::json&) { Reconcile(); };
-  h.on_delete = [this](const nlohmann::json&) { Reconcile(); };
-  h.on_synced = [this] { Reconcile(); };
-  return h;
-}
 
-void PolicyReconciler::Reconcile() {
-  if (informer_ == nullptr) return;
+absl::StatusOr<Result> PolicyReconciler::Reconcile(const std::string& name) {
   std::vector<PeerPolicySpec> accepted;
-  std::map<std::string, Verdict> verdicts;
-  std::vector<std::pair<nlohmann::json, Verdict>> rejected;
-  for (const nlohmann::json& object : informer_->Snapshot()) {
-    const std::string name = ObjectName(object);
+  std::optional<nlohmann::json> target;
+  Verdict verdict;
+  for (const nlohmann::json& object : policies_->Snapshot()) {
     Verdict v;
     absl::StatusOr<PeerPolicySpec> policy = ParsePeerPolicy(object);
     if (!policy.ok()) {
       v = {false, "InvalidSpec", std::string(policy.status().message())};
-    } else if (meshes_ != nullptr && !meshes_->Find("", policy->mesh).has_value()) {
+    } else if (!meshes_->Find("", policy->mesh).has_value()) {
       v = {false, "MeshNotFound",
-           "spec.mesh names Mesh \"" + policy->mesh + "\", which does not exist (kubectl get "
-           "meshes)"};
+           "spec.mesh names Mesh \"" + policy->mesh +
+               "\", which does not exist (kubectl get meshes)"};
     } else {
       v = {true, "Accepted",
            "Valid and stored by the coordinator. Not enforced yet: this release does not program "
            "packet filters from policies."};
       accepted.push_back(*std::move(policy));
     }
-    if (!v.ok) rejected.emplace_back(object, v);
-    verdicts[name] = v;
+    if (kube::ObjectName(object) == name) {
+      target = object;
+      verdict = v;
+    }
   }
   const size_t count = accepted.size();
   coordinator_->SetPolicies(std::move(accepted));
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [object, v] : rejected) {
-    auto old = verdicts_.find(ObjectName(object));
-    if (old == verdicts_.end() || old->second.message != v.message) {
-      TM_LOG_WARN("PeerPolicy {} rejected: {}", ObjectName(object), v.message);
-      events_->Warning(object, v.reason, v.message);
-    }
-  }
-  verdicts_ = std::move(verdicts);
   TM_LOG_DEBUG("policies stored: {}", count);
-}
-
-void PolicyReconciler::WriteStatus() {
-  if (informer_ == nullptr || !informer_->HasSynced()) return;
-  for (const nlohmann::json& object : informer_->Snapshot()) {
-    nlohmann::json status = ObjectStatus(object);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto v = verdicts_.find(ObjectName(object));
-      if (v == verdicts_.end()) continue;
-      kube::SetCondition(&status, "Ready", v->second.ok, v->second.reason, v->second.message,
-                         ObjectGeneration(object));
-    }
-    status_.Write(object, status);
+  if (!target) {
+    rejected_.erase(name);
+    status_.Forget(name);
+    return Result{};
   }
+  if (verdict.ok) {
+    rejected_.erase(name);
+  } else if (auto old = rejected_.find(name);
+             old == rejected_.end() || old->second != verdict.message) {
+    TM_LOG_WARN("PeerPolicy {} rejected: {}", name, verdict.message);
+    events_->Warning(*target, verdict.reason, verdict.message);
+    rejected_[name] = verdict.message;
+  }
+  nlohmann::json status = kube::ObjectStatus(*target);
+  kube::SetCondition(&status, "Ready", verdict.ok, verdict.reason, verdict.message,
+                     kube::ObjectGeneration(*target));
+  status_.Write(*target, status);
+  return Result{};
 }
 
 }  // namespace tunnelmesh

@@ -1,6 +1,8 @@
-#include "operator/reconcilers/meshpeer_store.h"
+#include "operator/store/meshpeer_store.h"
 
 #include "gtest/gtest.h"
+#include "operator/kube/object.h"
+#include "operator/kube/testing/fake_api.h"
 
 namespace tunnelmesh {
 namespace {
@@ -51,6 +53,46 @@ TEST(MeshPeerStoreTest, ErrorsNameTheField) {
             std::string::npos);
   EXPECT_FALSE(MeshPeerToRecord(nlohmann::json::array()).ok());
   EXPECT_FALSE(MeshPeerToRecord({{"metadata", 5}}).ok());
+}
+
+TEST(KubeMemberStoreTest, PutWritesSpecAndStatusRemoveDeletes) {
+  InitCrypto();
+  kube::testing::FakeApi api;
+  KubeMemberStore store(&api);
+  MemberRecord r = Record();
+  r.mesh_ips = {*IpAddress::Parse("10.99.0.9")};
+  ASSERT_TRUE(store.Put(r).ok());
+  absl::StatusOr<nlohmann::json> object = api.Get(kube::kMeshPeers, "", "laptop");
+  ASSERT_TRUE(object.ok());
+  EXPECT_EQ((*object)["status"]["meshIPs"], nlohmann::json({"10.99.0.9"}));
+  EXPECT_EQ((*object)["metadata"]["labels"]["role"], "ci");
+  // A label dropped and the name changed: the old object goes, the new one has no such label.
+  MemberRecord renamed = r;
+  renamed.name = "laptop-2";
+  renamed.labels.clear();
+  ASSERT_TRUE(store.Put(renamed).ok());
+  EXPECT_TRUE(absl::IsNotFound(api.Get(kube::kMeshPeers, "", "laptop").status()));
+  absl::StatusOr<nlohmann::json> second = api.Get(kube::kMeshPeers, "", "laptop-2");
+  ASSERT_TRUE(second.ok());
+  EXPECT_TRUE((*second)["metadata"]["labels"].empty());
+  // A name that belongs to another key is refused.
+  MemberRecord other = Record();
+  other.name = "laptop-2";
+  EXPECT_TRUE(absl::IsAlreadyExists(store.Put(other)));
+  ASSERT_TRUE(store.Remove(renamed.public_key).ok());
+  EXPECT_TRUE(absl::IsNotFound(api.Get(kube::kMeshPeers, "", "laptop-2").status()));
+  EXPECT_TRUE(store.members().empty());
+}
+
+TEST(KubeMemberStoreTest, ApiErrorsNameTheObjectAndKeepMemory) {
+  InitCrypto();
+  kube::testing::FakeApi api;
+  KubeMemberStore store(&api);
+  api.FailNext("create", "meshpeers", absl::UnavailableError("injected"));
+  absl::Status s = store.Put(Record());
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(s.message().find("MeshPeer laptop"), std::string::npos);
+  EXPECT_TRUE(store.members().empty());
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
-// A Kubernetes API client on cpprestsdk: typed-resource CRUD, list with paging, streaming watch.
-// Objects are nlohmann::json as the API server sends them.
+// kube::Api over HTTPS on cpprestsdk: typed-resource CRUD, list with paging, streaming watch.
+// Objects are nlohmann::json as the API server sends them. The interface and its contract are in
+// api.h; this is the one implementation that talks to a real API server.
 //
 // Errors: every failure is an absl::Status whose message names the request ("GET /api/v1/...")
 // and, when the server answered, the HTTP status and its Status.message; codes follow
@@ -7,9 +8,9 @@
 // kInvalidArgument, 429/5xx/connection errors/timeouts kUnavailable). No exception leaves this
 // library: cpprestsdk's are caught in client.cc, the one boundary.
 //
-// Thread-safety: a Client is shared by the whole process; every method may be called from any
+// Thread-safety: an HttpApi is shared by the whole process; every method may be called from any
 // thread at once. Calls block the caller (up to Options::request_timeout); do not call them from
-// cpprestsdk's own threads. The Client must outlive every call in progress, including Watch().
+// cpprestsdk's own threads. The HttpApi must outlive every call in progress, including Watch().
 #pragma once
 
 #include <atomic>
@@ -22,13 +23,14 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
+#include "operator/kube/api.h"
 #include "operator/kube/api_status.h"
 #include "operator/kube/config.h"
 #include "operator/kube/resource.h"
 
 namespace tunnelmesh::kube {
 
-struct ClientCounters {
+struct HttpApiCounters {
   std::atomic<uint64_t> requests{0};      // HTTP requests sent, watches included
   std::atomic<uint64_t> failures{0};      // calls that returned an error (any code)
   std::atomic<uint64_t> list_pages{0};    // pages read by List()
@@ -37,7 +39,7 @@ struct ClientCounters {
   std::atomic<uint64_t> token_reads{0};   // reads of ClusterConfig::token_file
 };
 
-class Client {
+class HttpApi final : public Api {
  public:
   struct Options {
     int list_page_size = 500;                            // `limit` of each List page
@@ -47,43 +49,43 @@ class Client {
   };
 
   // kInvalidArgument when the server URL, CA, client certificate or key is unusable.
-  static absl::StatusOr<std::unique_ptr<Client>> Create(ClusterConfig config);
-  static absl::StatusOr<std::unique_ptr<Client>> Create(ClusterConfig config, Options options);
-  ~Client();
-  Client(const Client&) = delete;
-  Client& operator=(const Client&) = delete;
+  static absl::StatusOr<std::unique_ptr<HttpApi>> Create(ClusterConfig config);
+  static absl::StatusOr<std::unique_ptr<HttpApi>> Create(ClusterConfig config, Options options);
+  ~HttpApi() override;
+  HttpApi(const HttpApi&) = delete;
+  HttpApi& operator=(const HttpApi&) = delete;
 
   // `ns` is ignored for cluster-scoped resources.
   [[nodiscard]] absl::StatusOr<nlohmann::json> Get(const Resource& resource, const std::string& ns,
-                                                   const std::string& name);
+                                                   const std::string& name) override;
   // The List object (items + metadata.resourceVersion of the last page), following `continue`
   // pages. `ns` empty on a namespaced resource lists all namespaces. A 410 while paging (the
   // continue token expired) is kOutOfRange: list again.
-  [[nodiscard]] absl::StatusOr<nlohmann::json> List(const Resource& resource, const std::string& ns,
-                                                    const std::string& label_selector = "",
-                                                    const std::string& field_selector = "");
+  [[nodiscard]] absl::StatusOr<nlohmann::json> List(
+      const Resource& resource, const std::string& ns, const std::string& label_selector = "",
+      const std::string& field_selector = "") override;
   // POST to the collection; the namespace is `ns`, else the object's metadata.namespace. Also
   // creates objects that are only ever created (TokenReview).
   [[nodiscard]] absl::StatusOr<nlohmann::json> Create(const Resource& resource,
                                                       const std::string& ns,
-                                                      const nlohmann::json& object);
+                                                      const nlohmann::json& object) override;
   // PUT of the object at metadata.name; with metadata.resourceVersion a stale object is kAborted.
   [[nodiscard]] absl::StatusOr<nlohmann::json> Update(const Resource& resource,
                                                       const std::string& ns,
-                                                      const nlohmann::json& object);
+                                                      const nlohmann::json& object) override;
   // PUT .../status.
   [[nodiscard]] absl::StatusOr<nlohmann::json> UpdateStatus(const Resource& resource,
                                                             const std::string& ns,
-                                                            const nlohmann::json& object);
+                                                            const nlohmann::json& object) override;
   [[nodiscard]] absl::StatusOr<nlohmann::json> Patch(const Resource& resource,
                                                      const std::string& ns, const std::string& name,
                                                      const nlohmann::json& patch,
                                                      PatchType type = PatchType::kMerge,
-                                                     bool status_subresource = false);
+                                                     bool status_subresource = false) override;
   // With `uid_precondition`, deletes only that incarnation of the object (else kAborted).
   [[nodiscard]] absl::Status Delete(const Resource& resource, const std::string& ns,
                                     const std::string& name,
-                                    const std::string& uid_precondition = "");
+                                    const std::string& uid_precondition = "") override;
 
   // Streams a watch from `resource_version` (allowWatchBookmarks=true,
   // timeoutSeconds=timeout_seconds), reading the body line by line as it arrives. Calls
@@ -95,14 +97,14 @@ class Client {
                                    const std::string& resource_version, int timeout_seconds,
                                    const std::function<bool(const WatchEvent&)>& on_event,
                                    const std::atomic<bool>* stop,
-                                   const std::string& label_selector = "");
+                                   const std::string& label_selector = "") override;
 
   const ClusterConfig& config() const;
-  const ClientCounters& counters() const;
+  const HttpApiCounters& counters() const;
 
  private:
   struct Impl;
-  explicit Client(std::unique_ptr<Impl> impl);
+  explicit HttpApi(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,4 +1,4 @@
-#include "operator/coordinator/policy.h"
+#include "operator/api/peer_policy.h"
 
 #include <cctype>
 #include <string_view>
@@ -100,12 +100,14 @@ absl::StatusOr<std::vector<PeerSelectorTerm>> ParseTerms(const nlohmann::json& s
       *slot = *std::move(selector);
     }
     if (!term.peer && !term.namespace_selector && !term.pod) {
-      return Invalid(where, "needs peerSelector, or podSelector and/or namespaceSelector ({} "
-                            "selects all)");
+      return Invalid(where,
+                     "needs peerSelector, or podSelector and/or namespaceSelector ({} "
+                     "selects all)");
     }
     if (term.peer && (term.namespace_selector || term.pod)) {
-      return Invalid(where, "peerSelector selects MeshPeers and cannot be combined with "
-                            "podSelector or namespaceSelector in one entry; use two entries");
+      return Invalid(where,
+                     "peerSelector selects MeshPeers and cannot be combined with "
+                     "podSelector or namespaceSelector in one entry; use two entries");
     }
     terms.push_back(std::move(term));
   }
@@ -120,16 +122,19 @@ absl::Status CheckLabel(const std::string& key, const std::string& value) {
     std::string_view prefix = std::string_view(key).substr(0, slash);
     name = std::string_view(key).substr(slash + 1);
     if (prefix.empty() || prefix.size() > 253 || !IsLabelPart(prefix, false)) {
-      return absl::InvalidArgumentError("label \"" + key + "\": the prefix before '/' must be "
+      return absl::InvalidArgumentError("label \"" + key +
+                                        "\": the prefix before '/' must be "
                                         "a DNS subdomain");
     }
   }
   if (!IsLabelPart(name, false)) {
-    return absl::InvalidArgumentError("label \"" + key + "\": a key is at most 63 letters, "
+    return absl::InvalidArgumentError("label \"" + key +
+                                      "\": a key is at most 63 letters, "
                                       "digits, '-', '_' or '.', starting and ending alphanumeric");
   }
   if (!IsLabelPart(value, true)) {
-    return absl::InvalidArgumentError("label \"" + key + "=" + value + "\": a value is empty or "
+    return absl::InvalidArgumentError("label \"" + key + "=" + value +
+                                      "\": a value is empty or "
                                       "at most 63 letters, digits, '-', '_' or '.', starting and "
                                       "ending alphanumeric");
   }
@@ -149,7 +154,8 @@ absl::StatusOr<PeerPolicySpec> ParsePeerPolicy(const nlohmann::json& object) {
   }
   const nlohmann::json& spec = *spec_it;
   const nlohmann::json mesh = spec.value("mesh", nlohmann::json());
-  if (!mesh.is_string() || mesh.get<std::string>().empty()) return Invalid("spec.mesh", "is required");
+  if (!mesh.is_string() || mesh.get<std::string>().empty())
+    return Invalid("spec.mesh", "is required");
   policy.mesh = mesh.get<std::string>();
   const nlohmann::json action = spec.value("action", nlohmann::json());
   if (action != "Allow" && action != "Deny") return Invalid("spec.action", "must be Allow or Deny");

@@ -1,4 +1,4 @@
-#include "operator/coordinator/policy.h"
+#include "operator/api/peer_policy.h"
 
 #include "gtest/gtest.h"
 

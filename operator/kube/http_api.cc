@@ -1,4 +1,4 @@
-// Client on cpprestsdk's http_client. This file is the one boundary where cpprestsdk's (and
+// HttpApi on cpprestsdk's http_client. This file is the one boundary where cpprestsdk's (and
 // Boost.Asio's) exceptions are caught; nothing here lets one escape.
 //
 // pplx tasks: a task whose exception nobody observes terminates the process when it is destroyed
@@ -6,7 +6,7 @@
 // observes it (WaitForTask).
 // cpprestsdk otherwise defines a macro `U` that breaks fmt (spdlog) and anything else naming U.
 #define _TURN_OFF_PLATFORM_STRING
-#include "operator/kube/client.h"
+#include "operator/kube/http_api.h"
 
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -97,12 +97,12 @@ std::chrono::seconds Seconds(absl::Duration duration) {
 
 }  // namespace
 
-struct Client::Impl {
+struct HttpApi::Impl {
   ClusterConfig config;
   Options options;
   web::uri base;
   std::unique_ptr<http_client::http_client> http;  // shared by all non-watch requests
-  ClientCounters counters;
+  HttpApiCounters counters;
 
   std::mutex token_mu;
   std::string token;                                // guarded by token_mu
@@ -117,7 +117,7 @@ struct Client::Impl {
       try {
         ConfigureTls(ctx, tls);
       } catch (const std::exception& e) {
-        // Checked in Client::Create; here only if the library changed under us.
+        // Checked in HttpApi::Create; here only if the library changed under us.
         TM_LOG_ERROR("kube client: cannot load TLS material: {}", e.what());
       }
     });
@@ -227,7 +227,7 @@ struct Client::Impl {
                      const std::atomic<bool>* stop);
 };
 
-absl::Status Client::Impl::Watch(const std::string& path_query, int timeout_seconds,
+absl::Status HttpApi::Impl::Watch(const std::string& path_query, int timeout_seconds,
                                  const std::function<bool(const WatchEvent&)>& on_event,
                                  const std::atomic<bool>* stop) {
   const std::string what = "WATCH " + path_query;
@@ -305,14 +305,14 @@ absl::Status Client::Impl::Watch(const std::string& path_query, int timeout_seco
   }
 }
 
-Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Client::~Client() = default;
+HttpApi::HttpApi(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpApi::~HttpApi() = default;
 
-absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClusterConfig config) {
+absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Create(ClusterConfig config) {
   return Create(std::move(config), Options());
 }
 
-absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClusterConfig config, Options options) {
+absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Create(ClusterConfig config, Options options) {
   auto impl = std::make_unique<Impl>();
   if (options.list_page_size < 1) {
     return absl::InvalidArgumentError("kube client: list_page_size must be at least 1");
@@ -349,15 +349,15 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClusterConfig config, Opt
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError("kube client: " + std::string(e.what()));
   }
-  return std::unique_ptr<Client>(new Client(std::move(impl)));
+  return std::unique_ptr<HttpApi>(new HttpApi(std::move(impl)));
 }
 
-absl::StatusOr<nlohmann::json> Client::Get(const Resource& resource, const std::string& ns,
+absl::StatusOr<nlohmann::json> HttpApi::Get(const Resource& resource, const std::string& ns,
                                            const std::string& name) {
   return impl_->Call("GET", ResourcePath(resource, ns, name));
 }
 
-absl::StatusOr<nlohmann::json> Client::List(const Resource& resource, const std::string& ns,
+absl::StatusOr<nlohmann::json> HttpApi::List(const Resource& resource, const std::string& ns,
                                             const std::string& label_selector,
                                             const std::string& field_selector) {
   nlohmann::json result;
@@ -393,7 +393,7 @@ absl::StatusOr<nlohmann::json> Client::List(const Resource& resource, const std:
   return result;
 }
 
-absl::StatusOr<nlohmann::json> Client::Create(const Resource& resource, const std::string& ns,
+absl::StatusOr<nlohmann::json> HttpApi::Create(const Resource& resource, const std::string& ns,
                                               const nlohmann::json& object) {
   const std::string object_ns = ns.empty() ? ObjectNamespace(object) : ns;
   if (resource.namespaced && object_ns.empty()) {
@@ -403,24 +403,24 @@ absl::StatusOr<nlohmann::json> Client::Create(const Resource& resource, const st
   return impl_->Call("POST", ResourcePath(resource, object_ns, ""), object.dump());
 }
 
-absl::StatusOr<nlohmann::json> Client::Update(const Resource& resource, const std::string& ns,
+absl::StatusOr<nlohmann::json> HttpApi::Update(const Resource& resource, const std::string& ns,
                                               const nlohmann::json& object) {
   return impl_->Put(resource, ns, object, "");
 }
 
-absl::StatusOr<nlohmann::json> Client::UpdateStatus(const Resource& resource, const std::string& ns,
+absl::StatusOr<nlohmann::json> HttpApi::UpdateStatus(const Resource& resource, const std::string& ns,
                                                     const nlohmann::json& object) {
   return impl_->Put(resource, ns, object, "status");
 }
 
-absl::StatusOr<nlohmann::json> Client::Patch(const Resource& resource, const std::string& ns,
+absl::StatusOr<nlohmann::json> HttpApi::Patch(const Resource& resource, const std::string& ns,
                                              const std::string& name, const nlohmann::json& patch,
                                              PatchType type, bool status_subresource) {
   return impl_->Call("PATCH", ResourcePath(resource, ns, name, status_subresource ? "status" : ""),
                      patch.dump(), PatchContentType(type));
 }
 
-absl::Status Client::Delete(const Resource& resource, const std::string& ns,
+absl::Status HttpApi::Delete(const Resource& resource, const std::string& ns,
                             const std::string& name, const std::string& uid_precondition) {
   std::string body;
   if (!uid_precondition.empty()) {
@@ -432,7 +432,7 @@ absl::Status Client::Delete(const Resource& resource, const std::string& ns,
   return impl_->Call("DELETE", ResourcePath(resource, ns, name), body).status();
 }
 
-absl::Status Client::Watch(const Resource& resource, const std::string& ns,
+absl::Status HttpApi::Watch(const Resource& resource, const std::string& ns,
                            const std::string& resource_version, int timeout_seconds,
                            const std::function<bool(const WatchEvent&)>& on_event,
                            const std::atomic<bool>* stop, const std::string& label_selector) {
@@ -446,8 +446,8 @@ absl::Status Client::Watch(const Resource& resource, const std::string& ns,
   return impl_->Watch(path, timeout_seconds, on_event, stop);
 }
 
-const ClusterConfig& Client::config() const { return impl_->config; }
+const ClusterConfig& HttpApi::config() const { return impl_->config; }
 
-const ClientCounters& Client::counters() const { return impl_->counters; }
+const HttpApiCounters& HttpApi::counters() const { return impl_->counters; }
 
 }  // namespace tunnelmesh::kube

@@ -14,31 +14,32 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "operator/api/meshpeer.h"
 #include "operator/coordinator/state_store.h"
-#include "operator/kube/client.h"
+#include "operator/kube/api.h"
 
 namespace tunnelmesh {
 
 // MeshPeer <-> MemberRecord. The record's name is the object's name; addresses come from
 // status.meshIPs (unparsable ones are dropped, and the coordinator allocates anew). Errors name
 // the field to fix.
-absl::StatusOr<MemberRecord> MeshPeerToRecord(const nlohmann::json& object);
+[[nodiscard]] absl::StatusOr<MemberRecord> MeshPeerToRecord(const nlohmann::json& object);
 // The MeshPeer's metadata (name, labels) and spec for `record`.
 nlohmann::json MeshPeerFor(const MemberRecord& record);
 
 class KubeMemberStore final : public MemberStore {
  public:
-  explicit KubeMemberStore(kube::Client* client) : client_(client) {}
+  explicit KubeMemberStore(kube::Api* client) : client_(client) {}
 
   const std::map<PublicKey, MemberRecord>& members() const override { return members_; }
-  absl::Status Put(const MemberRecord& record) override;
-  absl::Status Remove(const PublicKey& key) override;
+  [[nodiscard]] absl::Status Put(const MemberRecord& record) override;
+  [[nodiscard]] absl::Status Remove(const PublicKey& key) override;
   void Observe(const PublicKey& key, const MemberRecord* record) override;
 
  private:
-  absl::Status WriteObject(const MemberRecord& record);
+  [[nodiscard]] absl::Status WriteObject(const MemberRecord& record);
 
-  kube::Client* const client_;
+  kube::Api* const client_;
   std::map<PublicKey, MemberRecord> members_;
 };
 

@@ -37,9 +37,9 @@ struct PeerSelectorTerm {
 };
 
 struct PortRule {
-  std::string protocol;  // TCP, UDP, ICMP
-  uint16_t port = 0;     // 0: all
-  uint16_t end_port = 0; // 0: just `port`
+  std::string protocol;   // TCP, UDP, ICMP
+  uint16_t port = 0;      // 0: all
+  uint16_t end_port = 0;  // 0: just `port`
   bool operator==(const PortRule&) const = default;
 };
 

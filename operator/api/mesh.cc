@@ -1,0 +1,163 @@
+#include "operator/api/mesh.h"
+
+#include <sodium.h>
+
+#include "yaml-cpp/yaml.h"
+
+namespace tunnelmesh {
+namespace {
+
+std::string Where(const std::string& file, const std::string& kind, const std::string& name) {
+  return file + ": " + kind + " \"" + name + "\"";
+}
+
+// A DNS-1123 label: what Kubernetes accepts as a cluster-scoped object name and what *.mesh names
+// need.
+bool IsDnsLabel(const std::string& s) {
+  if (s.empty() || s.size() > 63) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return s.front() != '-' && s.back() != '-';
+}
+
+std::string Scalar(const YAML::Node& node) {
+  return node && node.IsScalar() ? node.as<std::string>() : std::string();
+}
+
+std::optional<std::string> Base64Decode(const std::string& text) {
+  std::string out(text.size(), '\0');
+  size_t len = 0;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
+                        text.size(), "\n\r ", &len, nullptr, sodium_base64_VARIANT_ORIGINAL) != 0) {
+    return std::nullopt;
+  }
+  out.resize(len);
+  return out;
+}
+
+absl::Status ParseMesh(const YAML::Node& doc, const std::string& file, MeshSpec* mesh) {
+  mesh->source = file;
+  mesh->name = Scalar(doc["metadata"]["name"]);
+  const std::string where = Where(file, "Mesh", mesh->name);
+  if (!IsDnsLabel(mesh->name)) {
+    return absl::InvalidArgumentError(file + ": Mesh metadata.name \"" + mesh->name +
+                                      "\" must be a DNS label (lowercase letters, digits, '-')");
+  }
+  const YAML::Node spec = doc["spec"];
+  if (!spec || !spec.IsMap()) return absl::InvalidArgumentError(where + ": spec is missing");
+  const std::string v4 = Scalar(spec["ipv4CIDR"]);
+  if (v4.empty()) return absl::InvalidArgumentError(where + ": spec.ipv4CIDR is required");
+  absl::StatusOr<Prefix> v4_prefix = Prefix::Parse(v4);
+  if (!v4_prefix.ok() || !v4_prefix->address().is_v4() || v4_prefix->length() > 30) {
+    return absl::InvalidArgumentError(where + ": spec.ipv4CIDR \"" + v4 +
+                                      "\" must be an IPv4 prefix of length /30 or shorter, e.g. "
+                                      "10.99.0.0/16");
+  }
+  mesh->ipv4_cidr = *v4_prefix;
+  const std::string v6 = Scalar(spec["ipv6CIDR"]);
+  if (!v6.empty()) {
+    absl::StatusOr<Prefix> v6_prefix = Prefix::Parse(v6);
+    if (!v6_prefix.ok() || !v6_prefix->address().is_v6() || v6_prefix->length() > 120) {
+      return absl::InvalidArgumentError(where + ": spec.ipv6CIDR \"" + v6 +
+                                        "\" must be an IPv6 prefix of length /120 or shorter, "
+                                        "e.g. fd99:99::/48");
+    }
+    mesh->ipv6_cidr = *v6_prefix;
+  }
+  const std::string domain = Scalar(spec["domain"]);
+  if (!domain.empty()) mesh->domain = domain;
+  const std::string action = Scalar(spec["defaultAction"]);
+  if (!action.empty()) {
+    if (action != "Deny" && action != "Allow") {
+      return absl::InvalidArgumentError(where + ": spec.defaultAction \"" + action +
+                                        "\" must be Deny or Allow");
+    }
+    mesh->default_action = action;
+  }
+  const YAML::Node ref = spec["joinTokenSecretRef"];
+  if (!ref || !ref.IsMap()) {
+    return absl::InvalidArgumentError(where +
+                                      ": spec.joinTokenSecretRef {namespace, name, key} "
+                                      "is required");
+  }
+  mesh->join_token_ref.namespace_name = Scalar(ref["namespace"]);
+  mesh->join_token_ref.name = Scalar(ref["name"]);
+  if (!Scalar(ref["key"]).empty()) mesh->join_token_ref.key = Scalar(ref["key"]);
+  if (mesh->join_token_ref.namespace_name.empty() || mesh->join_token_ref.name.empty()) {
+    return absl::InvalidArgumentError(where + ": spec.joinTokenSecretRef needs namespace and name");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseSecret(const YAML::Node& doc, const std::string& file,
+                         std::map<std::string, std::map<std::string, std::string>>* secrets) {
+  const std::string ns = Scalar(doc["metadata"]["namespace"]);
+  const std::string name = Scalar(doc["metadata"]["name"]);
+  const std::string where = Where(file, "Secret", ns + "/" + name);
+  auto& values = (*secrets)[ns + "/" + name];
+  if (const YAML::Node string_data = doc["stringData"]; string_data && string_data.IsMap()) {
+    for (const auto& kv : string_data) values[kv.first.as<std::string>()] = Scalar(kv.second);
+  }
+  if (const YAML::Node data = doc["data"]; data && data.IsMap()) {
+    for (const auto& kv : data) {
+      std::optional<std::string> decoded = Base64Decode(Scalar(kv.second));
+      if (!decoded) {
+        return absl::InvalidArgumentError(where + ": data." + kv.first.as<std::string>() +
+                                          " is not base64");
+      }
+      values[kv.first.as<std::string>()] = *decoded;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ParseManifestText(const std::string& text, const std::string& file,
+                               std::vector<MeshSpec>* meshes,
+                               std::map<std::string, std::map<std::string, std::string>>* secrets) {
+  // yaml-cpp reports errors by throwing; this is the one place they are caught.
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(file + ": not valid YAML: " + e.what());
+  }
+  try {
+    for (const YAML::Node& doc : docs) {
+      if (!doc || doc.IsNull()) continue;
+      if (!doc.IsMap()) return absl::InvalidArgumentError(file + ": a document is not a mapping");
+      const std::string api = Scalar(doc["apiVersion"]);
+      const std::string kind = Scalar(doc["kind"]);
+      if (kind == "Mesh") {
+        if (api != "tunnelmesh.io/v1alpha1") {
+          return absl::InvalidArgumentError(file + ": Mesh has apiVersion \"" + api +
+                                            "\"; expected tunnelmesh.io/v1alpha1");
+        }
+        MeshSpec mesh;
+        if (absl::Status s = ParseMesh(doc, file, &mesh); !s.ok()) return s;
+        meshes->push_back(std::move(mesh));
+      } else if (kind == "Secret") {
+        if (absl::Status s = ParseSecret(doc, file, secrets); !s.ok()) return s;
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(file + ": unexpected YAML structure: " + e.what());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SetJoinToken(MeshSpec* mesh, const std::map<std::string, std::string>& values) {
+  auto value = values.find(mesh->join_token_ref.key);
+  if (value == values.end() || value->second.size() < 16) {
+    return absl::InvalidArgumentError(
+        "Mesh \"" + mesh->name + "\": Secret " + mesh->join_token_ref.namespace_name + "/" +
+        mesh->join_token_ref.name + " needs key \"" + mesh->join_token_ref.key +
+        "\" holding a token of at least 16 characters");
+  }
+  mesh->join_token = value->second;
+  return absl::OkStatus();
+}
+
+}  // namespace tunnelmesh

@@ -1,0 +1,51 @@
+// The Mesh kind (tunnelmesh.io/v1alpha1, cluster-scoped) as C++: its spec, and the parsing and
+// validation shared by the Kubernetes reconciler (the object's JSON, which is YAML) and the
+// standalone manifests (YAML files, operator/coordinator/manifests.h), together with the Secret
+// its join token lives in. Every error names the source, the object and the field to fix.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "lib/net/ip.h"
+
+namespace tunnelmesh {
+
+struct SecretRef {
+  std::string namespace_name;
+  std::string name;
+  std::string key = "token";
+
+  bool operator==(const SecretRef&) const = default;
+};
+
+struct MeshSpec {
+  std::string name;
+  Prefix ipv4_cidr;
+  std::optional<Prefix> ipv6_cidr;
+  std::string domain = "mesh";
+  std::string default_action = "Deny";
+  SecretRef join_token_ref;
+  // Resolved from the referenced Secret.
+  std::string join_token;
+  // Where the object came from, for messages.
+  std::string source;
+
+  bool operator==(const MeshSpec&) const = default;
+};
+
+// Parses the text of one or more YAML documents (for tests); `file` appears in messages. Secrets
+// found are added to `secrets` ("namespace/name" -> key -> value), meshes to `meshes`.
+[[nodiscard]] absl::Status ParseManifestText(
+    const std::string& text, const std::string& file, std::vector<MeshSpec>* meshes,
+    std::map<std::string, std::map<std::string, std::string>>* secrets);
+
+// Takes the mesh's join token from its Secret's `values` (key -> decoded value); the error names
+// the Secret and the key to set.
+[[nodiscard]] absl::Status SetJoinToken(MeshSpec* mesh,
+                                        const std::map<std::string, std::string>& values);
+
+}  // namespace tunnelmesh

@@ -1,0 +1,86 @@
+#include "operator/api/meshpeer.h"
+
+#include "operator/kube/object.h"
+#include "operator/kube/resource.h"
+
+namespace tunnelmesh {
+
+using kube::Field;
+
+absl::StatusOr<MeshPeer> ParseMeshPeer(const nlohmann::json& object) {
+  if (!object.is_object()) return absl::InvalidArgumentError("a MeshPeer must be an object");
+  const nlohmann::json& metadata = Field(object, "metadata");
+  const nlohmann::json& spec = Field(object, "spec");
+  const nlohmann::json& status = Field(object, "status");
+  if (!metadata.is_object() || !spec.is_object() || !(status.is_object() || status.is_null())) {
+    return absl::InvalidArgumentError("metadata, spec and status must be objects");
+  }
+  MeshPeer peer;
+  peer.name = kube::ObjectName(object);
+  const nlohmann::json& key = Field(spec, "publicKey");
+  if (!key.is_string() || key.get<std::string>().empty()) {
+    return absl::InvalidArgumentError(
+        "spec.publicKey is missing: set it to the member's WireGuard public key (base64, from "
+        "`tunnelmesh-agent pubkey` or `wg pubkey`)");
+  }
+  absl::StatusOr<PublicKey> parsed = PublicKey::FromBase64(key.get<std::string>());
+  if (!parsed.ok() || parsed->IsZero()) {
+    return absl::InvalidArgumentError("spec.publicKey is not a base64 WireGuard public key");
+  }
+  peer.public_key = *parsed;
+  peer.mesh = kube::StringAt(spec, "mesh");
+  std::optional<coord::MemberKind> kind = MemberKindFromName(kube::StringAt(spec, "kind"));
+  if (!kind) return absl::InvalidArgumentError("spec.kind must be Node, Pod or External");
+  peer.kind = *kind;
+  const nlohmann::json& labels = Field(metadata, "labels");
+  if (labels.is_object()) {
+    for (const auto& [k, v] : labels.items()) {
+      if (v.is_string()) peer.labels[k] = v.get<std::string>();
+    }
+  }
+  const nlohmann::json& endpoints = Field(spec, "endpoints");
+  if (endpoints.is_array()) {
+    for (const nlohmann::json& e : endpoints) {
+      if (!e.is_string() || !Endpoint::Parse(e.get<std::string>()).ok()) {
+        const std::string text =
+            e.is_string() ? e.get<std::string>()
+                          : e.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        return absl::InvalidArgumentError("spec.endpoints: \"" + text +
+                                          "\" is not IP:PORT (e.g. 192.0.2.10:51820 or "
+                                          "[2001:db8::1]:51820)");
+      }
+      peer.endpoints.push_back(e.get<std::string>());
+    }
+  }
+  const nlohmann::json& ips = Field(status, "meshIPs");
+  if (ips.is_array()) {
+    for (const nlohmann::json& ip : ips) {
+      if (!ip.is_string()) continue;
+      absl::StatusOr<IpAddress> address = IpAddress::Parse(ip.get<std::string>());
+      if (address.ok()) peer.mesh_ips.push_back(*address);
+    }
+  }
+  return peer;
+}
+
+nlohmann::json MeshPeerObject(const MeshPeer& peer) {
+  nlohmann::json object = {{"apiVersion", kube::kMeshPeers.ApiVersion()},
+                           {"kind", "MeshPeer"},
+                           {"metadata", {{"name", peer.name}}},
+                           {"spec",
+                            {{"mesh", peer.mesh},
+                             {"kind", MemberKindName(peer.kind)},
+                             {"publicKey", peer.public_key.ToBase64()}}}};
+  object["metadata"]["labels"] = nlohmann::json::object();
+  for (const auto& [k, v] : peer.labels) object["metadata"]["labels"][k] = v;
+  if (!peer.endpoints.empty()) object["spec"]["endpoints"] = peer.endpoints;
+  return object;
+}
+
+nlohmann::json MeshIpsJson(const std::vector<IpAddress>& ips) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const IpAddress& ip : ips) out.push_back(ip.ToString());
+  return out;
+}
+
+}  // namespace tunnelmesh

@@ -1,0 +1,49 @@
+// The MeshPeer kind (tunnelmesh.io/v1alpha1, cluster-scoped) as C++: one object per mesh member
+// (kind Node, Pod or External), its spec (mesh, public key, static endpoints), labels, and the
+// addresses the coordinator allocated (status.meshIPs). Parsing checks what the CRD schema cannot
+// (the key decodes, endpoints are IP:PORT) with errors that name the field.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "lib/crypto/keys.h"
+#include "lib/net/ip.h"
+#include "nlohmann/json.hpp"
+#include "proto/coordinator.pb.h"
+
+// proto/member_kind.h uses this alias without declaring it.
+namespace tunnelmesh {
+namespace coord = ::tunnelmesh::coordinator::v1;
+}  // namespace tunnelmesh
+
+#include "proto/member_kind.h"  // NOLINT(build/include_order)
+
+namespace tunnelmesh {
+
+struct MeshPeer {
+  std::string name;
+  std::map<std::string, std::string> labels;
+  // spec
+  std::string mesh;
+  coord::MemberKind kind = coord::MEMBER_KIND_EXTERNAL;
+  PublicKey public_key;
+  std::vector<std::string> endpoints;  // static "IP:PORT" for members without an agent
+  // status.meshIPs; unparsable entries are dropped (the coordinator allocates anew).
+  std::vector<IpAddress> mesh_ips;
+
+  bool operator==(const MeshPeer&) const = default;
+};
+
+// Parses a MeshPeer object (from the cluster: any shape).
+[[nodiscard]] absl::StatusOr<MeshPeer> ParseMeshPeer(const nlohmann::json& object);
+
+// The object for `peer`: apiVersion, kind, metadata (name, labels) and spec; no status.
+nlohmann::json MeshPeerObject(const MeshPeer& peer);
+
+// status.meshIPs as the object carries them.
+nlohmann::json MeshIpsJson(const std::vector<IpAddress>& ips);
+
+}  // namespace tunnelmesh

@@ -1,0 +1,19 @@
+// tunnelmesh-operator in Kubernetes mode: cluster config, Lease leader election, the
+// coordinator's keys from their Secret, the MeshPeer member store, the reconcilers
+// (reconcilers/manager.h) and the listeners, until `stop` or a lost Lease.
+#pragma once
+
+#include <atomic>
+
+#include "operator/services.h"
+
+namespace tunnelmesh {
+
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+// The process exit code: 0 after `stop`, kExitUsage for a bad flag (printed), kExitFailure on
+// failure (printed) or when the Lease was lost. Blocks the calling thread.
+int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop);
+
+}  // namespace tunnelmesh

@@ -1,0 +1,78 @@
+// The listeners every operator mode runs (coordinator gRPC over TLS, STUN, the WebSocket relay),
+// the options both modes share, and the counters file. Used by main.cc (standalone) and
+// kube_mode.cc (Kubernetes).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "lib/crypto/keys.h"
+#include "lib/crypto/x509.h"
+#include "operator/coordinator/coordinator.h"
+#include "operator/coordinator/grpc_service.h"
+#include "operator/relay/relay_server.h"
+#include "operator/stun/stun_server.h"
+
+namespace tunnelmesh {
+
+// Distinct defaults for every listener (docs/ports.md): the agent's data port is 51820; STUN's and
+// the relay's are in their headers.
+inline constexpr int kDefaultGrpcPort = 7700;
+
+struct OperatorOptions {
+  bool standalone = false;
+  std::string manifests;
+  std::string state_dir;
+  std::string listen_address = "0.0.0.0";
+  std::string advertise_address;
+  int grpc_port = kDefaultGrpcPort;
+  int stun_port = kDefaultStunPort;
+  int relay_port = kDefaultRelayPort;
+  std::string log_level = "info";
+  // Kubernetes mode.
+  std::string kubeconfig;
+  std::string namespace_name;
+  std::string identity;
+  std::string lease_name = "tunnelmesh-operator";
+  std::string lease_duration = "15s";
+  std::string renew_deadline = "10s";
+  std::string coordinator_secret = "tunnelmesh-coordinator";
+  std::string ca_configmap = "tunnelmesh-ca";
+  std::string agent_service_account;  // NAMESPACE/NAME
+};
+
+// The relay, once it runs: members that leave or are evicted lose their relay session. (The relay
+// asks the coordinator who is a member and the coordinator tells the relay who left: this pointer
+// breaks that cycle. Set once, after the relay started.)
+struct RelayRevoker {
+  std::atomic<RelayServer*> relay{nullptr};
+};
+
+struct Services {
+  std::unique_ptr<CoordinatorServer> grpc;
+  std::unique_ptr<StunServer> stun;
+  std::unique_ptr<RelayServer> relay;
+};
+
+// What members are told about STUN and the relay, and the relay revocation hook.
+Coordinator::Options BaseCoordinatorOptions(const OperatorOptions& options,
+                                            const SecretKey& relay_key, RelayRevoker* revoker);
+
+// Starts gRPC, STUN and the relay, and connects `revoker` to the relay. Errors name the flag.
+[[nodiscard]] absl::StatusOr<Services> StartServices(const OperatorOptions& options,
+                                                     Coordinator* coordinator,
+                                                     const TlsIdentity& tls,
+                                                     const SecretKey& relay_key,
+                                                     RelayRevoker* revoker);
+
+// Counters of every service, written to STATE_DIR/counters.json for operators and tests: rejected
+// joins, malformed requests, garbage on the STUN and relay ports. Called about once a second.
+void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
+                   const Services& services);
+
+void LogReady(const OperatorOptions& options, const Services& services, const std::string& ca_hash,
+              size_t meshes, size_t members);
+
+}  // namespace tunnelmesh

@@ -1,0 +1,98 @@
+#include "operator/store/meshpeer_store.h"
+
+#include "lib/base/log.h"
+#include "lib/net/ip.h"
+#include "operator/kube/api_status.h"
+#include "operator/kube/resource.h"
+
+namespace tunnelmesh {
+
+using kube::Field;
+
+absl::StatusOr<MemberRecord> MeshPeerToRecord(const nlohmann::json& object) {
+  absl::StatusOr<MeshPeer> peer = ParseMeshPeer(object);
+  if (!peer.ok()) return peer.status();
+  MemberRecord record;
+  record.public_key = peer->public_key;
+  record.mesh = peer->mesh;
+  record.name = peer->name;
+  record.mesh_ips = peer->mesh_ips;
+  record.labels = peer->labels;
+  record.kind = static_cast<decltype(record.kind)>(peer->kind);
+  record.static_endpoints = peer->endpoints;
+  return record;
+}
+
+nlohmann::json MeshPeerFor(const MemberRecord& record) {
+  MeshPeer peer;
+  peer.name = record.name;
+  peer.labels = record.labels;
+  peer.mesh = record.mesh;
+  peer.kind = static_cast<coord::MemberKind>(record.kind);
+  peer.public_key = record.public_key;
+  peer.endpoints = record.static_endpoints;
+  return MeshPeerObject(peer);
+}
+
+absl::Status KubeMemberStore::WriteObject(const MemberRecord& record) {
+  nlohmann::json desired = MeshPeerFor(record);
+  absl::StatusOr<nlohmann::json> created = client_->Create(kube::kMeshPeers, "", desired);
+  if (!created.ok() && !absl::IsAlreadyExists(created.status())) return created.status();
+  if (!created.ok()) {
+    absl::StatusOr<nlohmann::json> existing = client_->Get(kube::kMeshPeers, "", record.name);
+    if (!existing.ok()) return existing.status();
+    const std::string theirs = kube::StringAt(Field(*existing, "spec"), "publicKey");
+    if (!theirs.empty() && theirs != record.public_key.ToBase64()) {
+      return absl::AlreadyExistsError("MeshPeer " + record.name + " belongs to another public key");
+    }
+    // A merge patch: labels we no longer have are set to null to remove them.
+    nlohmann::json patch = {{"metadata", {{"labels", desired["metadata"]["labels"]}}},
+                            {"spec", desired["spec"]}};
+    const nlohmann::json& labels = Field(Field(*existing, "metadata"), "labels");
+    if (labels.is_object()) {
+      for (const auto& [k, v] : labels.items()) {
+        if (!record.labels.count(k)) patch["metadata"]["labels"][k] = nullptr;
+      }
+    }
+    if (record.static_endpoints.empty()) patch["spec"]["endpoints"] = nullptr;
+    absl::StatusOr<nlohmann::json> patched =
+        client_->Patch(kube::kMeshPeers, "", record.name, patch);
+    if (!patched.ok()) return patched.status();
+  }
+  absl::StatusOr<nlohmann::json> status = client_->Patch(
+      kube::kMeshPeers, "", record.name, {{"status", {{"meshIPs", MeshIpsJson(record.mesh_ips)}}}},
+      kube::PatchType::kMerge, /*status_subresource=*/true);
+  return status.status();
+}
+
+absl::Status KubeMemberStore::Put(const MemberRecord& record) {
+  auto old = members_.find(record.public_key);
+  if (old != members_.end() && old->second.name != record.name) {
+    absl::Status s = client_->Delete(kube::kMeshPeers, "", old->second.name);
+    if (!s.ok() && !absl::IsNotFound(s)) return s;
+  }
+  if (absl::Status s = WriteObject(record); !s.ok()) {
+    return absl::Status(s.code(), "MeshPeer " + record.name + ": " + std::string(s.message()));
+  }
+  members_[record.public_key] = record;
+  return absl::OkStatus();
+}
+
+absl::Status KubeMemberStore::Remove(const PublicKey& key) {
+  auto it = members_.find(key);
+  if (it == members_.end()) return absl::OkStatus();
+  absl::Status s = client_->Delete(kube::kMeshPeers, "", it->second.name);
+  if (!s.ok() && !absl::IsNotFound(s)) return s;
+  members_.erase(it);
+  return absl::OkStatus();
+}
+
+void KubeMemberStore::Observe(const PublicKey& key, const MemberRecord* record) {
+  if (record == nullptr) {
+    members_.erase(key);
+  } else {
+    members_[key] = *record;
+  }
+}
+
+}  // namespace tunnelmesh
