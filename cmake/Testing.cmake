@@ -11,7 +11,8 @@ add_custom_target(tm_threaded_tests)
 # its own CTest named NAME.Suite.Case (so a failure names the case), labelled "unit" plus LABELS:
 #   threaded  its threads are ours: the tsan leg builds it and runs it under ThreadSanitizer. Leave
 #             out tests whose threads live in gRPC or cpprestsdk (built without TSAN, they show
-#             false races inside those libraries).
+#             false races inside those libraries). absl::Mutex is made visible to TSAN by
+#             lib/base/testing/tsan_absl_mutex.cc, linked into every test of that leg.
 #   netns     needs root: creates network namespaces and TUN devices.
 # Cases are listed when ctest runs (PRE_TEST), so building stays as fast as before; a binary not
 # built in this build dir shows up as NAME_NOT_BUILT, outside every label.
@@ -19,6 +20,11 @@ function(tm_add_test name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gmock GTest::gtest_main)
+  if(TM_TSAN)
+    # Debian's abseil is not built with TSAN: tell TSAN about absl::Mutex (see the file).
+    target_sources(${name} PRIVATE ${CMAKE_SOURCE_DIR}/lib/base/testing/tsan_absl_mutex.cc)
+    target_link_libraries(${name} PRIVATE absl::synchronization ${CMAKE_DL_LIBS})
+  endif()
   set(labels unit ${ARG_LABELS})
   add_dependencies(tm_unit_tests ${name})
   if("threaded" IN_LIST labels)

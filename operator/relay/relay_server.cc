@@ -150,7 +150,9 @@ class Session final : public RelayConnection, public std::enable_shared_from_thi
     ws_.binary(true);
     // A request that is not a WebSocket upgrade gets Beast's 400 response and an error here.
     ws_.async_accept(request,
-                     [self = shared_from_this()](beast::error_code ec) { self->OnAccepted(ec); });
+                     [self = shared_from_this()](beast::error_code accept_ec) {
+                       self->OnAccepted(accept_ec);
+                     });
   }
 
   void OnAccepted(beast::error_code ec) {
