@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "lib/base/snapshot.h"
 #include "nlohmann/json.hpp"
 #include "node-agent/agent/control_loop.h"
 #include "node-agent/control/control_socket.h"
@@ -42,10 +43,10 @@ TEST(AgentStatusTest, StatusDuringPeerChurnNeverHangs) {
   Member self;
   noise::Device device(self.secret, 1420);
   FakeRouteInstaller link;
-  std::atomic<std::shared_ptr<const RouteTable>> published{std::make_shared<RouteTable>()};
+  Snapshot<RouteTable> published{std::make_shared<RouteTable>()};
   PeerTable table(
       &device, self.key, &link,
-      [&published](std::shared_ptr<const RouteTable> routes) { published.store(routes); }, &clock);
+      [&published](std::shared_ptr<const RouteTable> routes) { published.Store(routes); }, &clock);
   table.SetMeshCidrs({*Prefix::Parse("10.99.0.0/16")});
   ControlLoop loop(&clock);
   loop.Start();
@@ -89,7 +90,7 @@ TEST(AgentStatusTest, StatusDuringPeerChurnNeverHangs) {
   std::thread data([&] {
     const IpAddress probe = *IpAddress::Parse("10.99.0.3");
     while (!stop.load()) {
-      std::shared_ptr<const RouteTable> routes = published.load();
+      std::shared_ptr<const RouteTable> routes = published.Load();
       if (noise::Peer* const* peer = routes->Lookup(probe); peer != nullptr) {
         (void)(*peer)->endpoint();
       }

@@ -29,16 +29,15 @@ constexpr auto kTickInterval = std::chrono::milliseconds(100);
 Dataplane::Dataplane(noise::Device* device, TunDevice* tun, Bind* udp, Bind* relay, size_t mtu,
                      const Clock* clock)
     : device_(device), tun_(tun), udp_(udp), relay_(relay), mtu_(mtu), clock_(clock) {
-  routes_.store(std::make_shared<const RouteTable>());
 }
 
 Dataplane::~Dataplane() { Stop(); }
 
 void Dataplane::SetRoutes(std::shared_ptr<const RouteTable> routes) {
-  routes_.store(std::move(routes));
+  routes_.Store(std::move(routes));
 }
 
-std::shared_ptr<const RouteTable> Dataplane::routes() const { return routes_.load(); }
+std::shared_ptr<const RouteTable> Dataplane::routes() const { return routes_.Load(); }
 
 absl::Status Dataplane::Start() {
   stop_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -120,7 +119,7 @@ void Dataplane::OutboundLoop() {
       return Fail(absl::InternalError("poll on TUN failed"));
     }
     if (fds[1].revents) break;
-    std::shared_ptr<const RouteTable> routes = routes_.load();
+    std::shared_ptr<const RouteTable> routes = routes_.Load();
     const MonoTime now = clock_->Now();
     const absl::Time wall = clock_->WallNow();
     // Routes, seals and queues the packet of `length` bytes at slot + kTransportHeaderSize.
@@ -277,7 +276,7 @@ void Dataplane::InboundLoop() {
       return Fail(absl::InternalError("poll on the transports failed"));
     }
     if (fds[0].revents) break;
-    std::shared_ptr<const RouteTable> routes = routes_.load();
+    std::shared_ptr<const RouteTable> routes = routes_.Load();
     now = clock_->Now();
     const absl::Time wall = clock_->WallNow();
     for (size_t b = 0; b < bind_count; ++b) {

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "lib/base/snapshot.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/noise/device.h"
 #include "lib/routing/allowed_ips.h"
@@ -76,7 +77,7 @@ class Dataplane {
   Bind* const relay_;
   const size_t mtu_;
   const Clock* const clock_;
-  std::atomic<std::shared_ptr<const RouteTable>> routes_;
+  Snapshot<RouteTable> routes_{std::make_shared<const RouteTable>()};
   std::atomic<bool> running_{false};
   DataplaneDropCounters drops_;
 

@@ -36,6 +36,31 @@ Fn Real(const char* mangled) {
 
 namespace absl {
 ABSL_NAMESPACE_BEGIN
+namespace {
+
+// abseil evaluates a waiter's condition inside the library (on the waiting thread before it
+// blocks and after it took the mutex back, or on a thread releasing the mutex), and a waiting
+// thread gives the mutex up inside the library too, where no annotation of the functions below
+// runs. The condition is wrapped so that each evaluation, which always happens with the mutex
+// held, acquires the mutex for TSAN before and releases it after (the waiter may block next).
+struct AnnotatedCondition {
+  Mutex* mu;
+  const Condition* condition;
+};
+
+bool EvalAnnotated(AnnotatedCondition* c) {
+  __tsan_acquire(c->mu);
+  const bool result = c->condition->Eval();
+  __tsan_release(c->mu);
+  return result;
+}
+
+}  // namespace
+ABSL_NAMESPACE_END
+}  // namespace absl
+
+namespace absl {
+ABSL_NAMESPACE_BEGIN
 
 #define TM_REAL(type, name) static const auto real = Real<type>(name)
 
@@ -80,14 +105,16 @@ void Mutex::ReaderUnlock() {
 void Mutex::LockWhen(const Condition& cond) {
   TM_REAL(void (*)(Mutex*, const Condition&),
           "_ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE");
-  real(this, cond);
+  AnnotatedCondition annotated{this, &cond};
+  real(this, Condition(&EvalAnnotated, &annotated));
   __tsan_acquire(this);
 }
 
 bool Mutex::LockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
   TM_REAL(bool (*)(Mutex*, const Condition&, absl::Duration),
           "_ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  const bool result = real(this, cond, timeout);
+  AnnotatedCondition annotated{this, &cond};
+  const bool result = real(this, Condition(&EvalAnnotated, &annotated), timeout);
   __tsan_acquire(this);
   return result;
 }
@@ -95,15 +122,17 @@ bool Mutex::LockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
 bool Mutex::LockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
   TM_REAL(bool (*)(Mutex*, const Condition&, absl::Time),
           "_ZN4absl7debian35Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
-  const bool result = real(this, cond, deadline);
+  AnnotatedCondition annotated{this, &cond};
+  const bool result = real(this, Condition(&EvalAnnotated, &annotated), deadline);
   __tsan_acquire(this);
   return result;
 }
 
 void Mutex::Await(const Condition& cond) {
   TM_REAL(void (*)(Mutex*, const Condition&), "_ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE");
+  AnnotatedCondition annotated{this, &cond};
   __tsan_release(this);
-  real(this, cond);
+  real(this, Condition(&EvalAnnotated, &annotated));
   __tsan_acquire(this);
 }
 
@@ -111,7 +140,8 @@ bool Mutex::AwaitWithTimeout(const Condition& cond, absl::Duration timeout) {
   TM_REAL(bool (*)(Mutex*, const Condition&, absl::Duration),
           "_ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
   __tsan_release(this);
-  const bool result = real(this, cond, timeout);
+  AnnotatedCondition annotated{this, &cond};
+  const bool result = real(this, Condition(&EvalAnnotated, &annotated), timeout);
   __tsan_acquire(this);
   return result;
 }
@@ -120,7 +150,8 @@ bool Mutex::AwaitWithDeadline(const Condition& cond, absl::Time deadline) {
   TM_REAL(bool (*)(Mutex*, const Condition&, absl::Time),
           "_ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
   __tsan_release(this);
-  const bool result = real(this, cond, deadline);
+  AnnotatedCondition annotated{this, &cond};
+  const bool result = real(this, Condition(&EvalAnnotated, &annotated), deadline);
   __tsan_acquire(this);
   return result;
 }
