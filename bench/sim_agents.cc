@@ -260,7 +260,9 @@ class SimMember {
         client_(std::make_unique<CoordinatorClient>(target, ca_pem)),
         shared_(shared) {}
 
-  void Start() { thread_ = std::thread([this] { Run(); }); }
+  void Start() {
+    thread_ = std::thread([this] { Run(); });
+  }
   void Cancel() { client_->CancelWatch(); }
   void Join() {
     if (thread_.joinable()) thread_.join();
@@ -317,8 +319,7 @@ class SimMember {
     // Nothing listens there: the simulated members carry no traffic.
     request.set_listen_port(51820);
     request.set_mesh(shared_.options->mesh);
-    absl::StatusOr<coord::RegisterResponse> response =
-        client_->Register(request, kRegisterTimeout);
+    absl::StatusOr<coord::RegisterResponse> response = client_->Register(request, kRegisterTimeout);
     if (!response.ok()) return response.status();
     client_->SetSessionToken(response->session_token());
     return absl::OkStatus();
@@ -434,8 +435,8 @@ int Run(const Options& options) {
   absl::StatusOr<std::string> ca_pem =
       FetchCoordinatorCa(host, port, options.ca_hash, "/dev/null", &warning);
   if (!ca_pem.ok()) return Fail(std::string(ca_pem.status().message()));
-  const std::string target = (host.find(':') != std::string::npos ? "[" + host + "]" : host) +
-                             ":" + std::to_string(port);
+  const std::string target =
+      (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
 
   SettingsLog log(options.count);
   StopSignal stop;

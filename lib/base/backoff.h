@@ -39,8 +39,8 @@ class Backoff {
   std::chrono::milliseconds max() const { return max_; }
   // The longest delay Next can return: `max` with the most jitter.
   std::chrono::milliseconds longest() const {
-    return std::chrono::milliseconds(static_cast<int64_t>(static_cast<double>(max_.count()) *
-                                                          (1.0 + jitter_)));
+    return std::chrono::milliseconds(
+        static_cast<int64_t>(static_cast<double>(max_.count()) * (1.0 + jitter_)));
   }
 
  private:

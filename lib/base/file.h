@@ -20,7 +20,7 @@ namespace tunnelmesh {
 
 // Replaces `path` with `contents` atomically; `mode` applies from the first byte written. Creates
 // missing parent directories with mode 0700.
-[[nodiscard]] absl::Status WriteFileAtomically(const std::string& path,
-                                               const std::string& contents, int mode = 0600);
+[[nodiscard]] absl::Status WriteFileAtomically(const std::string& path, const std::string& contents,
+                                               int mode = 0600);
 
 }  // namespace tunnelmesh

@@ -10,17 +10,17 @@
 #define TM_STATUS_CONCAT_(a, b) TM_STATUS_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function when `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                          \
-  do {                                                 \
-    ::absl::Status tm_status_ = (expr);                \
-    if (!tm_status_.ok()) return tm_status_;           \
+#define RETURN_IF_ERROR(expr)                \
+  do {                                       \
+    ::absl::Status tm_status_ = (expr);      \
+    if (!tm_status_.ok()) return tm_status_; \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, Foo());` binds the value of a StatusOr or returns its error.
 #define ASSIGN_OR_RETURN(lhs, expr) \
   ASSIGN_OR_RETURN_IMPL_(TM_STATUS_CONCAT_(tm_statusor_, __LINE__), lhs, expr)
-#define ASSIGN_OR_RETURN_IMPL_(var, lhs, expr) \
-  auto var = (expr);                           \
+#define ASSIGN_OR_RETURN_IMPL_(var, lhs, expr)   \
+  auto var = (expr);                             \
   if (!var.ok()) return std::move(var).status(); \
   lhs = std::move(var).value()
 

@@ -26,8 +26,7 @@ class CookieChecker {
 
   // `message` is a whole handshake message; `source` identifies the sender's address and port
   // (any stable byte encoding of them).
-  MacState Check(absl::Span<const uint8_t> message, absl::Span<const uint8_t> source,
-                 MonoTime now);
+  MacState Check(absl::Span<const uint8_t> message, absl::Span<const uint8_t> source, MonoTime now);
 
   // A cookie reply for `message` (whose sender index and mac1 it echoes) from `source`.
   void MakeReply(absl::Span<const uint8_t> message, uint32_t sender_index,

@@ -78,8 +78,7 @@ PeerStatics PeerStatics::Make(const StaticIdentity& local, const PublicKey& peer
 }
 
 bool CreateInitiation(const StaticIdentity& local, const PeerStatics& peer, uint32_t local_index,
-                      absl::Time wall_now, InitiatorState* state,
-                      wire::HandshakeInitiation* out) {
+                      absl::Time wall_now, InitiatorState* state, wire::HandshakeInitiation* out) {
   if (!peer.static_static_valid) return false;
   uint8_t* ck = state->chaining_key.mutable_data();
   uint8_t* h = state->hash;

@@ -29,11 +29,11 @@ struct StaticIdentity {
 // values derived from them once.
 struct PeerStatics {
   PublicKey public_key;
-  SecretKey preshared_key;        // All zero when none is configured, as the protocol defines.
-  SecretKey static_static;        // DH(our static private, peer static public).
+  SecretKey preshared_key;  // All zero when none is configured, as the protocol defines.
+  SecretKey static_static;  // DH(our static private, peer static public).
   bool static_static_valid = false;
-  uint8_t mac1_key[32] = {};      // HASH(LABEL_MAC1 || peer public key): mac1 of messages to them.
-  uint8_t cookie_key[32] = {};    // HASH(LABEL_COOKIE || peer public key): opens their cookies.
+  uint8_t mac1_key[32] = {};    // HASH(LABEL_MAC1 || peer public key): mac1 of messages to them.
+  uint8_t cookie_key[32] = {};  // HASH(LABEL_COOKIE || peer public key): opens their cookies.
 
   static PeerStatics Make(const StaticIdentity& local, const PublicKey& peer, SecretKey psk);
 };

@@ -46,7 +46,8 @@ TEST(HandshakeTest, WrongResponderOrPskOrTamperingFails) {
   ASSERT_TRUE(CreateInitiation(alice, bob_seen_by_alice, 1, absl::Now(), &state, &init));
 
   ConsumedInitiation consumed;
-  EXPECT_FALSE(ConsumeInitiation(eve, init, &consumed)) << "only the addressed responder can open it";
+  EXPECT_FALSE(ConsumeInitiation(eve, init, &consumed))
+      << "only the addressed responder can open it";
   wire::HandshakeInitiation tampered = init;
   tampered.encrypted_timestamp[0] ^= 1;
   EXPECT_FALSE(ConsumeInitiation(bob, tampered, &consumed));

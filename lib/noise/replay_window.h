@@ -1,7 +1,7 @@
 // The sliding window that rejects replayed or too-old transport counters (whitepaper section 5.4.6,
-// the algorithm of RFC 6479): a ring of 8192 bits, of which the newest 8128 counters are tracked, as
-// in current Linux and wireguard-go.
-// Thread-compatible; the owning Keypair guards it with a lock.
+// the algorithm of RFC 6479): a ring of 8192 bits, of which the newest 8128 counters are tracked,
+// as in current Linux and wireguard-go. Thread-compatible; the owning Keypair guards it with a
+// lock.
 #pragma once
 
 #include <array>

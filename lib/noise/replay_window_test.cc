@@ -50,7 +50,8 @@ TEST(ReplayWindowTest, MatchesReferenceModelOnRandomInput) {
     uint64_t base = any ? greatest : 0;
     uint64_t delta = rng() % 3000;
     uint64_t c = rng() % 4 == 0 ? base + delta : (base > delta ? base - delta : delta);
-    bool expect = !seen.count(c) && (!any || c > greatest || greatest - c < ReplayWindow::kWindowSize);
+    bool expect =
+        !seen.count(c) && (!any || c > greatest || greatest - c < ReplayWindow::kWindowSize);
     ASSERT_EQ(w.Accept(c, kLimit), expect) << "counter " << c << " greatest " << greatest;
     if (expect) {
       seen.insert(c);

@@ -57,7 +57,10 @@ TEST(AgentStatusTest, StatusDuringPeerChurnNeverHangs) {
   auto server = ControlServer::Listen(path, [&](std::string_view request) -> std::string {
     if (request != "status") return "{}";
     std::optional<std::string> status = loop.Call<std::string>(
-        [&] { return BuildAgentStatusJson(self_info, device, DataplaneDropCounts{}, table, nullptr, true); },
+        [&] {
+          return BuildAgentStatusJson(self_info, device, DataplaneDropCounts{}, table, nullptr,
+                                      true);
+        },
         absl::Seconds(5));
     return status ? *status : std::string("{\"error\": \"timeout\"}");
   });
@@ -94,7 +97,8 @@ TEST(AgentStatusTest, StatusDuringPeerChurnNeverHangs) {
       if (noise::Peer* const* peer = routes->Lookup(probe); peer != nullptr) {
         (void)(*peer)->endpoint();
       }
-      device.Tick(clock.Now(), absl::Now(), [](const TransportEndpoint&, absl::Span<const uint8_t>) {});
+      device.Tick(clock.Now(), absl::Now(),
+                  [](const TransportEndpoint&, absl::Span<const uint8_t>) {});
     }
   });
 

@@ -28,18 +28,17 @@ void DataplaneAdapter::PublishRoutes(std::shared_ptr<const RouteTable> routes) {
 
 void DataplaneAdapter::SetForeignHandler(ForeignHandler handler) {
   // Discovery and STUN arrive on the UDP socket only; a relayed datagram is always WireGuard.
-  plane_->SetForeignHandler(
-      [handler = std::move(handler)](absl::Span<const uint8_t> datagram,
-                                     const TransportEndpoint& from) {
-        return from.is_udp() && handler(datagram, from.udp());
-      });
+  plane_->SetForeignHandler([handler = std::move(handler)](absl::Span<const uint8_t> datagram,
+                                                           const TransportEndpoint& from) {
+    return from.is_udp() && handler(datagram, from.udp());
+  });
 }
 
 void DataplaneAdapter::WireRelay(RelayClient* relay) {
-  relay->SetReceiveCallback([bind = relay_bind_](const PublicKey& source,
-                                                 absl::Span<const uint8_t> payload) {
-    bind->Deliver(source, payload);
-  });
+  relay->SetReceiveCallback(
+      [bind = relay_bind_](const PublicKey& source, absl::Span<const uint8_t> payload) {
+        bind->Deliver(source, payload);
+      });
 }
 
 void DataplaneAdapter::PublishRelayPeers(const PeerTable& table) {

@@ -28,8 +28,7 @@ constexpr auto kTickInterval = std::chrono::milliseconds(100);
 
 Dataplane::Dataplane(noise::Device* device, TunDevice* tun, Bind* udp, Bind* relay, size_t mtu,
                      const Clock* clock)
-    : device_(device), tun_(tun), udp_(udp), relay_(relay), mtu_(mtu), clock_(clock) {
-}
+    : device_(device), tun_(tun), udp_(udp), relay_(relay), mtu_(mtu), clock_(clock) {}
 
 Dataplane::~Dataplane() { Stop(); }
 

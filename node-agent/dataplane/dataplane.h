@@ -13,8 +13,8 @@
 #include <thread>
 
 #include "absl/status/status.h"
-#include "lib/base/snapshot.h"
 #include "absl/synchronization/mutex.h"
+#include "lib/base/snapshot.h"
 #include "lib/noise/device.h"
 #include "lib/routing/allowed_ips.h"
 #include "node-agent/dataplane/counters.h"

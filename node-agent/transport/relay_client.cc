@@ -8,8 +8,6 @@
 // an old socket changes nothing.
 // cpprestsdk otherwise defines a macro `U` that breaks fmt (spdlog) and anything else naming U.
 #define _TURN_OFF_PLATFORM_STRING
-#include <utility>
-
 #include "node-agent/transport/relay_client.h"
 
 #include <pthread.h>
@@ -21,13 +19,14 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cpprest/containerstream.h"
 #include "cpprest/ws_client.h"
+#include "lib/base/backoff.h"
 #include "lib/base/log.h"
 #include "lib/wire/relay_frame.h"
-#include "lib/base/backoff.h"
 #include "pplx/threadpool.h"
 
 namespace tunnelmesh {
@@ -81,12 +80,12 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
 
   std::mutex mu;
   std::condition_variable cv;
-  bool stopping = false;                     // guarded by mu
-  uint64_t generation = 0;                   // guarded by mu: the current attempt
-  Phase phase = Phase::kConnecting;          // guarded by mu
-  bool hello_sent = false;                   // guarded by mu
-  absl::Status outcome;                      // guarded by mu: why the attempt failed
-  Retry retry = Retry::kNormal;              // guarded by mu
+  bool stopping = false;                      // guarded by mu
+  uint64_t generation = 0;                    // guarded by mu: the current attempt
+  Phase phase = Phase::kConnecting;           // guarded by mu
+  bool hello_sent = false;                    // guarded by mu
+  absl::Status outcome;                       // guarded by mu: why the attempt failed
+  Retry retry = Retry::kNormal;               // guarded by mu
   std::optional<absl::Status> first_outcome;  // guarded by mu: what Connect() returns
 
   // Lock order: mu before socket_mu.
@@ -121,8 +120,7 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
         backoff.Reset();
         failures_in_a_row = 0;
       }
-      const std::chrono::milliseconds delay =
-          next == Retry::kSlow ? backoff.max() : backoff.Next();
+      const std::chrono::milliseconds delay = next == Retry::kSlow ? backoff.max() : backoff.Next();
       if (was_ready || failures_in_a_row++ == 0) {
         TM_LOG_WARN("relay connection lost, reconnecting url={} delay_ms={} reason={}", url,
                     delay.count(), std::string(status.message()));
@@ -150,15 +148,14 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     StartSocket(attempt);
 
     std::unique_lock<std::mutex> lock(mu);
-    const bool decided = cv.wait_for(lock, options.connect_timeout, [this] {
-      return stopping || phase != Phase::kConnecting;
-    });
+    const bool decided = cv.wait_for(lock, options.connect_timeout,
+                                     [this] { return stopping || phase != Phase::kConnecting; });
     if (phase == Phase::kConnecting) {
       phase = Phase::kFailed;
-      outcome = decided ? absl::CancelledError("relay client is shutting down")
-                        : absl::UnavailableError("relay " + url + " did not register us within " +
-                                                 std::to_string(options.connect_timeout.count()) +
-                                                 " ms");
+      outcome =
+          decided ? absl::CancelledError("relay client is shutting down")
+                  : absl::UnavailableError("relay " + url + " did not register us within " +
+                                           std::to_string(options.connect_timeout.count()) + " ms");
     }
     *was_ready = phase == Phase::kReady;
     if (first) {
@@ -183,7 +180,8 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
       client->set_message_handler([weak, attempt](const ws::websocket_incoming_message& message) {
         if (std::shared_ptr<Core> core = weak.lock()) core->OnMessage(attempt, message);
       });
-      client->set_close_handler([weak, attempt](ws::websocket_close_status, const utility::string_t&,
+      client->set_close_handler([weak, attempt](ws::websocket_close_status,
+                                                const utility::string_t&,
                                                 const std::error_code& error) {
         if (std::shared_ptr<Core> core = weak.lock()) core->OnClose(attempt, error);
       });
@@ -337,10 +335,10 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     if (challenge.server_key != server_key.bytes) {
       counters.server_key_mismatch.fetch_add(1, std::memory_order_relaxed);
       Fail(attempt,
-           absl::FailedPreconditionError(
-               "relay " + url + " presents key " + PublicKey{challenge.server_key}.Short() +
-               " but the network map names " + server_key.Short() +
-               ": the relay URL or the network map is stale"),
+           absl::FailedPreconditionError("relay " + url + " presents key " +
+                                         PublicKey{challenge.server_key}.Short() +
+                                         " but the network map names " + server_key.Short() +
+                                         ": the relay URL or the network map is stale"),
            Retry::kNever);
       return;
     }
@@ -360,7 +358,8 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     std::vector<uint8_t> frame;
     relay::Serialize(hello, &frame);
     if (!Post(std::move(frame), 0, /*data=*/false)) {
-      Fail(attempt, absl::UnavailableError("relay " + url + " connection lost during the handshake"));
+      Fail(attempt,
+           absl::UnavailableError("relay " + url + " connection lost during the handshake"));
     }
   }
 
@@ -391,8 +390,8 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
       case relay::ErrorCode::kNotMember:
       case relay::ErrorCode::kAuthFailed:
         counters.refused.fetch_add(1, std::memory_order_relaxed);
-        status = absl::PermissionDeniedError("relay " + url + " refused key " +
-                                             public_key.Short() + " (" + name + "): " + text);
+        status = absl::PermissionDeniedError("relay " + url + " refused key " + public_key.Short() +
+                                             " (" + name + "): " + text);
         how = Retry::kSlow;
         break;
       case relay::ErrorCode::kReplaced:
@@ -420,7 +419,7 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     const size_t size = frame.size();
     ws::websocket_outgoing_message message;
     concurrency::streams::container_buffer<std::vector<uint8_t>> buffer(std::move(frame),
-                                                                         std::ios_base::in);
+                                                                        std::ios_base::in);
     message.set_binary_message(buffer.create_istream(), size);
     pplx::task<void> sent;
     {

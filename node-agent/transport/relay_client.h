@@ -34,13 +34,13 @@ namespace tunnelmesh {
 
 struct RelayClientCounters {
   std::atomic<uint64_t> connect_attempts{0};
-  std::atomic<uint64_t> sessions{0};             // times the relay said Ready
-  std::atomic<uint64_t> refused{0};              // Error frames refusing us (not member, proof)
-  std::atomic<uint64_t> server_key_mismatch{0};  // a Challenge carrying another key
-  std::atomic<uint64_t> frames_sent{0};          // Send frames the socket accepted
-  std::atomic<uint64_t> bytes_sent{0};           // their payload bytes
-  std::atomic<uint64_t> frames_received{0};      // Deliver frames passed to the callback
-  std::atomic<uint64_t> bytes_received{0};       // their payload bytes
+  std::atomic<uint64_t> sessions{0};              // times the relay said Ready
+  std::atomic<uint64_t> refused{0};               // Error frames refusing us (not member, proof)
+  std::atomic<uint64_t> server_key_mismatch{0};   // a Challenge carrying another key
+  std::atomic<uint64_t> frames_sent{0};           // Send frames the socket accepted
+  std::atomic<uint64_t> bytes_sent{0};            // their payload bytes
+  std::atomic<uint64_t> frames_received{0};       // Deliver frames passed to the callback
+  std::atomic<uint64_t> bytes_received{0};        // their payload bytes
   std::atomic<uint64_t> dropped_disconnected{0};  // Send() while not connected
   std::atomic<uint64_t> dropped_queue_full{0};    // Send() with max_in_flight already queued
   std::atomic<uint64_t> dropped_invalid{0};       // Send() with an empty or too long payload
@@ -102,7 +102,8 @@ class RelayClient {
 };
 
 // Sizes cpprestsdk's process-wide thread pool (40 threads unless set first). Call once from main
-// before anything uses cpprestsdk. Returns false, leaving the pool as it is, when it already exists.
+// before anything uses cpprestsdk. Returns false, leaving the pool as it is, when it already
+// exists.
 bool InitCpprestThreadPool(size_t threads);
 
 }  // namespace tunnelmesh

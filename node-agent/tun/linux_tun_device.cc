@@ -122,7 +122,7 @@ absl::Status SetIffError(std::string_view name, int error) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LinuxTunDevice>> LinuxTunDevice::Create(std::string_view name,
-                                                                        bool offload) {
+                                                                       bool offload) {
   if (absl::Status valid = ValidateName(name); !valid.ok()) return valid;
   FdGuard fd(open(kTunPath, O_RDWR | O_NONBLOCK | O_CLOEXEC));
   if (fd.get() < 0) return OpenError(errno);

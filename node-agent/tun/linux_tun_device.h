@@ -25,8 +25,8 @@ class LinuxTunDevice final : public TunDevice {
   // segmentation offload (TUNSETOFFLOAD), so reads and writes carry a virtio_net_hdr and may be TCP
   // super-packets (offload.h). When the kernel refuses the offloads, the header stays but every
   // packet is a plain one.
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<LinuxTunDevice>> Create(
-      std::string_view name, bool offload = false);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<LinuxTunDevice>> Create(std::string_view name,
+                                                                              bool offload = false);
 
   // Closes the descriptor; the kernel then deletes the interface with its addresses and routes.
   ~LinuxTunDevice() override;

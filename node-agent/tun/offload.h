@@ -45,10 +45,10 @@ uint16_t ChecksumFold(uint32_t sum);
 bool CompleteChecksum(const VirtioNetHdr& hdr, absl::Span<uint8_t> packet);
 
 // Cuts the packet that followed `hdr` on a TUN read into IP packets of at most `mtu` bytes with
-// complete TCP/UDP and IPv4 header checksums. Segment i is written to `outputs[i]` (each of at least
-// `mtu` bytes) and its length to `lengths[i]`. Returns the number of segments (1 for a packet that
-// needed no segmentation, whose checksum is completed when the header asks for it), or 0 when the
-// packet or header is malformed or would need more than `outputs.size()` segments.
+// complete TCP/UDP and IPv4 header checksums. Segment i is written to `outputs[i]` (each of at
+// least `mtu` bytes) and its length to `lengths[i]`. Returns the number of segments (1 for a packet
+// that needed no segmentation, whose checksum is completed when the header asks for it), or 0 when
+// the packet or header is malformed or would need more than `outputs.size()` segments.
 size_t SplitSuperPacket(const VirtioNetHdr& hdr, absl::Span<const uint8_t> packet, size_t mtu,
                         absl::Span<uint8_t* const> outputs, absl::Span<size_t> lengths);
 

@@ -51,7 +51,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const iovec& p : parts) total += p.iov_len;
     if (total > 65535 + VirtioNetHdr::kSize) std::abort();
   };
-  for (auto& b : buffers) gro.Add(b.data() + VirtioNetHdr::kSize, b.size() - VirtioNetHdr::kSize, write);
+  for (auto& b : buffers)
+    gro.Add(b.data() + VirtioNetHdr::kSize, b.size() - VirtioNetHdr::kSize, write);
   gro.Flush(write);
   return 0;
 }

@@ -110,10 +110,12 @@ TEST_P(SplitTest, SegmentsCarryTheStreamWithValidChecksums) {
   std::vector<Bytes> writes;
   auto write = [&](absl::Span<const iovec> iov) {
     Bytes w;
-    for (const iovec& v : iov) w.insert(w.end(), (uint8_t*)v.iov_base, (uint8_t*)v.iov_base + v.iov_len);
+    for (const iovec& v : iov)
+      w.insert(w.end(), (uint8_t*)v.iov_base, (uint8_t*)v.iov_base + v.iov_len);
     writes.push_back(std::move(w));
   };
-  for (auto& b : buffers) gro.Add(b.data() + VirtioNetHdr::kSize, b.size() - VirtioNetHdr::kSize, write);
+  for (auto& b : buffers)
+    gro.Add(b.data() + VirtioNetHdr::kSize, b.size() - VirtioNetHdr::kSize, write);
   gro.Flush(write);
   ASSERT_EQ(writes.size(), 1u);
   EXPECT_EQ(gro.merged(), n - 1);
@@ -126,7 +128,8 @@ TEST_P(SplitTest, SegmentsCarryTheStreamWithValidChecksums) {
   std::vector<uint8_t*> again_ptrs;
   for (auto& o : again) again_ptrs.push_back(o.data());
   std::vector<size_t> again_lengths(8);
-  ASSERT_EQ(SplitSuperPacket(merged, merged_packet, mtu, again_ptrs, absl::MakeSpan(again_lengths)), n);
+  ASSERT_EQ(SplitSuperPacket(merged, merged_packet, mtu, again_ptrs, absl::MakeSpan(again_lengths)),
+            n);
   for (size_t i = 0; i < n; ++i) {
     EXPECT_EQ(Bytes(again[i].begin(), again[i].begin() + again_lengths[i]),
               Bytes(out[i].begin(), out[i].begin() + lengths[i]))
@@ -147,23 +150,26 @@ TEST(SplitTest, RejectsMalformedHeaders) {
   std::vector<size_t> lengths(4);
   EXPECT_EQ(SplitSuperPacket(hdr, p, 1420, ptrs, absl::MakeSpan(lengths)), 0u) << "zero MSS";
   hdr.gso_size = 100;
-  EXPECT_EQ(SplitSuperPacket(hdr, p, 1420, ptrs, absl::MakeSpan(lengths)), 0u) << "too many segments";
+  EXPECT_EQ(SplitSuperPacket(hdr, p, 1420, ptrs, absl::MakeSpan(lengths)), 0u)
+      << "too many segments";
   hdr.gso_size = 1368;
   hdr.gso_type = VirtioNetHdr::kGsoTcpV6;
   EXPECT_EQ(SplitSuperPacket(hdr, p, 1420, ptrs, absl::MakeSpan(lengths)), 0u) << "family mismatch";
   hdr.gso_type = VirtioNetHdr::kGsoTcpV4;
   EXPECT_EQ(SplitSuperPacket(hdr, absl::Span<const uint8_t>(p.data(), 30), 1420, ptrs,
-                             absl::MakeSpan(lengths)), 0u) << "truncated";
+                             absl::MakeSpan(lengths)),
+            0u)
+      << "truncated";
 }
 
 TEST(GroTest, KeepsOrderAndDoesNotMergeAcrossFlowsGapsOrFlags) {
   GroCoalescer gro;
   std::vector<Bytes> packets = {
-      TcpPacket(false, 1000, 0),          // run starts
-      TcpPacket(false, 1000, 1000),       // merges
-      TcpPacket(false, 1000, 5000),       // gap: new run
-      TcpPacket(false, 1000, 6000, 0x11), // FIN: written alone, ends run
-      TcpPacket(true, 1000, 0),           // other family
+      TcpPacket(false, 1000, 0),           // run starts
+      TcpPacket(false, 1000, 1000),        // merges
+      TcpPacket(false, 1000, 5000),        // gap: new run
+      TcpPacket(false, 1000, 6000, 0x11),  // FIN: written alone, ends run
+      TcpPacket(true, 1000, 0),            // other family
   };
   std::vector<Bytes> buffers;
   for (auto& p : packets) {
@@ -177,7 +183,8 @@ TEST(GroTest, KeepsOrderAndDoesNotMergeAcrossFlowsGapsOrFlags) {
     for (const iovec& v : iov) n += v.iov_len;
     write_sizes.push_back(n - VirtioNetHdr::kSize);
   };
-  for (auto& b : buffers) gro.Add(b.data() + VirtioNetHdr::kSize, b.size() - VirtioNetHdr::kSize, write);
+  for (auto& b : buffers)
+    gro.Add(b.data() + VirtioNetHdr::kSize, b.size() - VirtioNetHdr::kSize, write);
   gro.Flush(write);
   const size_t one = packets[0].size();
   EXPECT_EQ(write_sizes, (std::vector<size_t>{one + 1000, one, one, packets[4].size()}));

@@ -3,14 +3,14 @@
 // (Write). LinuxTunDevice is the real one; testing/fake_tun_device.h holds a queue-backed fake.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include <sys/uio.h>
-
 #include "absl/types/span.h"
 
 namespace tunnelmesh {

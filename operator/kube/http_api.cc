@@ -228,8 +228,8 @@ struct HttpApi::Impl {
 };
 
 absl::Status HttpApi::Impl::Watch(const std::string& path_query, int timeout_seconds,
-                                 const std::function<bool(const WatchEvent&)>& on_event,
-                                 const std::atomic<bool>* stop) {
+                                  const std::function<bool(const WatchEvent&)>& on_event,
+                                  const std::atomic<bool>* stop) {
   const std::string what = "WATCH " + path_query;
   counters.requests.fetch_add(1, std::memory_order_relaxed);
   counters.watches.fetch_add(1, std::memory_order_relaxed);
@@ -353,13 +353,13 @@ absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Create(ClusterConfig config, O
 }
 
 absl::StatusOr<nlohmann::json> HttpApi::Get(const Resource& resource, const std::string& ns,
-                                           const std::string& name) {
+                                            const std::string& name) {
   return impl_->Call("GET", ResourcePath(resource, ns, name));
 }
 
 absl::StatusOr<nlohmann::json> HttpApi::List(const Resource& resource, const std::string& ns,
-                                            const std::string& label_selector,
-                                            const std::string& field_selector) {
+                                             const std::string& label_selector,
+                                             const std::string& field_selector) {
   nlohmann::json result;
   nlohmann::json items = nlohmann::json::array();
   std::string continue_token;
@@ -394,7 +394,7 @@ absl::StatusOr<nlohmann::json> HttpApi::List(const Resource& resource, const std
 }
 
 absl::StatusOr<nlohmann::json> HttpApi::Create(const Resource& resource, const std::string& ns,
-                                              const nlohmann::json& object) {
+                                               const nlohmann::json& object) {
   const std::string object_ns = ns.empty() ? ObjectNamespace(object) : ns;
   if (resource.namespaced && object_ns.empty()) {
     return impl_->Fail(
@@ -404,24 +404,25 @@ absl::StatusOr<nlohmann::json> HttpApi::Create(const Resource& resource, const s
 }
 
 absl::StatusOr<nlohmann::json> HttpApi::Update(const Resource& resource, const std::string& ns,
-                                              const nlohmann::json& object) {
+                                               const nlohmann::json& object) {
   return impl_->Put(resource, ns, object, "");
 }
 
-absl::StatusOr<nlohmann::json> HttpApi::UpdateStatus(const Resource& resource, const std::string& ns,
-                                                    const nlohmann::json& object) {
+absl::StatusOr<nlohmann::json> HttpApi::UpdateStatus(const Resource& resource,
+                                                     const std::string& ns,
+                                                     const nlohmann::json& object) {
   return impl_->Put(resource, ns, object, "status");
 }
 
 absl::StatusOr<nlohmann::json> HttpApi::Patch(const Resource& resource, const std::string& ns,
-                                             const std::string& name, const nlohmann::json& patch,
-                                             PatchType type, bool status_subresource) {
+                                              const std::string& name, const nlohmann::json& patch,
+                                              PatchType type, bool status_subresource) {
   return impl_->Call("PATCH", ResourcePath(resource, ns, name, status_subresource ? "status" : ""),
                      patch.dump(), PatchContentType(type));
 }
 
 absl::Status HttpApi::Delete(const Resource& resource, const std::string& ns,
-                            const std::string& name, const std::string& uid_precondition) {
+                             const std::string& name, const std::string& uid_precondition) {
   std::string body;
   if (!uid_precondition.empty()) {
     body = nlohmann::json{{"apiVersion", "v1"},
@@ -433,9 +434,9 @@ absl::Status HttpApi::Delete(const Resource& resource, const std::string& ns,
 }
 
 absl::Status HttpApi::Watch(const Resource& resource, const std::string& ns,
-                           const std::string& resource_version, int timeout_seconds,
-                           const std::function<bool(const WatchEvent&)>& on_event,
-                           const std::atomic<bool>* stop, const std::string& label_selector) {
+                            const std::string& resource_version, int timeout_seconds,
+                            const std::function<bool(const WatchEvent&)>& on_event,
+                            const std::atomic<bool>* stop, const std::string& label_selector) {
   timeout_seconds = std::max(1, timeout_seconds);
   const std::string path = ResourcePath(resource, ns, "") +
                            QueryString({{"watch", "1"},

@@ -16,9 +16,9 @@
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "lib/base/log.h"
-#include "operator/kube/http_api.h"
 #include "operator/kube/config.h"
 #include "operator/kube/events.h"
+#include "operator/kube/http_api.h"
 #include "operator/kube/informer.h"
 #include "operator/kube/leader.h"
 

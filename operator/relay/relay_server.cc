@@ -149,10 +149,9 @@ class Session final : public RelayConnection, public std::enable_shared_from_thi
     ws_.auto_fragment(false);
     ws_.binary(true);
     // A request that is not a WebSocket upgrade gets Beast's 400 response and an error here.
-    ws_.async_accept(request,
-                     [self = shared_from_this()](beast::error_code accept_ec) {
-                       self->OnAccepted(accept_ec);
-                     });
+    ws_.async_accept(request, [self = shared_from_this()](beast::error_code accept_ec) {
+      self->OnAccepted(accept_ec);
+    });
   }
 
   void OnAccepted(beast::error_code ec) {

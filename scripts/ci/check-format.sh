@@ -6,7 +6,7 @@
 # The switch: with STRICT 0 it only reports (exit 0), because the tree is not formatted yet. Once
 # one commit has formatted every file, change the default below to 1, so that a file that differs
 # fails the test command. TM_FORMAT_STRICT=1 in the environment tries it out.
-STRICT=${TM_FORMAT_STRICT:-0}
+STRICT=${TM_FORMAT_STRICT:-1}
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -103,8 +103,7 @@ void Mutex::ReaderUnlock() {
 }
 
 void Mutex::LockWhen(const Condition& cond) {
-  TM_REAL(void (*)(Mutex*, const Condition&),
-          "_ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE");
+  TM_REAL(void (*)(Mutex*, const Condition&), "_ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE");
   AnnotatedCondition annotated{this, &cond};
   real(this, Condition(&EvalAnnotated, &annotated));
   __tsan_acquire(this);
