@@ -134,6 +134,11 @@ absl::Status MeshReconciler::Finalize(const nlohmann::json& object) {
           s.code(), "removing a member of deleted Mesh " + name + ": " + std::string(s.message()));
     }
   }
+  // The members' MeshPeers are deleted by the coordinator's store writer: the finalizer stays
+  // until those deletes are done (or the next reconcile tries again).
+  if (!coordinator_->FlushStore(absl::Seconds(10))) {
+    return absl::UnavailableError("deleting the MeshPeers of Mesh " + name + " takes long");
+  }
   finalizers.erase(std::remove(finalizers.begin(), finalizers.end(), kMeshFinalizer),
                    finalizers.end());
   absl::StatusOr<nlohmann::json> patched = api_->Patch(

@@ -169,6 +169,7 @@ TEST_F(ReconcilerTest, DeletedMeshLosesItsMembersThenItsFinalizer) {
   member.kind = static_cast<decltype(member.kind)>(coord::MEMBER_KIND_EXTERNAL);
   ASSERT_TRUE(coordinator_.Admit(member).ok());
   ASSERT_EQ(coordinator_.MembersOf("demo").size(), 1u);
+  ASSERT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));  // Admit writes behind.
   ASSERT_TRUE(api_.Get(kube::kMeshPeers, "", "laptop").ok()) << "the store wrote its MeshPeer";
 
   ASSERT_TRUE(api_.Delete(kube::kMeshes, "", "demo").ok());
@@ -196,7 +197,8 @@ TEST_F(ReconcilerTest, MeshPeerAdmissionAndStatus) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_GT(result->requeue_after, absl::ZeroDuration()) << "connection state is polled";
   ASSERT_EQ(coordinator_.MembersOf("demo"), std::vector<PublicKey>{key});
-  CatchUp(*peers, kube::kMeshPeers, "laptop");  // the store's meshIPs write
+  ASSERT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));  // the store's meshIPs write, behind
+  CatchUp(*peers, kube::kMeshPeers, "laptop");
   ASSERT_TRUE(reconciler.Reconcile("laptop").ok());
   absl::StatusOr<nlohmann::json> written = api_.Get(kube::kMeshPeers, "", "laptop");
   ASSERT_TRUE(written.ok());
@@ -250,6 +252,7 @@ TEST_F(ReconcilerTest, DeletedMeshPeerEvictsItsMember) {
   CatchUp(*peers, kube::kMeshPeers, "laptop");
   ASSERT_TRUE(reconciler.Reconcile("laptop").ok());
   ASSERT_TRUE(coordinator_.IsMember(key));
+  ASSERT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));  // its meshIPs are written, behind
   ASSERT_TRUE(api_.Delete(kube::kMeshPeers, "", "laptop").ok());
   CatchUp(*peers, kube::kMeshPeers, "laptop");
   ASSERT_TRUE(reconciler.Reconcile("laptop").ok());
@@ -265,7 +268,8 @@ TEST_F(ReconcilerTest, MeshPeerMissingFromTheCacheIsCheckedWithTheServer) {
   member.mesh = "demo";
   member.name = "fresh";
   member.kind = static_cast<decltype(member.kind)>(coord::MEMBER_KIND_EXTERNAL);
-  ASSERT_TRUE(coordinator_.Admit(member).ok());  // the store writes its MeshPeer
+  ASSERT_TRUE(coordinator_.Admit(member).ok());  // the store writes its MeshPeer, behind
+  ASSERT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));
   // Whatever the informer has seen, the object exists: the member stays.
   ASSERT_TRUE(reconciler.Reconcile("fresh").ok());
   EXPECT_TRUE(coordinator_.IsMember(member.public_key));
@@ -338,6 +342,7 @@ TEST_F(ReconcilerTest, DeletedNodeRemovesItsMember) {
   CatchUp(*nodes, kube::kNodes, "node-a");
   ASSERT_TRUE(gc.Reconcile("node-a").ok());
   EXPECT_FALSE(coordinator_.IsMember(member.public_key));
+  ASSERT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));  // the MeshPeer is deleted behind
   EXPECT_TRUE(absl::IsNotFound(api_.Get(kube::kMeshPeers, "", "node-a").status()));
 }
 
