@@ -25,12 +25,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -41,6 +39,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/time/time.h"
+#include "lib/base/file.h"
 #include "lib/base/log.h"
 #include "lib/crypto/keys.h"
 #include "lib/crypto/x509.h"
@@ -413,11 +412,9 @@ int Run(const Options& options) {
                  "\" must be 1 to 50 lower-case letters, digits or dashes, starting with a "
                  "letter or digit");
   }
-  std::ifstream token_in(options.token_file);
-  std::stringstream token_text;
-  token_text << token_in.rdbuf();
-  const std::string token(absl::StripAsciiWhitespace(token_text.str()));
-  if (!token_in.is_open() || token.empty()) {
+  absl::StatusOr<std::string> token_text = ReadTrimmedFile(options.token_file);
+  const std::string token = token_text.ok() ? *token_text : std::string();
+  if (token.empty()) {
     return Usage("cannot read a join token from --token-file " + options.token_file);
   }
   InitCrypto();

@@ -6,8 +6,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "lib/base/file.h"
 #include "lib/base/log.h"
@@ -46,11 +44,10 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
   }
   std::unique_ptr<StateStore> store(new StateStore(dir));
   const std::string path = dir + "/" + kMembersFile;
-  std::ifstream in(path);
-  if (!in) return store;  // First start.
-  std::stringstream text;
-  text << in.rdbuf();
-  nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (absl::IsNotFound(text.status())) return store;  // First start.
+  if (!text.ok()) return text.status();
+  nlohmann::json doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object() || !doc.contains("members") ||
       !doc["members"].is_array()) {
     return absl::DataLossError(path +

@@ -1,26 +1,22 @@
 #include "operator/kube/config.h"
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "lib/base/file.h"
 #include "lib/base/status_macros.h"
 #include "yaml-cpp/yaml.h"
 
 namespace tunnelmesh::kube {
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError("cannot read " + path);
-  std::ostringstream out;
-  out << in.rdbuf();
-  if (in.bad()) return absl::DataLossError("error reading " + path);
-  return out.str();
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return absl::Status(text.status().code(), "cannot read " + path);
+  return text;
 }
 
 namespace {

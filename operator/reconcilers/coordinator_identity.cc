@@ -1,7 +1,6 @@
 #include "operator/reconcilers/coordinator_identity.h"
 
 #include <filesystem>
-#include <fstream>
 
 #include "absl/strings/escaping.h"
 #include "lib/base/file.h"
@@ -23,10 +22,10 @@ const std::pair<const char*, const char*> kFiles[] = {{"ca.crt", "tls/ca.crt"},
 }  // namespace
 
 absl::StatusOr<SecretKey> LoadOrCreateKeyFile(const std::string& path) {
-  std::ifstream in(path);
-  std::string text;
-  if (in >> text) {
-    absl::StatusOr<SecretKey> key = SecretKey::FromBase64(text);
+  absl::StatusOr<std::string> text = ReadTrimmedFile(path);
+  if (!text.ok() && !absl::IsNotFound(text.status())) return text.status();
+  if (text.ok() && !text->empty()) {
+    absl::StatusOr<SecretKey> key = SecretKey::FromBase64(*text);
     if (!key.ok()) return absl::DataLossError(path + " does not hold a key: move it away");
     return key;
   }
