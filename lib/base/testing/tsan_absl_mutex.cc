@@ -184,3 +184,15 @@ bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {
 
 ABSL_NAMESPACE_END
 }  // namespace absl
+
+namespace {
+
+// abseil's lock-order (deadlock) detector keeps a graph behind an internal spin lock that TSAN
+// cannot see either, so its bookkeeping would be reported as racing. It is turned off in these
+// binaries, as the agent turns it off in production (a graph lookup per lock on the packet path).
+const bool kDeadlockDetectionOff = [] {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  return true;
+}();
+
+}  // namespace
