@@ -21,16 +21,6 @@
 namespace tunnelmesh {
 namespace {
 
-int Usage(const std::string& message) {
-  std::fprintf(stderr, "tunnelmesh-operator: %s\n", message.c_str());
-  return kExitUsage;
-}
-
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "tunnelmesh-operator: %s\n", message.c_str());
-  return kExitFailure;
-}
-
 std::string FirstNonEmpty(std::initializer_list<std::string> values) {
   for (const std::string& v : values) {
     if (!v.empty()) return v;

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <atomic>
+#include <cstdio>
+#include <string>
 
 #include "operator/services.h"
 
@@ -11,6 +13,17 @@ namespace tunnelmesh {
 
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
+
+// Print "tunnelmesh-operator: MESSAGE" to stderr and return the exit code for a bad flag or a
+// failure; shared by both modes.
+inline int Usage(const std::string& message) {
+  std::fprintf(stderr, "tunnelmesh-operator: %s\n", message.c_str());
+  return kExitUsage;
+}
+inline int Fail(const std::string& message) {
+  std::fprintf(stderr, "tunnelmesh-operator: %s\n", message.c_str());
+  return kExitFailure;
+}
 
 // The process exit code: 0 after `stop`, kExitUsage for a bad flag (printed), kExitFailure on
 // failure (printed) or when the Lease was lost. Blocks the calling thread.

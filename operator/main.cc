@@ -27,16 +27,6 @@
 namespace tunnelmesh {
 namespace {
 
-int Usage(const std::string& message) {
-  std::fprintf(stderr, "tunnelmesh-operator: %s\n", message.c_str());
-  return kExitUsage;
-}
-
-int Fail(const std::string& message) {
-  std::fprintf(stderr, "tunnelmesh-operator: %s\n", message.c_str());
-  return kExitFailure;
-}
-
 // Waits up to 250 ms for SIGINT/SIGTERM; true when one arrived.
 bool SignalArrived(const sigset_t& signals) {
   timespec timeout{0, 250'000'000};
