@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages TunnelMesh needs to build, test and benchmark, and helm v4
-# (scripts/get-helm.sh). Idempotent: when everything is already installed it returns at once
+# Installs the Debian 12 packages TunnelMesh needs to build, test and benchmark, and helm v4 and
+# kubectl (scripts/get-kube-tools.sh). Idempotent: when everything is already installed it returns at once
 # without touching the network.
 set -euo pipefail
 
@@ -36,12 +36,12 @@ if [ ${#missing[@]} -ne 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# helm v4 for the chart test (e2e/cluster/helm_chart.sh, root only); a no-op once installed.
-# TM_NO_HELM=1 skips it (the Containerfile's build stage needs no helm).
+# helm v4 and kubectl for the chart and cluster tests (e2e/cluster/, root only); a no-op once
+# installed. TM_NO_HELM=1 skips them (the Containerfile's build stage needs neither).
 if [ "${TM_NO_HELM:-0}" = 1 ]; then
   :
 elif [ "$(id -u)" -eq 0 ]; then
-  bash "$(dirname "$0")/get-helm.sh"
-elif [[ "$(helm version --short 2>/dev/null)" != v4.* ]]; then
-  echo "install-deps: helm v4 is not installed (the chart test needs it): sudo scripts/get-helm.sh" >&2
+  bash "$(dirname "$0")/get-kube-tools.sh"
+elif [[ "$(helm version --short 2>/dev/null)" != v4.* ]] || ! command -v kubectl >/dev/null; then
+  echo "install-deps: helm v4 or kubectl is missing (the cluster tests need them): sudo scripts/get-kube-tools.sh" >&2
 fi

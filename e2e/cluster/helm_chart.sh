@@ -6,7 +6,7 @@
 # chart promises (checked with `kubectl auth can-i --as`), the agent's has none, and `helm
 # uninstall` removes the release but leaves the CRDs.
 #
-# Needs helm v4 (scripts/get-helm.sh, run by scripts/install-deps.sh).
+# Needs helm v4 (scripts/get-kube-tools.sh, run by scripts/install-deps.sh).
 # shellcheck source=kube.sh
 source "$(dirname "${BASH_SOURCE[0]}")/kube.sh"
 kube_init helm_chart 1200
@@ -18,7 +18,7 @@ OP_SA=system:serviceaccount:$NS:$REL-operator
 AGENT_SA=system:serviceaccount:$NS:$REL-agent
 [[ -f "$CHART/Chart.yaml" ]] || kube_fail "no chart at $CHART"
 [[ "$(helm version --short 2>/dev/null)" == v4.* ]] ||
-  kube_fail "helm v4 is not installed (run scripts/install-deps.sh or scripts/get-helm.sh)"
+  kube_fail "helm v4 is not installed (run scripts/install-deps.sh or scripts/get-kube-tools.sh)"
 
 # helm logs an INFO line on stderr for the crds symlink; keep it out of compared output.
 helm_quiet() { helm "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
