@@ -66,6 +66,10 @@ struct Conn {
   Origin origin = Origin::kOutbound;
   bool originator_forward = true;  // The first packet went from the key's low side.
   bool reply_seen = false;
+  // Denied by a rule set swapped in after it started (`policy` is then the denying one): every
+  // packet of it is dropped, in both directions, and refreshes the entry, so that neither side
+  // revives the flow as a new one while the other still sends.
+  bool cut = false;
   Protocol protocol = Protocol::kAny;
   TcpState tcp = TcpState::kSynSent;
 };
