@@ -61,7 +61,7 @@ inline constexpr uint32_t kUncounted = Verdict::kDefault - 1;
 
 struct Conn {
   MonoTime expires;
-  uint64_t generation = 0;      // Of the rule set that last decided (or saw) it.
+  uint64_t generation = 0;       // Of the rule set that last decided (or saw) it.
   uint32_t policy = kUncounted;  // That rule set's deciding policy index, or Verdict::kDefault.
   Origin origin = Origin::kOutbound;
   bool originator_forward = true;  // The first packet went from the key's low side.
@@ -88,7 +88,8 @@ class ConnTable {
   Shard& ShardFor(const ConnKey& key);
 
   // The live entry of `key`, or null; an expired entry is erased. Valid while shard.mu is held.
-  Conn* Find(Shard& shard, const ConnKey& key, MonoTime now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  Conn* Find(Shard& shard, const ConnKey& key, MonoTime now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   void Erase(Shard& shard, const ConnKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
 
   enum class InsertResult { kInserted, kExists, kFull };

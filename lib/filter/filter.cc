@@ -11,6 +11,8 @@
 //   entry stale). Counters are relaxed atomics.
 // - SetRules and the readers of counters run on any thread; SetRules calls are serialized by
 //   control_mu, which no data-plane call takes.
+#include "lib/filter/filter.h"
+
 #include <atomic>
 #include <memory>
 #include <string>
@@ -22,7 +24,6 @@
 #include "absl/synchronization/mutex.h"
 #include "lib/base/snapshot.h"
 #include "lib/filter/conntrack.h"
-#include "lib/filter/filter.h"
 #include "lib/filter/l4.h"
 
 namespace tunnelmesh::filter {

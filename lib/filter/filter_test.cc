@@ -1,10 +1,11 @@
 // Filter: connection tracking with a fake time (reply directions for TCP, UDP and ICMP echo, ICMP
 // errors, each timeout, the bounded table), rule-set swaps, egress destinations, counters.
+#include "lib/filter/filter.h"
+
 #include <chrono>
 #include <memory>
 
 #include "gtest/gtest.h"
-#include "lib/filter/filter.h"
 #include "lib/filter/l4.h"
 #include "lib/filter/testing/packets.h"
 
@@ -41,8 +42,8 @@ RuleSet BaseRules() {
                       {{22, 22}},
                       Action::kAllow,
                       0});
-  rs.rules.push_back({{P("10.0.0.2/32")}, {P("10.0.0.1/32")}, Protocol::kUdp, {{53, 53}},
-                      Action::kAllow, 1});
+  rs.rules.push_back(
+      {{P("10.0.0.2/32")}, {P("10.0.0.1/32")}, Protocol::kUdp, {{53, 53}}, Action::kAllow, 1});
   rs.rules.push_back({{}, {}, Protocol::kTcp, {{23, 23}}, Action::kDeny, 2});
   return rs;
 }
@@ -53,7 +54,9 @@ std::shared_ptr<const Matcher> Compile(RuleSet rs) {
 
 class FilterTest : public ::testing::Test {
  protected:
-  explicit FilterTest(const Options& o = {}) : filter_(o) { filter_.SetRules(Compile(BaseRules())); }
+  explicit FilterTest(const Options& o = {}) : filter_(o) {
+    filter_.SetRules(Compile(BaseRules()));
+  }
 
   bool In(const Bytes& p, MonoTime t = kT0) { return filter_.Inbound(p, t); }
   bool Out(const Bytes& p, MonoTime t = kT0) { return filter_.Outbound(p, t); }

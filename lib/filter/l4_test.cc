@@ -92,9 +92,9 @@ TEST(L4Test, IcmpEchoIdentifiers) {
   EXPECT_EQ(t.tuple.source_port, 0);
   EXPECT_EQ(t.tuple.destination_port, 77);
   // ICMPv4's protocol number inside IPv6 is just another protocol.
-  ASSERT_TRUE(ParseTransport(testing::IpPacket(Ip("fd00::2"), Ip("fd00::1"), kIpProtoIcmp,
-                                               testing::IcmpHeader(8, 0, 1)),
-                             &t));
+  ASSERT_TRUE(ParseTransport(
+      testing::IpPacket(Ip("fd00::2"), Ip("fd00::1"), kIpProtoIcmp, testing::IcmpHeader(8, 0, 1)),
+      &t));
   EXPECT_EQ(t.protocol, Protocol::kAny);
   EXPECT_EQ(t.icmp, IcmpKind::kNone);
 }
@@ -123,9 +123,8 @@ TEST(L4Test, Ipv6ExtensionHeadersAreWalked) {
   ext.insert(ext.end(), fragment.begin(), fragment.end());
   ext.insert(ext.end(), options.begin(), options.end());
   Transport t;
-  ASSERT_TRUE(
-      ParseTransport(testing::IpPacket(s, d, 0, testing::TcpHeader(1234, 443, kTcpSyn), 0, ext),
-                     &t));
+  ASSERT_TRUE(ParseTransport(
+      testing::IpPacket(s, d, 0, testing::TcpHeader(1234, 443, kTcpSyn), 0, ext), &t));
   EXPECT_EQ(t.protocol, Protocol::kTcp);
   EXPECT_FALSE(t.later_fragment);
   EXPECT_EQ(t.tuple.ip_protocol, kIpProtoTcp);
@@ -133,8 +132,8 @@ TEST(L4Test, Ipv6ExtensionHeadersAreWalked) {
 
   // Cut inside the chain.
   for (size_t n = 1; n < ext.size(); n += 3) {
-    EXPECT_FALSE(ParseTransport(
-        testing::IpPacket(s, d, 0, {}, 0, Bytes(ext.begin(), ext.begin() + n)), &t))
+    EXPECT_FALSE(
+        ParseTransport(testing::IpPacket(s, d, 0, {}, 0, Bytes(ext.begin(), ext.begin() + n)), &t))
         << n;
   }
   // Nine headers are too many; eight are fine.
@@ -154,8 +153,8 @@ TEST(L4Test, Ipv6ExtensionHeadersAreWalked) {
 TEST(L4Test, LaterFragmentsHaveNoPorts) {
   Transport t;
   // IPv6: offset 185 (1480 bytes), payload is the middle of a UDP datagram.
-  const Bytes v6 = testing::IpPacket(Ip("fd00::1"), Ip("fd00::2"), 44,
-                                     Bytes{1, 2, 3}, 0, Fragment(kIpProtoUdp, 185, false));
+  const Bytes v6 = testing::IpPacket(Ip("fd00::1"), Ip("fd00::2"), 44, Bytes{1, 2, 3}, 0,
+                                     Fragment(kIpProtoUdp, 185, false));
   ASSERT_TRUE(ParseTransport(v6, &t));
   EXPECT_TRUE(t.later_fragment);
   EXPECT_EQ(t.protocol, Protocol::kUdp);
@@ -190,9 +189,9 @@ TEST(L4Test, IcmpErrorsQuoteTheirPacket) {
   const IpAddress a6 = Ip("fd00::1"), b6 = Ip("fd00::2");
   const Bytes tcp6 =
       testing::IpPacket(a6, b6, 60, testing::TcpHeader(4000, 80, kTcpSyn), 0, Extension(6, 0));
-  ASSERT_TRUE(ParseTransport(testing::IpPacket(b6, a6, kIpProtoIcmpv6,
-                                               testing::IcmpHeader(2, 0, 0, tcp6)),  // Too big.
-                             &t));
+  ASSERT_TRUE(ParseTransport(
+      testing::IpPacket(b6, a6, kIpProtoIcmpv6, testing::IcmpHeader(2, 0, 0, tcp6)),  // Too big.
+      &t));
   EXPECT_EQ(t.icmp, IcmpKind::kError);
   EXPECT_EQ(t.quoted.source_port, 4000);
   EXPECT_EQ(t.quoted.destination_port, 80);
@@ -207,11 +206,11 @@ TEST(L4Test, IcmpErrorsQuoteTheirPacket) {
       testing::IpPacket(b4, a4, kIpProtoIcmp, testing::IcmpHeader(3, 3, 0, short_quote)), &t));
   EXPECT_FALSE(ParseTransport(
       testing::IpPacket(b4, a4, kIpProtoIcmp, testing::IcmpHeader(3, 3, 0, tcp6)), &t));
-  EXPECT_FALSE(ParseTransport(testing::Unreachable(b4, a4, testing::Unreachable(a4, b4, sent)),
-                              &t));
+  EXPECT_FALSE(
+      ParseTransport(testing::Unreachable(b4, a4, testing::Unreachable(a4, b4, sent)), &t));
   // An error without any quote.
-  EXPECT_FALSE(ParseTransport(testing::IpPacket(b4, a4, kIpProtoIcmp, testing::IcmpHeader(11, 0, 0)),
-                              &t));
+  EXPECT_FALSE(
+      ParseTransport(testing::IpPacket(b4, a4, kIpProtoIcmp, testing::IcmpHeader(11, 0, 0)), &t));
 }
 
 }  // namespace

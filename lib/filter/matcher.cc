@@ -133,7 +133,8 @@ Dimension<K> Sweep(const std::vector<Span3<K>>& spans, size_t rule_count, ClassS
     events.push_back({s.first, +1, s.bit});
     if (s.last != ~K{0}) events.push_back({static_cast<K>(s.last + 1), -1, s.bit});
   }
-  std::sort(events.begin(), events.end(), [](const Event& a, const Event& b) { return a.at < b.at; });
+  std::sort(events.begin(), events.end(),
+            [](const Event& a, const Event& b) { return a.at < b.at; });
   std::vector<uint32_t> count(rule_count, 0);
   std::vector<uint64_t> bits(classes.words(), 0);
   Dimension<K> d;
@@ -180,7 +181,8 @@ struct RangeSet {
     std::sort(ranges.begin(), ranges.end());
     std::vector<std::pair<K, K>> merged;
     for (const auto& r : ranges) {
-      if (!merged.empty() && (merged.back().second == ~K{0} || r.first <= merged.back().second + 1)) {
+      if (!merged.empty() &&
+          (merged.back().second == ~K{0} || r.first <= merged.back().second + 1)) {
         merged.back().second = std::max(merged.back().second, r.second);
       } else {
         merged.push_back(r);
@@ -213,7 +215,7 @@ struct Matcher::Tables {
   size_t port_classes = 0;
 
   bool cross_product = false;
-  std::vector<uint32_t> pair_table;   // source class * destination_classes + destination class.
+  std::vector<uint32_t> pair_table;  // source class * destination_classes + destination class.
   size_t pair_classes = 0;
   std::vector<uint32_t> final_table;  // pair class * port_classes + port class -> bit + 1.
 

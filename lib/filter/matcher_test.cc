@@ -52,10 +52,10 @@ class Generator {
   uint32_t Below(uint32_t n) { return std::uniform_int_distribution<uint32_t>(0, n - 1)(rng_); }
 
   IpAddress Address(bool v6) {
-    static const char* kV4[] = {"10.0.0.0", "10.0.1.0", "10.1.0.0", "192.168.5.0", "0.0.0.0",
-                                "255.255.255.0"};
-    static const char* kV6[] = {"fd00::", "fd00::1:0", "fd00:1::", "2001:db8::", "::",
-                                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:0"};
+    static const char* kV4[] = {"10.0.0.0",    "10.0.1.0", "10.1.0.0",
+                                "192.168.5.0", "0.0.0.0",  "255.255.255.0"};
+    static const char* kV6[] = {"fd00::",     "fd00::1:0", "fd00:1::",
+                                "2001:db8::", "::",        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:0"};
     uint8_t b[16];
     const IpAddress base = Ip(v6 ? kV6[Below(6)] : kV4[Below(6)]);
     for (int i = 0; i < 16; ++i) b[i] = base.bytes()[i];
@@ -141,8 +141,7 @@ void ExpectSameAsReference(const RuleSet& rs, const MatcherLimits& limits, Gener
     ASSERT_EQ(got.action, want.action) << f.source.ToString() << " -> " << f.destination.ToString()
                                        << " proto " << static_cast<int>(f.protocol) << " port "
                                        << f.destination_port << " rules " << rs.rules.size();
-    ASSERT_EQ(got.policy, want.policy) << f.source.ToString() << " -> "
-                                       << f.destination.ToString();
+    ASSERT_EQ(got.policy, want.policy) << f.source.ToString() << " -> " << f.destination.ToString();
   }
 }
 
@@ -168,8 +167,8 @@ TEST(MatcherTest, AgreesWithReferenceOnALargeRuleSet) {
 
 Rule MakeRule(std::vector<Prefix> sources, std::vector<Prefix> destinations, Protocol protocol,
               std::vector<PortRange> ports, Action action, uint32_t policy) {
-  return Rule{std::move(sources), std::move(destinations), protocol, std::move(ports), action,
-              policy};
+  return Rule{
+      std::move(sources), std::move(destinations), protocol, std::move(ports), action, policy};
 }
 
 Prefix P(const char* text) { return Prefix::Parse(text).value(); }

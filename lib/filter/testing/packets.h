@@ -81,7 +81,9 @@ inline Bytes IcmpHeader(uint8_t type, uint8_t code, uint16_t id, const Bytes& bo
   return b;
 }
 
-inline uint8_t IcmpProtocol(const IpAddress& a) { return a.is_v4() ? kIpProtoIcmp : kIpProtoIcmpv6; }
+inline uint8_t IcmpProtocol(const IpAddress& a) {
+  return a.is_v4() ? kIpProtoIcmp : kIpProtoIcmpv6;
+}
 
 inline Bytes Tcp(const IpAddress& s, const IpAddress& d, uint16_t sport, uint16_t dport,
                  uint8_t flags) {
