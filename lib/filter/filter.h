@@ -80,8 +80,9 @@ struct Verdict {
 };
 
 // How large the Matcher's precomputed cross-product tables may grow (cells of 4 bytes each, per
-// table). A rule set whose tables would be larger is matched by intersecting per-dimension rule
-// bitsets instead: still no per-rule scan, but a cost that grows with rules / 64 (see matcher.cc).
+// table; the work to build them is bounded in proportion). A rule set whose tables would be
+// larger is matched by intersecting per-dimension rule bitsets instead: still no per-rule scan,
+// but a cost that grows with rules / 64 (see matcher.cc).
 struct MatcherLimits {
   size_t max_table_cells = size_t{1} << 24;
 };
