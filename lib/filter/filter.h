@@ -8,7 +8,10 @@
 // rules win over allow rules; traffic no rule decides gets the rule set's default. Connection
 // tracking lets replies of allowed flows through (TCP, UDP, ICMP echo, and ICMP errors quoting a
 // tracked flow); its table is bounded. A new rule set is swapped in atomically: tracked flows that
-// it still allows go on, the others stop at their next packet.
+// it still allows go on, the others stop at their next packet (in either direction; the cut flow
+// stays in the table, dropping its packets, until both sides have been silent for its timeout,
+// so that neither side revives it as a new flow). Later IP fragments carry no ports and pass
+// untracked (see l4.h); their first fragment was decided.
 //
 // Threads: the data plane calls Outbound from its outbound thread and Inbound from its inbound
 // thread at the same time; SetRules, Explain and the counters from any thread.
@@ -79,17 +82,40 @@ struct Verdict {
   uint32_t policy = kDefault;
 };
 
+// How large the Matcher's precomputed cross-product tables may grow (cells of 4 bytes each, per
+// table; the work to build them is bounded in proportion). A rule set whose tables would be
+// larger is matched by intersecting per-dimension rule bitsets instead: still no per-rule scan,
+// but a cost that grows with rules / 64 (see matcher.cc).
+struct MatcherLimits {
+  size_t max_table_cells = size_t{1} << 24;
+};
+
 // A rule set compiled for lookups that do not scan the rules (the decision time per packet must
 // stay under 100 ns with 10,000 rules). Immutable; thread-safe.
+//
+// Decide: a deny rule that matches wins (the lowest-indexed of them names the policy); otherwise
+// the lowest-indexed allow rule that matches; otherwise the rule set's default (policy kDefault).
+// Ports are checked only for TCP and UDP flows: an ICMP flow or one of another protocol matches a
+// rule of its protocol (or kAny) whatever the rule's ports. A PortRange with first > last matches
+// nothing. Prefixes of the other family than the flow's never match; empty sources or
+// destinations match both families.
 class Matcher {
  public:
   explicit Matcher(RuleSet rules);
+  Matcher(RuleSet rules, const MatcherLimits& limits);
   ~Matcher();
   Matcher(const Matcher&) = delete;
   Matcher& operator=(const Matcher&) = delete;
 
   Verdict Decide(const FlowKey& flow) const;
   const RuleSet& rules() const;
+  // Whether `destination` is in RuleSet::egress (checked on send).
+  bool IsEgress(const IpAddress& destination) const;
+
+  // For benchmarks and tests: whether the cross-product tables were built (else the bitset
+  // fallback decides), and the bytes the compiled tables take.
+  bool uses_cross_product() const;
+  size_t table_bytes() const;
 
  private:
   struct Tables;
@@ -156,8 +182,13 @@ class Filter {
   // What the current rules decide for a new flow (for `tunnelmesh-agent explain`).
   Explanation Explain(const FlowKey& flow) const;
 
+  // Erases expired flows now (the table also does it by itself when it is full); for a timer
+  // of the agent, so that tracked_flows() reads as live flows. Any thread.
+  void ExpireFlows(MonoTime now);
+
   const DropCounters& drops() const;
   std::vector<PolicyCount> policy_counts() const;
+  // Flows in the table, including cut ones and expired ones not reclaimed yet.
   size_t tracked_flows() const;
 
  private:
