@@ -23,11 +23,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -35,9 +33,11 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lib/base/file.h"
 #include "lib/base/log.h"
@@ -96,15 +96,16 @@ struct ChangeKey {
 };
 
 // Collects what every member observed and decides when a change is ready to report.
-// Thread-safe: members call Observe* from their threads, the main thread calls TakeReports.
+// Thread-safe: members call Observe* from their threads, the main thread calls TakeReports; mu_
+// guards all of its state.
 class SettingsLog {
  public:
   explicit SettingsLog(int count) : count_(count), members_(count) {}
 
   // A full map arrived for `member`: its settings become the baseline (or, after a reconnect, a
   // change if they differ from what it had). Returns true the first time every member has had one.
-  bool ObserveFullMap(int member, const coord::Settings& settings) {
-    std::lock_guard<std::mutex> lock(mu_);
+  bool ObserveFullMap(int member, const coord::Settings& settings) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     MemberState& m = members_[member];
     if (!m.has_full_map) {
       m.has_full_map = true;
@@ -117,22 +118,23 @@ class SettingsLog {
   }
 
   // A delta carrying settings arrived for `member`.
-  void ObserveSettings(int member, const coord::Settings& settings) {
-    std::lock_guard<std::mutex> lock(mu_);
+  void ObserveSettings(int member, const coord::Settings& settings) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     MemberState& m = members_[member];
     if (!m.has_full_map) return;  // Cannot happen on a well-formed stream: the full map is first.
     RecordLocked(&m, settings);
   }
 
-  int members_with_map() {
-    std::lock_guard<std::mutex> lock(mu_);
+  int members_with_map() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     return members_with_map_;
   }
 
   // JSON lines for the changes that every member has seen, that have waited `settle` since the
   // first member saw them, or (with `flush`) all pending ones; in the order they were first seen.
-  std::vector<std::string> TakeReports(std::chrono::steady_clock::duration settle, bool flush) {
-    std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> TakeReports(std::chrono::steady_clock::duration settle, bool flush)
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     const auto now = std::chrono::steady_clock::now();
     std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> out;
     for (auto& [key, change] : changes_) {
@@ -168,7 +170,8 @@ class SettingsLog {
     bool reported = false;
   };
 
-  void RecordLocked(MemberState* m, const coord::Settings& settings) {
+  void RecordLocked(MemberState* m, const coord::Settings& settings)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     // The coordinator resends settings on every manifest reload, changed or not.
     if (settings.domain() == m->domain && settings.mtu() == m->mtu) return;
     m->domain = settings.domain();
@@ -191,52 +194,51 @@ class SettingsLog {
   }
 
   const int count_;
-  std::mutex mu_;
-  std::vector<MemberState> members_;
-  int members_with_map_ = 0;
-  std::map<ChangeKey, Change> changes_;
+  absl::Mutex mu_;
+  std::vector<MemberState> members_ ABSL_GUARDED_BY(mu_);
+  int members_with_map_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<ChangeKey, Change> changes_ ABSL_GUARDED_BY(mu_);
 };
 
 // Set once by the main thread; members wait on it instead of sleeping so they stop at once.
 class StopSignal {
  public:
-  void Stop() {
-    std::lock_guard<std::mutex> lock(mu_);
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     stopped_ = true;
-    cv_.notify_all();
   }
   // Waits up to `delay`; true once stopped.
-  bool WaitFor(std::chrono::milliseconds delay) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, delay, [this] { return stopped_; });
+  bool WaitFor(std::chrono::milliseconds delay) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    auto stopped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopped_; };
+    return mu_.AwaitWithTimeout(absl::Condition(&stopped), absl::FromChrono(delay));
   }
-  bool stopped() {
-    std::lock_guard<std::mutex> lock(mu_);
+  bool stopped() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     return stopped_;
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopped_ = false;
+  absl::Mutex mu_;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Errors a member cannot recover from by retrying (wrong token, wrong mesh): the main thread
 // reports the first one and exits.
 class FatalError {
  public:
-  void Set(const std::string& message) {
-    std::lock_guard<std::mutex> lock(mu_);
+  void Set(const std::string& message) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     if (!message_) message_ = message;
   }
-  std::optional<std::string> Get() {
-    std::lock_guard<std::mutex> lock(mu_);
+  std::optional<std::string> Get() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     return message_;
   }
 
  private:
-  std::mutex mu_;
-  std::optional<std::string> message_;
+  absl::Mutex mu_;
+  std::optional<std::string> message_ ABSL_GUARDED_BY(mu_);
 };
 
 struct Shared {

@@ -176,7 +176,7 @@ std::string Agent::BuildStatusJson() {
   self.mesh_ips = mesh_ips_;
   self.listen_port = socket_ ? socket_->port() : 0;
   return BuildAgentStatusJson(self, *device_, plane_->drop_counts(), *peers_, paths_.get(),
-                              coordinated_);
+                              coordinated_, loop_.dropped());
 }
 
 bool Agent::PostMapUpdate(coord::MapUpdate update) {

@@ -4,7 +4,8 @@ namespace tunnelmesh {
 
 std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& device,
                                  const DataplaneDropCounts& plane_drops, const PeerTable& peers,
-                                 const PathManager* paths, bool coordinated) {
+                                 const PathManager* paths, bool coordinated,
+                                 uint64_t control_posts_dropped) {
   PeerDescriptions descriptions;
   if (coordinated) {
     for (const auto& [key, info] : peers.peers()) {
@@ -19,7 +20,9 @@ std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& devi
       }
     }
   }
-  return BuildStatus(self, device, *peers.routes(), plane_drops, descriptions).dump();
+  nlohmann::json status = BuildStatus(self, device, *peers.routes(), plane_drops, descriptions);
+  status["control_loop"] = {{"posts_dropped", control_posts_dropped}};
+  return status.dump();
 }
 
 }  // namespace tunnelmesh

@@ -6,6 +6,7 @@
 // Threads: call on the control thread that owns `peers` and `paths`.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "lib/noise/device.h"
@@ -17,8 +18,11 @@ namespace tunnelmesh {
 
 // `coordinated`: peers come from a coordinator's map (names and paths are shown); otherwise from a
 // config file (keys and "direct"). `paths` may be null. `plane_drops`: the data plane's drops.
+// `control_posts_dropped`: posts the control loop refused because its queue was full
+// (ControlLoop::dropped()), reported as control_loop.posts_dropped.
 std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& device,
                                  const DataplaneDropCounts& plane_drops, const PeerTable& peers,
-                                 const PathManager* paths, bool coordinated);
+                                 const PathManager* paths, bool coordinated,
+                                 uint64_t control_posts_dropped);
 
 }  // namespace tunnelmesh

@@ -1,15 +1,18 @@
 // The lock-order inversion of the old JoinAgent is gone: `status` through the real control socket,
 // in a loop, while peers join and leave (map updates posted to the control loop) and a data-plane
 // thread keeps taking the device's locks. Each status must come back well within its deadline; a
-// hang fails the test instead of freezing it.
+// hang fails the test instead of freezing it. Also: the control loop's dropped posts in the report,
+// and FormatStatus over malformed replies.
 #include "node-agent/agent/agent_status.h"
 
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "lib/base/snapshot.h"
@@ -59,7 +62,7 @@ TEST(AgentStatusTest, StatusDuringPeerChurnNeverHangs) {
     std::optional<std::string> status = loop.Call<std::string>(
         [&] {
           return BuildAgentStatusJson(self_info, device, DataplaneDropCounts{}, table, nullptr,
-                                      true);
+                                      true, loop.dropped());
         },
         absl::Seconds(5));
     return status ? *status : std::string("{\"error\": \"timeout\"}");
@@ -125,6 +128,99 @@ TEST(AgentStatusTest, StatusDuringPeerChurnNeverHangs) {
   data.join();
   server->reset();
   loop.Stop();
+}
+
+// Posts the control loop refused (its queue full) are in `status --json` and, when there are any,
+// in the text `status` prints.
+TEST(AgentStatusTest, ControlLoopDropsAreReported) {
+  InitCrypto();
+  SystemClock clock;
+  Member self;
+  noise::Device device(self.secret, 1420);
+  FakeRouteInstaller link;
+  PeerTable table(
+      &device, self.key, &link, [](std::shared_ptr<const RouteTable>) {}, &clock);
+  SelfInfo self_info{"self", "tm-status0", self.key, {*IpAddress::Parse("10.99.0.1")}, 51820};
+  // A loop that never runs, with room for two closures: the third and fourth posts are dropped.
+  ControlLoop loop(&clock, /*max_queued=*/2);
+  for (int i = 0; i < 4; ++i) (void)loop.Post([] {});
+  ASSERT_EQ(loop.dropped(), 2u);
+
+  nlohmann::json status = nlohmann::json::parse(BuildAgentStatusJson(
+      self_info, device, DataplaneDropCounts{}, table, nullptr, true, loop.dropped()));
+  EXPECT_EQ(status["control_loop"]["posts_dropped"], 2);
+  const std::string text = FormatStatus(status, absl::Now());
+  EXPECT_NE(text.find("control loop: 2 posts dropped (its queue was full)"), std::string::npos)
+      << text;
+
+  status = nlohmann::json::parse(
+      BuildAgentStatusJson(self_info, device, DataplaneDropCounts{}, table, nullptr, true, 0));
+  EXPECT_EQ(status["control_loop"]["posts_dropped"], 0);
+  EXPECT_EQ(FormatStatus(status, absl::Now()).find("control loop"), std::string::npos);
+}
+
+// Every value of `json`, replaced in turn by `replacement` (a copy each time); `visit` sees each
+// variant.
+void ForEachVariant(const nlohmann::json& json, const nlohmann::json& replacement,
+                    const std::function<void(const nlohmann::json&)>& visit) {
+  const nlohmann::json flat = json.flatten();
+  for (const auto& [pointer, value] : flat.items()) {
+    // Each leaf and each of its parents (objects and arrays are replaced whole, too).
+    for (nlohmann::json::json_pointer at(pointer); !at.empty(); at = at.parent_pointer()) {
+      nlohmann::json variant = json;
+      variant[at] = replacement;
+      visit(variant);
+    }
+  }
+}
+
+// The reply `status` formats comes from another process: a malformed one prints what it can and
+// never throws (the checked reads of FormatStatus).
+TEST(AgentStatusTest, FormatStatusSurvivesMalformedReplies) {
+  nlohmann::json valid = {{"self",
+                           {{"name", "laptop"},
+                            {"interface", "tm0"},
+                            {"public_key", "AAAA"},
+                            {"mesh_ips", {"10.99.0.1"}},
+                            {"listen_port", 51820}}},
+                          {"peers",
+                           {{{"name", "db"},
+                             {"public_key", "BBBB"},
+                             {"mesh_ips", {"10.99.0.2"}},
+                             {"allowed_ips", {"10.99.0.2/32"}},
+                             {"endpoint", "192.0.2.7:51820"},
+                             {"path", "direct"},
+                             {"latest_handshake", 1700000000},
+                             {"rx_bytes", 10},
+                             {"tx_bytes", 20},
+                             {"persistent_keepalive", 25}}}},
+                          {"drops", {{"malformed", 3}}},
+                          {"control_loop", {{"posts_dropped", 1}}}};
+  const std::string text = FormatStatus(valid, absl::FromUnixSeconds(1700000065));
+  EXPECT_NE(text.find("latest handshake: 1 min, 5 s ago"), std::string::npos) << text;
+  EXPECT_NE(text.find("malformed=3"), std::string::npos) << text;
+
+  const std::vector<nlohmann::json> replacements = {nullptr,
+                                                    "text",
+                                                    -1,
+                                                    int64_t{-9'000'000'000'000'000'000},
+                                                    uint64_t{18'000'000'000'000'000'000u},
+                                                    2.5,
+                                                    true,
+                                                    nlohmann::json::array({1, nullptr, "x"}),
+                                                    nlohmann::json::object({{"x", 1}})};
+  int variants = 0;
+  for (const nlohmann::json& replacement : replacements) {
+    ForEachVariant(valid, replacement, [&](const nlohmann::json& variant) {
+      ++variants;
+      std::string out;
+      EXPECT_NO_THROW(out = FormatStatus(variant, absl::FromUnixSeconds(1700000065)))
+          << variant.dump();
+      EXPECT_NE(out.find("interface: "), std::string::npos) << variant.dump();
+    });
+    EXPECT_NO_THROW((void)FormatStatus(replacement, absl::Now())) << replacement.dump();
+  }
+  EXPECT_GT(variants, 200);
 }
 
 }  // namespace

@@ -1,202 +1,42 @@
+// The wg-quick config parser: the section/key state machine, each key's validation and the checks
+// across the whole file (duplicate keys, peers and AllowedIPs). Its lexical layer (key table, value
+// parsers) is agent_config_syntax.*; resolving host names and reading the file,
+// agent_config_load.cc.
 #include "node-agent/config/agent_config.h"
 
-#include <netdb.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <map>
-#include <memory>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "lib/base/log.h"
 #include "lib/base/status_macros.h"
+#include "node-agent/config/agent_config_syntax.h"
 
 namespace tunnelmesh {
 namespace {
 
-// A config file is a few kilobytes; anything this large is the wrong file.
-constexpr size_t kMaxConfigBytes = 1 << 20;
-// Values quoted in messages are cut here so one bad line cannot produce a huge error.
-constexpr size_t kMaxQuotedChars = 64;
-// RFC 1035 section 2.3.4: a full domain name has at most 253 characters in text form.
-constexpr size_t kMaxHostNameChars = 253;
-// WireGuard keys in base64: 32 bytes -> 43 characters plus one "=" of padding.
-constexpr size_t kBase64KeyChars = 44;
-
-// Debian's abseil has its own string_view type, which does not convert to or from std::one; the
-// parser works in absl::string_view (for absl's string functions) and converts at the edges.
-absl::string_view Absl(std::string_view text) {
-  return absl::string_view(text.data(), text.size());
-}
-std::string_view Std(absl::string_view text) { return std::string_view(text.data(), text.size()); }
-
-// Quotes text for an error message: C-escaped (so control bytes stay visible) and truncated.
-std::string Quote(absl::string_view text) {
-  bool truncated = text.size() > kMaxQuotedChars;
-  return absl::StrCat("\"", absl::CHexEscape(text.substr(0, kMaxQuotedChars)),
-                      truncated ? "...\"" : "\"");
-}
-
-// A key or section name as written by the user, made safe to print.
-std::string Escaped(absl::string_view text) {
-  bool truncated = text.size() > kMaxQuotedChars;
-  return absl::StrCat(absl::CHexEscape(text.substr(0, kMaxQuotedChars)), truncated ? "..." : "");
-}
-
-// Decimal digits only: no sign, no spaces, no hex. Empty when not a number or above `max`.
-std::optional<uint32_t> ParseDecimal(absl::string_view text, uint32_t max) {
-  if (text.empty() || text.size() > 10) return std::nullopt;
-  uint64_t value = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return std::nullopt;
-    value = value * 10 + static_cast<uint64_t>(c - '0');
-  }
-  if (value > max) return std::nullopt;
-  return static_cast<uint32_t>(value);
-}
-
-bool IsUnspecified(const IpAddress& address) {
-  for (int i = 0; i < address.byte_length(); ++i) {
-    if (address.bytes()[i] != 0) return false;
-  }
-  return true;
-}
-
-absl::string_view FamilyName(const IpAddress& address) { return address.is_v4() ? "IPv4" : "IPv6"; }
-
-// Splits "addr/len" and parses both halves. `what` names the expected thing for messages.
-// `min_length` is the smallest prefix length accepted.
-absl::Status ParseAddressAndLength(absl::string_view text, absl::string_view what,
-                                   absl::string_view example, int min_length, IpAddress* address,
-                                   int* length) {
-  absl::string_view address_text = text;
-  std::optional<absl::string_view> length_text;
-  if (size_t slash = text.find('/'); slash != absl::string_view::npos) {
-    address_text = text.substr(0, slash);
-    length_text = text.substr(slash + 1);
-  }
-  absl::StatusOr<IpAddress> parsed = IpAddress::Parse(Std(address_text));
-  if (!parsed.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Quote(text), " is not ", what, " (expected ", example, ")"));
-  }
-  *address = *parsed;
-  *length = address->bit_length();
-  if (length_text.has_value()) {
-    std::optional<uint32_t> value =
-        ParseDecimal(*length_text, static_cast<uint32_t>(address->bit_length()));
-    if (!value.has_value() || static_cast<int>(*value) < min_length) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(Quote(text), " has an invalid prefix length (expected ", min_length, "-",
-                       address->bit_length(), " for ", FamilyName(*address), ")"));
-    }
-    *length = static_cast<int>(*value);
-  }
-  return absl::OkStatus();
-}
-
-// A hashable identity for a prefix (Prefix itself has no hash).
-std::string PrefixKey(const Prefix& prefix) {
-  std::string key(reinterpret_cast<const char*>(prefix.address().bytes()),
-                  prefix.address().byte_length());
-  key.push_back(static_cast<char>(prefix.length()));
-  return key;
-}
-
-// Why a value is not a base64 key, or empty if its shape is right (decoding may still fail).
-std::string KeyShapeProblem(absl::string_view value) {
-  if (value.size() != kBase64KeyChars) return absl::StrCat("got ", value.size(), " characters");
-  if (value.back() != '=') return "the last character is not \"=\"";
-  for (char c : value.substr(0, kBase64KeyChars - 1)) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/') {
-      return "it contains characters outside base64 (A-Z a-z 0-9 + /)";
-    }
-  }
-  return "";
-}
-
-enum class Section { kNone, kInterface, kPeer };
-
-enum class Key {
-  kPrivateKey,
-  kListenPort,
-  kAddress,
-  kMtu,
-  kPublicKey,
-  kPresharedKey,
-  kEndpoint,
-  kAllowedIps,
-  kPersistentKeepalive,
-  kIgnored,
-};
-
-struct KeySpec {
-  absl::string_view name;
-  Section section;
-  Key key;
-  // Keys that may appear once per section; a repeat is an error rather than a silent override.
-  bool single;
-  // For keys accepted but ignored: why, for the warning.
-  absl::string_view ignored_because;
-};
-
-constexpr KeySpec kKeySpecs[] = {
-    {"PrivateKey", Section::kInterface, Key::kPrivateKey, true, ""},
-    {"ListenPort", Section::kInterface, Key::kListenPort, true, ""},
-    {"Address", Section::kInterface, Key::kAddress, false, ""},
-    {"MTU", Section::kInterface, Key::kMtu, true, ""},
-    {"DNS", Section::kInterface, Key::kIgnored, false,
-     "tunnelmesh-agent does not configure DNS resolvers"},
-    {"Table", Section::kInterface, Key::kIgnored, false,
-     "tunnelmesh-agent adds its routes to the main table"},
-    {"PreUp", Section::kInterface, Key::kIgnored, false, "tunnelmesh-agent runs no wg-quick hooks"},
-    {"PostUp", Section::kInterface, Key::kIgnored, false,
-     "tunnelmesh-agent runs no wg-quick hooks"},
-    {"PreDown", Section::kInterface, Key::kIgnored, false,
-     "tunnelmesh-agent runs no wg-quick hooks"},
-    {"PostDown", Section::kInterface, Key::kIgnored, false,
-     "tunnelmesh-agent runs no wg-quick hooks"},
-    {"SaveConfig", Section::kInterface, Key::kIgnored, false,
-     "tunnelmesh-agent never writes the config file"},
-    {"FwMark", Section::kInterface, Key::kIgnored, false,
-     "tunnelmesh-agent does not mark its UDP packets"},
-    {"PublicKey", Section::kPeer, Key::kPublicKey, true, ""},
-    {"PresharedKey", Section::kPeer, Key::kPresharedKey, true, ""},
-    {"Endpoint", Section::kPeer, Key::kEndpoint, true, ""},
-    {"AllowedIPs", Section::kPeer, Key::kAllowedIps, false, ""},
-    {"PersistentKeepalive", Section::kPeer, Key::kPersistentKeepalive, true, ""},
-};
-
-const KeySpec* FindKey(absl::string_view name, Section section) {
-  for (const KeySpec& spec : kKeySpecs) {
-    if (spec.section == section && absl::EqualsIgnoreCase(spec.name, name)) return &spec;
-  }
-  return nullptr;
-}
-
-absl::string_view SectionName(Section section) {
-  return section == Section::kInterface ? "[Interface]" : "[Peer]";
-}
-
-std::string KeyList(Section section) {
-  std::string list;
-  for (const KeySpec& spec : kKeySpecs) {
-    if (spec.section != section) continue;
-    absl::StrAppend(&list, list.empty() ? "" : ", ", spec.name);
-  }
-  return list;
-}
+using config_syntax::Absl;
+using config_syntax::Escaped;
+using config_syntax::FamilyName;
+using config_syntax::FindKey;
+using config_syntax::IsUnspecified;
+using config_syntax::Key;
+using config_syntax::KeyList;
+using config_syntax::KeyShapeProblem;
+using config_syntax::KeySpec;
+using config_syntax::kMaxHostNameChars;
+using config_syntax::ParseAddressAndLength;
+using config_syntax::ParseDecimal;
+using config_syntax::PrefixKey;
+using config_syntax::Quote;
+using config_syntax::Section;
+using config_syntax::SectionName;
+using config_syntax::Std;
 
 // Parses one config text. One instance per parse.
 class ConfigParser {
@@ -607,11 +447,6 @@ class ConfigParser {
   absl::flat_hash_map<std::string, int> allowed_ip_owner_;
 };
 
-// Closes a FILE* on scope exit.
-struct FileCloser {
-  void operator()(std::FILE* file) const { std::fclose(file); }
-};
-
 }  // namespace
 
 absl::StatusOr<InterfaceAddress> InterfaceAddress::Parse(std::string_view std_text) {
@@ -632,77 +467,9 @@ std::string InterfaceAddress::ToString() const {
   return absl::StrCat(address.ToString(), "/", prefix_length);
 }
 
-absl::StatusOr<IpAddress> ResolveHostName(const std::string& host) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_DGRAM;
-  hints.ai_protocol = IPPROTO_UDP;
-  addrinfo* result = nullptr;
-  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &result);
-  if (rc != 0) {
-    // A name that does not exist is the config's fault; anything else may pass with time.
-    bool permanent = rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_FAMILY;
-    return absl::Status(
-        permanent ? absl::StatusCode::kInvalidArgument : absl::StatusCode::kUnavailable,
-        absl::StrCat("cannot resolve host ", Quote(host), ": ", gai_strerror(rc),
-                     permanent ? "" : " (check the network and DNS, then retry)"));
-  }
-  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> owned(result, &freeaddrinfo);
-  for (const addrinfo* info = result; info != nullptr; info = info->ai_next) {
-    absl::StatusOr<Endpoint> endpoint = Endpoint::FromSockaddr(info->ai_addr, info->ai_addrlen);
-    if (endpoint.ok()) return endpoint->address();
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("cannot resolve host ", Quote(host), ": it has no IPv4 or IPv6 address"));
-}
-
 absl::StatusOr<AgentConfig> ParseAgentConfig(std::string_view text, std::string_view file_name,
                                              const HostResolver& resolve_host) {
   return ConfigParser(Absl(file_name), resolve_host).Parse(Absl(text));
-}
-
-absl::StatusOr<AgentConfig> LoadAgentConfig(const std::string& path,
-                                            const HostResolver& resolve_host) {
-  std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rbe"));
-  if (file == nullptr) {
-    int error = errno;
-    absl::StatusCode code = error == ENOENT ? absl::StatusCode::kNotFound
-                            : error == EACCES || error == EPERM
-                                ? absl::StatusCode::kPermissionDenied
-                                : absl::StatusCode::kFailedPrecondition;
-    return absl::Status(code,
-                        absl::StrCat("cannot open config file ", path, ": ", std::strerror(error)));
-  }
-  struct stat info {};
-  if (fstat(fileno(file.get()), &info) != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot stat config file ", path, ": ", std::strerror(errno)));
-  }
-  if (!S_ISREG(info.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat("config file ", path, " is not a regular file"));
-  }
-  std::string text;
-  char buffer[8192];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), file.get())) > 0) {
-    text.append(buffer, n);
-    if (text.size() > kMaxConfigBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("config file ", path, " is larger than ", kMaxConfigBytes,
-                       " bytes; a WireGuard config is a few kilobytes (is this the right file?)"));
-    }
-  }
-  if (std::ferror(file.get())) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot read config file ", path, ": ", std::strerror(errno)));
-  }
-  ASSIGN_OR_RETURN(AgentConfig config, ParseAgentConfig(text, path, resolve_host));
-  if ((info.st_mode & (S_IROTH | S_IWOTH)) != 0) {
-    config.warnings.push_back(absl::StrCat(
-        path, ": is accessible to every user but holds the private key (chmod 600 ", path, ")"));
-  }
-  for (const std::string& warning : config.warnings) TM_LOG_WARN("{}", warning);
-  return config;
 }
 
 }  // namespace tunnelmesh

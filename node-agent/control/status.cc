@@ -1,5 +1,6 @@
 #include "node-agent/control/status.h"
 
+#include <cstdint>
 #include <cstdio>
 
 namespace tunnelmesh {
@@ -18,10 +19,49 @@ std::string HumanBytes(uint64_t bytes) {
   return buf;
 }
 
-std::string Ago(int64_t unix_seconds, absl::Time now) {
+// Checked reads of the status JSON (FormatStatus): a missing key, a non-object parent or a value
+// of another type reads as null, "" or 0 instead of throwing.
+const nlohmann::json& Field(const nlohmann::json& object, const char* key) {
+  static const nlohmann::json kNull;
+  if (!object.is_object()) return kNull;
+  auto it = object.find(key);
+  return it == object.end() ? kNull : *it;
+}
+
+std::string String(const nlohmann::json& object, const char* key) {
+  const nlohmann::json& value = Field(object, key);
+  return value.is_string() ? value.get<std::string>() : std::string();
+}
+
+uint64_t AsUnsigned(const nlohmann::json& value) {
+  if (value.is_number_unsigned()) return value.get<uint64_t>();
+  if (value.is_number_integer() && value.get<int64_t>() > 0) {
+    return static_cast<uint64_t>(value.get<int64_t>());
+  }
+  return 0;  // Negative, fractional or not a number.
+}
+
+uint64_t Unsigned(const nlohmann::json& object, const char* key) {
+  return AsUnsigned(Field(object, key));
+}
+
+// The strings of `array`, comma separated; other elements are skipped.
+std::string JoinStrings(const nlohmann::json& array) {
+  std::string out;
+  if (!array.is_array()) return out;
+  for (const nlohmann::json& item : array) {
+    if (item.is_string()) out += (out.empty() ? "" : ", ") + item.get<std::string>();
+  }
+  return out;
+}
+
+std::string Ago(uint64_t unix_seconds, absl::Time now) {
   if (unix_seconds == 0) return "never";
-  int64_t seconds = absl::ToUnixSeconds(now) - unix_seconds;
-  if (seconds < 0) seconds = 0;
+  const int64_t now_seconds = absl::ToUnixSeconds(now);
+  // A time in the future (clock skew, or a malformed reply) reads as now.
+  const int64_t seconds = now_seconds <= 0 || unix_seconds >= static_cast<uint64_t>(now_seconds)
+                              ? 0
+                              : now_seconds - static_cast<int64_t>(unix_seconds);
   std::string out;
   if (seconds >= 3600) out += std::to_string(seconds / 3600) + " h, ";
   if (seconds >= 60) out += std::to_string(seconds / 60 % 60) + " min, ";
@@ -99,50 +139,52 @@ nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
 }
 
 std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
+  // The reply comes from another process: every field is checked (a missing or mistyped one reads
+  // as empty or zero), so a malformed reply prints what it can and never throws.
   std::string out;
-  const auto& self = status["self"];
-  out += "interface: " + self.value("interface", std::string()) + "\n";
-  const std::string self_name = self.value("name", std::string());
-  if (!self_name.empty() && self_name != self.value("interface", std::string())) {
-    out += "  name: " + self_name + "\n";
-  }
-  out += "  public key: " + self.value("public_key", std::string()) + "\n";
-  out += "  listening port: " + std::to_string(self.value("listen_port", 0)) + "\n";
-  std::string ips;
-  for (const auto& ip : self["mesh_ips"]) ips += (ips.empty() ? "" : ", ") + ip.get<std::string>();
+  const nlohmann::json& self = Field(status, "self");
+  const std::string interface_name = String(self, "interface");
+  out += "interface: " + interface_name + "\n";
+  const std::string self_name = String(self, "name");
+  if (!self_name.empty() && self_name != interface_name) out += "  name: " + self_name + "\n";
+  out += "  public key: " + String(self, "public_key") + "\n";
+  out += "  listening port: " + std::to_string(Unsigned(self, "listen_port")) + "\n";
+  const std::string ips = JoinStrings(Field(self, "mesh_ips"));
   if (!ips.empty()) out += "  addresses: " + ips + "\n";
-  for (const auto& peer : status["peers"]) {
-    out += "\npeer: " + peer.value("public_key", std::string()) + "\n";
-    const std::string name = peer.value("name", std::string());
+  const nlohmann::json& peers = Field(status, "peers");
+  for (const nlohmann::json& peer : peers.is_array() ? peers : nlohmann::json::array()) {
+    out += "\npeer: " + String(peer, "public_key") + "\n";
+    const std::string name = String(peer, "name");
     // Peers from a config file have no name beyond their key's prefix.
-    if (!name.empty() && name.find("...") == std::string::npos) out += "  name: " + name + "\n";
-    std::string peer_ips;
-    for (const auto& ip : peer["mesh_ips"]) {
-      peer_ips += (peer_ips.empty() ? "" : ", ") + ip.get<std::string>();
-    }
-    if (!peer_ips.empty() && !name.empty() && name.find("...") == std::string::npos) {
-      out += "  mesh ips: " + peer_ips + "\n";
-    }
-    std::string endpoint = peer.value("endpoint", std::string());
+    const bool named = !name.empty() && name.find("...") == std::string::npos;
+    if (named) out += "  name: " + name + "\n";
+    const std::string peer_ips = JoinStrings(Field(peer, "mesh_ips"));
+    if (!peer_ips.empty() && named) out += "  mesh ips: " + peer_ips + "\n";
+    const std::string endpoint = String(peer, "endpoint");
     if (!endpoint.empty()) out += "  endpoint: " + endpoint + "\n";
-    std::string allowed;
-    for (const auto& p : peer["allowed_ips"]) {
-      allowed += (allowed.empty() ? "" : ", ") + p.get<std::string>();
-    }
+    const std::string allowed = JoinStrings(Field(peer, "allowed_ips"));
     out += "  allowed ips: " + (allowed.empty() ? std::string("(none)") : allowed) + "\n";
-    out += "  path: " + peer.value("path", std::string()) + "\n";
-    out += "  latest handshake: " + Ago(peer.value("latest_handshake", int64_t{0}), now) + "\n";
-    out += "  transfer: " + HumanBytes(peer.value("rx_bytes", uint64_t{0})) + " received, " +
-           HumanBytes(peer.value("tx_bytes", uint64_t{0})) + " sent\n";
-    int keepalive = peer.value("persistent_keepalive", 0);
+    out += "  path: " + String(peer, "path") + "\n";
+    out += "  latest handshake: " + Ago(Unsigned(peer, "latest_handshake"), now) + "\n";
+    out += "  transfer: " + HumanBytes(Unsigned(peer, "rx_bytes")) + " received, " +
+           HumanBytes(Unsigned(peer, "tx_bytes")) + " sent\n";
+    const uint64_t keepalive = Unsigned(peer, "persistent_keepalive");
     if (keepalive > 0) out += "  persistent keepalive: every " + std::to_string(keepalive) + " s\n";
   }
   std::string drops;
-  for (const auto& [name, count] : status["drops"].items()) {
-    if (count.get<uint64_t>() > 0)
-      drops += " " + name + "=" + std::to_string(count.get<uint64_t>());
+  const nlohmann::json& drop_counts = Field(status, "drops");
+  if (drop_counts.is_object()) {
+    for (const auto& [name, count] : drop_counts.items()) {
+      const uint64_t n = AsUnsigned(count);
+      if (n > 0) drops += " " + name + "=" + std::to_string(n);
+    }
   }
   if (!drops.empty()) out += "\ndropped:" + drops + "\n";
+  const uint64_t posts_dropped = Unsigned(Field(status, "control_loop"), "posts_dropped");
+  if (posts_dropped > 0) {
+    out += "\ncontrol loop: " + std::to_string(posts_dropped) +
+           " posts dropped (its queue was full)\n";
+  }
   return out;
 }
 

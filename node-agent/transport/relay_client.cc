@@ -6,6 +6,11 @@
 // handler and send continuations on its thread pool. Handlers hold only a weak reference to the
 // shared Core, and each carries the number of the attempt it belongs to, so a late callback from
 // an old socket changes nothing.
+// Ownership: the Core's setup fields are written by the owner before the worker starts and only
+// read afterwards; the attempt's state (phase, outcome, ...) is guarded by Core::mu, the current
+// socket by Core::socket_mu (taken after mu when both are held); counters and `connected` are
+// atomics any thread reads. No lock is held while a socket is destroyed (which waits for
+// cpprestsdk's threads).
 // cpprestsdk otherwise defines a macro `U` that breaks fmt (spdlog) and anything else naming U.
 #define _TURN_OFF_PLATFORM_STRING
 #include "node-agent/transport/relay_client.h"
@@ -13,15 +18,16 @@
 #include <pthread.h>
 #include <sodium.h>
 
-#include <condition_variable>
 #include <exception>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "cpprest/containerstream.h"
 #include "cpprest/ws_client.h"
 #include "lib/base/backoff.h"
@@ -78,30 +84,43 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
   std::atomic<bool> connected{false};
   std::atomic<size_t> in_flight{0};
 
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stopping = false;                      // guarded by mu
-  uint64_t generation = 0;                    // guarded by mu: the current attempt
-  Phase phase = Phase::kConnecting;           // guarded by mu
-  bool hello_sent = false;                    // guarded by mu
-  absl::Status outcome;                       // guarded by mu: why the attempt failed
-  Retry retry = Retry::kNormal;               // guarded by mu
-  std::optional<absl::Status> first_outcome;  // guarded by mu: what Connect() returns
+  absl::Mutex mu;
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+  uint64_t generation ABSL_GUARDED_BY(mu) = 0;  // the current attempt
+  Phase phase ABSL_GUARDED_BY(mu) = Phase::kConnecting;
+  bool hello_sent ABSL_GUARDED_BY(mu) = false;
+  absl::Status outcome ABSL_GUARDED_BY(mu);  // why the attempt failed
+  Retry retry ABSL_GUARDED_BY(mu) = Retry::kNormal;
+  std::optional<absl::Status> first_outcome ABSL_GUARDED_BY(mu);  // what Connect() returns
 
   // Lock order: mu before socket_mu.
-  std::mutex socket_mu;
-  std::shared_ptr<ws::websocket_callback_client> socket;  // guarded by socket_mu
-  bool socket_ready = false;  // guarded by socket_mu: `socket` got Ready; data may go out
+  absl::Mutex socket_mu ABSL_ACQUIRED_AFTER(mu);
+  std::shared_ptr<ws::websocket_callback_client> socket ABSL_GUARDED_BY(socket_mu);
+  bool socket_ready ABSL_GUARDED_BY(socket_mu) = false;  // `socket` got Ready; data may go out
+
+  // Any thread (the owner's destructor): the worker returns as soon as it sees this.
+  void Stop() ABSL_LOCKS_EXCLUDED(mu) {
+    absl::MutexLock lock(&mu);
+    stopping = true;
+  }
+
+  // The owner's thread, in Connect(): waits for the first attempt's outcome.
+  absl::Status AwaitFirstOutcome() ABSL_LOCKS_EXCLUDED(mu) {
+    absl::MutexLock lock(&mu);
+    auto decided = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return first_outcome.has_value(); };
+    mu.Await(absl::Condition(&decided));
+    return *first_outcome;
+  }
 
   // The worker thread: attempts and waits until told to stop.
-  void Run() {
+  void Run() ABSL_LOCKS_EXCLUDED(mu, socket_mu) {
     const uint64_t seed = options.jitter_seed != 0 ? options.jitter_seed : std::random_device{}();
     Backoff backoff(options.initial_backoff, options.max_backoff, seed);
     bool first = true;
     int failures_in_a_row = 0;
     while (true) {
       {
-        std::lock_guard<std::mutex> lock(mu);
+        absl::MutexLock lock(&mu);
         if (stopping) return;
       }
       bool was_ready = false;
@@ -109,7 +128,7 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
       const Retry next = RunAttempt(first, &was_ready, &status);
       first = false;
       {
-        std::lock_guard<std::mutex> lock(mu);
+        absl::MutexLock lock(&mu);
         if (stopping) return;
       }
       if (next == Retry::kNever) {
@@ -128,17 +147,20 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
         TM_LOG_DEBUG("relay reconnect failed url={} delay_ms={} reason={}", url, delay.count(),
                      std::string(status.message()));
       }
-      std::unique_lock<std::mutex> lock(mu);
-      if (cv.wait_for(lock, delay, [this] { return stopping; })) return;
+      absl::MutexLock lock(&mu);
+      auto stopped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return stopping; };
+      if (mu.AwaitWithTimeout(absl::Condition(&stopped), absl::FromChrono(delay))) return;
     }
   }
 
   // One connection from start to end. Returns how to retry; `status` says why it ended.
-  Retry RunAttempt(bool first, bool* was_ready, absl::Status* status) {
+  // Worker thread.
+  Retry RunAttempt(bool first, bool* was_ready, absl::Status* status)
+      ABSL_LOCKS_EXCLUDED(mu, socket_mu) {
     counters.connect_attempts.fetch_add(1, std::memory_order_relaxed);
     uint64_t attempt;
     {
-      std::lock_guard<std::mutex> lock(mu);
+      absl::MutexLock lock(&mu);
       attempt = ++generation;
       phase = Phase::kConnecting;
       hello_sent = false;
@@ -147,33 +169,38 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     }
     StartSocket(attempt);
 
-    std::unique_lock<std::mutex> lock(mu);
-    const bool decided = cv.wait_for(lock, options.connect_timeout,
-                                     [this] { return stopping || phase != Phase::kConnecting; });
-    if (phase == Phase::kConnecting) {
-      phase = Phase::kFailed;
-      outcome =
-          decided ? absl::CancelledError("relay client is shutting down")
-                  : absl::UnavailableError("relay " + url + " did not register us within " +
-                                           std::to_string(options.connect_timeout.count()) + " ms");
+    Retry next;
+    {
+      absl::MutexLock lock(&mu);
+      auto decided_fn = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+        return stopping || phase != Phase::kConnecting;
+      };
+      const bool decided = mu.AwaitWithTimeout(absl::Condition(&decided_fn),
+                                               absl::FromChrono(options.connect_timeout));
+      if (phase == Phase::kConnecting) {
+        phase = Phase::kFailed;
+        outcome = decided ? absl::CancelledError("relay client is shutting down")
+                          : absl::UnavailableError("relay " + url + " did not register us within " +
+                                                   std::to_string(options.connect_timeout.count()) +
+                                                   " ms");
+      }
+      *was_ready = phase == Phase::kReady;
+      if (first) first_outcome = *was_ready ? absl::OkStatus() : outcome;
+      auto ended = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+        return stopping || phase != Phase::kReady;
+      };
+      if (*was_ready) mu.Await(absl::Condition(&ended));
+      if (outcome.ok()) outcome = absl::UnavailableError("relay " + url + " closed the connection");
+      *status = outcome;
+      next = retry;
+      ++generation;  // callbacks still in flight for this socket are now stale
+      connected.store(false, std::memory_order_release);
     }
-    *was_ready = phase == Phase::kReady;
-    if (first) {
-      first_outcome = *was_ready ? absl::OkStatus() : outcome;
-      cv.notify_all();
-    }
-    if (*was_ready) cv.wait(lock, [this] { return stopping || phase != Phase::kReady; });
-    if (outcome.ok()) outcome = absl::UnavailableError("relay " + url + " closed the connection");
-    *status = outcome;
-    const Retry next = retry;
-    ++generation;  // callbacks still in flight for this socket are now stale
-    connected.store(false, std::memory_order_release);
-    lock.unlock();
     StopSocket();
     return next;
   }
 
-  void StartSocket(uint64_t attempt) {
+  void StartSocket(uint64_t attempt) ABSL_LOCKS_EXCLUDED(mu, socket_mu) {
     std::weak_ptr<Core> weak = weak_from_this();
     try {
       auto client = std::make_shared<ws::websocket_callback_client>(ws::websocket_client_config());
@@ -186,7 +213,7 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
         if (std::shared_ptr<Core> core = weak.lock()) core->OnClose(attempt, error);
       });
       {
-        std::lock_guard<std::mutex> lock(socket_mu);
+        absl::MutexLock lock(&socket_mu);
         socket = client;
         socket_ready = false;
       }
@@ -211,10 +238,10 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
 
   // Begins closing the socket and drops it. Its destructor (cpprestsdk's) waits for a connect in
   // progress to end and for the close handshake, both bounded by the library's own timeouts.
-  void StopSocket() {
+  void StopSocket() ABSL_LOCKS_EXCLUDED(mu, socket_mu) {
     std::shared_ptr<ws::websocket_callback_client> client;
     {
-      std::lock_guard<std::mutex> lock(socket_mu);
+      absl::MutexLock lock(&socket_mu);
       client = std::move(socket);
       socket_ready = false;
     }
@@ -233,17 +260,18 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
 
   // Marks the current attempt failed (before Ready) with `status`, unless something else already
   // decided it.
-  void Fail(uint64_t attempt, absl::Status status, Retry how = Retry::kNormal) {
-    std::lock_guard<std::mutex> lock(mu);
+  void Fail(uint64_t attempt, absl::Status status, Retry how = Retry::kNormal)
+      ABSL_LOCKS_EXCLUDED(mu) {
+    absl::MutexLock lock(&mu);
     if (attempt != generation || phase != Phase::kConnecting) return;
     phase = Phase::kFailed;
     if (outcome.ok()) outcome = std::move(status);
     retry = how;
-    cv.notify_all();
   }
 
-  void OnClose(uint64_t attempt, const std::error_code& error) {
-    std::lock_guard<std::mutex> lock(mu);
+  // cpprestsdk's thread pool.
+  void OnClose(uint64_t attempt, const std::error_code& error) ABSL_LOCKS_EXCLUDED(mu) {
+    absl::MutexLock lock(&mu);
     if (attempt != generation) return;
     connected.store(false, std::memory_order_release);
     if (phase == Phase::kConnecting) {
@@ -257,11 +285,11 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     } else if (phase == Phase::kReady) {
       phase = Phase::kClosed;
     }
-    cv.notify_all();
   }
 
   // On the socket's I/O thread, one message at a time.
-  void OnMessage(uint64_t attempt, const ws::websocket_incoming_message& message) {
+  void OnMessage(uint64_t attempt, const ws::websocket_incoming_message& message)
+      ABSL_LOCKS_EXCLUDED(mu, socket_mu) {
     try {
       if (message.message_type() != ws::websocket_message_type::binary_message) {
         counters.malformed.fetch_add(1, std::memory_order_relaxed);
@@ -285,7 +313,7 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     }
   }
 
-  void HandleFrame(uint64_t attempt, relay::Bytes frame) {
+  void HandleFrame(uint64_t attempt, relay::Bytes frame) ABSL_LOCKS_EXCLUDED(mu, socket_mu) {
     const std::optional<relay::FrameType> type = relay::Classify(frame);
     if (!type) {
       counters.malformed.fetch_add(1, std::memory_order_relaxed);
@@ -323,9 +351,10 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     counters.malformed.fetch_add(1, std::memory_order_relaxed);  // client-to-server frames
   }
 
-  void OnChallenge(uint64_t attempt, const relay::Challenge& challenge) {
+  void OnChallenge(uint64_t attempt, const relay::Challenge& challenge)
+      ABSL_LOCKS_EXCLUDED(mu, socket_mu) {
     {
-      std::lock_guard<std::mutex> lock(mu);
+      absl::MutexLock lock(&mu);
       if (attempt != generation || phase != Phase::kConnecting || hello_sent) {
         counters.malformed.fetch_add(1, std::memory_order_relaxed);
         return;
@@ -363,25 +392,24 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     }
   }
 
-  void OnReady(uint64_t attempt) {
-    std::lock_guard<std::mutex> lock(mu);
+  void OnReady(uint64_t attempt) ABSL_LOCKS_EXCLUDED(mu, socket_mu) {
+    absl::MutexLock lock(&mu);
     if (attempt != generation || phase != Phase::kConnecting || !hello_sent) {
       counters.malformed.fetch_add(1, std::memory_order_relaxed);
       return;
     }
     phase = Phase::kReady;
     {
-      std::lock_guard<std::mutex> socket_lock(socket_mu);
+      absl::MutexLock socket_lock(&socket_mu);
       socket_ready = true;
     }
     connected.store(true, std::memory_order_release);
     counters.sessions.fetch_add(1, std::memory_order_relaxed);
     TM_LOG_INFO("relay connected url={} relay_key={} our_key={}", url, server_key.Short(),
                 public_key.Short());
-    cv.notify_all();
   }
 
-  void OnRelayError(uint64_t attempt, const relay::Error& error) {
+  void OnRelayError(uint64_t attempt, const relay::Error& error) ABSL_LOCKS_EXCLUDED(mu) {
     const std::string text = Printable(error.text);
     const std::string name(relay::ErrorCodeName(error.code));
     absl::Status status;
@@ -405,17 +433,18 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
                                         "): " + text);
         break;
     }
-    std::lock_guard<std::mutex> lock(mu);
+    absl::MutexLock lock(&mu);
     if (attempt != generation) return;
     if (outcome.ok()) outcome = status;
     retry = how;
     if (phase == Phase::kConnecting) phase = Phase::kFailed;
-    cv.notify_all();
   }
 
   // Hands one binary message to the current socket; false when there is none. `data` messages
   // count against max_in_flight (already incremented by the caller) until the library is done.
-  bool Post(std::vector<uint8_t> frame, size_t payload_size, bool data) {
+  // Any thread (the sender's, or the I/O thread for the Hello).
+  bool Post(std::vector<uint8_t> frame, size_t payload_size, bool data)
+      ABSL_LOCKS_EXCLUDED(socket_mu) {
     const size_t size = frame.size();
     ws::websocket_outgoing_message message;
     concurrency::streams::container_buffer<std::vector<uint8_t>> buffer(std::move(frame),
@@ -423,7 +452,7 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     message.set_binary_message(buffer.create_istream(), size);
     pplx::task<void> sent;
     {
-      std::lock_guard<std::mutex> lock(socket_mu);
+      absl::MutexLock lock(&socket_mu);
       // Data waits for Ready; a Send racing with a reconnect must not precede the Hello.
       if (!socket || (data && !socket_ready)) return false;
       sent = socket->send(message);
@@ -455,11 +484,7 @@ RelayClient::RelayClient() : RelayClient(Options()) {}
 RelayClient::RelayClient(Options options) : core_(std::make_shared<Core>(options)) {}
 
 RelayClient::~RelayClient() {
-  {
-    std::lock_guard<std::mutex> lock(core_->mu);
-    core_->stopping = true;
-  }
-  core_->cv.notify_all();
+  core_->Stop();
   if (worker_.joinable()) worker_.join();
 }
 
@@ -501,9 +526,7 @@ absl::Status RelayClient::Connect(std::string_view url, const SecretKey& private
     pthread_setname_np(pthread_self(), "tm-relay-cli");
     core->Run();
   });
-  std::unique_lock<std::mutex> lock(core_->mu);
-  core_->cv.wait(lock, [this] { return core_->first_outcome.has_value(); });
-  return *core_->first_outcome;
+  return core_->AwaitFirstOutcome();
 }
 
 bool RelayClient::Send(const PublicKey& destination, absl::Span<const uint8_t> payload) {

@@ -1,3 +1,7 @@
+// The coordinator's member state: register, admit, leave, evict, and the map updates they fan out.
+// One file (about 630 lines) because these steps share one lock and its invariants and are read
+// together; the policy compilation they trigger is in coordinator_filter.cc, the store writes in
+// member_writer.cc.
 #include "operator/coordinator/coordinator.h"
 
 #include <sodium.h>
@@ -294,14 +298,19 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
           ? request.kind()
           : coord::MEMBER_KIND_EXTERNAL;
   // The in-memory map changes now; the store follows on the writer thread. A member registering
-  // again unchanged (after a reconnect) queues no write.
+  // again unchanged (after a reconnect) queues no write. Only a first registration creates the
+  // record: a member already known is updated, so that a MeshPeer deleted before the write runs
+  // stays deleted (MemberStore::Update).
   auto stored = members_.find(key);
-  if (stored == members_.end() || !(stored->second == record)) {
-    std::optional<MemberRecord> old;
-    if (stored != members_.end()) old = stored->second;
+  if (stored == members_.end()) {
     members_[key] = record;
     writer_.Put(record);
-    SyncFilterLocked(old ? &*old : nullptr, &record);
+    SyncFilterLocked(nullptr, &record);
+  } else if (!(stored->second == record)) {
+    const MemberRecord old = stored->second;
+    stored->second = record;
+    writer_.Update(record);
+    SyncFilterLocked(&old, &record);
   }
 
   Live& live = live_[key];
@@ -538,10 +547,11 @@ absl::Status Coordinator::Admit(MemberRecord record) {
   absl::StatusOr<std::vector<IpAddress>> ips = AddressesFor(*mesh, record);
   if (!ips.ok()) return ips.status();
   // The in-memory map takes the record now; the store follows on the writer thread, which
-  // retries a failed write until it lands or a newer record replaces it.
+  // retries a failed write until it lands or a newer record replaces it. The record exists at its
+  // source: the write never creates it (an admin may delete it before the write runs).
   if (*ips != record.mesh_ips) {
     record.mesh_ips = *std::move(ips);
-    writer_.Put(record);
+    writer_.Update(record);
   } else {
     writer_.Observe(record.public_key, &record);
   }

@@ -40,12 +40,21 @@ MemberWriter::~MemberWriter() {
   thread_.join();
 }
 
-void MemberWriter::Put(const MemberRecord& record) { Enqueue(record.public_key, Op{record, true}); }
+void MemberWriter::Put(const MemberRecord& record) {
+  Enqueue(record.public_key, Op{record, /*durable=*/true, /*create=*/true});
+}
 
-void MemberWriter::Remove(const PublicKey& key) { Enqueue(key, Op{std::nullopt, true}); }
+void MemberWriter::Update(const MemberRecord& record) {
+  Enqueue(record.public_key, Op{record, /*durable=*/true, /*create=*/false});
+}
+
+void MemberWriter::Remove(const PublicKey& key) {
+  Enqueue(key, Op{std::nullopt, /*durable=*/true, /*create=*/false});
+}
 
 void MemberWriter::Observe(const PublicKey& key, const MemberRecord* record) {
-  Enqueue(key, Op{record != nullptr ? std::optional<MemberRecord>(*record) : std::nullopt, false});
+  Enqueue(key, Op{record != nullptr ? std::optional<MemberRecord>(*record) : std::nullopt,
+                  /*durable=*/false, /*create=*/false});
 }
 
 void MemberWriter::Enqueue(const PublicKey& key, Op op) {
@@ -60,6 +69,7 @@ void MemberWriter::Enqueue(const PublicKey& key, Op op) {
   // The latest record wins; it must still be written if any operation it replaces had to be.
   it->second.record = std::move(op.record);
   it->second.durable = it->second.durable || op.durable;
+  it->second.create = it->second.create || op.create;
   counters_->coalesced.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -68,7 +78,8 @@ absl::Status MemberWriter::Apply(const PublicKey& key, const Op& op) {
     store_->Observe(key, op.record ? &*op.record : nullptr);
     return absl::OkStatus();
   }
-  return op.record ? store_->Put(*op.record) : store_->Remove(key);
+  if (!op.record) return store_->Remove(key);
+  return op.create ? store_->Put(*op.record) : store_->Update(*op.record);
 }
 
 void MemberWriter::Run() {

@@ -65,7 +65,12 @@ class MemberWriter {
 
   // Queue a durable write of `record`, a durable delete of `key`, or an update of the store's
   // memory only (MemberStore::Observe; `record` null removes). Never block.
+  // Put may create the member's record (a first registration); Update only changes a record that
+  // exists (MemberStore::Update: a member the coordinator knows, whose record someone else may
+  // delete before the write runs). When a Put and an Update coalesce, the write may create if
+  // either could (an Update queued behind a Put that has not run yet needs the create).
   void Put(const MemberRecord& record) ABSL_LOCKS_EXCLUDED(mu_);
+  void Update(const MemberRecord& record) ABSL_LOCKS_EXCLUDED(mu_);
   void Remove(const PublicKey& key) ABSL_LOCKS_EXCLUDED(mu_);
   void Observe(const PublicKey& key, const MemberRecord* record) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -82,7 +87,8 @@ class MemberWriter {
  private:
   struct Op {
     std::optional<MemberRecord> record;  // Empty: the key is removed.
-    bool durable = false;                // Put/Remove (true) or Observe (false).
+    bool durable = false;                // Put/Update/Remove (true) or Observe (false).
+    bool create = false;                 // A durable write may create the record (Put).
   };
 
   void Enqueue(const PublicKey& key, Op op) ABSL_LOCKS_EXCLUDED(mu_);

@@ -43,6 +43,11 @@ class MemberStore {
   virtual const std::map<PublicKey, MemberRecord>& members() const = 0;
   // Makes `record` durable (creating or replacing the member's record).
   [[nodiscard]] virtual absl::Status Put(const MemberRecord& record) = 0;
+  // Makes `record` durable for a member whose record exists at its source, without creating it:
+  // NOT_FOUND when someone else deleted it meanwhile (an admin deleting a MeshPeer), so that a
+  // write queued before that delete does not bring the member back. Stores that nobody else
+  // writes (members.json) have nothing to lose: Put.
+  [[nodiscard]] virtual absl::Status Update(const MemberRecord& record) { return Put(record); }
   // Deletes the member's durable record.
   [[nodiscard]] virtual absl::Status Remove(const PublicKey& key) = 0;
   // Updates only the in-memory view, for records that already changed at the source (a MeshPeer

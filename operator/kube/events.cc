@@ -24,10 +24,9 @@ EventRecorder::EventRecorder(Api* client, std::string component, std::string ns)
 
 EventRecorder::~EventRecorder() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
   worker_.join();
 }
 
@@ -43,33 +42,35 @@ void EventRecorder::Warning(const nlohmann::json& object, const std::string& rea
 
 void EventRecorder::Enqueue(const nlohmann::json& object, const char* type,
                             const std::string& reason, const std::string& message) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (queue_.size() >= kMaxQueued) {
     counters_.dropped.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   queue_.push_back(Pending{object, type, reason, message, absl::Now()});
-  cv_.notify_all();
 }
 
 void EventRecorder::Flush() {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [this] { return queue_.empty() && !writing_; });
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return queue_.empty() && !writing_; };
+  mu_.Await(absl::Condition(&idle));
 }
 
 void EventRecorder::Run() {
-  std::unique_lock<std::mutex> lock(mu_);
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
   while (true) {
-    cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping, and everything is written
-    Pending pending = std::move(queue_.front());
-    queue_.pop_front();
-    writing_ = true;
-    lock.unlock();
+    Pending pending;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(&ready));
+      if (queue_.empty()) return;  // stopping, and everything is written
+      pending = std::move(queue_.front());
+      queue_.pop_front();
+      writing_ = true;
+    }
     Write(pending);
-    lock.lock();
+    absl::MutexLock lock(&mu_);
     writing_ = false;
-    cv_.notify_all();
   }
 }
 

@@ -9,18 +9,20 @@
 // them only in "default" (core/v1 Events without eventTime), and the recorder then switches to
 // "default" for good, as client-go's recorder always does. kubectl describe finds them there.
 //
-// Threads: Normal(), Warning() and counters() from any thread.
+// Threads: Normal(), Warning(), Flush() and counters() from any thread. The recorder's worker
+// thread owns recent_ and cluster_scoped_ns_ and is the only one calling the API; mu_ guards the
+// queue and the worker's state, and is never held during an API call.
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "operator/kube/api.h"
@@ -44,11 +46,13 @@ class EventRecorder {
   EventRecorder(const EventRecorder&) = delete;
   EventRecorder& operator=(const EventRecorder&) = delete;
 
-  void Normal(const nlohmann::json& object, const std::string& reason, const std::string& message);
-  void Warning(const nlohmann::json& object, const std::string& reason, const std::string& message);
+  void Normal(const nlohmann::json& object, const std::string& reason, const std::string& message)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void Warning(const nlohmann::json& object, const std::string& reason, const std::string& message)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Blocks until everything queued so far is written (or failed). For tests and shutdown.
-  void Flush();
+  void Flush() ABSL_LOCKS_EXCLUDED(mu_);
   const EventRecorderCounters& counters() const { return counters_; }
 
   static constexpr size_t kMaxQueued = 1000;
@@ -67,9 +71,9 @@ class EventRecorder {
   };
 
   void Enqueue(const nlohmann::json& object, const char* type, const std::string& reason,
-               const std::string& message);
-  void Run();
-  void Write(const Pending& pending);
+               const std::string& message) ABSL_LOCKS_EXCLUDED(mu_);
+  void Run() ABSL_LOCKS_EXCLUDED(mu_);
+  void Write(const Pending& pending) ABSL_LOCKS_EXCLUDED(mu_);  // worker only
   // The namespace an event about `object` is written to.
   std::string EventNamespace(const nlohmann::json& object) const;
 
@@ -78,11 +82,10 @@ class EventRecorder {
   std::string cluster_scoped_ns_;  // worker only after construction
   EventRecorderCounters counters_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Pending> queue_;  // guarded by mu_
-  bool stopping_ = false;      // guarded by mu_
-  bool writing_ = false;       // guarded by mu_
+  absl::Mutex mu_;
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;  // the worker is writing one it took off queue_
   std::thread worker_;
 
   std::map<std::string, Recent> recent_;  // worker only; key: uid, type, reason, message

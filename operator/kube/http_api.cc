@@ -13,16 +13,17 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <exception>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "cpprest/http_client.h"
 #include "lib/base/log.h"
 #include "lib/base/status_macros.h"
@@ -59,23 +60,16 @@ void ConfigureTls(boost::asio::ssl::context& ctx, const ClusterConfig& config) {
 // came first; the task is then abandoned, its outcome observed by the continuation.
 template <typename T>
 bool WaitForTask(const pplx::task<T>& task, const std::atomic<bool>* stop) {
-  struct Signal {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-  };
-  auto signal = std::make_shared<Signal>();
-  task.then([signal](pplx::task<T> finished) {
+  // Shared with the continuation, which may run after an abandoned wait returned.
+  auto done = std::make_shared<absl::Notification>();
+  task.then([done](pplx::task<T> finished) {
     try {
       finished.wait();
     } catch (...) {
     }
-    std::lock_guard<std::mutex> lock(signal->mu);
-    signal->done = true;
-    signal->cv.notify_all();
+    done->Notify();
   });
-  std::unique_lock<std::mutex> lock(signal->mu);
-  while (!signal->cv.wait_for(lock, kStopPollInterval, [&] { return signal->done; })) {
+  while (!done->WaitForNotificationWithTimeout(absl::FromChrono(kStopPollInterval))) {
     if (stop != nullptr && stop->load(std::memory_order_acquire)) return false;
   }
   return true;
@@ -104,9 +98,11 @@ struct HttpApi::Impl {
   std::unique_ptr<http_client::http_client> http;  // shared by all non-watch requests
   HttpApiCounters counters;
 
-  std::mutex token_mu;
-  std::string token;                                // guarded by token_mu
-  absl::Time token_read_at = absl::InfinitePast();  // guarded by token_mu
+  // Callers' threads share the token; token_mu is held for the token file's read (a few hundred
+  // bytes on a local file system), never during a request.
+  absl::Mutex token_mu;
+  std::string token ABSL_GUARDED_BY(token_mu);
+  absl::Time token_read_at ABSL_GUARDED_BY(token_mu) = absl::InfinitePast();
 
   http_client::http_client_config HttpConfig(std::chrono::seconds timeout) const {
     http_client::http_client_config http_config;
@@ -126,9 +122,9 @@ struct HttpApi::Impl {
 
   // The bearer token: ClusterConfig::token_file (re-read after options.token_refresh, as
   // projected service account tokens rotate), else ClusterConfig::token.
-  absl::StatusOr<std::string> BearerToken() {
+  absl::StatusOr<std::string> BearerToken() ABSL_LOCKS_EXCLUDED(token_mu) {
     if (config.token_file.empty()) return config.token;
-    std::lock_guard<std::mutex> lock(token_mu);
+    absl::MutexLock lock(&token_mu);
     const absl::Time now = absl::Now();
     if (now - token_read_at < options.token_refresh) return token;
     absl::StatusOr<std::string> text = ReadWholeFile(config.token_file);

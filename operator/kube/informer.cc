@@ -39,17 +39,16 @@ void Informer::Start() {
 
 void Informer::Stop() {
   {
-    std::lock_guard<std::mutex> lock(sleep_mu_);
+    absl::MutexLock lock(&sleep_mu_);
     stop_.store(true, std::memory_order_release);
   }
-  sleep_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
 bool Informer::HasSynced() const { return synced_.load(std::memory_order_acquire); }
 
 std::vector<nlohmann::json> Informer::Snapshot() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::vector<nlohmann::json> out;
   out.reserve(cache_.size());
   for (const auto& [key, object] : cache_) out.push_back(object);
@@ -57,21 +56,21 @@ std::vector<nlohmann::json> Informer::Snapshot() const {
 }
 
 std::optional<nlohmann::json> Informer::Find(const std::string& ns, const std::string& name) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = cache_.find(Key(resource_.namespaced ? ns : "", name));
   if (it == cache_.end()) return std::nullopt;
   return it->second;
 }
 
 std::string Informer::resource_version() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return resource_version_;
 }
 
 bool Informer::Sleep(absl::Duration delay) {
-  std::unique_lock<std::mutex> lock(sleep_mu_);
-  return !sleep_cv_.wait_for(lock, absl::ToChronoNanoseconds(delay),
-                             [this] { return stop_.load(std::memory_order_acquire); });
+  absl::MutexLock lock(&sleep_mu_);
+  auto stopped = [this] { return stop_.load(std::memory_order_acquire); };
+  return !sleep_mu_.AwaitWithTimeout(absl::Condition(&stopped), delay);
 }
 
 void Informer::NoteError(const absl::Status& status) {
@@ -145,7 +144,7 @@ absl::Status Informer::ListOnce() {
   }
   std::vector<nlohmann::json> vanished;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     for (auto& [key, object] : cache_) {
       if (!fresh.contains(key)) vanished.push_back(std::move(object));
     }
@@ -183,7 +182,7 @@ void Informer::ApplyEvent(const WatchEvent& event) {
   const std::string rv = MetadataString(event.object, "resourceVersion");
   if (event.type == "BOOKMARK") {
     if (!rv.empty()) {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       resource_version_ = rv;
     }
     return;
@@ -191,7 +190,7 @@ void Informer::ApplyEvent(const WatchEvent& event) {
   counters_.events.fetch_add(1, std::memory_order_relaxed);
   const std::string key = Key(event.object);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (!rv.empty()) resource_version_ = rv;
     if (event.type == "DELETED") {
       cache_.erase(key);

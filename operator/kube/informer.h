@@ -11,21 +11,23 @@
 //
 // Threads: the informer runs one thread of its own; the handlers run on it, one at a time, and
 // must not call Stop(). Snapshot(), Find(), HasSynced() and counters() may be called from any
-// thread.
+// thread. The informer thread owns last_error_ and is the only writer of the cache; mu_ guards the
+// cache for readers and is never held during an API call or a handler; sleep_mu_ only wakes a
+// backoff sleep when Stop() is called.
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "operator/kube/api.h"
@@ -66,25 +68,27 @@ class Informer {
   // Starts the thread; once.
   void Start();
   // Stops the thread and waits for it (at most about half a second plus a handler in progress).
-  void Stop();
+  void Stop() ABSL_LOCKS_EXCLUDED(sleep_mu_, mu_);
 
   // True once the first list has been delivered.
   bool HasSynced() const;
-  std::vector<nlohmann::json> Snapshot() const;
-  std::optional<nlohmann::json> Find(const std::string& ns, const std::string& name) const;
+  std::vector<nlohmann::json> Snapshot() const ABSL_LOCKS_EXCLUDED(mu_);
+  std::optional<nlohmann::json> Find(const std::string& ns, const std::string& name) const
+      ABSL_LOCKS_EXCLUDED(mu_);
   const InformerCounters& counters() const { return counters_; }
   // The last resourceVersion seen (for tests and diagnostics).
-  std::string resource_version() const;
+  std::string resource_version() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  void Run();
+  // The informer thread's loop and its steps (informer thread only).
+  void Run() ABSL_LOCKS_EXCLUDED(sleep_mu_, mu_);
   // One list; replaces the cache and calls the handlers.
-  absl::Status ListOnce();
+  [[nodiscard]] absl::Status ListOnce() ABSL_LOCKS_EXCLUDED(mu_);
   // One watch from resource_version_; kOutOfRange means relist.
-  absl::Status WatchOnce(absl::Time relist_at);
-  void ApplyEvent(const WatchEvent& event);
+  [[nodiscard]] absl::Status WatchOnce(absl::Time relist_at) ABSL_LOCKS_EXCLUDED(mu_);
+  void ApplyEvent(const WatchEvent& event) ABSL_LOCKS_EXCLUDED(mu_);
   // Sleeps up to `delay`; false when stopped meanwhile.
-  bool Sleep(absl::Duration delay);
+  bool Sleep(absl::Duration delay) ABSL_LOCKS_EXCLUDED(sleep_mu_);
   void NoteError(const absl::Status& status);
 
   Api* const client_;
@@ -92,15 +96,15 @@ class Informer {
   const Handlers handlers_;
   const Options options_;
 
+  // Set under sleep_mu_ (so that a sleeping informer wakes), read without it by the watch.
   std::atomic<bool> stop_{false};
   std::atomic<bool> synced_{false};
   std::thread thread_;
-  std::mutex sleep_mu_;
-  std::condition_variable sleep_cv_;
+  absl::Mutex sleep_mu_;
 
-  mutable std::mutex mu_;
-  std::map<std::string, nlohmann::json> cache_;  // guarded by mu_; key "namespace/name"
-  std::string resource_version_;                 // guarded by mu_
+  mutable absl::Mutex mu_;
+  std::map<std::string, nlohmann::json> cache_ ABSL_GUARDED_BY(mu_);  // key "namespace/name"
+  std::string resource_version_ ABSL_GUARDED_BY(mu_);
 
   std::string last_error_;  // informer thread only
   InformerCounters counters_;

@@ -1,12 +1,16 @@
 // Checks the kube client library against a real kube-apiserver (run by
 // e2e/cluster/kube_client.sh): TLS verification, CRUD and error codes, paging, watch stop,
 // informers across watch restarts and 410 relists, Events, leader election, and a token without
-// permissions. Prints a PASS or FAIL line per check; exits 1 if any failed.
+// permissions. Prints a PASS or FAIL line per check; exits 1 if any failed. This file holds the
+// HTTP client's own checks and main; kube_client_check_controllers.cc those of the components
+// built on it.
+#include "operator/kube/kube_client_check.h"
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -15,28 +19,14 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
+#include "lib/base/file.h"
 #include "lib/base/log.h"
-#include "operator/kube/config.h"
-#include "operator/kube/events.h"
-#include "operator/kube/http_api.h"
-#include "operator/kube/informer.h"
-#include "operator/kube/leader.h"
 
-namespace tunnelmesh::kube {
+namespace tunnelmesh::kube::check {
+
 namespace {
-
-const Resource kNamespaces{"", "v1", "namespaces", false, "Namespace"};
-const Resource kRoles{"rbac.authorization.k8s.io", "v1", "roles", true, "Role"};
-const Resource kRoleBindings{"rbac.authorization.k8s.io", "v1", "rolebindings", true,
-                             "RoleBinding"};
-constexpr char kNs[] = "default";
-
-struct Flags {
-  std::string kubeconfig, kubeconfig_ca, ca_file, wrong_ca_file, nobody_token, watcher_token;
-  std::string localhost_server, client_cert_file, client_key_file;
-};
-
 int failures = 0;
+}  // namespace
 
 void Report(bool ok, const std::string& name, const std::string& detail) {
   std::printf("%s %s%s%s\n", ok ? "PASS" : "FAIL", name.c_str(), detail.empty() ? "" : ": ",
@@ -45,7 +35,6 @@ void Report(bool ok, const std::string& name, const std::string& detail) {
   if (!ok) ++failures;
 }
 
-// Polls `condition` every 20 ms until it holds or `timeout` passes.
 bool WaitFor(absl::Duration timeout, const std::function<bool()>& condition) {
   const absl::Time deadline = absl::Now() + timeout;
   while (!condition()) {
@@ -56,7 +45,7 @@ bool WaitFor(absl::Duration timeout, const std::function<bool()>& condition) {
 }
 
 nlohmann::json ConfigMap(const std::string& name, const std::string& app,
-                         const std::string& value = "1") {
+                         const std::string& value) {
   return {{"apiVersion", "v1"},
           {"kind", "ConfigMap"},
           {"metadata", {{"name", name}, {"namespace", kNs}, {"labels", {{"app", app}}}}},
@@ -67,7 +56,7 @@ std::string Rv(const nlohmann::json& object) {
   return object["metadata"].value("resourceVersion", "");
 }
 
-std::unique_ptr<HttpApi> MustClient(ClusterConfig config, HttpApi::Options options = {}) {
+std::unique_ptr<HttpApi> MustClient(ClusterConfig config, HttpApi::Options options) {
   absl::StatusOr<std::unique_ptr<HttpApi>> client = HttpApi::Create(std::move(config), options);
   if (!client.ok()) {
     Report(false, "client", client.status().ToString());
@@ -75,6 +64,8 @@ std::unique_ptr<HttpApi> MustClient(ClusterConfig config, HttpApi::Options optio
   }
   return std::move(*client);
 }
+
+namespace {
 
 void CheckTls(const ClusterConfig& base, const Flags& flags) {
   absl::StatusOr<std::string> ca = ReadWholeFile(flags.ca_file);
@@ -237,304 +228,6 @@ void CheckWatchStop(HttpApi& client) {
          status.ToString() + " after " + absl::FormatDuration(absl::Now() - ended_start));
 }
 
-// What an informer's handlers saw.
-struct Seen {
-  std::mutex mu;
-  std::vector<std::string> upserts, deletes;
-  int synced = 0;
-  Informer::Handlers Handlers() {
-    return {[this](const nlohmann::json& o) {
-              std::lock_guard<std::mutex> lock(mu);
-              upserts.push_back(ObjectName(o) + "=" + o["data"].value("value", ""));
-            },
-            [this](const nlohmann::json& o) {
-              std::lock_guard<std::mutex> lock(mu);
-              deletes.push_back(ObjectName(o));
-            },
-            [this] {
-              std::lock_guard<std::mutex> lock(mu);
-              ++synced;
-            }};
-  }
-  bool Upserted(const std::string& entry) {
-    std::lock_guard<std::mutex> lock(mu);
-    for (const std::string& u : upserts) {
-      if (u == entry) return true;
-    }
-    return false;
-  }
-  bool Deleted(const std::string& name) {
-    std::lock_guard<std::mutex> lock(mu);
-    for (const std::string& d : deletes) {
-      if (d == name) return true;
-    }
-    return false;
-  }
-};
-
-void CheckInformer(HttpApi& client) {
-  Seen seen;
-  Informer::Options options;
-  options.ns = kNs;
-  options.label_selector = "app=informer";
-  options.watch_timeout_seconds = 2;
-  options.resync = absl::ZeroDuration();
-  Informer informer(&client, kConfigMaps, seen.Handlers(), options);
-  (void)client.Create(kConfigMaps, kNs, ConfigMap("inf-pre", "informer", "p"));
-  informer.Start();
-  Report(
-      WaitFor(absl::Seconds(5), [&] { return informer.HasSynced(); }) && seen.Upserted("inf-pre=p"),
-      "informer lists and syncs", "");
-
-  (void)client.Create(kConfigMaps, kNs, ConfigMap("inf-a", "informer", "1"));
-  absl::Time t0 = absl::Now();
-  bool ok = WaitFor(absl::Seconds(1), [&] { return seen.Upserted("inf-a=1"); });
-  Report(ok, "informer sees ADDED within 1 s", absl::FormatDuration(absl::Now() - t0));
-  (void)client.Patch(kConfigMaps, kNs, "inf-a", {{"data", {{"value", "2"}}}});
-  t0 = absl::Now();
-  ok = WaitFor(absl::Seconds(1), [&] { return seen.Upserted("inf-a=2"); }) &&
-       (*informer.Find(kNs, "inf-a"))["data"]["value"] == "2";
-  Report(ok, "informer sees MODIFIED within 1 s", absl::FormatDuration(absl::Now() - t0));
-  (void)client.Delete(kConfigMaps, kNs, "inf-a");
-  t0 = absl::Now();
-  ok = WaitFor(absl::Seconds(1), [&] { return seen.Deleted("inf-a"); }) &&
-       !informer.Find(kNs, "inf-a").has_value();
-  Report(ok, "informer sees DELETED within 1 s", absl::FormatDuration(absl::Now() - t0));
-
-  ok = WaitFor(absl::Seconds(6), [&] { return informer.counters().watch_restarts >= 2; });
-  (void)client.Create(kConfigMaps, kNs, ConfigMap("inf-b", "informer", "3"));
-  t0 = absl::Now();
-  ok = ok && WaitFor(absl::Seconds(1), [&] { return seen.Upserted("inf-b=3"); });
-  Report(ok && informer.counters().lists == 1,
-         "informer keeps working across watches the server ends",
-         "watch_restarts=" + std::to_string(informer.counters().watch_restarts.load()) +
-             " lists=" + std::to_string(informer.counters().lists.load()));
-  const auto snapshot = informer.Snapshot();
-  Report(snapshot.size() == 2, "informer cache holds exactly the live objects",
-         "size=" + std::to_string(snapshot.size()));
-  informer.Stop();
-  (void)client.Delete(kConfigMaps, kNs, "inf-pre");
-  (void)client.Delete(kConfigMaps, kNs, "inf-b");
-}
-
-// Waits until the etcd compaction has passed `rv`: a watch from it is then 410.
-absl::Status WaitForCompaction(HttpApi& client, const std::string& rv) {
-  absl::Status last;
-  for (int i = 0; i < 60; ++i) {
-    (void)client.Patch(kConfigMaps, kNs, "churn", {{"data", {{"i", std::to_string(i)}}}});
-    last = client.Watch(
-        kConfigMaps, kNs, rv, 1, [](const WatchEvent&) { return false; }, nullptr);
-    if (IsGone(last)) return last;
-    absl::SleepFor(absl::Milliseconds(500));
-  }
-  return absl::DeadlineExceededError("no compaction past " + rv + ": " + last.ToString());
-}
-
-nlohmann::json WatcherBinding() {
-  return {
-      {"apiVersion", "rbac.authorization.k8s.io/v1"},
-      {"kind", "RoleBinding"},
-      {"metadata", {{"name", "tm-watcher"}, {"namespace", kNs}}},
-      {"roleRef",
-       {{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "Role"}, {"name", "tm-watcher"}}},
-      {"subjects",
-       {{{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "User"}, {"name", "tm-watcher"}}}}};
-}
-
-void CheckGone(HttpApi& admin, const ClusterConfig& base, const Flags& flags) {
-  (void)admin.Create(kConfigMaps, kNs, ConfigMap("churn", "churn"));
-  absl::Status old = WaitForCompaction(admin, "1");
-  Report(IsGone(old), "watch from a compacted resourceVersion is OutOfRange", old.ToString());
-
-  // The watcher's informer loses its permission (so it is not watching), an object goes away
-  // meanwhile and compaction passes its resourceVersion; with the permission back, its watch
-  // gets 410 and it relists, reporting the vanished object as deleted.
-  const nlohmann::json role = {{"apiVersion", "rbac.authorization.k8s.io/v1"},
-                               {"kind", "Role"},
-                               {"metadata", {{"name", "tm-watcher"}, {"namespace", kNs}}},
-                               {"rules",
-                                {{{"apiGroups", {""}},
-                                  {"resources", {"configmaps"}},
-                                  {"verbs", {"get", "list", "watch"}}}}}};
-  absl::StatusOr<nlohmann::json> made = admin.Create(kRoles, kNs, role);
-  if (made.ok()) made = admin.Create(kRoleBindings, kNs, WatcherBinding());
-  if (!made.ok()) {
-    Report(false, "relist setup (RBAC)", made.status().ToString());
-    return;
-  }
-  (void)admin.Create(kConfigMaps, kNs, ConfigMap("gone-a", "gone", "a"));
-  (void)admin.Create(kConfigMaps, kNs, ConfigMap("gone-b", "gone", "b"));
-  ClusterConfig watcher_config = base;
-  watcher_config.token = flags.watcher_token;
-  std::unique_ptr<HttpApi> watcher = MustClient(watcher_config);
-  Seen seen;
-  Informer::Options options;
-  options.ns = kNs;
-  options.label_selector = "app=gone";
-  options.watch_timeout_seconds = 1;
-  options.min_backoff = absl::Milliseconds(100);
-  options.max_backoff = absl::Milliseconds(500);
-  options.resync = absl::ZeroDuration();
-  Informer informer(watcher.get(), kConfigMaps, seen.Handlers(), options);
-  informer.Start();
-  if (!WaitFor(absl::Seconds(5), [&] { return informer.Snapshot().size() == 2; })) {
-    Report(false, "relist setup (informer sync)", "");
-    return;
-  }
-  (void)admin.Delete(kRoleBindings, kNs, "tm-watcher");
-  const uint64_t errors = informer.counters().errors;
-  const bool forbidden =
-      WaitFor(absl::Seconds(10), [&] { return informer.counters().errors > errors; });
-  (void)admin.Delete(kConfigMaps, kNs, "gone-a");
-  absl::Status compacted = WaitForCompaction(admin, informer.resource_version());
-  (void)admin.Create(kRoleBindings, kNs, WatcherBinding());
-  const absl::Time t0 = absl::Now();
-  const bool relisted = WaitFor(absl::Seconds(15), [&] {
-    return informer.counters().relists_after_gone >= 1 && seen.Deleted("gone-a");
-  });
-  Report(
-      forbidden && IsGone(compacted) && relisted && !informer.Find(kNs, "gone-a") &&
-          informer.Find(kNs, "gone-b") && informer.counters().lists >= 2,
-      "informer relists after 410 Gone and reports the vanished object",
-      "forbidden_seen=" + std::to_string(forbidden) + " compaction=" + compacted.ToString() +
-          " relists_after_gone=" + std::to_string(informer.counters().relists_after_gone.load()) +
-          " after " + absl::FormatDuration(absl::Now() - t0));
-  informer.Stop();
-  (void)admin.Delete(kConfigMaps, kNs, "gone-b");
-}
-
-// The Events in `ns` about the object named `name`.
-std::vector<nlohmann::json> EventsAbout(HttpApi& client, const std::string& ns,
-                                        const std::string& name) {
-  std::vector<nlohmann::json> out;
-  absl::StatusOr<nlohmann::json> list = client.List(kEvents, ns, "", "involvedObject.name=" + name);
-  if (list.ok()) {
-    for (const nlohmann::json& e : (*list)["items"]) out.push_back(e);
-  }
-  return out;
-}
-
-void CheckEvents(HttpApi& client) {
-  absl::StatusOr<nlohmann::json> object =
-      client.Create(kConfigMaps, kNs, ConfigMap("evented", "events"));
-  if (!object.ok()) {
-    Report(false, "events setup", object.status().ToString());
-    return;
-  }
-  (*object)["apiVersion"] = "v1";
-  (*object)["kind"] = "ConfigMap";
-  EventRecorder recorder(&client, "tunnelmesh-operator", "tunnelmesh");
-  recorder.Normal(*object, "Reconciled", "all good");
-  recorder.Normal(*object, "Reconciled", "all good");
-  recorder.Warning(*object, "Broken", "something else");
-  recorder.Flush();
-  std::vector<nlohmann::json> events = EventsAbout(client, kNs, "evented");
-  int reconciled_count = -1;
-  bool fields_ok = false;
-  for (const nlohmann::json& e : events) {
-    if (e.value("reason", "") != "Reconciled") continue;
-    reconciled_count = e.value("count", 0);
-    fields_ok = e["involvedObject"].value("kind", "") == "ConfigMap" &&
-                e["involvedObject"].value("uid", "") == (*object)["metadata"].value("uid", "") &&
-                e["source"].value("component", "") == "tunnelmesh-operator" &&
-                e.value("type", "") == "Normal" && !e.value("firstTimestamp", "").empty();
-  }
-  Report(events.size() == 2 && reconciled_count == 2 && fields_ok &&
-             recorder.counters().created == 2 && recorder.counters().bumped == 1,
-         "events recorded; a repeat bumps count",
-         "events=" + std::to_string(events.size()) + " count=" + std::to_string(reconciled_count));
-
-  // A cluster-scoped object (the namespace "default").
-  absl::StatusOr<nlohmann::json> ns_object = client.Get(kNamespaces, "", kNs);
-  (void)client.Create(kNamespaces, "", {{"metadata", {{"name", "tunnelmesh"}}}});
-  if (ns_object.ok()) {
-    (*ns_object)["apiVersion"] = "v1";
-    (*ns_object)["kind"] = "Namespace";
-    recorder.Warning(*ns_object, "Checked", "cluster-scoped");
-    recorder.Flush();
-  }
-  std::vector<nlohmann::json> cluster_events = EventsAbout(client, "", kNs);
-  std::string where;
-  for (const nlohmann::json& e : cluster_events) {
-    if (e.value("reason", "") == "Checked") where = ObjectNamespace(e);
-  }
-  Report(where == "default", "event about a cluster-scoped object (server allows only default)",
-         "written in namespace " + where);
-  (void)client.Delete(kConfigMaps, kNs, "evented");
-}
-
-void CheckLeader(const ClusterConfig& config) {
-  std::unique_ptr<HttpApi> client = MustClient(config);
-  const auto options = [](const std::string& identity) {
-    LeaderElector::Options o;
-    o.ns = kNs;
-    o.lease_name = "tm-check";
-    o.identity = identity;
-    o.lease_duration = absl::Seconds(2);
-    o.renew_deadline = absl::Milliseconds(1500);
-    o.retry_period = absl::Milliseconds(300);
-    return o;
-  };
-  auto a = std::make_unique<LeaderElector>(client.get(), options("candidate-a"));
-  auto b = std::make_unique<LeaderElector>(client.get(), options("candidate-b"));
-  auto c = std::make_unique<LeaderElector>(client.get(), options("candidate-c"));
-  std::atomic<bool> stop_all{false};
-  std::atomic<int> winners{0};
-  std::atomic<bool> a_lost{false};
-  absl::Status a_status = a->Acquire(&stop_all);
-  a->StartRenewing([&] { a_lost = true; });
-  // b and c compete while a renews: neither may win during a few lease durations.
-  std::atomic<bool> b_won{false}, c_won{false};
-  std::thread tb([&] {
-    if (b->Acquire(&stop_all).ok()) {
-      b_won = true;
-      ++winners;
-    }
-  });
-  std::thread tc([&] {
-    if (c->Acquire(&stop_all).ok()) {
-      c_won = true;
-      ++winners;
-    }
-  });
-  absl::SleepFor(absl::Seconds(5));
-  Report(a_status.ok() && a->IsLeader() && winners == 0 && !a_lost,
-         "leader: exactly one of three leads while it renews", "");
-
-  // a releases: one successor takes over at once (within a retry period or two).
-  absl::Time t0 = absl::Now();
-  a->Release();
-  bool took = WaitFor(absl::Seconds(2), [&] { return winners >= 1; });
-  absl::SleepFor(absl::Milliseconds(700));
-  Report(took && winners == 1 && !a->IsLeader(), "leader: a successor takes over after Release",
-         absl::FormatDuration(absl::Now() - t0 - absl::Milliseconds(700)));
-
-  // The new leader stops renewing without releasing (destroyed): the third takes over once the
-  // lease expires, within lease duration + retry period (+ request slack).
-  std::unique_ptr<LeaderElector>& next = b_won ? b : c;
-  std::unique_ptr<LeaderElector>& last = b_won ? c : b;
-  std::atomic<bool>& last_won = b_won ? c_won : b_won;
-  next->StartRenewing([] {});
-  absl::SleepFor(absl::Seconds(1));
-  t0 = absl::Now();
-  next.reset();  // stops renewing; the lease stays held until it expires
-  took = WaitFor(absl::Seconds(4), [&] { return last_won.load(); });
-  const absl::Duration takeover = absl::Now() - t0;
-  Report(took && takeover <= absl::Seconds(2) + absl::Milliseconds(300) + absl::Milliseconds(700),
-         "leader: takeover after the leader stops renewing",
-         absl::FormatDuration(takeover) + " (lease 2s + retry 0.3s)");
-  absl::StatusOr<nlohmann::json> lease = client->Get(kLeases, kNs, "tm-check");
-  Report(lease.ok() && (*lease)["spec"].value("leaseTransitions", 0) >= 2 &&
-             (*lease)["spec"].value("renewTime", "").size() == 27,
-         "leader: leaseTransitions counted, MicroTime renewTime",
-         lease.ok() ? (*lease)["spec"].dump() : lease.status().ToString());
-  (void)a_lost.load();
-  stop_all = true;
-  tb.join();
-  tc.join();
-  last->Release();
-}
-
 void CheckForbidden(const ClusterConfig& base, const Flags& flags) {
   ClusterConfig nobody = base;
   nobody.token = flags.nobody_token;
@@ -596,6 +289,6 @@ int Main(int argc, char** argv) {
 }
 
 }  // namespace
-}  // namespace tunnelmesh::kube
+}  // namespace tunnelmesh::kube::check
 
-int main(int argc, char** argv) { return tunnelmesh::kube::Main(argc, argv); }
+int main(int argc, char** argv) { return tunnelmesh::kube::check::Main(argc, argv); }

@@ -78,7 +78,7 @@ absl::StatusOr<bool> LeaderElector::TryAcquireOrRenew() {
 
 absl::Status LeaderElector::Acquire(const std::atomic<bool>* stop) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     stopping_ = false;
   }
   while (stop == nullptr || !stop->load(std::memory_order_acquire)) {
@@ -116,11 +116,9 @@ void LeaderElector::RenewLoop(std::function<void()> on_lost) {
   absl::Time last_renew = absl::Now();
   while (true) {
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.retry_period),
-                       [this] { return stopping_; })) {
-        return;
-      }
+      absl::MutexLock lock(&mu_);
+      auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping), options_.retry_period)) return;
     }
     absl::StatusOr<bool> renewed = TryAcquireOrRenew();
     const absl::Time now = absl::Now();
@@ -145,10 +143,9 @@ void LeaderElector::RenewLoop(std::function<void()> on_lost) {
 
 void LeaderElector::StopRenewing() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
   if (renewer_.joinable()) renewer_.join();
 }
 

@@ -10,17 +10,19 @@
 //
 // Threads: Acquire() blocks its caller; StartRenewing() runs a renew thread of its own, which
 // calls on_lost (once) on that thread. Release() and the destructor stop that thread first.
-// IsLeader() may be called from any thread.
+// IsLeader() may be called from any thread. last_error_ belongs to the thread that tries (the
+// caller of Acquire, later the renew thread, never both at once); mu_ guards only stopping_ and is
+// never held during an API call.
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "operator/kube/api.h"
 
@@ -46,20 +48,20 @@ class LeaderElector {
 
   // Blocks until this process leads (OK) or *stop becomes true (kCancelled), trying every
   // retry_period.
-  [[nodiscard]] absl::Status Acquire(const std::atomic<bool>* stop);
+  [[nodiscard]] absl::Status Acquire(const std::atomic<bool>* stop) ABSL_LOCKS_EXCLUDED(mu_);
   // After Acquire(): renews on a thread of its own; calls on_lost once if leadership is lost.
   void StartRenewing(std::function<void()> on_lost);
   // Stops renewing and gives the lease up (clears holderIdentity) so that a successor takes over
   // at once; used on clean shutdown. Best effort: a failure is logged.
-  void Release();
+  void Release() ABSL_LOCKS_EXCLUDED(mu_);
   bool IsLeader() const { return leader_.load(std::memory_order_acquire); }
 
   // One attempt to acquire or renew: true when we hold the lease afterwards. Public for tests.
   [[nodiscard]] absl::StatusOr<bool> TryAcquireOrRenew();
 
  private:
-  void StopRenewing();
-  void RenewLoop(std::function<void()> on_lost);
+  void StopRenewing() ABSL_LOCKS_EXCLUDED(mu_);
+  void RenewLoop(std::function<void()> on_lost) ABSL_LOCKS_EXCLUDED(mu_);  // renew thread
   nlohmann::json LeaseSpec(const nlohmann::json& old_spec, absl::Time now) const;
 
   Api* const client_;
@@ -67,9 +69,8 @@ class LeaderElector {
   std::atomic<bool> leader_{false};
   std::string last_error_;  // of the thread that tries (Acquire or the renew loop)
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;  // guarded by mu_
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread renewer_;
 };
 

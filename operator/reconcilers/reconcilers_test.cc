@@ -167,6 +167,8 @@ TEST_F(ReconcilerTest, DeletedMeshLosesItsMembersThenItsFinalizer) {
   member.mesh = "demo";
   member.name = "laptop";
   member.kind = static_cast<decltype(member.kind)>(coord::MEMBER_KIND_EXTERNAL);
+  // Admitted from its MeshPeer (Admit updates the object, never creates it).
+  ASSERT_TRUE(api_.Create(kube::kMeshPeers, "", MeshPeerFor(member)).ok());
   ASSERT_TRUE(coordinator_.Admit(member).ok());
   ASSERT_EQ(coordinator_.MembersOf("demo").size(), 1u);
   ASSERT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));  // Admit writes behind.
@@ -268,7 +270,9 @@ TEST_F(ReconcilerTest, MeshPeerMissingFromTheCacheIsCheckedWithTheServer) {
   member.mesh = "demo";
   member.name = "fresh";
   member.kind = static_cast<decltype(member.kind)>(coord::MEMBER_KIND_EXTERNAL);
-  ASSERT_TRUE(coordinator_.Admit(member).ok());  // the store writes its MeshPeer, behind
+  // Admitted from its MeshPeer; the store writes the addresses it allocated, behind.
+  ASSERT_TRUE(api_.Create(kube::kMeshPeers, "", MeshPeerFor(member)).ok());
+  ASSERT_TRUE(coordinator_.Admit(member).ok());
   ASSERT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));
   // Whatever the informer has seen, the object exists: the member stays.
   ASSERT_TRUE(reconciler.Reconcile("fresh").ok());

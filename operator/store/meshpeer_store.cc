@@ -34,11 +34,17 @@ nlohmann::json MeshPeerFor(const MemberRecord& record) {
   return MeshPeerObject(peer);
 }
 
-absl::Status KubeMemberStore::WriteObject(const MemberRecord& record) {
+absl::Status KubeMemberStore::WriteObject(const MemberRecord& record, bool create) {
   nlohmann::json desired = MeshPeerFor(record);
-  absl::StatusOr<nlohmann::json> created = client_->Create(kube::kMeshPeers, "", desired);
-  if (!created.ok() && !absl::IsAlreadyExists(created.status())) return created.status();
-  if (!created.ok()) {
+  bool exists = true;
+  if (create) {
+    absl::StatusOr<nlohmann::json> created = client_->Create(kube::kMeshPeers, "", desired);
+    if (!created.ok() && !absl::IsAlreadyExists(created.status())) return created.status();
+    exists = !created.ok();
+  }
+  if (exists) {
+    // Without `create` a missing object is NOT_FOUND here or at the patches below (a merge patch
+    // never creates), whenever the delete lands.
     absl::StatusOr<nlohmann::json> existing = client_->Get(kube::kMeshPeers, "", record.name);
     if (!existing.ok()) return existing.status();
     const std::string theirs = kube::StringAt(Field(*existing, "spec"), "publicKey");
@@ -65,17 +71,39 @@ absl::Status KubeMemberStore::WriteObject(const MemberRecord& record) {
   return status.status();
 }
 
-absl::Status KubeMemberStore::Put(const MemberRecord& record) {
+absl::Status KubeMemberStore::Write(const MemberRecord& record, bool create) {
   auto old = members_.find(record.public_key);
   if (old != members_.end() && old->second.name != record.name) {
+    // Renamed: the old object goes and one under the new name is created. An update whose old
+    // object is already gone was deleted by someone else: it stays deleted.
     absl::Status s = client_->Delete(kube::kMeshPeers, "", old->second.name);
+    if (absl::IsNotFound(s) && !create) {
+      return absl::NotFoundError("MeshPeer " + old->second.name +
+                                 " was deleted since the coordinator admitted it; not created "
+                                 "again (the member registers anew once it is evicted)");
+    }
     if (!s.ok() && !absl::IsNotFound(s)) return s;
+    create = true;
   }
-  if (absl::Status s = WriteObject(record); !s.ok()) {
+  if (absl::Status s = WriteObject(record, create); !s.ok()) {
+    if (absl::IsNotFound(s) && !create) {
+      return absl::NotFoundError("MeshPeer " + record.name +
+                                 " was deleted since the coordinator admitted it; not created "
+                                 "again (the member registers anew once it is evicted): " +
+                                 std::string(s.message()));
+    }
     return absl::Status(s.code(), "MeshPeer " + record.name + ": " + std::string(s.message()));
   }
   members_[record.public_key] = record;
   return absl::OkStatus();
+}
+
+absl::Status KubeMemberStore::Put(const MemberRecord& record) {
+  return Write(record, /*create=*/true);
+}
+
+absl::Status KubeMemberStore::Update(const MemberRecord& record) {
+  return Write(record, /*create=*/false);
 }
 
 absl::Status KubeMemberStore::Remove(const PublicKey& key) {

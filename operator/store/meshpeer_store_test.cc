@@ -84,6 +84,29 @@ TEST(KubeMemberStoreTest, PutWritesSpecAndStatusRemoveDeletes) {
   EXPECT_TRUE(store.members().empty());
 }
 
+TEST(KubeMemberStoreTest, UpdateNeverCreates) {
+  InitCrypto();
+  kube::testing::FakeApi api;
+  KubeMemberStore store(&api);
+  MemberRecord r = Record();
+  absl::Status s = store.Update(r);
+  EXPECT_TRUE(absl::IsNotFound(s)) << s;
+  EXPECT_NE(s.message().find("MeshPeer laptop was deleted"), std::string::npos) << s;
+  EXPECT_TRUE(absl::IsNotFound(api.Get(kube::kMeshPeers, "", "laptop").status()));
+  EXPECT_TRUE(store.members().empty());
+  // An existing object is updated; a rename of a deleted one is not created either.
+  ASSERT_TRUE(api.Create(kube::kMeshPeers, "", MeshPeerFor(r)).ok());
+  r.mesh_ips = {*IpAddress::Parse("10.99.0.9")};
+  ASSERT_TRUE(store.Update(r).ok());
+  EXPECT_EQ((*api.Get(kube::kMeshPeers, "", "laptop"))["status"]["meshIPs"],
+            nlohmann::json({"10.99.0.9"}));
+  ASSERT_TRUE(api.Delete(kube::kMeshPeers, "", "laptop").ok());
+  MemberRecord renamed = r;
+  renamed.name = "laptop-2";
+  EXPECT_TRUE(absl::IsNotFound(store.Update(renamed)));
+  EXPECT_TRUE(absl::IsNotFound(api.Get(kube::kMeshPeers, "", "laptop-2").status()));
+}
+
 TEST(KubeMemberStoreTest, ApiErrorsNameTheObjectAndKeepMemory) {
   InitCrypto();
   kube::testing::FakeApi api;
