@@ -79,17 +79,39 @@ struct Verdict {
   uint32_t policy = kDefault;
 };
 
+// How large the Matcher's precomputed cross-product tables may grow (cells of 4 bytes each, per
+// table). A rule set whose tables would be larger is matched by intersecting per-dimension rule
+// bitsets instead: still no per-rule scan, but a cost that grows with rules / 64 (see matcher.cc).
+struct MatcherLimits {
+  size_t max_table_cells = size_t{1} << 24;
+};
+
 // A rule set compiled for lookups that do not scan the rules (the decision time per packet must
 // stay under 100 ns with 10,000 rules). Immutable; thread-safe.
+//
+// Decide: a deny rule that matches wins (the lowest-indexed of them names the policy); otherwise
+// the lowest-indexed allow rule that matches; otherwise the rule set's default (policy kDefault).
+// Ports are checked only for TCP and UDP flows: an ICMP flow or one of another protocol matches a
+// rule of its protocol (or kAny) whatever the rule's ports. A PortRange with first > last matches
+// nothing. Prefixes of the other family than the flow's never match; empty sources or
+// destinations match both families.
 class Matcher {
  public:
   explicit Matcher(RuleSet rules);
+  Matcher(RuleSet rules, const MatcherLimits& limits);
   ~Matcher();
   Matcher(const Matcher&) = delete;
   Matcher& operator=(const Matcher&) = delete;
 
   Verdict Decide(const FlowKey& flow) const;
   const RuleSet& rules() const;
+  // Whether `destination` is in RuleSet::egress (checked on send).
+  bool IsEgress(const IpAddress& destination) const;
+
+  // For benchmarks and tests: whether the cross-product tables were built (else the bitset
+  // fallback decides), and the bytes the compiled tables take.
+  bool uses_cross_product() const;
+  size_t table_bytes() const;
 
  private:
   struct Tables;
@@ -156,8 +178,13 @@ class Filter {
   // What the current rules decide for a new flow (for `tunnelmesh-agent explain`).
   Explanation Explain(const FlowKey& flow) const;
 
+  // Erases expired flows now (the table also does it by itself when it is full); for a timer
+  // of the agent, so that tracked_flows() reads as live flows. Any thread.
+  void ExpireFlows(MonoTime now);
+
   const DropCounters& drops() const;
   std::vector<PolicyCount> policy_counts() const;
+  // Flows in the table, including expired ones not reclaimed yet.
   size_t tracked_flows() const;
 
  private:
