@@ -4,7 +4,8 @@ namespace tunnelmesh {
 
 std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& device,
                                  const DataplaneDropCounts& plane_drops, const PeerTable& peers,
-                                 const PathManager* paths, bool coordinated) {
+                                 const PathManager* paths, bool coordinated,
+                                 nlohmann::json filter) {
   PeerDescriptions descriptions;
   if (coordinated) {
     for (const auto& [key, info] : peers.peers()) {
@@ -19,7 +20,9 @@ std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& devi
       }
     }
   }
-  return BuildStatus(self, device, *peers.routes(), plane_drops, descriptions).dump();
+  nlohmann::json status = BuildStatus(self, device, *peers.routes(), plane_drops, descriptions);
+  if (!filter.is_null()) status["filter"] = std::move(filter);
+  return status.dump();
 }
 
 }  // namespace tunnelmesh

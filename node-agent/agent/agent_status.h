@@ -17,8 +17,10 @@ namespace tunnelmesh {
 
 // `coordinated`: peers come from a coordinator's map (names and paths are shown); otherwise from a
 // config file (keys and "direct"). `paths` may be null. `plane_drops`: the data plane's drops.
+// `filter`: the report's "filter" object (node-agent/policy/filter_status.h); null leaves it out.
 std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& device,
                                  const DataplaneDropCounts& plane_drops, const PeerTable& peers,
-                                 const PathManager* paths, bool coordinated);
+                                 const PathManager* paths, bool coordinated,
+                                 nlohmann::json filter = nullptr);
 
 }  // namespace tunnelmesh

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "node-agent/policy/filter_status.h"
+
 namespace tunnelmesh {
 namespace {
 
@@ -143,6 +145,9 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
       drops += " " + name + "=" + std::to_string(count.get<uint64_t>());
   }
   if (!drops.empty()) out += "\ndropped:" + drops + "\n";
+  if (auto filter = status.find("filter"); filter != status.end()) {
+    out += "\n" + policy::FormatFilterStatus(*filter);
+  }
   return out;
 }
 
