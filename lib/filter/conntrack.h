@@ -61,11 +61,15 @@ inline constexpr uint32_t kUncounted = Verdict::kDefault - 1;
 
 struct Conn {
   MonoTime expires;
-  uint64_t generation = 0;      // Of the rule set that last decided (or saw) it.
+  uint64_t generation = 0;       // Of the rule set that last decided (or saw) it.
   uint32_t policy = kUncounted;  // That rule set's deciding policy index, or Verdict::kDefault.
   Origin origin = Origin::kOutbound;
   bool originator_forward = true;  // The first packet went from the key's low side.
   bool reply_seen = false;
+  // Denied by a rule set swapped in after it started (`policy` is then the denying one): every
+  // packet of it is dropped, in both directions, and refreshes the entry, so that neither side
+  // revives the flow as a new one while the other still sends.
+  bool cut = false;
   Protocol protocol = Protocol::kAny;
   TcpState tcp = TcpState::kSynSent;
 };
@@ -84,7 +88,8 @@ class ConnTable {
   Shard& ShardFor(const ConnKey& key);
 
   // The live entry of `key`, or null; an expired entry is erased. Valid while shard.mu is held.
-  Conn* Find(Shard& shard, const ConnKey& key, MonoTime now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  Conn* Find(Shard& shard, const ConnKey& key, MonoTime now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   void Erase(Shard& shard, const ConnKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
 
   enum class InsertResult { kInserted, kExists, kFull };

@@ -11,6 +11,8 @@
 //   entry stale). Counters are relaxed atomics.
 // - SetRules and the readers of counters run on any thread; SetRules calls are serialized by
 //   control_mu, which no data-plane call takes.
+#include "lib/filter/filter.h"
+
 #include <atomic>
 #include <memory>
 #include <string>
@@ -22,7 +24,6 @@
 #include "absl/synchronization/mutex.h"
 #include "lib/base/snapshot.h"
 #include "lib/filter/conntrack.h"
-#include "lib/filter/filter.h"
 #include "lib/filter/l4.h"
 
 namespace tunnelmesh::filter {
@@ -103,7 +104,7 @@ struct Filter::State {
   bool Decide(const Rules& r, Direction direction, const Transport& t, bool egress, MonoTime now);
   bool IcmpError(const Rules& r, Direction direction, const Transport& t, bool egress,
                  MonoTime now);
-  bool Revalidate(const Rules& r, const ConnKey& key, Conn& conn);
+  void Revalidate(const Rules& r, const ConnKey& key, Conn& conn);
   void Denied(const Rules& r, const Verdict& v);
   static void Allowed(const Rules& r, uint32_t policy);
   void Update(Conn& conn, const Transport& t, bool reply, MonoTime now) const;
@@ -121,11 +122,13 @@ void Filter::State::Allowed(const Rules& r, uint32_t policy) {
 
 // A rule set other than the one that last saw `conn` is in force: decide its first packet again.
 // Inbound-admitted flows, and flows this member started towards an egress destination, go on only
-// if the new rules allow them; other flows this member started always do.
-bool Filter::State::Revalidate(const Rules& r, const ConnKey& key, Conn& conn) {
+// if the new rules allow them (else they are cut); other flows this member started always do.
+void Filter::State::Revalidate(const Rules& r, const ConnKey& key, Conn& conn) {
   const Tuple first = TupleOf(key, conn.originator_forward);
   const Matcher& m = *r.matcher;
+  conn.generation = r.generation;
   conn.policy = kUncounted;
+  conn.cut = false;
   if (conn.origin == Origin::kInbound || m.IsEgress(first.destination)) {
     FlowKey flow;
     flow.source = first.source;
@@ -135,20 +138,15 @@ bool Filter::State::Revalidate(const Rules& r, const ConnKey& key, Conn& conn) {
       flow.destination_port = first.destination_port;
     }
     const Verdict v = m.Decide(flow);
-    if (v.action == Action::kDeny) {
-      Denied(r, v);
-      return false;
-    }
     conn.policy = v.policy;
+    conn.cut = v.action == Action::kDeny;
   }
-  conn.generation = r.generation;
-  return true;
 }
 
 void Filter::State::Update(Conn& conn, const Transport& t, bool reply, MonoTime now) const {
   if (reply) conn.reply_seen = true;
   if (conn.protocol == Protocol::kTcp) {
-    if ((t.tcp_flags & (kTcpFin | kTcpRst)) != 0) {
+    if (conn.cut || (t.tcp_flags & (kTcpFin | kTcpRst)) != 0) {
       conn.tcp = TcpState::kClosing;
     } else if (conn.tcp == TcpState::kSynSent && reply) {
       conn.tcp = TcpState::kEstablished;
@@ -188,11 +186,12 @@ bool Filter::State::Process(Cache& cache, Direction direction, absl::Span<const 
     ConnTable::Shard& shard = table.ShardFor(key);
     absl::MutexLock lock(&shard.mu);
     if (Conn* conn = table.Find(shard, key, now); conn != nullptr) {
-      if (conn->generation != r.generation && !Revalidate(r, key, *conn)) {
-        table.Erase(shard, key);
+      if (conn->generation != r.generation) Revalidate(r, key, *conn);
+      Update(*conn, t, forward != conn->originator_forward, now);
+      if (conn->cut) {
+        Denied(r, {Action::kDeny, conn->policy});
         return false;
       }
-      Update(*conn, t, forward != conn->originator_forward, now);
       Allowed(r, conn->policy);
       return true;
     }
@@ -248,8 +247,9 @@ bool Filter::State::IcmpError(const Rules& r, Direction direction, const Transpo
     ConnTable::Shard& shard = table.ShardFor(key);
     absl::MutexLock lock(&shard.mu);
     if (Conn* conn = table.Find(shard, key, now); conn != nullptr) {
-      if (conn->generation != r.generation && !Revalidate(r, key, *conn)) {
-        table.Erase(shard, key);
+      if (conn->generation != r.generation) Revalidate(r, key, *conn);
+      if (conn->cut) {
+        Denied(r, {Action::kDeny, conn->policy});
         return false;
       }
       Allowed(r, conn->policy);

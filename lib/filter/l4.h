@@ -32,11 +32,11 @@ inline constexpr uint8_t kTcpRst = 0x04;
 inline constexpr uint8_t kTcpAck = 0x10;
 
 enum class IcmpKind : uint8_t {
-  kNone,          // Not ICMP.
-  kEchoRequest,   // ICMPv4 8, ICMPv6 128.
-  kEchoReply,     // ICMPv4 0, ICMPv6 129.
-  kError,         // Destination unreachable, time exceeded, parameter problem, packet too big.
-  kOther,         // Any other ICMP message.
+  kNone,         // Not ICMP.
+  kEchoRequest,  // ICMPv4 8, ICMPv6 128.
+  kEchoReply,    // ICMPv4 0, ICMPv6 129.
+  kError,        // Destination unreachable, time exceeded, parameter problem, packet too big.
+  kOther,        // Any other ICMP message.
 };
 
 // The transport identity of a packet, or of the packet an ICMP error quotes. Ports are TCP and

@@ -1,25 +1,33 @@
-// Matcher: packet classification by cross-producting equivalence classes (the scheme of Recursive
-// Flow Classification, Gupta and McKeown, SIGCOMM 1999), so a decision never scans the rules.
+// Matcher: packet classification by equivalence classes and a precomputed cross product (the
+// scheme of Recursive Flow Classification, Gupta and McKeown, SIGCOMM 1999), so a decision never
+// scans the rules.
 //
 // Rules get bit positions: deny rules first, then allow rules, each group in rule-set order, so
 // "deny wins, else the first allow" is "the lowest set bit" of the matching rules' bitset.
 //
 // Three dimensions: source address, destination address, and protocol+destination port (one
-// 18-bit key: protocol code * 65536 + port). In each, the rules' prefixes and port ranges cut the
-// key space into elementary intervals; a sweep over the interval boundaries gives each interval
-// the bitset of rules it matches, and intervals with equal bitsets share one equivalence class.
-// A lookup is a binary search per dimension (sorted interval starts) and then two table reads:
-//   phase 1: (source class, destination class) -> pair class, whose bitset is the AND of both
-//   phase 2: (pair class, port class) -> lowest set bit of the AND, i.e. the deciding rule.
-// Both tables are filled at build time. When either would exceed MatcherLimits::max_table_cells
-// (rule sets whose sources and destinations are both large and unrelated), the per-dimension
-// class bitsets are kept instead and a lookup ANDs three bitsets word by word until the first
-// set bit: rules / 64 words at most, still no per-rule work.
+// 18-bit key: protocol code * 65536 + port). In each address dimension the rules' prefixes cut
+// the key space into elementary intervals; a sweep over the interval boundaries gives each
+// interval the bitset of rules it matches, and intervals with equal bitsets share one equivalence
+// class. A lookup:
+//   1. source and destination classes: a search over the sorted interval starts (a sampled index
+//      first, then one cache line), IPv4 and IPv6 in their own tables;
+//   2. (source class, destination class) -> pair class, one read of a precomputed table; a pair
+//      class's bitset is the AND of both;
+//   3. the pair class's own port-key intervals, built at compile time from the rules of that pair
+//      class only, each holding the deciding rule: a search over a list whose length depends on
+//      how many rules share those sources and destinations, not on the rule count.
+// When the pair table or the port lists would exceed MatcherLimits::max_table_cells (rule sets
+// whose sources and destinations are both large and unrelated, or thousands of rules over the
+// same addresses), the per-dimension class bitsets are kept instead (the port key then has classes
+// too) and a lookup ANDs three bitsets word by word until the first set bit: rules / 64 words at
+// most, still no per-rule work.
 //
-// IPv4 and IPv6 have their own interval tables per address dimension and share the class
-// numbering, so one rule's v4 and v6 prefixes land in the same tables.
+// Figures (build time, table size, decision time at 10, 1,000 and 10,000 rules): see
+// docs/benchmarks.md, "Packet filter decision time".
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -78,6 +86,21 @@ uint32_t PortKey(const FlowKey& flow) {
   return code * 65536 + (has_port ? flow.destination_port : 0);
 }
 
+// Index of the first element of [first, last) greater than `key` (std::upper_bound), without
+// data-dependent branches: on the data plane the comparisons are unpredictable, and a
+// mispredicted branch per step cost more than the loads.
+template <typename K>
+size_t UpperBound(const K* first, size_t n, K key) {
+  if (n == 0) return 0;
+  const K* base = first;
+  while (n > 1) {
+    const size_t half = n / 2;
+    base = base[half] <= key ? base + half : base;
+    n -= half;
+  }
+  return static_cast<size_t>(base - first) + (*base <= key ? 1 : 0);
+}
+
 // Assigns class ids to bitsets (rules / 64 words each), deduplicating equal ones.
 class ClassSet {
  public:
@@ -101,14 +124,27 @@ class ClassSet {
 
 // One dimension over keys of type K: intervals given as (first, last, bit), swept into sorted
 // interval starts and their class ids.
+//
+// The lookup searches a sample of every kStride-th start first (small enough to stay in the
+// fastest cache), then one cache line of `starts`: two or three cache misses instead of one per
+// step of a binary search over tens of thousands of starts.
 template <typename K>
 struct Dimension {
+  static constexpr size_t kStride = 64 / sizeof(K);
   std::vector<K> starts;      // starts[0] == 0; interval i is [starts[i], starts[i+1]).
   std::vector<uint32_t> ids;  // Class of interval i.
+  std::vector<K> index;       // starts[0], starts[kStride], starts[2 * kStride], ...
+
+  void BuildIndex() {
+    index.clear();
+    for (size_t i = 0; i < starts.size(); i += kStride) index.push_back(starts[i]);
+  }
 
   uint32_t Lookup(K key) const {
-    const auto it = std::upper_bound(starts.begin(), starts.end(), key);
-    return ids[static_cast<size_t>(it - starts.begin()) - 1];
+    const size_t block = UpperBound(index.data(), index.size(), key) - 1;
+    const size_t first = block * kStride;
+    const size_t count = std::min(kStride, starts.size() - first);
+    return ids[first + UpperBound(starts.data() + first, count, key) - 1];
   }
 };
 
@@ -133,7 +169,8 @@ Dimension<K> Sweep(const std::vector<Span3<K>>& spans, size_t rule_count, ClassS
     events.push_back({s.first, +1, s.bit});
     if (s.last != ~K{0}) events.push_back({static_cast<K>(s.last + 1), -1, s.bit});
   }
-  std::sort(events.begin(), events.end(), [](const Event& a, const Event& b) { return a.at < b.at; });
+  std::sort(events.begin(), events.end(),
+            [](const Event& a, const Event& b) { return a.at < b.at; });
   std::vector<uint32_t> count(rule_count, 0);
   std::vector<uint64_t> bits(classes.words(), 0);
   Dimension<K> d;
@@ -158,6 +195,7 @@ Dimension<K> Sweep(const std::vector<Span3<K>>& spans, size_t rule_count, ClassS
     if (i == events.size()) break;
     at = events[i].at;
   }
+  d.BuildIndex();
   return d;
 }
 
@@ -180,7 +218,8 @@ struct RangeSet {
     std::sort(ranges.begin(), ranges.end());
     std::vector<std::pair<K, K>> merged;
     for (const auto& r : ranges) {
-      if (!merged.empty() && (merged.back().second == ~K{0} || r.first <= merged.back().second + 1)) {
+      if (!merged.empty() &&
+          (merged.back().second == ~K{0} || r.first <= merged.back().second + 1)) {
         merged.back().second = std::max(merged.back().second, r.second);
       } else {
         merged.push_back(r);
@@ -213,9 +252,13 @@ struct Matcher::Tables {
   size_t port_classes = 0;
 
   bool cross_product = false;
-  std::vector<uint32_t> pair_table;   // source class * destination_classes + destination class.
+  std::vector<uint32_t> pair_table;  // source class * destination_classes + destination class.
   size_t pair_classes = 0;
-  std::vector<uint32_t> final_table;  // pair class * port_classes + port class -> bit + 1.
+  // Phase 2: per pair class, its own sorted port-key intervals (the first starts at 0) and the
+  // deciding bit + 1 (or kNoRule) of each; entries [offsets[c], offsets[c + 1]).
+  std::vector<uint32_t> port_offsets;
+  std::vector<uint32_t> port_starts;
+  std::vector<uint32_t> port_results;
 
   // The fallback's per-dimension class bitsets.
   std::vector<uint64_t> source_bits;
@@ -224,6 +267,9 @@ struct Matcher::Tables {
 
   RangeSet<uint32_t> egress_v4;
   RangeSet<U128> egress_v6;
+
+  bool BuildPortLists(const ClassSet& pairs,
+                      const std::vector<std::vector<Span3<uint32_t>>>& rule_ports, size_t budget);
 };
 
 namespace {
@@ -281,6 +327,66 @@ void AddPorts(const Rule& rule, uint32_t bit, std::vector<Span3<uint32_t>>& span
 
 }  // namespace
 
+// Phase 2 of the tables: for each pair class, a port-key interval list over the rules of that
+// class only, each interval holding the lowest rule bit active there. False (tables abandoned for
+// the bitset fallback) when the lists, or the events swept to build them, exceed `budget`.
+bool Matcher::Tables::BuildPortLists(const ClassSet& pairs,
+                                     const std::vector<std::vector<Span3<uint32_t>>>& rule_ports,
+                                     size_t budget) {
+  Tables& t = *this;
+  struct Event {
+    uint32_t at;
+    int delta;
+    uint32_t bit;
+  };
+  std::vector<Event> events;
+  std::map<uint32_t, uint32_t> active;  // Bit -> how many of its spans cover the sweep point.
+  size_t work = 0;
+  t.port_offsets.reserve(t.pair_classes + 1);
+  for (uint32_t c = 0; c < t.pair_classes; ++c) {
+    t.port_offsets.push_back(static_cast<uint32_t>(t.port_starts.size()));
+    events.clear();
+    const uint64_t* bits = pairs.bits(c);
+    for (size_t w = 0; w < t.words; ++w) {
+      for (uint64_t x = bits[w]; x != 0; x &= x - 1) {
+        const uint32_t bit = static_cast<uint32_t>(w * 64 + __builtin_ctzll(x));
+        for (const auto& span : rule_ports[bit]) {
+          events.push_back({span.first, +1, bit});
+          if (span.last != kPortKeyMax) events.push_back({span.last + 1, -1, bit});
+        }
+      }
+    }
+    work += events.size() + 1;
+    if (work > budget) return false;
+    std::sort(events.begin(), events.end(),
+              [](const Event& a, const Event& b) { return a.at < b.at; });
+    active.clear();
+    size_t i = 0;
+    uint32_t at = 0;
+    const size_t first = t.port_starts.size();
+    while (true) {
+      for (; i < events.size() && events[i].at == at; ++i) {
+        const Event& e = events[i];
+        if (e.delta > 0) {
+          ++active[e.bit];
+        } else if (--active[e.bit] == 0) {
+          active.erase(e.bit);
+        }
+      }
+      const uint32_t result = active.empty() ? kNoRule : active.begin()->first + 1;
+      if (t.port_starts.size() == first || t.port_results.back() != result) {
+        t.port_starts.push_back(at);
+        t.port_results.push_back(result);
+      }
+      if (i == events.size()) break;
+      at = events[i].at;
+    }
+    if (t.port_starts.size() > budget) return false;
+  }
+  t.port_offsets.push_back(static_cast<uint32_t>(t.port_starts.size()));
+  return true;
+}
+
 Matcher::Matcher(RuleSet rules) : Matcher(std::move(rules), MatcherLimits{}) {}
 
 Matcher::Matcher(RuleSet rules, const MatcherLimits& limits) {
@@ -301,13 +407,15 @@ Matcher::Matcher(RuleSet rules, const MatcherLimits& limits) {
   }
   std::vector<Span3<uint32_t>> src4, dst4, ports;
   std::vector<Span3<U128>> src6, dst6;
+  std::vector<std::vector<Span3<uint32_t>>> rule_ports(n);  // By bit.
   t->verdicts.reserve(n);
   for (uint32_t bit = 0; bit < n; ++bit) {
     const Rule& r = all[order[bit]];
     t->verdicts.push_back({r.action, r.policy});
     AddPrefixes(r.sources, bit, src4, src6);
     AddPrefixes(r.destinations, bit, dst4, dst6);
-    AddPorts(r, bit, ports);
+    AddPorts(r, bit, rule_ports[bit]);
+    ports.insert(ports.end(), rule_ports[bit].begin(), rule_ports[bit].end());
   }
 
   ClassSet source_classes(t->words), destination_classes(t->words), port_classes(t->words);
@@ -334,20 +442,12 @@ Matcher::Matcher(RuleSet rules, const MatcherLimits& limits) {
       }
     }
     t->pair_classes = pairs.size();
-    const size_t final_cells = t->pair_classes * t->port_classes;
-    if (final_cells <= limits.max_table_cells) {
-      t->final_table.resize(final_cells);
-      for (uint32_t pc = 0; pc < t->pair_classes; ++pc) {
-        for (uint32_t p = 0; p < t->port_classes; ++p) {
-          const int64_t bit = FirstCommon(pairs.bits(pc), port_classes.bits(p), nullptr, t->words);
-          t->final_table[pc * t->port_classes + p] =
-              bit < 0 ? kNoRule : static_cast<uint32_t>(bit + 1);
-        }
-      }
-      t->cross_product = true;
-    } else {
-      t->pair_table.clear();
-      t->pair_table.shrink_to_fit();
+    t->cross_product = t->BuildPortLists(pairs, rule_ports, limits.max_table_cells);
+    if (!t->cross_product) {
+      t->pair_table = {};
+      t->port_offsets = {};
+      t->port_starts = {};
+      t->port_results = {};
     }
   }
   if (!t->cross_product) {
@@ -381,12 +481,15 @@ Verdict Matcher::Decide(const FlowKey& flow) const {
     s = t.source_v6.Lookup(V6Key(flow.source));
     d = t.destination_v6.Lookup(V6Key(flow.destination));
   }
-  const uint32_t p = t.port.Lookup(PortKey(flow));
   int64_t bit;
   if (t.cross_product) {
     const uint32_t pair = t.pair_table[s * t.destination_classes + d];
-    bit = static_cast<int64_t>(t.final_table[pair * t.port_classes + p]) - 1;
+    const uint32_t first = t.port_offsets[pair];
+    const size_t at = first + UpperBound(t.port_starts.data() + first,
+                                         t.port_offsets[pair + 1] - first, PortKey(flow));
+    bit = static_cast<int64_t>(t.port_results[at - 1]) - 1;
   } else {
+    const uint32_t p = t.port.Lookup(PortKey(flow));
     bit = FirstCommon(t.source_bits.data() + s * t.words, t.destination_bits.data() + d * t.words,
                       t.port_bits.data() + p * t.words, t.words);
   }
@@ -406,10 +509,14 @@ bool Matcher::uses_cross_product() const { return tables_->cross_product; }
 size_t Matcher::table_bytes() const {
   const Tables& t = *tables_;
   auto dim = [](const auto& d) {
-    return d.starts.size() * sizeof(d.starts[0]) + d.ids.size() * sizeof(uint32_t);
+    return (d.starts.size() + d.index.size()) * sizeof(d.starts[0]) +
+           d.ids.size() * sizeof(uint32_t);
   };
   return dim(t.source_v4) + dim(t.source_v6) + dim(t.destination_v4) + dim(t.destination_v6) +
-         dim(t.port) + t.pair_table.size() * 4 + t.final_table.size() * 4 +
+         dim(t.port) +
+         (t.pair_table.size() + t.port_offsets.size() + t.port_starts.size() +
+          t.port_results.size()) *
+             4 +
          (t.source_bits.size() + t.destination_bits.size() + t.port_bits.size()) * 8 +
          t.verdicts.size() * sizeof(Verdict);
 }
