@@ -76,12 +76,56 @@ absl::StatusOr<LabelSelector> ParseSelector(const nlohmann::json& j, const std::
   return selector;
 }
 
+constexpr size_t kMaxListEntries = 256;
+
+absl::StatusOr<std::vector<std::string>> ParseStringList(const nlohmann::json& j,
+                                                         const std::string& field) {
+  if (!j.is_array()) return Invalid(field, "must be a list of strings");
+  if (j.size() > kMaxListEntries) return Invalid(field, "has more than 256 entries");
+  std::vector<std::string> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    if (!j[i].is_string() || j[i].get<std::string>().empty()) {
+      return Invalid(field + "[" + std::to_string(i) + "]", "must be a non-empty string");
+    }
+    out.push_back(j[i].get<std::string>());
+  }
+  return out;
+}
+
+absl::StatusOr<IpBlock> ParseIpBlock(const nlohmann::json& j, const std::string& field) {
+  if (!j.is_object()) return Invalid(field, "must be an object {cidr, except}");
+  IpBlock block;
+  const std::string cidr = StringField(j, "cidr");
+  absl::StatusOr<Prefix> prefix = Prefix::Parse(cidr);
+  if (cidr.empty() || !prefix.ok()) {
+    return Invalid(field + ".cidr", "\"" + cidr + "\" must be a prefix such as 10.0.0.0/8");
+  }
+  block.cidr = *prefix;
+  if (auto except = j.find("except"); except != j.end()) {
+    if (!except->is_array()) return Invalid(field + ".except", "must be a list of prefixes");
+    if (except->size() > kMaxListEntries) return Invalid(field + ".except", "has over 256 entries");
+    for (size_t i = 0; i < except->size(); ++i) {
+      const std::string where = field + ".except[" + std::to_string(i) + "]";
+      const std::string text = (*except)[i].is_string() ? (*except)[i].get<std::string>() : "";
+      absl::StatusOr<Prefix> e = Prefix::Parse(text);
+      if (!e.ok()) return Invalid(where, "\"" + text + "\" must be a prefix");
+      if (e->address().is_v4() != block.cidr.address().is_v4() ||
+          e->length() < block.cidr.length() || !block.cidr.Contains(e->address())) {
+        return Invalid(where, e->ToString() + " must lie inside cidr " + block.cidr.ToString());
+      }
+      block.except.push_back(*e);
+    }
+  }
+  return block;
+}
+
 absl::StatusOr<std::vector<PeerSelectorTerm>> ParseTerms(const nlohmann::json& spec,
                                                          const std::string& field) {
   auto list = spec.find(field);
-  if (list == spec.end() || !list->is_array() || list->empty()) {
-    return Invalid("spec." + field, "needs at least one entry");
-  }
+  // No entries select every member.
+  if (list == spec.end() || list->is_null()) return std::vector<PeerSelectorTerm>();
+  if (!list->is_array()) return Invalid("spec." + field, "must be a list");
+  if (list->size() > kMaxListEntries) return Invalid("spec." + field, "has over 256 entries");
   std::vector<PeerSelectorTerm> terms;
   for (size_t i = 0; i < list->size(); ++i) {
     const std::string where = "spec." + field + "[" + std::to_string(i) + "]";
@@ -99,10 +143,38 @@ absl::StatusOr<std::vector<PeerSelectorTerm>> ParseTerms(const nlohmann::json& s
       if (!selector.ok()) return selector.status();
       *slot = *std::move(selector);
     }
-    if (!term.peer && !term.namespace_selector && !term.pod) {
+    if (auto it = t.find("names"); it != t.end()) {
+      absl::StatusOr<std::vector<std::string>> names = ParseStringList(*it, where + ".names");
+      if (!names.ok()) return names.status();
+      term.names = *std::move(names);
+    }
+    if (auto it = t.find("kinds"); it != t.end()) {
+      absl::StatusOr<std::vector<std::string>> kinds = ParseStringList(*it, where + ".kinds");
+      if (!kinds.ok()) return kinds.status();
+      for (size_t k = 0; k < kinds->size(); ++k) {
+        const std::string& kind = (*kinds)[k];
+        if (kind != "Node" && kind != "Pod" && kind != "External") {
+          return Invalid(where + ".kinds[" + std::to_string(k) + "]",
+                         "\"" + kind + "\" must be Node, Pod or External");
+        }
+      }
+      term.kinds = *std::move(kinds);
+    }
+    if (auto it = t.find("ipBlock"); it != t.end()) {
+      absl::StatusOr<IpBlock> block = ParseIpBlock(*it, where + ".ipBlock");
+      if (!block.ok()) return block.status();
+      term.ip_block = *std::move(block);
+    }
+    const bool member_fields = term.peer || term.namespace_selector || term.pod ||
+                               !term.names.empty() || !term.kinds.empty();
+    if (!member_fields && !term.ip_block) {
       return Invalid(where,
-                     "needs peerSelector, or podSelector and/or namespaceSelector ({} "
-                     "selects all)");
+                     "needs peerSelector, names, kinds, ipBlock, or podSelector and/or "
+                     "namespaceSelector (peerSelector: {} selects all)");
+    }
+    if (term.ip_block && member_fields) {
+      return Invalid(where + ".ipBlock",
+                     "stands alone in its entry: move the other fields to an entry of their own");
     }
     if (term.peer && (term.namespace_selector || term.pod)) {
       return Invalid(where,
@@ -168,14 +240,15 @@ absl::StatusOr<PeerPolicySpec> ParsePeerPolicy(const nlohmann::json& object) {
   policy.to = *std::move(to);
   if (auto ports = spec.find("ports"); ports != spec.end()) {
     if (!ports->is_array()) return Invalid("spec.ports", "must be a list");
+    if (ports->size() > kMaxListEntries) return Invalid("spec.ports", "has over 256 entries");
     for (size_t i = 0; i < ports->size(); ++i) {
       const std::string where = "spec.ports[" + std::to_string(i) + "]";
       const nlohmann::json& p = (*ports)[i];
       if (!p.is_object()) return Invalid(where, "must be an object");
       PortRule rule;
       const nlohmann::json protocol = p.value("protocol", nlohmann::json());
-      if (protocol != "TCP" && protocol != "UDP" && protocol != "ICMP") {
-        return Invalid(where + ".protocol", "must be TCP, UDP or ICMP");
+      if (protocol != "TCP" && protocol != "UDP" && protocol != "ICMP" && protocol != "Any") {
+        return Invalid(where + ".protocol", "must be TCP, UDP, ICMP or Any");
       }
       rule.protocol = protocol.get<std::string>();
       for (const auto& [key, slot] :
@@ -187,8 +260,10 @@ absl::StatusOr<PeerPolicySpec> ParsePeerPolicy(const nlohmann::json& object) {
         }
         *slot = static_cast<uint16_t>(it->get<int>());
       }
-      if (rule.protocol == "ICMP" && (rule.port != 0 || rule.end_port != 0)) {
-        return Invalid(where, "ICMP has no ports: remove port and endPort");
+      if ((rule.protocol == "ICMP" || rule.protocol == "Any") &&
+          (rule.port != 0 || rule.end_port != 0)) {
+        return Invalid(where, rule.protocol +
+                                  " has no ports: remove port and endPort, or use TCP or UDP");
       }
       if (rule.end_port != 0 && rule.port == 0) return Invalid(where + ".endPort", "needs port");
       if (rule.end_port != 0 && rule.end_port < rule.port) {

@@ -1,6 +1,7 @@
 // PeerPolicy specs as the coordinator keeps them: parsed from the object's JSON (a Kubernetes
-// object, or later a standalone manifest) and checked beyond what the CRD schema can express, with
-// errors that name the field. Compiling them into packet-filter rules is the filter's job.
+// object, or a standalone manifest converted from YAML) and checked beyond what the CRD schema can
+// express, with errors that name the field. operator/policy/ compiles them into per-member
+// packet-filter rules.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "lib/net/ip.h"
 #include "nlohmann/json.hpp"
 
 namespace tunnelmesh {
@@ -28,16 +30,28 @@ struct LabelSelector {
   bool operator==(const LabelSelector&) const = default;
 };
 
-// One entry of `from` or `to`: MeshPeers by label, or pods by namespace and pod labels.
+// A CIDR and the parts of it that are excluded (each inside `cidr`, same family).
+struct IpBlock {
+  Prefix cidr;
+  std::vector<Prefix> except;
+  bool operator==(const IpBlock&) const = default;
+};
+
+// One entry of `from` or `to`. The fields present are ANDed: MeshPeers by label (`peer`), by name,
+// by kind; or members of kind Pod by their namespace's labels and their own labels. An ipBlock
+// stands alone in its entry and selects addresses, not members.
 struct PeerSelectorTerm {
   std::optional<LabelSelector> peer;
   std::optional<LabelSelector> namespace_selector;
   std::optional<LabelSelector> pod;
+  std::vector<std::string> names;  // Member names; empty: any.
+  std::vector<std::string> kinds;  // "Node", "Pod", "External"; empty: any.
+  std::optional<IpBlock> ip_block;
   bool operator==(const PeerSelectorTerm&) const = default;
 };
 
 struct PortRule {
-  std::string protocol;   // TCP, UDP, ICMP
+  std::string protocol;   // TCP, UDP, ICMP, Any
   uint16_t port = 0;      // 0: all
   uint16_t end_port = 0;  // 0: just `port`
   bool operator==(const PortRule&) const = default;
@@ -47,6 +61,7 @@ struct PeerPolicySpec {
   std::string name;
   std::string mesh;
   bool deny = false;
+  // Terms are ORed; an empty list (or none given) selects every member.
   std::vector<PeerSelectorTerm> from;
   std::vector<PeerSelectorTerm> to;
   std::vector<PortRule> ports;  // Empty: all traffic.
@@ -54,11 +69,11 @@ struct PeerPolicySpec {
 };
 
 // Parses and checks a PeerPolicy object.
-absl::StatusOr<PeerPolicySpec> ParsePeerPolicy(const nlohmann::json& object);
+[[nodiscard]] absl::StatusOr<PeerPolicySpec> ParsePeerPolicy(const nlohmann::json& object);
 
 // Kubernetes label syntax: the key's optional DNS-subdomain prefix and '/', a name and a value of
 // at most 63 alphanumerics, '-', '_' and '.', starting and ending alphanumeric (the value may be
 // empty). The error names the label.
-absl::Status CheckLabel(const std::string& key, const std::string& value);
+[[nodiscard]] absl::Status CheckLabel(const std::string& key, const std::string& value);
 
 }  // namespace tunnelmesh

@@ -44,7 +44,7 @@ TEST(PolicyTest, ParsesAValidPolicy) {
 
 TEST(PolicyTest, ErrorsNameTheField) {
   nlohmann::json s = Valid();
-  s["from"] = nlohmann::json::array();
+  s["from"] = "everyone";
   EXPECT_NE(ErrorOf(s).find("spec.from"), std::string::npos);
   s = Valid();
   s["from"][0] = nlohmann::json::object();
@@ -77,6 +77,60 @@ TEST(PolicyTest, ErrorsNameTheField) {
   s.erase("mesh");
   EXPECT_NE(ErrorOf(s).find("spec.mesh"), std::string::npos);
   EXPECT_FALSE(ParsePeerPolicy(nlohmann::json::array()).ok());
+}
+
+TEST(PolicyTest, EmptyOrMissingFromAndToSelectEveryMember) {
+  nlohmann::json s = Valid();
+  s["from"] = nlohmann::json::array();
+  s.erase("to");
+  auto p = ParsePeerPolicy(Policy(s));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->from.empty());
+  EXPECT_TRUE(p->to.empty());
+}
+
+TEST(PolicyTest, ParsesNamesKindsIpBlocksAndAny) {
+  nlohmann::json s = Valid();
+  s["from"] = {{{"names", {"git", "registry"}}, {"kinds", {"Node", "External"}}},
+               {{"ipBlock", {{"cidr", "10.0.0.0/8"}, {"except", {"10.1.0.0/16"}}}}}};
+  s["ports"] = {{{"protocol", "Any"}}, {{"protocol", "UDP"}, {"port", 1000}, {"endPort", 2000}}};
+  auto p = ParsePeerPolicy(Policy(s));
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(p->from.size(), 2u);
+  EXPECT_EQ(p->from[0].names, (std::vector<std::string>{"git", "registry"}));
+  EXPECT_EQ(p->from[0].kinds, (std::vector<std::string>{"Node", "External"}));
+  ASSERT_TRUE(p->from[1].ip_block.has_value());
+  EXPECT_EQ(p->from[1].ip_block->cidr.ToString(), "10.0.0.0/8");
+  EXPECT_EQ(p->from[1].ip_block->except[0].ToString(), "10.1.0.0/16");
+  EXPECT_EQ(p->ports[0].protocol, "Any");
+  EXPECT_EQ(p->ports[1].end_port, 2000);
+}
+
+TEST(PolicyTest, NewFieldErrorsNameTheField) {
+  nlohmann::json s = Valid();
+  s["from"][0]["kinds"] = {"Node", "Toaster"};
+  EXPECT_NE(ErrorOf(s).find("spec.from[0].kinds[1]"), std::string::npos) << ErrorOf(s);
+  s = Valid();
+  s["from"][0]["names"] = {""};
+  EXPECT_NE(ErrorOf(s).find("spec.from[0].names[0]"), std::string::npos);
+  s = Valid();
+  s["to"] = {{{"ipBlock", {{"cidr", "10.0.0.0/33"}}}}};
+  EXPECT_NE(ErrorOf(s).find("spec.to[0].ipBlock.cidr"), std::string::npos);
+  s = Valid();
+  s["to"] = {{{"ipBlock", {{"cidr", "10.0.0.0/16"}, {"except", {"10.1.0.0/24"}}}}}};
+  EXPECT_NE(ErrorOf(s).find("spec.to[0].ipBlock.except[0]"), std::string::npos);
+  s = Valid();
+  s["to"] = {{{"ipBlock", {{"cidr", "fd00::/8"}, {"except", {"10.0.0.0/24"}}}}}};
+  EXPECT_NE(ErrorOf(s).find("must lie inside"), std::string::npos);
+  s = Valid();
+  s["to"] = {{{"ipBlock", {{"cidr", "10.0.0.0/8"}}}, {"names", {"db"}}}};
+  EXPECT_NE(ErrorOf(s).find("stands alone"), std::string::npos);
+  s = Valid();
+  s["ports"] = {{{"protocol", "Any"}, {"port", 80}}};
+  EXPECT_NE(ErrorOf(s).find("Any has no ports"), std::string::npos);
+  s = Valid();
+  s["ports"] = {{{"protocol", "SCTP"}}};
+  EXPECT_NE(ErrorOf(s).find("spec.ports[0].protocol"), std::string::npos);
 }
 
 TEST(PolicyTest, LabelRules) {
