@@ -48,6 +48,7 @@ tm_step "setup: coordinator with $RULES PeerPolicies, two members, two config-mo
 tm_net_public coord
 tm_net_public a
 tm_net_public b
+TM_MESH_DEFAULT_ACTION=Deny
 tm_coord_setup coord
 "$TM_PY" - "$TM_WORK/coord.manifests/policies.yaml" "$RULES" "$IPERF_PORT" <<'PYEOF'
 import sys

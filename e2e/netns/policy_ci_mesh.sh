@@ -28,6 +28,7 @@ tm_net_public coord
 tm_net_public r
 tm_net_public g
 tm_net_public d
+TM_MESH_DEFAULT_ACTION=Deny
 tm_coord_setup coord
 cat >"$TM_WORK/coord.manifests/policy-runners-to-git.yaml" <<'YAML'
 apiVersion: tunnelmesh.io/v1alpha1
