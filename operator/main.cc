@@ -36,11 +36,29 @@ bool SignalArrived(const sigset_t& signals) {
   return true;
 }
 
+// Standalone PeerPolicies: rejected ones are logged (there is no status to write them to), the
+// others compiled; a policy that selects nothing on a side is worth a warning too.
+void ApplyManifestPolicies(Coordinator* coordinator, ManifestPolicies policies) {
+  for (const std::string& why : policies.rejected) TM_LOG_WARN("PeerPolicy rejected: {}", why);
+  std::vector<std::string> names;
+  for (const PeerPolicySpec& p : policies.accepted) names.push_back(p.name);
+  coordinator->SetPolicies(std::move(policies.accepted));
+  for (const std::string& name : names) {
+    std::optional<policy::PolicyStats> stats = coordinator->PolicyStatsFor(name);
+    if (!stats) continue;
+    if (stats->selected_sources == 0 || stats->selected_destinations == 0) {
+      TM_LOG_WARN("PeerPolicy {} selects no member on its {} side (yet): it has no effect", name,
+                  stats->selected_sources == 0 ? "from" : "to");
+    }
+  }
+}
+
 int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
   if (options.manifests.empty() || options.state_dir.empty()) {
     return Usage("--standalone needs --manifests DIR and --state-dir DIR");
   }
-  absl::StatusOr<std::vector<MeshSpec>> meshes = LoadManifests(options.manifests);
+  ManifestPolicies policies;
+  absl::StatusOr<std::vector<MeshSpec>> meshes = LoadManifests(options.manifests, &policies);
   if (!meshes.ok()) return Usage(std::string(meshes.status().message()));
   if (meshes->empty()) {
     return Usage("--manifests " + options.manifests +
@@ -59,6 +77,7 @@ int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
   RelayRevoker revoker;
   Coordinator coordinator(store->get(), BaseCoordinatorOptions(options, *relay_key, &revoker));
   coordinator.SetMeshes(*meshes);
+  ApplyManifestPolicies(&coordinator, std::move(policies));
   absl::StatusOr<Services> services =
       StartServices(options, &coordinator, *tls, *relay_key, &revoker);
   if (!services.ok()) return Fail(std::string(services.status().message()));
@@ -80,14 +99,18 @@ int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
     std::string now = ManifestFingerprint(options.manifests);
     if (now == fingerprint) continue;
     fingerprint = now;
-    absl::StatusOr<std::vector<MeshSpec>> reloaded = LoadManifests(options.manifests);
+    ManifestPolicies reloaded_policies;
+    absl::StatusOr<std::vector<MeshSpec>> reloaded =
+        LoadManifests(options.manifests, &reloaded_policies);
     if (!reloaded.ok()) {
       TM_LOG_ERROR("manifests not applied, keeping the previous ones: {}",
                    std::string(reloaded.status().message()));
       continue;
     }
     coordinator.SetMeshes(*reloaded);
-    TM_LOG_INFO("manifests reloaded: meshes={}", reloaded->size());
+    const size_t policy_count = reloaded_policies.accepted.size();
+    ApplyManifestPolicies(&coordinator, std::move(reloaded_policies));
+    TM_LOG_INFO("manifests reloaded: meshes={} policies={}", reloaded->size(), policy_count);
   }
   services->grpc->Shutdown();
   WriteCounters(options.state_dir, coordinator, *services);

@@ -112,11 +112,74 @@ absl::Status ParseSecret(const YAML::Node& doc, const std::string& file,
   return absl::OkStatus();
 }
 
+constexpr int kMaxYamlDepth = 64;
+
+// Converts one YAML node; false when it nests deeper than kMaxYamlDepth.
+bool ToJson(const YAML::Node& node, int depth, nlohmann::json* out) {
+  if (depth > kMaxYamlDepth) return false;
+  switch (node.Type()) {
+    case YAML::NodeType::Map:
+      *out = nlohmann::json::object();
+      for (const auto& kv : node) {
+        nlohmann::json value;
+        if (!ToJson(kv.second, depth + 1, &value)) return false;
+        (*out)[Scalar(kv.first)] = std::move(value);
+      }
+      return true;
+    case YAML::NodeType::Sequence:
+      *out = nlohmann::json::array();
+      for (const YAML::Node& item : node) {
+        nlohmann::json value;
+        if (!ToJson(item, depth + 1, &value)) return false;
+        out->push_back(std::move(value));
+      }
+      return true;
+    case YAML::NodeType::Scalar: {
+      const std::string text = node.Scalar();
+      if (node.Tag() != "!") {  // "!" marks a quoted scalar: always a string.
+        if (text == "true" || text == "false") {
+          *out = text == "true";
+          return true;
+        }
+        if (text == "null" || text == "~") {
+          *out = nullptr;
+          return true;
+        }
+        if (!text.empty() && text.size() <= 18 &&
+            text.find_first_not_of("0123456789", text[0] == '-' ? 1 : 0) == std::string::npos &&
+            text != "-") {
+          *out = std::stoll(text);
+          return true;
+        }
+      }
+      *out = text;
+      return true;
+    }
+    default:
+      *out = nullptr;
+      return true;
+  }
+}
+
 }  // namespace
+
+absl::StatusOr<nlohmann::json> YamlTextToJson(const std::string& text) {
+  // yaml-cpp reports errors by throwing; caught here.
+  try {
+    nlohmann::json out;
+    if (!ToJson(YAML::Load(text), 0, &out)) {
+      return absl::InvalidArgumentError("YAML nests deeper than 64 levels");
+    }
+    return out;
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(std::string("not valid YAML: ") + e.what());
+  }
+}
 
 absl::Status ParseManifestText(const std::string& text, const std::string& file,
                                std::vector<MeshSpec>* meshes,
-                               std::map<std::string, std::map<std::string, std::string>>* secrets) {
+                               std::map<std::string, std::map<std::string, std::string>>* secrets,
+                               ManifestPolicies* policies) {
   // yaml-cpp reports errors by throwing; this is the one place they are caught.
   std::vector<YAML::Node> docs;
   try {
@@ -140,6 +203,22 @@ absl::Status ParseManifestText(const std::string& text, const std::string& file,
         meshes->push_back(std::move(mesh));
       } else if (kind == "Secret") {
         if (absl::Status s = ParseSecret(doc, file, secrets); !s.ok()) return s;
+      } else if (kind == "PeerPolicy" && policies != nullptr) {
+        const std::string name = Scalar(doc["metadata"]["name"]);
+        const std::string where = Where(file, "PeerPolicy", name);
+        nlohmann::json object;
+        absl::StatusOr<PeerPolicySpec> policy =
+            api != "tunnelmesh.io/v1alpha1"
+                ? absl::InvalidArgumentError("apiVersion \"" + api +
+                                             "\": expected tunnelmesh.io/v1alpha1")
+            : name.empty()             ? absl::InvalidArgumentError("metadata.name is required")
+            : !ToJson(doc, 0, &object) ? absl::InvalidArgumentError("nests too deeply")
+                                       : ParsePeerPolicy(object);
+        if (policy.ok()) {
+          policies->accepted.push_back(*std::move(policy));
+        } else {
+          policies->rejected.push_back(where + ": " + std::string(policy.status().message()));
+        }
       }
     }
   } catch (const YAML::Exception& e) {

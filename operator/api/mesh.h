@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "lib/net/ip.h"
+#include "operator/api/peer_policy.h"
 
 namespace tunnelmesh {
 
@@ -37,11 +38,26 @@ struct MeshSpec {
   bool operator==(const MeshSpec&) const = default;
 };
 
+// PeerPolicies found in manifests. An invalid policy does not stop the others (as in the cluster,
+// where each object has its own status): it is listed in `rejected` with the file, its name and
+// the field to fix.
+struct ManifestPolicies {
+  std::vector<PeerPolicySpec> accepted;
+  std::vector<std::string> rejected;
+};
+
 // Parses the text of one or more YAML documents (for tests); `file` appears in messages. Secrets
-// found are added to `secrets` ("namespace/name" -> key -> value), meshes to `meshes`.
+// found are added to `secrets` ("namespace/name" -> key -> value), meshes to `meshes`, PeerPolicies
+// (through ParsePeerPolicy, as in the cluster) to `policies` unless it is null.
 [[nodiscard]] absl::Status ParseManifestText(
     const std::string& text, const std::string& file, std::vector<MeshSpec>* meshes,
-    std::map<std::string, std::map<std::string, std::string>>* secrets);
+    std::map<std::string, std::map<std::string, std::string>>* secrets,
+    ManifestPolicies* policies = nullptr);
+
+// A YAML document as JSON, the shape Kubernetes gives the same object: plain scalars that read
+// as integers, booleans or null become those; quoted scalars stay strings. Nesting deeper than 64
+// levels is an error.
+[[nodiscard]] absl::StatusOr<nlohmann::json> YamlTextToJson(const std::string& text);
 
 // Takes the mesh's join token from its Secret's `values` (key -> decoded value); the error names
 // the Secret and the key to set.

@@ -262,8 +262,8 @@ absl::StatusOr<PeerPolicySpec> ParsePeerPolicy(const nlohmann::json& object) {
       }
       if ((rule.protocol == "ICMP" || rule.protocol == "Any") &&
           (rule.port != 0 || rule.end_port != 0)) {
-        return Invalid(where, rule.protocol +
-                                  " has no ports: remove port and endPort, or use TCP or UDP");
+        return Invalid(where,
+                       rule.protocol + " has no ports: remove port and endPort, or use TCP or UDP");
       }
       if (rule.end_port != 0 && rule.port == 0) return Invalid(where + ".endPort", "needs port");
       if (rule.end_port != 0 && rule.end_port < rule.port) {

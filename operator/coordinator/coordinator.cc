@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <optional>
 #include <set>
 
 #include "lib/base/log.h"
@@ -107,6 +108,7 @@ void Coordinator::SetMeshes(std::vector<MeshSpec> meshes) {
   std::map<std::string, MeshState> previous = std::move(meshes_);
   meshes_ = std::move(next);
   ++version_;
+  SyncEnginesLocked();
   for (const auto& [name, mesh] : meshes_) {
     auto old = previous.find(name);
     if (old != previous.end() && old->second.spec == mesh.spec) continue;
@@ -295,8 +297,11 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   // again unchanged (after a reconnect) queues no write.
   auto stored = members_.find(key);
   if (stored == members_.end() || !(stored->second == record)) {
+    std::optional<MemberRecord> old;
+    if (stored != members_.end()) old = stored->second;
     members_[key] = record;
     writer_.Put(record);
+    SyncFilterLocked(old ? &*old : nullptr, &record);
   }
 
   Live& live = live_[key];
@@ -321,6 +326,7 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   *update.add_upsert_peers() = PeerOf(record);
   update.set_version(version_);
   FanOut(record.mesh, &key, update);
+  SendFiltersLocked();
   lock.Release();
   // Without mu_: only this member waits for its record (see the header for why it waits).
   if (absl::Status s = writer_.WaitDurable(key, options_.register_write_deadline); !s.ok()) {
@@ -372,6 +378,9 @@ coord::MapUpdate Coordinator::FullMapFor(const PublicKey& member, const MeshStat
   *full.mutable_settings() = SettingsFor(mesh);
   for (const auto& [key, m] : members_) {
     if (key != member && m.mesh == mesh.spec.name) *full.add_upsert_peers() = PeerOf(m);
+  }
+  if (auto self = members_.find(member); self != members_.end()) {
+    *full.mutable_filter() = FilterFor(self->second, mesh);
   }
   full.set_version(version_);
   return full;
@@ -453,9 +462,11 @@ absl::Status Coordinator::Leave(const PublicKey& member) {
   auto record = members_.find(member);
   if (record == members_.end()) return absl::OkStatus();
   const std::string mesh = record->second.mesh;
+  SyncFilterLocked(&record->second, nullptr);
   members_.erase(record);
   writer_.Remove(member);
   DropLocked(member, mesh, absl::OkStatus());
+  SendFiltersLocked();
   TM_LOG_INFO("member left: key={}", member.Short());
   return absl::OkStatus();
 }
@@ -534,12 +545,16 @@ absl::Status Coordinator::Admit(MemberRecord record) {
   } else {
     writer_.Observe(record.public_key, &record);
   }
+  std::optional<MemberRecord> old;
+  if (existing != members_.end()) old = existing->second;
   members_[record.public_key] = record;
+  SyncFilterLocked(old ? &*old : nullptr, &record);
   ++version_;
   coord::MapUpdate update;
   *update.add_upsert_peers() = PeerOf(record);
   update.set_version(version_);
   FanOut(record.mesh, &record.public_key, update);
+  SendFiltersLocked();
   return absl::OkStatus();
 }
 
@@ -548,9 +563,11 @@ void Coordinator::Evict(const PublicKey& member, const std::string& why) {
   auto record = members_.find(member);
   if (record == members_.end()) return;
   const std::string mesh = record->second.mesh;
+  SyncFilterLocked(&record->second, nullptr);
   members_.erase(record);
   writer_.Observe(member, nullptr);
   DropLocked(member, mesh, absl::PermissionDeniedError("evicted: " + why));
+  SendFiltersLocked();
   TM_LOG_INFO("member evicted: key={} why={}", member.Short(), why);
 }
 
@@ -585,6 +602,8 @@ std::vector<MemberStatus> Coordinator::Members() const {
 void Coordinator::SetPolicies(std::vector<PeerPolicySpec> policies) {
   Locked lock(this);
   policies_ = std::move(policies);
+  for (auto& [mesh, engine] : engines_) engine.SetPolicies(PoliciesOf(mesh));
+  SendFiltersLocked();
 }
 
 size_t Coordinator::policy_count() const {

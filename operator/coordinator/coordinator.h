@@ -2,7 +2,12 @@
 // allocates sticky mesh IPs (persisted through a MemberStore), keeps each member's endpoint
 // candidates, and fans changes out to every watching member as deltas (a full map only when a
 // watch starts, or when a slow watcher's backlog collapsed). Call-me-maybe signals are forwarded
-// through the same streams.
+// through the same streams. PeerPolicies are compiled per mesh into per-member packet-filter rule
+// sets (operator/policy/engine.h): a full map carries the member's rule set; after a join, a leave,
+// a label or policy change, only the members whose rule set bytes changed get a MapUpdate with
+// `filter` (counted in filter_updates_sent). A Mesh settings change (its defaultAction included)
+// sends its watchers full maps, which carry the new rule sets. The compile runs under mu_: it is
+// bounded by the mesh's members and policies and does no I/O (coordinator_filter.cc).
 //
 // Threads and locks: one mutex (mu_) guards the in-memory state, which is authoritative: the
 // member map, sessions, live endpoints, meshes. gRPC handler threads, the relay's I/O thread and
@@ -26,6 +31,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +45,7 @@
 #include "operator/coordinator/member_writer.h"
 #include "operator/coordinator/state_store.h"
 #include "operator/coordinator/subscription.h"
+#include "operator/policy/engine.h"
 #include "proto/coordinator.pb.h"
 
 namespace tunnelmesh {
@@ -70,6 +77,11 @@ struct CoordinatorCounters {
   std::atomic<uint64_t> updates_sent{0};
   // Watchers whose backlog collapsed into one full map (see subscription.h).
   std::atomic<uint64_t> watch_collapses{0};
+  // MapUpdates carrying a changed rule set to one member (deltas; full maps always carry one).
+  std::atomic<uint64_t> filter_updates_sent{0};
+  // Rule sets the policy engines rebuilt (whether or not their bytes changed).
+  std::atomic<uint64_t> filter_recompiles{0};
+  std::atomic<uint64_t> explain_requests{0};
   MemberWriterCounters store;
 };
 
@@ -136,9 +148,24 @@ class Coordinator {
   void Evict(const PublicKey& member, const std::string& why) ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<PublicKey> MembersOf(const std::string& mesh) const ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<MemberStatus> Members() const ABSL_LOCKS_EXCLUDED(mu_);
-  // Validated PeerPolicy specs, kept for the packet filter's compiler.
+  // Replaces the validated PeerPolicy specs (of every mesh) and recompiles what they change;
+  // members whose rule sets changed get them. A policy naming a Mesh the coordinator does not
+  // have is kept and applies once that Mesh appears.
   void SetPolicies(std::vector<PeerPolicySpec> policies) ABSL_LOCKS_EXCLUDED(mu_);
   size_t policy_count() const ABSL_LOCKS_EXCLUDED(mu_);
+  // What a policy selects and compiled to (for its status); nullopt when no Mesh of this
+  // coordinator holds a policy of that name.
+  std::optional<policy::PolicyStats> PolicyStatsFor(const std::string& name) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The rule set `member` enforces now (tests, debugging); nullopt for a static or unknown member.
+  std::optional<coord::FilterRules> FilterRulesFor(const PublicKey& member) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // What the filter of the member enforcing a flow decides for it, in `caller`'s mesh. Source and
+  // destination are member names or addresses; the destination must be a member's address. Errors
+  // name the unknown member.
+  [[nodiscard]] absl::StatusOr<coord::ExplainResponse> Explain(const PublicKey& caller,
+                                                               const coord::ExplainRequest& request)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   CoordinatorCounters& counters() { return counters_; }
   size_t member_count() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -185,6 +212,20 @@ class Coordinator {
   absl::StatusOr<std::vector<IpAddress>> AddressesFor(const MeshState& mesh,
                                                       const MemberRecord& record) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Brings the mesh's policy engine in line with a member record that changed (`old` null: new;
+  // `now` null: gone) and sends rule sets to the members whose rules changed.
+  void SyncFilterLocked(const MemberRecord* old, const MemberRecord* now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends each watching member whose rule set changed a MapUpdate with it (every mesh).
+  void SendFiltersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After SetMeshes: engines for new meshes (with their members and policies), default actions,
+  // engines of removed meshes dropped. Watchers of changed meshes get full maps anyway.
+  void SyncEnginesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<PeerPolicySpec> PoliciesOf(const std::string& mesh) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The member's rule set for its full map (the mesh default when it enforces nothing).
+  coord::FilterRules FilterFor(const MemberRecord& record, const MeshState& mesh) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the member's session and tells its mesh it is gone.
   void DropLocked(const PublicKey& member, const std::string& mesh, absl::Status reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -198,6 +239,8 @@ class Coordinator {
   std::map<PublicKey, Live> live_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, PublicKey> sessions_ ABSL_GUARDED_BY(mu_);
   std::vector<PeerPolicySpec> policies_ ABSL_GUARDED_BY(mu_);
+  // Mesh name -> its incremental policy compiler (members by name).
+  std::map<std::string, policy::Engine> engines_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   // Subscribers to wake once mu_ is released (see Locked).
   std::vector<std::shared_ptr<Subscription>> to_wake_ ABSL_GUARDED_BY(mu_);

@@ -134,8 +134,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
   coord::MapUpdate current_;  // Owned by whoever holds the write slot.
 };
 
-// Register, ReportEndpoints, CallMeMaybe and Leave stay synchronous (short calls that never wait
-// on the store, except Register for its own record); Watch uses the callback API.
+// Register, ReportEndpoints, CallMeMaybe, Leave and Explain stay synchronous (short calls that
+// never wait on the store, except Register for its own record); Watch uses the callback API.
 class CoordinatorServer::Service final
     : public coord::Coordinator::WithCallbackMethod_Watch<coord::Coordinator::Service> {
  public:
@@ -184,6 +184,16 @@ class CoordinatorServer::Service final
     return ToGrpc(
         coordinator_->CallMeMaybe(*member, KeyFromBytes(request->to_public_key()),
                                   {request->endpoints().begin(), request->endpoints().end()}));
+  }
+
+  grpc::Status Explain(grpc::ServerContext* context, const coord::ExplainRequest* request,
+                       coord::ExplainResponse* response) override {
+    absl::StatusOr<PublicKey> member = Caller(coordinator_, context);
+    if (!member.ok()) return ToGrpc(member.status());
+    absl::StatusOr<coord::ExplainResponse> explained = coordinator_->Explain(*member, *request);
+    if (!explained.ok()) return ToGrpc(explained.status());
+    *response = *std::move(explained);
+    return grpc::Status::OK;
   }
 
   grpc::Status Leave(grpc::ServerContext* context, const coord::LeaveRequest*,

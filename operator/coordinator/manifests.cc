@@ -20,7 +20,8 @@ bool IsYamlFile(const fs::path& p) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<MeshSpec>> LoadManifests(const std::string& dir) {
+absl::StatusOr<std::vector<MeshSpec>> LoadManifests(const std::string& dir,
+                                                    ManifestPolicies* policies) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     return absl::InvalidArgumentError("--manifests " + dir + " is not a directory");
@@ -35,7 +36,8 @@ absl::StatusOr<std::vector<MeshSpec>> LoadManifests(const std::string& dir) {
   for (const fs::path& path : files) {
     absl::StatusOr<std::string> text = ReadFile(path.string());
     if (!text.ok()) return text.status();
-    if (absl::Status s = ParseManifestText(*text, path.string(), &meshes, &secrets); !s.ok()) {
+    if (absl::Status s = ParseManifestText(*text, path.string(), &meshes, &secrets, policies);
+        !s.ok()) {
       return s;
     }
   }
@@ -55,6 +57,22 @@ absl::StatusOr<std::vector<MeshSpec>> LoadManifests(const std::string& dir) {
     if (absl::Status s = SetJoinToken(&mesh, secret->second); !s.ok()) {
       return absl::InvalidArgumentError(mesh.source + ": " + std::string(s.message()));
     }
+  }
+  if (policies != nullptr) {
+    std::vector<PeerPolicySpec> kept;
+    std::set<std::string> policy_names;
+    for (PeerPolicySpec& policy : policies->accepted) {
+      if (!names.count(policy.mesh)) {
+        policies->rejected.push_back("PeerPolicy \"" + policy.name + "\": spec.mesh names Mesh \"" +
+                                     policy.mesh + "\", which no manifest in " + dir + " defines");
+      } else if (!policy_names.insert(policy.name).second) {
+        policies->rejected.push_back("PeerPolicy \"" + policy.name +
+                                     "\" is defined twice: the first one applies");
+      } else {
+        kept.push_back(std::move(policy));
+      }
+    }
+    policies->accepted = std::move(kept);
   }
   return meshes;
 }
