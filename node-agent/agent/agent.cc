@@ -181,7 +181,7 @@ std::string Agent::BuildStatusJson() {
   self.listen_port = socket_ ? socket_->port() : 0;
   return BuildAgentStatusJson(
       self, *device_, plane_->drop_counts(), *peers_, paths_.get(), coordinated_,
-      policy::FilterStatusJson(filter_, rules_ ? &rules_->rules() : nullptr, rule_history_));
+      policy::FilterStatusJson(filter_, rule_sets_.rules(), rule_sets_.history()));
 }
 
 bool Agent::PostMapUpdate(coord::MapUpdate update) {
@@ -212,7 +212,8 @@ void Agent::ApplyRegistration(const coord::RegisterResponse& response) {
 }
 
 void Agent::ApplyUpdate(const coord::MapUpdate& update) {
-  if (update.has_filter()) ApplyFilter(update.filter());
+  // Errors are logged and counted by the installer; the previous rule set stays.
+  if (update.has_filter()) (void)rule_sets_.Apply(update.filter());
   if (update.has_settings()) {
     settings_ = update.settings();
     peers_->SetPresharedKey(settings_.preshared_key());
@@ -240,26 +241,6 @@ void Agent::ApplyUpdate(const coord::MapUpdate& update) {
     paths_->OnCallMeMaybe(PublicKeyFromBytes(update.call_me_maybe().from_public_key()), endpoints,
                           now);
   }
-}
-
-void Agent::ApplyFilter(const coord::FilterRules& rules) {
-  absl::StatusOr<filter::RuleSet> set = policy::RuleSetFromProto(rules);
-  if (!set.ok()) {
-    ++rule_history_.rejected;
-    TM_LOG_ERROR(
-        "packet filter: the coordinator's rule set is invalid, keeping the previous one: {}",
-        std::string(set.status().message()));
-    return;
-  }
-  const size_t count = set->rules.size();
-  const size_t policies = set->policies.size();
-  const filter::Action default_action = set->default_action;
-  // Compiled here, on the control thread; the data plane keeps using the old matcher meanwhile.
-  rules_ = std::make_shared<const filter::Matcher>(std::move(*set));
-  filter_.SetRules(rules_);
-  ++rule_history_.applied;
-  TM_LOG_INFO("packet filter: {} rules from {} policies, default {}", count, policies,
-              policy::ActionName(default_action));
 }
 
 std::optional<IpAddress> Agent::ResolveMember(const std::string& text,
@@ -294,8 +275,8 @@ Agent::ExplainPlan Agent::PlanExplain(const policy::ExplainQuery& query) {
   bool local = false;
   if (destination) {
     for (const IpAddress& ip : mesh_ips_) local = local || ip == *destination;
-    if (rules_) {
-      for (const Prefix& prefix : rules_->rules().egress) {
+    if (const filter::RuleSet* rules = rule_sets_.rules()) {
+      for (const Prefix& prefix : rules->egress) {
         local = local || prefix.Contains(*destination);
       }
     }

@@ -47,6 +47,7 @@
 #include "node-agent/netlink/link_configurator.h"
 #include "node-agent/peer/peer_table.h"
 #include "node-agent/policy/filter_status.h"
+#include "node-agent/policy/installer.h"
 #include "node-agent/policy/rule_set.h"
 #include "node-agent/transport/relay_bind.h"
 #include "node-agent/transport/relay_client.h"
@@ -126,7 +127,6 @@ class Agent {
 
   // All on the control thread.
   void ApplyUpdate(const coord::MapUpdate& update);
-  void ApplyFilter(const coord::FilterRules& rules);
   ExplainPlan PlanExplain(const policy::ExplainQuery& query);
   // A member name or mesh IP as text -> an address (preferring `family` when a name has several).
   std::optional<IpAddress> ResolveMember(const std::string& text,
@@ -154,13 +154,10 @@ class Agent {
   std::vector<IpAddress> mesh_ips_;
   coord::Settings settings_;
   bool coordinated_ = false;
-  // The installed rule set (null: none yet, or config mode) and how many came and were refused.
-  std::shared_ptr<const filter::Matcher> rules_;
-  policy::RuleSetHistory rule_history_;
-
-  // Consulted by both data-plane threads; rules swapped in by ApplyFilter. Declared before plane_
-  // so it outlives the data plane.
+  // Consulted by both data-plane threads; rule sets swapped in by rule_sets_ (control thread).
+  // Declared before plane_ so it outlives the data plane.
   filter::Filter filter_;
+  policy::RuleSetInstaller rule_sets_{&filter_};
 
   std::unique_ptr<TunDevice> tun_;
   std::unique_ptr<UdpBind> socket_;
