@@ -16,7 +16,8 @@
 #     conditions and Warning Events (`kubectl describe`): a Mesh whose Secret is missing, a
 #     MeshPeer without a key, an invalid PeerPolicy; a valid PeerPolicy is Accepted;
 #   - PeerPolicy enforced: with the Mesh's defaultAction patched to Deny, a TCP connection n1 ->
-#     n2 is dropped; a PeerPolicy applied with kubectl allows it (on the agents within a bound),
+#     n2 is dropped; a PeerPolicy applied with kubectl (every member to every member on that
+#     port) allows it (on the agents within a bound),
 #     and `kubectl get peerpolicies` shows its columns (Action, Rules, Ready); the default goes
 #     back to Allow (the chart is installed with Allow so that the other steps test connectivity,
 #     not policy);
@@ -284,8 +285,8 @@ metadata: {name: n1-to-n2-https}
 spec:
   mesh: default
   action: Allow
-  from: [{names: [n1]}]
-  to: [{names: [n2]}]
+  from: [{peerSelector: {}}]
+  to: [{peerSelector: {}}]
   ports: [{protocol: TCP, port: 8443}]
 EOF
 tm_wait 10 "n1 to reach n2:8443 after kubectl apply of the PeerPolicy" reach n1 "${IP4[n2]}" 8443

@@ -175,7 +175,6 @@ class Agent {
   std::atomic<bool> report_in_flight_{false};
   std::atomic<bool> leave_requested_{false};
   std::atomic<bool> refused_{false};
-  bool stopped_ = false;
 };
 
 }  // namespace tunnelmesh
