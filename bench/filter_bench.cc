@@ -37,7 +37,10 @@ IpAddress MemberV6(int i) {
   return IpAddress::V6(b);
 }
 
-RuleSet MeshRules(int count, uint32_t seed) {
+// `unrelated`: each rule's destinations are one or two other members too (no longer this
+// member's own addresses): a rule set whose sources and destinations are both large and
+// unrelated, the Matcher's worst case (it falls back to bitset intersection).
+RuleSet MeshRules(int count, uint32_t seed, bool unrelated = false) {
   std::mt19937 rng(seed);
   auto below = [&](int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); };
   RuleSet rs;
@@ -65,6 +68,10 @@ RuleSet MeshRules(int count, uint32_t seed) {
       }
     }
     r.destinations = us;
+    if (unrelated) {
+      r.destinations = {Prefix(MemberV4(2 + below(kMembers)), 32)};
+      if (below(2) == 0) r.destinations.push_back(Prefix(MemberV6(2 + below(kMembers)), 128));
+    }
     r.protocol = below(4) == 0 ? Protocol::kUdp : Protocol::kTcp;
     const uint16_t port = kPorts[below(10)];
     if (below(8) == 0) {
@@ -80,7 +87,7 @@ RuleSet MeshRules(int count, uint32_t seed) {
   return rs;
 }
 
-std::vector<FlowKey> MeshFlows(size_t count, uint32_t seed) {
+std::vector<FlowKey> MeshFlows(size_t count, uint32_t seed, bool unrelated = false) {
   std::mt19937 rng(seed);
   auto below = [&](int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); };
   std::vector<FlowKey> flows;
@@ -89,7 +96,8 @@ std::vector<FlowKey> MeshFlows(size_t count, uint32_t seed) {
     const int m = 2 + below(kMembers);
     const bool v6 = below(3) == 0;
     f.source = v6 ? MemberV6(m) : MemberV4(m);
-    f.destination = v6 ? MemberV6(1) : MemberV4(1);
+    const int to = unrelated ? 2 + below(kMembers) : 1;
+    f.destination = v6 ? MemberV6(to) : MemberV4(to);
     f.protocol = below(4) == 0 ? Protocol::kUdp : Protocol::kTcp;
     f.destination_port = below(8) == 0 ? static_cast<uint16_t>(below(65536)) : kPorts[below(10)];
     flows.push_back(f);
@@ -160,6 +168,23 @@ void BM_MatcherBuild(benchmark::State& state) {
   state.SetLabel("ms per build in Time");
 }
 BENCHMARK(BM_MatcherBuild)->Arg(10)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
+
+// The worst case: sources and destinations both many and unrelated.
+void BM_MatcherDecideUnrelated(benchmark::State& state) {
+  const Matcher m(MeshRules(static_cast<int>(state.range(0)), 1, true));
+  const std::vector<FlowKey> flows = MeshFlows(4096, 2, true);
+  size_t i = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(m.Decide(flows[i++ & 4095]));
+  state.counters["cross_product"] = m.uses_cross_product();
+  state.counters["table_bytes"] = static_cast<double>(m.table_bytes());
+}
+BENCHMARK(BM_MatcherDecideUnrelated)->Arg(10000);
+
+void BM_MatcherBuildUnrelated(benchmark::State& state) {
+  const RuleSet rs = MeshRules(static_cast<int>(state.range(0)), 1, true);
+  for (auto _ : state) benchmark::DoNotOptimize(Matcher(rs).table_bytes());
+}
+BENCHMARK(BM_MatcherBuildUnrelated)->Arg(10000)->Unit(benchmark::kMillisecond);
 
 // Packets of flows the table already tracks (inbound TCP ACKs of 1,000 allowed connections).
 void BM_ConntrackHit(benchmark::State& state) {

@@ -8,7 +8,10 @@
 // rules win over allow rules; traffic no rule decides gets the rule set's default. Connection
 // tracking lets replies of allowed flows through (TCP, UDP, ICMP echo, and ICMP errors quoting a
 // tracked flow); its table is bounded. A new rule set is swapped in atomically: tracked flows that
-// it still allows go on, the others stop at their next packet.
+// it still allows go on, the others stop at their next packet (in either direction; the cut flow
+// stays in the table, dropping its packets, until both sides have been silent for its timeout,
+// so that neither side revives it as a new flow). Later IP fragments carry no ports and pass
+// untracked (see l4.h); their first fragment was decided.
 //
 // Threads: the data plane calls Outbound from its outbound thread and Inbound from its inbound
 // thread at the same time; SetRules, Explain and the counters from any thread.
@@ -80,8 +83,9 @@ struct Verdict {
 };
 
 // How large the Matcher's precomputed cross-product tables may grow (cells of 4 bytes each, per
-// table). A rule set whose tables would be larger is matched by intersecting per-dimension rule
-// bitsets instead: still no per-rule scan, but a cost that grows with rules / 64 (see matcher.cc).
+// table; the work to build them is bounded in proportion). A rule set whose tables would be
+// larger is matched by intersecting per-dimension rule bitsets instead: still no per-rule scan,
+// but a cost that grows with rules / 64 (see matcher.cc).
 struct MatcherLimits {
   size_t max_table_cells = size_t{1} << 24;
 };
@@ -184,7 +188,7 @@ class Filter {
 
   const DropCounters& drops() const;
   std::vector<PolicyCount> policy_counts() const;
-  // Flows in the table, including expired ones not reclaimed yet.
+  // Flows in the table, including cut ones and expired ones not reclaimed yet.
   size_t tracked_flows() const;
 
  private:

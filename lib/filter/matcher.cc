@@ -329,7 +329,8 @@ void AddPorts(const Rule& rule, uint32_t bit, std::vector<Span3<uint32_t>>& span
 
 // Phase 2 of the tables: for each pair class, a port-key interval list over the rules of that
 // class only, each interval holding the lowest rule bit active there. False (tables abandoned for
-// the bitset fallback) when the lists, or the events swept to build them, exceed `budget`.
+// the bitset fallback) when the lists exceed `budget` entries or the events swept to build them
+// `budget` / 4 (which keeps the worst build near a second).
 bool Matcher::Tables::BuildPortLists(const ClassSet& pairs,
                                      const std::vector<std::vector<Span3<uint32_t>>>& rule_ports,
                                      size_t budget) {
@@ -357,7 +358,7 @@ bool Matcher::Tables::BuildPortLists(const ClassSet& pairs,
       }
     }
     work += events.size() + 1;
-    if (work > budget) return false;
+    if (work > budget / 4) return false;
     std::sort(events.begin(), events.end(),
               [](const Event& a, const Event& b) { return a.at < b.at; });
     active.clear();
@@ -429,7 +430,9 @@ Matcher::Matcher(RuleSet rules, const MatcherLimits& limits) {
   t->port_classes = port_classes.size();
 
   const size_t pair_cells = t->source_classes * t->destination_classes;
-  if (pair_cells <= limits.max_table_cells) {
+  // Build work is bounded too: the pair phase ANDs `words` per cell, and the port lists sort
+  // their events (bounded by a quarter of the budget in BuildPortLists).
+  if (pair_cells <= limits.max_table_cells && pair_cells * t->words <= limits.max_table_cells * 8) {
     ClassSet pairs(t->words);
     t->pair_table.resize(pair_cells);
     std::vector<uint64_t> bits(t->words);
