@@ -6,6 +6,16 @@
 #include "operator/kube/object.h"
 
 namespace tunnelmesh {
+namespace {
+
+std::string PolicyMesh(const nlohmann::json& object) {
+  auto spec = object.find("spec");
+  if (spec == object.end() || !spec->is_object()) return "";
+  auto mesh = spec->find("mesh");
+  return mesh != spec->end() && mesh->is_string() ? mesh->get<std::string>() : "";
+}
+
+}  // namespace
 
 absl::StatusOr<Result> PolicyReconciler::Reconcile(const std::string& name) {
   std::vector<PeerPolicySpec> accepted;
@@ -21,9 +31,7 @@ absl::StatusOr<Result> PolicyReconciler::Reconcile(const std::string& name) {
            "spec.mesh names Mesh \"" + policy->mesh +
                "\", which does not exist (kubectl get meshes)"};
     } else {
-      v = {true, "Accepted",
-           "Valid and stored by the coordinator. Not enforced yet: this release does not program "
-           "packet filters from policies."};
+      v = {true, "Accepted", "Valid; the coordinator compiles it into its members' filters"};
       accepted.push_back(*std::move(policy));
     }
     if (kube::ObjectName(object) == name) {
@@ -48,10 +56,51 @@ absl::StatusOr<Result> PolicyReconciler::Reconcile(const std::string& name) {
     rejected_[name] = verdict.message;
   }
   nlohmann::json status = kube::ObjectStatus(*target);
-  kube::SetCondition(&status, "Ready", verdict.ok, verdict.reason, verdict.message,
-                     kube::ObjectGeneration(*target));
+  const int64_t generation = kube::ObjectGeneration(*target);
+  kube::SetCondition(&status, "Ready", verdict.ok, verdict.reason, verdict.message, generation);
+  Result result;
+  std::optional<policy::PolicyStats> stats =
+      verdict.ok ? coordinator_->PolicyStatsFor(name) : std::nullopt;
+  if (!verdict.ok) {
+    kube::SetCondition(&status, "Compiled", false, verdict.reason, verdict.message, generation);
+    status.erase("selectedSources");
+    status.erase("selectedDestinations");
+    status["compiledRules"] = 0;
+    kube::SetCondition(&status, "SelectsNothing", kube::ConditionStatus::kUnknown, verdict.reason,
+                       "not evaluated: the policy is invalid", generation);
+  } else if (!stats) {
+    kube::SetCondition(&status, "Compiled", false, "Pending",
+                       "waiting for the coordinator to serve Mesh \"" + PolicyMesh(*target) +
+                           "\" (see the Mesh's Ready condition)",
+                       generation);
+    result.requeue_after = kPendingRetry;
+  } else {
+    status["selectedSources"] = stats->selected_sources;
+    status["selectedDestinations"] = stats->selected_destinations;
+    status["compiledRules"] = stats->compiled_rules;
+    kube::SetCondition(&status, "Compiled", true, "Compiled",
+                       "compiled into " + std::to_string(stats->compiled_rules) +
+                           " rules across the members' filters",
+                       generation);
+    const bool no_sources = stats->selected_sources == 0 && !stats->source_blocks;
+    const bool no_destinations = stats->selected_destinations == 0 && !stats->destination_blocks;
+    if (no_sources || no_destinations) {
+      kube::SetCondition(
+          &status, "SelectsNothing", true, no_sources ? "NoSources" : "NoDestinations",
+          std::string(no_sources ? "spec.from" : "spec.to") +
+              " selects no member of the mesh (yet): the policy has no effect. Check its "
+              "selectors against kubectl get meshpeers --show-labels",
+          generation);
+    } else {
+      kube::SetCondition(&status, "SelectsNothing", false, "Selected",
+                         std::to_string(stats->selected_sources) + " sources, " +
+                             std::to_string(stats->selected_destinations) + " destinations",
+                         generation);
+    }
+    result.requeue_after = kResync;
+  }
   status_.Write(*target, status);
-  return Result{};
+  return result;
 }
 
 }  // namespace tunnelmesh

@@ -1,9 +1,17 @@
 // PeerPolicy reconciler: validates every PeerPolicy (beyond the CRD schema: selector operators and
-// values, port ranges, the Mesh it names) and hands the valid ones to the coordinator, which keeps
-// them for the packet filter's compiler. Level-triggered (controller.h): a reconcile of any key
-// recomputes the accepted set from the cache (the coordinator takes the whole set) and writes the
-// status of that key. Each object's Ready condition says whether it was accepted and, if not,
-// which field to fix; a rejected policy also gets a Warning Event.
+// values, port ranges, ipBlocks, the Mesh it names) and hands the valid ones to the coordinator,
+// which compiles them into per-member packet-filter rules. Level-triggered (controller.h): a
+// reconcile of any key recomputes the accepted set from the cache (the coordinator takes the whole
+// set and recompiles only what changed) and writes the status of that key:
+//   - Ready: True/Accepted, or False with the reason (InvalidSpec, MeshNotFound) and the field;
+//   - Compiled: True/Compiled once the coordinator compiled it (False/Pending while the coordinator
+//     does not serve its Mesh yet, False with Ready's reason when it is invalid);
+//   - SelectsNothing: True (NoSources, NoDestinations) when a side selects no member and holds no
+//     ipBlock (the policy then has no effect), else False/Selected;
+//   - selectedSources, selectedDestinations, compiledRules (kubectl get peerpolicies shows them).
+// Members joining and leaving change the counts without a PeerPolicy event, so a valid policy is
+// reconciled again after kResync; the status writer writes only what changed.
+// A rejected policy also gets a Warning Event.
 //
 // Thread-compatible: called on its controller's worker only.
 #pragma once
@@ -23,6 +31,11 @@ namespace tunnelmesh {
 
 class PolicyReconciler final : public Reconciler {
  public:
+  // How often a valid policy's counts are refreshed without an event.
+  static constexpr absl::Duration kResync = absl::Seconds(30);
+  // How soon to look again when the coordinator does not serve the policy's Mesh yet.
+  static constexpr absl::Duration kPendingRetry = absl::Seconds(1);
+
   // Everything must outlive the reconciler.
   PolicyReconciler(kube::Api* api, kube::EventRecorder* events, Coordinator* coordinator,
                    const kube::Informer* policies, const kube::Informer* meshes)

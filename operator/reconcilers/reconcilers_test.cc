@@ -322,6 +322,74 @@ TEST_F(ReconcilerTest, PeerPolicyAcceptedOrInvalid) {
   EXPECT_EQ(coordinator_.policy_count(), 0u);
 }
 
+TEST_F(ReconcilerTest, PeerPolicyStatusSaysWhatItSelectsAndCompiledTo) {
+  auto meshes = Watch(kube::kMeshes);
+  auto policies = Watch(kube::kPeerPolicies);
+  PolicyReconciler reconciler(&api_, &events_, &coordinator_, policies.get(), meshes.get());
+  ASSERT_TRUE(api_.Create(kube::kMeshes, "", MeshObject("demo")).ok());
+  CatchUp(*meshes, kube::kMeshes, "demo");
+  nlohmann::json policy = {
+      {"metadata", {{"name", "ci-to-git"}}},
+      {"spec",
+       {{"mesh", "demo"},
+        {"action", "Allow"},
+        {"from", {{{"peerSelector", {{"matchLabels", {{"role", "ci"}}}}}}}},
+        {"to", {{{"names", {"git"}}}}},
+        {"ports", {{{"protocol", "TCP"}, {"port", 22}}, {{"protocol", "ICMP"}}}}}}};
+  ASSERT_TRUE(api_.Create(kube::kPeerPolicies, "", policy).ok());
+  CatchUp(*policies, kube::kPeerPolicies, "ci-to-git");
+  auto condition = [&](const std::string& type) -> std::pair<std::string, std::string> {
+    absl::StatusOr<nlohmann::json> object = api_.Get(kube::kPeerPolicies, "", "ci-to-git");
+    if (!object.ok()) return {};
+    const nlohmann::json status = kube::ObjectStatus(*object);
+    const nlohmann::json* c = kube::FindCondition(status, type);
+    if (c == nullptr) return {};
+    return {kube::StringAt(*c, "status"), kube::StringAt(*c, "reason")};
+  };
+  auto field = [&](const std::string& key) -> int64_t {
+    absl::StatusOr<nlohmann::json> object = api_.Get(kube::kPeerPolicies, "", "ci-to-git");
+    if (!object.ok()) return -1;
+    return kube::ObjectStatus(*object).value(key, int64_t{-1});
+  };
+
+  // The coordinator does not serve the Mesh yet: accepted, not compiled, looked at again soon.
+  absl::StatusOr<Result> result = reconciler.Reconcile("ci-to-git");
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(result->requeue_after, PolicyReconciler::kPendingRetry);
+  EXPECT_EQ(ReadyOf(kube::kPeerPolicies, "ci-to-git").reason, "Accepted");
+  EXPECT_EQ(condition("Compiled"), (std::pair<std::string, std::string>{"False", "Pending"}));
+
+  // Served, but no member matches either side.
+  coordinator_.SetMeshes({Spec("demo")});
+  CatchUp(*policies, kube::kPeerPolicies, "ci-to-git");
+  result = reconciler.Reconcile("ci-to-git");
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(result->requeue_after, PolicyReconciler::kResync);
+  EXPECT_EQ(condition("Compiled"), (std::pair<std::string, std::string>{"True", "Compiled"}));
+  EXPECT_EQ(condition("SelectsNothing"),
+            (std::pair<std::string, std::string>{"True", "NoSources"}));
+  EXPECT_EQ(field("compiledRules"), 0);
+
+  // Two runners and git join: both sides select, git holds one rule per protocol.
+  for (const auto& [name, role] : std::vector<std::pair<std::string, std::string>>{
+           {"runner-1", "ci"}, {"runner-2", "ci"}, {"git", "scm"}}) {
+    MemberRecord record;
+    record.public_key = DerivePublicKey(SecretKey::GeneratePrivate());
+    record.mesh = "demo";
+    record.name = name;
+    record.labels = {{"role", role}};
+    ASSERT_TRUE(coordinator_.Admit(record).ok());
+  }
+  CatchUp(*policies, kube::kPeerPolicies, "ci-to-git");
+  ASSERT_TRUE(reconciler.Reconcile("ci-to-git").ok());
+  EXPECT_EQ(condition("SelectsNothing"),
+            (std::pair<std::string, std::string>{"False", "Selected"}));
+  EXPECT_EQ(field("selectedSources"), 2);
+  EXPECT_EQ(field("selectedDestinations"), 1);
+  EXPECT_EQ(field("compiledRules"), 2);
+  EXPECT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));
+}
+
 TEST_F(ReconcilerTest, DeletedNodeRemovesItsMember) {
   coordinator_.SetMeshes({Spec("demo")});
   auto nodes = Watch(kube::kNodes);
