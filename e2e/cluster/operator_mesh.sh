@@ -18,7 +18,7 @@
 #   - PeerPolicy enforced: with the Mesh's defaultAction patched to Deny, a TCP connection n1 ->
 #     n2 is dropped; a PeerPolicy applied with kubectl (every member to every member on that
 #     port) allows it (on the agents within a bound),
-#     and `kubectl get peerpolicies` shows its columns (Action, Rules, Ready); the default goes
+#     and `kubectl get peerpolicies` shows its columns (Action, From, To, Rules, Ready); the default goes
 #     back to Allow (the chart is installed with Allow so that the other steps test connectivity,
 #     not policy);
 #   - a MeshPeer pre-created by an admin with a public key and an endpoint admits a plain
@@ -296,7 +296,7 @@ tm_expect_gt "n2: packets dropped by its filter" \
 tm_wait 5 "PeerPolicy n1-to-n2-https to be accepted" cond__is peerpolicy/n1-to-n2-https True Accepted
 k get peerpolicies >"$TM_WORK/peerpolicies.txt"
 tm_log "kubectl get peerpolicies:"$'\n'"$(cat "$TM_WORK/peerpolicies.txt")"
-for column in ACTION RULES READY; do
+for column in ACTION FROM TO RULES READY; do
   head -n 1 "$TM_WORK/peerpolicies.txt" | grep -qw "$column" ||
     tm_fail "kubectl get peerpolicies lacks the $column column"
 done
