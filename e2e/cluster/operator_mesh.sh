@@ -17,10 +17,9 @@
 #     MeshPeer without a key, an invalid PeerPolicy; a valid PeerPolicy is Accepted;
 #   - PeerPolicy enforced: with the Mesh's defaultAction patched to Deny, a TCP connection n1 ->
 #     n2 is dropped; a PeerPolicy applied with kubectl (every member to every member on that
-#     port) allows it (on the agents within a bound),
-#     and `kubectl get peerpolicies` shows its columns (Action, From, To, Rules, Ready); the default goes
-#     back to Allow (the chart is installed with Allow so that the other steps test connectivity,
-#     not policy);
+#     port) allows it (the delay is measured); `kubectl get peerpolicies` shows its columns
+#     (Action, From, To, Rules, Ready) and status.compiledRules; the default goes back to Allow
+#     (the chart is installed with Allow so that the other steps test connectivity, not policy);
 #   - a MeshPeer pre-created by an admin with a public key and an endpoint admits a plain
 #     WireGuard peer (wireguard-go): it gets a mesh IP, appears in the agents' maps, and it and an
 #     agent ping each other;
