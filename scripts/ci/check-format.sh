@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lists the C++ files that differ from .clang-format (clang-format 14, as Debian 12 ships it).
 # Generated code (protoc output lives only in build dirs) and build dirs are not checked: only the
-# files git tracks. Usage: scripts/ci/check-format.sh [--fix]   (--fix formats them in place)
+# files git tracks (or, outside a git checkout, the sources outside build dirs).
+# Usage: scripts/ci/check-format.sh [--fix]   (--fix formats them in place)
 #
 # The switch: with STRICT 0 it only reports (exit 0), because the tree is not formatted yet. Once
 # one commit has formatted every file, change the default below to 1, so that a file that differs
@@ -18,9 +19,16 @@ fi
 fix=0
 if [ "${1:-}" = --fix ]; then fix=1; fi
 
-mapfile -t files < <(git ls-files -- '*.cc' '*.h' '*.cpp' '*.hpp')
+# The files git tracks; without git (a source tarball, a machine without it) the sources outside
+# the build dirs.
+if command -v git >/dev/null && git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  mapfile -t files < <(git ls-files -- '*.cc' '*.h' '*.cpp' '*.hpp')
+else
+  mapfile -t files < <(find . \( -path './build*' -o -path './.*' \) -prune -o -type f \
+    \( -name '*.cc' -o -name '*.h' -o -name '*.cpp' -o -name '*.hpp' \) -print | sed 's|^\./||' | sort)
+fi
 if [ ${#files[@]} -eq 0 ]; then
-  echo "check-format: no C++ files found (is this a git checkout?)" >&2
+  echo "check-format: no C++ files found under $(pwd)" >&2
   exit 1
 fi
 
