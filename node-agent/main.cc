@@ -5,6 +5,8 @@
 //   running agent tunnelmesh-agent join HOST[:PORT] --token-file FILE [--name N] [--label K=V ...]
 //                    [--state-dir DIR] [--interface NAME] [--ca-hash sha256:...]
 //   tunnelmesh-agent leave [--interface NAME] [--state-dir DIR]       leave the mesh and stop
+//   tunnelmesh-agent explain SRC DST:PORT/PROTO [--json] [--interface NAME] [--state-dir DIR]
+//                    what PeerPolicy decides a flow (exit 0 allow, 1 deny, 2 usage, 3 error)
 #include <signal.h>
 
 #include <cstdio>
@@ -22,6 +24,7 @@
 #include "node-agent/config/agent_config.h"
 #include "node-agent/control/control_socket.h"
 #include "node-agent/control/status.h"
+#include "node-agent/policy/rule_set.h"
 #include "node-agent/transport/relay_client.h"
 
 namespace tunnelmesh {
@@ -29,6 +32,9 @@ namespace {
 
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
+// `explain`: 0 allow, 1 deny (as `grep` answers yes and no), 2 bad arguments, 3 no answer.
+constexpr int kExitExplainDeny = 1;
+constexpr int kExitExplainError = 3;
 
 struct Options {
   std::string config_path;
@@ -73,6 +79,35 @@ int Status(const Options& options) {
   if (status.is_discarded()) return Fail("the agent sent a status that is not JSON");
   std::printf("%s", FormatStatus(status, absl::Now()).c_str());
   return 0;
+}
+
+int Explain(const Options& options, const std::string& source, const std::string& destination) {
+  absl::StatusOr<policy::ExplainQuery> query = policy::ParseExplainArgs(source, destination);
+  if (!query.ok()) {
+    std::fprintf(stderr, "tunnelmesh-agent: explain: %s\n",
+                 std::string(query.status().message()).c_str());
+    return kExitUsage;
+  }
+  absl::StatusOr<std::string> reply =
+      ControlRequest(ControlSocketPath(options.state_dir, options.interface_name),
+                     policy::ExplainRequestLine(*query));
+  if (!reply.ok()) {
+    std::fprintf(stderr, "tunnelmesh-agent: explain: %s\n",
+                 std::string(reply.status().message()).c_str());
+    return kExitExplainError;
+  }
+  absl::StatusOr<policy::ExplainAnswer> answer = policy::ExplainAnswerFromJson(*reply);
+  if (!answer.ok()) {
+    std::fprintf(stderr, "tunnelmesh-agent: explain: %s\n",
+                 std::string(answer.status().message()).c_str());
+    return kExitExplainError;
+  }
+  if (options.json) {
+    std::printf("%s\n", policy::ExplainAnswerJson(*answer).dump().c_str());
+  } else {
+    std::printf("%s\n", policy::FormatExplainAnswer(*query, *answer).c_str());
+  }
+  return answer->action == filter::Action::kAllow ? 0 : kExitExplainDeny;
 }
 
 // Checks, before any interface is touched, that --interface is a usable name and that no other
@@ -210,6 +245,21 @@ int main(int argc, char** argv) {
   CLI::App* leave = app.add_subcommand("leave", "tell the running agent to leave the mesh");
   leave->add_option("--interface", options.interface_name, "interface of the agent");
   leave->add_option("--state-dir", options.state_dir, "state directory of the agent");
+  std::string explain_source, explain_destination;
+  CLI::App* explain = app.add_subcommand(
+      "explain",
+      "say whether PeerPolicy allows a flow and which policy (or the Mesh default) decides it. "
+      "Exit code: 0 allow, 1 deny, 2 bad arguments, 3 no answer (agent not running, unknown "
+      "member, coordinator unreachable)");
+  explain->add_option("source", explain_source, "SRC: member name or mesh IP")->required();
+  explain
+      ->add_option("destination", explain_destination,
+                   "DST:PORT/PROTO with PROTO tcp, udp or icmp (any case); DST/icmp takes no "
+                   "port; DST is a member name or mesh IP ([fd99::1]:22/tcp for IPv6)")
+      ->required();
+  explain->add_flag("--json", options.json, "print JSON");
+  explain->add_option("--interface", options.interface_name, "interface of the agent to ask");
+  explain->add_option("--state-dir", options.state_dir, "state directory of the agent to ask");
   (void)interface_flag;
   (void)state_flag;
   app.require_subcommand(0, 1);
@@ -223,6 +273,9 @@ int main(int argc, char** argv) {
   if (pubkey->parsed()) return tunnelmesh::PubKey();
   if (status->parsed()) return tunnelmesh::Status(options);
   if (leave->parsed()) return tunnelmesh::Leave(options);
+  if (explain->parsed()) {
+    return tunnelmesh::Explain(options, explain_source, explain_destination);
+  }
   if (join->parsed()) {
     for (const std::string& label : labels) {
       const size_t eq = label.find('=');

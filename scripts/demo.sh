@@ -3,7 +3,9 @@
 # (tunnelmesh-operator --standalone, with an embedded Mesh) and two members that join it with
 # `tunnelmesh-agent join`, each in its own network namespace on a shared virtual link. The members
 # get mesh IPs, find a direct path to each other, ping over IPv4 and IPv6, move data over TCP, and
-# print their status. Everything it creates is removed on exit.
+# print their status. A PeerPolicy allows alice (role=dev) to reach bob (app=web) on TCP 5201 and
+# ICMP only: the Mesh denies everything else by default, so a connection to bob's port 8080 is
+# refused, and `tunnelmesh-agent explain` says why. Everything it creates is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -67,6 +69,18 @@ metadata: {namespace: tunnelmesh, name: demo-join}
 stringData: {token: "$token"}
 YAML
 echo "$token" > "$work/token"
+echo "==> a PeerPolicy: role=dev may reach app=web on TCP 5201 and ping it; the rest is denied"
+cat > "$work/manifests/policy.yaml" <<YAML
+apiVersion: tunnelmesh.io/v1alpha1
+kind: PeerPolicy
+metadata: {name: dev-to-web}
+spec:
+  mesh: demo
+  action: Allow
+  from: [{peerSelector: {matchLabels: {role: dev}}}]
+  to: [{peerSelector: {matchLabels: {app: web}}}]
+  ports: [{protocol: TCP, port: 5201}, {protocol: ICMP}]
+YAML
 
 echo "==> starting the coordinator (gRPC 7700, STUN 3478, relay 7701)"
 ip netns exec "$ns_c" "$operator" --standalone --manifests "$work/manifests" \
@@ -78,10 +92,10 @@ echo "    CA hash: $ca_hash"
 
 echo "==> alice and bob join"
 ip netns exec "$ns_a" "$agent" join 192.0.2.1 --token-file "$work/token" --name alice \
-  --ca-hash "$ca_hash" --state-dir "$work/alice" --interface tm-alice >"$work/alice.log" 2>&1 &
+  --ca-hash "$ca_hash" --state-dir "$work/alice" --interface tm-alice --label role=dev >"$work/alice.log" 2>&1 &
 pids+=($!)
 ip netns exec "$ns_b" "$agent" join 192.0.2.1 --token-file "$work/token" --name bob \
-  --ca-hash "$ca_hash" --state-dir "$work/bob" --interface tm-bob >"$work/bob.log" 2>&1 &
+  --ca-hash "$ca_hash" --state-dir "$work/bob" --interface tm-bob --label app=web >"$work/bob.log" 2>&1 &
 pids+=($!)
 for i in $(seq 100); do
   grep -q "path to bob: direct" "$work/alice.log" 2>/dev/null && break
@@ -102,6 +116,23 @@ ip netns exec "$ns_b" iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
 sleep 0.3
 ip netns exec "$ns_a" iperf3 -c "$bob_ip" -p 5201 -t 3 | grep -E "sender|receiver"
 
+echo "==> bob also listens on TCP 8080, which no PeerPolicy allows: alice's connection is dropped"
+ip netns exec "$ns_b" python3 -m http.server 8080 --bind "$bob_ip" >/dev/null 2>&1 &
+pids+=($!)
+sleep 0.5
+if ip netns exec "$ns_a" nc -z -w 2 "$bob_ip" 8080; then
+  echo "    alice -> bob:8080 connected (unexpected: the filter should have dropped it)"
+else
+  echo "    alice -> bob:8080: no answer within 2 s (dropped by bob's packet filter)"
+fi
+echo "==> why? tunnelmesh-agent explain alice bob:8080/tcp (exit code 1: deny)"
+"$agent" explain alice bob:8080/tcp --interface tm-alice --state-dir "$work/alice" || true
+echo "==> and the allowed one: tunnelmesh-agent explain alice bob:5201/tcp"
+"$agent" explain alice bob:5201/tcp --interface tm-alice --state-dir "$work/alice" || true
+
+echo "==> status of bob (the filter line counts the dropped packets)"
+"$agent" status --interface tm-bob --state-dir "$work/bob"
+echo
 echo "==> status of alice"
 "$agent" status --interface tm-alice --state-dir "$work/alice"
 echo

@@ -15,6 +15,11 @@
 #   - malformed objects are rejected by the API server (schema) or reported in Ready=False
 #     conditions and Warning Events (`kubectl describe`): a Mesh whose Secret is missing, a
 #     MeshPeer without a key, an invalid PeerPolicy; a valid PeerPolicy is Accepted;
+#   - PeerPolicy enforced: with the Mesh's defaultAction patched to Deny, a TCP connection n1 ->
+#     n2 is dropped; a PeerPolicy applied with kubectl (every member to every member on that
+#     port) allows it (the delay is measured); `kubectl get peerpolicies` shows its columns
+#     (Action, From, To, Rules, Ready) and status.compiledRules; the default goes back to Allow
+#     (the chart is installed with Allow so that the other steps test connectivity, not policy);
 #   - a MeshPeer pre-created by an admin with a public key and an endpoint admits a plain
 #     WireGuard peer (wireguard-go): it gets a mesh IP, appears in the agents' maps, and it and an
 #     agent ping each other;
@@ -78,7 +83,8 @@ KUBE_APISERVER_EXTRA_ARGS="--bind-address 0.0.0.0 --advertise-address $API_ADDR"
 kube_up
 TM_BG_PIDS+=("$KUBE_ETCD_PID" "$KUBE_APISERVER_PID")
 helm install tunnelmesh "$KUBE_REPO_ROOT/charts/tunnelmesh" --namespace "$NS" \
-  --create-namespace --kubeconfig "$KUBECONFIG_FILE" >"$TM_WORK/helm.out" 2>&1 ||
+  --create-namespace --kubeconfig "$KUBECONFIG_FILE" --set mesh.defaultAction=Allow \
+  >"$TM_WORK/helm.out" 2>&1 ||
   tm_fail "helm install failed: $(cat "$TM_WORK/helm.out")"
 for node in n1 n2 n3; do
   k create -f - >/dev/null <<EOF
@@ -260,6 +266,44 @@ tm_wait 5 "kubectl describe mesh nosecret to show the Warning Event" \
 tm_wait 5 "kubectl describe meshpeer nokey to show the Warning Event" \
   describe__has meshpeer/nokey "InvalidSpec.*spec.publicKey"
 tm_log "PeerPolicy contradictory: $(jp '{.status.conditions[0].message}' peerpolicy/contradictory)"
+
+tm_step "PeerPolicy: default Deny drops n1 -> n2, kubectl apply of a policy allows it"
+NET_PY="$HERE/../netns/policy_net.py"
+tm_bg_in n2 "$TM_PY" "$NET_PY" serve "${IP4[n2]}" --tcp 8443
+tm_wait 5 "n2 to listen on 8443" tm__listening n2 8443
+reach() { tm_in "$1" "$TM_PY" "$NET_PY" tcp "$2" "$3" 0.5; }
+no_reach() { ! reach "$@"; }
+tm_wait 10 "n1 to reach n2:8443 under defaultAction Allow" reach n1 "${IP4[n2]}" 8443
+k patch mesh default --type merge -p '{"spec":{"defaultAction":"Deny"}}' >/dev/null
+tm_wait 10 "n1 -> n2:8443 to be dropped under defaultAction Deny" no_reach n1 "${IP4[n2]}" 8443
+start=$(tm__now_ms)
+k apply -f - >/dev/null <<EOF
+apiVersion: tunnelmesh.io/v1alpha1
+kind: PeerPolicy
+metadata: {name: n1-to-n2-https}
+spec:
+  mesh: default
+  action: Allow
+  from: [{peerSelector: {}}]
+  to: [{peerSelector: {}}]
+  ports: [{protocol: TCP, port: 8443}]
+EOF
+tm_wait 10 "n1 to reach n2:8443 after kubectl apply of the PeerPolicy" reach n1 "${IP4[n2]}" 8443
+tm_log "measured: the PeerPolicy applied $(tm_elapsed_since "$start")s after kubectl apply"
+tm_expect_gt "n2: packets dropped by its filter" \
+  "$(tm_mjson n2 "s['filter']['drops']['default_denied']")" 0
+tm_wait 5 "PeerPolicy n1-to-n2-https to be accepted" cond__is peerpolicy/n1-to-n2-https True Accepted
+k get peerpolicies >"$TM_WORK/peerpolicies.txt"
+tm_log "kubectl get peerpolicies:"$'\n'"$(cat "$TM_WORK/peerpolicies.txt")"
+for column in ACTION FROM TO RULES READY; do
+  head -n 1 "$TM_WORK/peerpolicies.txt" | grep -qw "$column" ||
+    tm_fail "kubectl get peerpolicies lacks the $column column"
+done
+rules=$(jp '{.status.compiledRules}' peerpolicy/n1-to-n2-https)
+tm_expect_gt "PeerPolicy n1-to-n2-https: status.compiledRules" "${rules:-0}" 0
+k delete peerpolicy n1-to-n2-https >/dev/null
+k patch mesh default --type merge -p '{"spec":{"defaultAction":"Allow"}}' >/dev/null
+tm_wait 10 "n1 to ping n2 again under defaultAction Allow" tm_ping_once n1 "${IP4[n2]}"
 
 tm_step "a MeshPeer pre-created by an admin admits a plain WireGuard peer (wireguard-go)"
 tm_net_public ext

@@ -261,7 +261,9 @@ tm_coord_state() { echo "$TM_WORK/coord.state"; }
 tm_token_file() { echo "$TM_WORK/token"; }
 
 # tm_coord_setup NSID: the coordinator will run in NSID (a public host); writes its manifests
-# and the join token.
+# and the join token. The Mesh's spec.defaultAction is $TM_MESH_DEFAULT_ACTION, Allow unless set:
+# scenarios about connectivity run without policies (every member's packet filter then allows
+# everything); policy scenarios set Deny and write PeerPolicy files next to mesh.yaml.
 tm_coord_setup() {
   local nsid=$1 token
   TM_COORD_NSID=$nsid
@@ -277,6 +279,7 @@ metadata:
 spec:
   ipv4CIDR: $TM_MESH_V4
   ipv6CIDR: $TM_MESH_V6
+  defaultAction: ${TM_MESH_DEFAULT_ACTION:-Allow}
   joinTokenSecretRef:
     namespace: tunnelmesh
     name: demo-join

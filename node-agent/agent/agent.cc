@@ -68,6 +68,9 @@ absl::Status Agent::BringUp(std::unique_ptr<TunDevice> tun, std::unique_ptr<UdpB
       });
   plane_ = std::make_unique<Dataplane>(device_.get(), tun_.get(), socket_.get(), relay_bind_.get(),
                                        params_.mtu, &clock_);
+  // Off (everything passes) until the coordinator sends a rule set; a config-file agent never
+  // gets one.
+  plane_->SetFilter(&filter_);
   adapter_ = std::make_unique<DataplaneAdapter>(plane_.get(), device_.get(), relay_bind_.get());
   adapter_->PublishRoutes(peers_->routes());
   return absl::OkStatus();
@@ -151,6 +154,7 @@ std::string Agent::HandleControlRequest(std::string_view request) {
     if (status) return *status;
     return "{\"error\": \"the agent's control loop did not answer within 5 s\"}";
   }
+  if (request.substr(0, 8) == "explain ") return HandleExplain(request);
   if (request == "leave" && session_) {
     // The RPC runs here, on the control socket's thread, not on the control loop.
     absl::Status s = session_->Leave();
@@ -175,8 +179,9 @@ std::string Agent::BuildStatusJson() {
   self.public_key = device_->identity().public_key;
   self.mesh_ips = mesh_ips_;
   self.listen_port = socket_ ? socket_->port() : 0;
-  return BuildAgentStatusJson(self, *device_, plane_->drop_counts(), *peers_, paths_.get(),
-                              coordinated_, loop_.dropped());
+  return BuildAgentStatusJson(
+      self, *device_, plane_->drop_counts(), *peers_, paths_.get(), coordinated_, loop_.dropped(),
+      policy::FilterStatusJson(filter_, rule_sets_.rules(), rule_sets_.history()));
 }
 
 bool Agent::PostMapUpdate(coord::MapUpdate update) {
@@ -207,6 +212,8 @@ void Agent::ApplyRegistration(const coord::RegisterResponse& response) {
 }
 
 void Agent::ApplyUpdate(const coord::MapUpdate& update) {
+  // Errors are logged and counted by the installer; the previous rule set stays.
+  if (update.has_filter()) (void)rule_sets_.Apply(update.filter());
   if (update.has_settings()) {
     settings_ = update.settings();
     peers_->SetPresharedKey(settings_.preshared_key());
@@ -234,6 +241,109 @@ void Agent::ApplyUpdate(const coord::MapUpdate& update) {
     paths_->OnCallMeMaybe(PublicKeyFromBytes(update.call_me_maybe().from_public_key()), endpoints,
                           now);
   }
+}
+
+std::optional<IpAddress> Agent::ResolveMember(const std::string& text,
+                                              std::optional<IpAddress::Family> family) const {
+  if (absl::StatusOr<IpAddress> ip = IpAddress::Parse(text); ip.ok()) return *ip;
+  std::vector<IpAddress> candidates;
+  if (text == name_) {
+    candidates = mesh_ips_;
+  } else {
+    for (const auto& [key, info] : peers_->peers()) {
+      if (info.name != text) continue;
+      for (const std::string& ip : info.mesh_ips) {
+        if (absl::StatusOr<IpAddress> parsed = IpAddress::Parse(ip); parsed.ok()) {
+          candidates.push_back(*parsed);
+        }
+      }
+      break;
+    }
+  }
+  for (const IpAddress& ip : candidates) {
+    if (!family || ip.family() == *family) return ip;
+  }
+  if (candidates.empty()) return std::nullopt;
+  return candidates.front();
+}
+
+Agent::ExplainPlan Agent::PlanExplain(const policy::ExplainQuery& query) {
+  ExplainPlan plan;
+  std::optional<IpAddress> destination = ResolveMember(query.destination, std::nullopt);
+  std::optional<IpAddress> source = ResolveMember(
+      query.source, destination ? std::optional(destination->family()) : std::nullopt);
+  bool local = false;
+  if (destination) {
+    for (const IpAddress& ip : mesh_ips_) local = local || ip == *destination;
+    if (const filter::RuleSet* rules = rule_sets_.rules()) {
+      for (const Prefix& prefix : rules->egress) {
+        local = local || prefix.Contains(*destination);
+      }
+    }
+  }
+  if (local && source) {
+    if (!filter_.enabled()) {
+      plan.error = coordinated_ ? "this agent has no rule set from the coordinator yet"
+                                : "this agent runs from a config file: it has no packet filter";
+      return plan;
+    }
+    filter::FlowKey flow;
+    flow.source = *source;
+    flow.destination = *destination;
+    flow.protocol = query.protocol;
+    flow.destination_port = query.port;
+    const filter::Explanation why = filter_.Explain(flow);
+    policy::ExplainAnswer answer;
+    answer.action = why.verdict.action;
+    answer.policy = why.policy;
+    answer.enforced_by = name_;
+    answer.local = true;
+    answer.source_ip = source->ToString();
+    answer.destination_ip = destination->ToString();
+    plan.answer = std::move(answer);
+    return plan;
+  }
+  if (!session_) {
+    plan.error = !destination || !source
+                     ? "\"" + (source ? query.destination : query.source) +
+                           "\" is neither a mesh IP nor a member this agent knows"
+                     : "this agent runs from a config file: it enforces no policy and has no "
+                       "coordinator to ask";
+    return plan;
+  }
+  // Another member enforces it (or a name only the coordinator knows): ask the coordinator.
+  plan.remote.set_source(source ? source->ToString() : query.source);
+  plan.remote.set_destination(destination ? destination->ToString() : query.destination);
+  plan.remote.set_protocol(policy::ProtocolToProto(query.protocol));
+  plan.remote.set_port(query.port);
+  return plan;
+}
+
+std::string Agent::HandleExplain(std::string_view request) {
+  auto error = [](const std::string& message) {
+    return nlohmann::json({{"error", message}}).dump();
+  };
+  absl::StatusOr<policy::ExplainQuery> query = policy::ParseExplainRequestLine(request);
+  if (!query.ok()) return error(std::string(query.status().message()));
+  std::optional<ExplainPlan> plan =
+      loop_.Call<ExplainPlan>([this, q = *query] { return PlanExplain(q); }, kStatusTimeout);
+  if (!plan) return error("the agent's control loop did not answer within 5 s");
+  if (!plan->error.empty()) return error(plan->error);
+  if (plan->answer) return policy::ExplainAnswerJson(*plan->answer).dump();
+  // The RPC runs here, on the control socket's thread, not on the control loop.
+  absl::StatusOr<coord::ExplainResponse> response = session_->Explain(plan->remote);
+  if (!response.ok()) {
+    return error("the coordinator could not explain it: " +
+                 std::string(response.status().message()));
+  }
+  policy::ExplainAnswer answer;
+  answer.action = response->action() == coord::FILTER_ACTION_ALLOW ? filter::Action::kAllow
+                                                                   : filter::Action::kDeny;
+  answer.policy = response->policy();
+  answer.enforced_by = response->enforced_by();
+  answer.source_ip = response->source_ip();
+  answer.destination_ip = response->destination_ip();
+  return policy::ExplainAnswerJson(answer).dump();
 }
 
 void Agent::OnForeignDatagram(const std::vector<uint8_t>& datagram, const Endpoint& from,

@@ -10,7 +10,11 @@
 // - "watch" and "rpc" (CoordinatorSession): registration and the map stream, which post each
 //   MapUpdate here; endpoint reports and call-me-maybe RPCs, off the control thread.
 // - the control socket's thread: `status` is answered by a Call on the control loop (a copy built
-//   there, with a timeout); `leave` makes the Leave RPC itself.
+//   there, with a timeout); `leave` makes the Leave RPC itself; `explain` resolves names and asks
+//   the filter on the control loop (a Call), and makes the coordinator's Explain RPC itself when
+//   another member enforces the flow.
+// - the packet filter (filter_): its rule set is converted and swapped in on the control thread
+//   (SetRules), read by both data-plane threads; its counters are atomics read by `status`.
 // - the data plane's outbound and inbound threads read the route snapshot (swapped atomically);
 //   the inbound thread copies discovery and STUN datagrams and posts them to the control loop.
 // - the main thread (Run): signals, leave and refusal, data-plane failure.
@@ -30,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "lib/base/clock.h"
 #include "lib/crypto/keys.h"
+#include "lib/filter/filter.h"
 #include "lib/net/ip.h"
 #include "lib/noise/device.h"
 #include "node-agent/agent/control_loop.h"
@@ -41,6 +46,9 @@
 #include "node-agent/nat/path_manager.h"
 #include "node-agent/netlink/link_configurator.h"
 #include "node-agent/peer/peer_table.h"
+#include "node-agent/policy/filter_status.h"
+#include "node-agent/policy/installer.h"
+#include "node-agent/policy/rule_set.h"
 #include "node-agent/transport/relay_bind.h"
 #include "node-agent/transport/relay_client.h"
 #include "node-agent/transport/udp_bind.h"
@@ -109,8 +117,21 @@ class Agent {
     LinkConfigurator* link = nullptr;
   };
 
+  // What `explain` does next: answer now (this member enforces the flow), ask the coordinator, or
+  // report an error.
+  struct ExplainPlan {
+    std::string error;
+    std::optional<policy::ExplainAnswer> answer;
+    coord::ExplainRequest remote;
+  };
+
   // All on the control thread.
   void ApplyUpdate(const coord::MapUpdate& update);
+  ExplainPlan PlanExplain(const policy::ExplainQuery& query);
+  // A member name or mesh IP as text -> an address (preferring `family` when a name has several).
+  std::optional<IpAddress> ResolveMember(const std::string& text,
+                                         std::optional<IpAddress::Family> family) const;
+  std::string HandleExplain(std::string_view request);
   void ApplyRegistration(const coord::RegisterResponse& response);
   void PathTick();
   void SendStun();
@@ -133,6 +154,10 @@ class Agent {
   std::vector<IpAddress> mesh_ips_;
   coord::Settings settings_;
   bool coordinated_ = false;
+  // Consulted by both data-plane threads; rule sets swapped in by rule_sets_ (control thread).
+  // Declared before plane_ so it outlives the data plane.
+  filter::Filter filter_;
+  policy::RuleSetInstaller rule_sets_{&filter_};
 
   std::unique_ptr<TunDevice> tun_;
   std::unique_ptr<UdpBind> socket_;
@@ -150,7 +175,6 @@ class Agent {
   std::atomic<bool> report_in_flight_{false};
   std::atomic<bool> leave_requested_{false};
   std::atomic<bool> refused_{false};
-  bool stopped_ = false;
 };
 
 }  // namespace tunnelmesh

@@ -5,7 +5,7 @@ namespace tunnelmesh {
 std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& device,
                                  const DataplaneDropCounts& plane_drops, const PeerTable& peers,
                                  const PathManager* paths, bool coordinated,
-                                 uint64_t control_posts_dropped) {
+                                 uint64_t control_posts_dropped, nlohmann::json filter) {
   PeerDescriptions descriptions;
   if (coordinated) {
     for (const auto& [key, info] : peers.peers()) {
@@ -22,6 +22,7 @@ std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& devi
   }
   nlohmann::json status = BuildStatus(self, device, *peers.routes(), plane_drops, descriptions);
   status["control_loop"] = {{"posts_dropped", control_posts_dropped}};
+  if (!filter.is_null()) status["filter"] = std::move(filter);
   return status.dump();
 }
 

@@ -20,9 +20,10 @@ namespace tunnelmesh {
 // config file (keys and "direct"). `paths` may be null. `plane_drops`: the data plane's drops.
 // `control_posts_dropped`: posts the control loop refused because its queue was full
 // (ControlLoop::dropped()), reported as control_loop.posts_dropped.
+// `filter`: the report's "filter" object (node-agent/policy/filter_status.h); null leaves it out.
 std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& device,
                                  const DataplaneDropCounts& plane_drops, const PeerTable& peers,
                                  const PathManager* paths, bool coordinated,
-                                 uint64_t control_posts_dropped);
+                                 uint64_t control_posts_dropped, nlohmann::json filter = nullptr);
 
 }  // namespace tunnelmesh

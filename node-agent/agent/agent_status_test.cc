@@ -195,10 +195,19 @@ TEST(AgentStatusTest, FormatStatusSurvivesMalformedReplies) {
                              {"tx_bytes", 20},
                              {"persistent_keepalive", 25}}}},
                           {"drops", {{"malformed", 3}}},
-                          {"control_loop", {{"posts_dropped", 1}}}};
+                          {"control_loop", {{"posts_dropped", 1}}},
+                          {"filter",
+                           {{"enabled", true},
+                            {"default_action", "deny"},
+                            {"rules", 3},
+                            {"policy_count", 1},
+                            {"tracked_flows", 2},
+                            {"drops", {{"default_denied", 5}}},
+                            {"rule_sets_rejected", 1}}}};
   const std::string text = FormatStatus(valid, absl::FromUnixSeconds(1700000065));
   EXPECT_NE(text.find("latest handshake: 1 min, 5 s ago"), std::string::npos) << text;
   EXPECT_NE(text.find("malformed=3"), std::string::npos) << text;
+  EXPECT_NE(text.find("filter: on, default deny, 3 rules"), std::string::npos) << text;
 
   const std::vector<nlohmann::json> replacements = {nullptr,
                                                     "text",

@@ -237,4 +237,9 @@ absl::Status CoordinatorSession::Leave() {
   return s;
 }
 
+absl::StatusOr<coord::ExplainResponse> CoordinatorSession::Explain(
+    const coord::ExplainRequest& request) {
+  return client()->Explain(request);
+}
+
 }  // namespace tunnelmesh

@@ -9,7 +9,7 @@
 //   re-registration goes to the hooks, which post it to the control loop (never block there).
 // - "rpc": endpoint reports and call-me-maybe, from a bounded queue (a new report replaces one
 //   not yet sent; call-me-maybe beyond kMaxQueuedCallMeMaybe are dropped and counted).
-// - Leave runs on the caller's thread (the control socket's).
+// - Leave and Explain run on the caller's thread (the control socket's).
 // mu_ guards the client, the queues and the flags; no RPC runs under it.
 #pragma once
 
@@ -78,6 +78,9 @@ class CoordinatorSession {
   // Leaves the mesh: stops following the map first (the coordinator ends our watch when we leave,
   // and the watch thread must not take that for a disconnect and register again), then asks.
   [[nodiscard]] absl::Status Leave() ABSL_LOCKS_EXCLUDED(mu_);
+  // Asks the coordinator which member enforces a flow and what decides it (one RPC, 5 s at most).
+  [[nodiscard]] absl::StatusOr<coord::ExplainResponse> Explain(const coord::ExplainRequest& request)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // The coordinator refused this member for good (MeshPeer deleted, token revoked).
   bool refused() const { return refused_.load(); }

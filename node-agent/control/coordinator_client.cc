@@ -221,4 +221,15 @@ absl::Status CoordinatorClient::Leave() {
       coord::Coordinator::NewStub(channel_)->Leave(&context, coord::LeaveRequest(), &response));
 }
 
+absl::StatusOr<coord::ExplainResponse> CoordinatorClient::Explain(
+    const coord::ExplainRequest& request) {
+  grpc::ClientContext context;
+  Authorize(&context);
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  coord::ExplainResponse response;
+  grpc::Status s = coord::Coordinator::NewStub(channel_)->Explain(&context, request, &response);
+  if (!s.ok()) return FromGrpc(s);
+  return response;
+}
+
 }  // namespace tunnelmesh

@@ -54,6 +54,9 @@ class CoordinatorClient {
   [[nodiscard]] absl::Status CallMeMaybe(const PublicKey& to,
                                          const std::vector<std::string>& endpoints);
   [[nodiscard]] absl::Status Leave();
+  // Which member enforces a flow and what its rules decide (`tunnelmesh-agent explain`).
+  [[nodiscard]] absl::StatusOr<coord::ExplainResponse> Explain(
+      const coord::ExplainRequest& request);
 
  private:
   void Authorize(grpc::ClientContext* context) const;

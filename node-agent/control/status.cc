@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "node-agent/policy/filter_status.h"
+
 namespace tunnelmesh {
 namespace {
 
@@ -184,6 +186,9 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
   if (posts_dropped > 0) {
     out += "\ncontrol loop: " + std::to_string(posts_dropped) +
            " posts dropped (its queue was full)\n";
+  }
+  if (auto filter = status.find("filter"); filter != status.end()) {
+    out += "\n" + policy::FormatFilterStatus(*filter);
   }
   return out;
 }

@@ -121,10 +121,13 @@ void Dataplane::OutboundLoop() {
     std::shared_ptr<const RouteTable> routes = routes_.Load();
     const MonoTime now = clock_->Now();
     const absl::Time wall = clock_->WallNow();
-    // Routes, seals and queues the packet of `length` bytes at slot + kTransportHeaderSize.
-    auto handle = [&](uint8_t* at, size_t length) {
-      std::optional<IpAddress> destination =
-          DestinationOf(absl::Span<const uint8_t>(at + wire::kTransportHeaderSize, length));
+    // Filters, routes, seals and queues the packet of `length` bytes at slot +
+    // kTransportHeaderSize. `filtered`: the filter saw this packet's flow already (later segments
+    // of one super-packet).
+    auto handle = [&](uint8_t* at, size_t length, bool filtered) {
+      const absl::Span<const uint8_t> packet(at + wire::kTransportHeaderSize, length);
+      if (!filtered && filter_ != nullptr && !filter_->Outbound(packet, now)) return;
+      std::optional<IpAddress> destination = DestinationOf(packet);
       noise::Peer* const* owner = destination ? routes->Lookup(*destination) : nullptr;
       if (owner == nullptr) {
         if (destination) {
@@ -158,7 +161,7 @@ void Dataplane::OutboundLoop() {
           continue;
         }
         ++used;
-        handle(at, *n);
+        handle(at, *n, false);
         continue;
       }
       absl::StatusOr<size_t> n = tun_->Read(absl::MakeSpan(staging));
@@ -180,7 +183,7 @@ void Dataplane::OutboundLoop() {
           continue;
         }
         ++used;
-        handle(at, packet.size());
+        handle(at, packet.size(), false);
         continue;
       }
       for (size_t i = 0; i < kMaxSegments; ++i) {
@@ -194,7 +197,16 @@ void Dataplane::OutboundLoop() {
       }
       const size_t first = used;
       used += segments;
-      for (size_t i = 0; i < segments; ++i) handle(slot(first + i), segment_lengths[i]);
+      // Every segment of a super-packet carries the same addresses, protocol and ports: the filter
+      // decides on the first, and the rest share its verdict (a refused first segment refuses
+      // them all).
+      if (filter_ != nullptr &&
+          !filter_->Outbound(absl::Span<const uint8_t>(slot(first) + wire::kTransportHeaderSize,
+                                                       segment_lengths[0]),
+                             now)) {
+        continue;
+      }
+      for (size_t i = 0; i < segments; ++i) handle(slot(first + i), segment_lengths[i], true);
     }
     if (udp_count > 0) {
       const size_t refused = udp_->Send(absl::MakeConstSpan(udp_out.data(), udp_count));
@@ -235,6 +247,8 @@ void Dataplane::ProcessDatagram(absl::Span<uint8_t> datagram, const TransportEnd
     device_->drops().Add(source ? Drop::kSourceNotAllowed : Drop::kInnerMalformed);
     return;
   }
+  // PeerPolicy: before GRO, so each segment is judged on its own (the filter counts its drops).
+  if (filter_ != nullptr && !filter_->Inbound(packet, now)) return;
   if (gro != nullptr) {
     // The 16 bytes of transport header before the packet are the virtio header's room.
     gro->Add(data + wire::kTransportHeaderSize, r.packet_length,

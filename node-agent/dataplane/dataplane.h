@@ -5,6 +5,12 @@
 // (UDP: one sendmmsg); the inbound thread polls every Bind, decrypts what they hand over, checks
 // that each inner source address belongs to the peer that sent it, writes to TUN, and runs the
 // protocol timers. No allocation per packet: buffers are allocated once per thread.
+//
+// With a packet filter (SetFilter; lib/filter/filter.h), the inbound thread asks
+// Filter::Inbound about each packet after the source check and before the TUN write (and before
+// GRO merges segments), and the outbound thread asks Filter::Outbound before sealing; the filter
+// counts its own drops. The filter swaps its rules itself, so the data plane never stops for a new
+// rule set.
 #pragma once
 
 #include <atomic>
@@ -15,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/base/snapshot.h"
+#include "lib/filter/filter.h"
 #include "lib/noise/device.h"
 #include "lib/routing/allowed_ips.h"
 #include "node-agent/dataplane/counters.h"
@@ -44,6 +51,10 @@ class Dataplane {
   using ForeignHandler =
       std::function<bool(absl::Span<const uint8_t>, const TransportEndpoint& from)>;
   void SetForeignHandler(ForeignHandler handler) { foreign_ = std::move(handler); }
+
+  // The packet filter both threads consult (null: none, everything passes). Set before Start;
+  // `filter` must outlive the data plane.
+  void SetFilter(filter::Filter* filter) { filter_ = filter; }
 
   // Sends one datagram (disco, STUN) on the Bind of `to`'s transport. Any thread.
   bool SendRaw(absl::Span<const uint8_t> bytes, const TransportEndpoint& to);
@@ -82,6 +93,7 @@ class Dataplane {
   DataplaneDropCounters drops_;
 
   ForeignHandler foreign_;
+  filter::Filter* filter_ = nullptr;
   int stop_fd_ = -1;  // eventfd that wakes both threads for shutdown.
   std::thread outbound_;
   std::thread inbound_;
