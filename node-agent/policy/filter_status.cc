@@ -15,9 +15,16 @@ std::string StringOr(const nlohmann::json& object, const char* key, const std::s
   auto it = object.find(key);
   return it != object.end() && it->is_string() ? it->get<std::string>() : fallback;
 }
+uint64_t AsCount(const nlohmann::json& value) {
+  if (value.is_number_unsigned()) return value.get<uint64_t>();
+  if (value.is_number_integer() && value.get<int64_t>() > 0) {
+    return static_cast<uint64_t>(value.get<int64_t>());
+  }
+  return 0;
+}
 uint64_t UnsignedOr0(const nlohmann::json& object, const char* key) {
   auto it = object.find(key);
-  return it != object.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+  return it != object.end() ? AsCount(*it) : 0;
 }
 
 }  // namespace
@@ -76,9 +83,10 @@ std::string FormatFilterStatus(const nlohmann::json& filter) {
   std::string reasons;
   if (auto drops = filter.find("drops"); drops != filter.end() && drops->is_object()) {
     for (const auto& [name, count] : drops->items()) {
-      if (!count.is_number_unsigned() || count.get<uint64_t>() == 0) continue;
-      total += count.get<uint64_t>();
-      reasons += (reasons.empty() ? "" : " ") + name + "=" + std::to_string(count.get<uint64_t>());
+      const uint64_t n = AsCount(count);
+      if (n == 0) continue;
+      total += n;
+      reasons += (reasons.empty() ? "" : " ") + name + "=" + std::to_string(n);
     }
   }
   if (total > 0) out += ", dropped " + std::to_string(total) + " (" + reasons + ")";
