@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "proto/member_kind.h"
+
 namespace tunnelmesh::policy {
 namespace {
 
@@ -28,17 +30,6 @@ std::pair<Prefix, Prefix> Halves(const Prefix& p) {
   bytes[bit / 8] = static_cast<uint8_t>(bytes[bit / 8] | (0x80 >> (bit % 8)));
   const IpAddress high_address = a.is_v4() ? IpAddress::V4(bytes) : IpAddress::V6(bytes);
   return {low, Prefix(high_address, length)};
-}
-
-const char* KindName(coord::MemberKind kind) {
-  switch (kind) {
-    case coord::MEMBER_KIND_NODE:
-      return "Node";
-    case coord::MEMBER_KIND_POD:
-      return "Pod";
-    default:
-      return "External";
-  }
 }
 
 bool PortMatches(const coord::FilterRule& rule, coord::FilterProtocol protocol, uint16_t port) {
@@ -90,8 +81,8 @@ bool TermSelects(const PeerSelectorTerm& term, const Member& member) {
       std::find(term.names.begin(), term.names.end(), member.name) == term.names.end()) {
     return false;
   }
-  if (!term.kinds.empty() &&
-      std::find(term.kinds.begin(), term.kinds.end(), KindName(member.kind)) == term.kinds.end()) {
+  if (!term.kinds.empty() && std::find(term.kinds.begin(), term.kinds.end(),
+                                       MemberKindName(member.kind)) == term.kinds.end()) {
     return false;
   }
   if (term.peer && !SelectorMatches(*term.peer, member.labels)) return false;
