@@ -212,6 +212,38 @@ void BM_ConntrackHit(benchmark::State& state) {
 }
 BENCHMARK(BM_ConntrackHit)->Arg(10000);
 
+// One bulk TCP stream, as iperf3 makes it: the same established flow packet after packet (the
+// stream fast path; every refresh interval one packet takes the full hit path).
+void BM_ConntrackStream(benchmark::State& state) {
+  const RuleSet rs = MeshRules(static_cast<int>(state.range(0)), 1);
+  const auto matcher = std::make_shared<const Matcher>(rs);
+  Filter filter;
+  filter.SetRules(matcher);
+  const MonoTime now = MonoTime{} + std::chrono::hours(1);
+  testing::Bytes packet;
+  for (const FlowKey& f : MeshFlows(20000, 3)) {
+    if (f.protocol != Protocol::kTcp || matcher->Decide(f).action != Action::kAllow) continue;
+    if (!filter.Inbound(testing::Tcp(f.source, f.destination, 20000, f.destination_port, kTcpSyn),
+                        now) ||
+        !filter.Outbound(
+            testing::Tcp(f.destination, f.source, f.destination_port, 20000, kTcpSyn | kTcpAck),
+            now)) {
+      continue;
+    }
+    packet = testing::Tcp(f.source, f.destination, 20000, f.destination_port, kTcpAck);
+    break;
+  }
+  if (packet.empty()) {
+    state.SkipWithError("no allowed TCP flow among the generated ones");
+    return;
+  }
+  size_t passed = 0;
+  for (auto _ : state) passed += filter.Inbound(packet, now);
+  if (passed != static_cast<size_t>(state.iterations()))
+    state.SkipWithError("a tracked packet was refused");
+}
+BENCHMARK(BM_ConntrackStream)->Arg(10000);
+
 // New flows the rules deny (parse, table miss, decision, counters; nothing is inserted).
 void BM_FilterInboundDenied(benchmark::State& state) {
   const auto matcher =

@@ -72,13 +72,17 @@ Conn* ConnTable::Find(Shard& shard, const ConnKey& key, MonoTime now) {
   if (it->second.expires <= now) {
     shard.map.erase(it);
     size_.fetch_sub(1, std::memory_order_relaxed);
+    removals_.fetch_add(1, std::memory_order_release);
     return nullptr;
   }
   return &it->second;
 }
 
 void ConnTable::Erase(Shard& shard, const ConnKey& key) {
-  if (shard.map.erase(key) != 0) size_.fetch_sub(1, std::memory_order_relaxed);
+  if (shard.map.erase(key) != 0) {
+    size_.fetch_sub(1, std::memory_order_relaxed);
+    removals_.fetch_add(1, std::memory_order_release);
+  }
 }
 
 ConnTable::InsertResult ConnTable::Insert(const ConnKey& key, const Conn& conn, MonoTime now) {
@@ -121,6 +125,7 @@ size_t ConnTable::Reclaim(MonoTime now) {
     }
   }
   size_.fetch_sub(erased, std::memory_order_relaxed);
+  if (erased != 0) removals_.fetch_add(1, std::memory_order_release);
   // An insert racing with this sweep may have lowered the hint; losing that only delays the next
   // sweep until `earliest`, which is still a bound.
   no_expiry_before_.store(earliest, std::memory_order_relaxed);
@@ -132,6 +137,7 @@ void ConnTable::Clear() {
     absl::MutexLock lock(&shard.mu);
     size_.fetch_sub(shard.map.size(), std::memory_order_relaxed);
     shard.map.clear();
+    removals_.fetch_add(1, std::memory_order_release);
   }
 }
 

@@ -104,11 +104,15 @@ class ConnTable {
   // Erases every entry. Call holding no shard lock.
   void Clear();
   size_t size() const { return size_.load(std::memory_order_relaxed); }
+  // Moves on whenever an entry is erased (expired, reclaimed, cleared): a pointer-free summary of
+  // "this entry is still there" for callers that remember a flow without holding its lock.
+  uint64_t removals() const { return removals_.load(std::memory_order_acquire); }
 
  private:
   const size_t max_flows_;
   std::array<Shard, kShards> shards_;
   std::atomic<size_t> size_{0};
+  std::atomic<uint64_t> removals_{0};
   // No entry expires before this (nanoseconds of MonoTime); lowered on insert, set by a sweep.
   std::atomic<int64_t> no_expiry_before_{INT64_MAX};
 };

@@ -9,10 +9,18 @@
 // - Connection entries live in ConnTable's shards; a packet holds one shard lock while it reads
 //   and updates its entry (the Matcher is consulted under it only when a rule-set swap made the
 //   entry stale). Counters are relaxed atomics.
+// - The stream fast path: each direction's cache also remembers the last flow it found in the
+//   table in a steady state (TCP established without SYN, FIN or RST; UDP), so the next packets of
+//   a bulk transfer pass without the shard lock, the hash lookup and a shared counter per packet.
+//   It holds only while the generation and the table's removal count are unchanged and for at most
+//   a refresh interval shorter than the entry's timeout (then one packet takes the full path and
+//   renews the entry's expiry); its allowed packets are added to the policy counter when the cache
+//   moves on or a reader asks (policy_counts).
 // - SetRules and the readers of counters run on any thread; SetRules calls are serialized by
 //   control_mu, which no data-plane call takes.
 #include "lib/filter/filter.h"
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -65,6 +73,17 @@ Duration TimeoutOf(const Options& o, const Conn& c) {
   return c.reply_seen ? o.udp_stream_timeout : o.udp_timeout;
 }
 
+// How long the stream fast path trusts an entry before one packet renews it the full way.
+constexpr Duration kStreamRefresh = std::chrono::seconds(1);
+
+// A packet that changes no connection state once its flow is established: TCP without SYN, FIN
+// or RST, and UDP.
+bool Steady(const Transport& t) {
+  if (t.later_fragment) return false;
+  if (t.protocol == Protocol::kUdp) return true;
+  return t.protocol == Protocol::kTcp && (t.tcp_flags & (kTcpSyn | kTcpFin | kTcpRst)) == 0;
+}
+
 Protocol ProtocolOfKey(const ConnKey& key) {
   if (key.ip_protocol == kIpProtoTcp) return Protocol::kTcp;
   if (key.ip_protocol == kIpProtoUdp) return Protocol::kUdp;
@@ -81,9 +100,21 @@ struct Filter::State {
     rules = std::make_unique<Snapshot<Rules>>(std::move(off));
   }
 
+  // The last steady flow of one direction (see the file comment).
+  struct Stream {
+    bool valid = false;
+    Tuple tuple;
+    uint64_t generation = 0;
+    uint64_t removals = 0;
+    MonoTime refresh_by;
+    uint32_t policy = kUncounted;
+    uint64_t pending = 0;  // Allowed packets not yet added to the policy's counter.
+  };
+
   struct Cache {
     absl::Mutex mu;
     std::shared_ptr<const Rules> rules ABSL_GUARDED_BY(mu);
+    Stream stream ABSL_GUARDED_BY(mu);
   };
 
   const Options options;
@@ -101,6 +132,11 @@ struct Filter::State {
       ABSL_GUARDED_BY(control_mu);
 
   bool Process(Cache& cache, Direction direction, absl::Span<const uint8_t> packet, MonoTime now);
+  // Adds the stream's pending count to its counter (under the rules it was counted with) and
+  // forgets the stream.
+  static void Flush(Cache& cache) ABSL_EXCLUSIVE_LOCKS_REQUIRED(cache.mu);
+  void Remember(Cache& cache, const Transport& t, const Rules& r, const Conn& conn, MonoTime now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(cache.mu);
   bool Decide(const Rules& r, Direction direction, const Transport& t, bool egress, MonoTime now);
   bool IcmpError(const Rules& r, Direction direction, const Transport& t, bool egress,
                  MonoTime now);
@@ -160,6 +196,7 @@ bool Filter::State::Process(Cache& cache, Direction direction, absl::Span<const 
   absl::MutexLock cache_lock(&cache.mu);
   if (cache.rules == nullptr ||
       cache.rules->generation != generation.load(std::memory_order_acquire)) {
+    Flush(cache);
     cache.rules = rules->Load();
   }
   const Rules& r = *cache.rules;
@@ -167,7 +204,14 @@ bool Filter::State::Process(Cache& cache, Direction direction, absl::Span<const 
   const Matcher& m = *r.matcher;
 
   Transport t;
-  if (!ParseTransport(packet, &t)) {
+  const bool parsed = ParseTransport(packet, &t);
+  if (Stream& st = cache.stream; parsed && st.valid && t.tuple == st.tuple && Steady(t) &&
+                                 now < st.refresh_by && st.generation == r.generation &&
+                                 st.removals == table.removals()) {
+    ++st.pending;
+    return true;
+  }
+  if (!parsed) {
     // What this member sends is checked only towards egress destinations.
     if (direction == Direction::kOutbound) {
       const auto destination = DestinationOf(packet);
@@ -193,10 +237,38 @@ bool Filter::State::Process(Cache& cache, Direction direction, absl::Span<const 
         return false;
       }
       Allowed(r, conn->policy);
+      Remember(cache, t, r, *conn, now);
       return true;
     }
   }
   return Decide(r, direction, t, egress, now);
+}
+
+void Filter::State::Flush(Cache& cache) {
+  Stream& st = cache.stream;
+  if (st.pending != 0 && cache.rules != nullptr) {
+    const Rules& r = *cache.rules;
+    if (st.policy != kUncounted) {
+      r.CounterOf(st.policy).allowed.fetch_add(st.pending, std::memory_order_relaxed);
+    }
+  }
+  st = Stream{};
+}
+
+void Filter::State::Remember(Cache& cache, const Transport& t, const Rules& r, const Conn& conn,
+                             MonoTime now) {
+  Flush(cache);
+  if (!Steady(t) || (conn.protocol == Protocol::kTcp && conn.tcp != TcpState::kEstablished)) {
+    return;
+  }
+  Stream& st = cache.stream;
+  st.valid = true;
+  st.tuple = t.tuple;
+  st.generation = r.generation;
+  // Read under the entry's shard lock: a later erase of it moves the count on.
+  st.removals = table.removals();
+  st.refresh_by = now + std::min<Duration>(kStreamRefresh, TimeoutOf(options, conn) / 2);
+  st.policy = conn.policy;
 }
 
 // The first packet of a flow the table does not know.
@@ -324,6 +396,10 @@ void Filter::ExpireFlows(MonoTime now) { state_->table.Reclaim(now); }
 const DropCounters& Filter::drops() const { return state_->drops; }
 
 std::vector<PolicyCount> Filter::policy_counts() const {
+  for (State::Cache* cache : {&state_->inbound_cache, &state_->outbound_cache}) {
+    absl::MutexLock lock(&cache->mu);
+    State::Flush(*cache);
+  }
   const std::shared_ptr<const Rules> r = state_->rules->Load();
   std::vector<PolicyCount> out;
   if (r->matcher == nullptr) return out;

@@ -301,6 +301,53 @@ TEST_F(FilterTest, PolicyCountsByNameSurviveSwaps) {
   EXPECT_EQ(counts[2].denied, 1u);
 }
 
+// A bulk transfer takes the stream fast path after its first steady packet: its packets are
+// still counted exactly, keep renewing their entry's expiry, and stop at once when a swap denies
+// the flow or the entry goes away.
+TEST(FilterStreamTest, StreamsAreCountedRenewedAndCut) {
+  Options o;
+  o.tcp_established_timeout = seconds(10);
+  Filter filter(o);
+  filter.SetRules(Compile(BaseRules()));
+  MonoTime t = kT0;
+  ASSERT_TRUE(filter.Inbound(Tcp(kPeer, kUs, 5000, 22, kTcpSyn), t));
+  ASSERT_TRUE(filter.Outbound(Tcp(kUs, kPeer, 22, 5000, kTcpSyn | kTcpAck), t));
+  // A minute of data in both directions, a packet each way every 100 ms: far longer than the
+  // 10 s timeout, so the fast path must renew the entry.
+  uint64_t sent = 2;
+  for (int i = 0; i < 600; ++i) {
+    t += std::chrono::milliseconds(100);
+    ASSERT_TRUE(filter.Inbound(Tcp(kPeer, kUs, 5000, 22, kTcpAck), t)) << i;
+    ASSERT_TRUE(filter.Outbound(Tcp(kUs, kPeer, 22, 5000, kTcpAck), t)) << i;
+    sent += 2;
+  }
+  auto counts = filter.policy_counts();
+  ASSERT_EQ(counts[0].policy, "ssh");
+  EXPECT_EQ(counts[0].allowed, sent);
+  // Counting flushed the stream; the next packets pass and are counted again.
+  ASSERT_TRUE(filter.Inbound(Tcp(kPeer, kUs, 5000, 22, kTcpAck), t));
+  ASSERT_TRUE(filter.Inbound(Tcp(kPeer, kUs, 5000, 22, kTcpAck), t));
+  EXPECT_EQ(filter.policy_counts()[0].allowed, sent + 2);
+
+  // A flow this member started, whose replies pass only while it is tracked: 11 s of silence
+  // expire it, even though its last packets took the fast path.
+  ASSERT_TRUE(filter.Outbound(Tcp(kUs, kPeer, 6000, 80, kTcpSyn), t));
+  ASSERT_TRUE(filter.Inbound(Tcp(kPeer, kUs, 80, 6000, kTcpSyn | kTcpAck), t));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(filter.Inbound(Tcp(kPeer, kUs, 80, 6000, kTcpAck), t));
+  EXPECT_FALSE(filter.Inbound(Tcp(kPeer, kUs, 80, 6000, kTcpAck), t + seconds(11)));
+
+  // A swap that no longer allows ssh cuts the stream at its next packet.
+  t += seconds(12);
+  ASSERT_TRUE(filter.Inbound(Tcp(kPeer, kUs, 5001, 22, kTcpSyn), t));
+  ASSERT_TRUE(filter.Outbound(Tcp(kUs, kPeer, 22, 5001, kTcpSyn | kTcpAck), t));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(filter.Inbound(Tcp(kPeer, kUs, 5001, 22, kTcpAck), t));
+  RuleSet no_ssh = BaseRules();
+  no_ssh.rules.erase(no_ssh.rules.begin());
+  filter.SetRules(Compile(no_ssh));
+  EXPECT_FALSE(filter.Inbound(Tcp(kPeer, kUs, 5001, 22, kTcpAck), t));
+  EXPECT_FALSE(filter.Outbound(Tcp(kUs, kPeer, 22, 5001, kTcpAck), t));
+}
+
 TEST_F(FilterTest, ExplainNamesThePolicy) {
   Explanation e = filter_.Explain({kPeer, kUs, Protocol::kTcp, 22});
   EXPECT_EQ(e.verdict.action, Action::kAllow);

@@ -48,6 +48,7 @@ struct Tuple {
   uint8_t ip_protocol = 0;  // After IPv6 extension headers.
   uint16_t source_port = 0;
   uint16_t destination_port = 0;
+  friend bool operator==(const Tuple&, const Tuple&) = default;
 };
 
 struct Transport {
