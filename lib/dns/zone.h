@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "lib/dns/message.h"
 #include "lib/net/ip.h"
 
@@ -64,8 +65,12 @@ class Zone {
     std::vector<IpAddress> addresses;
   };
 
+  // The apex (canonical) of the zone `canonical` is in, or "" when none.
+  std::string ApexOf(const std::string& canonical) const;
   Record SoaRecord(std::string_view apex) const;
-  std::string ReverseApexOf(const IpAddress& address) const;
+  // Appends `owner`'s A and/or AAAA records as `type` asks (kTypeAny: both).
+  void AddAddresses(const std::string& owner, const std::vector<IpAddress>& addresses,
+                    uint16_t type, std::vector<Record>* out) const;
 
   ZoneConfig config_;
   std::string apex_;  // CanonicalName(config_.domain).
@@ -73,6 +78,8 @@ class Zone {
   absl::flat_hash_map<std::string, Owner> forward_;
   // By canonical reverse name ("7.0.64.100.in-addr.arpa"): the member's full name.
   absl::flat_hash_map<std::string, std::string> reverse_;
+  // The names between those and their reverse apex (empty non-terminals: NODATA).
+  absl::flat_hash_set<std::string> reverse_nonterminals_;
   std::vector<std::string> reverse_apexes_;  // Canonical, one per range.
   std::vector<std::string> skipped_;
 };
