@@ -241,6 +241,13 @@ int main(int argc, char** argv) {
   join->add_option("--ca-hash", join_options.ca_hash,
                    "sha256:... of the coordinator's CA, as tunnelmesh-operator prints it");
   join->add_option("--listen-port", join_options.listen_port, "UDP data port (default 51820)");
+  join->add_option("--dns-port", join_options.dns_port,
+                   "port of the mesh DNS server on the mesh IPs and --dns-listen (default 53)");
+  join->add_option("--dns-listen", join_options.dns_listen,
+                   "loopback address the mesh DNS server also answers on (default 127.0.0.100)");
+  join->add_option("--dns-upstream", join_options.dns_upstream,
+                   "IP[:PORT] of a resolver for names outside the mesh (default: refuse them)");
+  join->add_flag("--no-dns", join_options.no_dns, "run without the mesh DNS server");
   join->add_option("--log-level", options.log_level, "trace, debug, info, warn or error");
   CLI::App* leave = app.add_subcommand("leave", "tell the running agent to leave the mesh");
   leave->add_option("--interface", options.interface_name, "interface of the agent");

@@ -404,6 +404,9 @@ tm_member_new() {
 }
 
 tm_member_state() { echo "$TM_WORK/$1.state"; }
+# The loopback address member NAME's DNS server answers on (distinct per member, so that members
+# sharing a namespace do not collide on port 53).
+tm_member_dns() { echo "127.0.0.$(( 100 + ${TM_MEMBER_IF[$1]#tm} ))"; }
 tm_member_log() { echo "$TM_WORK/$1.log"; }
 tm_member_pid() { echo "${TM_MEMBER_PID[$1]:-}"; }
 
@@ -418,7 +421,7 @@ tm__member_cmd() {
     "$TM_COORD_ADDR:$TM_GRPC_PORT" --token-file "$2" --name "$name"
     --state-dir "$(tm_member_state "$name")" --interface "${TM_MEMBER_IF[$name]}"
     --ca-hash "$(tm_coord_ca_hash)" --listen-port "${TM_MEMBER_PORT[$name]}"
-    --log-level "${TM_AGENT_LOG_LEVEL:-debug}")
+    --dns-listen "$(tm_member_dns "$name")" --log-level "${TM_AGENT_LOG_LEVEL:-debug}")
 }
 
 tm__member_log_start() { # NAME WHAT

@@ -9,6 +9,7 @@
 #include "lib/disco/path_selector.h"
 #include "lib/wire/stun.h"
 #include "node-agent/agent/agent_status.h"
+#include "node-agent/dns/mesh_zone.h"
 
 namespace tunnelmesh {
 namespace {
@@ -143,8 +144,33 @@ absl::Status Agent::Start() {
       [this](std::string_view request) { return HandleControlRequest(request); });
   if (!control.ok()) return control.status();
   control_ = std::move(*control);
+  if (params_.dns.has_value()) {
+    DnsServerOptions dns = *params_.dns;
+    for (const auto& [address, length] : params_.addresses) dns.addresses.push_back(address);
+    absl::StatusOr<std::unique_ptr<DnsServer>> server = DnsServer::Start(std::move(dns));
+    if (!server.ok()) return server.status();
+    dns_ = std::move(*server);
+    for (const Endpoint& e : dns_->endpoints()) TM_LOG_INFO("mesh DNS on {} (UDP and TCP)", e.ToString());
+    loop_.Post([this] { PublishZone(); });
+  }
   if (session_) session_->Start();
   return absl::OkStatus();
+}
+
+void Agent::PublishZone() {
+  if (dns_ == nullptr) return;
+  MeshZoneInput input;
+  input.domain = settings_.domain();
+  input.version = map_version_;
+  input.ranges = params_.mesh_cidrs;
+  MeshZoneInput::Member self{name_, {}, {}};
+  for (const IpAddress& ip : mesh_ips_) self.addresses.push_back(ip.ToString());
+  input.members.push_back(std::move(self));
+  for (const auto& [key, info] : peers_->peers()) {
+    input.members.push_back({info.name, {}, info.mesh_ips});
+  }
+  for (const Endpoint& e : dns_->endpoints()) input.server_addresses.push_back(e.address());
+  dns_->SetZone(BuildMeshZone(input));
 }
 
 std::string Agent::HandleControlRequest(std::string_view request) {
@@ -209,6 +235,7 @@ void Agent::ApplyRegistration(const coord::RegisterResponse& response) {
   // A restarted coordinator has forgotten our endpoints.
   if (reporter_) reporter_->MarkDirty();
   MaybeReport();
+  PublishZone();
 }
 
 void Agent::ApplyUpdate(const coord::MapUpdate& update) {
@@ -219,6 +246,11 @@ void Agent::ApplyUpdate(const coord::MapUpdate& update) {
     peers_->SetPresharedKey(settings_.preshared_key());
   }
   const PeerChanges changes = peers_->Apply(update);
+  if (update.version() != 0) map_version_ = update.version();
+  if (update.full() || !changes.removed.empty() || !changes.upserted.empty() ||
+      update.has_settings()) {
+    PublishZone();
+  }
   if (!paths_) return;
   adapter_->PublishRelayPeers(*peers_);
   const MonoTime now = clock_.Now();

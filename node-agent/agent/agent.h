@@ -17,6 +17,8 @@
 //   (SetRules), read by both data-plane threads; its counters are atomics read by `status`.
 // - the data plane's outbound and inbound threads read the route snapshot (swapped atomically);
 //   the inbound thread copies discovery and STUN datagrams and posts them to the control loop.
+// - the mesh DNS server (dns_): its own thread answers from the zone the control thread builds
+//   after each map update (PublishZone) and stores in it.
 // - the main thread (Run): signals, leave and refusal, data-plane failure.
 // Lock order: none is held across another component's call; the control loop's queue lock and the
 // session's lock are leaves.
@@ -42,6 +44,7 @@
 #include "node-agent/agent/dataplane_adapter.h"
 #include "node-agent/control/control_socket.h"
 #include "node-agent/dataplane/dataplane.h"
+#include "node-agent/dns/dns_server.h"
 #include "node-agent/nat/endpoint_reporter.h"
 #include "node-agent/nat/path_manager.h"
 #include "node-agent/netlink/link_configurator.h"
@@ -68,6 +71,8 @@ struct AgentParams {
   std::vector<Prefix> mesh_cidrs;
   // The coordinator host as dialed (join): fills in relay and STUN addresses without a host.
   std::string coordinator_host;
+  // The mesh DNS server (join; nullopt: none). Its addresses are served besides the mesh IPs.
+  std::optional<DnsServerOptions> dns;
 };
 
 class Agent {
@@ -133,6 +138,8 @@ class Agent {
                                          std::optional<IpAddress::Family> family) const;
   std::string HandleExplain(std::string_view request);
   void ApplyRegistration(const coord::RegisterResponse& response);
+  // Builds the DNS zone from the map as it stands and hands it to the DNS server.
+  void PublishZone();
   void PathTick();
   void SendStun();
   void MaybeReport();
@@ -153,6 +160,7 @@ class Agent {
   std::string name_;
   std::vector<IpAddress> mesh_ips_;
   coord::Settings settings_;
+  uint64_t map_version_ = 0;
   bool coordinated_ = false;
   // Consulted by both data-plane threads; rule sets swapped in by rule_sets_ (control thread).
   // Declared before plane_ so it outlives the data plane.
@@ -171,6 +179,8 @@ class Agent {
   ControlLoop loop_{&clock_};
   std::unique_ptr<CoordinatorSession> session_;
   std::unique_ptr<ControlServer> control_;
+  // Its own thread; zones are published to it from the control thread.
+  std::unique_ptr<DnsServer> dns_;
 
   std::atomic<bool> report_in_flight_{false};
   std::atomic<bool> leave_requested_{false};

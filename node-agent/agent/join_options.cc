@@ -76,6 +76,31 @@ absl::StatusOr<CheckedJoinOptions> CheckJoinOptions(const JoinOptions& options) 
   if (!options.ca_hash.empty()) {
     if (absl::Status s = ValidateCaHash(options.ca_hash); !s.ok()) return s;
   }
+  if (!options.no_dns) {
+    if (options.dns_port == 0) {
+      return absl::InvalidArgumentError("--dns-port must be 1-65535 (or turn DNS off: --no-dns)");
+    }
+    absl::StatusOr<IpAddress> listen = IpAddress::Parse(options.dns_listen);
+    if (!listen.ok()) {
+      return absl::InvalidArgumentError("--dns-listen \"" + options.dns_listen +
+                                        "\" is not an IP address (e.g. 127.0.0.100)");
+    }
+    checked.dns_listen = *listen;
+    if (!options.dns_upstream.empty()) {
+      absl::StatusOr<Endpoint> upstream = Endpoint::Parse(options.dns_upstream);
+      if (!upstream.ok()) {
+        // A bare address means port 53.
+        absl::StatusOr<IpAddress> ip = IpAddress::Parse(options.dns_upstream);
+        if (ip.ok()) upstream = Endpoint(*ip, 53);
+      }
+      if (!upstream.ok() || upstream->port() == 0) {
+        return absl::InvalidArgumentError("--dns-upstream \"" + options.dns_upstream +
+                                          "\" is not IP or IP:PORT (e.g. 1.1.1.1 or "
+                                          "[2606:4700:4700::1111]:53)");
+      }
+      checked.dns_upstream = *upstream;
+    }
+  }
   return checked;
 }
 

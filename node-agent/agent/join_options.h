@@ -5,10 +5,12 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "lib/crypto/keys.h"
+#include "lib/net/ip.h"
 
 namespace tunnelmesh {
 
@@ -29,6 +31,12 @@ struct JoinOptions {
   std::string interface_name = "tm0";
   std::string ca_hash;
   uint16_t listen_port = 51820;
+  // The mesh DNS server: on the mesh IPs and `dns_listen`, port `dns_port`; `dns_upstream`
+  // (IP[:port]) answers what is outside the mesh zone; `no_dns` turns it off.
+  bool no_dns = false;
+  uint16_t dns_port = 53;
+  std::string dns_listen = "127.0.0.100";
+  std::string dns_upstream;
 };
 
 struct HostPort {
@@ -43,6 +51,9 @@ struct HostPort {
 // the CA PEM from --ca-file (empty: fetch and pin).
 struct CheckedJoinOptions {
   HostPort coordinator;
+  // The DNS server's loopback address and upstream (none with --no-dns or without the flag).
+  std::optional<IpAddress> dns_listen;
+  std::optional<Endpoint> dns_upstream;
   std::string join_token;
   std::string ca_pem;
 };

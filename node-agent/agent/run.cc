@@ -162,6 +162,9 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
     params.addresses.emplace_back(*ip, length);
   }
   params.coordinator_host = coordinator.host;
+  if (!options.no_dns) {
+    params.dns = DnsServerOptions{{*checked.dns_listen}, options.dns_port, checked.dns_upstream};
+  }
   Agent agent(std::move(params));
   agent_slot = &agent;
   if (absl::Status s = agent.BringUp(std::move(*tun), std::move(*socket)); !s.ok()) {
