@@ -138,9 +138,12 @@ struct Message {
 // Encodes `message` in at most `max_size` bytes (at least 512 is sensible; at most 65535), with
 // names compressed. When it does not fit, drops records from the end of the additional section,
 // then of the authority and answer sections, keeping whole records, and sets TC when an answer or
-// authority record was dropped (the OPT record is always kept, RFC 6891 7). Never fails for a
-// Message whose names are valid; a name that is not (a label over 63 bytes, a name over 255) is
-// an error, kInvalidArgument.
+// authority record was dropped (the OPT record is always kept, RFC 6891 7). Fails, with
+// kInvalidArgument, only for a Message that cannot be written: a name that is not valid (an empty
+// label, a label over 63 bytes, a name over 255), RDATA that is not the kind its type calls for
+// (an address for A/AAAA in class IN, a name for NS/CNAME/PTR, an Soa for SOA, raw bytes of at
+// most 65535 for others), an OPT record among the records, an OPCODE over 15, an RCODE over 15
+// without `edns` (over 4095 with it), or questions that alone do not fit in `max_size`.
 [[nodiscard]] absl::StatusOr<std::vector<uint8_t>> Encode(const Message& message,
                                                           size_t max_size = kMaxMessageSize);
 
@@ -151,7 +154,7 @@ std::string ReverseName(const IpAddress& address);
 // 32 nibbles under ip6.arpa; case-insensitive).
 std::optional<IpAddress> AddressOfReverseName(std::string_view name);
 
-const char* RcodeName(Rcode rcode);  // "NOERROR", "NXDOMAIN", ...
+const char* RcodeName(Rcode rcode);   // "NOERROR", "NXDOMAIN", ...
 const char* TypeName(uint16_t type);  // "A", "AAAA", ... or "TYPE65" for others.
 
 }  // namespace tunnelmesh::dns
