@@ -32,7 +32,7 @@ tm_member_new bob b
 tm_member_new carol c
 tm_member_start alice
 tm_member_start bob
-tm_member_wait_peer alice bob
+tm_member_wait_peer 10 alice bob
 A_DNS=$(tm_member_dns alice)
 B4=$(tm_member_ip bob 4)
 B6=$(tm_member_ip bob 6)

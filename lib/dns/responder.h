@@ -22,14 +22,14 @@ enum class Transport { kUdp, kTcp };
 
 // Why a query got the answer it got, for counters.
 enum class Outcome : uint8_t {
-  kAnswered,   // From the zone: NOERROR with records.
-  kNoData,     // From the zone: NOERROR without records.
-  kNxDomain,   // From the zone.
-  kRefused,    // Outside the zone, no upstream (or not class IN).
-  kForward,    // Outside the zone; `bytes` is the query to send upstream, unchanged.
-  kFormErr,    // Malformed query, answered FORMERR.
-  kOther,      // NOTIMP, BADVERS and the like.
-  kDropped,    // Nothing to send: a response, or less than a header.
+  kAnswered,  // From the zone: NOERROR with records.
+  kNoData,    // From the zone: NOERROR without records.
+  kNxDomain,  // From the zone.
+  kRefused,   // Outside the zone, no upstream (or not class IN).
+  kForward,   // Outside the zone; `bytes` is the query to send upstream, unchanged.
+  kFormErr,   // Malformed query, answered FORMERR.
+  kOther,     // NOTIMP, BADVERS and the like.
+  kDropped,   // Nothing to send: a response, or less than a header.
 };
 inline constexpr int kOutcomeCount = 8;
 const char* OutcomeName(Outcome outcome);  // "answered", "nodata", ...

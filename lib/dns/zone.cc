@@ -115,8 +115,8 @@ Record Zone::SoaRecord(std::string_view apex) const {
 void Zone::AddAddresses(const std::string& owner, const std::vector<IpAddress>& addresses,
                         uint16_t type, std::vector<Record>* out) const {
   for (const IpAddress& a : addresses) {
-    const bool wanted = type == kTypeAny || (type == kTypeA && a.is_v4()) ||
-                        (type == kTypeAaaa && a.is_v6());
+    const bool wanted =
+        type == kTypeAny || (type == kTypeA && a.is_v4()) || (type == kTypeAaaa && a.is_v6());
     if (wanted) out->push_back({owner, a.is_v4() ? kTypeA : kTypeAaaa, kClassIn, config_.ttl, a});
   }
 }

@@ -29,8 +29,8 @@ std::vector<ZoneMember> Members() {
   return {
       {"alice", {"git", "registry"}, {Ip("100.64.0.7"), Ip("fd7a:115c:a1e0::7")}},
       {"bob", {}, {Ip("100.64.1.9")}},
-      {"bad.name", {}, {Ip("100.64.0.8")}},  // Two labels: not served.
-      {"Alice", {}, {Ip("100.64.0.9")}},     // Clashes with alice.
+      {"bad.name", {}, {Ip("100.64.0.8")}},     // Two labels: not served.
+      {"Alice", {}, {Ip("100.64.0.9")}},        // Clashes with alice.
       {"carol", {"bob"}, {Ip("100.64.0.10")}},  // Its alias clashes with a member.
   };
 }
@@ -140,8 +140,8 @@ TEST_F(ZoneTest, ReverseZonesOfTheRanges) {
   Message r = Ask("7.0.64.100.in-addr.arpa", kTypePtr);
   EXPECT_EQ(r.header.rcode, Rcode::kNoError);
   ASSERT_EQ(r.answers.size(), 1u);
-  EXPECT_EQ(r.answers[0], (Record{"7.0.64.100.in-addr.arpa", kTypePtr, kClassIn, 7,
-                                  std::string("alice.mesh")}));
+  EXPECT_EQ(r.answers[0],
+            (Record{"7.0.64.100.in-addr.arpa", kTypePtr, kClassIn, 7, std::string("alice.mesh")}));
   r = Ask(ReverseName(Ip("fd7a:115c:a1e0::7")), kTypePtr);
   ASSERT_EQ(r.answers.size(), 1u);
   EXPECT_EQ(r.answers[0].data, RData(std::string("alice.mesh")));

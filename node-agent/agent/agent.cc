@@ -150,7 +150,8 @@ absl::Status Agent::Start() {
     absl::StatusOr<std::unique_ptr<DnsServer>> server = DnsServer::Start(std::move(dns));
     if (!server.ok()) return server.status();
     dns_ = std::move(*server);
-    for (const Endpoint& e : dns_->endpoints()) TM_LOG_INFO("mesh DNS on {} (UDP and TCP)", e.ToString());
+    for (const Endpoint& e : dns_->endpoints())
+      TM_LOG_INFO("mesh DNS on {} (UDP and TCP)", e.ToString());
     loop_.Post([this] { PublishZone(); });
   }
   if (session_) session_->Start();

@@ -192,8 +192,8 @@ void DnsServer::Loop::OnUdp(int fd) {
     const ssize_t n = recvfrom(fd, buffer.data(), buffer.size(), 0,
                                reinterpret_cast<sockaddr*>(&from), &from_len);
     if (n < 0) return;
-    dns::Reply reply = Answer(absl::MakeConstSpan(buffer.data(), static_cast<size_t>(n)),
-                              dns::Transport::kUdp);
+    dns::Reply reply =
+        Answer(absl::MakeConstSpan(buffer.data(), static_cast<size_t>(n)), dns::Transport::kUdp);
     if (reply.outcome == dns::Outcome::kForward) {
       Pending p;
       p.udp_fd = fd;
@@ -244,8 +244,7 @@ bool DnsServer::Loop::OnReadable(Connection& c) {
   while (c.in.size() >= 2) {
     const size_t length = size_t{c.in[0]} << 8 | c.in[1];
     if (c.in.size() < 2 + length) break;
-    dns::Reply reply =
-        Answer(absl::MakeConstSpan(c.in.data() + 2, length), dns::Transport::kTcp);
+    dns::Reply reply = Answer(absl::MakeConstSpan(c.in.data() + 2, length), dns::Transport::kTcp);
     c.in.erase(c.in.begin(), c.in.begin() + static_cast<ptrdiff_t>(2 + length));
     if (reply.outcome == dns::Outcome::kForward) {
       Pending p;

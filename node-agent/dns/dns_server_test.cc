@@ -149,8 +149,8 @@ TEST(DnsServerTest, ForwardsOutsideTheZoneToTheUpstream) {
   Message answer = fq;
   answer.header.qr = true;
   answer.header.ra = true;
-  answer.answers.push_back({"example.com", dns::kTypeA, dns::kClassIn, 60,
-                            IpAddress::Parse("192.0.2.1").value()});
+  answer.answers.push_back(
+      {"example.com", dns::kTypeA, dns::kClassIn, 60, IpAddress::Parse("192.0.2.1").value()});
   const std::vector<uint8_t> bytes = dns::Encode(answer).value();
   sendto(up, bytes.data(), bytes.size(), 0, reinterpret_cast<sockaddr*>(&from), sizeof from);
   std::optional<std::vector<uint8_t>> reply = Receive(client);
@@ -169,8 +169,10 @@ TEST(DnsServerTest, BusyPortNamesTheFlag) {
   absl::StatusOr<std::unique_ptr<DnsServer>> first =
       DnsServer::Start({.addresses = {kLoopback}, .port = 0, .upstream = std::nullopt});
   ASSERT_TRUE(first.ok());
-  absl::StatusOr<std::unique_ptr<DnsServer>> second = DnsServer::Start(
-      {.addresses = {kLoopback}, .port = (*first)->endpoints()[0].port(), .upstream = std::nullopt});
+  absl::StatusOr<std::unique_ptr<DnsServer>> second =
+      DnsServer::Start({.addresses = {kLoopback},
+                        .port = (*first)->endpoints()[0].port(),
+                        .upstream = std::nullopt});
   ASSERT_FALSE(second.ok());
   EXPECT_NE(std::string(second.status().message()).find("--dns-port"), std::string::npos)
       << second.status();
