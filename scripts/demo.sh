@@ -26,7 +26,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   sleep 0.5
   for ns in "$ns_a" "$ns_b" "$ns_c"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "$work"
+  rm -rf "$work" "/etc/netns/$ns_a"
 }
 trap cleanup EXIT
 
@@ -90,7 +90,11 @@ for i in $(seq 100); do [ -s "$work/coordinator/ca-hash" ] && break; sleep 0.1; 
 ca_hash=$(cat "$work/coordinator/ca-hash")
 echo "    CA hash: $ca_hash"
 
-echo "==> alice and bob join"
+echo "==> alice and bob join; alice's resolver is her agent's mesh DNS server (127.0.0.100)"
+# `ip netns exec` shows /etc/netns/NS/resolv.conf as the namespace's /etc/resolv.conf: on a real
+# host this is where /etc/resolv.conf (or systemd-resolved, see docs/dns.md) points at the agent.
+mkdir -p "/etc/netns/$ns_a"
+echo "nameserver 127.0.0.100" >"/etc/netns/$ns_a/resolv.conf"
 ip netns exec "$ns_a" "$agent" join 192.0.2.1 --token-file "$work/token" --name alice \
   --ca-hash "$ca_hash" --state-dir "$work/alice" --interface tm-alice --label role=dev >"$work/alice.log" 2>&1 &
 pids+=($!)
@@ -110,6 +114,10 @@ bob_ip6=$("$agent" status --json --interface tm-bob --state-dir "$work/bob" |
 echo "==> alice pings bob at $bob_ip and $bob_ip6 through the tunnel"
 ip netns exec "$ns_a" ping -c 3 -i 0.2 -W 2 "$bob_ip"
 ip netns exec "$ns_a" ping -c 3 -i 0.2 -W 2 "$bob_ip6"
+
+echo "==> alice reaches bob by name: bob.mesh is answered by alice's own agent, from its map"
+ip netns exec "$ns_a" getent ahosts bob.mesh | awk '{print "    " $1}' | sort -u
+ip netns exec "$ns_a" ping -c 2 -i 0.2 -W 2 bob.mesh
 
 echo "==> 3 seconds of TCP from alice to bob (iperf3)"
 ip netns exec "$ns_b" iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
