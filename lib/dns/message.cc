@@ -141,8 +141,9 @@ absl::Status ReadRdata(absl::Span<const uint8_t> message, size_t start, size_t l
   ByteReader reader(view);
   reader.Skip(start);
 
-  // A and AAAA are addresses in class IN only; other classes define A differently (RFC 1035 3.4.1
-  // is "A RDATA format" for the Internet), so they stay opaque (RFC 3597 5).
+  // A and AAAA are addresses in class IN only (RFC 1035 3.4.1 defines A for the Internet; CHAOS
+  // has its own format). With another class their format is not known here, which makes them RRs
+  // of unknown type, carried as opaque bytes (RFC 3597 2 and 3).
   if ((type == kTypeA || type == kTypeAaaa) && rclass == kClassIn) {
     const size_t want = type == kTypeA ? 4 : 16;
     if (length != want) {
