@@ -6,19 +6,25 @@
 #     IPs, SOA and NS at the apex, REFUSED outside the zone, case-insensitive names, the same over
 #     TCP, and EDNS0 (the OPT record comes back);
 #   - from bob, alice's server on alice's mesh IP, through the tunnel;
-#   - carol joins: alice resolves carol.mesh within a bound (measured and printed); carol leaves:
-#     NXDOMAIN within the same bound;
+#   - carol joins: alice's agent answers carol.mesh within a bound, and dnsmasq (a caching resolver
+#     in front of it, which had cached carol's NXDOMAIN) within the TTL plus a second plus that
+#     bound; carol leaves: NXDOMAIN within the same bounds (all measured and printed);
 #   - the coordinator stops: bob.mesh still resolves on alice (the agent answers from its map).
 #
 # Usage: dns_mesh.sh [AGENT_PATH [OPERATOR_PATH]]   (needs root; exits 77 otherwise)
 
 # shellcheck source=nat_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/nat_lib.sh"
-command -v dig >/dev/null || { echo "dns_mesh: dig is missing (scripts/install-deps.sh installs bind9-dnsutils)" >&2; exit 1; }
+for tool in dig dnsmasq; do
+  command -v $tool >/dev/null ||
+    { echo "dns_mesh: $tool is missing (scripts/install-deps.sh installs it)" >&2; exit 1; }
+done
 tm_mesh_init dns_mesh 120 "$@"
 # From the coordinator's map change to an answer on another member: the map reaches the agent
 # within a few hundred ms; each probe is a dig process in a namespace.
 BOUND_MS=${TM_DNS_BOUND_MS:-3000}
+# Through a cache: the answer's TTL (5 s) plus a second, plus the direct bound's slack for CI load.
+CACHE_BOUND_MS=${TM_DNS_CACHE_BOUND_MS:-$(( 6000 + BOUND_MS ))}
 
 tm_step "topology: coordinator and three members on a public segment"
 tm_net_public coord
@@ -72,22 +78,46 @@ tm_expect_eq "bob.mesh A over TCP" "$(dig_in a "$A_DNS" +tcp +short bob.mesh A)"
 tm_expect_eq "bob.mesh A from bob via $A4" "$(dig_in b "$A4" +short bob.mesh A)" "$B4"
 tm_expect_eq "... over TCP" "$(dig_in b "$A4" +tcp +short alice.mesh A)" "$A4"
 
-tm_step "a member that joins resolves within ${BOUND_MS} ms; one that leaves stops as fast"
-carol_resolves() { [[ -n "$(dig_in a "$A_DNS" +short carol.mesh A)" ]]; }
-carol_gone() { [[ "$(status_of a "$A_DNS" carol.mesh A)" == NXDOMAIN ]]; }
+tm_step "through a caching resolver (dnsmasq) in front: a join and a leave show within TTL + 1 s"
+# dnsmasq on 127.0.0.53 in alice's namespace sends the mesh domain to alice's agent and caches
+# what it answers, negative answers for the SOA minimum: the case where the Go TunnelMesh's 300 s
+# TTLs and wrong NXDOMAINs kept members invisible.
+CACHE=127.0.0.53
+tm_bg_in a dnsmasq --no-daemon --no-resolv --no-hosts --bind-interfaces --listen-address=$CACHE \
+  --port=53 --server=/mesh/$A_DNS --cache-size=1000 --pid-file= --log-facility=- \
+  >"$TM_WORK/dnsmasq.log" 2>&1
+cache_up() { [[ "$(status_of a "$CACHE" bob.mesh A)" == NOERROR ]]; }
+tm_wait 5 "dnsmasq to answer" cache_up
+# Cached NXDOMAIN for carol before she exists (5 s, the SOA minimum).
+tm_expect_eq "carol.mesh before she joins (via cache)" "$(status_of a "$CACHE" carol.mesh A)" \
+  "NXDOMAIN"
+carol_direct() { [[ -n "$(dig_in a "$A_DNS" +short carol.mesh A)" ]]; }
+carol_cached() { [[ -n "$(dig_in a "$CACHE" +short carol.mesh A)" ]]; }
+gone_direct() { [[ "$(status_of a "$A_DNS" carol.mesh A)" == NXDOMAIN ]]; }
+gone_cached() { [[ "$(status_of a "$CACHE" carol.mesh A)" == NXDOMAIN ]]; }
 tm_member_start carol
 start=$(tm__now_ms)
-tm_wait $((BOUND_MS / 1000 + 5)) "carol.mesh to resolve on alice" carol_resolves
+tm_wait $((BOUND_MS / 1000 + 5)) "carol.mesh to resolve on alice's agent" carol_direct
 took=$(( $(tm__now_ms) - start ))
-tm_log "carol.mesh resolved on alice ${took} ms after carol's agent reported ready"
+tm_log "carol.mesh resolved on alice's agent ${took} ms after carol's agent reported ready"
 (( took <= BOUND_MS )) || tm_fail "carol.mesh took ${took} ms to resolve (bound ${BOUND_MS} ms)"
-tm_expect_eq "carol.mesh A" "$(dig_in a "$A_DNS" +short carol.mesh A)" "$(tm_member_ip carol 4)"
+tm_wait $((CACHE_BOUND_MS / 1000 + 5)) "carol.mesh to resolve through the cache" carol_cached
+took=$(( $(tm__now_ms) - start ))
+tm_log "carol.mesh resolved through dnsmasq ${took} ms after carol's agent reported ready"
+(( took <= CACHE_BOUND_MS )) ||
+  tm_fail "carol.mesh took ${took} ms through the cache (bound TTL + 1 s = ${CACHE_BOUND_MS} ms)"
+tm_expect_eq "carol.mesh A" "$(dig_in a "$CACHE" +short carol.mesh A)" "$(tm_member_ip carol 4)"
 tm_member_leave carol
 start=$(tm__now_ms)
-tm_wait $((BOUND_MS / 1000 + 5)) "carol.mesh to stop resolving on alice" carol_gone
+tm_wait $((BOUND_MS / 1000 + 5)) "carol.mesh to stop resolving on alice's agent" gone_direct
 took=$(( $(tm__now_ms) - start ))
-tm_log "carol.mesh was NXDOMAIN on alice ${took} ms after carol left"
+tm_log "carol.mesh was NXDOMAIN on alice's agent ${took} ms after carol left"
 (( took <= BOUND_MS )) || tm_fail "carol.mesh still resolved ${took} ms after leaving"
+tm_wait $((CACHE_BOUND_MS / 1000 + 5)) "carol.mesh to stop resolving through the cache" gone_cached
+took=$(( $(tm__now_ms) - start ))
+tm_log "carol.mesh was NXDOMAIN through dnsmasq ${took} ms after carol left"
+(( took <= CACHE_BOUND_MS )) ||
+  tm_fail "carol.mesh resolved through the cache ${took} ms after leaving (bound ${CACHE_BOUND_MS} ms)"
 
 tm_step "the coordinator stops: names still resolve from the agents' maps"
 tm_coord_stop
