@@ -18,6 +18,8 @@ packages=(
   iproute2 iputils-ping bind9-dnsutils dnsmasq-base nftables wireguard-go wireguard-tools iperf3 netcat-openbsd python3 procps stun-client
   # e2e/cluster: etcd and the toolchain to build kube-apiserver from Debian's kubernetes source
   etcd-server golang-go rsync golang-github-modern-go-reflect2-dev dpkg-dev
+  # e2e/cluster talks to the API server with curl and makes its certificates with openssl
+  curl openssl ca-certificates
 )
 
 missing=()

@@ -194,17 +194,29 @@ kube_apiserver_binary() {
 
 kube__build_apiserver() (
   set -Eeuo pipefail
-  local src=/etc/apt/sources.list.d/tunnelmesh-deb-src.sources tmp tree
+  local src=/etc/apt/sources.list.d/tunnelmesh-deb-src.sources
+  local src_list=/etc/apt/sources.list.d/tunnelmesh-deb-src.list tmp tree
   for tool in apt-get dpkg-source go rsync make; do
     command -v "$tool" >/dev/null ||
       { echo "'$tool' is missing (run scripts/install-deps.sh)" >&2; return 1; }
   done
   [[ -d /usr/share/gocode/src/github.com/modern-go/reflect2 ]] ||
     { echo "golang-github-modern-go-reflect2-dev is missing (run scripts/install-deps.sh)" >&2; return 1; }
-  if [[ ! -f "$src" ]]; then
-    # Same URIs, suites and components as the binary archive, for source packages.
-    sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources >"$src.tmp"
-    mv "$src.tmp" "$src"
+  # Same URIs, suites and components as the binary archive, for source packages: from the deb822
+  # file of Debian's images, or from the one-line /etc/apt/sources.list that the installer and
+  # debootstrap write.
+  if [[ ! -f "$src" && ! -f "$src_list" ]]; then
+    if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
+      sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources >"$src.tmp"
+      mv "$src.tmp" "$src"
+    elif grep -qs '^deb ' /etc/apt/sources.list; then
+      sed -n 's/^deb /deb-src /p' /etc/apt/sources.list >"$src_list.tmp"
+      mv "$src_list.tmp" "$src_list"
+    else
+      echo "no Debian archive found in /etc/apt/sources.list or sources.list.d/debian.sources" \
+        "to fetch the kubernetes source package from" >&2
+      return 1
+    fi
   fi
   apt-get update -qq
   tmp=$(mktemp -d /var/tmp/tmkube-build.XXXXXX)
