@@ -81,8 +81,9 @@ absl::StatusOr<Fd> BindSocket(const IpAddress& address, uint16_t port, int type)
     return absl::FailedPreconditionError(absl::StrCat(
         "mesh DNS: cannot listen on ", what, " ", Endpoint(address, port).ToString(), ": ",
         strerror(error),
-        error == EADDRINUSE ? " (another DNS server uses it: choose another port with "
-                              "--dns-port, or run without the mesh DNS server: --no-dns)"
+        error == EADDRINUSE ? " (another DNS server uses it: choose another address or port "
+                              "with --dns-listen or --dns-port, or run without the mesh DNS "
+                              "server: --no-dns)"
                             : "",
         error == EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" : ""));
   }
