@@ -1,5 +1,6 @@
 #include "lib/dns/zone.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -77,8 +78,16 @@ Zone::Zone(ZoneConfig config, const std::vector<ZoneMember>& members)
     return true;
   };
   for (const ZoneMember& m : members) add_name(m.name, m.addresses, "member");
-  for (const ZoneMember& m : members) {
-    for (const std::string& alias : m.aliases) add_name(alias, m.addresses, "alias");
+  // Aliases in the order of their members' names, not the map's (which puts each agent itself
+  // first): two servers of one mesh then give a contested alias to the same member.
+  std::vector<const ZoneMember*> by_name;
+  by_name.reserve(members.size());
+  for (const ZoneMember& m : members) by_name.push_back(&m);
+  std::sort(by_name.begin(), by_name.end(), [](const ZoneMember* a, const ZoneMember* b) {
+    return CanonicalName(a->name) < CanonicalName(b->name);
+  });
+  for (const ZoneMember* m : by_name) {
+    for (const std::string& alias : m->aliases) add_name(alias, m->addresses, "alias");
   }
   const std::string server = CanonicalName(config_.server_name);
   if (!config_.server_addresses.empty() && NameInZone(server, apex_) && server != apex_) {

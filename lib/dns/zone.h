@@ -43,7 +43,8 @@ struct ZoneConfig {
 class Zone {
  public:
   // Members whose name or alias is not a valid label, or clashes with one already taken (names
-  // first, in map order; then aliases), are left out and listed in skipped().
+  // first, in map order; then aliases, by their members' names), are left out and listed in
+  // skipped().
   Zone(ZoneConfig config, const std::vector<ZoneMember>& members);
 
   // Whether `name` is at or under the apex or one of the reverse zones (so this zone answers it).

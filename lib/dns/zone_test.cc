@@ -205,6 +205,22 @@ TEST_F(ZoneTest, SkippedMembersAreListed) {
   EXPECT_EQ(zone_.name_count(), 6u);
 }
 
+TEST(ZoneAliasTest, AContestedAliasGoesToTheSameMemberWhateverTheMapOrder) {
+  // Each agent lists itself first: dave's server and erin's must still agree on "db".
+  const ZoneMember dave{"dave", {"db"}, {Ip("100.64.0.20")}};
+  const ZoneMember erin{"erin", {"db"}, {Ip("100.64.0.21")}};
+  for (const std::vector<ZoneMember>& members :
+       {std::vector<ZoneMember>{erin, dave}, std::vector<ZoneMember>{dave, erin}}) {
+    const Zone zone(Config(), members);
+    Message r;
+    ASSERT_TRUE(zone.Answer(Query("db.mesh", kTypeA), &r));
+    ASSERT_EQ(r.answers.size(), 1u);
+    EXPECT_EQ(r.answers[0].data, RData(Ip("100.64.0.20")));  // dave sorts first.
+    ASSERT_EQ(zone.skipped().size(), 1u);
+    EXPECT_NE(zone.skipped()[0].find("alias 'db'"), std::string::npos);
+  }
+}
+
 TEST_F(ZoneTest, ResponsesSurviveTheWire) {
   for (uint16_t type : {kTypeA, kTypeAaaa, kTypeSoa, kTypeNs, kTypeTxt}) {
     Message r = Ask(type == kTypeSoa || type == kTypeNs ? "mesh" : "alice.mesh", type);

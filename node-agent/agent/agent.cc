@@ -7,9 +7,9 @@
 #include "lib/base/log.h"
 #include "lib/disco/message.h"
 #include "lib/disco/path_selector.h"
+#include "lib/dns/mesh_zone.h"
 #include "lib/wire/stun.h"
 #include "node-agent/agent/agent_status.h"
-#include "node-agent/dns/mesh_zone.h"
 
 namespace tunnelmesh {
 namespace {
@@ -164,6 +164,7 @@ void Agent::PublishZone() {
   input.domain = settings_.domain();
   input.version = map_version_;
   input.ranges = params_.mesh_cidrs;
+  input.server_label = name_;
   MeshZoneInput::Member self{name_, {}, {}};
   for (const IpAddress& ip : mesh_ips_) self.addresses.push_back(ip.ToString());
   input.members.push_back(std::move(self));

@@ -2,23 +2,18 @@
 
 #include <sodium.h>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "yaml-cpp/yaml.h"
 
 namespace tunnelmesh {
 namespace {
 
+// As the CRD's schema allows: a day.
+constexpr uint32_t kMaxDnsTtlSeconds = 86400;
+
 std::string Where(const std::string& file, const std::string& kind, const std::string& name) {
   return file + ": " + kind + " \"" + name + "\"";
-}
-
-// A DNS-1123 label: what Kubernetes accepts as a cluster-scoped object name and what *.mesh names
-// need.
-bool IsDnsLabel(const std::string& s) {
-  if (s.empty() || s.size() > 63) return false;
-  for (char c : s) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
-  }
-  return s.front() != '-' && s.back() != '-';
 }
 
 std::string Scalar(const YAML::Node& node) {
@@ -74,6 +69,21 @@ absl::Status ParseMesh(const YAML::Node& doc, const std::string& file, MeshSpec*
                                         "\" must be Deny or Allow");
     }
     mesh->default_action = action;
+  }
+  if (const YAML::Node dns = spec["dns"]; dns) {
+    if (!dns.IsMap()) return absl::InvalidArgumentError(where + ": spec.dns must be a mapping");
+    for (auto [key, out] : {std::pair{"ttlSeconds", &mesh->dns_ttl_seconds},
+                            std::pair{"negativeTTLSeconds", &mesh->dns_negative_ttl_seconds}}) {
+      const std::string text = Scalar(dns[key]);
+      if (text.empty()) continue;
+      uint32_t seconds = 0;
+      if (!absl::SimpleAtoi(text, &seconds) || seconds > kMaxDnsTtlSeconds) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": spec.dns.", key, " \"", text,
+                                                       "\" must be a number of seconds from 0 to ",
+                                                       kMaxDnsTtlSeconds));
+      }
+      *out = seconds;
+    }
   }
   const YAML::Node ref = spec["joinTokenSecretRef"];
   if (!ref || !ref.IsMap()) {
@@ -162,6 +172,14 @@ bool ToJson(const YAML::Node& node, int depth, nlohmann::json* out) {
 }
 
 }  // namespace
+
+bool IsDnsLabel(std::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return s.front() != '-' && s.back() != '-';
+}
 
 absl::StatusOr<nlohmann::json> YamlTextToJson(const std::string& text) {
   // yaml-cpp reports errors by throwing; caught here.

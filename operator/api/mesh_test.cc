@@ -31,19 +31,38 @@ TEST(MeshTest, ParsesMeshAndSecret) {
   ASSERT_TRUE(meshes[0].ipv6_cidr.has_value());
   EXPECT_EQ(meshes[0].domain, "mesh");
   EXPECT_EQ(meshes[0].default_action, "Deny");
+  EXPECT_EQ(meshes[0].dns_ttl_seconds, 5u);
+  EXPECT_EQ(meshes[0].dns_negative_ttl_seconds, 5u);
   ASSERT_TRUE(SetJoinToken(&meshes[0], secrets["tm/demo-join"]).ok());
   EXPECT_EQ(meshes[0].join_token, "a long random string");
+}
+
+TEST(MeshTest, ParsesDnsTtls) {
+  std::string text = kMesh;
+  const std::string anchor = "  joinTokenSecretRef";
+  text.insert(text.find(anchor), "  dns: {ttlSeconds: 30, negativeTTLSeconds: 0}\n");
+  std::vector<MeshSpec> meshes;
+  Secrets secrets;
+  ASSERT_TRUE(ParseManifestText(text, "f.yaml", &meshes, &secrets).ok());
+  EXPECT_EQ(meshes[0].dns_ttl_seconds, 30u);
+  EXPECT_EQ(meshes[0].dns_negative_ttl_seconds, 0u);
 }
 
 TEST(MeshTest, ErrorsNameTheField) {
   struct Case {
     std::string from, to, field;
   };
-  for (const Case& c : std::vector<Case>{{"10.99.0.0/16", "10.99.0.0/31", "spec.ipv4CIDR"},
-                                         {"10.99.0.0/16", "fd00::/64", "spec.ipv4CIDR"},
-                                         {"fd99:99::/48", "10.0.0.0/8", "spec.ipv6CIDR"},
-                                         {"name: demo", "name: Demo_1", "metadata.name"},
-                                         {"name: demo-join}", "}", "joinTokenSecretRef"}}) {
+  for (const Case& c : std::vector<Case>{
+           {"10.99.0.0/16", "10.99.0.0/31", "spec.ipv4CIDR"},
+           {"10.99.0.0/16", "fd00::/64", "spec.ipv4CIDR"},
+           {"fd99:99::/48", "10.0.0.0/8", "spec.ipv6CIDR"},
+           {"name: demo", "name: Demo_1", "metadata.name"},
+           {"name: demo-join}", "}", "joinTokenSecretRef"},
+           {"  joinTokenSecretRef", "  dns: {ttlSeconds: -1}\n  joinTokenSecretRef",
+            "spec.dns.ttlSeconds"},
+           {"  joinTokenSecretRef", "  dns: {negativeTTLSeconds: 86401}\n  joinTokenSecretRef",
+            "spec.dns.negativeTTLSeconds"},
+           {"  joinTokenSecretRef", "  dns: 5\n  joinTokenSecretRef", "spec.dns"}}) {
     std::string text = kMesh;
     text.replace(text.find(c.from), c.from.size(), c.to);
     std::vector<MeshSpec> meshes;

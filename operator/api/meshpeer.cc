@@ -1,5 +1,6 @@
 #include "operator/api/meshpeer.h"
 
+#include "operator/api/mesh.h"
 #include "operator/kube/object.h"
 #include "operator/kube/resource.h"
 
@@ -52,6 +53,24 @@ absl::StatusOr<MeshPeer> ParseMeshPeer(const nlohmann::json& object) {
       peer.endpoints.push_back(e.get<std::string>());
     }
   }
+  const nlohmann::json& aliases = Field(spec, "aliases");
+  if (aliases.is_array()) {
+    if (aliases.size() > kMaxAliases) {
+      return absl::InvalidArgumentError("spec.aliases: at most " + std::to_string(kMaxAliases) +
+                                        " aliases");
+    }
+    for (const nlohmann::json& a : aliases) {
+      if (!a.is_string() || !IsDnsLabel(a.get<std::string>())) {
+        const std::string text =
+            a.is_string() ? a.get<std::string>()
+                          : a.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        return absl::InvalidArgumentError("spec.aliases: \"" + text +
+                                          "\" is not a DNS label (lowercase letters, digits "
+                                          "and '-', e.g. git)");
+      }
+      peer.aliases.push_back(a.get<std::string>());
+    }
+  }
   const nlohmann::json& ips = Field(status, "meshIPs");
   if (ips.is_array()) {
     for (const nlohmann::json& ip : ips) {
@@ -74,6 +93,7 @@ nlohmann::json MeshPeerObject(const MeshPeer& peer) {
   object["metadata"]["labels"] = nlohmann::json::object();
   for (const auto& [k, v] : peer.labels) object["metadata"]["labels"][k] = v;
   if (!peer.endpoints.empty()) object["spec"]["endpoints"] = peer.endpoints;
+  if (!peer.aliases.empty()) object["spec"]["aliases"] = peer.aliases;
   return object;
 }
 

@@ -31,6 +31,7 @@ struct MeshPeer {
   coord::MemberKind kind = coord::MEMBER_KIND_EXTERNAL;
   PublicKey public_key;
   std::vector<std::string> endpoints;  // static "IP:PORT" for members without an agent
+  std::vector<std::string> aliases;    // more DNS labels, "<alias>.<mesh domain>"
   // status.meshIPs; unparsable entries are dropped (the coordinator allocates anew).
   std::vector<IpAddress> mesh_ips;
 

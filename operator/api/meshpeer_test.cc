@@ -1,6 +1,7 @@
 #include "operator/api/meshpeer.h"
 
 #include "gtest/gtest.h"
+#include "operator/api/mesh.h"
 
 namespace tunnelmesh {
 namespace {
@@ -13,6 +14,7 @@ MeshPeer Peer() {
   p.kind = coord::MEMBER_KIND_POD;
   p.public_key = DerivePublicKey(SecretKey::GeneratePrivate());
   p.endpoints = {"198.51.100.7:51820"};
+  p.aliases = {"git", "ci-cache"};
   return p;
 }
 
@@ -41,6 +43,14 @@ TEST(MeshPeerTest, ErrorsNameTheField) {
   object = MeshPeerObject(Peer());
   object["spec"]["endpoints"] = {7};
   EXPECT_NE(ParseMeshPeer(object).status().message().find("spec.endpoints"), std::string::npos);
+  for (const nlohmann::json& aliases :
+       {nlohmann::json{"Git"}, nlohmann::json{"a.b"}, nlohmann::json{3},
+        nlohmann::json(std::vector<std::string>(kMaxAliases + 1, "x"))}) {
+    object = MeshPeerObject(Peer());
+    object["spec"]["aliases"] = aliases;
+    EXPECT_NE(ParseMeshPeer(object).status().message().find("spec.aliases"), std::string::npos)
+        << aliases;
+  }
   object = MeshPeerObject(Peer());
   object["status"] = "x";
   EXPECT_FALSE(ParseMeshPeer(object).ok());

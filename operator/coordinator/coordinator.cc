@@ -6,9 +6,12 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <optional>
 #include <set>
 
+#include "absl/algorithm/container.h"
+#include "absl/strings/str_cat.h"
 #include "lib/base/log.h"
 #include "lib/crypto/aead.h"
 #include "lib/crypto/blake2s.h"
@@ -52,10 +55,14 @@ bool TokensEqual(const std::string& a, const std::string& b) {
 }  // namespace
 
 // Holds mu_ and wakes the subscribers queued while it was held once it is released, so that a
-// reader's wake hook (which may take its own locks and start a gRPC write) never runs under mu_.
+// reader's wake hook (which may take its own locks and start a gRPC write) never runs under mu_;
+// the same for Options::on_change when the state's version moved.
 class ABSL_SCOPED_LOCKABLE Coordinator::Locked {
  public:
-  explicit Locked(Coordinator* c) ABSL_EXCLUSIVE_LOCK_FUNCTION(c->mu_) : c_(c) { c_->mu_.Lock(); }
+  explicit Locked(Coordinator* c) ABSL_EXCLUSIVE_LOCK_FUNCTION(c->mu_) : c_(c) {
+    c_->mu_.Lock();
+    version_ = c_->version_;
+  }
   ~Locked() ABSL_UNLOCK_FUNCTION() {
     if (!released_) Release();
   }
@@ -64,14 +71,17 @@ class ABSL_SCOPED_LOCKABLE Coordinator::Locked {
     released_ = true;
     std::vector<std::shared_ptr<Subscription>> wake;
     wake.swap(c_->to_wake_);
+    const bool changed = c_->version_ != version_;
     c_->mu_.Unlock();
     for (const std::shared_ptr<Subscription>& sub : wake) sub->Wake();
+    if (changed && c_->options_.on_change) c_->options_.on_change();
   }
   Locked(const Locked&) = delete;
   Locked& operator=(const Locked&) = delete;
 
  private:
   Coordinator* const c_;
+  uint64_t version_ = 0;
   bool released_ = false;
 };
 
@@ -146,6 +156,8 @@ coord::Settings Coordinator::SettingsFor(const MeshState& mesh) const {
         reinterpret_cast<const char*>(options_.relay_public_key.bytes.data()), kKeySize));
   }
   s.set_mtu(options_.mtu);
+  s.set_dns_ttl_seconds(mesh.spec.dns_ttl_seconds);
+  s.set_dns_negative_ttl_seconds(mesh.spec.dns_negative_ttl_seconds);
   return s;
 }
 
@@ -166,6 +178,7 @@ coord::Peer Coordinator::PeerOf(const MemberRecord& record) const {
                                                   : record.static_endpoints;
   for (const std::string& e : endpoints) peer.add_endpoints(e);
   for (const auto& [k, v] : record.labels) (*peer.mutable_labels())[k] = v;
+  for (const std::string& alias : record.aliases) peer.add_aliases(alias);
   peer.set_kind(record.kind);
   peer.set_static_peer(!record.static_endpoints.empty());
   return peer;
@@ -221,6 +234,19 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   if (key.IsZero()) {
     counters_.malformed_requests.fetch_add(1);
     return absl::InvalidArgumentError("public_key is all zero");
+  }
+  if (request.aliases_size() > static_cast<int>(kMaxAliases)) {
+    counters_.malformed_requests.fetch_add(1);
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", kMaxAliases, " DNS aliases (--alias) per member"));
+  }
+  for (const std::string& alias : request.aliases()) {
+    if (!IsDnsLabel(alias)) {
+      counters_.malformed_requests.fetch_add(1);
+      return absl::InvalidArgumentError("alias \"" + alias +
+                                        "\" is not a DNS label (lowercase letters, digits and "
+                                        "'-', e.g. git)");
+    }
   }
   for (const auto& [k, v] : request.labels()) {
     absl::Status s = CheckLabel(k, v);
@@ -287,6 +313,25 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   if (!ips.ok()) return ips.status();
   record.mesh_ips = *std::move(ips);
   record.name = UniqueName(request.name().empty() ? record.name : request.name(), key);
+  if (request.aliases_size() > 0) {
+    // An alias another member of the mesh already answers to is refused, naming that member: the
+    // name would be ambiguous. (Aliases set in MeshPeers are not refused; the zone gives a
+    // contested one to the member whose name sorts first.)
+    for (const std::string& alias : request.aliases()) {
+      for (const auto& [other_key, other] : members_) {
+        if (other_key == key || other.mesh != record.mesh) continue;
+        if (other.name == alias || absl::c_linear_search(other.aliases, alias)) {
+          counters_.malformed_requests.fetch_add(1);
+          return absl::AlreadyExistsError("alias \"" + alias + "\" is taken by member \"" +
+                                          other.name + "\" of Mesh \"" + record.mesh + "\"");
+        }
+      }
+    }
+    record.aliases.assign(request.aliases().begin(), request.aliases().end());
+    std::sort(record.aliases.begin(), record.aliases.end());
+    record.aliases.erase(std::unique(record.aliases.begin(), record.aliases.end()),
+                         record.aliases.end());
+  }
   record.labels.clear();
   for (const auto& [k, v] : request.labels()) record.labels[k] = v;
   if (node) record.labels[kNodeLabel] = request.name();
@@ -329,6 +374,7 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   if (mesh->spec.ipv6_cidr) response.add_mesh_cidrs(mesh->spec.ipv6_cidr->ToString());
   response.set_session_token(live.session_token);
   *response.mutable_settings() = SettingsFor(*mesh);
+  for (const std::string& alias : record.aliases) response.add_aliases(alias);
 
   ++version_;
   coord::MapUpdate update;
@@ -629,6 +675,36 @@ bool Coordinator::IsMember(const PublicKey& key) const {
 size_t Coordinator::member_count() const {
   absl::ReaderMutexLock lock(&mu_);
   return members_.size();
+}
+
+std::vector<MeshZoneInput> Coordinator::DnsZones() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<MeshZoneInput> zones;
+  std::map<std::string, size_t> index;  // Mesh name -> its zone in `zones`.
+  for (const auto& [name, mesh] : meshes_) {
+    MeshZoneInput zone;
+    zone.domain = mesh.spec.domain;
+    zone.ttl = mesh.spec.dns_ttl_seconds;
+    zone.negative_ttl = mesh.spec.dns_negative_ttl_seconds;
+    zone.version = version_;
+    zone.ranges.push_back(mesh.spec.ipv4_cidr);
+    if (mesh.spec.ipv6_cidr) zone.ranges.push_back(*mesh.spec.ipv6_cidr);
+    index[name] = zones.size();
+    zones.push_back(std::move(zone));
+  }
+  for (const auto& [key, record] : members_) {
+    auto it = index.find(record.mesh);
+    if (it == index.end()) continue;
+    MeshZoneInput::Member member{record.name, record.aliases, {}};
+    for (const IpAddress& ip : record.mesh_ips) member.addresses.push_back(ip.ToString());
+    zones[it->second].members.push_back(std::move(member));
+  }
+  for (MeshZoneInput& zone : zones) {
+    absl::c_sort(zone.members, [](const MeshZoneInput::Member& a, const MeshZoneInput::Member& b) {
+      return a.name < b.name;
+    });
+  }
+  return zones;
 }
 
 }  // namespace tunnelmesh

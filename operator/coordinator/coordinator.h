@@ -40,6 +40,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lib/crypto/keys.h"
+#include "lib/dns/mesh_zone.h"
 #include "operator/api/mesh.h"
 #include "operator/api/peer_policy.h"
 #include "operator/coordinator/member_writer.h"
@@ -104,6 +105,10 @@ class Coordinator {
     // A member left or was evicted (its relay session is closed). Called under the coordinator's
     // lock: it must not block or call back.
     std::function<void(const PublicKey& member)> on_member_removed;
+    // The state's version moved (a member, a mesh or a setting changed; see DnsZones). Called
+    // after the lock is released, on the thread that made the change: it must return quickly
+    // (e.g. wake another thread) and may call back.
+    std::function<void()> on_change;
     // How long Register waits for its member's record to be durable before it answers
     // UNAVAILABLE (the agent retries; the write goes on in the background).
     absl::Duration register_write_deadline = absl::Seconds(10);
@@ -166,6 +171,10 @@ class Coordinator {
   [[nodiscard]] absl::StatusOr<coord::ExplainResponse> Explain(const PublicKey& caller,
                                                                const coord::ExplainRequest& request)
       ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Each mesh's DNS zone as the central DNS server serves it: the mesh's settings, the state's
+  // version and every member (static ones too) with its aliases and addresses, by name.
+  std::vector<MeshZoneInput> DnsZones() const ABSL_LOCKS_EXCLUDED(mu_);
 
   CoordinatorCounters& counters() { return counters_; }
   size_t member_count() const ABSL_LOCKS_EXCLUDED(mu_);

@@ -81,6 +81,9 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
         if (v.is_string()) record.labels[k] = v.get<std::string>();
       }
     }
+    for (const auto& alias : m.value("aliases", nlohmann::json::array())) {
+      if (alias.is_string()) record.aliases.push_back(alias.get<std::string>());
+    }
     store->members_[record.public_key] = std::move(record);
   }
   return store;
@@ -118,6 +121,7 @@ absl::Status StateStore::Save() const {
                        {"mesh_ips", ips},
                        {"labels", m.labels},
                        {"kind", MemberKindName(m.kind)}});
+    if (!m.aliases.empty()) members.back()["aliases"] = m.aliases;
   }
   nlohmann::json doc = {{"version", 1}, {"members", members}};
   return WriteFileAtomically(dir_ + "/" + kMembersFile, doc.dump(2) + "\n", 0600);

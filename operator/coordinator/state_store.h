@@ -30,6 +30,8 @@ struct MemberRecord {
   coord::MemberKind kind = coord::MEMBER_KIND_EXTERNAL;
   // Endpoints an admin gave a static member (MeshPeer spec.endpoints); live reports win.
   std::vector<std::string> static_endpoints;
+  // More DNS labels of the member (MeshPeer spec.aliases, `join --alias`).
+  std::vector<std::string> aliases;
 
   bool operator==(const MemberRecord&) const = default;
 };

@@ -20,6 +20,7 @@ absl::StatusOr<MemberRecord> MeshPeerToRecord(const nlohmann::json& object) {
   record.labels = peer->labels;
   record.kind = static_cast<decltype(record.kind)>(peer->kind);
   record.static_endpoints = peer->endpoints;
+  record.aliases = peer->aliases;
   return record;
 }
 
@@ -31,6 +32,7 @@ nlohmann::json MeshPeerFor(const MemberRecord& record) {
   peer.kind = static_cast<coord::MemberKind>(record.kind);
   peer.public_key = record.public_key;
   peer.endpoints = record.static_endpoints;
+  peer.aliases = record.aliases;
   return MeshPeerObject(peer);
 }
 
@@ -61,6 +63,7 @@ absl::Status KubeMemberStore::WriteObject(const MemberRecord& record, bool creat
       }
     }
     if (record.static_endpoints.empty()) patch["spec"]["endpoints"] = nullptr;
+    if (record.aliases.empty()) patch["spec"]["aliases"] = nullptr;
     absl::StatusOr<nlohmann::json> patched =
         client_->Patch(kube::kMeshPeers, "", record.name, patch);
     if (!patched.ok()) return patched.status();

@@ -1,4 +1,4 @@
-#include "node-agent/dns/mesh_zone.h"
+#include "lib/dns/mesh_zone.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -11,10 +11,8 @@ std::shared_ptr<const dns::Zone> BuildMeshZone(const MeshZoneInput& input) {
   config.negative_ttl = input.negative_ttl;
   config.version = input.version;
   config.ranges = input.ranges;
-  // The NS name is this server's own: the first member is this agent.
-  if (!input.members.empty()) {
-    config.server_name = absl::StrCat(input.members[0].name, ".", config.domain);
-  }
+  config.server_name =
+      absl::StrCat(input.server_label.empty() ? "ns" : input.server_label, ".", config.domain);
   config.server_addresses = input.server_addresses;
   std::vector<dns::ZoneMember> members;
   members.reserve(input.members.size());
