@@ -235,6 +235,8 @@ int main(int argc, char** argv) {
   join->add_option("--name", join_options.name,
                    "member name (default: derived by the coordinator)");
   join->add_option("--label", labels, "KEY=VALUE label, repeatable");
+  join->add_option("--alias", join_options.aliases,
+                   "another DNS name of this member (ALIAS.mesh), repeatable");
   join->add_option("--state-dir", options.state_dir,
                    "node key, CA pin and control socket (default /var/lib/tunnelmesh)");
   join->add_option("--interface", options.interface_name, "TUN interface name (default tm0)");

@@ -3,6 +3,7 @@
 // through these two functions.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,6 +13,10 @@
 namespace tunnelmesh {
 
 namespace coord = ::tunnelmesh::coordinator::v1;
+
+// At most this many DNS aliases per member (MeshPeer spec.aliases, `join --alias`): the CRD's
+// maxItems, checked by the agent and the coordinator alike.
+inline constexpr size_t kMaxAliases = 16;
 
 // nullopt for anything but the three names (case-sensitive, as in the CRD's enum).
 inline std::optional<coord::MemberKind> MemberKindFromName(std::string_view name) {

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # dns_mesh.sh: the agents' mesh DNS servers, asked with dig, in a standalone mesh (default Allow).
-# Members alice and bob join; then:
-#   - on alice's loopback server: A and AAAA of bob (its mesh IPs), NODATA for bob's TXT and
-#     NXDOMAIN for an unknown name (both with the SOA, TTL 5), PTR of bob's IPv4 and IPv6 mesh
+# The Mesh sets its DNS TTLs (4 s, negative 3 s); alice joins with an alias (git), bob without;
+# then:
+#   - on alice's loopback server: A and AAAA of bob (its mesh IPs, TTL 4), alice's alias, NODATA
+#     for bob's TXT and NXDOMAIN for an unknown name (both with the SOA, TTL 3), PTR of bob's
+#     IPv4 and IPv6 mesh
 #     IPs, SOA and NS at the apex, REFUSED outside the zone, case-insensitive names, the same over
 #     TCP, and EDNS0 (the OPT record comes back);
 #   - from bob, alice's server on alice's mesh IP, through the tunnel;
+#   - a join that claims alice's alias is refused, naming alice;
 #   - carol joins: alice's agent answers carol.mesh within a bound, and dnsmasq (a caching resolver
 #     in front of it, which had cached carol's NXDOMAIN) within the TTL plus a second plus that
 #     bound; carol leaves: NXDOMAIN within the same bounds (all measured and printed);
@@ -23,7 +26,8 @@ tm_mesh_init dns_mesh 120 "$@"
 # From the coordinator's map change to an answer on another member: the map reaches the agent
 # within a few hundred ms; each probe is a dig process in a namespace.
 BOUND_MS=${TM_DNS_BOUND_MS:-3000}
-# Through a cache: the answer's TTL (5 s) plus a second, plus the direct bound's slack for CI load.
+# Through a cache: the answers' TTL (at most 5 s) plus a second, plus the direct bound's slack for
+# CI load.
 CACHE_BOUND_MS=${TM_DNS_CACHE_BOUND_MS:-$(( 6000 + BOUND_MS ))}
 
 tm_step "topology: coordinator and three members on a public segment"
@@ -32,11 +36,13 @@ tm_net_public a
 tm_net_public b
 tm_net_public c
 tm_coord_setup coord
+sed -i 's/^  joinTokenSecretRef:/  dns: {ttlSeconds: 4, negativeTTLSeconds: 3}\n&/' \
+  "$TM_WORK/coord.manifests/mesh.yaml"
 tm_coord_start
 tm_member_new alice a
 tm_member_new bob b
 tm_member_new carol c
-tm_member_start alice
+tm_member_start alice --alias git
 tm_member_start bob
 tm_member_wait_peer 10 alice bob
 A_DNS=$(tm_member_dns alice)
@@ -53,6 +59,9 @@ tm_step "alice's loopback server: positive answers"
 tm_expect_eq "bob.mesh A" "$(dig_in a "$A_DNS" +short bob.mesh A)" "$B4"
 tm_expect_eq "bob.mesh AAAA" "$(dig_in a "$A_DNS" +short bob.mesh AAAA)" "$B6"
 tm_expect_eq "BoB.MeSh A (any case)" "$(dig_in a "$A_DNS" +short BoB.MeSh A)" "$B4"
+tm_expect_eq "git.mesh A (alice's alias)" "$(dig_in a "$A_DNS" +short git.mesh A)" "$A4"
+tm_expect_eq "git.mesh A on bob's server" "$(dig_in b "$(tm_member_dns bob)" +short git.mesh A)" \
+  "$A4"
 tm_expect_eq "PTR of bob's IPv4" "$(dig_in a "$A_DNS" +short -x "$B4")" "bob.mesh."
 tm_expect_eq "PTR of bob's IPv6" "$(dig_in a "$A_DNS" +short -x "$B6")" "bob.mesh."
 soa=$(dig_in a "$A_DNS" +short mesh SOA)
@@ -60,17 +69,26 @@ soa=$(dig_in a "$A_DNS" +short mesh SOA)
 tm_expect_eq "apex NS" "$(dig_in a "$A_DNS" +short mesh NS)" "alice.mesh."
 full=$(dig_in a "$A_DNS" +norecurse bob.mesh A)
 grep -q "flags: qr aa" <<<"$full" || tm_fail "the answer is not authoritative:"$'\n'"$full"
-grep -qE "^bob\.mesh\.\s+5\s+IN\s+A\s+$B4" <<<"$full" || tm_fail "TTL 5 expected:"$'\n'"$full"
+grep -qE "^bob\.mesh\.\s+4\s+IN\s+A\s+$B4" <<<"$full" ||
+  tm_fail "TTL 4 (the Mesh's spec.dns.ttlSeconds) expected:"$'\n'"$full"
 grep -q "EDNS: version: 0" <<<"$full" || tm_fail "no OPT record in the answer to an EDNS0 query"
 
 tm_step "negative answers carry the SOA; outside the zone is refused"
 out=$(dig_in a "$A_DNS" bob.mesh TXT)
 grep -q "status: NOERROR" <<<"$out" && grep -q "ANSWER: 0" <<<"$out" ||
   tm_fail "bob.mesh TXT should be NODATA:"$'\n'"$out"
-grep -qE "^mesh\.\s+5\s+IN\s+SOA" <<<"$out" || tm_fail "NODATA without the SOA:"$'\n'"$out"
+grep -qE "^mesh\.\s+3\s+IN\s+SOA" <<<"$out" ||
+  tm_fail "NODATA without the SOA (TTL 3, spec.dns.negativeTTLSeconds):"$'\n'"$out"
 out=$(dig_in a "$A_DNS" nobody.mesh A)
 grep -q "status: NXDOMAIN" <<<"$out" || tm_fail "nobody.mesh should be NXDOMAIN:"$'\n'"$out"
-grep -qE "^mesh\.\s+5\s+IN\s+SOA" <<<"$out" || tm_fail "NXDOMAIN without the SOA:"$'\n'"$out"
+grep -qE "^mesh\.\s+3\s+IN\s+SOA.* 3$" <<<"$out" ||
+  tm_fail "NXDOMAIN without the SOA (TTL and minimum 3):"$'\n'"$out"
+
+tm_step "an alias another member answers to is refused, naming it"
+tm_member_join_once carol "$(tm_token_file)" 20 --alias git
+(( TM_JOIN_RC != 0 && TM_JOIN_RC != 124 )) || tm_fail "a join claiming git exited $TM_JOIN_RC"
+grep -q 'alias "git" is taken by member "alice"' <<<"$TM_JOIN_OUT" ||
+  tm_fail "the refusal does not name alice:"$'\n'"$TM_JOIN_OUT"
 tm_expect_eq "example.com (no upstream)" "$(status_of a "$A_DNS" example.com A)" "REFUSED"
 
 tm_step "TCP, and the server on alice's mesh IP asked from bob through the tunnel"

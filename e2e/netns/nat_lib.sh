@@ -446,16 +446,18 @@ tm_member_launch() {
   TM_BG_PIDS+=("$!")
 }
 
-# tm_member_join_once NAME TOKEN_FILE TIMEOUT: run join in the foreground with that token file,
-# for a join that must fail; the exit code is left in TM_JOIN_RC (124: still running after
-# TIMEOUT seconds) and the output in TM_JOIN_OUT (it is also appended to the member's log).
+# tm_member_join_once NAME TOKEN_FILE TIMEOUT [EXTRA_ARGS...]: run join in the foreground with
+# that token file, for a join that must fail; the exit code is left in TM_JOIN_RC (124: still
+# running after TIMEOUT seconds) and the output in TM_JOIN_OUT (it is also appended to the
+# member's log).
 # shellcheck disable=SC2034 # TM_JOIN_RC and TM_JOIN_OUT are results, read by callers
 tm_member_join_once() {
-  local name=$1 out="$TM_WORK/$1.join-once.out"
+  local name=$1 out="$TM_WORK/$1.join-once.out" limit=$3
   tm__member_cmd "$name" "$2"
+  shift 3
   tm__member_log_start "$name" "foreground join"
   TM_JOIN_RC=0
-  timeout -k 2 "$3" "${TM_JOIN_CMD[@]}" >"$out" 2>&1 || TM_JOIN_RC=$?
+  timeout -k 2 "$limit" "${TM_JOIN_CMD[@]}" "$@" >"$out" 2>&1 || TM_JOIN_RC=$?
   TM_JOIN_OUT=$(cat "$out")
   cat "$out" >>"$(tm_member_log "$name")"
 }

@@ -309,14 +309,12 @@ class Writer {
     WireName name;
     RETURN_IF_ERROR(ParseName(text, &name));
     for (size_t i = 0; i < name.label_count; ++i) {
-      const absl::string_view suffix = AsAbsl(text.substr(name.text_offset[i]));
-      if (auto it = suffixes_.find(suffix); it != suffixes_.end()) {
-        U16(static_cast<uint16_t>(0xC000 | it->second));
+      const std::string_view suffix = text.substr(name.text_offset[i]);
+      if (std::optional<uint16_t> at = Find(suffix)) {
+        U16(static_cast<uint16_t>(0xC000 | *at));
         return absl::OkStatus();
       }
-      if (out_.size() < kPointerLimit) {
-        suffixes_.emplace(suffix, static_cast<uint16_t>(out_.size()));
-      }
+      if (out_.size() < kPointerLimit) Add(suffix, static_cast<uint16_t>(out_.size()));
       const size_t begin = name.wire_offset[i];
       const size_t end = i + 1 < name.label_count ? name.wire_offset[i + 1] : name.size - 1;
       out_.insert(out_.end(), name.wire.begin() + begin, name.wire.begin() + end);
@@ -326,8 +324,30 @@ class Writer {
   }
 
  private:
+  // An answer holds a handful of names: a short array searched in order costs less than hashing
+  // (this is on every query's path). Big messages (decoded ones re-encoded, zone-sized answers
+  // over TCP) move to the hash table once the array is full.
+  static constexpr size_t kInlineSuffixes = 24;
+
+  std::optional<uint16_t> Find(std::string_view suffix) const {
+    for (size_t i = 0; i < inline_count_; ++i) {
+      if (inline_[i].first == suffix) return inline_[i].second;
+    }
+    if (auto it = more_.find(AsAbsl(suffix)); it != more_.end()) return it->second;
+    return std::nullopt;
+  }
+  void Add(std::string_view suffix, uint16_t offset) {
+    if (inline_count_ < kInlineSuffixes) {
+      inline_[inline_count_++] = {suffix, offset};
+    } else {
+      more_.emplace(AsAbsl(suffix), offset);
+    }
+  }
+
   std::vector<uint8_t>& out_;
-  absl::flat_hash_map<absl::string_view, uint16_t> suffixes_;
+  std::array<std::pair<std::string_view, uint16_t>, kInlineSuffixes> inline_;
+  size_t inline_count_ = 0;
+  absl::flat_hash_map<absl::string_view, uint16_t> more_;
 };
 
 // RDATA of `record`, which must be of the kind its type calls for, so that what Encode writes
@@ -493,6 +513,14 @@ std::string CanonicalName(std::string_view name) {
   std::string out(name);
   for (char& c : out) c = FoldAscii(c);
   return out;
+}
+
+bool IsDnsLabel(std::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return s.front() != '-' && s.back() != '-';
 }
 
 // ---- Messages ---------------------------------------------------------------------------------

@@ -64,6 +64,10 @@ bool NameEquals(std::string_view a, std::string_view b);
 bool NameInZone(std::string_view name, std::string_view zone);
 // Lower-case ASCII copy (RFC 4343: only A-Z fold).
 std::string CanonicalName(std::string_view name);
+// A DNS-1123 label: 1 to 63 lowercase letters, digits and '-', no '-' at either end. What
+// Kubernetes accepts as a cluster-scoped object's name, and what a mesh member's name or alias
+// must be.
+bool IsDnsLabel(std::string_view s);
 
 struct Question {
   std::string name;

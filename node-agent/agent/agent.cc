@@ -84,6 +84,7 @@ void Agent::FollowCoordinator(std::unique_ptr<CoordinatorSession> session,
   session_ = std::move(session);
   coordinated_ = true;
   name_ = registration.name();
+  aliases_.assign(registration.aliases().begin(), registration.aliases().end());
   settings_ = registration.settings();
   peers_->SetPresharedKey(settings_.preshared_key());
   paths_ = std::make_unique<PathManager>(params_.private_key, device_->identity().public_key,
@@ -162,14 +163,19 @@ void Agent::PublishZone() {
   if (dns_ == nullptr) return;
   MeshZoneInput input;
   input.domain = settings_.domain();
+  // Absent (an older coordinator): the Mesh's default of 5 s.
+  if (settings_.has_dns_ttl_seconds()) input.ttl = settings_.dns_ttl_seconds();
+  if (settings_.has_dns_negative_ttl_seconds()) {
+    input.negative_ttl = settings_.dns_negative_ttl_seconds();
+  }
   input.version = map_version_;
   input.ranges = params_.mesh_cidrs;
   input.server_label = name_;
-  MeshZoneInput::Member self{name_, {}, {}};
+  MeshZoneInput::Member self{name_, aliases_, {}};
   for (const IpAddress& ip : mesh_ips_) self.addresses.push_back(ip.ToString());
   input.members.push_back(std::move(self));
   for (const auto& [key, info] : peers_->peers()) {
-    input.members.push_back({info.name, {}, info.mesh_ips});
+    input.members.push_back({info.name, info.aliases, info.mesh_ips});
   }
   for (const Endpoint& e : dns_->endpoints()) input.server_addresses.push_back(e.address());
   dns_->SetZone(BuildMeshZone(input));
@@ -232,6 +238,7 @@ void Agent::ApplyRegistration(const coord::RegisterResponse& response) {
         "addresses until restart");
   }
   name_ = response.name();
+  aliases_.assign(response.aliases().begin(), response.aliases().end());
   settings_ = response.settings();
   peers_->SetPresharedKey(settings_.preshared_key());
   // A restarted coordinator has forgotten our endpoints.

@@ -158,6 +158,7 @@ class Agent {
   std::unique_ptr<PathManager> paths_;
   std::unique_ptr<EndpointReporter> reporter_;
   std::string name_;
+  std::vector<std::string> aliases_;  // This member's DNS aliases, as the coordinator holds them.
   std::vector<IpAddress> mesh_ips_;
   coord::Settings settings_;
   uint64_t map_version_ = 0;

@@ -15,10 +15,12 @@ constexpr double kBackoffJitter = 0.5;
 // A failed report is retried, but not in a tight loop.
 constexpr auto kReportRetryPause = absl::Milliseconds(300);
 
+// Refusals that retrying cannot fix: a bad or unknown token, flags the coordinator rejects, an
+// unknown mesh, a full mesh, an alias another member holds.
 bool RefusedForGood(absl::StatusCode code) {
   return code == absl::StatusCode::kPermissionDenied ||
          code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ||
-         code == absl::StatusCode::kResourceExhausted;
+         code == absl::StatusCode::kResourceExhausted || code == absl::StatusCode::kAlreadyExists;
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 #include "node-agent/agent/join_options.h"
 
+#include "absl/strings/str_cat.h"
 #include "lib/base/file.h"
 #include "lib/crypto/x509.h"
+#include "lib/dns/message.h"
 #include "node-agent/control/coordinator_client.h"  // coord::, which member_kind.h uses.
 #include "proto/member_kind.h"
 
@@ -75,6 +77,17 @@ absl::StatusOr<CheckedJoinOptions> CheckJoinOptions(const JoinOptions& options) 
   }
   if (!options.ca_hash.empty()) {
     if (absl::Status s = ValidateCaHash(options.ca_hash); !s.ok()) return s;
+  }
+  if (options.aliases.size() > kMaxAliases) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--alias: at most ", kMaxAliases, " aliases per member"));
+  }
+  for (const std::string& alias : options.aliases) {
+    if (!dns::IsDnsLabel(alias)) {
+      return absl::InvalidArgumentError("--alias \"" + alias +
+                                        "\" is not a DNS label: lowercase letters, digits and "
+                                        "'-', at most 63 (e.g. --alias git)");
+    }
   }
   if (!options.no_dns) {
     if (options.dns_port == 0) {

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "lib/crypto/keys.h"
@@ -27,6 +28,8 @@ struct JoinOptions {
   std::string ca_file;            // the coordinator's CA certificate (PEM), instead of fetching it
   std::string name;
   std::map<std::string, std::string> labels;
+  // More DNS names of this member: "<alias>.<mesh domain>" (DNS labels, at most kMaxAliases).
+  std::vector<std::string> aliases;
   std::string state_dir;
   std::string interface_name = "tm0";
   std::string ca_hash;

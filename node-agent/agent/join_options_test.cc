@@ -67,6 +67,11 @@ TEST(CheckJoinOptionsTest, NamesTheFlagToFix) {
   JoinOptions address = options;
   address.coordinator = "coord:notaport";
   EXPECT_NE(message(address).find("HOST[:PORT]"), std::string::npos);
+  JoinOptions alias = options;
+  alias.aliases = {"git", "Registry"};
+  EXPECT_NE(message(alias).find("--alias \"Registry\""), std::string::npos);
+  alias.aliases.assign(17, "git");
+  EXPECT_NE(message(alias).find("--alias: at most 16"), std::string::npos);
 }
 
 TEST(NodeKeyTest, CreatedOnceWithMode0600) {

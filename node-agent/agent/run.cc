@@ -115,6 +115,7 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
     request.set_name(options.name);
     request.set_mesh(options.mesh);
     for (const auto& [k, v] : options.labels) (*request.mutable_labels())[k] = v;
+    for (const std::string& alias : options.aliases) request.add_aliases(alias);
     request.set_kind(*MemberKindFromName(options.kind));
     request.set_listen_port(port);
     return request;

@@ -40,6 +40,7 @@ bool PeerTable::Upsert(const coord::Peer& peer, PeerChanges* changes) {
   PeerInfo info;
   info.name = peer.name();
   info.dns_name = peer.dns_name();
+  info.aliases.assign(peer.aliases().begin(), peer.aliases().end());
   info.mesh_ips.assign(peer.mesh_ips().begin(), peer.mesh_ips().end());
   for (const std::string& p : peer.allowed_ips()) {
     absl::StatusOr<Prefix> prefix = Prefix::Parse(p);

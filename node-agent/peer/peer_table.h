@@ -49,6 +49,7 @@ class RouteInstaller {
 struct PeerInfo {
   std::string name;
   std::string dns_name;
+  std::vector<std::string> aliases;  // More DNS labels of the peer.
   std::vector<std::string> mesh_ips;
   std::vector<Prefix> allowed;
   std::vector<Endpoint> candidates;

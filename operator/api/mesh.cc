@@ -4,6 +4,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "lib/dns/message.h"
 #include "yaml-cpp/yaml.h"
 
 namespace tunnelmesh {
@@ -35,7 +36,7 @@ absl::Status ParseMesh(const YAML::Node& doc, const std::string& file, MeshSpec*
   mesh->source = file;
   mesh->name = Scalar(doc["metadata"]["name"]);
   const std::string where = Where(file, "Mesh", mesh->name);
-  if (!IsDnsLabel(mesh->name)) {
+  if (!dns::IsDnsLabel(mesh->name)) {
     return absl::InvalidArgumentError(file + ": Mesh metadata.name \"" + mesh->name +
                                       "\" must be a DNS label (lowercase letters, digits, '-')");
   }
@@ -172,14 +173,6 @@ bool ToJson(const YAML::Node& node, int depth, nlohmann::json* out) {
 }
 
 }  // namespace
-
-bool IsDnsLabel(std::string_view s) {
-  if (s.empty() || s.size() > 63) return false;
-  for (char c : s) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
-  }
-  return s.front() != '-' && s.back() != '-';
-}
 
 absl::StatusOr<nlohmann::json> YamlTextToJson(const std::string& text) {
   // yaml-cpp reports errors by throwing; caught here.

@@ -7,7 +7,6 @@
 #include <map>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -49,13 +48,6 @@ struct ManifestPolicies {
   std::vector<PeerPolicySpec> accepted;
   std::vector<std::string> rejected;
 };
-
-// A DNS-1123 label (lowercase letters, digits and '-', 1 to 63 of them, no '-' at either end):
-// what Kubernetes accepts as a cluster-scoped object's name, and a member's name or alias.
-bool IsDnsLabel(std::string_view s);
-
-// At most this many DNS aliases per member (MeshPeer spec.aliases, `join --alias`).
-inline constexpr size_t kMaxAliases = 16;
 
 // Parses the text of one or more YAML documents (for tests); `file` appears in messages. Secrets
 // found are added to `secrets` ("namespace/name" -> key -> value), meshes to `meshes`, PeerPolicies

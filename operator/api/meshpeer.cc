@@ -1,5 +1,6 @@
 #include "operator/api/meshpeer.h"
 
+#include "lib/dns/message.h"
 #include "operator/api/mesh.h"
 #include "operator/kube/object.h"
 #include "operator/kube/resource.h"
@@ -60,7 +61,7 @@ absl::StatusOr<MeshPeer> ParseMeshPeer(const nlohmann::json& object) {
                                         " aliases");
     }
     for (const nlohmann::json& a : aliases) {
-      if (!a.is_string() || !IsDnsLabel(a.get<std::string>())) {
+      if (!a.is_string() || !dns::IsDnsLabel(a.get<std::string>())) {
         const std::string text =
             a.is_string() ? a.get<std::string>()
                           : a.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

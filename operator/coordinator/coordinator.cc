@@ -15,8 +15,10 @@
 #include "lib/base/log.h"
 #include "lib/crypto/aead.h"
 #include "lib/crypto/blake2s.h"
+#include "lib/dns/message.h"
 #include "operator/api/peer_policy.h"
 #include "operator/coordinator/address_allocator.h"
+#include "proto/member_kind.h"  // NOLINT(build/include_order)
 
 namespace tunnelmesh {
 namespace {
@@ -241,7 +243,7 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
         absl::StrCat("at most ", kMaxAliases, " DNS aliases (--alias) per member"));
   }
   for (const std::string& alias : request.aliases()) {
-    if (!IsDnsLabel(alias)) {
+    if (!dns::IsDnsLabel(alias)) {
       counters_.malformed_requests.fetch_add(1);
       return absl::InvalidArgumentError("alias \"" + alias +
                                         "\" is not a DNS label (lowercase letters, digits and "

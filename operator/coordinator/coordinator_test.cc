@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <atomic>
+
 #include "gtest/gtest.h"
 #include "operator/coordinator/testing/coordinator_fixtures.h"
 #include "operator/coordinator/testing/fake_member_store.h"
@@ -280,6 +282,82 @@ TEST(CoordinatorTest, MeshChangeResendsSettingsAndPeers) {
   EXPECT_EQ(u.settings().domain(), "corp.example");
   ASSERT_EQ(u.upsert_peers_size(), 1) << "the peers, without the member itself";
   EXPECT_EQ(u.upsert_peers(0).dns_name(), "b.corp.example");
+}
+
+TEST(CoordinatorTest, AliasesAreCheckedKeptAndSentWithThePeer) {
+  FakeMemberStore store;
+  Coordinator c(&store, {});
+  c.SetMeshes(Meshes());
+  PublicKey a = NewKey(), b = NewKey();
+  coord::RegisterRequest ra = Request(a, "a");
+  ra.add_aliases("git");
+  ra.add_aliases("git");
+  ra.add_aliases("cache");
+  absl::StatusOr<coord::RegisterResponse> first = c.Register(ra);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(std::vector<std::string>(first->aliases().begin(), first->aliases().end()),
+            (std::vector<std::string>{"cache", "git"}));
+  // Registering again without aliases keeps them (an agent restarted without --alias, or aliases
+  // an admin set in the MeshPeer).
+  absl::StatusOr<coord::RegisterResponse> again = c.Register(Request(a, "a"));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->aliases_size(), 2);
+
+  coord::RegisterRequest taken = Request(b, "b");
+  taken.add_aliases("git");
+  absl::StatusOr<coord::RegisterResponse> refused = c.Register(taken);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(refused.status().message().find("taken by member \"a\""), std::string::npos);
+  coord::RegisterRequest name_clash = Request(b, "b");
+  name_clash.add_aliases("a");
+  EXPECT_EQ(c.Register(name_clash).status().code(), absl::StatusCode::kAlreadyExists);
+  coord::RegisterRequest bad = Request(b, "b");
+  bad.add_aliases("Not_A_Label");
+  EXPECT_EQ(c.Register(bad).status().code(), absl::StatusCode::kInvalidArgument);
+
+  ASSERT_TRUE(c.Register(Request(b, "b")).ok());
+  auto sub = c.Watch(b);
+  ASSERT_TRUE(sub.ok());
+  coord::MapUpdate u;
+  ASSERT_TRUE((*sub)->Next(&u, absl::Milliseconds(100)));
+  ASSERT_EQ(u.upsert_peers_size(), 1);
+  EXPECT_EQ(u.upsert_peers(0).aliases_size(), 2);
+  EXPECT_EQ(u.settings().dns_ttl_seconds(), 5u);
+  EXPECT_TRUE(u.settings().has_dns_negative_ttl_seconds());
+}
+
+TEST(CoordinatorTest, DnsZonesFollowTheStateAndOnChangeFiresOutsideTheLock) {
+  FakeMemberStore store;
+  std::atomic<int> changes{0};
+  Coordinator* self = nullptr;
+  Coordinator::Options options;
+  options.on_change = [&] {
+    // The lock is free: calling back must not deadlock.
+    EXPECT_FALSE(self->DnsZones().empty());
+    changes.fetch_add(1);
+  };
+  Coordinator c(&store, options);
+  self = &c;
+  std::vector<MeshSpec> meshes = Meshes();
+  meshes[0].dns_ttl_seconds = 30;
+  meshes[0].dns_negative_ttl_seconds = 2;
+  c.SetMeshes(meshes);
+  EXPECT_EQ(changes.load(), 1);
+  coord::RegisterRequest rb = Request(NewKey(), "bob");
+  rb.add_aliases("git");
+  ASSERT_TRUE(c.Register(rb).ok());
+  ASSERT_TRUE(c.Register(Request(NewKey(), "alice")).ok());
+  EXPECT_EQ(changes.load(), 3);
+  std::vector<MeshZoneInput> zones = c.DnsZones();
+  ASSERT_EQ(zones.size(), 1u);
+  EXPECT_EQ(zones[0].domain, meshes[0].domain);
+  EXPECT_EQ(zones[0].ttl, 30u);
+  EXPECT_EQ(zones[0].negative_ttl, 2u);
+  EXPECT_EQ(zones[0].ranges.size(), meshes[0].ipv6_cidr ? 2u : 1u);
+  ASSERT_EQ(zones[0].members.size(), 2u);
+  EXPECT_EQ(zones[0].members[0].name, "alice") << "sorted by name";
+  EXPECT_EQ(zones[0].members[1].aliases, std::vector<std::string>{"git"});
+  EXPECT_FALSE(zones[0].members[1].addresses.empty());
 }
 
 }  // namespace
