@@ -1,4 +1,4 @@
-#include "node-agent/dns/dns_server.h"
+#include "lib/dns/server.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -44,9 +44,11 @@ class Fd {
   int fd_ = -1;
 };
 
-// A socket of `type` bound to `address`:`port`, non-blocking. IP_FREEBIND lets a mesh IP be bound
+// A socket of `type` bound to `address`:`port`, non-blocking; `flags` name what to change when the
+// address is taken. IP_FREEBIND lets a mesh IP be bound
 // before the interface carries it (the agent starts the server as the link comes up).
-absl::StatusOr<Fd> BindSocket(const IpAddress& address, uint16_t port, int type) {
+absl::StatusOr<Fd> BindSocket(const IpAddress& address, uint16_t port, int type,
+                              const std::string& flags) {
   const int family = address.is_v4() ? AF_INET : AF_INET6;
   Fd fd(socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   const char* what = type == SOCK_DGRAM ? "UDP" : "TCP";
@@ -81,10 +83,10 @@ absl::StatusOr<Fd> BindSocket(const IpAddress& address, uint16_t port, int type)
     return absl::FailedPreconditionError(absl::StrCat(
         "mesh DNS: cannot listen on ", what, " ", Endpoint(address, port).ToString(), ": ",
         strerror(error),
-        error == EADDRINUSE ? " (another DNS server uses it: choose another address or port "
-                              "with --dns-listen or --dns-port, or run without the mesh DNS "
-                              "server: --no-dns)"
-                            : "",
+        error == EADDRINUSE
+            ? absl::StrCat(" (another DNS server uses it: choose another address or port with ",
+                           flags, ", or run without the mesh DNS server: --no-dns)")
+            : "",
         error == EACCES ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" : ""));
   }
   if (type == SOCK_STREAM && listen(fd.get(), 64) != 0) {
@@ -102,6 +104,31 @@ uint16_t BoundPort(int fd) {
 }
 
 }  // namespace
+
+namespace dns {
+
+Reply RespondFromZones(const ZoneSet& zones, absl::Span<const uint8_t> query, Transport transport,
+                       bool can_forward) {
+  if (zones.size() <= 1) {
+    return Respond(zones.empty() ? nullptr : zones[0].get(), query, transport, can_forward);
+  }
+  // Several zones: decode once to find the question's zone. A query this cannot decode, or one
+  // without exactly one question, is answered by Respond the same with any zone (FORMERR, NOTIMP).
+  const Zone* zone = zones[0].get();
+  if (absl::StatusOr<Message> decoded = Decode(query);
+      decoded.ok() && decoded->questions.size() == 1) {
+    zone = nullptr;
+    for (const std::shared_ptr<const Zone>& z : zones) {
+      if (z->Covers(decoded->questions[0].name)) {
+        zone = z.get();
+        break;
+      }
+    }
+  }
+  return Respond(zone, query, transport, can_forward);
+}
+
+}  // namespace dns
 
 struct DnsServer::Loop {
   struct Listener {
@@ -161,8 +188,8 @@ void DnsServer::Loop::Count(const dns::Reply& reply) {
 }
 
 dns::Reply DnsServer::Loop::Answer(absl::Span<const uint8_t> query, dns::Transport transport) {
-  const std::shared_ptr<const dns::Zone> zone = server->zone_.Load();
-  dns::Reply reply = dns::Respond(zone.get(), query, transport, upstream.has_value());
+  const std::shared_ptr<const dns::ZoneSet> zones = server->zones_.Load();
+  dns::Reply reply = dns::RespondFromZones(*zones, query, transport, upstream.has_value());
   Count(reply);
   return reply;
 }
@@ -363,6 +390,16 @@ void DnsServer::Loop::Run() {
 
 DnsServer::DnsServer() = default;
 
+void DnsServer::SetZones(dns::ZoneSet zones) {
+  zones_.Store(std::make_shared<const dns::ZoneSet>(std::move(zones)));
+}
+
+void DnsServer::SetZone(std::shared_ptr<const dns::Zone> zone) {
+  dns::ZoneSet zones;
+  if (zone != nullptr) zones.push_back(std::move(zone));
+  SetZones(std::move(zones));
+}
+
 absl::StatusOr<std::unique_ptr<DnsServer>> DnsServer::Start(DnsServerOptions options) {
   std::unique_ptr<DnsServer> server(new DnsServer());
   auto loop = std::make_unique<Loop>();
@@ -372,11 +409,11 @@ absl::StatusOr<std::unique_ptr<DnsServer>> DnsServer::Start(DnsServerOptions opt
   uint16_t port = options.port;
   for (const IpAddress& address : options.addresses) {
     Loop::Listener l;
-    absl::StatusOr<Fd> udp = BindSocket(address, port, SOCK_DGRAM);
+    absl::StatusOr<Fd> udp = BindSocket(address, port, SOCK_DGRAM, options.address_flags);
     if (!udp.ok()) return udp.status();
     // Port 0: the first socket picks it; the others (and TCP) take the same.
     if (port == 0) port = BoundPort(udp->get());
-    absl::StatusOr<Fd> tcp = BindSocket(address, port, SOCK_STREAM);
+    absl::StatusOr<Fd> tcp = BindSocket(address, port, SOCK_STREAM, options.address_flags);
     if (!tcp.ok()) return tcp.status();
     l.udp = std::move(*udp);
     l.tcp = std::move(*tcp);
