@@ -45,10 +45,10 @@ class Fd {
 };
 
 // A socket of `type` bound to `address`:`port`, non-blocking; `flags` name what to change when the
-// address is taken. IP_FREEBIND lets a mesh IP be bound
-// before the interface carries it (the agent starts the server as the link comes up).
+// address is taken; `*in_use` says whether bind failed with EADDRINUSE. IP_FREEBIND lets a mesh
+// IP be bound before the interface carries it (the agent starts the server as the link comes up).
 absl::StatusOr<Fd> BindSocket(const IpAddress& address, uint16_t port, int type,
-                              const std::string& flags) {
+                              const std::string& flags, bool* in_use) {
   const int family = address.is_v4() ? AF_INET : AF_INET6;
   Fd fd(socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   const char* what = type == SOCK_DGRAM ? "UDP" : "TCP";
@@ -80,6 +80,7 @@ absl::StatusOr<Fd> BindSocket(const IpAddress& address, uint16_t port, int type,
   }
   if (bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
     const int error = errno;
+    if (in_use != nullptr) *in_use = error == EADDRINUSE;
     return absl::FailedPreconditionError(absl::StrCat(
         "mesh DNS: cannot listen on ", what, " ", Endpoint(address, port).ToString(), ": ",
         strerror(error),
@@ -168,6 +169,10 @@ struct DnsServer::Loop {
   std::vector<uint8_t> buffer = std::vector<uint8_t>(dns::kMaxMessageSize);
 
   void Run();
+  // Binds UDP and TCP on every address of `options` into `listeners`; `*in_use` says whether the
+  // failure (if any) was a port in use.
+  absl::Status Bind(const DnsServerOptions& options, std::vector<Endpoint>* endpoints,
+                    bool* in_use);
   dns::Reply Answer(absl::Span<const uint8_t> query, dns::Transport transport);
   void Count(const dns::Reply& reply);
   void OnUdp(int fd);
@@ -181,6 +186,25 @@ struct DnsServer::Loop {
   void OnUpstream();
   void Sweep(Clock::time_point now);
 };
+
+absl::Status DnsServer::Loop::Bind(const DnsServerOptions& options,
+                                   std::vector<Endpoint>* endpoints, bool* in_use) {
+  uint16_t port = options.port;
+  for (const IpAddress& address : options.addresses) {
+    Listener l;
+    absl::StatusOr<Fd> udp = BindSocket(address, port, SOCK_DGRAM, options.address_flags, in_use);
+    if (!udp.ok()) return udp.status();
+    // Port 0: the first socket picks it; the others (and TCP) take the same.
+    if (port == 0) port = BoundPort(udp->get());
+    absl::StatusOr<Fd> tcp = BindSocket(address, port, SOCK_STREAM, options.address_flags, in_use);
+    if (!tcp.ok()) return tcp.status();
+    l.udp = std::move(*udp);
+    l.tcp = std::move(*tcp);
+    listeners.push_back(std::move(l));
+    endpoints->emplace_back(address, port);
+  }
+  return absl::OkStatus();
+}
 
 void DnsServer::Loop::Count(const dns::Reply& reply) {
   server->outcomes_[static_cast<size_t>(reply.outcome)].fetch_add(1, std::memory_order_relaxed);
@@ -406,20 +430,18 @@ absl::StatusOr<std::unique_ptr<DnsServer>> DnsServer::Start(DnsServerOptions opt
   loop->server = server.get();
   loop->wake = Fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (loop->wake.get() < 0) return absl::InternalError(absl::StrCat("eventfd: ", strerror(errno)));
-  uint16_t port = options.port;
-  for (const IpAddress& address : options.addresses) {
-    Loop::Listener l;
-    absl::StatusOr<Fd> udp = BindSocket(address, port, SOCK_DGRAM, options.address_flags);
-    if (!udp.ok()) return udp.status();
-    // Port 0: the first socket picks it; the others (and TCP) take the same.
-    if (port == 0) port = BoundPort(udp->get());
-    absl::StatusOr<Fd> tcp = BindSocket(address, port, SOCK_STREAM, options.address_flags);
-    if (!tcp.ok()) return tcp.status();
-    l.udp = std::move(*udp);
-    l.tcp = std::move(*tcp);
-    loop->listeners.push_back(std::move(l));
-    server->endpoints_.emplace_back(address, port);
+  // Port 0: the first UDP socket picks a free port and every other socket takes the same one,
+  // which a TCP socket (or another address) may find taken: a few fresh picks are tried then.
+  constexpr int kPortPicks = 8;
+  absl::Status bound;
+  for (int pick = 0; pick < (options.port == 0 ? kPortPicks : 1); ++pick) {
+    loop->listeners.clear();
+    server->endpoints_.clear();
+    bool in_use = false;
+    bound = loop->Bind(options, &server->endpoints_, &in_use);
+    if (bound.ok() || !in_use) break;
   }
+  if (!bound.ok()) return bound;
   if (options.upstream.has_value()) {
     loop->upstream = options.upstream;
     loop->upstream_fd = Fd(socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));

@@ -67,7 +67,7 @@ class DnsServer {
   static constexpr std::chrono::seconds kForwardTimeout{3};
 
   // Binds every address (a busy or missing one is an error naming it and the flag to change) and
-  // starts the thread.
+  // starts the thread. Port 0 takes one port that is free for UDP and TCP on every address.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<DnsServer>> Start(DnsServerOptions options);
   ~DnsServer();  // Stops the thread and closes everything.
   DnsServer(const DnsServer&) = delete;
