@@ -85,8 +85,10 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   // Events are about cluster-scoped objects, which core/v1 accepts only in namespace "default".
   kube::EventRecorder events(api, "tunnelmesh-operator", "default");
   RelayRevoker revoker;
+  auto dns_changes = std::make_shared<ZoneChangeSignal>();
   Manager::Options manager_options;
-  manager_options.coordinator = BaseCoordinatorOptions(options, keys->relay_key, &revoker);
+  manager_options.coordinator =
+      BaseCoordinatorOptions(options, keys->relay_key, &revoker, dns_changes);
   if (!agent_user.empty()) {
     manager_options.coordinator.agent_service_account = agent_user;
     manager_options.coordinator.review_token = [api](const std::string& token) {
@@ -107,7 +109,7 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   }
   Coordinator& coordinator = manager.coordinator();
   absl::StatusOr<Services> services =
-      StartServices(options, &coordinator, keys->tls, keys->relay_key, &revoker);
+      StartServices(options, &coordinator, keys->tls, keys->relay_key, &revoker, dns_changes);
   if (!services.ok()) return Fail(std::string(services.status().message()));
   (void)WriteFileAtomically(options.state_dir + "/ca-hash", keys->ca_hash + "\n", 0644);
   LogReady(options, *services, keys->ca_hash, manager.mesh_count(), coordinator.member_count());

@@ -75,11 +75,13 @@ int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
   if (!relay_key.ok()) return Fail(std::string(relay_key.status().message()));
 
   RelayRevoker revoker;
-  Coordinator coordinator(store->get(), BaseCoordinatorOptions(options, *relay_key, &revoker));
+  auto dns_changes = std::make_shared<ZoneChangeSignal>();
+  Coordinator coordinator(store->get(),
+                          BaseCoordinatorOptions(options, *relay_key, &revoker, dns_changes));
   coordinator.SetMeshes(*meshes);
   ApplyManifestPolicies(&coordinator, std::move(policies));
   absl::StatusOr<Services> services =
-      StartServices(options, &coordinator, *tls, *relay_key, &revoker);
+      StartServices(options, &coordinator, *tls, *relay_key, &revoker, dns_changes);
   if (!services.ok()) return Fail(std::string(services.status().message()));
   if (absl::Status s = WriteFileAtomically(options.state_dir + "/ca-hash", *ca_hash + "\n", 0644);
       !s.ok()) {
@@ -146,7 +148,7 @@ int Run(const OperatorOptions& options) {
 
 int main(int argc, char** argv) {
   tunnelmesh::OperatorOptions options;
-  CLI::App app{"tunnelmesh-operator: the TunnelMesh coordinator (gRPC, STUN, relay)"};
+  CLI::App app{"tunnelmesh-operator: the TunnelMesh coordinator (gRPC, STUN, relay, mesh DNS)"};
   app.add_flag("--standalone", options.standalone,
                "run without Kubernetes, from manifests in a directory");
   app.add_option("--manifests", options.manifests, "directory of Mesh and Secret YAML files");
@@ -159,6 +161,11 @@ int main(int argc, char** argv) {
   app.add_option("--grpc-port", options.grpc_port, "coordinator gRPC port (7700)");
   app.add_option("--stun-port", options.stun_port, "STUN port (3478)");
   app.add_option("--relay-port", options.relay_port, "WebSocket relay port (7701)");
+  app.add_option("--dns-port", options.dns_port,
+                 "central mesh DNS server port, UDP and TCP on --listen-address (7753)")
+      ->check(CLI::Range(0, 65535));
+  app.add_flag("--no-dns", options.no_dns,
+               "run without the central mesh DNS server (plain DNS and the gRPC DnsService)");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn or error");
   app.add_option("--kubeconfig", options.kubeconfig,
                  "Kubernetes mode outside a pod: kubeconfig file (default $KUBECONFIG)");

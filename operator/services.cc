@@ -1,13 +1,54 @@
 #include "operator/services.h"
 
+#include <utility>
+#include <vector>
+
 #include "lib/base/file.h"
 #include "lib/base/log.h"
 #include "nlohmann/json.hpp"
 
 namespace tunnelmesh {
+namespace {
+
+// "[::1]" -> "::1": --listen-address and --advertise-address may be written either way.
+std::string Unbracketed(const std::string& address) {
+  if (address.size() >= 2 && address.front() == '[' && address.back() == ']') {
+    return address.substr(1, address.size() - 2);
+  }
+  return address;
+}
+
+absl::StatusOr<CentralDnsOptions> DnsOptionsFrom(const OperatorOptions& options) {
+  CentralDnsOptions dns;
+  if (options.dns_port < 0 || options.dns_port > 65535) {
+    return absl::InvalidArgumentError("--dns-port " + std::to_string(options.dns_port) +
+                                      " is not a port number (0-65535; --no-dns turns the "
+                                      "central DNS server off)");
+  }
+  dns.port = static_cast<uint16_t>(options.dns_port);
+  absl::StatusOr<IpAddress> listen = IpAddress::Parse(Unbracketed(options.listen_address));
+  if (!listen.ok()) {
+    return absl::InvalidArgumentError("--listen-address \"" + options.listen_address +
+                                      "\" is not an IP address (the DNS server binds it)");
+  }
+  dns.listen_address = *listen;
+  // The NS record's glue: where the server is reached. A host name in --advertise-address gives
+  // none (a name cannot be glue); a wildcard listen address says nothing either.
+  if (absl::StatusOr<IpAddress> advertised =
+          IpAddress::Parse(Unbracketed(options.advertise_address));
+      advertised.ok()) {
+    dns.server_addresses.push_back(*advertised);
+  } else if (*listen != IpAddress() && *listen != IpAddress::Parse("::").value()) {
+    dns.server_addresses.push_back(*listen);
+  }
+  return dns;
+}
+
+}  // namespace
 
 Coordinator::Options BaseCoordinatorOptions(const OperatorOptions& options,
-                                            const SecretKey& relay_key, RelayRevoker* revoker) {
+                                            const SecretKey& relay_key, RelayRevoker* revoker,
+                                            std::shared_ptr<ZoneChangeSignal> dns_changes) {
   // Members substitute the host they dialed when these carry only a port.
   const std::string host = options.advertise_address;
   Coordinator::Options c;
@@ -17,15 +58,30 @@ Coordinator::Options BaseCoordinatorOptions(const OperatorOptions& options,
   c.on_member_removed = [revoker](const PublicKey& key) {
     if (RelayServer* relay = revoker->relay.load()) relay->Revoke(key);
   };
+  if (!options.no_dns && dns_changes != nullptr) {
+    c.on_change = [dns_changes = std::move(dns_changes)] { dns_changes->Notify(); };
+  }
   return c;
 }
 
 absl::StatusOr<Services> StartServices(const OperatorOptions& options, Coordinator* coordinator,
                                        const TlsIdentity& tls, const SecretKey& relay_key,
-                                       RelayRevoker* revoker) {
+                                       RelayRevoker* revoker,
+                                       std::shared_ptr<ZoneChangeSignal> dns_changes) {
   Services services;
-  absl::StatusOr<std::unique_ptr<CoordinatorServer>> grpc =
-      CoordinatorServer::Start(coordinator, tls, options.listen_address, options.grpc_port);
+  std::vector<grpc::Service*> more_grpc;
+  if (!options.no_dns) {
+    absl::StatusOr<CentralDnsOptions> dns_options = DnsOptionsFrom(options);
+    if (!dns_options.ok()) return dns_options.status();
+    absl::StatusOr<std::unique_ptr<CentralDnsServer>> dns =
+        CentralDnsServer::Start(coordinator, std::move(dns_changes), *std::move(dns_options));
+    if (!dns.ok()) return dns.status();
+    services.dns = *std::move(dns);
+    // No authentication on DnsService: the mesh's names are public within it, as on the DNS port.
+    more_grpc.push_back(services.dns->grpc_service());
+  }
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> grpc = CoordinatorServer::Start(
+      coordinator, tls, options.listen_address, options.grpc_port, more_grpc);
   if (!grpc.ok()) return grpc.status();
   services.grpc = *std::move(grpc);
   StunServer::Options stun_options;
@@ -79,13 +135,38 @@ void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
                   {"oversized", r.oversized.load()},
                   {"queue_overflow", r.queue_overflow.load()},
                   {"sessions", r.sessions.load()}};
+  if (services.dns != nullptr) {
+    const CentralDnsStats d = services.dns->stats();
+    nlohmann::json queries = nlohmann::json::object();
+    nlohmann::json grpc_queries = nlohmann::json::object();
+    for (int i = 0; i < dns::kOutcomeCount; ++i) {
+      const char* outcome = dns::OutcomeName(static_cast<dns::Outcome>(i));
+      queries[outcome] = d.queries[i];
+      grpc_queries[outcome] = d.grpc_queries[i];
+    }
+    doc["dns"] = {{"queries", queries},
+                  {"grpc_queries", grpc_queries},
+                  {"truncated", d.truncated},
+                  {"tcp_refused", d.tcp_refused},
+                  {"grpc_invalid", d.grpc_invalid},
+                  {"zone_checks", d.zone_checks},
+                  {"zones_built", d.zones_built}};
+  }
   (void)WriteFileAtomically(state_dir + "/counters.json", doc.dump(2) + "\n", 0644);
 }
 
 void LogReady(const OperatorOptions& options, const Services& services, const std::string& ca_hash,
               size_t meshes, size_t members) {
-  TM_LOG_INFO("coordinator ready: grpc_port={} stun_port={} relay_port={} meshes={} members={}",
-              services.grpc->port(), options.stun_port, options.relay_port, meshes, members);
+  TM_LOG_INFO(
+      "coordinator ready: grpc_port={} stun_port={} relay_port={} dns_port={} meshes={} "
+      "members={}",
+      services.grpc->port(), options.stun_port, options.relay_port,
+      services.dns != nullptr ? std::to_string(services.dns->endpoints()[0].port()) : "off", meshes,
+      members);
+  if (services.dns != nullptr) {
+    TM_LOG_INFO("central DNS on {} (UDP and TCP) and coredns.dns.DnsService on gRPC port {}",
+                services.dns->endpoints()[0].ToString(), services.grpc->port());
+  }
   TM_LOG_INFO("join with: tunnelmesh-agent join HOST:{} --token-file FILE --ca-hash {}",
               services.grpc->port(), ca_hash);
 }

@@ -1,6 +1,7 @@
-// The listeners every operator mode runs (coordinator gRPC over TLS, STUN, the WebSocket relay),
-// the options both modes share, and the counters file. Used by main.cc (standalone) and
-// kube_mode.cc (Kubernetes).
+// The listeners every operator mode runs (coordinator gRPC over TLS, STUN, the WebSocket relay, the
+// central mesh DNS server on UDP/TCP and as CoreDNS's DnsService on the gRPC port), the options
+// both modes share, and the counters file. Used by main.cc (standalone) and kube_mode.cc
+// (Kubernetes, where only the leader runs them).
 #pragma once
 
 #include <atomic>
@@ -12,13 +13,14 @@
 #include "lib/crypto/x509.h"
 #include "operator/coordinator/coordinator.h"
 #include "operator/coordinator/grpc_service.h"
+#include "operator/dns/central_dns_server.h"
 #include "operator/relay/relay_server.h"
 #include "operator/stun/stun_server.h"
 
 namespace tunnelmesh {
 
-// Distinct defaults for every listener (docs/ports.md): the agent's data port is 51820; STUN's and
-// the relay's are in their headers.
+// Distinct defaults for every listener (docs/ports.md): the agent's data port is 51820; STUN's,
+// the relay's and the central DNS server's are in their headers.
 inline constexpr int kDefaultGrpcPort = 7700;
 
 struct OperatorOptions {
@@ -30,6 +32,8 @@ struct OperatorOptions {
   int grpc_port = kDefaultGrpcPort;
   int stun_port = kDefaultStunPort;
   int relay_port = kDefaultRelayPort;
+  int dns_port = kDefaultDnsPort;  // 0 picks a free port; --no-dns turns the server off.
+  bool no_dns = false;
   std::string log_level = "info";
   // Kubernetes mode.
   std::string kubeconfig;
@@ -51,24 +55,31 @@ struct RelayRevoker {
 };
 
 struct Services {
+  // Before grpc: its DnsService must outlive the gRPC server, which is destroyed first.
+  std::unique_ptr<CentralDnsServer> dns;  // Null with --no-dns.
   std::unique_ptr<CoordinatorServer> grpc;
   std::unique_ptr<StunServer> stun;
   std::unique_ptr<RelayServer> relay;
 };
 
-// What members are told about STUN and the relay, and the relay revocation hook.
+// What members are told about STUN and the relay, the relay revocation hook, and the change hook
+// that wakes the central DNS server (`dns_changes`, shared with StartServices).
 Coordinator::Options BaseCoordinatorOptions(const OperatorOptions& options,
-                                            const SecretKey& relay_key, RelayRevoker* revoker);
+                                            const SecretKey& relay_key, RelayRevoker* revoker,
+                                            std::shared_ptr<ZoneChangeSignal> dns_changes);
 
-// Starts gRPC, STUN and the relay, and connects `revoker` to the relay. Errors name the flag.
+// Starts the central DNS server (unless --no-dns), gRPC (with the DNS server's DnsService), STUN
+// and the relay, and connects `revoker` to the relay. Errors name the flag.
 [[nodiscard]] absl::StatusOr<Services> StartServices(const OperatorOptions& options,
                                                      Coordinator* coordinator,
                                                      const TlsIdentity& tls,
                                                      const SecretKey& relay_key,
-                                                     RelayRevoker* revoker);
+                                                     RelayRevoker* revoker,
+                                                     std::shared_ptr<ZoneChangeSignal> dns_changes);
 
 // Counters of every service, written to STATE_DIR/counters.json for operators and tests: rejected
-// joins, malformed requests, garbage on the STUN and relay ports. Called about once a second.
+// joins, malformed requests, garbage on the STUN and relay ports, DNS queries by outcome. Called
+// about once a second.
 void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
                    const Services& services);
 

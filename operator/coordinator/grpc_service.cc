@@ -214,7 +214,8 @@ class CoordinatorServer::Service final
 };
 
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
-    Coordinator* coordinator, const TlsIdentity& tls, const std::string& address, int port) {
+    Coordinator* coordinator, const TlsIdentity& tls, const std::string& address, int port,
+    const std::vector<grpc::Service*>& more_services) {
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
   server->service_ = std::make_unique<Service>(coordinator);
   grpc::SslServerCredentialsOptions ssl;
@@ -228,6 +229,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.AddListeningPort(host + ":" + std::to_string(port), grpc::SslServerCredentials(ssl),
                            &server->port_);
   builder.RegisterService(server->service_.get());
+  for (grpc::Service* service : more_services) builder.RegisterService(service);
   // Bounded messages: a map update for thousands of members fits; garbage does not.
   builder.SetMaxReceiveMessageSize(1 << 20);
   server->server_ = builder.BuildAndStart();
