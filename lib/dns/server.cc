@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -153,6 +154,32 @@ struct DnsServer::Loop {
     Clock::time_point deadline;
   };
 
+  // A TCP client's forwarded query, on a TCP connection of its own to the upstream (RFC 7766: a
+  // client that asked over TCP gets the whole answer, which over UDP might come truncated). One
+  // query per connection, so the client's ID needs no mapping.
+  struct UpstreamTcp {
+    Fd fd;
+    uint64_t connection = 0;   // The client's serial.
+    std::vector<uint8_t> out;  // The length-prefixed query, what is left of it to send.
+    std::vector<uint8_t> in;
+    Clock::time_point deadline;
+  };
+  // UDP queries are received (recvmmsg) and answered (sendmmsg) in batches: under load one system
+  // call carries many of them, as the data plane's UDP path does.
+  static constexpr size_t kUdpBatch = 32;
+  static constexpr int kUdpBatchesPerWake = 4;
+  // A datagram larger than this is not a query this server answers (they are a few dozen bytes).
+  static constexpr size_t kMaxUdpQuery = 4096;
+  struct UdpBatch {
+    std::array<std::array<uint8_t, kMaxUdpQuery>, kUdpBatch> buffers;
+    std::array<sockaddr_storage, kUdpBatch> from;
+    std::array<iovec, kUdpBatch> in_iov;
+    std::array<mmsghdr, kUdpBatch> in;
+    std::array<dns::Reply, kUdpBatch> replies;
+    std::array<iovec, kUdpBatch> out_iov;
+    std::array<mmsghdr, kUdpBatch> out;
+  };
+
   // Replies to a TCP client larger than this are not queued: the connection is closed.
   static constexpr size_t kMaxTcpOutput = 256 * 1024;
 
@@ -164,7 +191,9 @@ struct DnsServer::Loop {
   Fd upstream_fd;
   std::optional<Endpoint> upstream;
   absl::flat_hash_map<uint16_t, Pending> pending;
+  std::vector<UpstreamTcp> upstream_tcp;
   uint16_t next_upstream_id = 1;
+  std::unique_ptr<UdpBatch> udp_batch = std::make_unique<UdpBatch>();
   std::atomic<bool> stop{false};
   std::vector<uint8_t> buffer = std::vector<uint8_t>(dns::kMaxMessageSize);
 
@@ -174,6 +203,8 @@ struct DnsServer::Loop {
   absl::Status Bind(const DnsServerOptions& options, std::vector<Endpoint>* endpoints,
                     bool* in_use);
   dns::Reply Answer(absl::Span<const uint8_t> query, dns::Transport transport);
+  dns::Reply Answer(const dns::ZoneSet& zones, absl::Span<const uint8_t> query,
+                    dns::Transport transport);
   void Count(const dns::Reply& reply);
   void OnUdp(int fd);
   void OnAccept(int fd);
@@ -183,7 +214,12 @@ struct DnsServer::Loop {
   void Queue(Connection& c, const std::vector<uint8_t>& message);
   // Sends `query` upstream for the client described by `p`; false when it cannot go.
   bool Forward(std::vector<uint8_t> query, Pending p);
+  // The same for a TCP client (connection serial), over TCP.
+  bool ForwardTcp(const std::vector<uint8_t>& query, uint64_t connection);
   void OnUpstream();
+  // False when the upstream connection is done (answered, failed or closed).
+  bool OnUpstreamTcp(UpstreamTcp& u, short events);
+  Connection* FindConnection(uint64_t serial);
   void Sweep(Clock::time_point now);
 };
 
@@ -212,8 +248,12 @@ void DnsServer::Loop::Count(const dns::Reply& reply) {
 }
 
 dns::Reply DnsServer::Loop::Answer(absl::Span<const uint8_t> query, dns::Transport transport) {
-  const std::shared_ptr<const dns::ZoneSet> zones = server->zones_.Load();
-  dns::Reply reply = dns::RespondFromZones(*zones, query, transport, upstream.has_value());
+  return Answer(*server->zones_.Load(), query, transport);
+}
+
+dns::Reply DnsServer::Loop::Answer(const dns::ZoneSet& zones, absl::Span<const uint8_t> query,
+                                   dns::Transport transport) {
+  dns::Reply reply = dns::RespondFromZones(zones, query, transport, upstream.has_value());
   Count(reply);
   return reply;
 }
@@ -237,28 +277,118 @@ bool DnsServer::Loop::Forward(std::vector<uint8_t> query, Pending p) {
   return true;
 }
 
+bool DnsServer::Loop::ForwardTcp(const std::vector<uint8_t>& query, uint64_t connection) {
+  if (pending.size() + upstream_tcp.size() >= kMaxPendingForwards) return false;
+  UpstreamTcp u;
+  u.fd = Fd(socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (u.fd.get() < 0) return false;
+  const int zero = 0;
+  setsockopt(u.fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  sockaddr_in6 to{};
+  const socklen_t to_len = upstream->ToSockaddrV6(&to);
+  if (connect(u.fd.get(), reinterpret_cast<sockaddr*>(&to), to_len) != 0 && errno != EINPROGRESS) {
+    return false;
+  }
+  u.connection = connection;
+  u.out.reserve(2 + query.size());
+  u.out.push_back(static_cast<uint8_t>(query.size() >> 8));
+  u.out.push_back(static_cast<uint8_t>(query.size()));
+  u.out.insert(u.out.end(), query.begin(), query.end());
+  u.deadline = Clock::now() + kForwardTimeout;
+  upstream_tcp.push_back(std::move(u));
+  return true;
+}
+
+DnsServer::Loop::Connection* DnsServer::Loop::FindConnection(uint64_t serial) {
+  for (Connection& c : connections) {
+    if (c.serial == serial && c.fd.get() >= 0) return &c;
+  }
+  return nullptr;
+}
+
+bool DnsServer::Loop::OnUpstreamTcp(UpstreamTcp& u, short events) {
+  if ((events & (POLLERR | POLLHUP | POLLNVAL)) != 0 && (events & POLLIN) == 0) return false;
+  if (!u.out.empty()) {
+    if ((events & POLLOUT) == 0) return true;
+    const ssize_t n = send(u.fd.get(), u.out.data(), u.out.size(), MSG_NOSIGNAL);
+    if (n < 0) return errno == EAGAIN || errno == EINTR;
+    u.out.erase(u.out.begin(), u.out.begin() + n);
+    return true;
+  }
+  if ((events & POLLIN) == 0) return true;
+  uint8_t chunk[4096];
+  const ssize_t n = read(u.fd.get(), chunk, sizeof chunk);
+  if (n == 0) return false;
+  if (n < 0) return errno == EAGAIN || errno == EINTR;
+  u.in.insert(u.in.end(), chunk, chunk + n);
+  if (u.in.size() < 2) return true;
+  const size_t length = size_t{u.in[0]} << 8 | u.in[1];
+  if (u.in.size() < 2 + length) return true;
+  // The answer: the client's connection gets it as it came (same ID: one query per connection).
+  if (Connection* c = FindConnection(u.connection); c != nullptr && length >= 12) {
+    c->out.insert(c->out.end(), u.in.begin(), u.in.begin() + static_cast<ptrdiff_t>(2 + length));
+    if (!Flush(*c)) c->fd.Reset();
+    u.connection = 0;  // Delivered.
+  }
+  return false;
+}
+
 void DnsServer::Loop::OnUdp(int fd) {
-  for (int burst = 0; burst < 64; ++burst) {
-    sockaddr_storage from{};
-    socklen_t from_len = sizeof from;
-    const ssize_t n = recvfrom(fd, buffer.data(), buffer.size(), 0,
-                               reinterpret_cast<sockaddr*>(&from), &from_len);
-    if (n < 0) return;
-    dns::Reply reply =
-        Answer(absl::MakeConstSpan(buffer.data(), static_cast<size_t>(n)), dns::Transport::kUdp);
-    if (reply.outcome == dns::Outcome::kForward) {
-      Pending p;
-      p.udp_fd = fd;
-      p.client = from;
-      p.client_len = from_len;
-      if (Forward(std::move(reply.bytes), p)) continue;
-      // The upstream cannot take it now: the client retries.
-      server->forward_failures_.fetch_add(1, std::memory_order_relaxed);
-      continue;
+  UdpBatch& b = *udp_batch;
+  for (int round = 0; round < kUdpBatchesPerWake; ++round) {
+    for (size_t i = 0; i < kUdpBatch; ++i) {
+      b.in_iov[i] = {b.buffers[i].data(), kMaxUdpQuery};
+      b.in[i] = {};
+      b.in[i].msg_hdr.msg_name = &b.from[i];
+      b.in[i].msg_hdr.msg_namelen = sizeof b.from[i];
+      b.in[i].msg_hdr.msg_iov = &b.in_iov[i];
+      b.in[i].msg_hdr.msg_iovlen = 1;
     }
-    if (reply.bytes.empty()) continue;
-    sendto(fd, reply.bytes.data(), reply.bytes.size(), 0, reinterpret_cast<sockaddr*>(&from),
-           from_len);
+    const int received = recvmmsg(fd, b.in.data(), kUdpBatch, MSG_DONTWAIT, nullptr);
+    if (received <= 0) return;
+    // One look at the zones per batch (a lock and a reference count), not per query.
+    const std::shared_ptr<const dns::ZoneSet> zones = server->zones_.Load();
+    size_t replies = 0;
+    for (size_t i = 0; i < static_cast<size_t>(received); ++i) {
+      const msghdr& h = b.in[i].msg_hdr;
+      if ((h.msg_flags & MSG_TRUNC) != 0) {
+        server->outcomes_[static_cast<size_t>(dns::Outcome::kDropped)].fetch_add(
+            1, std::memory_order_relaxed);
+        continue;
+      }
+      dns::Reply reply = Answer(*zones, absl::MakeConstSpan(b.buffers[i].data(), b.in[i].msg_len),
+                                dns::Transport::kUdp);
+      if (reply.outcome == dns::Outcome::kForward) {
+        Pending p;
+        p.udp_fd = fd;
+        p.client = b.from[i];
+        p.client_len = h.msg_namelen;
+        // When the upstream cannot take it now, the client retries.
+        if (!Forward(std::move(reply.bytes), p)) {
+          server->forward_failures_.fetch_add(1, std::memory_order_relaxed);
+        }
+        continue;
+      }
+      if (reply.bytes.empty()) continue;
+      b.replies[replies] = std::move(reply);
+      std::vector<uint8_t>& bytes = b.replies[replies].bytes;
+      b.out_iov[replies] = {bytes.data(), bytes.size()};
+      b.out[replies] = {};
+      b.out[replies].msg_hdr.msg_name = &b.from[i];
+      b.out[replies].msg_hdr.msg_namelen = h.msg_namelen;
+      b.out[replies].msg_hdr.msg_iov = &b.out_iov[replies];
+      b.out[replies].msg_hdr.msg_iovlen = 1;
+      ++replies;
+    }
+    for (size_t sent = 0; sent < replies;) {
+      const int n = sendmmsg(fd, b.out.data() + sent, static_cast<unsigned>(replies - sent), 0);
+      // A reply the kernel will not take now is dropped, as a lost datagram is: the client asks
+      // again.
+      if (n <= 0) break;
+      sent += static_cast<size_t>(n);
+    }
+    // Fewer than a batch: the socket is drained, no need to ask again (and get EAGAIN).
+    if (static_cast<size_t>(received) < kUdpBatch) return;
   }
 }
 
@@ -299,9 +429,7 @@ bool DnsServer::Loop::OnReadable(Connection& c) {
     dns::Reply reply = Answer(absl::MakeConstSpan(c.in.data() + 2, length), dns::Transport::kTcp);
     c.in.erase(c.in.begin(), c.in.begin() + static_cast<ptrdiff_t>(2 + length));
     if (reply.outcome == dns::Outcome::kForward) {
-      Pending p;
-      p.connection = c.serial;
-      if (!Forward(std::move(reply.bytes), p)) {
+      if (!ForwardTcp(reply.bytes, c.serial)) {
         server->forward_failures_.fetch_add(1, std::memory_order_relaxed);
       }
       continue;
@@ -362,6 +490,14 @@ void DnsServer::Loop::Sweep(Clock::time_point now) {
       ++it;
     }
   }
+  for (UpstreamTcp& u : upstream_tcp) {
+    if (u.deadline <= now) u.fd.Reset();
+  }
+  std::erase_if(upstream_tcp, [this](const UpstreamTcp& u) {
+    if (u.fd.get() >= 0) return false;
+    server->forward_failures_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  });
   for (Connection& c : connections) {
     if (now - c.last_active > kTcpIdleTimeout) c.fd.Reset();
   }
@@ -385,6 +521,10 @@ void DnsServer::Loop::Run() {
     for (const Connection& c : connections) {
       fds.push_back({c.fd.get(), static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
     }
+    const size_t first_upstream_tcp = fds.size();
+    for (const UpstreamTcp& u : upstream_tcp) {
+      fds.push_back({u.fd.get(), static_cast<short>(u.out.empty() ? POLLIN : POLLOUT), 0});
+    }
     if (poll(fds.data(), fds.size(), 1000) < 0 && errno != EINTR) {
       TM_LOG_ERROR("mesh DNS: poll failed: {}", strerror(errno));
       return;
@@ -394,7 +534,17 @@ void DnsServer::Loop::Run() {
       if ((fds[i].revents & POLLIN) != 0) OnUdp(fds[i].fd);
       if ((fds[i + 1].revents & POLLIN) != 0) OnAccept(fds[i + 1].fd);
     }
-    for (size_t i = first_connection; i < fds.size(); ++i) {
+    for (size_t i = first_upstream_tcp; i < fds.size(); ++i) {
+      UpstreamTcp& u = upstream_tcp[i - first_upstream_tcp];
+      if (fds[i].revents != 0 && !OnUpstreamTcp(u, fds[i].revents)) u.fd.Reset();
+    }
+    // Finished upstream connections go; one that ends without delivering is a failed forward.
+    std::erase_if(upstream_tcp, [this](const UpstreamTcp& u) {
+      if (u.fd.get() >= 0) return false;
+      if (u.connection != 0) server->forward_failures_.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    });
+    for (size_t i = first_connection; i < first_upstream_tcp; ++i) {
       Connection& c = connections[i - first_connection];
       const short ev = fds[i].revents;
       if (ev == 0 || c.fd.get() < 0) continue;

@@ -4,17 +4,20 @@
 // while the coordinator is down) and the operator's central server (operator/dns: one zone per
 // Mesh, each with its own domain and reverse zones). The first published zone that covers a
 // question answers it (dns::RespondFromZones); questions outside every zone are REFUSED, or
-// relayed to an upstream resolver over UDP when one is configured (the agent's `--dns-upstream`,
-// so that a laptop can use the agent as its only resolver).
+// relayed to an upstream resolver when one is configured (the agent's `--dns-upstream`, so that a
+// laptop can use the agent as its only resolver): over UDP for UDP clients (a truncated answer
+// goes back truncated, and the client asks again over TCP), over a TCP connection of its own for
+// TCP clients.
 //
 // Threads and ownership: one thread ("tm-dns") owns every socket, the TCP connections and the
 // table of forwarded queries, and runs a poll loop over them; it never blocks on one peer (TCP is
-// read and written without blocking, the upstream answers asynchronously). Zones are immutable
-// and published as one set (SetZones), which the thread takes per query without waiting for the
-// publisher; SetZones, SetZone, zones() and the counters are safe from any thread. Everything is
-// bounded: TCP connections (kMaxTcpConnections, idle ones closed after kTcpIdleTimeout), queries
-// waiting for the upstream (kMaxPendingForwards, dropped after kForwardTimeout: the client
-// retries).
+// read and written without blocking, the upstream answers asynchronously). UDP queries are read
+// and answered in batches (recvmmsg/sendmmsg). Zones are immutable and published as one set
+// (SetZones), which the thread takes per batch without waiting for the publisher; SetZones,
+// SetZone, zones() and the counters are safe from any thread. Everything is bounded: TCP
+// connections (kMaxTcpConnections, idle ones closed after kTcpIdleTimeout), queries waiting for
+// the upstream over UDP or TCP together (kMaxPendingForwards, dropped after kForwardTimeout: the
+// client retries).
 #pragma once
 
 #include <array>

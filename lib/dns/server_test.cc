@@ -1,7 +1,9 @@
 // DnsServer on loopback sockets (port 0): UDP and TCP answers from the published zone, several
 // queries on one TCP connection, several zones (each question answered by the zone covering it),
 // forwarding to an upstream (a UDP socket the test answers from) with the client's ID restored,
-// and REFUSED without one.
+// a TCP client's question forwarded over TCP (a TCP listener the test answers from), REFUSED
+// without an upstream, truncation over UDP with the whole answer over TCP, and a burst of UDP
+// queries (answered in batches) losing none.
 #include "lib/dns/server.h"
 
 #include <netinet/in.h>
@@ -11,6 +13,7 @@
 
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -20,6 +23,7 @@ namespace tunnelmesh {
 namespace {
 
 using dns::Message;
+using dns::testing::AskTcp;
 using dns::testing::AskUdp;
 using dns::testing::QueryBytes;
 using dns::testing::ReceiveDatagram;
@@ -200,6 +204,104 @@ TEST(DnsServerTest, ForwardsOutsideTheZoneToTheUpstream) {
   EXPECT_EQ(AskUdp(at, QueryBytes(5, "bob.mesh")).answers.size(), 1u);
   close(client);
   close(up);
+}
+
+TEST(DnsServerTest, ATcpClientsQuestionGoesUpstreamOverTcp) {
+  // The upstream: a TCP listener this test answers from, with the length-prefixed framing of
+  // RFC 7766, and an answer too big for a UDP datagram of 512 bytes.
+  const int up = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in up_addr = SockaddrOf(Endpoint(kLoopback, 0));
+  ASSERT_EQ(bind(up, reinterpret_cast<sockaddr*>(&up_addr), sizeof up_addr), 0);
+  ASSERT_EQ(listen(up, 4), 0);
+  socklen_t len = sizeof up_addr;
+  getsockname(up, reinterpret_cast<sockaddr*>(&up_addr), &len);
+  absl::StatusOr<std::unique_ptr<DnsServer>> server =
+      DnsServer::Start({.addresses = {kLoopback},
+                        .port = 0,
+                        .upstream = Endpoint(kLoopback, ntohs(up_addr.sin_port))});
+  ASSERT_TRUE(server.ok()) << server.status();
+  (*server)->SetZone(TestZone());
+  const Endpoint at = (*server)->endpoints()[0];
+
+  std::thread upstream([up] {
+    pollfd p{up, POLLIN, 0};
+    if (poll(&p, 1, 5000) != 1) return;
+    const int conn = accept(up, nullptr, nullptr);
+    uint8_t buffer[600];
+    size_t have = 0;
+    while (have < 2 || have < 2 + (size_t{buffer[0]} << 8 | buffer[1])) {
+      const ssize_t n = read(conn, buffer + have, sizeof buffer - have);
+      if (n <= 0) break;
+      have += static_cast<size_t>(n);
+    }
+    Message q = dns::Decode(absl::MakeConstSpan(buffer + 2, have - 2)).value();
+    Message answer = q;
+    answer.header.qr = true;
+    for (int i = 0; i < 40; ++i) {
+      answer.answers.push_back({"big.example", dns::kTypeAaaa, dns::kClassIn, 60,
+                                IpAddress::Parse("2001:db8::" + std::to_string(i + 1)).value()});
+    }
+    std::vector<uint8_t> bytes = dns::Encode(answer).value();
+    bytes.insert(bytes.begin(),
+                 {static_cast<uint8_t>(bytes.size() >> 8), static_cast<uint8_t>(bytes.size())});
+    (void)!write(conn, bytes.data(), bytes.size());
+    close(conn);
+  });
+  const Message r = AskTcp(at, QueryBytes(0x7777, "big.example", dns::kTypeAaaa));
+  upstream.join();
+  EXPECT_EQ(r.header.id, 0x7777);
+  EXPECT_FALSE(r.header.tc);
+  EXPECT_EQ(r.answers.size(), 40u) << "the whole answer, over TCP end to end";
+  close(up);
+}
+
+TEST(DnsServerTest, AnAnswerTooBigForUdpIsTruncatedAndWholeOverTcp) {
+  std::vector<IpAddress> many;
+  for (int i = 0; i < 60; ++i) {
+    many.push_back(IpAddress::Parse("fd00::" + std::to_string(i + 1)).value());
+  }
+  dns::ZoneConfig c;
+  absl::StatusOr<std::unique_ptr<DnsServer>> server =
+      DnsServer::Start({.addresses = {kLoopback}, .port = 0, .upstream = std::nullopt});
+  ASSERT_TRUE(server.ok());
+  (*server)->SetZone(
+      std::make_shared<const dns::Zone>(c, std::vector<dns::ZoneMember>{{"wide", {}, many}}));
+  const Endpoint at = (*server)->endpoints()[0];
+  const Message udp = AskUdp(at, QueryBytes(1, "wide.mesh", dns::kTypeAaaa));
+  EXPECT_TRUE(udp.header.tc);
+  EXPECT_LT(udp.answers.size(), 60u);
+  const Message tcp = AskTcp(at, QueryBytes(2, "wide.mesh", dns::kTypeAaaa));
+  EXPECT_FALSE(tcp.header.tc);
+  EXPECT_EQ(tcp.answers.size(), 60u);
+  EXPECT_GE((*server)->truncated(), 1u);
+}
+
+TEST(DnsServerTest, ABurstOfUdpQueriesIsAnsweredWhole) {
+  absl::StatusOr<std::unique_ptr<DnsServer>> server =
+      DnsServer::Start({.addresses = {kLoopback}, .port = 0, .upstream = std::nullopt});
+  ASSERT_TRUE(server.ok());
+  (*server)->SetZone(TestZone());
+  const int client = socket(AF_INET, SOCK_DGRAM, 0);
+  const int buffer = 1 << 20;
+  setsockopt(client, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
+  const sockaddr_in to = SockaddrOf((*server)->endpoints()[0]);
+  // More than the server reads per batch, sent before reading any answer.
+  constexpr int kQueries = 200;
+  for (int id = 0; id < kQueries; ++id) {
+    const std::vector<uint8_t> q = QueryBytes(static_cast<uint16_t>(id), "bob.mesh");
+    sendto(client, q.data(), q.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof to);
+  }
+  std::vector<bool> seen(kQueries, false);
+  for (int i = 0; i < kQueries; ++i) {
+    std::optional<std::vector<uint8_t>> reply = ReceiveDatagram(client);
+    ASSERT_TRUE(reply.has_value()) << "answer " << i << " of " << kQueries << " missing";
+    const Message r = dns::Decode(*reply).value();
+    ASSERT_LT(r.header.id, kQueries);
+    EXPECT_FALSE(seen[r.header.id]) << "answered twice: " << r.header.id;
+    seen[r.header.id] = true;
+    EXPECT_EQ(r.answers.size(), 1u);
+  }
+  close(client);
 }
 
 TEST(DnsServerTest, BusyPortNamesTheFlag) {
