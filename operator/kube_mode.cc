@@ -2,18 +2,23 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
+#include <optional>
 #include <thread>
 
 #include "absl/time/time.h"
 #include "lib/base/file.h"
 #include "lib/base/log.h"
+#include "operator/dns/coredns_config_reconciler.h"
 #include "operator/kube/config.h"
 #include "operator/kube/events.h"
 #include "operator/kube/http_api.h"
 #include "operator/kube/leader.h"
 #include "operator/kube/token_review.h"
+#include "operator/kube/work_queue.h"
 #include "operator/reconcilers/coordinator_identity.h"
 #include "operator/reconcilers/manager.h"
 #include "operator/store/meshpeer_store.h"
@@ -31,6 +36,49 @@ std::string FirstNonEmpty(std::initializer_list<std::string> values) {
 std::string Env(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr ? "" : v;
+}
+
+// A Helm release name as the marker lines may carry it: lower-case letters, digits, '-' and '.'.
+bool IsReleaseName(const std::string& name) {
+  return !name.empty() && name.size() <= 63 && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+  });
+}
+
+// The CoreDNS flags of an operator in namespace `ns`; errors name the flag.
+absl::StatusOr<CorednsTarget> CorednsTargetOf(const OperatorOptions& options,
+                                              const std::string& ns) {
+  CorednsTarget target;
+  const size_t slash = options.coredns_configmap.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == options.coredns_configmap.size() ||
+      options.coredns_configmap.find('/', slash + 1) != std::string::npos) {
+    return absl::InvalidArgumentError("--coredns-configmap \"" + options.coredns_configmap +
+                                      "\" is not NAMESPACE/NAME (e.g. kube-system/coredns)");
+  }
+  target.configmap_namespace = options.coredns_configmap.substr(0, slash);
+  target.configmap_name = options.coredns_configmap.substr(slash + 1);
+  if (options.dns_service.empty()) {
+    return absl::InvalidArgumentError(
+        "--dns-service is required with --configure-coredns and `coredns --remove`: the "
+        "operator's Service, which CoreDNS forwards the mesh domains to (the chart's is named "
+        "like the release)");
+  }
+  const std::string release = options.release.empty() ? options.dns_service : options.release;
+  if (!IsReleaseName(release)) {
+    return absl::InvalidArgumentError("--release \"" + release +
+                                      "\" is not a Helm release name (lower-case letters, digits, "
+                                      "'-' and '.', at most 63)");
+  }
+  target.release = ns + "/" + release;
+  target.service_namespace = ns;
+  target.service_name = options.dns_service;
+  return target;
+}
+
+std::vector<coredns::MeshZones> MeshZonesOf(const std::vector<MeshZoneInput>& zones) {
+  std::vector<coredns::MeshZones> out;
+  for (const MeshZoneInput& zone : zones) out.push_back({zone.domain, zone.ranges});
+  return out;
 }
 
 }  // namespace
@@ -56,6 +104,18 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
     agent_user = *user;
   }
   if (options.state_dir.empty()) options.state_dir = "/tmp/tunnelmesh-operator";
+  std::optional<CorednsTarget> coredns_target;
+  if (options.configure_coredns) {
+    absl::StatusOr<CorednsTarget> target = CorednsTargetOf(options, ns);
+    if (!target.ok()) return Usage(std::string(target.status().message()));
+    coredns_target = *target;
+    if (options.no_dns) {
+      TM_LOG_WARN(
+          "--configure-coredns with --no-dns: CoreDNS will forward the mesh domains to "
+          "Service {} while this operator serves no DNS",
+          options.dns_service);
+    }
+  }
   kube::LeaderElector::Options lease{
       .ns = ns, .lease_name = options.lease_name, .identity = identity};
   if (!absl::ParseDuration(options.lease_duration, &lease.lease_duration) ||
@@ -102,12 +162,34 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   // Back off at most 2 s: after an API server outage, deletions (evictions) must take effect
   // quickly again; four informers retrying every 2 s cost the API server nothing.
   manager_options.watch.max_backoff = absl::Seconds(2);
+  // CoreDNS follows the meshes: a change of the served meshes queues its one key.
+  kube::WorkQueue coredns_queue;
+  std::string coredns_key;
+  if (coredns_target) {
+    coredns_key = coredns_target->configmap_namespace + "/" + coredns_target->configmap_name;
+    manager_options.mesh.on_meshes_changed = [&coredns_queue, coredns_key] {
+      coredns_queue.Add(coredns_key);
+    };
+  }
   Manager manager(api, &events, &store, manager_options);
   if (!manager.Start(stop)) {
     elector.Release();  // Stopped before serving: let a standby take over at once.
     return 0;
   }
   Coordinator& coordinator = manager.coordinator();
+  std::unique_ptr<CorednsConfigReconciler> coredns;
+  std::unique_ptr<Controller> coredns_controller;
+  if (coredns_target) {
+    coredns = std::make_unique<CorednsConfigReconciler>(
+        api, &events, &manager.mesh_informer(),
+        [&coordinator] { return MeshZonesOf(coordinator.DnsZones()); },
+        CorednsConfigReconciler::Options{.target = *coredns_target});
+    coredns_queue.Add(coredns_key);
+    coredns_controller = std::make_unique<Controller>("CoreDNS", &coredns_queue, coredns.get());
+    coredns_controller->Start();
+    TM_LOG_INFO("CoreDNS: keeping the server blocks of release {} in ConfigMap {}",
+                coredns_target->release, coredns_key);
+  }
   absl::StatusOr<Services> services =
       StartServices(options, &coordinator, keys->tls, keys->relay_key, &revoker, dns_changes);
   if (!services.ok()) return Fail(std::string(services.status().message()));
@@ -126,9 +208,38 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   services->grpc->Shutdown();
+  if (coredns_controller) coredns_controller->Stop();
   manager.Stop();
   if (exit_code == 0) elector.Release();
   return exit_code;
+}
+
+int RunCorednsRemoval(const OperatorOptions& options) {
+  absl::StatusOr<kube::ClusterConfig> config = kube::ResolveClusterConfig(options.kubeconfig);
+  if (!config.ok()) return Usage(std::string(config.status().message()));
+  const std::string ns =
+      FirstNonEmpty({options.namespace_name, Env("POD_NAMESPACE"), config->namespace_name});
+  if (ns.empty()) return Usage("--namespace is required: the operator's namespace");
+  absl::StatusOr<CorednsTarget> target = CorednsTargetOf(options, ns);
+  if (!target.ok()) return Usage(std::string(target.status().message()));
+  absl::StatusOr<std::unique_ptr<kube::HttpApi>> http = kube::HttpApi::Create(*config);
+  if (!http.ok()) return Usage(std::string(http.status().message()));
+  // The API server may be busy or restarting during an uninstall: errors that may pass are tried
+  // again for a minute; a refusal (RBAC) or broken markers are not.
+  const absl::Time deadline = absl::Now() + absl::Minutes(1);
+  while (true) {
+    absl::Status s = RemoveCorednsConfig(http->get(), *target);
+    if (s.ok()) return 0;
+    const bool transient = s.code() == absl::StatusCode::kUnavailable ||
+                           s.code() == absl::StatusCode::kUnknown ||
+                           s.code() == absl::StatusCode::kDeadlineExceeded;
+    if (!transient || absl::Now() > deadline) {
+      return Fail("removing the CoreDNS server blocks of release " + target->release + ": " +
+                  std::string(s.message()));
+    }
+    TM_LOG_WARN("removing the CoreDNS server blocks: {} (trying again)", std::string(s.message()));
+    absl::SleepFor(absl::Seconds(1));
+  }
 }
 
 }  // namespace tunnelmesh

@@ -1,6 +1,7 @@
 // tunnelmesh-operator in Kubernetes mode: cluster config, Lease leader election, the
 // coordinator's keys from their Secret, the MeshPeer member store, the reconcilers
-// (reconcilers/manager.h) and the listeners, until `stop` or a lost Lease.
+// (reconcilers/manager.h), the CoreDNS configuration (--configure-coredns) and the listeners,
+// until `stop` or a lost Lease. Also the one-shot `coredns --remove`.
 #pragma once
 
 #include <atomic>
@@ -28,5 +29,10 @@ inline int Fail(const std::string& message) {
 // The process exit code: 0 after `stop`, kExitUsage for a bad flag (printed), kExitFailure on
 // failure (printed) or when the Lease was lost. Blocks the calling thread.
 int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop);
+
+// `tunnelmesh-operator coredns --remove`: removes the release's server blocks from CoreDNS's
+// ConfigMap (RemoveCorednsConfig), retrying errors that may pass for up to a minute. 0 when done
+// or there was nothing to remove; kExitFailure (printed) otherwise; kExitUsage for bad flags.
+int RunCorednsRemoval(const OperatorOptions& options);
 
 }  // namespace tunnelmesh

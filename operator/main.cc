@@ -2,6 +2,8 @@
 //   tunnelmesh-operator --standalone --manifests DIR --state-dir DIR [--grpc-port N] ...
 //   tunnelmesh-operator [--kubeconfig FILE] --namespace NS ...   (Kubernetes: in a pod, or outside
 //                                                                  with a kubeconfig)
+//   tunnelmesh-operator coredns --remove --namespace NS --dns-service NAME [--release NAME]
+//                                            (the chart's uninstall hook)
 // Kubernetes mode lives in kube_mode.cc, the listeners both modes run in services.cc.
 #include <signal.h>
 
@@ -130,6 +132,7 @@ int Run(const OperatorOptions& options) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (options.coredns_remove) return RunCorednsRemoval(options);
   if (options.standalone) return RunStandalone(options, signals);
   // SIGINT/SIGTERM set `stop` from their own thread, so that every wait of Kubernetes mode can end.
   std::atomic<bool> stop{false};
@@ -183,6 +186,26 @@ int main(int argc, char** argv) {
                  "ConfigMap the CA certificate and its hash are published in");
   app.add_option("--agent-service-account", options.agent_service_account,
                  "NAMESPACE/NAME of the ServiceAccount whose tokens may join (TokenReview)");
+  app.add_option("--dns-port", options.dns_port,
+                 "central DNS server of the mesh zones, UDP and TCP (7753)");
+  app.add_flag("--no-dns", options.no_dns, "do not run the central DNS server");
+  app.add_flag("--configure-coredns", options.configure_coredns,
+               "Kubernetes mode: keep server blocks forwarding the mesh domains to --dns-service "
+               "in CoreDNS's ConfigMap (--coredns-configmap)");
+  app.add_option("--coredns-configmap", options.coredns_configmap,
+                 "NAMESPACE/NAME of CoreDNS's ConfigMap (kube-system/coredns)");
+  app.add_option("--dns-service", options.dns_service,
+                 "the operator's Service, in --namespace, that CoreDNS forwards to (its ClusterIP, "
+                 "port dns-udp)");
+  app.add_option("--release", options.release,
+                 "the Helm release named by the CoreDNS marker lines (default: --dns-service)");
+  CLI::App* coredns =
+      app.add_subcommand("coredns", "Kubernetes: change CoreDNS's configuration once, then exit");
+  coredns
+      ->add_flag("--remove", options.coredns_remove,
+                 "remove this release's server blocks (the chart's uninstall hook)")
+      ->required();
+  coredns->fallthrough();  // --namespace, --dns-service, ... may follow the subcommand
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -45,6 +45,16 @@ struct OperatorOptions {
   std::string coordinator_secret = "tunnelmesh-coordinator";
   std::string ca_configmap = "tunnelmesh-ca";
   std::string agent_service_account;  // NAMESPACE/NAME
+  // The central DNS server of the mesh zones (UDP and TCP on listen_address), unless no_dns.
+  int dns_port = 7753;
+  bool no_dns = false;
+  // Kubernetes mode: keep the cluster's CoreDNS forwarding the mesh domains to dns_service
+  // (operator/dns/coredns_config_reconciler.h); `coredns --remove` removes that forwarding.
+  bool configure_coredns = false;
+  bool coredns_remove = false;
+  std::string coredns_configmap = "kube-system/coredns";  // NAMESPACE/NAME
+  std::string dns_service;                                // NAME, in the operator's namespace
+  std::string release;  // the Helm release the markers name; default: dns_service
 };
 
 // The relay, once it runs: members that leave or are evicted lose their relay session. (The relay

@@ -3,8 +3,9 @@
 # values.schema.json rejects bad values naming the key; then, against a real kube-apiserver (no
 # nodes, so nothing becomes ready and nothing is waited for), `helm install` creates every object,
 # `helm upgrade` keeps the join token, the operator's ServiceAccount has exactly the access the
-# chart promises (checked with `kubectl auth can-i --as`), the agent's has none, and `helm
-# uninstall` removes the release but leaves the CRDs.
+# chart promises (checked with `kubectl auth can-i --as`), with and without dns.configureCoreDNS,
+# the agent's has none, and `helm uninstall` removes the release but leaves the CRDs. (The
+# operator's CoreDNS configuration itself, and the uninstall hook, are coredns.sh's.)
 #
 # Needs helm v4 (scripts/get-kube-tools.sh, run by scripts/install-deps.sh).
 # shellcheck source=kube.sh
@@ -75,7 +76,7 @@ render nodeport --set service.type=NodePort --set service.nodePorts.grpc=30700 \
   --set service.externalTrafficPolicy=Local
 render lb --set service.type=LoadBalancer --set service.loadBalancerIP=203.0.113.7 \
   --set-string 'service.annotations.example\.com/lb=internal'
-want_ports=$'grpc 7700 TCP\nstun 3478 UDP\nrelay 7701 TCP'
+want_ports=$'grpc 7700 TCP\nstun 3478 UDP\nrelay 7701 TCP\ndns-udp 53 UDP\ndns-tcp 53 TCP'
 declare -A want_type=([default]=ClusterIP [nodeport]=NodePort [lb]=LoadBalancer)
 for name in default nodeport lb; do
   ports=$(service_ports "$name")
@@ -83,7 +84,7 @@ for name in default nodeport lb; do
     kube_fail "$name: the Service is of type '${ports%%$'\n'*}', want ${want_type[$name]}"
   got=$(tail -n +2 <<<"$ports" | cut -d' ' -f1-3)
   [[ "$got" == "$want_ports" ]] ||
-    kube_fail "$name: Service ports are"$'\n'"$got"$'\n'"want (every one with its protocol, no DNS)"$'\n'"$want_ports"
+    kube_fail "$name: Service ports are"$'\n'"$got"$'\n'"want (every one with its protocol)"$'\n'"$want_ports"
 done
 ports=$(service_ports nodeport)
 grep -qx 'grpc 7700 TCP 30700' <<<"$ports" ||
@@ -98,6 +99,65 @@ grep -q 'example.com/lb: internal' "$KUBE_WORK/lb.yaml" ||
   kube_fail "service.annotations are not rendered"
 n=$(grep -c '^kind: CustomResourceDefinition' "$KUBE_WORK/default.yaml" || true)
 (( n == 3 )) || kube_fail "helm template --include-crds gives $n CRDs, want 3 (is charts/tunnelmesh/crds -> ../../crds intact?)"
+
+kube_step "helm template: dns.configureCoreDNS adds one Role in kube-system, a Service rule and the hook"
+render dnsoff
+render dnson --set dns.configureCoreDNS=true
+python3 - "$KUBE_WORK/dnsoff.json" "$KUBE_WORK/dnson.json" <<'EOF' || kube_fail "the CoreDNS objects of the chart are wrong"
+import json, sys
+off, on = (json.load(open(f)) for f in sys.argv[1:3])
+def find(objs, kind, ns=None):
+    return [o for o in objs if o["kind"] == kind and (ns is None or o["metadata"].get("namespace") == ns)]
+def command(objs, kind):
+    return find(objs, kind)[0]["spec"]["template"]["spec"]["containers"][0]["command"]
+def services_rules(objs):
+    role = [r for r in find(objs, "Role", "tunnelmesh") if r["metadata"]["name"] == "tunnelmesh-operator"][0]
+    return [r for r in role["rules"] if "services" in r["resources"]]
+assert not [o for o in off if o["metadata"].get("namespace") == "kube-system"], "kube-system objects when off"
+assert not find(off, "Job"), "a hook Job when off"
+assert not services_rules(off), "a Service rule when off"
+assert "--configure-coredns" not in command(off, "Deployment")
+cmd = command(on, "Deployment")
+i = cmd.index("--configure-coredns")
+assert cmd[i:i + 7] == ["--configure-coredns", "--coredns-configmap", "kube-system/coredns",
+                        "--dns-service", "tunnelmesh", "--release", "tunnelmesh"], cmd
+assert cmd[cmd.index("--dns-port") + 1] == "7753", cmd
+roles = find(on, "Role", "kube-system")
+assert len(roles) == 1 and roles[0]["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+    "resourceNames": ["coredns"], "verbs": ["get", "update"]}], roles
+binding = find(on, "RoleBinding", "kube-system")
+assert len(binding) == 1 and binding[0]["subjects"] == [{"kind": "ServiceAccount",
+    "name": "tunnelmesh-operator", "namespace": "tunnelmesh"}], binding
+assert services_rules(on) == [{"apiGroups": [""], "resources": ["services"],
+    "resourceNames": ["tunnelmesh"], "verbs": ["get", "patch"]}], services_rules(on)
+job = find(on, "Job")
+assert len(job) == 1, job
+ann = job[0]["metadata"]["annotations"]
+assert ann["helm.sh/hook"] == "pre-delete", ann
+assert set(ann["helm.sh/hook-delete-policy"].split(",")) == {"before-hook-creation", "hook-succeeded"}, ann
+spec = job[0]["spec"]["template"]["spec"]
+assert spec["serviceAccountName"] == "tunnelmesh-operator" and spec["restartPolicy"] == "Never"
+assert spec["containers"][0]["command"][:3] == ["/usr/bin/tunnelmesh-operator", "coredns", "--remove"]
+ports = {p["name"]: (p["containerPort"], p["protocol"])
+         for p in find(on, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["ports"]}
+assert ports["dns-udp"] == (7753, "UDP") and ports["dns-tcp"] == (7753, "TCP"), ports
+EOF
+render dnscm --set dns.configureCoreDNS=true --set dns.coreDNSConfigMap.namespace=dns \
+  --set dns.coreDNSConfigMap.name=rke2-coredns
+if ! grep -q '"dns/rke2-coredns"' "$KUBE_WORK/dnscm.yaml" ||
+  ! grep -q 'namespace: dns$' "$KUBE_WORK/dnscm.yaml" ||
+  ! grep -q 'resourceNames: \["rke2-coredns"\]' "$KUBE_WORK/dnscm.yaml"; then
+  kube_fail "dns.coreDNSConfigMap does not reach the flags, the Role and the hook"
+fi
+# NOTES.txt (rendered by install --dry-run, not by template) prints the stanza to add by hand, with
+# the keys the operator writes: the domain and the reverse zones rounded to whole labels.
+out=$(helm_quiet install "$REL" "$CHART" -n "$NS" --dry-run=client --set mesh.domain=corp.example \
+  --set mesh.ipv4CIDR=10.98.0.0/20 --set mesh.ipv6CIDR=fd99:99::/48 2>&1) ||
+  kube_fail "helm install --dry-run failed:"$'\n'"$out"
+if ! grep -qx '    corp.example:53 98.10.in-addr.arpa:53 0.0.0.0.9.9.0.0.9.9.d.f.ip6.arpa:53 {' <<<"$out" ||
+  ! grep -qx '        forward . CLUSTER_IP:53' <<<"$out"; then
+  kube_fail "NOTES.txt does not print the CoreDNS stanza:"$'\n'"$out"
+fi
 
 kube_step "helm template: a join-token Secret in another namespace gets its own read-only Role"
 render othertoken --set mesh.joinTokenSecret.name=corp-join --set mesh.joinTokenSecret.namespace=vault
@@ -140,6 +200,10 @@ expect_schema_error "mesh.defaultAction=Maybe" "/mesh/defaultAction" --set mesh.
 expect_schema_error "an unknown top-level key" "'replicaCount'" --set replicaCount=2
 expect_schema_error "an unknown nested key" "'grpcport'" --set operator.grpcport=7700
 expect_schema_error "operator.replicas=two" "/operator/replicas" --set-string operator.replicas=two
+expect_schema_error "operator.dnsPort=0" "/operator/dnsPort" --set operator.dnsPort=0
+expect_schema_error "dns.configureCoreDNS=yes" "/dns/configureCoreDNS" --set-string dns.configureCoreDNS=yes
+expect_schema_error "dns.coreDNSConfigMap.namespace=Kube_System" "/dns/coreDNSConfigMap/namespace" \
+  --set dns.coreDNSConfigMap.namespace=Kube_System
 
 # ---------------------------------------------------------------------------------------------
 # Online: a real API server
@@ -175,7 +239,7 @@ got=$(kube_kubectl get mesh default -o jsonpath='{.spec.ipv4CIDR} {.spec.default
   kube_fail "Mesh default reads '$got'"
 got=$(kube_kubectl -n "$NS" get service "$REL" \
   -o jsonpath='{.spec.type}{range .spec.ports[*]} {.name}/{.port}/{.protocol}{end}')
-[[ "$got" == "ClusterIP grpc/7700/TCP stun/3478/UDP relay/7701/TCP" ]] ||
+[[ "$got" == "ClusterIP grpc/7700/TCP stun/3478/UDP relay/7701/TCP dns-udp/53/UDP dns-tcp/53/TCP" ]] ||
   kube_fail "Service $REL reads '$got'"
 got=$(kube_kubectl -n "$NS" get daemonset "$REL-agent" -o jsonpath='{.spec.template.spec.hostNetwork} {.spec.template.spec.dnsPolicy} {.spec.template.spec.containers[0].securityContext.capabilities.add} {.spec.template.spec.containers[0].securityContext.privileged} {.spec.template.spec.containers[0].env[?(@.name=="TUNNELMESH_COORDINATOR")].value}')
 [[ "$got" == "true ClusterFirstWithHostNet [\"NET_ADMIN\",\"NET_RAW\"]  $REL.$NS.svc:7700" ]] ||
@@ -184,7 +248,8 @@ got=$(kube_kubectl -n "$NS" get deployment "$REL-operator" -o jsonpath='{.spec.t
 # shellcheck disable=SC2016 # $(POD_NAMESPACE) is literal: the kubelet expands it
 for arg in '"--lease-name","tunnelmesh-operator"' '"--coordinator-secret","tunnelmesh-coordinator"' \
   '"--ca-configmap","tunnelmesh-ca"' '"--agent-service-account","$(POD_NAMESPACE)/tunnelmesh-agent"' \
-  '"--grpc-port","7700"' '"--stun-port","3478"' '"--relay-port","7701"' '"--log-level","info"'; do
+  '"--grpc-port","7700"' '"--stun-port","3478"' '"--relay-port","7701"' '"--dns-port","7753"' \
+  '"--log-level","info"'; do
   [[ "$got" == *"$arg"* ]] || kube_fail "the operator's command lacks $arg: $got"
 done
 
@@ -261,6 +326,37 @@ can "$OP_SA" no create peerpolicies.tunnelmesh.io
 can "$OP_SA" no delete nodes
 can "$OP_SA" no create pods -n "$NS"
 can "$OP_SA" no create pods -n default
+can "$OP_SA" no get configmaps/coredns -n kube-system
+can "$OP_SA" no update configmaps/coredns -n kube-system
+can "$OP_SA" no get services/$REL -n "$NS"
+
+kube_step "dns.configureCoreDNS=true: get and update of ConfigMap kube-system/coredns, nothing more"
+out=$(helm_quiet upgrade "$REL" "$CHART" -n "$NS" --reuse-values --set dns.configureCoreDNS=true \
+  --timeout 120s 2>&1) || kube_fail "helm upgrade --set dns.configureCoreDNS=true failed:"$'\n'"$out"
+can "$OP_SA" yes get configmaps/coredns -n kube-system
+can "$OP_SA" yes update configmaps/coredns -n kube-system
+can "$OP_SA" no patch configmaps/coredns -n kube-system
+can "$OP_SA" no delete configmaps/coredns -n kube-system
+can "$OP_SA" no get configmaps/kube-proxy -n kube-system
+can "$OP_SA" no list configmaps -n kube-system
+can "$OP_SA" no create configmaps -n kube-system
+can "$OP_SA" no get secrets -n kube-system
+can "$OP_SA" no get configmaps/coredns -n default
+can "$OP_SA" yes get services/$REL -n "$NS"
+can "$OP_SA" yes patch services/$REL -n "$NS"
+can "$OP_SA" no update services/$REL -n "$NS"
+can "$OP_SA" no delete services/$REL -n "$NS"
+can "$OP_SA" no get services/kubernetes -n default
+can "$OP_SA" no list services -n "$NS"
+can "$OP_SA" yes update configmaps/$REL-ca -n "$NS"
+# Back to the default (the uninstall below would otherwise run the CoreDNS hook, which needs a
+# kubelet: coredns.sh plays one).
+out=$(helm_quiet upgrade "$REL" "$CHART" -n "$NS" --reuse-values --set dns.configureCoreDNS=false \
+  --timeout 120s 2>&1) || kube_fail "helm upgrade --set dns.configureCoreDNS=false failed:"$'\n'"$out"
+can "$OP_SA" no get configmaps/coredns -n kube-system
+can "$OP_SA" no get services/$REL -n "$NS"
+[[ -z "$(kube_kubectl get roles -n kube-system -l app.kubernetes.io/instance=$REL -o name)" ]] ||
+  kube_fail "the CoreDNS Role stayed in kube-system after dns.configureCoreDNS=false"
 
 kube_step "the agent's ServiceAccount: no Kubernetes permissions"
 can "$AGENT_SA" no list meshpeers.tunnelmesh.io

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""pod_launcher.py: turn one container of a Deployment or DaemonSet, as the API server holds it
-after `helm install`, into a shell script that runs the same command line with the same
-environment and volume layout on this machine, in place of a kubelet:
+"""pod_launcher.py: turn one container of a Deployment, DaemonSet or Job (a helm hook), as the API
+server holds it after `helm install` (or during `helm uninstall`), into a shell script that runs
+the same command line with the same environment and volume layout on this machine, in place of a
+kubelet:
 
   - command and args, with $(VAR) references expanded from the container's env the way the
     kubelet expands them;

@@ -15,10 +15,12 @@ Coordinator::Options WithNodeCheck(Coordinator::Options options, const kube::Inf
 MeshReconciler::Options WithMeshHook(MeshReconciler::Options options, const kube::Informer* peers,
                                      kube::WorkQueue* peer_queue, const kube::Informer* policies,
                                      kube::WorkQueue* policy_queue) {
-  // MeshPeers and PeerPolicies that named a Mesh which did not exist yet are looked at again.
-  options.on_meshes_changed = [=] {
+  // MeshPeers and PeerPolicies that named a Mesh which did not exist yet are looked at again; the
+  // caller's hook (the CoreDNS configuration follows the meshes' domains) runs too.
+  options.on_meshes_changed = [=, also = std::move(options.on_meshes_changed)] {
     EnqueueAll(*peers, peer_queue);
     EnqueueAll(*policies, policy_queue);
+    if (also) also();
   };
   return options;
 }

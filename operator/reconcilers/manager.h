@@ -31,7 +31,7 @@ class Manager {
  public:
   struct Options {
     Coordinator::Options coordinator;  // node_exists is the manager's (Node members need a Node)
-    MeshReconciler::Options mesh;      // on_meshes_changed is the manager's
+    MeshReconciler::Options mesh;      // on_meshes_changed: called after the manager's own
     MeshPeerReconciler::Options peer;
     kube::Informer::Options watch;
     kube::WorkQueue::Options queue;
@@ -49,6 +49,8 @@ class Manager {
 
   Coordinator& coordinator() { return coordinator_; }
   size_t mesh_count() const { return meshes_.mesh_count(); }
+  // The Mesh informer's cache (for components that record Events on Meshes).
+  const kube::Informer& mesh_informer() const { return mesh_informer_; }
 
  private:
   kube::WorkQueue mesh_queue_, peer_queue_, policy_queue_, node_queue_;

@@ -78,3 +78,60 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
+
+{{/*
+DNS. Values kept by `helm upgrade --reuse-values` from a chart without them lack the dns section
+and operator.dnsPort, so these read them with defaults.
+*/}}
+{{- define "tunnelmesh.dnsPort" -}}{{ .Values.operator.dnsPort | default 7753 }}{{- end }}
+
+{{/* tunnelmesh.configureCoreDNS: "true" with dns.configureCoreDNS, else empty. */}}
+{{- define "tunnelmesh.configureCoreDNS" -}}
+{{- if (.Values.dns | default dict).configureCoreDNS }}true{{ end }}
+{{- end }}
+
+{{/* tunnelmesh.coreDNSConfigMap: "namespace/name" of CoreDNS's ConfigMap. */}}
+{{- define "tunnelmesh.coreDNSConfigMap" -}}
+{{- $cm := (.Values.dns | default dict).coreDNSConfigMap | default (dict "namespace" "kube-system" "name" "coredns") }}
+{{- printf "%s/%s" $cm.namespace $cm.name }}
+{{- end }}
+
+{{/*
+tunnelmesh.coreDNSZones: the keys of the CoreDNS server block for the chart's Mesh, as the
+operator writes them (operator/dns/coredns_config.h): "DOMAIN:53", then the reverse zones of
+mesh.ipv4CIDR and mesh.ipv6CIDR rounded down to a whole octet or nibble ("99.10.in-addr.arpa:53"
+for 10.99.0.0/16), none for a range shorter than /8 (IPv4) or /4 (IPv6).
+*/}}
+{{- define "tunnelmesh.coreDNSZones" -}}
+{{- $zones := list (printf "%s:53" (.Values.mesh.domain | lower | trimSuffix ".")) }}
+{{- with .Values.mesh.ipv4CIDR }}
+{{- $parts := splitList "/" . }}
+{{- $octets := splitList "." (first $parts) }}
+{{- $keep := div (atoi (last $parts)) 8 | int }}
+{{- if gt $keep 0 }}
+{{- $labels := list }}
+{{- range $i := until $keep }}{{ $labels = prepend $labels (index $octets $i) }}{{ end }}
+{{- $zones = append $zones (printf "%s.in-addr.arpa:53" (join "." $labels)) }}
+{{- end }}
+{{- end }}
+{{- with .Values.mesh.ipv6CIDR }}
+{{- $parts := splitList "/" (lower .) }}
+{{- $keep := div (atoi (last $parts)) 4 | int }}
+{{- if gt $keep 0 }}
+{{- /* Expand "fd99:99::" to 32 hex digits: the groups before and after "::", zeros between. */}}
+{{- $halves := splitList "::" (first $parts) }}
+{{- $head := list }}
+{{- if first $halves }}{{ $head = splitList ":" (first $halves) }}{{ end }}
+{{- $tail := list }}
+{{- if and (eq (len $halves) 2) (last $halves) }}{{ $tail = splitList ":" (last $halves) }}{{ end }}
+{{- $groups := $head }}
+{{- range until (max 0 (sub 8 (add (len $head) (len $tail))) | int) }}{{ $groups = append $groups "0" }}{{ end }}
+{{- $hex := "" }}
+{{- range concat $groups $tail }}{{ $hex = printf "%s%s" $hex (printf "%4s" . | replace " " "0") }}{{ end }}
+{{- $labels := list }}
+{{- range $i := until (min $keep (len $hex) | int) }}{{ $labels = prepend $labels (substr $i (add1 $i | int) $hex) }}{{ end }}
+{{- $zones = append $zones (printf "%s.ip6.arpa:53" (join "." $labels)) }}
+{{- end }}
+{{- end }}
+{{- join " " $zones }}
+{{- end }}
