@@ -186,9 +186,6 @@ int main(int argc, char** argv) {
                  "ConfigMap the CA certificate and its hash are published in");
   app.add_option("--agent-service-account", options.agent_service_account,
                  "NAMESPACE/NAME of the ServiceAccount whose tokens may join (TokenReview)");
-  app.add_option("--dns-port", options.dns_port,
-                 "central DNS server of the mesh zones, UDP and TCP (7753)");
-  app.add_flag("--no-dns", options.no_dns, "do not run the central DNS server");
   app.add_flag("--configure-coredns", options.configure_coredns,
                "Kubernetes mode: keep server blocks forwarding the mesh domains to --dns-service "
                "in CoreDNS's ConfigMap (--coredns-configmap)");

@@ -45,9 +45,6 @@ struct OperatorOptions {
   std::string coordinator_secret = "tunnelmesh-coordinator";
   std::string ca_configmap = "tunnelmesh-ca";
   std::string agent_service_account;  // NAMESPACE/NAME
-  // The central DNS server of the mesh zones (UDP and TCP on listen_address), unless no_dns.
-  int dns_port = 7753;
-  bool no_dns = false;
   // Kubernetes mode: keep the cluster's CoreDNS forwarding the mesh domains to dns_service
   // (operator/dns/coredns_config_reconciler.h); `coredns --remove` removes that forwarding.
   bool configure_coredns = false;
