@@ -249,7 +249,10 @@ int main(int argc, char** argv) {
                    "loopback address the mesh DNS server also answers on (default 127.0.0.100)");
   join->add_option("--dns-upstream", join_options.dns_upstream,
                    "IP[:PORT] of a resolver for names outside the mesh (default: refuse them)");
-  join->add_flag("--no-dns", join_options.no_dns, "run without the mesh DNS server");
+  join->add_flag("--no-dns", join_options.no_dns,
+                 "run without the mesh DNS server (implies --no-resolved)");
+  join->add_flag("--no-resolved", join_options.no_resolved,
+                 "do not register the mesh domain on the interface with systemd-resolved");
   join->add_option("--log-level", options.log_level, "trace, debug, info, warn or error");
   CLI::App* leave = app.add_subcommand("leave", "tell the running agent to leave the mesh");
   leave->add_option("--interface", options.interface_name, "interface of the agent");

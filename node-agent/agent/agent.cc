@@ -42,6 +42,7 @@ Agent::~Agent() {
   if (session_) session_->Stop();
   control_.reset();
   loop_.Stop();
+  resolved_.reset();  // Reverts the link if Run did not.
   if (plane_) plane_->Stop();
 }
 
@@ -153,6 +154,23 @@ absl::Status Agent::Start() {
     dns_ = std::move(*server);
     for (const Endpoint& e : dns_->endpoints())
       TM_LOG_INFO("mesh DNS on {} (UDP and TCP)", e.ToString());
+    if (params_.register_resolved) {
+      resolved_detection_ = DetectResolved();
+      TM_LOG_DEBUG("systemd-resolved: {} ({})",
+                   resolved_detection_.presence == ResolvedPresence::kRunning
+                       ? "runs in this network namespace"
+                       : "not registering",
+                   resolved_detection_.detail);
+      if (resolved_detection_.presence == ResolvedPresence::kRunning) {
+        ResolvedRegistrar::Options options;
+        options.resolved_pid = [] {
+          const ResolvedDetection now = DetectResolved();
+          return now.presence == ResolvedPresence::kRunning ? now.pid : pid_t{0};
+        };
+        resolved_ = std::make_unique<ResolvedRegistrar>(std::make_unique<SubprocessRunner>(),
+                                                        std::move(options));
+      }
+    }
     loop_.Post([this] { PublishZone(); });
   }
   if (session_) session_->Start();
@@ -179,6 +197,36 @@ void Agent::PublishZone() {
   }
   for (const Endpoint& e : dns_->endpoints()) input.server_addresses.push_back(e.address());
   dns_->SetZone(BuildMeshZone(input));
+  PublishResolved();
+}
+
+void Agent::PublishResolved() {
+  if (!params_.register_resolved || (resolved_ == nullptr && resolved_advice_logged_)) return;
+  // The link's servers are the server's addresses on the interface itself: resolved sends a
+  // link's queries through that link (node-agent/dns/resolved.h). The other one is --dns-listen.
+  std::vector<Endpoint> on_link;
+  std::optional<Endpoint> loopback;
+  for (const Endpoint& e : dns_->endpoints()) {
+    bool mesh_ip = false;
+    for (const auto& [ip, length] : params_.addresses) mesh_ip = mesh_ip || ip == e.address();
+    if (mesh_ip) {
+      on_link.push_back(e);
+    } else if (!loopback) {
+      loopback = e;
+    }
+  }
+  ResolvedLink link = MakeResolvedLink(params_.interface_name, settings_.domain(),
+                                       params_.mesh_cidrs, std::move(on_link));
+  if (resolved_ != nullptr) {
+    if (!link.servers.empty()) resolved_->Register(std::move(link));
+    return;
+  }
+  resolved_advice_logged_ = true;
+  if (!loopback) return;
+  for (const std::string& line :
+       HostResolverAdvice(resolved_detection_, link, *loopback, params_.dns->upstream)) {
+    TM_LOG_INFO("{}", line);
+  }
 }
 
 std::string Agent::HandleControlRequest(std::string_view request) {
@@ -454,6 +502,8 @@ int Agent::Run(const sigset_t& signals, bool member) {
   if (session_) session_->Stop();
   control_.reset();
   loop_.Stop();
+  // Before the interface goes: `resolvectl revert`.
+  if (resolved_) resolved_->Stop();
   plane_->Stop();
   relay_.reset();
   if (absl::Status s = link_->Teardown(); !s.ok()) {

@@ -19,6 +19,9 @@
 //   the inbound thread copies discovery and STUN datagrams and posts them to the control loop.
 // - the mesh DNS server (dns_): its own thread answers from the zone the control thread builds
 //   after each map update (PublishZone) and stores in it.
+// - the systemd-resolved registrar (resolved_, join where resolved runs): PublishZone hands it the
+//   link to register (it never waits there); its thread runs resolvectl; Run stops it, which
+//   reverts the link, before the interface goes.
 // - the main thread (Run): signals, leave and refusal, data-plane failure.
 // Lock order: none is held across another component's call; the control loop's queue lock and the
 // session's lock are leaves.
@@ -45,6 +48,7 @@
 #include "node-agent/agent/dataplane_adapter.h"
 #include "node-agent/control/control_socket.h"
 #include "node-agent/dataplane/dataplane.h"
+#include "node-agent/dns/resolved.h"
 #include "node-agent/nat/endpoint_reporter.h"
 #include "node-agent/nat/path_manager.h"
 #include "node-agent/netlink/link_configurator.h"
@@ -73,6 +77,9 @@ struct AgentParams {
   std::string coordinator_host;
   // The mesh DNS server (join; nullopt: none). Its addresses are served besides the mesh IPs.
   std::optional<DnsServerOptions> dns;
+  // Join with `dns`: register the mesh domain on the interface with systemd-resolved where it runs
+  // in this network namespace; elsewhere log once how to point the host's resolver at the agent.
+  bool register_resolved = false;
 };
 
 class Agent {
@@ -140,6 +147,9 @@ class Agent {
   void ApplyRegistration(const coord::RegisterResponse& response);
   // Builds the DNS zone from the map as it stands and hands it to the DNS server.
   void PublishZone();
+  // Hands the link to register to resolved_ or, once, logs how to point the host's resolver at
+  // the agent instead.
+  void PublishResolved();
   void PathTick();
   void SendStun();
   void MaybeReport();
@@ -182,6 +192,11 @@ class Agent {
   std::unique_ptr<ControlServer> control_;
   // Its own thread; zones are published to it from the control thread.
   std::unique_ptr<DnsServer> dns_;
+  // What Start found (before the loop's first PublishZone) and the registrar, when resolved runs
+  // here; resolved_advice_logged_ is the control thread's.
+  ResolvedDetection resolved_detection_;
+  std::unique_ptr<ResolvedRegistrar> resolved_;
+  bool resolved_advice_logged_ = false;
 
   std::atomic<bool> report_in_flight_{false};
   std::atomic<bool> leave_requested_{false};

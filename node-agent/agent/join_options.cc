@@ -113,6 +113,7 @@ absl::StatusOr<CheckedJoinOptions> CheckJoinOptions(const JoinOptions& options) 
       }
       checked.dns_upstream = *upstream;
     }
+    checked.register_resolved = !options.no_resolved;
   }
   return checked;
 }

@@ -35,8 +35,10 @@ struct JoinOptions {
   std::string ca_hash;
   uint16_t listen_port = 51820;
   // The mesh DNS server: on the mesh IPs and `dns_listen`, port `dns_port`; `dns_upstream`
-  // (IP[:port]) answers what is outside the mesh zone; `no_dns` turns it off.
+  // (IP[:port]) answers what is outside the mesh zone; `no_dns` turns it off. `no_resolved`: do
+  // not register the mesh domain with systemd-resolved (implied by `no_dns`).
   bool no_dns = false;
+  bool no_resolved = false;
   uint16_t dns_port = 53;
   std::string dns_listen = "127.0.0.100";
   std::string dns_upstream;
@@ -57,6 +59,8 @@ struct CheckedJoinOptions {
   // The DNS server's loopback address and upstream (none with --no-dns or without the flag).
   std::optional<IpAddress> dns_listen;
   std::optional<Endpoint> dns_upstream;
+  // Register the mesh domain with systemd-resolved where it runs (DNS on, no --no-resolved).
+  bool register_resolved = false;
   std::string join_token;
   std::string ca_pem;
 };

@@ -16,6 +16,16 @@ std::string TempDir() {
   return mkdtemp(tmpl);
 }
 
+// Options that pass the checks: a coordinator and a readable token file (in a new directory).
+JoinOptions ValidOptions() {
+  const std::string dir = TempDir();
+  EXPECT_TRUE(WriteFileAtomically(dir + "/token", "secret-token\n").ok());
+  JoinOptions options;
+  options.coordinator = "coord:7700";
+  options.token_file = dir + "/token";
+  return options;
+}
+
 TEST(ParseHostPortTest, AcceptsTheDocumentedForms) {
   EXPECT_EQ(ParseHostPort("coord.example")->host, "coord.example");
   EXPECT_EQ(ParseHostPort("coord.example")->port, kDefaultCoordinatorPort);
@@ -72,6 +82,23 @@ TEST(CheckJoinOptionsTest, NamesTheFlagToFix) {
   EXPECT_NE(message(alias).find("--alias \"Registry\""), std::string::npos);
   alias.aliases.assign(17, "git");
   EXPECT_NE(message(alias).find("--alias: at most 16"), std::string::npos);
+}
+
+TEST(CheckJoinOptionsTest, ResolvedRegistrationFollowsDnsAndNoResolved) {
+  const JoinOptions options = ValidOptions();
+  auto registers = [](const JoinOptions& o) {
+    absl::StatusOr<CheckedJoinOptions> c = CheckJoinOptions(o);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() && c->register_resolved;
+  };
+  EXPECT_TRUE(registers(options));
+  JoinOptions no_resolved = options;
+  no_resolved.no_resolved = true;
+  EXPECT_FALSE(registers(no_resolved));
+  // No DNS server, nothing to register: --no-dns implies --no-resolved.
+  JoinOptions no_dns = options;
+  no_dns.no_dns = true;
+  EXPECT_FALSE(registers(no_dns));
 }
 
 TEST(NodeKeyTest, CreatedOnceWithMode0600) {

@@ -165,6 +165,7 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
   params.coordinator_host = coordinator.host;
   if (!options.no_dns) {
     params.dns = DnsServerOptions{{*checked.dns_listen}, options.dns_port, checked.dns_upstream};
+    params.register_resolved = checked.register_resolved;
   }
   Agent agent(std::move(params));
   agent_slot = &agent;
