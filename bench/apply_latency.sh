@@ -161,7 +161,7 @@ standalone_start_coordinator() {
   "$OPERATOR" --standalone --manifests "$WORK/manifests" --state-dir "$WORK/coordinator" \
     --listen-address 127.0.0.1 --advertise-address 127.0.0.1 --grpc-port "$grpc_port" \
     --stun-port "$(free_port udp)" --relay-port "$(free_port tcp)" --no-dns --log-level warn \
-    >"$WORK/operator.log" 2>&1 &
+    --register-rate 100000 >"$WORK/operator.log" 2>&1 &
   COORD_PID=$!
   PIDS+=("$COORD_PID")
   poll 30 test -s "$WORK/coordinator/ca-hash" ||
@@ -223,7 +223,7 @@ YAML
   "$OPERATOR" --kubeconfig "$KUBECONFIG_FILE" --namespace "$NAMESPACE" --identity apply-latency \
     --state-dir "$WORK/operator" --listen-address 127.0.0.1 --advertise-address 127.0.0.1 \
     --grpc-port "$grpc_port" --stun-port "$(free_port udp)" --relay-port "$(free_port tcp)" \
-    --no-dns --log-level info >"$WORK/operator.log" 2>&1 &
+    --no-dns --log-level info --register-rate 100000 >"$WORK/operator.log" 2>&1 &
   COORD_PID=$!
   PIDS+=("$COORD_PID")
   COORD_ADDR="127.0.0.1:$grpc_port"

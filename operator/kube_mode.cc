@@ -149,6 +149,7 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   Manager::Options manager_options;
   manager_options.coordinator =
       BaseCoordinatorOptions(options, keys->relay_key, &revoker, dns_changes);
+  manager_options.coordinator.ca_hash = keys->ca_hash;
   if (!agent_user.empty()) {
     manager_options.coordinator.agent_service_account = agent_user;
     manager_options.coordinator.review_token = [api](const std::string& token) {
@@ -204,6 +205,7 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
       exit_code = kExitFailure;
       break;
     }
+    coordinator.ExpireIdle(absl::Now());
     WriteCounters(options.state_dir, coordinator, *services);
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }

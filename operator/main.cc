@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "CLI/CLI.hpp"
 #include "lib/base/file.h"
@@ -78,8 +79,10 @@ int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
 
   RelayRevoker revoker;
   auto dns_changes = std::make_shared<ZoneChangeSignal>();
-  Coordinator coordinator(store->get(),
-                          BaseCoordinatorOptions(options, *relay_key, &revoker, dns_changes));
+  Coordinator::Options coordinator_options =
+      BaseCoordinatorOptions(options, *relay_key, &revoker, dns_changes);
+  coordinator_options.ca_hash = *ca_hash;
+  Coordinator coordinator(store->get(), std::move(coordinator_options));
   coordinator.SetMeshes(*meshes);
   ApplyManifestPolicies(&coordinator, std::move(policies));
   absl::StatusOr<Services> services =
@@ -96,6 +99,7 @@ int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
   std::string fingerprint = ManifestFingerprint(options.manifests);
   while (true) {
     if (std::chrono::steady_clock::now() >= next_counters) {
+      coordinator.ExpireIdle(absl::Now());
       WriteCounters(options.state_dir, coordinator, *services);
       next_counters = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     }
@@ -170,6 +174,16 @@ int main(int argc, char** argv) {
   app.add_flag("--no-dns", options.no_dns,
                "run without the central mesh DNS server (plain DNS and the gRPC DnsService)");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn or error");
+  std::string ip_quarantine = "24h";
+  std::string member_expiry = "0s";
+  app.add_option("--ip-quarantine", ip_quarantine,
+                 "how long a departed member's mesh IPs and name are kept from other keys (24h)");
+  app.add_option("--register-rate", options.register_rate,
+                 "registrations per second allowed from one source address, in bursts of 4x (50)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--member-expiry", member_expiry,
+                 "remove members whose agent has not been seen for this long, e.g. 24h for CI "
+                 "runners (0s: never)");
   app.add_option("--kubeconfig", options.kubeconfig,
                  "Kubernetes mode outside a pod: kubeconfig file (default $KUBECONFIG)");
   app.add_option("--namespace", options.namespace_name,
@@ -208,6 +222,15 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // CLI11 reports through exceptions; this is the one place they are caught.
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  for (const auto& [flag, text, out] :
+       {std::tuple{"--ip-quarantine", &ip_quarantine, &options.ip_quarantine},
+        std::tuple{"--member-expiry", &member_expiry, &options.member_expiry}}) {
+    if (!absl::ParseDuration(*text, out) || *out < absl::ZeroDuration()) {
+      std::fprintf(stderr, "tunnelmesh-operator: %s \"%s\" is not a duration (e.g. 30m, 24h, 0s)\n",
+                   flag, text->c_str());
+      return 2;
+    }
   }
   return tunnelmesh::Run(options);
 }

@@ -55,6 +55,10 @@ Coordinator::Options BaseCoordinatorOptions(const OperatorOptions& options,
   c.stun_address = host + ":" + std::to_string(options.stun_port);
   c.relay_url = "ws://" + host + ":" + std::to_string(options.relay_port) + "/relay";
   c.relay_public_key = DerivePublicKey(relay_key);
+  c.quarantine = options.ip_quarantine;
+  c.member_expiry = options.member_expiry;
+  c.registrations_per_source = {.rate = options.register_rate, .burst = 4 * options.register_rate};
+  c.hellos_per_source = {.rate = 2 * options.register_rate, .burst = 8 * options.register_rate};
   c.on_member_removed = [revoker](const PublicKey& key) {
     if (RelayServer* relay = revoker->relay.load()) relay->Revoke(key);
   };
@@ -114,6 +118,12 @@ void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
                         {"filter_updates_sent", c.filter_updates_sent.load()},
                         {"filter_recompiles", c.filter_recompiles.load()},
                         {"explain_requests", c.explain_requests.load()},
+                        {"hellos", c.hellos.load()},
+                        {"refused_proofs", c.refused_proofs.load()},
+                        {"rate_limited", c.rate_limited.load()},
+                        {"call_me_maybe_endpoints_dropped",
+                         c.call_me_maybe_endpoints_dropped.load()},
+                        {"expired_members", c.expired_members.load()},
                         {"store_writes", c.store.writes.load()},
                         {"store_write_failures", c.store.failures.load()},
                         {"store_write_retries", c.store.retries.load()},

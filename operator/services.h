@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "absl/time/time.h"
+
 #include "absl/status/statusor.h"
 #include "lib/crypto/keys.h"
 #include "lib/crypto/x509.h"
@@ -35,6 +37,11 @@ struct OperatorOptions {
   int dns_port = kDefaultDnsPort;  // 0 picks a free port; --no-dns turns the server off.
   bool no_dns = false;
   std::string log_level = "info";
+  // Coordinator::Options::quarantine and member_expiry (--ip-quarantine, --member-expiry).
+  absl::Duration ip_quarantine = absl::Hours(24);
+  absl::Duration member_expiry = absl::ZeroDuration();
+  // Registrations per second from one source address (--register-rate; bursts of 4x, Hello 2x).
+  double register_rate = 50;
   // Kubernetes mode.
   std::string kubeconfig;
   std::string namespace_name;

@@ -132,6 +132,12 @@ void PathSelector::OnCallMeMaybe(absl::Span<const Endpoint> candidates, MonoTime
   // every one would let each peer's scheduled rounds reset the other's: both would then probe
   // every kProbeIntervalMin forever. New endpoints are news, though.
   if (has_new) probe_interval_ = kProbeIntervalMin;
+  if (last_call_me_maybe_round_ && now - *last_call_me_maybe_round_ < kCallMeMaybeMinInterval) {
+    ++stats_.call_me_maybe_deferred;
+    if (has_new || !next_probe_) ScheduleNextRound(now);
+    return;
+  }
+  last_call_me_maybe_round_ = now;
   ProbeRound(now, /*ask_peer=*/false);
   if (has_new || !next_probe_) ScheduleNextRound(now);
 }

@@ -116,6 +116,10 @@ struct PathStats {
   uint64_t probe_rounds = 0;
   uint64_t call_me_maybe_requested = 0;
   uint64_t call_me_maybe_received = 0;
+  // Call-me-maybes within kCallMeMaybeMinInterval of the last one that started a round: their
+  // endpoints are kept for the next round, but no round starts (no member can make us a packet
+  // source faster than that).
+  uint64_t call_me_maybe_deferred = 0;
   uint64_t hint_pings = 0;
   uint64_t upgrades = 0;   // Relay (or none) to direct.
   uint64_t switches = 0;   // Direct to a faster direct endpoint.
@@ -151,6 +155,8 @@ class PathSelector {
   // The peer sent a CallMeMaybe (it is probing us now): probe its listed endpoints and the known
   // candidates at once. Does not ask for a call-me-maybe back, which would loop between the two
   // peers; resets the backoff only if it lists endpoints not probed before, for the same reason.
+  // At most one round per kCallMeMaybeMinInterval starts this way; later ones wait for the next
+  // scheduled round.
   void OnCallMeMaybe(absl::Span<const Endpoint> candidates, MonoTime now);
   // Runs timers: heartbeats, fallback, scheduled probe rounds. Call at or soon after
   // NextDeadline(); calling more often is harmless.
@@ -207,6 +213,8 @@ class PathSelector {
   std::optional<MonoTime> next_probe_;
   Duration probe_interval_ = kProbeIntervalMin;
   std::optional<MonoTime> last_call_me_maybe_;
+  // When a received call-me-maybe last started a probe round.
+  std::optional<MonoTime> last_call_me_maybe_round_;
 
   std::vector<OutstandingPing> outstanding_;  // In the order sent.
   std::array<HintSlot, kHintSlots> hints_{};

@@ -16,22 +16,29 @@ constexpr double kBackoffJitter = 0.5;
 constexpr auto kReportRetryPause = absl::Milliseconds(300);
 
 // Refusals that retrying cannot fix: a bad or unknown token, flags the coordinator rejects, an
-// unknown mesh, a full mesh, an alias another member holds.
+// unknown mesh, a full mesh or a missing Node (FailedPrecondition), an alias another member holds,
+// a proof of possession the coordinator rejects. Rate limits (ResourceExhausted) and a stale
+// challenge (Aborted) are retried.
 bool RefusedForGood(absl::StatusCode code) {
   return code == absl::StatusCode::kPermissionDenied ||
          code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ||
-         code == absl::StatusCode::kResourceExhausted || code == absl::StatusCode::kAlreadyExists;
+         code == absl::StatusCode::kFailedPrecondition ||
+         code == absl::StatusCode::kAlreadyExists || code == absl::StatusCode::kUnauthenticated;
 }
 
 }  // namespace
 
-CoordinatorSession::CoordinatorSession(std::string target, std::string ca_pem, Hooks hooks,
+CoordinatorSession::CoordinatorSession(std::string target, std::string ca_pem,
+                                       SecretKey private_key,
+                                       std::optional<TokenCheck> token_check, Hooks hooks,
                                        uint64_t seed)
     : target_(std::move(target)),
       ca_pem_(std::move(ca_pem)),
+      private_key_(std::move(private_key)),
       hooks_(std::move(hooks)),
       seed_(seed),
-      client_(std::make_shared<CoordinatorClient>(target_, ca_pem_)) {}
+      client_(std::make_shared<CoordinatorClient>(target_, ca_pem_)),
+      token_check_(std::move(token_check)) {}
 
 CoordinatorSession::~CoordinatorSession() { Stop(); }
 
@@ -43,17 +50,35 @@ std::shared_ptr<CoordinatorClient> CoordinatorSession::client() const {
 absl::StatusOr<coord::RegisterResponse> CoordinatorSession::RegisterOnce() {
   absl::StatusOr<coord::RegisterRequest> request = hooks_.make_request();
   if (!request.ok()) return request.status();
-  std::shared_ptr<CoordinatorClient> coordinator = client();
-  absl::StatusOr<coord::RegisterResponse> response =
-      coordinator->Register(*request, absl::Seconds(5));
+  std::shared_ptr<CoordinatorClient> coordinator;
+  std::optional<TokenCheck> token_check;
+  {
+    absl::MutexLock lock(&mu_);
+    coordinator = client_;
+    token_check = token_check_;
+  }
+  const std::string requested = request->name();
+  absl::StatusOr<coord::RegisterResponse> response = coordinator->Register(
+      *std::move(request), private_key_, absl::Seconds(5),
+      token_check ? &*token_check : nullptr);
   if (!response.ok()) return response.status();
   if (response->mesh_ips().empty()) {
     return absl::InternalError("the coordinator assigned no mesh IP");
+  }
+  if (token_check) {
+    absl::MutexLock lock(&mu_);
+    token_check_.reset();
   }
   coordinator->SetSessionToken(response->session_token());
   const auto& ips = response->mesh_ips();
   TM_LOG_INFO("registered as {} with {}{}", response->name(), ips[0],
               ips.size() > 1 ? " and " + ips[1] : std::string());
+  if (!requested.empty() && response->name() != requested) {
+    TM_LOG_WARN(
+        "registered as \"{}\", not \"{}\": the coordinator makes names DNS labels and adds a "
+        "suffix when another member holds the name",
+        response->name(), requested);
+  }
   return response;
 }
 
@@ -203,10 +228,12 @@ void CoordinatorSession::RpcLoop() {
       calls.swap(call_me_maybe_);
     }
     std::shared_ptr<CoordinatorClient> coordinator = client();
+    bool session_lost = false;
     if (report) {
       absl::Status s =
           coordinator->ReportEndpoints(report->endpoints, report->direct, report->relayed);
       if (!s.ok()) TM_LOG_DEBUG("reporting endpoints: {}", std::string(s.message()));
+      session_lost = s.code() == absl::StatusCode::kUnauthenticated;
       if (done) done(s.ok());
       if (!s.ok()) {
         absl::MutexLock lock(&mu_);
@@ -215,9 +242,17 @@ void CoordinatorSession::RpcLoop() {
     }
     // Ask peers (through the coordinator) to probe us now, so both sides punch at the same time.
     for (const QueuedCallMeMaybe& call : calls) {
+      if (session_lost) break;
       absl::Status s = coordinator->CallMeMaybe(call.to, call.endpoints);
       TM_LOG_DEBUG("call-me-maybe to {} with {} endpoints: {}", call.to.Short(),
                    call.endpoints.size(), s.ToString());
+      session_lost = s.code() == absl::StatusCode::kUnauthenticated;
+    }
+    // The coordinator no longer knows our session (it restarted, expired us, or another agent
+    // with our key registered): end the watch, whose loop registers again at once.
+    if (session_lost) {
+      TM_LOG_WARN("the coordinator no longer accepts this member's session; registering again");
+      coordinator->CancelWatch();
     }
   }
 }

@@ -51,8 +51,12 @@ class CoordinatorSession {
     std::function<void(const absl::Status&)> on_refused;
   };
 
-  // `target` is host:port for gRPC; `ca_pem` the verified CA; `seed` seeds the backoff jitter.
-  CoordinatorSession(std::string target, std::string ca_pem, Hooks hooks, uint64_t seed);
+  // `target` is host:port for gRPC; `ca_pem` the coordinator's CA; `private_key` the member's
+  // (each registration proves possession of it); `token_check` given when nothing vouched for the
+  // CA yet: registrations then send the join token only to a coordinator that proves it knows it,
+  // until one succeeded. `seed` seeds the backoff jitter.
+  CoordinatorSession(std::string target, std::string ca_pem, SecretKey private_key,
+                     std::optional<TokenCheck> token_check, Hooks hooks, uint64_t seed);
   // Stops the threads.
   ~CoordinatorSession();
 
@@ -101,6 +105,7 @@ class CoordinatorSession {
 
   const std::string target_;
   const std::string ca_pem_;
+  const SecretKey private_key_;
   const Hooks hooks_;
   const uint64_t seed_;
   std::atomic<bool> refused_{false};
@@ -112,6 +117,8 @@ class CoordinatorSession {
   // Replaced by a fresh channel after the coordinator goes away: a channel that saw the old
   // process can keep failing its TLS handshakes with the new one.
   std::shared_ptr<CoordinatorClient> client_ ABSL_GUARDED_BY(mu_);
+  // Cleared after the first successful registration (the CA is trusted from then on).
+  std::optional<TokenCheck> token_check_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool leaving_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<EndpointReport> report_ ABSL_GUARDED_BY(mu_);

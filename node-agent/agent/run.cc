@@ -31,19 +31,15 @@ bool WaitOrSignal(const sigset_t& signals, std::chrono::milliseconds delay) {
 
 // Fetches and checks the coordinator's CA until it answers; nullopt when told to stop or when the
 // CA does not match (logged).
-std::optional<std::string> FetchCa(const JoinOptions& options, const HostPort& coordinator,
-                                   const sigset_t& signals, int* exit_code) {
+std::optional<CoordinatorCa> FetchCa(const JoinOptions& options, const HostPort& coordinator,
+                                     const sigset_t& signals, int* exit_code) {
   Backoff backoff(std::chrono::milliseconds(100), std::chrono::milliseconds(600),
                   std::random_device{}(), 0.5);
   while (true) {
-    std::string warning;
-    absl::StatusOr<std::string> ca =
+    absl::StatusOr<CoordinatorCa> ca =
         FetchCoordinatorCa(coordinator.host, coordinator.port, options.ca_hash,
-                           options.state_dir + "/coordinator-ca.pem", &warning);
-    if (ca.ok()) {
-      if (!warning.empty()) TM_LOG_WARN("{}", warning);
-      return *ca;
-    }
+                           options.state_dir + "/coordinator-ca.pem");
+    if (ca.ok()) return *ca;
     if (ca.status().code() == absl::StatusCode::kPermissionDenied) {
       TM_LOG_ERROR("{}", std::string(ca.status().message()));
       *exit_code = kExitFailure;
@@ -70,11 +66,28 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
   const HostPort& coordinator = checked.coordinator;
   TM_LOG_INFO("connecting to coordinator {}:{}", coordinator.host, coordinator.port);
   std::string ca_pem = checked.ca_pem;
+  std::optional<TokenCheck> token_check;
+  const std::string pin_path = options.state_dir + "/coordinator-ca.pem";
   if (ca_pem.empty()) {
     int exit_code = 0;
-    std::optional<std::string> ca = FetchCa(options, coordinator, signals, &exit_code);
+    std::optional<CoordinatorCa> ca = FetchCa(options, coordinator, signals, &exit_code);
     if (!ca) return exit_code;
-    ca_pem = *ca;
+    ca_pem = ca->pem;
+    if (ca->unverified) {
+      if (checked.join_token.empty()) {
+        TM_LOG_ERROR(
+            "the coordinator's CA {} is not pinned and a ServiceAccount token is not sent to an "
+            "unverified coordinator: pass --ca-file or --ca-hash",
+            ca->hash);
+        return kExitFailure;
+      }
+      TM_LOG_WARN(
+          "the coordinator's CA {} is not pinned yet: it must prove that it knows the join token "
+          "before the token is sent, and is pinned in {} once registered; pass --ca-hash to "
+          "verify it instead",
+          ca->hash, pin_path);
+      token_check = TokenCheck{checked.join_token, ca->hash};
+    }
   }
   absl::StatusOr<std::unique_ptr<LinuxTunDevice>> tun =
       LinuxTunDevice::Create(options.interface_name, /*offload=*/true);
@@ -130,9 +143,9 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
   const std::string host = coordinator.host.find(':') != std::string::npos
                                ? "[" + coordinator.host + "]"
                                : coordinator.host;
-  auto session =
-      std::make_unique<CoordinatorSession>(host + ":" + std::to_string(coordinator.port), ca_pem,
-                                           std::move(hooks), std::random_device{}());
+  auto session = std::make_unique<CoordinatorSession>(
+      host + ":" + std::to_string(coordinator.port), ca_pem, key->Clone(), token_check,
+      std::move(hooks), std::random_device{}());
   absl::StatusOr<coord::RegisterResponse> registration = session->RegisterFirst(
       [&signals](std::chrono::milliseconds delay) { return WaitOrSignal(signals, delay); });
   if (!registration.ok()) {
@@ -140,6 +153,13 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
     TM_LOG_ERROR("the coordinator refused to register this member: {}",
                  std::string(registration.status().message()));
     return kExitFailure;
+  }
+  if (checked.ca_pem.empty()) {
+    if (absl::Status s = PinCoordinatorCa(pin_path, ca_pem); !s.ok()) {
+      TM_LOG_WARN("{}", std::string(s.message()));
+    } else if (token_check) {
+      TM_LOG_INFO("pinned the coordinator's CA {} in {}", token_check->ca_hash, pin_path);
+    }
   }
 
   AgentParams params;

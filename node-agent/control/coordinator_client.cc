@@ -9,7 +9,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
+
+#include "absl/algorithm/container.h"
 #include "lib/base/file.h"
+#include "lib/crypto/aead.h"
+#include "lib/crypto/control_proofs.h"
 #include "lib/crypto/x509.h"
 #include "proto/coordinator.grpc.pb.h"
 
@@ -49,9 +54,9 @@ absl::StatusOr<int> Dial(const std::string& host, uint16_t port) {
 
 }  // namespace
 
-absl::StatusOr<std::string> FetchCoordinatorCa(const std::string& host, uint16_t port,
-                                               const std::string& expected_hash,
-                                               const std::string& pin_path, std::string* warning) {
+absl::StatusOr<CoordinatorCa> FetchCoordinatorCa(const std::string& host, uint16_t port,
+                                                 const std::string& expected_hash,
+                                                 const std::string& pin_path) {
   absl::StatusOr<int> fd = Dial(host, port);
   if (!fd.ok()) return fd.status();
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
@@ -87,6 +92,7 @@ absl::StatusOr<std::string> FetchCoordinatorCa(const std::string& host, uint16_t
   }
   absl::StatusOr<std::string> hash = CaCertHash(ca_pem);
   if (!hash.ok()) return hash.status();
+  CoordinatorCa ca{ca_pem, *hash, false};
   if (!expected_hash.empty()) {
     if (*hash != expected_hash) {
       return absl::PermissionDeniedError("the coordinator's CA hash is " + *hash +
@@ -105,16 +111,22 @@ absl::StatusOr<std::string> FetchCoordinatorCa(const std::string& host, uint16_t
             ": if the coordinator was reinstalled, delete the pin or pass --ca-hash");
       }
     } else {
-      *warning = "trusting the coordinator's CA " + *hash + " on first use and pinning it in " +
-                 pin_path + "; pass --ca-hash to verify it instead";
+      ca.unverified = true;
     }
   }
-  if (absl::Status s = WriteFileAtomically(pin_path, ca_pem, 0600); !s.ok()) {
+  return ca;
+}
+
+absl::Status PinCoordinatorCa(const std::string& pin_path, const std::string& pem) {
+  absl::StatusOr<std::string> pinned = ReadFile(pin_path);
+  if (pinned.ok() && *pinned == pem) return absl::OkStatus();
+  if (absl::Status s = WriteFileAtomically(pin_path, pem, 0600); !s.ok()) {
     return absl::FailedPreconditionError(
         "pinning the coordinator's CA: " + std::string(s.message()) + " (set --state-dir)");
   }
-  return ca_pem;
+  return absl::OkStatus();
 }
+
 
 CoordinatorClient::CoordinatorClient(const std::string& target, const std::string& ca_pem) {
   grpc::SslCredentialsOptions ssl;
@@ -147,12 +159,49 @@ void CoordinatorClient::SetSessionToken(const std::string& token) {
 }
 
 absl::StatusOr<coord::RegisterResponse> CoordinatorClient::Register(
-    const coord::RegisterRequest& request, absl::Duration timeout) {
+    coord::RegisterRequest request, const SecretKey& private_key, absl::Duration timeout,
+    const TokenCheck* token_check) {
+  const absl::Time deadline = absl::Now() + timeout;
+  auto stub = coord::Coordinator::NewStub(channel_);
+  coord::HelloRequest hello;
+  std::string nonce(32, '\0');
+  RandomBytes(absl::Span<uint8_t>(reinterpret_cast<uint8_t*>(nonce.data()), nonce.size()));
+  hello.set_nonce(nonce);
+  coord::HelloResponse challenge;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(deadline));
+    grpc::Status s = stub->Hello(&context, hello, &challenge);
+    if (!s.ok()) return FromGrpc(s);
+  }
+  if (token_check != nullptr) {
+    const bool known = absl::c_any_of(challenge.token_proofs(), [&](const std::string& proof) {
+      return CheckTokenProof(token_check->join_token, nonce, token_check->ca_hash, proof);
+    });
+    if (!known) {
+      return absl::PermissionDeniedError(
+          "the coordinator (CA " + token_check->ca_hash +
+          ") could not prove that it knows this join token, so the token was not sent: either "
+          "the token is wrong (check --token-file) or this is not your coordinator; pass "
+          "--ca-hash (printed by the operator at start and in its ca-hash file) to verify it");
+    }
+  }
+  if (challenge.ephemeral_public_key().size() != kKeySize) {
+    return absl::UnavailableError("the coordinator's Hello carries no key (is it too old?)");
+  }
+  PublicKey coordinator_key;
+  std::memcpy(coordinator_key.bytes.data(), challenge.ephemeral_public_key().data(), kKeySize);
+  std::optional<ControlProof> proof =
+      PossessionProof(private_key, coordinator_key, challenge.challenge(), request.mesh());
+  if (!proof) return absl::PermissionDeniedError("the coordinator's Hello key is invalid");
+  request.set_challenge(challenge.challenge());
+  request.set_possession_proof(std::string(reinterpret_cast<const char*>(proof->data()),
+                                           proof->size()));
   grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  context.set_deadline(absl::ToChronoTime(deadline));
   context.set_wait_for_ready(false);
   coord::RegisterResponse response;
-  grpc::Status s = coord::Coordinator::NewStub(channel_)->Register(&context, request, &response);
+  grpc::Status s = stub->Register(&context, request, &response);
   if (!s.ok()) return FromGrpc(s);
   return response;
 }

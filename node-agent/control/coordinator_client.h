@@ -25,22 +25,42 @@ namespace tunnelmesh {
 
 namespace coord = ::tunnelmesh::coordinator::v1;
 
+struct CoordinatorCa {
+  std::string pem;
+  std::string hash;  // "sha256:..."
+  // Neither --ca-hash nor a pin vouched for it: the coordinator must prove that it knows the join
+  // token (Hello's token proofs) before the token is sent, and the pin is written only after a
+  // successful registration (PinCoordinatorCa).
+  bool unverified = false;
+};
+
 // Connects to host:port with TLS, takes the CA certificate the coordinator presents and checks it:
 // against `expected_hash` ("sha256:...") when given; otherwise against the PEM pinned at
-// `pin_path`, or, when there is no pin yet, trusts it, writes the pin and says so in `*warning`.
-// Returns the CA certificate as PEM.
-[[nodiscard]] absl::StatusOr<std::string> FetchCoordinatorCa(const std::string& host, uint16_t port,
-                                                             const std::string& expected_hash,
-                                                             const std::string& pin_path,
-                                                             std::string* warning);
+// `pin_path`; without a pin it is returned `unverified`.
+[[nodiscard]] absl::StatusOr<CoordinatorCa> FetchCoordinatorCa(const std::string& host,
+                                                               uint16_t port,
+                                                               const std::string& expected_hash,
+                                                               const std::string& pin_path);
+// Writes the pin (mode 0600) once a registration with this CA succeeded.
+[[nodiscard]] absl::Status PinCoordinatorCa(const std::string& pin_path, const std::string& pem);
+
+// What an agent that has not verified the coordinator's CA checks before it sends its join token.
+struct TokenCheck {
+  std::string join_token;
+  std::string ca_hash;  // Of the CA the TLS handshake presented.
+};
 
 class CoordinatorClient {
  public:
   CoordinatorClient(const std::string& target, const std::string& ca_pem);
   ~CoordinatorClient();
 
+  // Says Hello; when `token_check` is given, refuses (PERMISSION_DENIED, nothing sent) unless the
+  // coordinator proves that it knows that join token for the CA it presented; then registers
+  // `request` with a proof that we hold `private_key` (the key of request.public_key).
   [[nodiscard]] absl::StatusOr<coord::RegisterResponse> Register(
-      const coord::RegisterRequest& request, absl::Duration timeout);
+      coord::RegisterRequest request, const SecretKey& private_key, absl::Duration timeout,
+      const TokenCheck* token_check = nullptr);
   // The session token later calls carry (from Register).
   void SetSessionToken(const std::string& token);
 

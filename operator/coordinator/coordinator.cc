@@ -15,6 +15,7 @@
 #include "lib/base/log.h"
 #include "lib/crypto/aead.h"
 #include "lib/crypto/blake2s.h"
+#include "lib/crypto/control_proofs.h"
 #include "lib/dns/message.h"
 #include "operator/api/peer_policy.h"
 #include "operator/coordinator/address_allocator.h"
@@ -54,6 +55,17 @@ bool TokensEqual(const std::string& a, const std::string& b) {
   return a.size() == b.size() && sodium_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+// The key of sessions_: BLAKE2s of the token.
+std::string SessionHash(std::string_view token) {
+  uint8_t hash[kHashSize];
+  Blake2s({Bytes(reinterpret_cast<const uint8_t*>(token.data()), token.size())}, hash);
+  return std::string(reinterpret_cast<const char*>(hash), sizeof(hash));
+}
+
+std::string KeyBytes(const PublicKey& key) {
+  return std::string(reinterpret_cast<const char*>(key.bytes.data()), kKeySize);
+}
+
 }  // namespace
 
 // Holds mu_ and wakes the subscribers queued while it was held once it is released, so that a
@@ -89,6 +101,12 @@ class ABSL_SCOPED_LOCKABLE Coordinator::Locked {
 
 Coordinator::Coordinator(MemberStore* store, Options options)
     : options_(std::move(options)),
+      challenges_(options_.challenges),
+      hello_limit_(options_.hellos_per_source),
+      register_limit_(options_.registrations_per_source),
+      wrong_token_limit_(options_.wrong_tokens_per_source),
+      report_limit_(options_.reports_per_member),
+      call_me_maybe_limit_(options_.call_me_maybe_per_pair),
       members_(store->members()),
       writer_(store, &counters_.store, options_.writer) {}
 
@@ -196,15 +214,30 @@ void Coordinator::FanOut(const std::string& mesh, const PublicKey* except,
   }
 }
 
-absl::StatusOr<IpAddress> Coordinator::Allocate(const Prefix& cidr, const std::string& mesh) const {
+absl::StatusOr<IpAddress> Coordinator::Allocate(const Prefix& cidr, const std::string& mesh,
+                                                const PublicKey& key) const {
+  const absl::Time now = absl::Now();
   std::set<IpAddress> used;
-  for (const auto& [key, m] : members_) {
+  for (const auto& [member, m] : members_) {
     for (const IpAddress& ip : m.mesh_ips) used.insert(ip);
+  }
+  size_t quarantined = 0;
+  for (const auto& [ip, q] : quarantine_) {
+    if (q.until <= now || !cidr.Contains(ip) || used.count(ip) > 0) continue;
+    if (q.key == key) return ip;  // Its own address, back.
+    used.insert(ip);
+    ++quarantined;
   }
   absl::StatusOr<IpAddress> free = LowestFreeAddress(cidr, used);
   if (free.ok()) return free;
-  return absl::ResourceExhaustedError("Mesh \"" + mesh + "\" has no free address left in " +
-                                      cidr.ToString() + ": widen its CIDR in the Mesh spec");
+  std::string why = "Mesh \"" + mesh + "\" has no free address left in " + cidr.ToString() +
+                    ": widen its CIDR in the Mesh spec";
+  if (quarantined > 0) {
+    absl::StrAppend(&why, " (", quarantined,
+                    " addresses of members that left are quarantined: see the operator's "
+                    "--ip-quarantine)");
+  }
+  return absl::FailedPreconditionError(why);
 }
 
 // Names are unique across meshes: in Kubernetes each member is a cluster-scoped MeshPeer.
@@ -212,17 +245,56 @@ std::string Coordinator::UniqueName(const std::string& requested, const PublicKe
   std::string name = ToDnsLabel(requested);
   const std::string suffix = Hex(key.bytes.data(), 3);
   if (name.empty()) name = "member-" + suffix;
-  for (const auto& [other_key, m] : members_) {
-    if (other_key != key && m.name == name) {
-      if (name.size() > 56) name.resize(56);
-      return name + "-" + suffix;
-    }
+  const absl::Time now = absl::Now();
+  bool taken = false;
+  for (const auto& [other_key, m] : members_) taken = taken || (other_key != key && m.name == name);
+  for (const auto& [ip, q] : quarantine_) {
+    taken = taken || (q.key != key && q.until > now && q.name == name);
   }
-  return name;
+  if (!taken) return name;
+  if (name.size() > 56) name.resize(56);
+  return name + "-" + suffix;
+}
+
+absl::StatusOr<coord::HelloResponse> Coordinator::Hello(const coord::HelloRequest& request,
+                                                        const std::string& source) {
+  const absl::Time now = absl::Now();
+  if (!hello_limit_.Allow(source, now)) {
+    counters_.rate_limited.fetch_add(1);
+    return absl::ResourceExhaustedError("too many Hello calls from " + source + "; retry later");
+  }
+  if (request.nonce().size() < 16 || request.nonce().size() > 64) {
+    counters_.malformed_requests.fetch_add(1);
+    return absl::InvalidArgumentError("Hello's nonce must be 16 to 64 bytes");
+  }
+  counters_.hellos.fetch_add(1);
+  coord::HelloResponse response;
+  response.set_challenge(challenges_.Issue(now));
+  response.set_ephemeral_public_key(KeyBytes(challenges_.ephemeral_public_key()));
+  std::vector<std::string> tokens;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const auto& [name, mesh] : meshes_) tokens.push_back(mesh.spec.join_token);
+  }
+  // Meshes without a join token (ServiceAccount tokens only) prove nothing here.
+  std::sort(tokens.begin(), tokens.end());
+  tokens.erase(std::unique(tokens.begin(), tokens.end()), tokens.end());
+  for (const std::string& token : tokens) {
+    if (token.empty()) continue;
+    const ControlProof proof = TokenProof(token, request.nonce(), options_.ca_hash);
+    response.add_token_proofs(std::string(reinterpret_cast<const char*>(proof.data()), proof.size()));
+  }
+  return response;
 }
 
 absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
-    const coord::RegisterRequest& request) {
+    const coord::RegisterRequest& request, const std::string& source) {
+  const absl::Time now = absl::Now();
+  if (!register_limit_.Allow(source, now)) {
+    counters_.rate_limited.fetch_add(1);
+    return absl::ResourceExhaustedError("too many registrations from " + source +
+                                        "; retry later");
+  }
   if (request.public_key().size() != kKeySize) {
     counters_.malformed_requests.fetch_add(1);
     return absl::InvalidArgumentError("public_key must be 32 bytes");
@@ -262,6 +334,25 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
       return s;
     }
   }
+  // Proof of possession (without mu_: one X25519): only the holder of the private key may speak
+  // for a public key, so no one can rename, move or remove another member by naming its key.
+  if (absl::Status s = challenges_.Consume(request.challenge(), now); !s.ok()) {
+    counters_.refused_proofs.fetch_add(1);
+    return s;
+  }
+  if (!CheckPossessionProof(challenges_.ephemeral_private_key(), key, request.challenge(),
+                            request.mesh(), request.possession_proof())) {
+    counters_.refused_proofs.fetch_add(1);
+    return absl::UnauthenticatedError(
+        "the registration does not prove possession of the private key of public_key " +
+        key.Short() + ": only the holder of a member's key may register it");
+  }
+  // Wrong join tokens are limited per source before any is compared.
+  if (!request.join_token().empty() && !wrong_token_limit_.HasToken(source, now)) {
+    counters_.rate_limited.fetch_add(1);
+    return absl::ResourceExhaustedError("too many wrong join tokens from " + source +
+                                        "; wait a minute and check --token-file");
+  }
   // A ServiceAccount token is checked with the API server before taking the lock.
   bool service_account = false;
   if (!request.kubernetes_token().empty()) {
@@ -300,6 +391,7 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   }
   if (!service_account && !TokensEqual(request.join_token(), mesh->spec.join_token)) {
     counters_.rejected_tokens.fetch_add(1);
+    (void)wrong_token_limit_.Allow(source, now);
     return absl::PermissionDeniedError("the join token is not valid for Mesh \"" + mesh->spec.name +
                                        "\": check --token-file");
   }
@@ -361,12 +453,16 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   }
 
   Live& live = live_[key];
-  live.last_seen = absl::Now();
-  if (!live.session_token.empty()) sessions_.erase(live.session_token);
+  live.last_seen = now;
+  // A new session replaces the old one (the key's holder restarted or moved); tokens are random
+  // and kept only as hashes.
+  if (!live.session_hash.empty()) sessions_.erase(live.session_hash);
   uint8_t token[32];
   RandomBytes(absl::Span<uint8_t>(token, sizeof(token)));
-  live.session_token = Hex(token, sizeof(token));
-  sessions_[live.session_token] = key;
+  const std::string session_token = Hex(token, sizeof(token));
+  sodium_memzero(token, sizeof(token));
+  live.session_hash = SessionHash(session_token);
+  sessions_[live.session_hash] = key;
   counters_.registrations.fetch_add(1);
 
   coord::RegisterResponse response;
@@ -374,7 +470,7 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   for (const IpAddress& ip : record.mesh_ips) response.add_mesh_ips(ip.ToString());
   response.add_mesh_cidrs(mesh->spec.ipv4_cidr.ToString());
   if (mesh->spec.ipv6_cidr) response.add_mesh_cidrs(mesh->spec.ipv6_cidr->ToString());
-  response.set_session_token(live.session_token);
+  response.set_session_token(session_token);
   *response.mutable_settings() = SettingsFor(*mesh);
   for (const std::string& alias : record.aliases) response.add_aliases(alias);
 
@@ -399,9 +495,9 @@ absl::StatusOr<PublicKey> Coordinator::Authenticate(std::string_view authorizati
   if (authorization.substr(0, kBearer.size()) != kBearer) {
     return absl::UnauthenticatedError("missing \"authorization: Bearer\" session token");
   }
-  const std::string token(authorization.substr(kBearer.size()));
+  const std::string hash = SessionHash(authorization.substr(kBearer.size()));
   absl::ReaderMutexLock lock(&mu_);
-  auto it = sessions_.find(token);
+  auto it = sessions_.find(hash);
   if (it == sessions_.end()) {
     return absl::UnauthenticatedError("unknown session token: register again");
   }
@@ -472,6 +568,10 @@ absl::Status Coordinator::ReportEndpoints(const PublicKey& member,
       return absl::InvalidArgumentError("endpoint \"" + e + "\" is not ip:port");
     }
   }
+  if (!report_limit_.Allow(KeyBytes(member), absl::Now())) {
+    counters_.rate_limited.fetch_add(1);
+    return absl::ResourceExhaustedError("endpoint reports too frequent; retry later");
+  }
   Locked lock(this);
   auto record = members_.find(member);
   if (record == members_.end()) return absl::NotFoundError("not a member: register");
@@ -494,6 +594,18 @@ absl::Status Coordinator::CallMeMaybe(const PublicKey& from, const PublicKey& to
     counters_.malformed_requests.fetch_add(1);
     return absl::InvalidArgumentError("at most 16 endpoints");
   }
+  for (const std::string& e : endpoints) {
+    if (!Endpoint::Parse(e).ok()) {
+      counters_.malformed_requests.fetch_add(1);
+      return absl::InvalidArgumentError("endpoint \"" + e + "\" is not ip:port");
+    }
+  }
+  // Each call makes the peer probe: at most about one per second per pair, so no member can turn
+  // its peers into a packet source at a rate it chooses.
+  if (!call_me_maybe_limit_.Allow(KeyBytes(from) + KeyBytes(to), absl::Now())) {
+    counters_.rate_limited.fetch_add(1);
+    return absl::ResourceExhaustedError("call-me-maybe to this peer too frequent; retry later");
+  }
   Locked lock(this);
   auto sender = members_.find(from);
   auto target = members_.find(to);
@@ -504,10 +616,21 @@ absl::Status Coordinator::CallMeMaybe(const PublicKey& from, const PublicKey& to
   auto live = live_.find(to);
   if (live == live_.end()) return absl::OkStatus();
   if (std::shared_ptr<Subscription> sub = live->second.subscription.lock()) {
+    // Only endpoints the sender reported as its own are passed on: a member cannot make its
+    // peers probe addresses that are not its own.
+    auto sender_live = live_.find(from);
+    const std::vector<std::string> none;
+    const std::vector<std::string>& own =
+        sender_live != live_.end() ? sender_live->second.endpoints : none;
     coord::MapUpdate update;
-    update.mutable_call_me_maybe()->set_from_public_key(
-        std::string(reinterpret_cast<const char*>(from.bytes.data()), kKeySize));
-    for (const std::string& e : endpoints) update.mutable_call_me_maybe()->add_endpoints(e);
+    update.mutable_call_me_maybe()->set_from_public_key(KeyBytes(from));
+    for (const std::string& e : endpoints) {
+      if (absl::c_linear_search(own, e)) {
+        update.mutable_call_me_maybe()->add_endpoints(e);
+      } else {
+        counters_.call_me_maybe_endpoints_dropped.fetch_add(1);
+      }
+    }
     update.set_version(version_);
     PushLocked(sub, std::move(update));
   }
@@ -518,21 +641,63 @@ absl::Status Coordinator::Leave(const PublicKey& member) {
   Locked lock(this);
   auto record = members_.find(member);
   if (record == members_.end()) return absl::OkStatus();
+  TM_LOG_INFO("member left: name={} key={}", record->second.name, member.Short());
+  RemoveLocked(member, absl::OkStatus());
+  return absl::OkStatus();
+}
+
+void Coordinator::QuarantineLocked(const MemberRecord& record) {
+  const absl::Time now = absl::Now();
+  for (auto it = quarantine_.begin(); it != quarantine_.end();) {
+    it = it->second.until <= now ? quarantine_.erase(it) : std::next(it);
+  }
+  if (options_.quarantine <= absl::ZeroDuration()) return;
+  for (const IpAddress& ip : record.mesh_ips) {
+    quarantine_[ip] = Quarantined{record.public_key, record.name, now + options_.quarantine};
+  }
+}
+
+void Coordinator::RemoveLocked(const PublicKey& member, absl::Status reason) {
+  auto record = members_.find(member);
+  if (record == members_.end()) return;
   const std::string mesh = record->second.mesh;
+  QuarantineLocked(record->second);
   SyncFilterLocked(&record->second, nullptr);
   members_.erase(record);
   writer_.Remove(member);
-  DropLocked(member, mesh, absl::OkStatus());
+  DropLocked(member, mesh, std::move(reason));
   SendFiltersLocked();
-  TM_LOG_INFO("member left: key={}", member.Short());
-  return absl::OkStatus();
+}
+
+size_t Coordinator::ExpireIdle(absl::Time now) {
+  if (options_.member_expiry <= absl::ZeroDuration()) return 0;
+  Locked lock(this);
+  std::vector<PublicKey> idle;
+  for (const auto& [key, record] : members_) {
+    if (!record.static_endpoints.empty()) continue;
+    absl::Time seen = started_;  // Nobody is seen before the coordinator starts.
+    if (auto live = live_.find(key); live != live_.end()) {
+      std::shared_ptr<Subscription> sub = live->second.subscription.lock();
+      if (sub != nullptr && !sub->cancelled()) continue;  // Watching now.
+      seen = std::max(seen, live->second.last_seen);
+    }
+    if (now - seen >= options_.member_expiry) idle.push_back(key);
+  }
+  for (const PublicKey& key : idle) {
+    TM_LOG_INFO("member expired: name={} key={} (not seen for {})", members_[key].name, key.Short(),
+                absl::FormatDuration(options_.member_expiry));
+    RemoveLocked(key, absl::PermissionDeniedError("expired: not seen for " +
+                                                  absl::FormatDuration(options_.member_expiry)));
+  }
+  counters_.expired_members.fetch_add(idle.size());
+  return idle.size();
 }
 
 void Coordinator::DropLocked(const PublicKey& member, const std::string& mesh,
                              absl::Status reason) {
   auto live = live_.find(member);
   if (live != live_.end()) {
-    sessions_.erase(live->second.session_token);
+    sessions_.erase(live->second.session_hash);
     if (std::shared_ptr<Subscription> sub = live->second.subscription.lock()) {
       CancelLocked(sub, std::move(reason));
     }
@@ -565,7 +730,7 @@ absl::StatusOr<std::vector<IpAddress>> Coordinator::AddressesFor(const MeshState
       if (!taken) kept = ip;
     }
     if (!kept) {
-      absl::StatusOr<IpAddress> fresh = Allocate(*cidr, mesh.spec.name);
+      absl::StatusOr<IpAddress> fresh = Allocate(*cidr, mesh.spec.name, record.public_key);
       if (!fresh.ok()) return fresh.status();
       kept = *fresh;
     }

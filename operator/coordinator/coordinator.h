@@ -39,10 +39,12 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lib/base/rate_limiter.h"
 #include "lib/crypto/keys.h"
 #include "lib/dns/mesh_zone.h"
 #include "operator/api/mesh.h"
 #include "operator/api/peer_policy.h"
+#include "operator/coordinator/challenges.h"
 #include "operator/coordinator/member_writer.h"
 #include "operator/coordinator/state_store.h"
 #include "operator/coordinator/subscription.h"
@@ -83,6 +85,15 @@ struct CoordinatorCounters {
   // Rule sets the policy engines rebuilt (whether or not their bytes changed).
   std::atomic<uint64_t> filter_recompiles{0};
   std::atomic<uint64_t> explain_requests{0};
+  std::atomic<uint64_t> hellos{0};
+  // Registrations refused for a missing, stale or wrong proof of possession.
+  std::atomic<uint64_t> refused_proofs{0};
+  // Calls refused by a rate limit (Hello, Register, wrong tokens, reports, call-me-maybe).
+  std::atomic<uint64_t> rate_limited{0};
+  // Call-me-maybe endpoints dropped because the sender had not reported them.
+  std::atomic<uint64_t> call_me_maybe_endpoints_dropped{0};
+  // Members removed by ExpireIdle.
+  std::atomic<uint64_t> expired_members{0};
   MemberWriterCounters store;
 };
 
@@ -93,6 +104,8 @@ class Coordinator {
     std::string stun_address;
     std::string relay_url;
     PublicKey relay_public_key;
+    // The hash ("sha256:...") of the coordinator's CA: Hello's token proofs cover it.
+    std::string ca_hash;
     uint32_t mtu = 1420;
     // Kubernetes mode: in-cluster agents may register with a ServiceAccount token instead of the
     // join token. `review_token` asks the API server (TokenReview) whose token it is and returns
@@ -115,6 +128,22 @@ class Coordinator {
     // Deltas a watcher may fall behind before its backlog collapses into one full map.
     size_t max_pending_updates = 256;
     MemberWriter::Options writer;
+    ChallengeBook::Options challenges;
+    // Rate limits. Per source address: generous, since many CI runners may share one NAT address.
+    KeyedRateLimiter::Options hellos_per_source{.rate = 100, .burst = 400};
+    KeyedRateLimiter::Options registrations_per_source{.rate = 50, .burst = 200};
+    // Wrong join tokens: a few mistakes, then one guess per 5 seconds per source.
+    KeyedRateLimiter::Options wrong_tokens_per_source{.rate = 0.2, .burst = 10};
+    // Per member. Agents report on change (coalesced) and call a peer at most once a second.
+    KeyedRateLimiter::Options reports_per_member{.rate = 5, .burst = 20};
+    KeyedRateLimiter::Options call_me_maybe_per_pair{.rate = 1, .burst = 4};
+    // A member that left or expired keeps its addresses and name from other keys this long (its
+    // own key gets them back): peers and caches that still know the old name or address must not
+    // reach a newcomer there.
+    absl::Duration quarantine = absl::Hours(24);
+    // ExpireIdle removes members of an agent that has not been seen (no watch, no call) for this
+    // long; zero: never. Members with static endpoints (admin-made) never expire.
+    absl::Duration member_expiry = absl::ZeroDuration();
   };
 
   // Takes the store's records as the initial member map; from then on the store is written only
@@ -126,8 +155,14 @@ class Coordinator {
   // Replaces the set of meshes (from the manifests). Watchers of a changed mesh get its settings.
   void SetMeshes(std::vector<MeshSpec> meshes) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // A fresh challenge for Register and the token proofs (proto/coordinator.proto, Hello).
+  // `source` is the caller's address, for rate limits.
+  [[nodiscard]] absl::StatusOr<coord::HelloResponse> Hello(const coord::HelloRequest& request,
+                                                           const std::string& source)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Admits a member that proves it holds its key (a challenge from Hello and its proof).
   [[nodiscard]] absl::StatusOr<coord::RegisterResponse> Register(
-      const coord::RegisterRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
+      const coord::RegisterRequest& request, const std::string& source) ABSL_LOCKS_EXCLUDED(mu_);
   // Maps "Bearer TOKEN" to the member it was issued to.
   [[nodiscard]] absl::StatusOr<PublicKey> Authenticate(std::string_view authorization) const
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -143,6 +178,8 @@ class Coordinator {
       ABSL_LOCKS_EXCLUDED(mu_);
   [[nodiscard]] absl::Status Leave(const PublicKey& member) ABSL_LOCKS_EXCLUDED(mu_);
   bool IsMember(const PublicKey& key) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Removes the members not seen for Options::member_expiry (see there); returns how many.
+  size_t ExpireIdle(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Kubernetes mode, from MeshPeer objects. Admit brings the coordinator in line with a record
   // that exists at its source (restart, a MeshPeer pre-created by an admin, a label edit): it keeps
@@ -188,7 +225,8 @@ class Coordinator {
   };
   struct Live {
     std::vector<std::string> endpoints;
-    std::string session_token;
+    // BLAKE2s of the session token (the key of sessions_).
+    std::string session_hash;
     std::weak_ptr<Subscription> subscription;
     absl::Time last_seen = absl::InfinitePast();
     PathCounts paths;
@@ -212,8 +250,10 @@ class Coordinator {
   // Sends `update` to every watcher of `mesh` except `except`.
   void FanOut(const std::string& mesh, const PublicKey* except, const coord::MapUpdate& update)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<IpAddress> Allocate(const Prefix& cidr, const std::string& mesh) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A free address of `cidr` for `key`: one quarantined for this key first, else the lowest that
+  // no member holds and no other key's quarantine keeps.
+  absl::StatusOr<IpAddress> Allocate(const Prefix& cidr, const std::string& mesh,
+                                     const PublicKey& key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string UniqueName(const std::string& requested, const PublicKey& key) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Keeps the member's addresses that lie in the mesh's ranges and are not taken by another
@@ -235,18 +275,40 @@ class Coordinator {
   // The member's rule set for its full map (the mesh default when it enforces nothing).
   coord::FilterRules FilterFor(const MemberRecord& record, const MeshState& mesh) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Keeps a departing member's addresses and name from other keys for Options::quarantine.
+  void QuarantineLocked(const MemberRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes a member that left or expired: quarantined, deleted from the store, its mesh told.
+  void RemoveLocked(const PublicKey& member, absl::Status reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the member's session and tells its mesh it is gone.
   void DropLocked(const PublicKey& member, const std::string& mesh, absl::Status reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  struct Quarantined {
+    PublicKey key;
+    std::string name;
+    absl::Time until;
+  };
+
   const Options options_;
   CoordinatorCounters counters_;
+  // Admission state with locks of their own (never taken under mu_ and never the other way).
+  ChallengeBook challenges_;
+  KeyedRateLimiter hello_limit_;
+  KeyedRateLimiter register_limit_;
+  KeyedRateLimiter wrong_token_limit_;
+  KeyedRateLimiter report_limit_;
+  KeyedRateLimiter call_me_maybe_limit_;
+  const absl::Time started_ = absl::Now();
   mutable absl::Mutex mu_;
   // The authoritative member map; the store follows it through writer_.
   std::map<PublicKey, MemberRecord> members_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, MeshState> meshes_ ABSL_GUARDED_BY(mu_);
   std::map<PublicKey, Live> live_ ABSL_GUARDED_BY(mu_);
+  // BLAKE2s(session token) -> member: a lookup by hash leaks nothing about the tokens.
   std::map<std::string, PublicKey> sessions_ ABSL_GUARDED_BY(mu_);
+  // Addresses of members that left or expired, and whose they were (Options::quarantine).
+  std::map<IpAddress, Quarantined> quarantine_ ABSL_GUARDED_BY(mu_);
   std::vector<PeerPolicySpec> policies_ ABSL_GUARDED_BY(mu_);
   // Mesh name -> its incremental policy compiler (members by name).
   std::map<std::string, policy::Engine> engines_ ABSL_GUARDED_BY(mu_);

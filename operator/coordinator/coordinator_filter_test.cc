@@ -74,7 +74,7 @@ class CoordinatorFilterTest : public ::testing::Test {
   }
   void Join(const PublicKey& key, const std::string& name, const std::string& label,
             const std::string& value) {
-    ASSERT_TRUE(c_->Register(Labelled(key, name, label, value)).ok());
+    ASSERT_TRUE(RegisterAs(*c_, Labelled(key, name, label, value)).ok());
     auto sub = c_->Watch(key);
     ASSERT_TRUE(sub.ok());
     subs_[name] = *sub;
@@ -112,7 +112,7 @@ TEST_F(CoordinatorFilterTest, OnlyAffectedMembersGetRuleSets) {
 
   // A join that the policy's `from` selects: git again (the newcomer has no watch yet).
   const PublicKey runner2 = NewKey();
-  ASSERT_TRUE(c_->Register(Labelled(runner2, "runner-2", "role", "ci")).ok());
+  ASSERT_TRUE(RegisterAs(*c_, Labelled(runner2, "runner-2", "role", "ci")).ok());
   EXPECT_EQ(c_->counters().filter_updates_sent.load(), 2u);
   git = Drain(subs_["git"].get());
   ASSERT_EQ(git.size(), 1u);
@@ -127,7 +127,7 @@ TEST_F(CoordinatorFilterTest, OnlyAffectedMembersGetRuleSets) {
   EXPECT_EQ(full.filter().rules_size(), 0);
 
   // A join no policy selects: nobody's rules change.
-  ASSERT_TRUE(c_->Register(Labelled(NewKey(), "laptop", "owner", "ann")).ok());
+  ASSERT_TRUE(RegisterAs(*c_, Labelled(NewKey(), "laptop", "owner", "ann")).ok());
   EXPECT_EQ(c_->counters().filter_updates_sent.load(), 2u);
 
   // A leave: git loses a source.

@@ -41,7 +41,7 @@ TEST(CoordinatorStoreTest, SlowStoreStallsOnlyTheMemberBeingWritten) {
   Coordinator c(&store, options);
   c.SetMeshes(Meshes(MeshManifest(24)));
   const PublicKey a = NewKey(), b = NewKey();
-  auto rb = c.Register(Request(b, "b"));
+  auto rb = RegisterAs(c, Request(b, "b"));
   ASSERT_TRUE(rb.ok()) << rb.status();
   auto watch_b = c.Watch(b);
   ASSERT_TRUE(watch_b.ok());
@@ -52,7 +52,7 @@ TEST(CoordinatorStoreTest, SlowStoreStallsOnlyTheMemberBeingWritten) {
   // The API server hangs: a's MeshPeer write blocks, and so does its Register.
   store.Block();
   absl::StatusOr<coord::RegisterResponse> ra;
-  std::thread registering([&] { ra = c.Register(Request(a, "a")); });
+  std::thread registering([&] { ra = RegisterAs(c, Request(a, "a")); });
   ASSERT_TRUE(store.AwaitWaiting(1, kWait)) << "a's write reached the store";
 
   // Meanwhile every other call completes promptly.
@@ -64,7 +64,7 @@ TEST(CoordinatorStoreTest, SlowStoreStallsOnlyTheMemberBeingWritten) {
   EXPECT_TRUE(c.IsMember(a)) << "the in-memory map is authoritative";
   EXPECT_TRUE(c.ReportEndpoints(b, {"192.0.2.5:51820"}).ok());
   EXPECT_TRUE(c.CallMeMaybe(b, a, {"192.0.2.5:51820"}).ok());
-  auto again = c.Register(Request(b, "b"));
+  auto again = RegisterAs(c, Request(b, "b"));
   ASSERT_TRUE(again.ok()) << "registering again unchanged writes nothing: " << again.status();
   auto rewatch = c.Watch(b);
   ASSERT_TRUE(rewatch.ok());
@@ -91,7 +91,7 @@ TEST(CoordinatorStoreTest, RegisterAnswersUnavailableWhenItsWriteMissesTheDeadli
   c.SetMeshes(Meshes(MeshManifest(24)));
   const PublicKey a = NewKey();
   store.Block();
-  auto first = c.Register(Request(a, "a"));
+  auto first = RegisterAs(c, Request(a, "a"));
   ASSERT_FALSE(first.ok());
   EXPECT_EQ(first.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(first.status().message().find("not written"), std::string::npos) << first.status();
@@ -99,7 +99,7 @@ TEST(CoordinatorStoreTest, RegisterAnswersUnavailableWhenItsWriteMissesTheDeadli
   // with the same address.
   store.Unblock();
   ASSERT_TRUE(c.FlushStore(kWait));
-  auto retry = c.Register(Request(a, "a"));
+  auto retry = RegisterAs(c, Request(a, "a"));
   ASSERT_TRUE(retry.ok()) << retry.status();
   EXPECT_EQ(store.puts(), 1);
   EXPECT_EQ(store.Stored(a)->mesh_ips[0].ToString(), retry->mesh_ips(0));
@@ -116,7 +116,7 @@ TEST(CoordinatorStoreTest, FailedWritesAreRetriedOrReported) {
   // An API server that errs twice, then recovers: the writer retries, Register succeeds.
   store.FailNext(2, absl::UnavailableError("connection refused"));
   const PublicKey a = NewKey();
-  auto ra = c.Register(Request(a, "a"));
+  auto ra = RegisterAs(c, Request(a, "a"));
   ASSERT_TRUE(ra.ok()) << ra.status();
   EXPECT_TRUE(store.Stored(a).has_value());
   EXPECT_EQ(c.counters().store.failures.load(), 2u);
@@ -125,12 +125,12 @@ TEST(CoordinatorStoreTest, FailedWritesAreRetriedOrReported) {
   // unchanged re-registration (its record is still not stored), until a new record is written.
   store.FailNext(1, absl::AlreadyExistsError("MeshPeer b belongs to another public key"));
   const PublicKey b = NewKey();
-  auto rb = c.Register(Request(b, "b"));
+  auto rb = RegisterAs(c, Request(b, "b"));
   ASSERT_FALSE(rb.ok());
   EXPECT_NE(rb.status().message().find("belongs to another public key"), std::string::npos);
   EXPECT_EQ(c.counters().store.retries.load(), 2u) << "not retried";
-  EXPECT_FALSE(c.Register(Request(b, "b")).ok());
-  ASSERT_TRUE(c.Register(Request(b, "b-renamed")).ok());
+  EXPECT_FALSE(RegisterAs(c, Request(b, "b")).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(b, "b-renamed")).ok());
   EXPECT_EQ(store.Stored(b)->name, "b-renamed");
   // Leave removes the record behind the member's back; a failure there is retried too.
   store.FailNext(1, absl::DeadlineExceededError("timed out"));
@@ -215,14 +215,14 @@ TEST(SubscriptionTest, CoordinatorRefillsACollapsedWatcherWithTheCurrentMap) {
   Coordinator c(&store, options);
   c.SetMeshes(Meshes(MeshManifest(24)));
   const PublicKey slow = NewKey();
-  ASSERT_TRUE(c.Register(Request(slow, "slow")).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(slow, "slow")).ok());
   auto sub = c.Watch(slow);
   ASSERT_TRUE(sub.ok());
   // The watcher reads nothing while six members join: full map + 2 deltas fit, then it collapses.
   std::vector<PublicKey> others;
   for (int i = 0; i < 6; ++i) {
     others.push_back(NewKey());
-    ASSERT_TRUE(c.Register(Request(others.back(), "m" + std::to_string(i))).ok());
+    ASSERT_TRUE(RegisterAs(c, Request(others.back(), "m" + std::to_string(i))).ok());
   }
   EXPECT_EQ(c.counters().watch_collapses.load(), 1u);
   coord::MapUpdate u;

@@ -49,7 +49,7 @@ TEST(CoordinatorTest, RegistersWithStickyAddressesAcrossRestart) {
     auto store = *StateStore::Open(dir);
     Coordinator c(store.get(), {});
     c.SetMeshes(Meshes());
-    auto r = c.Register(Request(a, "Laptop_One"));
+    auto r = RegisterAs(c, Request(a, "Laptop_One"));
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->name(), "laptop-one");
     ASSERT_EQ(r->mesh_ips_size(), 2);
@@ -61,16 +61,16 @@ TEST(CoordinatorTest, RegistersWithStickyAddressesAcrossRestart) {
   Coordinator c(store.get(), {});
   c.SetMeshes(Meshes());
   PublicKey b = NewKey();
-  auto rb = c.Register(Request(b, "other"));
+  auto rb = RegisterAs(c, Request(b, "other"));
   ASSERT_TRUE(rb.ok());
   EXPECT_EQ(rb->mesh_ips(0), "10.99.0.2") << "the first address stays taken";
-  auto ra = c.Register(Request(a, "laptop-one"));
+  auto ra = RegisterAs(c, Request(a, "laptop-one"));
   ASSERT_TRUE(ra.ok());
   EXPECT_EQ(ra->mesh_ips(0), first_ip);
   // A /30 holds two members: the third is refused with a message that says what to change.
-  auto rc = c.Register(Request(NewKey(), "third"));
+  auto rc = RegisterAs(c, Request(NewKey(), "third"));
   ASSERT_FALSE(rc.ok());
-  EXPECT_EQ(rc.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(rc.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(std::string(rc.status().message()).find("widen"), std::string::npos);
 }
 
@@ -78,13 +78,13 @@ TEST(CoordinatorTest, RejectsWrongTokenAndMalformedRequests) {
   auto store = *StateStore::Open(TempDir());
   Coordinator c(store.get(), {});
   c.SetMeshes(Meshes());
-  auto wrong = c.Register(Request(NewKey(), "x", "not the token"));
+  auto wrong = RegisterAs(c, Request(NewKey(), "x", "not the token"));
   ASSERT_FALSE(wrong.ok());
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(c.counters().rejected_tokens.load(), 1u);
   coord::RegisterRequest bad = Request(NewKey(), "x");
   bad.set_public_key("short");
-  EXPECT_FALSE(c.Register(bad).ok());
+  EXPECT_FALSE(RegisterAs(c, bad).ok());
   EXPECT_EQ(c.counters().malformed_requests.load(), 1u);
   EXPECT_EQ(c.member_count(), 0u);
   EXPECT_FALSE(c.Authenticate("Bearer nope").ok());
@@ -95,7 +95,7 @@ TEST(CoordinatorTest, WatchGetsFullMapThenDeltas) {
   Coordinator c(store.get(), {});
   c.SetMeshes(Meshes());
   PublicKey a = NewKey(), b = NewKey();
-  auto ra = c.Register(Request(a, "a"));
+  auto ra = RegisterAs(c, Request(a, "a"));
   ASSERT_TRUE(ra.ok());
   auto who = c.Authenticate("Bearer " + ra->session_token());
   ASSERT_TRUE(who.ok());
@@ -107,7 +107,7 @@ TEST(CoordinatorTest, WatchGetsFullMapThenDeltas) {
   EXPECT_TRUE(u.full());
   EXPECT_EQ(u.upsert_peers_size(), 0);
 
-  ASSERT_TRUE(c.Register(Request(b, "b")).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(b, "b")).ok());
   ASSERT_TRUE((*sub)->Next(&u, absl::Milliseconds(100)));
   EXPECT_FALSE(u.full());
   ASSERT_EQ(u.upsert_peers_size(), 1);
@@ -177,7 +177,7 @@ TEST(CoordinatorTest, AdmitKeepsValidAddressesAndAllocatesMissingOnes) {
   absl::Status s = c.Admit(lost);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(std::string(s.message()).find("kubectl get meshes"), std::string::npos);
-  auto r = c.Register(Request(NewKey(), "watcher"));
+  auto r = RegisterAs(c, Request(NewKey(), "watcher"));
   ASSERT_FALSE(r.ok()) << "the /30 is full";
 }
 
@@ -189,8 +189,8 @@ TEST(CoordinatorTest, EvictEndsTheWatchAndTellsTheMesh) {
   Coordinator c(store.get(), options);
   c.SetMeshes(Meshes());
   PublicKey a = NewKey(), b = NewKey();
-  ASSERT_TRUE(c.Register(Request(a, "a")).ok());
-  ASSERT_TRUE(c.Register(Request(b, "b")).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(a, "a")).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(b, "b")).ok());
   auto sa = c.Watch(a);
   auto sb = c.Watch(b);
   ASSERT_TRUE(sa.ok() && sb.ok());
@@ -227,26 +227,27 @@ TEST(CoordinatorTest, ServiceAccountTokensAndLabels) {
   coord::RegisterRequest r = Request(NewKey(), "node-1", "");
   r.set_kubernetes_token("agent-token");
   r.set_kind(coord::MEMBER_KIND_NODE);
-  auto ok = c.Register(r);
+  auto ok = RegisterAs(c, r);
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(store->members().begin()->second.labels.at(kNodeLabel), "node-1");
-  r.set_public_key(std::string(32, 'x'));
+  const PublicKey other = NewKey();
+  r.set_public_key(std::string(reinterpret_cast<const char*>(other.bytes.data()), kKeySize));
   r.set_name("node-2");
-  EXPECT_EQ(c.Register(r).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(RegisterAs(c, r).status().code(), absl::StatusCode::kFailedPrecondition);
   r.set_name("node-1");
   r.set_kubernetes_token("other-token");
-  EXPECT_EQ(c.Register(r).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(RegisterAs(c, r).status().code(), absl::StatusCode::kPermissionDenied);
   r.set_kubernetes_token("forged");
-  EXPECT_EQ(c.Register(r).status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(RegisterAs(c, r).status().code(), absl::StatusCode::kUnauthenticated);
   coord::RegisterRequest labelled = Request(NewKey(), "x");
   (*labelled.mutable_labels())["bad key!"] = "v";
-  EXPECT_EQ(c.Register(labelled).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RegisterAs(c, labelled).status().code(), absl::StatusCode::kInvalidArgument);
   labelled.mutable_labels()->clear();
   (*labelled.mutable_labels())[kNodeLabel] = "node-1";
-  EXPECT_EQ(c.Register(labelled).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RegisterAs(c, labelled).status().code(), absl::StatusCode::kInvalidArgument);
   labelled.mutable_labels()->clear();
   (*labelled.mutable_labels())["example.com/role"] = "db_primary-1";
-  EXPECT_TRUE(c.Register(labelled).ok());
+  EXPECT_TRUE(RegisterAs(c, labelled).ok());
 }
 
 TEST(CoordinatorTest, RegisteringAgainUnchangedWritesNothing) {
@@ -254,10 +255,10 @@ TEST(CoordinatorTest, RegisteringAgainUnchangedWritesNothing) {
   Coordinator c(&store, {});
   c.SetMeshes(Meshes());
   PublicKey a = NewKey();
-  ASSERT_TRUE(c.Register(Request(a, "a")).ok());
-  ASSERT_TRUE(c.Register(Request(a, "a")).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(a, "a")).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(a, "a")).ok());
   EXPECT_EQ(store.puts(), 1);
-  ASSERT_TRUE(c.Register(Request(a, "renamed")).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(a, "renamed")).ok());
   EXPECT_EQ(store.puts(), 2);
 }
 
@@ -267,8 +268,8 @@ TEST(CoordinatorTest, MeshChangeResendsSettingsAndPeers) {
   std::vector<MeshSpec> meshes = Meshes();
   c.SetMeshes(meshes);
   PublicKey a = NewKey(), b = NewKey();
-  ASSERT_TRUE(c.Register(Request(a, "a")).ok());
-  ASSERT_TRUE(c.Register(Request(b, "b")).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(a, "a")).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(b, "b")).ok());
   auto sub = c.Watch(a);
   ASSERT_TRUE(sub.ok());
   coord::MapUpdate u;
@@ -293,29 +294,29 @@ TEST(CoordinatorTest, AliasesAreCheckedKeptAndSentWithThePeer) {
   ra.add_aliases("git");
   ra.add_aliases("git");
   ra.add_aliases("cache");
-  absl::StatusOr<coord::RegisterResponse> first = c.Register(ra);
+  absl::StatusOr<coord::RegisterResponse> first = RegisterAs(c, ra);
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_EQ(std::vector<std::string>(first->aliases().begin(), first->aliases().end()),
             (std::vector<std::string>{"cache", "git"}));
   // Registering again without aliases keeps them (an agent restarted without --alias, or aliases
   // an admin set in the MeshPeer).
-  absl::StatusOr<coord::RegisterResponse> again = c.Register(Request(a, "a"));
+  absl::StatusOr<coord::RegisterResponse> again = RegisterAs(c, Request(a, "a"));
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->aliases_size(), 2);
 
   coord::RegisterRequest taken = Request(b, "b");
   taken.add_aliases("git");
-  absl::StatusOr<coord::RegisterResponse> refused = c.Register(taken);
+  absl::StatusOr<coord::RegisterResponse> refused = RegisterAs(c, taken);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_NE(refused.status().message().find("taken by member \"a\""), std::string::npos);
   coord::RegisterRequest name_clash = Request(b, "b");
   name_clash.add_aliases("a");
-  EXPECT_EQ(c.Register(name_clash).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(RegisterAs(c, name_clash).status().code(), absl::StatusCode::kAlreadyExists);
   coord::RegisterRequest bad = Request(b, "b");
   bad.add_aliases("Not_A_Label");
-  EXPECT_EQ(c.Register(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RegisterAs(c, bad).status().code(), absl::StatusCode::kInvalidArgument);
 
-  ASSERT_TRUE(c.Register(Request(b, "b")).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(b, "b")).ok());
   auto sub = c.Watch(b);
   ASSERT_TRUE(sub.ok());
   coord::MapUpdate u;
@@ -345,8 +346,8 @@ TEST(CoordinatorTest, DnsZonesFollowTheStateAndOnChangeFiresOutsideTheLock) {
   EXPECT_EQ(changes.load(), 1);
   coord::RegisterRequest rb = Request(NewKey(), "bob");
   rb.add_aliases("git");
-  ASSERT_TRUE(c.Register(rb).ok());
-  ASSERT_TRUE(c.Register(Request(NewKey(), "alice")).ok());
+  ASSERT_TRUE(RegisterAs(c, rb).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(NewKey(), "alice")).ok());
   EXPECT_EQ(changes.load(), 3);
   std::vector<MeshZoneInput> zones = c.DnsZones();
   ASSERT_EQ(zones.size(), 1u);

@@ -30,6 +30,24 @@ absl::StatusOr<PublicKey> Caller(Coordinator* coordinator, grpc::ServerContextBa
   return key;
 }
 
+// The caller's IP address from gRPC's peer string ("ipv4:1.2.3.4:5", "ipv6:[::1]:5"), for
+// per-source rate limits; the whole string when it has another form (e.g. a unix socket).
+std::string SourceAddress(const std::string& peer) {
+  std::string_view rest = peer;
+  for (std::string_view scheme : {"ipv4:", "ipv6:"}) {
+    if (rest.substr(0, scheme.size()) == scheme) rest.remove_prefix(scheme.size());
+  }
+  if (!rest.empty() && rest.front() == '[') {
+    const size_t close = rest.find(']');
+    if (close != std::string_view::npos) return std::string(rest.substr(1, close - 1));
+  }
+  const size_t colon = rest.rfind(':');
+  if (colon != std::string_view::npos && rest.find(':') == colon) {
+    return std::string(rest.substr(0, colon));
+  }
+  return peer;
+}
+
 PublicKey KeyFromBytes(const std::string& bytes) {
   PublicKey key;
   if (bytes.size() == kKeySize) std::memcpy(key.bytes.data(), bytes.data(), kKeySize);
@@ -134,16 +152,26 @@ class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
   coord::MapUpdate current_;  // Owned by whoever holds the write slot.
 };
 
-// Register, ReportEndpoints, CallMeMaybe, Leave and Explain stay synchronous (short calls that
+// Hello, Register, ReportEndpoints, CallMeMaybe, Leave and Explain stay synchronous (short calls that
 // never wait on the store, except Register for its own record); Watch uses the callback API.
 class CoordinatorServer::Service final
     : public coord::Coordinator::WithCallbackMethod_Watch<coord::Coordinator::Service> {
  public:
   explicit Service(Coordinator* coordinator) : coordinator_(coordinator) {}
 
-  grpc::Status Register(grpc::ServerContext*, const coord::RegisterRequest* request,
+  grpc::Status Hello(grpc::ServerContext* context, const coord::HelloRequest* request,
+                     coord::HelloResponse* response) override {
+    absl::StatusOr<coord::HelloResponse> r =
+        coordinator_->Hello(*request, SourceAddress(context->peer()));
+    if (!r.ok()) return ToGrpc(r.status());
+    *response = std::move(*r);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Register(grpc::ServerContext* context, const coord::RegisterRequest* request,
                         coord::RegisterResponse* response) override {
-    absl::StatusOr<coord::RegisterResponse> r = coordinator_->Register(*request);
+    absl::StatusOr<coord::RegisterResponse> r =
+        coordinator_->Register(*request, SourceAddress(context->peer()));
     if (!r.ok()) return ToGrpc(r.status());
     *response = std::move(*r);
     return grpc::Status::OK;

@@ -84,7 +84,7 @@ TEST(MeshPeerWriteRaceTest, RegisteredMemberDeletedBeforeItsUpdateIsWrittenStays
   c.SetMeshes(Meshes(MeshManifest(24)));
   const PublicKey key = NewKey();
   // The first registration creates the MeshPeer.
-  auto first = c.Register(Request(key, "laptop"));
+  auto first = RegisterAs(c, Request(key, "laptop"));
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_TRUE(api.Get(kube::kMeshPeers, "", "laptop").ok());
   // The agent registers again with a new label; an admin deletes the MeshPeer before that write
@@ -93,7 +93,7 @@ TEST(MeshPeerWriteRaceTest, RegisteredMemberDeletedBeforeItsUpdateIsWrittenStays
   coord::RegisterRequest again = Request(key, "laptop");
   (*again.mutable_labels())["role"] = "ci";
   absl::StatusOr<coord::RegisterResponse> second;
-  std::thread registering([&] { second = c.Register(again); });
+  std::thread registering([&] { second = RegisterAs(c, again); });
   ASSERT_TRUE(gate.AwaitReached());
   ASSERT_TRUE(api.Delete(kube::kMeshPeers, "", "laptop").ok());
   gate.Release();
@@ -110,7 +110,7 @@ TEST(MeshPeerWriteRaceTest, FirstRegistrationAndAdmissionStillWrite) {
   KubeMemberStore store(&api);
   Coordinator c(&store, Coordinator::Options());
   c.SetMeshes(Meshes(MeshManifest(24)));
-  auto registered = c.Register(Request(NewKey(), "laptop"));
+  auto registered = RegisterAs(c, Request(NewKey(), "laptop"));
   ASSERT_TRUE(registered.ok()) << registered.status();
   absl::StatusOr<nlohmann::json> created = api.Get(kube::kMeshPeers, "", "laptop");
   ASSERT_TRUE(created.ok()) << created.status();

@@ -5,11 +5,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <cstring>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
+#include "lib/crypto/control_proofs.h"
 #include "lib/crypto/keys.h"
+#include "operator/coordinator/coordinator.h"
 #include "operator/coordinator/manifests.h"
 #include "proto/coordinator.pb.h"
 
@@ -54,6 +60,58 @@ inline coordinator::v1::RegisterRequest Request(const PublicKey& key, const std:
   return r;
 }
 
-inline PublicKey NewKey() { return DerivePublicKey(SecretKey::GeneratePrivate()); }
+// The private keys of the keys NewKey made, so that registrations can prove possession.
+class TestKeys {
+ public:
+  static PublicKey New() {
+    SecretKey key = SecretKey::GeneratePrivate();
+    const PublicKey public_key = DerivePublicKey(key);
+    absl::MutexLock lock(&mu());
+    keys().emplace(public_key, std::move(key));
+    return public_key;
+  }
+  // Null for a key New did not make.
+  static const SecretKey* Find(const PublicKey& key) {
+    absl::MutexLock lock(&mu());
+    auto it = keys().find(key);
+    return it == keys().end() ? nullptr : &it->second;  // Entries are never erased.
+  }
+
+ private:
+  static absl::Mutex& mu() {
+    static absl::Mutex* m = new absl::Mutex();
+    return *m;
+  }
+  static std::map<PublicKey, SecretKey>& keys() {
+    static auto* k = new std::map<PublicKey, SecretKey>();
+    return *k;
+  }
+};
+
+inline PublicKey NewKey() { return TestKeys::New(); }
+
+// Registers the way an agent does: a Hello challenge, then the request with the proof of
+// possession made with NewKey's private key (a key NewKey did not make gets a wrong proof).
+inline absl::StatusOr<coordinator::v1::RegisterResponse> RegisterAs(
+    Coordinator& c, coordinator::v1::RegisterRequest request,
+    const std::string& source = "192.0.2.1") {
+  coordinator::v1::HelloRequest hello;
+  hello.set_nonce(std::string(16, 'n'));
+  absl::StatusOr<coordinator::v1::HelloResponse> challenge = c.Hello(hello, source);
+  if (!challenge.ok()) return challenge.status();
+  PublicKey member;
+  if (request.public_key().size() == kKeySize) {
+    std::memcpy(member.bytes.data(), request.public_key().data(), kKeySize);
+  }
+  PublicKey ephemeral;
+  std::memcpy(ephemeral.bytes.data(), challenge->ephemeral_public_key().data(), kKeySize);
+  const SecretKey* key = TestKeys::Find(member);
+  const SecretKey stranger = SecretKey::GeneratePrivate();
+  std::optional<ControlProof> proof = PossessionProof(key != nullptr ? *key : stranger, ephemeral,
+                                                      challenge->challenge(), request.mesh());
+  request.set_challenge(challenge->challenge());
+  if (proof) request.set_possession_proof(std::string(proof->begin(), proof->end()));
+  return c.Register(request, source);
+}
 
 }  // namespace tunnelmesh
