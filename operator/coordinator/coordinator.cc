@@ -389,7 +389,14 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
                                    ? "the coordinator serves several meshes (or none): name one"
                                    : "no Mesh named \"" + request.mesh() + "\"");
   }
-  if (!service_account && !TokensEqual(request.join_token(), mesh->spec.join_token)) {
+  // The join token admits new members. A member the mesh already has proved above that it holds
+  // its key, which is its identity from then on: it re-registers (after a coordinator restart,
+  // say) without the token, so rotating the token disturbs no running member. Removing a member
+  // is an eviction (its MeshPeer deleted), not a token change.
+  auto known = members_.find(key);
+  const bool member = known != members_.end() && known->second.mesh == mesh->spec.name;
+  if (!service_account && !member &&
+      !TokensEqual(request.join_token(), mesh->spec.join_token)) {
     counters_.rejected_tokens.fetch_add(1);
     (void)wrong_token_limit_.Allow(source, now);
     return absl::PermissionDeniedError("the join token is not valid for Mesh \"" + mesh->spec.name +

@@ -254,5 +254,22 @@ TEST_F(AdmissionTest, SessionTokensAreRevokedOnReRegistrationAndLeave) {
   EXPECT_FALSE(c->Authenticate("Bearer " + second->session_token()).ok());
 }
 
+TEST_F(AdmissionTest, AKnownMemberReRegistersWithoutTheCurrentToken) {
+  auto c = Make();
+  const PublicKey a = NewKey();
+  auto first = RegisterAs(*c, Request(a, "a"));
+  ASSERT_TRUE(first.ok());
+  // The token was rotated: the member still holds the old one, and its key.
+  auto again = RegisterAs(*c, Request(a, "a", "the old token"));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->mesh_ips(0), first->mesh_ips(0));
+  // A newcomer with the old token is refused, and so is the member once it left.
+  EXPECT_EQ(RegisterAs(*c, Request(NewKey(), "b", "the old token")).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(c->Leave(a).ok());
+  EXPECT_EQ(RegisterAs(*c, Request(a, "a", "the old token")).status().code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
 }  // namespace
 }  // namespace tunnelmesh
