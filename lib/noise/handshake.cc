@@ -204,8 +204,7 @@ PresharedKeyUsed ConsumeResponse(const StaticIdentity& local, const PresharedKey
     std::memcpy(try_h, h, 32);
     SecretKey key;
     MixPresharedKey(try_ck, try_h, *candidates[i], &key);
-    const bool opened =
-        AeadOpen(key.data(), 0, B(message.encrypted_nothing), B32(try_h), nullptr);
+    const bool opened = AeadOpen(key.data(), 0, B(message.encrypted_nothing), B32(try_h), nullptr);
     sodium_memzero(try_h, sizeof(try_h));
     if (!opened) continue;
     // Initiator: (T_send, T_recv) = KDF2(C, empty).

@@ -54,8 +54,7 @@ void PeerTable::SetPresharedKeys(const std::string& primary, const std::string& 
   }
   // Never the keys themselves: only that they changed.
   TM_LOG_INFO("mesh preshared keys changed ({}): applied to {} peers",
-              accepted_preshared_key_ ? "rollover: a second key is accepted" : "one key",
-              changed);
+              accepted_preshared_key_ ? "rollover: a second key is accepted" : "one key", changed);
 }
 
 const PeerInfo* PeerTable::Find(const PublicKey& key) const {

@@ -214,8 +214,8 @@ bool HandshakeWith(noise::Device* ours, noise::Peer* peer, const Member& remote,
                    });
   }
   for (std::vector<uint8_t>& datagram : to_us) {
-    ours->Receive(absl::Span<uint8_t>(datagram), *peer->endpoint(), clock->Now(),
-                  clock->WallNow(), [](const TransportEndpoint&, absl::Span<const uint8_t>) {});
+    ours->Receive(absl::Span<uint8_t>(datagram), *peer->endpoint(), clock->Now(), clock->WallNow(),
+                  [](const TransportEndpoint&, absl::Span<const uint8_t>) {});
   }
   return peer->stats().handshakes_completed.load() == before + 1;
 }

@@ -232,8 +232,8 @@ void Coordinator::ReconcileMeshesLocked(bool meshes_changed) {
     keys_changed = keys_changed || old == psks_.end() || !(old->second == record);
   }
   if (keys_changed) {
-    absl::Status saved = options_.psk_store == nullptr ? absl::OkStatus()
-                                                       : options_.psk_store->Save(next);
+    absl::Status saved =
+        options_.psk_store == nullptr ? absl::OkStatus() : options_.psk_store->Save(next);
     if (saved.ok()) {
       psks_ = std::move(next);
       step_since_ = std::move(since);
@@ -244,8 +244,8 @@ void Coordinator::ReconcileMeshesLocked(bool meshes_changed) {
       for (const std::string& name : stepped) {
         const MeshPresharedKey& record = psks_.at(name);
         counters_.psk_rollover_steps.fetch_add(1, std::memory_order_relaxed);
-        TM_LOG_INFO("Mesh {}: preshared key rollover to generation {}, {}", name,
-                    record.generation, StepName(record.step));
+        TM_LOG_INFO("Mesh {}: preshared key rollover to generation {}, {}", name, record.generation,
+                    StepName(record.step));
       }
     } else {
       // Nothing changes until it is saved: members never hold a key a restart would lose.
@@ -289,11 +289,10 @@ void Coordinator::InstallMeshes(bool meshes_changed) {
   for (const auto& [name, mesh] : meshes_) {
     auto old = previous.find(name);
     const bool view_same = old != previous.end() && SameMemberView(old->second.spec, mesh.spec);
-    const bool keys_same =
-        old != previous.end() &&
-        SameKeys(old->second.preshared_key, old->second.accepted_preshared_key,
-                 mesh.preshared_key, mesh.accepted_preshared_key) &&
-        old->second.preshared_key_generation == mesh.preshared_key_generation;
+    const bool keys_same = old != previous.end() &&
+                           SameKeys(old->second.preshared_key, old->second.accepted_preshared_key,
+                                    mesh.preshared_key, mesh.accepted_preshared_key) &&
+                           old->second.preshared_key_generation == mesh.preshared_key_generation;
     if (view_same && keys_same) continue;
     any_change = true;
     if (view_same) {

@@ -33,9 +33,10 @@
 // are retried by the writer (see member_writer.h).
 //
 // Preshared keys have their own mutex (psk_mu_, taken before mu_, never under it): it serializes
-// SetMeshes and the rollover ticks (a thread of the coordinator's, every Options::psk_tick_interval)
-// and is held while the keys are saved to the PresharedKeyStore, which may block; nothing else
-// waits for it. A change of keys is saved first and only then reaches mu_ and the members.
+// SetMeshes and the rollover ticks (a thread of the coordinator's, every
+// Options::psk_tick_interval) and is held while the keys are saved to the PresharedKeyStore, which
+// may block; nothing else waits for it. A change of keys is saved first and only then reaches mu_
+// and the members.
 #pragma once
 
 #include <atomic>

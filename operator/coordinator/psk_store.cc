@@ -87,8 +87,9 @@ absl::StatusOr<MeshPresharedKey> DecodePresharedKey(std::string_view text,
                                                     const std::string& where) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
-    return absl::DataLossError(where + " is not JSON; restore it from a backup, or remove it to "
-                                       "give the mesh a new preshared key");
+    return absl::DataLossError(where +
+                               " is not JSON; restore it from a backup, or remove it to "
+                               "give the mesh a new preshared key");
   }
   return FromJson(j, where);
 }

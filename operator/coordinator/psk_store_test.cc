@@ -55,6 +55,13 @@ TEST(PresharedKeyStoreTest, FileRoundTripsWithOwnerOnlyModes) {
   EXPECT_TRUE(loaded->at("other") == rolling);
 }
 
+TEST(StateDirTest, CreatedOwnerOnly) {
+  const std::string dir = TempDir() + "/operator-state";
+  absl::StatusOr<std::unique_ptr<StateStore>> store = StateStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(ModeOf(dir), 0700);
+}
+
 TEST(PresharedKeyStoreTest, DamagedRecordsAreErrorsNamingTheFile) {
   const std::string dir = TempDir();
   FilePresharedKeyStore store(dir);
