@@ -93,7 +93,9 @@ class SecretPresharedKeyStore final : public PresharedKeyStore {
     if (absl::IsNotFound(secret.status())) return PresharedKeyRecords();
     if (!secret.ok()) return Context(secret.status(), "reading");
     PresharedKeyRecords records;
-    for (const auto& [key, value] : secret->value("data", nlohmann::json::object()).items()) {
+    // A named copy: items() of a temporary would outlive it.
+    const nlohmann::json data = secret->value("data", nlohmann::json::object());
+    for (const auto& [key, value] : data.items()) {
       if (key.rfind(kPrefix, 0) != 0 || !value.is_string()) continue;
       const std::string where = Where() + " data." + key;
       std::string text;

@@ -13,7 +13,8 @@
 # changes; handshakes completed during the rollover and again after its last step, when only the
 # new key is accepted anywhere (so they used the new key); no handshake failed
 # (drops.handshake_invalid unchanged); no ping was lost in either direction (0%); neither the old
-# nor the new key appears in any log.
+# nor the new key appears in any log; afterwards a restarted member (which knows only the new key)
+# handshakes with the member that kept its peer through the rollover.
 #
 # Usage: psk_rollover.sh [AGENT_PATH [OPERATOR_PATH]]   (needs root; exits 77 otherwise)
 
@@ -156,6 +157,18 @@ done
 tm_step "no ping was lost"
 tm_flow_ping_check ab 0
 tm_flow_ping_check ba 0
+
+# A restarted beta knows only the new key. Alpha kept its device peer for beta through the
+# rollover: a handshake between them now shows that alpha applied the new key to that existing
+# peer (had it kept the old one, every handshake would fail as handshake_invalid).
+tm_step "a restarted member, which knows only the new key, handshakes with the other"
+tm_member_stop beta
+tm_member_start beta
+RESTARTED_AT=$(date +%s)
+tm_wait_ping a "$B4" 15
+tm_wait 15 "alpha to complete a handshake with the restarted beta" \
+  tm__handshake_after alpha beta $(( RESTARTED_AT - 1 ))
+tm_ping b "$A4" 3
 tm_member_alive alpha
 tm_member_alive beta
 tm_coord_alive
