@@ -21,6 +21,7 @@
 #include "lib/crypto/x509.h"
 #include "operator/coordinator/coordinator.h"
 #include "operator/coordinator/manifests.h"
+#include "operator/coordinator/psk_store.h"
 #include "operator/coordinator/state_store.h"
 #include "operator/kube_mode.h"
 #include "operator/reconcilers/coordinator_identity.h"
@@ -77,11 +78,19 @@ int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
   absl::StatusOr<SecretKey> relay_key = LoadOrCreateKeyFile(options.state_dir + "/relay.key");
   if (!relay_key.ok()) return Fail(std::string(relay_key.status().message()));
 
+  // The meshes' preshared keys (STATE_DIR/preshared-keys.json): a damaged file stops the start
+  // here, with its name, rather than giving every mesh a new key.
+  FilePresharedKeyStore psk_store(options.state_dir);
+  if (absl::StatusOr<PresharedKeyRecords> psks = psk_store.Load(); !psks.ok()) {
+    return Fail(std::string(psks.status().message()));
+  }
+
   RelayRevoker revoker;
   auto dns_changes = std::make_shared<ZoneChangeSignal>();
   Coordinator::Options coordinator_options =
       BaseCoordinatorOptions(options, *relay_key, &revoker, dns_changes);
   coordinator_options.ca_hash = *ca_hash;
+  coordinator_options.psk_store = &psk_store;
   Coordinator coordinator(store->get(), std::move(coordinator_options));
   coordinator.SetMeshes(*meshes);
   ApplyManifestPolicies(&coordinator, std::move(policies));

@@ -34,6 +34,9 @@ enum class Drop : uint8_t {
 // Outcomes worth counting that are not drops.
 enum class Outcome : uint8_t {
   kCookieSent,  // Handshake answered with a cookie reply because we are under load (5.4.7).
+  // Handshake response that authenticated only with the peer's second preshared key (a rollover
+  // in progress: the responder uses the key we are moving to or away from).
+  kSecondaryPresharedKey,
   kCount,
 };
 
@@ -50,7 +53,7 @@ inline const char* DropName(Drop d) {
 }
 
 inline const char* OutcomeName(Outcome o) {
-  static constexpr const char* kNames[] = {"cookie_sent"};
+  static constexpr const char* kNames[] = {"cookie_sent", "psk_secondary_accepted"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(Outcome::kCount));
   return kNames[static_cast<size_t>(o)];
 }

@@ -89,7 +89,8 @@ size_t IndexTable::size() const {
 Peer::Peer(const StaticIdentity& local, PeerConfig config, uint32_t id, IndexTable* indices)
     : id_(id),
       indices_(indices),
-      statics_(PeerStatics::Make(local, config.public_key, std::move(config.preshared_key))),
+      statics_(PeerStatics::Make(local, config.public_key)),
+      preshared_keys_{std::move(config.preshared_key), std::move(config.secondary_preshared_key)},
       persistent_keepalive_(config.persistent_keepalive),
       roaming_(config.roaming),
       endpoint_(config.endpoint) {}
@@ -192,6 +193,15 @@ absl::StatusOr<Peer*> Device::AddPeer(PeerConfig config) {
   by_key_[raw->public_key()] = raw;
   peers_.push_back(std::move(peer));
   return raw;
+}
+
+bool Device::SetPresharedKeys(const PublicKey& key, PresharedKeys keys) {
+  absl::ReaderMutexLock lock(&peers_mu_);
+  auto it = by_key_.find(key);
+  if (it == by_key_.end()) return false;
+  absl::MutexLock peer_lock(&it->second->mu_);
+  it->second->preshared_keys_ = std::move(keys);
+  return true;
 }
 
 Peer* Device::FindPeer(const PublicKey& key) const {
@@ -310,7 +320,7 @@ void Device::HandleInitiation(absl::Span<uint8_t> datagram, const TransportEndpo
   const uint32_t index = indices_.Allocate(peer);
   wire::HandshakeResponse response;
   SessionKeys keys;
-  if (!CreateResponse(initiation, peer->statics_, index, &response, &keys)) {
+  if (!CreateResponse(initiation, peer->preshared_keys_.primary, index, &response, &keys)) {
     indices_.Remove(index);
     drops_.Add(Drop::kHandshakeInvalid);
     return;
@@ -349,11 +359,16 @@ void Device::HandleResponse(absl::Span<uint8_t> datagram, const TransportEndpoin
   Peer* peer = entry->peer;
   absl::MutexLock lock(&peer->mu_);
   SessionKeys keys;
-  if (!peer->initiation_pending_ || peer->initiator_.local_index != message.receiver_index ||
-      !ConsumeResponse(identity_, peer->statics_, peer->initiator_, message, &keys)) {
+  const PresharedKeyUsed used =
+      peer->initiation_pending_ && peer->initiator_.local_index == message.receiver_index
+          ? ConsumeResponse(identity_, peer->preshared_keys_, peer->initiator_, message, &keys)
+          : PresharedKeyUsed::kNone;
+  if (used == PresharedKeyUsed::kNone) {
     drops_.Add(Drop::kHandshakeInvalid);
     return;
   }
+  // The responder is a step ahead of (or behind) us in a preshared-key rollover.
+  if (used == PresharedKeyUsed::kSecondary) outcomes_.Add(Outcome::kSecondaryPresharedKey);
   const uint32_t index = peer->initiator_.local_index;
   peer->initiation_pending_ = false;
   peer->handshake_wanted_ = false;
@@ -485,7 +500,7 @@ Device::SealResult Device::SealInPlace(Peer* peer, uint8_t* buffer, size_t packe
     // Keep the key fresh: the initiator of a session renews it after REKEY_AFTER_TIME or
     // REKEY_AFTER_MESSAGES (whitepaper 6.2).
     if (keypair->initiator &&
-        (now - keypair->created >= kRekeyAfterTime || counter >= kRekeyAfterMessages)) {
+        (now - keypair->created >= rekey_after_time_ || counter >= kRekeyAfterMessages)) {
       SendInitiationLocked(peer, now, wall_now, emit);
     }
   }

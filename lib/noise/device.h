@@ -24,6 +24,7 @@
 #include "lib/crypto/keys.h"
 #include "lib/net/ip.h"
 #include "lib/net/transport_endpoint.h"
+#include "lib/noise/constants.h"
 #include "lib/noise/cookie.h"
 #include "lib/noise/counters.h"
 #include "lib/noise/handshake.h"
@@ -71,6 +72,8 @@ struct PeerConfig {
   // Follow the latest authenticated source address (WireGuard's roaming). Off when something else
   // (the agent's path selection) decides where the peer is reached.
   bool roaming = true;
+  // During a preshared-key rollover: a second key also accepted in responses (PresharedKeys).
+  std::optional<SecretKey> secondary_preshared_key = std::nullopt;
 };
 
 // One remote peer's protocol state. Created and owned by Device.
@@ -107,6 +110,8 @@ class Peer {
   const uint32_t id_;
   IndexTable* const indices_;
   const PeerStatics statics_;
+  // Replaced by Device::SetPresharedKeys; read by every handshake step.
+  PresharedKeys preshared_keys_ ABSL_GUARDED_BY(mu_);
   const std::chrono::seconds persistent_keepalive_;
   const bool roaming_;
   PeerStats stats_;
@@ -161,6 +166,9 @@ class Device {
 
   // Adds a peer; fails when the key is ours or already present.
   absl::StatusOr<Peer*> AddPeer(PeerConfig config);
+  // Replaces a peer's preshared keys (a rollover, see PresharedKeys). Established sessions keep
+  // their keys; the next handshake uses the new ones. False when there is no such peer.
+  bool SetPresharedKeys(const PublicKey& key, PresharedKeys keys);
   Peer* FindPeer(const PublicKey& key) const;
   // Removes a peer: its sessions end at once; the object stays valid for kRetireAfter so that data
   // threads still holding it from an older route snapshot finish safely, then Tick frees it.
@@ -198,6 +206,11 @@ class Device {
 
   size_t live_indices() const { return indices_.size(); }
 
+  // For tests only (the agent's TUNNELMESH_TEST_REKEY_AFTER_SECONDS): renew sessions after
+  // `after` instead of REKEY_AFTER_TIME (120 s), so that end-to-end tests see many handshakes.
+  // Call before the device is used: the value is read without synchronization.
+  void set_rekey_after_time_for_testing(Duration after) { rekey_after_time_ = after; }
+
  private:
   void HandleInitiation(absl::Span<uint8_t> datagram, const TransportEndpoint& from, MonoTime now,
                         Emit emit);
@@ -232,6 +245,7 @@ class Device {
   const StaticIdentity identity_;
   const size_t mtu_;
   const uint32_t load_threshold_;
+  Duration rekey_after_time_ = kRekeyAfterTime;
   CookieChecker cookie_checker_;
   IndexTable indices_;
   DropCounters drops_;

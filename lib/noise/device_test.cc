@@ -145,6 +145,87 @@ TEST_F(DevicePairTest, HandshakeThenDataBothWays) {
   EXPECT_EQ(a_peer_->stats().rx_packets.load(), 1u);
 }
 
+// A preshared-key rollover on live sessions (docs/protocol.md, "Preshared key"): A initiates, B
+// responds; each new handshake is made after the keys changed.
+class DeviceRolloverTest : public DevicePairTest {
+ protected:
+  void SetKeys(Device& d, Peer* peer, const SecretKey& primary, const SecretKey* secondary) {
+    PresharedKeys keys{primary.Clone(), std::nullopt};
+    if (secondary != nullptr) keys.secondary = secondary->Clone();
+    ASSERT_TRUE(d.SetPresharedKeys(peer->public_key(), std::move(keys)));
+  }
+  // A starts a new handshake (past REKEY_TIMEOUT since the last one); true when it completed.
+  bool Rehandshake() {
+    clock_.Advance(std::chrono::seconds(6));
+    const uint64_t before = a_peer_->stats().handshakes_completed.load();
+    a_->Initiate(a_peer_, clock_.Now(), clock_.WallNow(), EmitFrom(a_addr_));
+    Pump();
+    return a_peer_->stats().handshakes_completed.load() == before + 1;
+  }
+  // Data still flows both ways.
+  void ExpectTraffic() {
+    a_received_.clear();
+    b_received_.clear();
+    ASSERT_EQ(SendFromA(Ipv4Packet(60, 1)), Device::SealResult::kSealed);
+    ASSERT_EQ(SendFromB(Ipv4Packet(60, 2)), Device::SealResult::kSealed);
+    Pump();
+    EXPECT_EQ(a_received_.size(), 1u);
+    EXPECT_EQ(b_received_.size(), 1u);
+  }
+
+  SecretKey old_ = SecretKey::Random(), new_ = SecretKey::Random();
+};
+
+TEST_F(DeviceRolloverTest, EveryPairOfAdjacentStepsHandshakes) {
+  // Steps: before (old), a (use old, accept new), b (use new, accept old), c (new).
+  struct Step {
+    const SecretKey* primary;
+    const SecretKey* secondary;
+  };
+  const Step steps[] = {{&old_, nullptr}, {&old_, &new_}, {&new_, &old_}, {&new_, nullptr}};
+  SetKeys(*a_, a_peer_, old_, nullptr);
+  SetKeys(*b_, b_peer_, old_, nullptr);
+  Establish();
+  for (size_t i = 0; i + 1 < std::size(steps); ++i) {
+    for (const bool initiator_ahead : {false, true}) {
+      const Step& a_step = initiator_ahead ? steps[i + 1] : steps[i];
+      const Step& b_step = initiator_ahead ? steps[i] : steps[i + 1];
+      SetKeys(*a_, a_peer_, *a_step.primary, a_step.secondary);
+      SetKeys(*b_, b_peer_, *b_step.primary, b_step.secondary);
+      EXPECT_TRUE(Rehandshake()) << "steps " << i << " and " << i + 1
+                                 << (initiator_ahead ? ", initiator ahead" : ", responder ahead");
+      ExpectTraffic();
+    }
+  }
+  EXPECT_EQ(a_->drops().Get(Drop::kHandshakeInvalid), 0u);
+  // a/before: B answered with old, A's primary. b/a (responder ahead): B answered with new, A's
+  // secondary; a/b (initiator ahead): B answered with old, A's secondary. c/b: new, A's primary.
+  EXPECT_EQ(a_->outcomes().Get(Outcome::kSecondaryPresharedKey), 2u);
+}
+
+TEST_F(DeviceRolloverTest, ResponderUsesItsPrimaryAndAThirdKeyFails) {
+  SetKeys(*a_, a_peer_, old_, nullptr);
+  SetKeys(*b_, b_peer_, old_, nullptr);
+  Establish();
+  // B would accept new, but answers with old, its primary: A, which knows only new, refuses.
+  SetKeys(*b_, b_peer_, old_, &new_);
+  SetKeys(*a_, a_peer_, new_, nullptr);
+  EXPECT_FALSE(Rehandshake());
+  EXPECT_EQ(a_->drops().Get(Drop::kHandshakeInvalid), 1u);
+  // A third key on B's side opens with neither of A's.
+  SetKeys(*a_, a_peer_, old_, &new_);
+  const SecretKey third = SecretKey::Random();
+  SetKeys(*b_, b_peer_, third, nullptr);
+  EXPECT_FALSE(Rehandshake());
+  EXPECT_EQ(a_->drops().Get(Drop::kHandshakeInvalid), 2u);
+  // The established session is untouched by the failed handshakes.
+  ExpectTraffic();
+}
+
+TEST_F(DevicePairTest, UnknownPeerPresharedKeysAreNotSet) {
+  EXPECT_FALSE(a_->SetPresharedKeys(a_->identity().public_key, PresharedKeys{}));
+}
+
 TEST_F(DevicePairTest, ResponderStagesUntilConfirmedWhenInitiatorSendsNothing) {
   // A initiates through a tick (persistent-keepalive style), B answers; A confirms with a
   // keepalive.

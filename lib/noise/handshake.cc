@@ -67,14 +67,20 @@ StaticIdentity StaticIdentity::FromPrivateKey(const SecretKey& private_key) {
   return id;
 }
 
-PeerStatics PeerStatics::Make(const StaticIdentity& local, const PublicKey& peer, SecretKey psk) {
+PeerStatics PeerStatics::Make(const StaticIdentity& local, const PublicKey& peer) {
   PeerStatics s;
   s.public_key = peer;
-  s.preshared_key = std::move(psk);
   s.static_static_valid = X25519(local.private_key, peer, &s.static_static);
   Derive(peer.bytes.data(), kLabelMac1, s.mac1_key);
   Derive(peer.bytes.data(), kLabelCookie, s.cookie_key);
   return s;
+}
+
+PresharedKeys PresharedKeys::Clone() const {
+  PresharedKeys out;
+  out.primary = primary.Clone();
+  if (secondary) out.secondary = secondary->Clone();
+  return out;
 }
 
 bool CreateInitiation(const StaticIdentity& local, const PeerStatics& peer, uint32_t local_index,
@@ -140,7 +146,7 @@ bool ConsumeInitiation(const StaticIdentity& local, const wire::HandshakeInitiat
   return true;
 }
 
-bool CreateResponse(const ConsumedInitiation& initiation, const PeerStatics& peer,
+bool CreateResponse(const ConsumedInitiation& initiation, const SecretKey& preshared_key,
                     uint32_t local_index, wire::HandshakeResponse* out, SessionKeys* keys) {
   SecretKey chaining = initiation.chaining_key.Clone();
   uint8_t* ck = chaining.mutable_data();
@@ -160,7 +166,7 @@ bool CreateResponse(const ConsumedInitiation& initiation, const PeerStatics& pee
     return false;
   }
   SecretKey key;
-  MixPresharedKey(ck, h, peer.preshared_key, &key);
+  MixPresharedKey(ck, h, preshared_key, &key);
   AeadSeal(key.data(), 0, Bytes(), B32(h), out->encrypted_nothing.data());
   out->mac1.fill(0);
   out->mac2.fill(0);
@@ -170,10 +176,10 @@ bool CreateResponse(const ConsumedInitiation& initiation, const PeerStatics& pee
   return true;
 }
 
-bool ConsumeResponse(const StaticIdentity& local, const PeerStatics& peer,
-                     const InitiatorState& state, const wire::HandshakeResponse& message,
-                     SessionKeys* keys) {
-  if (message.receiver_index != state.local_index) return false;
+PresharedKeyUsed ConsumeResponse(const StaticIdentity& local, const PresharedKeys& preshared_keys,
+                                 const InitiatorState& state,
+                                 const wire::HandshakeResponse& message, SessionKeys* keys) {
+  if (message.receiver_index != state.local_index) return PresharedKeyUsed::kNone;
   SecretKey chaining = state.chaining_key.Clone();
   uint8_t* ck = chaining.mutable_data();
   uint8_t h[32];
@@ -185,15 +191,29 @@ bool ConsumeResponse(const StaticIdentity& local, const PeerStatics& peer,
   MixHash(h, B(ephemeral.bytes));
 
   if (!MixDh(ck, state.ephemeral_private, ephemeral) || !MixDh(ck, local.private_key, ephemeral)) {
-    return false;
+    return PresharedKeyUsed::kNone;
   }
-  SecretKey key;
-  MixPresharedKey(ck, h, peer.preshared_key, &key);
-  if (!AeadOpen(key.data(), 0, B(message.encrypted_nothing), B32(h), nullptr)) return false;
-  // Initiator: (T_send, T_recv) = KDF2(C, empty).
-  Kdf(ck, Bytes(), {keys->send.mutable_data(), keys->receive.mutable_data()});
+  // Everything before the preshared key is shared by both tries; each try works on copies.
+  const SecretKey* candidates[] = {&preshared_keys.primary,
+                                   preshared_keys.secondary ? &*preshared_keys.secondary : nullptr};
+  for (size_t i = 0; i < 2; ++i) {
+    if (candidates[i] == nullptr) continue;
+    SecretKey try_chaining = chaining.Clone();
+    uint8_t* try_ck = try_chaining.mutable_data();
+    uint8_t try_h[32];
+    std::memcpy(try_h, h, 32);
+    SecretKey key;
+    MixPresharedKey(try_ck, try_h, *candidates[i], &key);
+    const bool opened = AeadOpen(key.data(), 0, B(message.encrypted_nothing), B32(try_h), nullptr);
+    sodium_memzero(try_h, sizeof(try_h));
+    if (!opened) continue;
+    // Initiator: (T_send, T_recv) = KDF2(C, empty).
+    Kdf(try_ck, Bytes(), {keys->send.mutable_data(), keys->receive.mutable_data()});
+    sodium_memzero(h, sizeof(h));
+    return i == 0 ? PresharedKeyUsed::kPrimary : PresharedKeyUsed::kSecondary;
+  }
   sodium_memzero(h, sizeof(h));
-  return true;
+  return PresharedKeyUsed::kNone;
 }
 
 }  // namespace tunnelmesh::noise

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "absl/time/time.h"
 #include "lib/crypto/keys.h"
@@ -25,17 +26,29 @@ struct StaticIdentity {
   static StaticIdentity FromPrivateKey(const SecretKey& private_key);
 };
 
-// What we know of a peer before any handshake: its static key, the optional preshared key and the
-// values derived from them once.
+// What we know of a peer before any handshake: its static key and the values derived from it once.
+// (The preshared key is not among them: it can change during a peer's life, see PresharedKeys.)
 struct PeerStatics {
   PublicKey public_key;
-  SecretKey preshared_key;  // All zero when none is configured, as the protocol defines.
   SecretKey static_static;  // DH(our static private, peer static public).
   bool static_static_valid = false;
   uint8_t mac1_key[32] = {};    // HASH(LABEL_MAC1 || peer public key): mac1 of messages to them.
   uint8_t cookie_key[32] = {};  // HASH(LABEL_COOKIE || peer public key): opens their cookies.
 
-  static PeerStatics Make(const StaticIdentity& local, const PublicKey& peer, SecretKey psk);
+  static PeerStatics Make(const StaticIdentity& local, const PublicKey& peer);
+};
+
+// The preshared keys of a peer's handshakes (all zero when none is configured, as the protocol
+// defines). IKpsk2 mixes the key in only where the responder builds its response and where the
+// initiator consumes it, so a key can be rolled over without a flag day: a responder always uses
+// `primary`; an initiator tries `primary` and, when that fails the response's AEAD check, also
+// `secondary` (present only during a rollover). Trying the second key costs one KDF and one AEAD
+// open, no Diffie-Hellman and no round trip.
+struct PresharedKeys {
+  SecretKey primary;
+  std::optional<SecretKey> secondary = std::nullopt;
+
+  PresharedKeys Clone() const;
 };
 
 // An initiator's state between sending an initiation and consuming the response.
@@ -75,15 +88,21 @@ struct ConsumedInitiation {
                                      const wire::HandshakeInitiation& message,
                                      ConsumedInitiation* out);
 
-// Builds the response to a consumed initiation and derives the responder's transport keys.
-[[nodiscard]] bool CreateResponse(const ConsumedInitiation& initiation, const PeerStatics& peer,
-                                  uint32_t local_index, wire::HandshakeResponse* out,
-                                  SessionKeys* keys);
+// Builds the response to a consumed initiation with `preshared_key` and derives the responder's
+// transport keys.
+[[nodiscard]] bool CreateResponse(const ConsumedInitiation& initiation,
+                                  const SecretKey& preshared_key, uint32_t local_index,
+                                  wire::HandshakeResponse* out, SessionKeys* keys);
 
-// Consumes a response to our initiation and derives the initiator's transport keys. Returns false
-// when it does not authenticate.
-[[nodiscard]] bool ConsumeResponse(const StaticIdentity& local, const PeerStatics& peer,
-                                   const InitiatorState& state,
-                                   const wire::HandshakeResponse& message, SessionKeys* keys);
+// Which of the PresharedKeys a consumed response was made with.
+enum class PresharedKeyUsed { kNone, kPrimary, kSecondary };
+
+// Consumes a response to our initiation and derives the initiator's transport keys. Returns kNone
+// when it authenticates with neither preshared key.
+[[nodiscard]] PresharedKeyUsed ConsumeResponse(const StaticIdentity& local,
+                                               const PresharedKeys& preshared_keys,
+                                               const InitiatorState& state,
+                                               const wire::HandshakeResponse& message,
+                                               SessionKeys* keys);
 
 }  // namespace tunnelmesh::noise

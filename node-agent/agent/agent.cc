@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "lib/base/log.h"
@@ -36,6 +37,16 @@ Agent::Agent(AgentParams params)
       },
       &clock_);
   peers_->SetMeshCidrs(params_.mesh_cidrs);
+  // Test hook (e2e/netns/psk_rollover.sh): renew sessions every few seconds instead of every
+  // 120 s, so that a test sees handshakes while the preshared key rolls over. Not for production.
+  if (const char* rekey = std::getenv("TUNNELMESH_TEST_REKEY_AFTER_SECONDS"); rekey != nullptr) {
+    const int seconds = std::atoi(rekey);
+    if (seconds > 0) {
+      device_->set_rekey_after_time_for_testing(std::chrono::seconds(seconds));
+      TM_LOG_WARN("TUNNELMESH_TEST_REKEY_AFTER_SECONDS={}: sessions renew every {} s (tests only)",
+                  seconds, seconds);
+    }
+  }
 }
 
 Agent::~Agent() {
@@ -87,7 +98,7 @@ void Agent::FollowCoordinator(std::unique_ptr<CoordinatorSession> session,
   name_ = registration.name();
   aliases_.assign(registration.aliases().begin(), registration.aliases().end());
   settings_ = registration.settings();
-  peers_->SetPresharedKey(settings_.preshared_key());
+  peers_->SetPresharedKeys(settings_.preshared_key(), settings_.accepted_preshared_key());
   paths_ = std::make_unique<PathManager>(params_.private_key, device_->identity().public_key,
                                          adapter_.get());
   reporter_ = std::make_unique<EndpointReporter>(adapter_.get());
@@ -288,7 +299,7 @@ void Agent::ApplyRegistration(const coord::RegisterResponse& response) {
   name_ = response.name();
   aliases_.assign(response.aliases().begin(), response.aliases().end());
   settings_ = response.settings();
-  peers_->SetPresharedKey(settings_.preshared_key());
+  peers_->SetPresharedKeys(settings_.preshared_key(), settings_.accepted_preshared_key());
   // A restarted coordinator has forgotten our endpoints.
   if (reporter_) reporter_->MarkDirty();
   MaybeReport();
@@ -300,7 +311,7 @@ void Agent::ApplyUpdate(const coord::MapUpdate& update) {
   if (update.has_filter()) (void)rule_sets_.Apply(update.filter());
   if (update.has_settings()) {
     settings_ = update.settings();
-    peers_->SetPresharedKey(settings_.preshared_key());
+    peers_->SetPresharedKeys(settings_.preshared_key(), settings_.accepted_preshared_key());
   }
   const PeerChanges changes = peers_->Apply(update);
   if (update.version() != 0) map_version_ = update.version();

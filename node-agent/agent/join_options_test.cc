@@ -109,6 +109,8 @@ TEST(NodeKeyTest, CreatedOnceWithMode0600) {
   struct stat st {};
   ASSERT_EQ(stat((dir + "/node.key").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u) << "the state directory it creates is owner-only";
   absl::StatusOr<SecretKey> again = LoadOrCreateNodeKey(dir);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(DerivePublicKey(*first), DerivePublicKey(*again));

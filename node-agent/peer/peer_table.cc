@@ -21,8 +21,40 @@ PeerTable::PeerTable(noise::Device* device, const PublicKey& self, RouteInstalle
                      RoutePublisher publish, const Clock* clock)
     : device_(device), self_(self), link_(link), publish_(std::move(publish)), clock_(clock) {}
 
-void PeerTable::SetPresharedKey(const std::string& bytes) {
-  preshared_key_ = bytes.size() == kKeySize ? bytes : std::string();
+namespace {
+
+std::optional<SecretKey> KeyFromBytes(const std::string& bytes) {
+  if (bytes.size() != kKeySize) return std::nullopt;
+  return SecretKey(reinterpret_cast<const uint8_t*>(bytes.data()));
+}
+
+bool SameKey(const std::optional<SecretKey>& a, const std::optional<SecretKey>& b) {
+  return a.has_value() == b.has_value() && (!a || *a == *b);
+}
+
+}  // namespace
+
+noise::PresharedKeys PeerTable::MeshKeys() const {
+  noise::PresharedKeys keys;
+  if (preshared_key_) keys.primary = preshared_key_->Clone();
+  if (accepted_preshared_key_) keys.secondary = accepted_preshared_key_->Clone();
+  return keys;
+}
+
+void PeerTable::SetPresharedKeys(const std::string& primary, const std::string& secondary) {
+  std::optional<SecretKey> next = KeyFromBytes(primary);
+  std::optional<SecretKey> next_accepted = KeyFromBytes(secondary);
+  if (SameKey(next, preshared_key_) && SameKey(next_accepted, accepted_preshared_key_)) return;
+  preshared_key_ = std::move(next);
+  accepted_preshared_key_ = std::move(next_accepted);
+  size_t changed = 0;
+  for (const auto& [key, info] : peers_) {
+    if (info.is_static) continue;
+    changed += device_->SetPresharedKeys(key, MeshKeys()) ? 1 : 0;
+  }
+  // Never the keys themselves: only that they changed.
+  TM_LOG_INFO("mesh preshared keys changed ({}): applied to {} peers",
+              accepted_preshared_key_ ? "rollover: a second key is accepted" : "one key", changed);
 }
 
 const PeerInfo* PeerTable::Find(const PublicKey& key) const {
@@ -76,14 +108,13 @@ bool PeerTable::Upsert(const coord::Peer& peer, PeerChanges* changes) {
   std::optional<Endpoint> first;
   if (!info.candidates.empty()) first = info.candidates.front();
   if (existing == nullptr) {
-    SecretKey psk;
-    if (!info.is_static && preshared_key_.size() == kKeySize) {
-      psk = SecretKey(reinterpret_cast<const uint8_t*>(preshared_key_.data()));
-    }
+    // Static peers are plain WireGuard members: they never know the mesh's keys.
+    noise::PresharedKeys psks = info.is_static ? noise::PresharedKeys{} : MeshKeys();
     // For an agent peer the path manager, not the source of the latest packet, decides where the
     // peer is reached; a static peer roams like any WireGuard peer.
-    absl::StatusOr<noise::Peer*> added = device_->AddPeer(
-        {key, std::move(psk), first, std::chrono::seconds(0), /*roaming=*/info.is_static});
+    absl::StatusOr<noise::Peer*> added =
+        device_->AddPeer({key, std::move(psks.primary), first, std::chrono::seconds(0),
+                          /*roaming=*/info.is_static, std::move(psks.secondary)});
     if (!added.ok()) {
       TM_LOG_WARN("peer {}: {}", info.name, std::string(added.status().message()));
       return false;

@@ -87,8 +87,11 @@ class PeerTable {
 
   // The mesh's address ranges: allowed prefixes inside them need no route of their own.
   void SetMeshCidrs(std::vector<Prefix> cidrs) { mesh_cidrs_ = std::move(cidrs); }
-  // The mesh-wide preshared key for peers added from now on (empty or not 32 bytes: none).
-  void SetPresharedKey(const std::string& bytes);
+  // The mesh-wide preshared key and, during a rollover, a second key also accepted in handshake
+  // responses (each: empty or not 32 bytes means none). Applies to the agent peers already in the
+  // device too (their established sessions run on until the next handshake, which uses the new
+  // keys) and to peers added from now on; static peers never use the mesh's keys.
+  void SetPresharedKeys(const std::string& primary, const std::string& secondary);
 
   // Applies a full map (every peer not listed leaves) or a delta, then publishes routes. A peer
   // whose kind changed (static <-> agent) gets a new device peer. Entries with a zero or own key
@@ -120,7 +123,10 @@ class PeerTable {
   const RoutePublisher publish_;
   const Clock* const clock_;
   std::vector<Prefix> mesh_cidrs_;
-  std::string preshared_key_;
+  // The mesh's keys for agent peers (absent: none, i.e. all zero as WireGuard defines it).
+  noise::PresharedKeys MeshKeys() const;
+  std::optional<SecretKey> preshared_key_;
+  std::optional<SecretKey> accepted_preshared_key_;
   std::map<PublicKey, PeerInfo> peers_;
   std::shared_ptr<const RouteTable> routes_ = std::make_shared<RouteTable>();
   uint64_t skipped_ = 0;

@@ -191,5 +191,75 @@ TEST_F(PeerTableTest, StaticPeersFromAConfigFile) {
   EXPECT_EQ(table_.Publish().code(), absl::StatusCode::kUnavailable);
 }
 
+// Runs one handshake from the table's device to `remote`'s device, which answers with `psk` (its
+// only key for us). True when the table's side accepted the response.
+bool HandshakeWith(noise::Device* ours, noise::Peer* peer, const Member& remote,
+                   const PublicKey& self, const SecretKey& psk, FakeClock* clock) {
+  noise::Device theirs(remote.secret, 1420);
+  if (!theirs.AddPeer({self, psk.Clone(), std::nullopt, std::chrono::seconds(0)}).ok()) {
+    return false;
+  }
+  std::vector<std::vector<uint8_t>> to_them, to_us;
+  const TransportEndpoint us = *Endpoint::Parse("192.0.2.50:51820");
+  clock->Advance(std::chrono::seconds(6));  // Past REKEY_TIMEOUT since any earlier attempt.
+  const uint64_t before = peer->stats().handshakes_completed.load();
+  ours->Initiate(peer, clock->Now(), clock->WallNow(),
+                 [&](const TransportEndpoint&, absl::Span<const uint8_t> bytes) {
+                   to_them.emplace_back(bytes.begin(), bytes.end());
+                 });
+  for (std::vector<uint8_t>& datagram : to_them) {
+    theirs.Receive(absl::Span<uint8_t>(datagram), us, clock->Now(), clock->WallNow(),
+                   [&](const TransportEndpoint&, absl::Span<const uint8_t> bytes) {
+                     to_us.emplace_back(bytes.begin(), bytes.end());
+                   });
+  }
+  for (std::vector<uint8_t>& datagram : to_us) {
+    ours->Receive(absl::Span<uint8_t>(datagram), *peer->endpoint(), clock->Now(), clock->WallNow(),
+                  [](const TransportEndpoint&, absl::Span<const uint8_t>) {});
+  }
+  return peer->stats().handshakes_completed.load() == before + 1;
+}
+
+TEST_F(PeerTableTest, ChangedPresharedKeysReachExistingAgentPeersButNeverStaticOnes) {
+  const SecretKey old_psk = SecretKey::Random(), new_psk = SecretKey::Random();
+  auto bytes = [](const SecretKey& k) {
+    return std::string(reinterpret_cast<const char*>(k.data()), kKeySize);
+  };
+  table_.SetPresharedKeys(bytes(old_psk), "");
+  Member agent, plain;
+  coord::MapUpdate update;
+  update.set_full(true);
+  *update.add_upsert_peers() = MapPeer(agent, "alpha", {"10.99.0.2/32"}, {"192.0.2.1:51820"});
+  *update.add_upsert_peers() =
+      MapPeer(plain, "plain", {"10.99.0.3/32"}, {"192.0.2.2:51820"}, /*is_static=*/true);
+  table_.Apply(update);
+  noise::Peer* agent_peer = device_.FindPeer(agent.key);
+  noise::Peer* static_peer = device_.FindPeer(plain.key);
+  ASSERT_NE(agent_peer, nullptr);
+  ASSERT_NE(static_peer, nullptr);
+  EXPECT_TRUE(HandshakeWith(&device_, agent_peer, agent, self_.key, old_psk, &clock_));
+  EXPECT_TRUE(HandshakeWith(&device_, static_peer, plain, self_.key, SecretKey(), &clock_))
+      << "a static peer has no preshared key";
+
+  // Step (b) of a rollover: use the new key, also accept the old one. The existing device peer
+  // (no new map entry) takes both.
+  table_.SetPresharedKeys(bytes(new_psk), bytes(old_psk));
+  EXPECT_TRUE(HandshakeWith(&device_, agent_peer, agent, self_.key, new_psk, &clock_));
+  EXPECT_TRUE(HandshakeWith(&device_, agent_peer, agent, self_.key, old_psk, &clock_));
+  EXPECT_TRUE(HandshakeWith(&device_, static_peer, plain, self_.key, SecretKey(), &clock_));
+  // Step (c): the new key only.
+  table_.SetPresharedKeys(bytes(new_psk), "");
+  EXPECT_FALSE(HandshakeWith(&device_, agent_peer, agent, self_.key, old_psk, &clock_));
+  EXPECT_TRUE(HandshakeWith(&device_, agent_peer, agent, self_.key, new_psk, &clock_));
+  EXPECT_EQ(device_.outcomes().Get(noise::Outcome::kSecondaryPresharedKey), 1u);
+  // A peer added now gets the current key.
+  Member late;
+  coord::MapUpdate delta;
+  *delta.add_upsert_peers() = MapPeer(late, "late", {"10.99.0.4/32"}, {"192.0.2.3:51820"});
+  table_.Apply(delta);
+  EXPECT_TRUE(
+      HandshakeWith(&device_, device_.FindPeer(late.key), late, self_.key, new_psk, &clock_));
+}
+
 }  // namespace
 }  // namespace tunnelmesh

@@ -86,6 +86,17 @@ absl::Status ParseMesh(const YAML::Node& doc, const std::string& file, MeshSpec*
       *out = seconds;
     }
   }
+  if (const YAML::Node generation = spec["presharedKeyGeneration"]; generation) {
+    const std::string text = Scalar(generation);
+    // An integer >= 0 (the CRD's schema says the same; standalone manifests have no schema).
+    if (!generation.IsScalar() || text.empty() || text.size() > 18 ||
+        !absl::SimpleAtoi(text, &mesh->preshared_key_generation) ||
+        text.find_first_not_of("0123456789") != std::string::npos) {
+      return absl::InvalidArgumentError(where + ": spec.presharedKeyGeneration \"" + text +
+                                        "\" must be an integer >= 0 (raise it by one to roll the "
+                                        "mesh's preshared key over)");
+    }
+  }
   const YAML::Node ref = spec["joinTokenSecretRef"];
   if (!ref || !ref.IsMap()) {
     return absl::InvalidArgumentError(where +

@@ -33,6 +33,9 @@ struct MeshSpec {
   uint32_t dns_ttl_seconds = 5;
   uint32_t dns_negative_ttl_seconds = 5;
   SecretRef join_token_ref;
+  // spec.presharedKeyGeneration: raising it rolls the mesh's WireGuard preshared key over to a
+  // fresh random key (docs/protocol.md, "Preshared key"). The key itself is never in the spec.
+  uint64_t preshared_key_generation = 0;
   // Resolved from the referenced Secret.
   std::string join_token;
   // Where the object came from, for messages.

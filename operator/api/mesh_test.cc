@@ -48,6 +48,19 @@ TEST(MeshTest, ParsesDnsTtls) {
   EXPECT_EQ(meshes[0].dns_negative_ttl_seconds, 0u);
 }
 
+TEST(MeshTest, ParsesPresharedKeyGeneration) {
+  std::vector<MeshSpec> meshes;
+  Secrets secrets;
+  ASSERT_TRUE(ParseManifestText(kMesh, "f.yaml", &meshes, &secrets).ok());
+  EXPECT_EQ(meshes[0].preshared_key_generation, 0u) << "default";
+  std::string text = kMesh;
+  const std::string anchor = "  joinTokenSecretRef";
+  text.insert(text.find(anchor), "  presharedKeyGeneration: 3\n");
+  meshes.clear();
+  ASSERT_TRUE(ParseManifestText(text, "f.yaml", &meshes, &secrets).ok());
+  EXPECT_EQ(meshes[0].preshared_key_generation, 3u);
+}
+
 TEST(MeshTest, ErrorsNameTheField) {
   struct Case {
     std::string from, to, field;
@@ -62,7 +75,17 @@ TEST(MeshTest, ErrorsNameTheField) {
             "spec.dns.ttlSeconds"},
            {"  joinTokenSecretRef", "  dns: {negativeTTLSeconds: 86401}\n  joinTokenSecretRef",
             "spec.dns.negativeTTLSeconds"},
-           {"  joinTokenSecretRef", "  dns: 5\n  joinTokenSecretRef", "spec.dns"}}) {
+           {"  joinTokenSecretRef", "  dns: 5\n  joinTokenSecretRef", "spec.dns"},
+           {"  joinTokenSecretRef", "  presharedKeyGeneration: -1\n  joinTokenSecretRef",
+            "spec.presharedKeyGeneration"},
+           {"  joinTokenSecretRef", "  presharedKeyGeneration: two\n  joinTokenSecretRef",
+            "spec.presharedKeyGeneration"},
+           {"  joinTokenSecretRef", "  presharedKeyGeneration: 1.5\n  joinTokenSecretRef",
+            "spec.presharedKeyGeneration"},
+           {"  joinTokenSecretRef", "  presharedKeyGeneration: [1]\n  joinTokenSecretRef",
+            "spec.presharedKeyGeneration"},
+           {"  joinTokenSecretRef", "  presharedKeyGeneration: ''\n  joinTokenSecretRef",
+            "spec.presharedKeyGeneration"}}) {
     std::string text = kMesh;
     text.replace(text.find(c.from), c.from.size(), c.to);
     std::vector<MeshSpec> meshes;

@@ -108,9 +108,20 @@ Coordinator::Coordinator(MemberStore* store, Options options)
       report_limit_(options_.reports_per_member),
       call_me_maybe_limit_(options_.call_me_maybe_per_pair),
       members_(store->members()),
-      writer_(store, &counters_.store, options_.writer) {}
+      writer_(store, &counters_.store, options_.writer) {
+  if (options_.psk_tick_interval > absl::ZeroDuration()) {
+    psk_ticker_ = std::thread([this] {
+      while (!stop_ticker_.WaitForNotificationWithTimeout(options_.psk_tick_interval)) {
+        AdvancePresharedKeys();
+      }
+    });
+  }
+}
 
-Coordinator::~Coordinator() = default;
+Coordinator::~Coordinator() {
+  stop_ticker_.Notify();
+  if (psk_ticker_.joinable()) psk_ticker_.join();
+}
 
 void Coordinator::PushLocked(const std::shared_ptr<Subscription>& subscription,
                              coord::MapUpdate update) {
@@ -123,29 +134,195 @@ void Coordinator::CancelLocked(const std::shared_ptr<Subscription>& subscription
   if (subscription->Cancel(std::move(reason))) to_wake_.push_back(subscription);
 }
 
+namespace {
+
+const char* StepName(PresharedKeyStep step) {
+  switch (step) {
+    case PresharedKeyStep::kStable:
+      return "done: members use the new key only";
+    case PresharedKeyStep::kAcceptNew:
+      return "step 1/3: members accept the new key";
+    case PresharedKeyStep::kUseNew:
+      return "step 2/3: members use the new key and still accept the old one";
+  }
+  return "";
+}
+
+// The spec as members see it: the join token (only Register reads it), the key generation (a
+// change reaches members as a key change) and where the spec came from are left out.
+bool SameMemberView(const MeshSpec& a, const MeshSpec& b) {
+  MeshSpec x = a, y = b;
+  x.join_token.clear();
+  y.join_token.clear();
+  x.source.clear();
+  y.source.clear();
+  x.preshared_key_generation = y.preshared_key_generation = 0;
+  return x == y;
+}
+
+bool SameKeys(const SecretKey& a, const std::optional<SecretKey>& a_accepted, const SecretKey& b,
+              const std::optional<SecretKey>& b_accepted) {
+  return a == b && a_accepted.has_value() == b_accepted.has_value() &&
+         (!a_accepted || *a_accepted == *b_accepted);
+}
+
+}  // namespace
+
 void Coordinator::SetMeshes(std::vector<MeshSpec> meshes) {
+  absl::MutexLock psk_lock(&psk_mu_);
+  desired_ = std::move(meshes);
+  ReconcileMeshesLocked(/*meshes_changed=*/true);
+}
+
+void Coordinator::AdvancePresharedKeys() {
+  absl::MutexLock psk_lock(&psk_mu_);
+  ReconcileMeshesLocked(/*meshes_changed=*/false);
+}
+
+std::optional<PresharedKeyStep> Coordinator::PresharedKeyStepOf(const std::string& mesh) const {
+  absl::MutexLock psk_lock(&psk_mu_);
+  auto it = psks_.find(mesh);
+  if (it == psks_.end()) return std::nullopt;
+  return it->second.step;
+}
+
+void Coordinator::ReconcileMeshesLocked(bool meshes_changed) {
+  const absl::Time now = Now();
+  if (!psks_loaded_) {
+    if (options_.psk_store != nullptr) {
+      absl::StatusOr<PresharedKeyRecords> loaded = options_.psk_store->Load();
+      if (!loaded.ok()) {
+        // Serving a mesh with a fresh key would cut every tunnel at its next handshake.
+        TM_LOG_ERROR("loading the meshes' preshared keys: {} (no Mesh is served until this works)",
+                     std::string(loaded.status().message()));
+        return;
+      }
+      psks_ = *std::move(loaded);
+    }
+    // A rollover that was in progress resumes at its step, whose grace period starts again.
+    for (const auto& [name, record] : psks_) step_since_[name] = now;
+    psks_loaded_ = true;
+  }
+  PresharedKeyRecords next = CloneRecords(psks_);
+  std::map<std::string, absl::Time> since = step_since_;
+  std::vector<std::string> stepped;  // Meshes whose record moved, for the log.
+  std::vector<std::string> created;  // Meshes seen for the first time.
+  for (const MeshSpec& spec : desired_) {
+    auto it = next.find(spec.name);
+    if (it == next.end()) {
+      MeshPresharedKey fresh;
+      fresh.generation = spec.preshared_key_generation;
+      fresh.key = SecretKey::Random();
+      next.emplace(spec.name, std::move(fresh));
+      since[spec.name] = now;
+      created.push_back(spec.name);
+      continue;
+    }
+    MeshPresharedKey& record = it->second;
+    auto started = since.try_emplace(spec.name, now).first;
+    const bool due = now - started->second >= options_.psk_rollover_step;
+    switch (record.step) {
+      case PresharedKeyStep::kAcceptNew:
+        if (!due) continue;
+        record.step = PresharedKeyStep::kUseNew;
+        break;
+      case PresharedKeyStep::kUseNew:
+        if (!due) continue;
+        record.step = PresharedKeyStep::kStable;
+        record.previous.reset();
+        record.previous_generation = 0;
+        break;
+      case PresharedKeyStep::kStable:
+        // Lowering the generation does nothing: keys only move forward.
+        if (spec.preshared_key_generation <= record.generation) continue;
+        record.previous = std::move(record.key);
+        record.previous_generation = record.generation;
+        record.key = SecretKey::Random();
+        record.generation = spec.preshared_key_generation;
+        record.step = PresharedKeyStep::kAcceptNew;
+        break;
+    }
+    started->second = now;
+    stepped.push_back(spec.name);
+  }
+  bool keys_changed = next.size() != psks_.size();
+  for (const auto& [name, record] : next) {
+    auto old = psks_.find(name);
+    keys_changed = keys_changed || old == psks_.end() || !(old->second == record);
+  }
+  if (keys_changed) {
+    absl::Status saved =
+        options_.psk_store == nullptr ? absl::OkStatus() : options_.psk_store->Save(next);
+    if (saved.ok()) {
+      psks_ = std::move(next);
+      step_since_ = std::move(since);
+      for (const std::string& name : created) {
+        TM_LOG_INFO("Mesh {}: new random preshared key (generation {})", name,
+                    psks_.at(name).generation);
+      }
+      for (const std::string& name : stepped) {
+        const MeshPresharedKey& record = psks_.at(name);
+        counters_.psk_rollover_steps.fetch_add(1, std::memory_order_relaxed);
+        TM_LOG_INFO("Mesh {}: preshared key rollover to generation {}, {}", name, record.generation,
+                    StepName(record.step));
+      }
+    } else {
+      // Nothing changes until it is saved: members never hold a key a restart would lose.
+      counters_.psk_save_failures.fetch_add(1, std::memory_order_relaxed);
+      TM_LOG_ERROR("saving the meshes' preshared keys: {} (trying again in a moment)",
+                   std::string(saved.message()));
+    }
+  }
+  if (keys_changed || meshes_changed) InstallMeshes(meshes_changed);
+}
+
+void Coordinator::InstallMeshes(bool meshes_changed) {
   Locked lock(this);
   std::map<std::string, MeshState> next;
-  for (MeshSpec& spec : meshes) {
+  for (const MeshSpec& spec : desired_) {
+    auto record = psks_.find(spec.name);
+    if (record == psks_.end()) {
+      TM_LOG_WARN("Mesh {} is not served yet: its preshared key is not saved", spec.name);
+      continue;
+    }
     MeshState state;
-    // The mesh-wide WireGuard preshared key: derived from the join token, so it changes when the
-    // token is rotated, and never leaves the coordinator except over TLS to admitted members.
-    const std::string label = "tunnelmesh preshared key v1 " + spec.name;
-    Blake2s(
-        {Bytes(reinterpret_cast<const uint8_t*>(label.data()), label.size()),
-         Bytes(reinterpret_cast<const uint8_t*>(spec.join_token.data()), spec.join_token.size())},
-        state.preshared_key.mutable_data());
-    state.spec = std::move(spec);
-    const std::string name = state.spec.name;
-    next.emplace(name, std::move(state));
+    state.spec = spec;
+    const MeshPresharedKey& keys = record->second;
+    if (keys.step == PresharedKeyStep::kAcceptNew && keys.previous) {
+      state.preshared_key = keys.previous->Clone();
+      state.accepted_preshared_key = keys.key.Clone();
+      state.preshared_key_generation = keys.previous_generation;
+    } else {
+      state.preshared_key = keys.key.Clone();
+      if (keys.step == PresharedKeyStep::kUseNew && keys.previous) {
+        state.accepted_preshared_key = keys.previous->Clone();
+      }
+      state.preshared_key_generation = keys.generation;
+    }
+    next.emplace(spec.name, std::move(state));
   }
   std::map<std::string, MeshState> previous = std::move(meshes_);
   meshes_ = std::move(next);
-  ++version_;
-  SyncEnginesLocked();
+  bool any_change = meshes_changed || previous.size() != meshes_.size();
+  if (any_change) SyncEnginesLocked();
   for (const auto& [name, mesh] : meshes_) {
     auto old = previous.find(name);
-    if (old != previous.end() && old->second.spec == mesh.spec) continue;
+    const bool view_same = old != previous.end() && SameMemberView(old->second.spec, mesh.spec);
+    const bool keys_same = old != previous.end() &&
+                           SameKeys(old->second.preshared_key, old->second.accepted_preshared_key,
+                                    mesh.preshared_key, mesh.accepted_preshared_key) &&
+                           old->second.preshared_key_generation == mesh.preshared_key_generation;
+    if (view_same && keys_same) continue;
+    any_change = true;
+    if (view_same) {
+      // Only the keys moved: one settings delta per watcher, no full maps.
+      ++version_;
+      coord::MapUpdate update;
+      *update.mutable_settings() = SettingsFor(mesh);
+      update.set_version(version_);
+      FanOut(name, nullptr, update);
+      continue;
+    }
     // Settings changed; so may have every peer's DNS name (the domain): each watcher gets a
     // fresh full map. It is built when its stream takes it (Refill, one watcher at a time), not
     // here: building N maps of N peers under the lock would hold every other call for O(N^2).
@@ -156,6 +333,7 @@ void Coordinator::SetMeshes(std::vector<MeshSpec> meshes) {
       if (sub && sub->RequestFullMap()) to_wake_.push_back(sub);
     }
   }
+  if (any_change) ++version_;
 }
 
 const Coordinator::MeshState* Coordinator::MeshFor(const std::string& name) const {
@@ -169,6 +347,11 @@ coord::Settings Coordinator::SettingsFor(const MeshState& mesh) const {
   s.set_mesh(mesh.spec.name);
   s.set_domain(mesh.spec.domain);
   s.set_preshared_key(std::string(reinterpret_cast<const char*>(mesh.preshared_key.data()), 32));
+  if (mesh.accepted_preshared_key) {
+    s.set_accepted_preshared_key(
+        std::string(reinterpret_cast<const char*>(mesh.accepted_preshared_key->data()), 32));
+  }
+  s.set_preshared_key_generation(mesh.preshared_key_generation);
   s.set_stun_address(options_.stun_address);
   s.set_relay_url(options_.relay_url);
   if (!options_.relay_public_key.IsZero()) {

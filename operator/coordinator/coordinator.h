@@ -9,6 +9,13 @@
 // sends its watchers full maps, which carry the new rule sets. The compile runs under mu_: it is
 // bounded by the mesh's members and policies and does no I/O (coordinator_filter.cc).
 //
+// Each Mesh has its own random WireGuard preshared key (psk_store.h), created when the coordinator
+// first sees the Mesh, made durable before any member is told it, and rolled over when the Mesh's
+// spec.presharedKeyGeneration is raised: in three steps (accept the new key, use it, drop the old
+// one) a grace period apart (Options::psk_rollover_step), so that members, which get each step
+// within a second, are never two steps apart and every handshake keeps working. Rotating the join
+// token changes neither the key nor any member's session.
+//
 // Threads and locks: one mutex (mu_) guards the in-memory state, which is authoritative: the
 // member map, sessions, live endpoints, meshes. gRPC handler threads, the relay's I/O thread and
 // the Kubernetes reconcilers call in concurrently. Nothing blocks on I/O under mu_: member records
@@ -24,6 +31,12 @@
 // IsMember, ReportEndpoints, CallMeMaybe and Watch never wait for it. Admit, Leave and Evict do not
 // wait: their records already changed at the source, or the member is going away; failed writes
 // are retried by the writer (see member_writer.h).
+//
+// Preshared keys have their own mutex (psk_mu_, taken before mu_, never under it): it serializes
+// SetMeshes and the rollover ticks (a thread of the coordinator's, every
+// Options::psk_tick_interval) and is held while the keys are saved to the PresharedKeyStore, which
+// may block; nothing else waits for it. A change of keys is saved first and only then reaches mu_
+// and the members.
 #pragma once
 
 #include <atomic>
@@ -33,11 +46,13 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "lib/base/rate_limiter.h"
 #include "lib/crypto/keys.h"
@@ -46,6 +61,7 @@
 #include "operator/api/peer_policy.h"
 #include "operator/coordinator/challenges.h"
 #include "operator/coordinator/member_writer.h"
+#include "operator/coordinator/psk_store.h"
 #include "operator/coordinator/state_store.h"
 #include "operator/coordinator/subscription.h"
 #include "operator/policy/engine.h"
@@ -94,6 +110,10 @@ struct CoordinatorCounters {
   std::atomic<uint64_t> call_me_maybe_endpoints_dropped{0};
   // Members removed by ExpireIdle.
   std::atomic<uint64_t> expired_members{0};
+  // Preshared-key rollover steps taken (each step of each mesh), and failed saves of the keys
+  // (the change waits and is tried again on the next tick).
+  std::atomic<uint64_t> psk_rollover_steps{0};
+  std::atomic<uint64_t> psk_save_failures{0};
   MemberWriterCounters store;
 };
 
@@ -144,6 +164,17 @@ class Coordinator {
     // ExpireIdle removes members of an agent that has not been seen (no watch, no call) for this
     // long; zero: never. Members with static endpoints (admin-made) never expire.
     absl::Duration member_expiry = absl::ZeroDuration();
+    // Where the meshes' preshared keys are kept; null keeps them in memory only (tests). Must
+    // outlive the coordinator.
+    PresharedKeyStore* psk_store = nullptr;
+    // Time between the steps of a preshared-key rollover: long enough for every member to get a
+    // step before the next one (map updates take well under a second).
+    absl::Duration psk_rollover_step = absl::Seconds(15);
+    // How often the coordinator's rollover thread looks for a step that is due; zero starts no
+    // thread (tests call AdvancePresharedKeys).
+    absl::Duration psk_tick_interval = absl::Seconds(1);
+    // The wall clock of rollovers (tests inject one); null: absl::Now.
+    std::function<absl::Time()> now;
   };
 
   // Takes the store's records as the initial member map; from then on the store is written only
@@ -153,7 +184,17 @@ class Coordinator {
   ~Coordinator();
 
   // Replaces the set of meshes (from the manifests). Watchers of a changed mesh get its settings.
-  void SetMeshes(std::vector<MeshSpec> meshes) ABSL_LOCKS_EXCLUDED(mu_);
+  // A Mesh seen for the first time gets a random preshared key, a raised
+  // spec.presharedKeyGeneration starts a rollover; the keys are saved before they are served (a
+  // Mesh whose first key cannot be saved is not served yet: the next tick tries again). A new
+  // join token takes effect at once for new registrations and changes nothing for members.
+  void SetMeshes(std::vector<MeshSpec> meshes) ABSL_LOCKS_EXCLUDED(psk_mu_, mu_);
+  // Takes the preshared-key rollover steps that are due (and retries failed saves). Called by the
+  // coordinator's own thread every Options::psk_tick_interval, or by tests.
+  void AdvancePresharedKeys() ABSL_LOCKS_EXCLUDED(psk_mu_, mu_);
+  // Where a mesh's preshared key is (tests, status); nullopt for a mesh without one.
+  std::optional<PresharedKeyStep> PresharedKeyStepOf(const std::string& mesh) const
+      ABSL_LOCKS_EXCLUDED(psk_mu_);
 
   // A fresh challenge for Register and the token proofs (proto/coordinator.proto, Hello).
   // `source` is the caller's address, for rate limits.
@@ -221,7 +262,10 @@ class Coordinator {
  private:
   struct MeshState {
     MeshSpec spec;
+    // What members use and, during a rollover, also accept (see PresharedKeyStep).
     SecretKey preshared_key;
+    std::optional<SecretKey> accepted_preshared_key;
+    uint64_t preshared_key_generation = 0;
   };
   struct Live {
     std::vector<std::string> endpoints;
@@ -235,6 +279,14 @@ class Coordinator {
   class Locked;
 
   const MeshState* MeshFor(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Time Now() const { return options_.now ? options_.now() : absl::Now(); }
+  // Brings the preshared keys in line with desired_ (new meshes, rollovers started or due), saves
+  // them, then serves desired_ with them. `meshes_changed`: desired_ was just replaced.
+  void ReconcileMeshesLocked(bool meshes_changed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(psk_mu_)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Installs desired_ with the keys of psks_ as the served meshes and tells their watchers.
+  void InstallMeshes(bool meshes_changed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(psk_mu_)
+      ABSL_LOCKS_EXCLUDED(mu_);
   coord::Settings SettingsFor(const MeshState& mesh) const;
   coord::Peer PeerOf(const MemberRecord& record) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The full map for `member` (settings and every other member of its mesh).
@@ -300,6 +352,17 @@ class Coordinator {
   KeyedRateLimiter report_limit_;
   KeyedRateLimiter call_me_maybe_limit_;
   const absl::Time started_ = absl::Now();
+  // Preshared keys and the meshes they are for (see the header comment); taken before mu_.
+  mutable absl::Mutex psk_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  // The meshes of the last SetMeshes; served once each has a saved key.
+  std::vector<MeshSpec> desired_ ABSL_GUARDED_BY(psk_mu_);
+  // The saved keys (every mesh ever seen: a Mesh that comes back keeps its key) and when each
+  // mesh's current rollover step began (a restart starts the step's grace period again).
+  PresharedKeyRecords psks_ ABSL_GUARDED_BY(psk_mu_);
+  std::map<std::string, absl::Time> step_since_ ABSL_GUARDED_BY(psk_mu_);
+  bool psks_loaded_ ABSL_GUARDED_BY(psk_mu_) = false;
+  absl::Notification stop_ticker_;
+  std::thread psk_ticker_;
   mutable absl::Mutex mu_;
   // The authoritative member map; the store follows it through writer_.
   std::map<PublicKey, MemberRecord> members_ ABSL_GUARDED_BY(mu_);

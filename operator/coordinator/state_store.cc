@@ -38,7 +38,12 @@ absl::StatusOr<coord::MemberKind> KindOf(const nlohmann::json& member) {
 
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir) {
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  // The state directory holds keys (tls/, relay.key, preshared-keys.json): owner only when we
+  // create it (an existing directory keeps the mode its admin gave it).
+  const bool created = std::filesystem::create_directories(dir, ec);
+  if (!ec && created) {
+    std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
+  }
   if (ec) {
     return absl::FailedPreconditionError("creating --state-dir " + dir + ": " + ec.message());
   }

@@ -59,8 +59,8 @@ class MemberStore {
 
 class StateStore final : public MemberStore {
  public:
-  // Creates `dir` if needed and loads members.json when present. A corrupt file is an error that
-  // names it (it is never silently replaced).
+  // Creates `dir` if needed (mode 0700) and loads members.json when present. A corrupt file is an
+  // error that names it (it is never silently replaced).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& dir);
 
   const std::map<PublicKey, MemberRecord>& members() const override { return members_; }
