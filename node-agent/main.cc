@@ -241,7 +241,8 @@ int main(int argc, char** argv) {
       ->required();
   join->add_option("--token-file", join_options.token_file, "file holding the join token");
   join->add_option("--kubernetes-token-file", join_options.kubernetes_token_file,
-                   "instead of --token-file, in a pod: its ServiceAccount token file");
+                   "instead of --token-file, in a pod: a projected ServiceAccount token for "
+                   "audience tunnelmesh (read again at every registration)");
   join->add_option("--mesh", join_options.mesh,
                    "Mesh to join (default: the coordinator's only one)");
   join->add_option("--kind", join_options.kind, "Node, Pod or External (default External)");
