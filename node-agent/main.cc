@@ -18,6 +18,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/base/log.h"
+#include "lib/base/rlimit.h"
 #include "lib/crypto/keys.h"
 #include "node-agent/agent/join_options.h"
 #include "node-agent/agent/run.h"
@@ -47,6 +48,18 @@ struct Options {
 int Fail(const std::string& what) {
   std::fprintf(stderr, "tunnelmesh-agent: %s\n", what.c_str());
   return kExitFailure;
+}
+
+// Each peer's SSH fallback and the relay hold a TCP connection, each attached pod a few more: the
+// soft descriptor limit (often 1024) goes up to the hard limit the administrator set.
+void RaiseFileLimit() {
+  absl::StatusOr<DescriptorLimit> limit = RaiseDescriptorLimit();
+  if (!limit.ok()) {
+    TM_LOG_WARN("{}: the agent keeps the lower limit", std::string(limit.status().message()));
+    return;
+  }
+  TM_LOG_DEBUG("descriptor limit (RLIMIT_NOFILE): soft {} (was {}), hard {}", limit->soft,
+               limit->soft_before, limit->hard);
 }
 
 int GenKey() {
@@ -172,6 +185,7 @@ int Join(const Options& options, const JoinOptions& join_options) {
   }
   if (int code = CheckAgentSlot(options); code != 0) return code;
   InitCrypto();
+  RaiseFileLimit();
   // Deadlock detection costs a graph lookup per lock on the packet path; the lock order is fixed
   // and documented in lib/noise/device.h and node-agent/agent/agent.h instead.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
@@ -184,6 +198,7 @@ int Join(const Options& options, const JoinOptions& join_options) {
 int Run(const Options& options) {
   if (!SetUpLogging(options)) return kExitUsage;
   InitCrypto();
+  RaiseFileLimit();
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (int code = CheckAgentSlot(options); code != 0) return code;
   absl::StatusOr<AgentConfig> config = LoadAgentConfig(options.config_path);
@@ -226,7 +241,8 @@ int main(int argc, char** argv) {
       ->required();
   join->add_option("--token-file", join_options.token_file, "file holding the join token");
   join->add_option("--kubernetes-token-file", join_options.kubernetes_token_file,
-                   "instead of --token-file, in a pod: its ServiceAccount token file");
+                   "instead of --token-file, in a pod: a projected ServiceAccount token for "
+                   "audience tunnelmesh (read again at every registration)");
   join->add_option("--mesh", join_options.mesh,
                    "Mesh to join (default: the coordinator's only one)");
   join->add_option("--kind", join_options.kind, "Node, Pod or External (default External)");

@@ -221,8 +221,18 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   manager_options.coordinator.psk_store = &psk_store;
   if (!agent_user.empty()) {
     manager_options.coordinator.agent_service_account = agent_user;
-    manager_options.coordinator.review_token = [api](const std::string& token) {
-      return kube::ReviewToken(api, token);
+    // Reviews are cached by the token's hash for 30 s and limited to 10 a second, so that
+    // Registers with made-up tokens cannot flood the API server (token_review.h).
+    auto reviews = std::make_shared<kube::TokenReviewCache>(
+        [api](const std::string& token) {
+          return kube::ReviewBoundToken(api, token, {kServiceAccountTokenAudience});
+        },
+        kube::TokenReviewCache::Options{});
+    manager_options.coordinator.review_token =
+        [reviews](const std::string& token) -> absl::StatusOr<ServiceAccountToken> {
+      absl::StatusOr<kube::ReviewedToken> reviewed = reviews->Review(token);
+      if (!reviewed.ok()) return reviewed.status();
+      return ServiceAccountToken{reviewed->user, reviewed->audiences, reviewed->node};
     };
   }
   if (!options.advertise_address.empty()) {

@@ -17,6 +17,7 @@
 #include "CLI/CLI.hpp"
 #include "lib/base/file.h"
 #include "lib/base/log.h"
+#include "lib/base/rlimit.h"
 #include "lib/crypto/keys.h"
 #include "lib/crypto/x509.h"
 #include "operator/coordinator/coordinator.h"
@@ -55,6 +56,19 @@ void ApplyManifestPolicies(Coordinator* coordinator, ManifestPolicies policies) 
                   stats->selected_sources == 0 ? "from" : "to");
     }
   }
+}
+
+// Every member holds a gRPC connection and the relay one more: the soft descriptor limit (often
+// 1024) goes up to the hard limit the administrator set, before any listener opens.
+void RaiseFileLimit() {
+  absl::StatusOr<DescriptorLimit> limit = RaiseDescriptorLimit();
+  if (!limit.ok()) {
+    TM_LOG_WARN("{}: the coordinator serves fewer members than it could",
+                std::string(limit.status().message()));
+    return;
+  }
+  TM_LOG_DEBUG("descriptor limit (RLIMIT_NOFILE): soft {} (was {}), hard {}", limit->soft,
+               limit->soft_before, limit->hard);
 }
 
 int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
@@ -103,9 +117,11 @@ int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
   }
   LogReady(options, *services, *ca_hash, meshes->size(), coordinator.member_count());
 
-  // Manifests: pick up added, changed and removed files within a second.
+  // Manifests: pick up added, changed and removed files within a second. A directory that cannot
+  // be read (e.g. while descriptors are exhausted) keeps the current Meshes (manifests.h).
   auto next_counters = std::chrono::steady_clock::now();
-  std::string fingerprint = ManifestFingerprint(options.manifests);
+  absl::StatusOr<std::string> fingerprint = ManifestFingerprint(options.manifests);
+  ManifestWatcher watcher(options.manifests, fingerprint.value_or(""));
   while (true) {
     if (std::chrono::steady_clock::now() >= next_counters) {
       coordinator.ExpireIdle(absl::Now());
@@ -113,21 +129,12 @@ int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
       next_counters = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     }
     if (SignalArrived(signals)) break;
-    std::string now = ManifestFingerprint(options.manifests);
-    if (now == fingerprint) continue;
-    fingerprint = now;
-    ManifestPolicies reloaded_policies;
-    absl::StatusOr<std::vector<MeshSpec>> reloaded =
-        LoadManifests(options.manifests, &reloaded_policies);
-    if (!reloaded.ok()) {
-      TM_LOG_ERROR("manifests not applied, keeping the previous ones: {}",
-                   std::string(reloaded.status().message()));
-      continue;
-    }
-    coordinator.SetMeshes(*reloaded);
-    const size_t policy_count = reloaded_policies.accepted.size();
-    ApplyManifestPolicies(&coordinator, std::move(reloaded_policies));
-    TM_LOG_INFO("manifests reloaded: meshes={} policies={}", reloaded->size(), policy_count);
+    std::optional<ManifestWatcher::Change> change = watcher.Poll();
+    if (!change) continue;
+    coordinator.SetMeshes(change->meshes);
+    const size_t policy_count = change->policies.accepted.size();
+    ApplyManifestPolicies(&coordinator, std::move(change->policies));
+    TM_LOG_INFO("manifests reloaded: meshes={} policies={}", change->meshes.size(), policy_count);
   }
   services->grpc->Shutdown();
   WriteCounters(options.state_dir, coordinator, *services);
@@ -140,6 +147,7 @@ int Run(const OperatorOptions& options) {
                  "\" is not one of trace, debug, info, warn, error");
   }
   InitCrypto();
+  RaiseFileLimit();
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);

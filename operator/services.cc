@@ -88,6 +88,9 @@ absl::StatusOr<Services> StartServices(const OperatorOptions& options, Coordinat
       coordinator, tls, options.listen_address, options.grpc_port, more_grpc);
   if (!grpc.ok()) return grpc.status();
   services.grpc = *std::move(grpc);
+  // Recovers the port if gRPC stops accepting (descriptor exhaustion; grpc_service.h). Its thread
+  // belongs to the CoordinatorServer and ends in its Shutdown.
+  services.grpc->StartWatchdog({});
   StunServer::Options stun_options;
   stun_options.port = static_cast<uint16_t>(options.stun_port);
   absl::StatusOr<std::unique_ptr<StunServer>> stun = StunServer::Start(stun_options);
@@ -128,6 +131,12 @@ void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
                         {"store_write_failures", c.store.failures.load()},
                         {"store_write_retries", c.store.retries.load()},
                         {"policies", coordinator.policy_count()}};
+  const ListenerWatchdogCounters& w = services.grpc->watchdog_counters();
+  doc["grpc_watchdog"] = {{"checks", w.checks.load()},
+                          {"failed_checks", w.failed_checks.load()},
+                          {"descriptor_waits", w.descriptor_waits.load()},
+                          {"restarts", w.restarts.load()},
+                          {"restart_failures", w.restart_failures.load()}};
   const StunServerCounters& s = services.stun->counters();
   doc["stun"] = {{"requests", s.requests.load()},
                  {"responses", s.responses.load()},

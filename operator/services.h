@@ -82,8 +82,9 @@ Coordinator::Options BaseCoordinatorOptions(const OperatorOptions& options,
                                             const SecretKey& relay_key, RelayRevoker* revoker,
                                             std::shared_ptr<ZoneChangeSignal> dns_changes);
 
-// Starts the central DNS server (unless --no-dns), gRPC (with the DNS server's DnsService), STUN
-// and the relay, and connects `revoker` to the relay. Errors name the flag.
+// Starts the central DNS server (unless --no-dns), gRPC (with the DNS server's DnsService and its
+// listener watchdog thread, see grpc_service.h), STUN and the relay, and connects `revoker` to the
+// relay. Errors name the flag.
 [[nodiscard]] absl::StatusOr<Services> StartServices(const OperatorOptions& options,
                                                      Coordinator* coordinator,
                                                      const TlsIdentity& tls,
@@ -92,8 +93,8 @@ Coordinator::Options BaseCoordinatorOptions(const OperatorOptions& options,
                                                      std::shared_ptr<ZoneChangeSignal> dns_changes);
 
 // Counters of every service, written to STATE_DIR/counters.json for operators and tests: rejected
-// joins, malformed requests, garbage on the STUN and relay ports, DNS queries by outcome. Called
-// about once a second.
+// joins, malformed requests, garbage on the STUN and relay ports, DNS queries by outcome, the gRPC
+// listener watchdog's checks and restarts. Called about once a second.
 void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
                    const Services& services);
 

@@ -242,8 +242,21 @@ got=$(kube_kubectl -n "$NS" get service "$REL" \
 [[ "$got" == "ClusterIP grpc/7700/TCP stun/3478/UDP relay/7701/TCP dns-udp/53/UDP dns-tcp/53/TCP" ]] ||
   kube_fail "Service $REL reads '$got'"
 got=$(kube_kubectl -n "$NS" get daemonset "$REL-agent" -o jsonpath='{.spec.template.spec.hostNetwork} {.spec.template.spec.dnsPolicy} {.spec.template.spec.containers[0].securityContext.capabilities.add} {.spec.template.spec.containers[0].securityContext.privileged} {.spec.template.spec.containers[0].env[?(@.name=="TUNNELMESH_COORDINATOR")].value}')
-[[ "$got" == "true ClusterFirstWithHostNet [\"NET_ADMIN\",\"NET_RAW\"]  $REL.$NS.svc:7700" ]] ||
+[[ "$got" == "true ClusterFirstWithHostNet [\"NET_ADMIN\"]  $REL.$NS.svc:7700" ]] ||
   kube_fail "DaemonSet $REL-agent reads '$got'"
+# Finding 15 and 10 of the security review: the runtime's seccomp profile, no API token in the
+# pod, and a projected token for audience tunnelmesh, which --kubernetes-token-file names.
+got=$(kube_kubectl -n "$NS" get daemonset "$REL-agent" -o jsonpath='{.spec.template.spec.securityContext.seccompProfile.type} {.spec.template.spec.automountServiceAccountToken} {.spec.template.spec.volumes[?(@.name=="coordinator-token")].projected.sources[0].serviceAccountToken.audience} {.spec.template.spec.volumes[?(@.name=="coordinator-token")].projected.sources[0].serviceAccountToken.expirationSeconds} {.spec.template.spec.containers[0].volumeMounts[?(@.name=="coordinator-token")].mountPath}')
+[[ "$got" == "RuntimeDefault false tunnelmesh 3600 /var/run/secrets/tunnelmesh" ]] ||
+  kube_fail "DaemonSet $REL-agent's token and seccomp settings read '$got'"
+got=$(kube_kubectl -n "$NS" get daemonset "$REL-agent" -o jsonpath='{.spec.template.spec.containers[0].command}')
+[[ "$got" == *'"--kubernetes-token-file","/var/run/secrets/tunnelmesh/token"'* ]] ||
+  kube_fail "the agent's command does not read the projected token: $got"
+got=$(kube_kubectl -n "$NS" get role "$REL-operator" -o json | python3 -c '
+import json, sys
+rules = json.load(sys.stdin)["rules"]
+print(" ".join(sorted(v for r in rules if "pods" in r["resources"] for v in r["verbs"])))')
+[[ "$got" == "get" ]] || kube_fail "the operator's Role allows '$got' on pods (want get only)"
 got=$(kube_kubectl -n "$NS" get deployment "$REL-operator" -o jsonpath='{.spec.template.spec.containers[0].command}')
 # shellcheck disable=SC2016 # $(POD_NAMESPACE) is literal: the kubelet expands it
 for arg in '"--lease-name","tunnelmesh-operator"' '"--coordinator-secret","tunnelmesh-coordinator"' \

@@ -5,12 +5,14 @@
 # volume layout of the chart's Deployment and DaemonSet as the API server holds them
 # (pod_launcher.py plays the kubelet): the operator uses its in-cluster configuration with a
 # token of its own ServiceAccount (so RBAC is the chart's), the agents authenticate to the
-# coordinator with their ServiceAccount token (TokenReview) and read the CA from the ConfigMap
-# the operator publishes.
+# coordinator with a projected ServiceAccount token for audience tunnelmesh bound to their pod
+# (TokenReview, then the pod's node) and read the CA from the ConfigMap the operator publishes.
 #
 # Checks:
 #   - nodes join and reach each other; their MeshPeers carry their mesh IPs, kind Node and
 #     Ready=True (Connected); `kubectl get meshpeers` shows the columns;
+#   - a ServiceAccount token for the API server's audience is refused, and so is a node's
+#     pod-bound token presented under another Node's name (finding 10 of the security review);
 #   - `kubectl patch` of the Mesh (its domain) reaches every agent;
 #   - malformed objects are rejected by the API server (schema) or reported in Ready=False
 #     conditions and Warning Events (`kubectl describe`): a Mesh whose Secret is missing, a
@@ -104,7 +106,27 @@ sa_dir() { # SERVICEACCOUNT
   echo "$dir"
 }
 SA_OPERATOR=$(sa_dir tunnelmesh-operator)
-SA_AGENT=$(sa_dir tunnelmesh-agent)
+
+# The agent's projected token as the kubelet makes it for the DaemonSet's pod on NODE: a Pod
+# object on that Node (no kubelet runs it), and a token for audience tunnelmesh bound to it
+# (TokenRequest, as the chart's projected volume asks). Prints the volume's folder.
+agent_pod_token_dir() { # NODE
+  local node=$1 dir=$TM_WORK/agent-token-$1
+  mkdir -p "$dir"
+  k -n "$NS" create -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: tunnelmesh-agent-$node}
+spec:
+  nodeName: $node
+  serviceAccountName: tunnelmesh-agent
+  automountServiceAccountToken: false
+  containers: [{name: agent, image: tunnelmesh/tunnelmesh}]
+EOF
+  k -n "$NS" create token tunnelmesh-agent --audience tunnelmesh --duration 1h \
+    --bound-object-kind Pod --bound-object-name "tunnelmesh-agent-$node" >"$dir/token"
+  echo "$dir"
+}
 
 # op_start ID: a replica of the operator Deployment, as pod tunnelmesh-operator-ID.
 op_start() {
@@ -158,7 +180,7 @@ node_start() {
     "$TM_PY" "$HERE/pod_launcher.py" --container agent \
       --field "spec.nodeName=$node" --env "TUNNELMESH_COORDINATOR=$COORD:7700" \
       --volume "state=$(tm_member_state "$node")" --volume "ca=$TM_WORK/ca" \
-      --serviceaccount "$SA_AGENT" \
+      --volume "coordinator-token=$(agent_pod_token_dir "$node")" \
       --binary "/usr/bin/tunnelmesh-agent=$TM_AGENT" >"$script"
   tm__member_log_start "$node" start
   ip netns exec "$(tm_ns "$node")" sh "$script" >>"$(tm_member_log "$node")" 2>&1 &
@@ -194,6 +216,35 @@ for node in n1 n2 n3; do tm_wait 10 "MeshPeer $node to report direct paths" path
 k get meshpeers >"$TM_WORK/meshpeers.txt"
 tm_log "kubectl get meshpeers:"$'\n'"$(cat "$TM_WORK/meshpeers.txt")"
 grep -q "MESH IP" "$TM_WORK/meshpeers.txt" || tm_fail "kubectl get meshpeers lacks the MESH IP column"
+
+tm_step "ServiceAccount tokens: the wrong audience and another Node's name are refused"
+# join_with_token ID TOKEN_FILE: a foreground join as kind Node "n1" from n1's namespace (a fresh
+# key, its own state dir and interface) with that ServiceAccount token; rc in TM_JOIN_RC (124:
+# still retrying after 6 s), output in TM_JOIN_OUT.
+join_with_token() {
+  local out=$TM_WORK/join-$1.out
+  mkdir -p "$TM_WORK/join-$1.state"
+  TM_JOIN_RC=0
+  timeout -k 2 6 ip netns exec "$(tm_ns n1)" "$TM_AGENT" join "$COORD:7700" --kind Node \
+    --mesh default --name n1 --kubernetes-token-file "$2" --ca-file "$TM_WORK/ca/ca.crt" \
+    --state-dir "$TM_WORK/join-$1.state" --interface tmx --listen-port 51999 --no-dns \
+    --log-level debug >"$out" 2>&1 || TM_JOIN_RC=$?
+  TM_JOIN_OUT=$(cat "$out")
+}
+# The pod's API token (default audience): the API server refuses it for audience tunnelmesh.
+mkdir -p "$TM_WORK/api-token"
+k -n "$NS" create token tunnelmesh-agent --duration 1h >"$TM_WORK/api-token/token"
+join_with_token api-audience "$TM_WORK/api-token/token"
+[[ "$TM_JOIN_RC" != 0 && "$TM_JOIN_OUT" == *"did not accept the ServiceAccount token"* ]] ||
+  tm_fail "a token for the API server's audience was not refused (rc $TM_JOIN_RC): $TM_JOIN_OUT"
+tm_log "API-audience token refused: $(grep -m1 -o 'did not accept.*' <<<"$TM_JOIN_OUT" | cut -c1-200)"
+# n2's pod-bound token, presented as Node n1.
+join_with_token other-node "$TM_WORK/agent-token-n2/token"
+[[ "$TM_JOIN_RC" != 0 && "$TM_JOIN_OUT" == *'belongs to a pod on Node "n2"'* ]] ||
+  tm_fail "n2's token registered as another Node (rc $TM_JOIN_RC): $TM_JOIN_OUT"
+tm_log "another Node's token refused: $(grep -m1 -o 'the ServiceAccount token belongs.*' <<<"$TM_JOIN_OUT" | cut -c1-200)"
+[[ "$(jp '{.status.meshIPs[0]}' meshpeer/n1)" == "${IP4[n1]}" ]] ||
+  tm_fail "MeshPeer n1 changed after the refused joins"
 
 tm_step "kubectl patch of the Mesh reaches every agent"
 dns__is() { # NODE PEER WANT

@@ -7,9 +7,10 @@ kubelet:
   - command and args, with $(VAR) references expanded from the container's env the way the
     kubelet expands them;
   - env: literal values, and downward-API fieldRefs given with --field PATH=VALUE;
-  - volumeMounts: emptyDir becomes a tmpfs; hostPath, configMap and secret volumes are bind mounts
-    of directories given with --volume NAME=DIR (a hostPath to a device, such as /dev/net/tun, is
-    the host's own); the ServiceAccount token volume the kubelet adds is --serviceaccount DIR;
+  - volumeMounts: emptyDir becomes a tmpfs; hostPath, configMap, secret and projected
+    ServiceAccount token volumes are bind mounts of directories given with --volume NAME=DIR (a
+    hostPath to a device, such as /dev/net/tun, is the host's own); the ServiceAccount token
+    volume the kubelet adds (automountServiceAccountToken) is --serviceaccount DIR;
   - image paths of binaries are replaced with --binary IMAGE_PATH=LOCAL_PATH (reached through a
     bind mount when an emptyDir's tmpfs would hide it, as /tmp hides a checkout in /tmp).
 
@@ -108,7 +109,14 @@ def main():
             if v["hostPath"]["path"] != target:
                 sys.exit("pod_launcher: device %s mounted elsewhere" % target)
             continue
-        if not any(k in v for k in ("hostPath", "configMap", "secret")):
+        if "projected" in v:
+            # Only what the chart projects: ServiceAccount tokens (the test issues them with
+            # `kubectl create token`, as the kubelet would, and gives their folder).
+            for src in v["projected"].get("sources", []):
+                if sorted(src) != ["serviceAccountToken"]:
+                    sys.exit("pod_launcher: projected volume %s: unsupported source %r" % (
+                        m["name"], sorted(src)))
+        elif not any(k in v for k in ("hostPath", "configMap", "secret")):
             sys.exit("pod_launcher: volume %s: unsupported type %r" % (m["name"], sorted(v)))
         if m["name"] not in volumes_local:
             sys.exit("pod_launcher: give --volume %s=LOCAL_DIR (for %s)" % (m["name"], target))

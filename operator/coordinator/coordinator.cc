@@ -544,16 +544,36 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
           "this coordinator accepts no ServiceAccount tokens (it runs outside Kubernetes, or "
           "without --agent-service-account): join with --token-file");
     }
-    absl::StatusOr<std::string> user = options_.review_token(request.kubernetes_token());
-    if (!user.ok()) {
-      counters_.rejected_tokens.fetch_add(1);
-      return user.status();
+    absl::StatusOr<ServiceAccountToken> sa = options_.review_token(request.kubernetes_token());
+    if (!sa.ok()) {
+      if (sa.status().code() != absl::StatusCode::kUnavailable) {
+        counters_.rejected_tokens.fetch_add(1);
+      }
+      return sa.status();
     }
-    if (*user != options_.agent_service_account) {
-      counters_.rejected_tokens.fetch_add(1);
-      return absl::PermissionDeniedError(
-          "the token of \"" + *user + "\" may not join; only the agent's ServiceAccount \"" +
+    absl::Status refused;
+    if (sa->user != options_.agent_service_account) {
+      refused = absl::PermissionDeniedError(
+          "the token of \"" + sa->user + "\" may not join; only the agent's ServiceAccount \"" +
           options_.agent_service_account + "\" may (operator flag --agent-service-account)");
+    } else if (!absl::c_linear_search(sa->audiences, kServiceAccountTokenAudience)) {
+      refused = absl::PermissionDeniedError(absl::StrCat(
+          "the ServiceAccount token is not for audience \"", kServiceAccountTokenAudience,
+          "\": join with a projected token of that audience (the chart mounts one; "
+          "--kubernetes-token-file names it), not the pod's API token"));
+    } else if (request.kind() == coord::MEMBER_KIND_NODE && sa->node != request.name()) {
+      refused = absl::PermissionDeniedError(
+          sa->node.empty()
+              ? "kind Node needs a ServiceAccount token bound to a pod on that Node (a projected "
+                "token; the chart mounts one), so that the coordinator can check the Node"
+              : "the ServiceAccount token belongs to a pod on Node \"" + sa->node +
+                    "\": it may register as that Node only, not as \"" + request.name() +
+                    "\" (--name)");
+    }
+    if (!refused.ok()) {
+      counters_.rejected_tokens.fetch_add(1);
+      TM_LOG_WARN("ServiceAccount token refused: {}", std::string(refused.message()));
+      return refused;
     }
     service_account = true;
   }

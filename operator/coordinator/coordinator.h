@@ -88,6 +88,16 @@ struct MemberStatus {
 // The label a member of kind Node carries with its Node's name (Node deletion removes it).
 inline constexpr char kNodeLabel[] = "tunnelmesh.io/node";
 
+// The audience of the projected ServiceAccount tokens agents join with (the chart mounts them).
+inline constexpr char kServiceAccountTokenAudience[] = "tunnelmesh";
+
+// What the API server says of a ServiceAccount token (Coordinator::Options::review_token).
+struct ServiceAccountToken {
+  std::string user;                    // "system:serviceaccount:NS:NAME"
+  std::vector<std::string> audiences;  // The token's audiences the review accepted.
+  std::string node;  // The Node of the pod the token is bound to; empty when not bound to one.
+};
+
 struct CoordinatorCounters {
   std::atomic<uint64_t> registrations{0};
   std::atomic<uint64_t> rejected_tokens{0};
@@ -128,10 +138,13 @@ class Coordinator {
     std::string ca_hash;
     uint32_t mtu = 1420;
     // Kubernetes mode: in-cluster agents may register with a ServiceAccount token instead of the
-    // join token. `review_token` asks the API server (TokenReview) whose token it is and returns
-    // the user name; only `agent_service_account` ("system:serviceaccount:NS:NAME") is admitted.
-    // Called without the coordinator's lock.
-    std::function<absl::StatusOr<std::string>(const std::string& token)> review_token;
+    // join token. `review_token` asks the API server (TokenReview for audience
+    // kServiceAccountTokenAudience, cached and rate-limited: operator/kube/token_review.h) whose
+    // token it is, for which audiences, and on which Node its pod runs. Only
+    // `agent_service_account` ("system:serviceaccount:NS:NAME") with that audience is admitted,
+    // and a member of kind Node only under the name of its token's Node. Called without the
+    // coordinator's lock.
+    std::function<absl::StatusOr<ServiceAccountToken>(const std::string& token)> review_token;
     std::string agent_service_account;
     // Kubernetes mode: members of kind Node must name an existing Node.
     std::function<bool(const std::string& node)> node_exists;

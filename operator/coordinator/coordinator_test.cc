@@ -216,9 +216,13 @@ TEST(CoordinatorTest, ServiceAccountTokensAndLabels) {
   auto store = *StateStore::Open(TempDir());
   Coordinator::Options options;
   options.agent_service_account = "system:serviceaccount:tm:agent";
-  options.review_token = [](const std::string& token) -> absl::StatusOr<std::string> {
-    if (token == "agent-token") return std::string("system:serviceaccount:tm:agent");
-    if (token == "other-token") return std::string("system:serviceaccount:tm:other");
+  options.review_token = [](const std::string& token) -> absl::StatusOr<ServiceAccountToken> {
+    if (token == "agent-token") {
+      return ServiceAccountToken{"system:serviceaccount:tm:agent", {"tunnelmesh"}, "node-1"};
+    }
+    if (token == "other-token") {
+      return ServiceAccountToken{"system:serviceaccount:tm:other", {"tunnelmesh"}, "node-1"};
+    }
     return absl::UnauthenticatedError("the API server did not accept the token");
   };
   options.node_exists = [](const std::string& node) { return node == "node-1"; };
@@ -232,8 +236,8 @@ TEST(CoordinatorTest, ServiceAccountTokensAndLabels) {
   EXPECT_EQ(store->members().begin()->second.labels.at(kNodeLabel), "node-1");
   const PublicKey other = NewKey();
   r.set_public_key(std::string(reinterpret_cast<const char*>(other.bytes.data()), kKeySize));
-  r.set_name("node-2");
-  EXPECT_EQ(RegisterAs(c, r).status().code(), absl::StatusCode::kFailedPrecondition);
+  r.set_name("node-2");  // Not its token's Node (and no such Node).
+  EXPECT_EQ(RegisterAs(c, r).status().code(), absl::StatusCode::kPermissionDenied);
   r.set_name("node-1");
   r.set_kubernetes_token("other-token");
   EXPECT_EQ(RegisterAs(c, r).status().code(), absl::StatusCode::kPermissionDenied);

@@ -1,12 +1,16 @@
 #include "operator/coordinator/grpc_service.h"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "lib/base/log.h"
+#include "lib/base/rlimit.h"
 #include "proto/coordinator.grpc.pb.h"
 
 namespace tunnelmesh {
@@ -241,35 +245,180 @@ class CoordinatorServer::Service final
   Coordinator* const coordinator_;
 };
 
+ListenerWatchdog::Verdict ListenerWatchdog::Observe(bool accepting, bool descriptors_available) {
+  if (accepting) {
+    failures_ = 0;
+    return Verdict::kHealthy;
+  }
+  ++failures_;
+  if (failures_ < failures_before_rebuild_) return Verdict::kFailing;
+  if (!descriptors_available) return Verdict::kWaitForDescriptors;
+  failures_ = 0;
+  return Verdict::kRebuild;
+}
+
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     Coordinator* coordinator, const TlsIdentity& tls, const std::string& address, int port,
     const std::vector<grpc::Service*>& more_services) {
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
+  server->coordinator_ = coordinator;
+  server->tls_ = tls;
+  server->more_services_ = more_services;
   server->service_ = std::make_unique<Service>(coordinator);
-  grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back({tls.server_key_pem, tls.server_cert_pem});
-  grpc::ServerBuilder builder;
-  const std::string host = address.find(':') != std::string::npos && address.front() != '['
-                               ? "[" + address + "]"
-                               : address;
-  // Without this gRPC sets SO_REUSEPORT, and a second coordinator would share the port silently.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(host + ":" + std::to_string(port), grpc::SslServerCredentials(ssl),
-                           &server->port_);
-  builder.RegisterService(server->service_.get());
-  for (grpc::Service* service : more_services) builder.RegisterService(service);
-  // Bounded messages: a map update for thousands of members fits; garbage does not.
-  builder.SetMaxReceiveMessageSize(1 << 20);
-  server->server_ = builder.BuildAndStart();
-  if (!server->server_ || server->port_ == 0) {
-    return absl::UnavailableError("cannot listen on " + host + ":" + std::to_string(port) +
+  server->host_ = address.find(':') != std::string::npos && address.front() != '['
+                      ? "[" + address + "]"
+                      : address;
+  int bound = 0;
+  {
+    absl::MutexLock lock(&server->server_mu_);
+    server->BuildLocked(port, &bound);
+  }
+  if (bound == 0) {
+    return absl::UnavailableError("cannot listen on " + server->host_ + ":" + std::to_string(port) +
                                   " for gRPC: is the port in use (change --grpc-port) or the "
                                   "address not local (check --listen-address)?");
   }
+  server->port_ = bound;
+  // The watchdog dials the wildcard's loopback, or the address itself.
+  std::string probe_host = server->host_;
+  if (probe_host.empty() || probe_host == "0.0.0.0") probe_host = "127.0.0.1";
+  if (probe_host == "[::]" || probe_host == "[::0]") probe_host = "[::1]";
+  server->probe_target_ = probe_host + ":" + std::to_string(bound);
   return server;
 }
 
+void CoordinatorServer::BuildLocked(int port, int* bound) {
+  *bound = 0;
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({tls_.server_key_pem, tls_.server_cert_pem});
+  grpc::ServerBuilder builder;
+  // Without this gRPC sets SO_REUSEPORT, and a second coordinator would share the port silently.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // What gRPC 1.51 offers against descriptor exhaustion (it has no cap on connections; every
+  // argument here is defined in its grpc_types.h, an unknown one would be ignored silently):
+  // a connection that has not finished TLS and the HTTP/2 preface within 10 s is closed (the
+  // default, 120 s, lets a slow opener hold a descriptor for two minutes); a connection with no
+  // call for 5 minutes is closed (an agent always holds its Watch, so only idle ones go); at most
+  // 100 concurrent streams per connection (an agent needs a few; CoreDNS's queries share one).
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 10'000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 5 * 60'000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 100);
+  // The synchronous calls (Register waits for the store) get at most 64 threads; calls beyond
+  // that are refused with RESOURCE_EXHAUSTED, which agents retry.
+  grpc::ResourceQuota quota("tunnelmesh-coordinator");
+  quota.SetMaxThreads(64);
+  builder.SetResourceQuota(quota);
+  builder.AddListeningPort(host_ + ":" + std::to_string(port), grpc::SslServerCredentials(ssl),
+                           bound);
+  builder.RegisterService(service_.get());
+  for (grpc::Service* service : more_services_) builder.RegisterService(service);
+  // Bounded messages: a map update for thousands of members fits; garbage does not.
+  builder.SetMaxReceiveMessageSize(1 << 20);
+  server_ = builder.BuildAndStart();
+  if (!server_) *bound = 0;
+}
+
+bool CoordinatorServer::ProbeAccepting(absl::Duration timeout) const {
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = tls_.ca_cert_pem;
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride(kCoordinatorServerName);
+  // A connection of its own: the global pool could hand back one accepted long ago.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(probe_target_, grpc::SslCredentials(ssl), args);
+  return channel->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+absl::Status CoordinatorServer::Rebuild() {
+  absl::MutexLock lock(&server_mu_);
+  if (server_ != nullptr) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    server_.reset();  // Closes the stuck listening socket, and its backlog with it.
+  }
+  int bound = 0;
+  BuildLocked(port_, &bound);
+  if (bound != port_) {
+    if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
+    server_.reset();
+    return absl::UnavailableError("cannot listen on " + host_ + ":" + std::to_string(port_) +
+                                  " again for gRPC (descriptors exhausted, or the port taken)");
+  }
+  return absl::OkStatus();
+}
+
+void CoordinatorServer::StartWatchdog(WatchdogOptions options) {
+  if (!options.probe) {
+    options.probe = [this](absl::Duration timeout) { return ProbeAccepting(timeout); };
+  }
+  if (!options.descriptors_available) {
+    options.descriptors_available = [spare = options.spare_descriptors] {
+      return DescriptorsAvailable(spare);
+    };
+  }
+  watchdog_ = std::thread([this, options = std::move(options)] { WatchdogLoop(options); });
+}
+
+void CoordinatorServer::WatchdogLoop(WatchdogOptions options) {
+  ListenerWatchdog watchdog(options.failures_before_rebuild);
+  bool waiting_logged = false;
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), options.interval)) return;
+    }
+    const bool accepting = options.probe(options.probe_timeout);
+    watchdog_counters_.checks.fetch_add(1, std::memory_order_relaxed);
+    if (!accepting) watchdog_counters_.failed_checks.fetch_add(1, std::memory_order_relaxed);
+    const bool descriptors = accepting || options.descriptors_available();
+    switch (watchdog.Observe(accepting, descriptors)) {
+      case ListenerWatchdog::Verdict::kHealthy:
+        waiting_logged = false;
+        break;
+      case ListenerWatchdog::Verdict::kFailing:
+        TM_LOG_DEBUG("gRPC port {} did not complete a TLS connection within {} ({} in a row)",
+                     port_, absl::FormatDuration(options.probe_timeout),
+                     watchdog.consecutive_failures());
+        break;
+      case ListenerWatchdog::Verdict::kWaitForDescriptors:
+        watchdog_counters_.descriptor_waits.fetch_add(1, std::memory_order_relaxed);
+        if (!waiting_logged) {
+          TM_LOG_WARN(
+              "gRPC port {} does not accept connections and the process has no descriptors to "
+              "spare (limit {}): the server is rebuilt once descriptors are free again",
+              port_, DescriptorSoftLimit());
+          waiting_logged = true;
+        }
+        break;
+      case ListenerWatchdog::Verdict::kRebuild: {
+        waiting_logged = false;
+        TM_LOG_WARN(
+            "gRPC port {} stopped accepting connections ({} TLS probes in a row failed; gRPC 1.51 "
+            "stops accepting for good after accept4 fails, e.g. with EMFILE): rebuilding the gRPC "
+            "server on the same port; members' streams end and they register again",
+            port_, options.failures_before_rebuild);
+        const absl::Status rebuilt = Rebuild();
+        if (rebuilt.ok()) {
+          watchdog_counters_.restarts.fetch_add(1, std::memory_order_relaxed);
+          TM_LOG_INFO("gRPC server rebuilt on port {}", port_);
+        } else {
+          watchdog_counters_.restart_failures.fetch_add(1, std::memory_order_relaxed);
+          TM_LOG_ERROR("{} (tried again after the next failed probes)",
+                       std::string(rebuilt.message()));
+        }
+        break;
+      }
+    }
+  }
+}
+
 void CoordinatorServer::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (watchdog_.joinable()) watchdog_.join();
+  absl::MutexLock lock(&server_mu_);
   if (!server_) return;
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   server_.reset();

@@ -135,8 +135,8 @@ TEST_F(RolloverTest, KeyIsRandomPerCoordinatorAndNotTheToken) {
   auto b = Start(&store_b);
   a->SetMeshes(Generation(0));
   b->SetMeshes(Generation(0));
-  auto ra = a->Register(Request(NewKey(), "one"));
-  auto rb = b->Register(Request(NewKey(), "two"));
+  auto ra = RegisterAs(*a, Request(NewKey(), "one"));
+  auto rb = RegisterAs(*b, Request(NewKey(), "two"));
   ASSERT_TRUE(ra.ok() && rb.ok());
   ASSERT_EQ(ra->settings().preshared_key().size(), 32u);
   EXPECT_NE(ra->settings().preshared_key(), rb->settings().preshared_key())
@@ -151,7 +151,7 @@ TEST_F(RolloverTest, TokenRotationRefusesTheOldTokenAndChangesNothingForMembers)
   auto c = Start(&store);
   c->SetMeshes(Generation(0));
   const PublicKey alice = NewKey();
-  auto registered = c->Register(Request(alice, "alice"));
+  auto registered = RegisterAs(*c, Request(alice, "alice"));
   ASSERT_TRUE(registered.ok());
   auto sub = c->Watch(alice);
   ASSERT_TRUE(sub.ok());
@@ -160,10 +160,10 @@ TEST_F(RolloverTest, TokenRotationRefusesTheOldTokenAndChangesNothingForMembers)
 
   const std::string new_token = "a brand new join token, rotated";
   c->SetMeshes(Generation(0, new_token));
-  auto old = c->Register(Request(NewKey(), "late", kTestJoinToken));
+  auto old = RegisterAs(*c, Request(NewKey(), "late", kTestJoinToken));
   ASSERT_FALSE(old.ok());
   EXPECT_EQ(old.status().code(), absl::StatusCode::kPermissionDenied);
-  auto fresh = c->Register(Request(NewKey(), "bob", new_token));
+  auto fresh = RegisterAs(*c, Request(NewKey(), "bob", new_token));
   ASSERT_TRUE(fresh.ok()) << fresh.status();
   EXPECT_EQ(fresh->settings().preshared_key(), registered->settings().preshared_key())
       << "the preshared key does not follow the token";
@@ -183,7 +183,7 @@ TEST_F(RolloverTest, WatchersMoveThroughTheThreeSteps) {
   auto c = Start(&store);
   c->SetMeshes(Generation(0));
   const PublicKey alice = NewKey();
-  auto registered = c->Register(Request(alice, "alice"));
+  auto registered = RegisterAs(*c, Request(alice, "alice"));
   ASSERT_TRUE(registered.ok());
   const std::string old_key = registered->settings().preshared_key();
   auto sub = c->Watch(alice);
@@ -211,7 +211,7 @@ TEST_F(RolloverTest, WatchersMoveThroughTheThreeSteps) {
   EXPECT_EQ(b.accepted_preshared_key(), old_key) << "(b) still accepts the old one";
   EXPECT_EQ(b.preshared_key_generation(), 1u);
   // A member joining now gets step (b) too.
-  auto late = c->Register(Request(NewKey(), "late"));
+  auto late = RegisterAs(*c, Request(NewKey(), "late"));
   ASSERT_TRUE(late.ok());
   EXPECT_EQ(late->settings().preshared_key(), new_key);
   EXPECT_EQ(late->settings().accepted_preshared_key(), old_key);
@@ -232,7 +232,7 @@ TEST_F(RolloverTest, WatchersMoveThroughTheThreeSteps) {
   EXPECT_FALSE((*sub)->Next(&none, absl::Milliseconds(50))) << "stable: nothing more";
   c->SetMeshes(Generation(0));  // Lowering does nothing.
   EXPECT_EQ(c->PresharedKeyStepOf("demo"), PresharedKeyStep::kStable);
-  auto again = c->Register(Request(NewKey(), "again"));
+  auto again = RegisterAs(*c, Request(NewKey(), "again"));
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->settings().preshared_key(), new_key);
 }
@@ -244,14 +244,14 @@ TEST_F(RolloverTest, RestartKeepsTheKeyAndResumesMidRollover) {
   {
     auto c = Start(&store);
     c->SetMeshes(Generation(0));
-    auto r = c->Register(Request(NewKey(), "one"));
+    auto r = RegisterAs(*c, Request(NewKey(), "one"));
     ASSERT_TRUE(r.ok());
     old_key = r->settings().preshared_key();
   }
   {
     auto c = Start(&store);
     c->SetMeshes(Generation(0));
-    auto r = c->Register(Request(NewKey(), "two"));
+    auto r = RegisterAs(*c, Request(NewKey(), "two"));
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->settings().preshared_key(), old_key) << "a restart keeps the key";
     c->SetMeshes(Generation(1));
@@ -263,7 +263,7 @@ TEST_F(RolloverTest, RestartKeepsTheKeyAndResumesMidRollover) {
   auto c = Start(&store);
   c->SetMeshes(Generation(1));
   EXPECT_EQ(c->PresharedKeyStepOf("demo"), PresharedKeyStep::kUseNew);
-  auto r = c->Register(Request(NewKey(), "three"));
+  auto r = RegisterAs(*c, Request(NewKey(), "three"));
   ASSERT_TRUE(r.ok());
   new_key = r->settings().preshared_key();
   EXPECT_NE(new_key, old_key);
@@ -274,7 +274,7 @@ TEST_F(RolloverTest, RestartKeepsTheKeyAndResumesMidRollover) {
   now_ += absl::Seconds(5);
   c->AdvancePresharedKeys();
   EXPECT_EQ(c->PresharedKeyStepOf("demo"), PresharedKeyStep::kStable);
-  auto after = c->Register(Request(NewKey(), "four"));
+  auto after = RegisterAs(*c, Request(NewKey(), "four"));
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->settings().preshared_key(), new_key);
   EXPECT_TRUE(after->settings().accepted_preshared_key().empty());
@@ -285,13 +285,13 @@ TEST_F(RolloverTest, NothingIsServedOrStepsUntilTheKeysAreSaved) {
   store.FailWith(absl::UnavailableError("disk full"));
   auto c = Start(&store);
   c->SetMeshes(Generation(0));
-  auto refused = c->Register(Request(NewKey(), "early"));
+  auto refused = RegisterAs(*c, Request(NewKey(), "early"));
   ASSERT_FALSE(refused.ok()) << "a mesh whose first key is not saved is not served";
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kNotFound);
 
   store.FailWith(absl::OkStatus());
   c->AdvancePresharedKeys();  // Loads (nothing), creates and saves the key, serves the mesh.
-  auto r = c->Register(Request(NewKey(), "one"));
+  auto r = RegisterAs(*c, Request(NewKey(), "one"));
   ASSERT_TRUE(r.ok()) << r.status();
   const std::string old_key = r->settings().preshared_key();
 
@@ -299,7 +299,7 @@ TEST_F(RolloverTest, NothingIsServedOrStepsUntilTheKeysAreSaved) {
   c->SetMeshes(Generation(1));
   EXPECT_EQ(c->PresharedKeyStepOf("demo"), PresharedKeyStep::kStable) << "not saved: not started";
   EXPECT_GE(c->counters().psk_save_failures.load(), 1u);
-  auto same = c->Register(Request(NewKey(), "two"));
+  auto same = RegisterAs(*c, Request(NewKey(), "two"));
   ASSERT_TRUE(same.ok());
   EXPECT_EQ(same->settings().preshared_key(), old_key);
   EXPECT_TRUE(same->settings().accepted_preshared_key().empty());
@@ -314,7 +314,7 @@ TEST_F(RolloverTest, ADamagedStoreServesNothing) {
   store.FailWith(absl::DataLossError("preshared-keys.json is not JSON"));
   auto c = Start(&store);
   c->SetMeshes(Generation(0));
-  EXPECT_FALSE(c->Register(Request(NewKey(), "one")).ok());
+  EXPECT_FALSE(RegisterAs(*c, Request(NewKey(), "one")).ok());
   EXPECT_EQ(store.saves(), 0) << "a key that cannot be read is never replaced";
 }
 

@@ -90,8 +90,27 @@ class TestKeys {
 
 inline PublicKey NewKey() { return TestKeys::New(); }
 
-// Registers the way an agent does: a Hello challenge, then the request with the proof of
-// possession made with NewKey's private key (a key NewKey did not make gets a wrong proof).
+// Fills in the challenge of a Hello answer and the proof of possession made with NewKey's private
+// key (a key NewKey did not make gets a wrong proof).
+inline void Prove(coordinator::v1::RegisterRequest* request,
+                  const coordinator::v1::HelloResponse& hello) {
+  PublicKey member;
+  if (request->public_key().size() == kKeySize) {
+    std::memcpy(member.bytes.data(), request->public_key().data(), kKeySize);
+  }
+  PublicKey ephemeral;
+  if (hello.ephemeral_public_key().size() == kKeySize) {
+    std::memcpy(ephemeral.bytes.data(), hello.ephemeral_public_key().data(), kKeySize);
+  }
+  const SecretKey* key = TestKeys::Find(member);
+  const SecretKey stranger = SecretKey::GeneratePrivate();
+  std::optional<ControlProof> proof = PossessionProof(key != nullptr ? *key : stranger, ephemeral,
+                                                      hello.challenge(), request->mesh());
+  request->set_challenge(hello.challenge());
+  if (proof) request->set_possession_proof(std::string(proof->begin(), proof->end()));
+}
+
+// Registers the way an agent does: a Hello challenge, then the request with its proof.
 inline absl::StatusOr<coordinator::v1::RegisterResponse> RegisterAs(
     Coordinator& c, coordinator::v1::RegisterRequest request,
     const std::string& source = "192.0.2.1") {
@@ -99,18 +118,7 @@ inline absl::StatusOr<coordinator::v1::RegisterResponse> RegisterAs(
   hello.set_nonce(std::string(16, 'n'));
   absl::StatusOr<coordinator::v1::HelloResponse> challenge = c.Hello(hello, source);
   if (!challenge.ok()) return challenge.status();
-  PublicKey member;
-  if (request.public_key().size() == kKeySize) {
-    std::memcpy(member.bytes.data(), request.public_key().data(), kKeySize);
-  }
-  PublicKey ephemeral;
-  std::memcpy(ephemeral.bytes.data(), challenge->ephemeral_public_key().data(), kKeySize);
-  const SecretKey* key = TestKeys::Find(member);
-  const SecretKey stranger = SecretKey::GeneratePrivate();
-  std::optional<ControlProof> proof = PossessionProof(key != nullptr ? *key : stranger, ephemeral,
-                                                      challenge->challenge(), request.mesh());
-  request.set_challenge(challenge->challenge());
-  if (proof) request.set_possession_proof(std::string(proof->begin(), proof->end()));
+  Prove(&request, *challenge);
   return c.Register(request, source);
 }
 
