@@ -26,7 +26,9 @@ TEST_F(RlimitTest, RaisesTheSoftLimitToTheHardLimit) {
   EXPECT_EQ(raised->soft_before, 64u);
   EXPECT_EQ(raised->hard, saved_.rlim_max);
   EXPECT_GT(raised->soft, 64u);
-  if (saved_.rlim_max != RLIM_INFINITY) EXPECT_EQ(raised->soft, saved_.rlim_max);
+  if (saved_.rlim_max != RLIM_INFINITY) {
+    EXPECT_EQ(raised->soft, saved_.rlim_max);
+  }
   EXPECT_EQ(DescriptorSoftLimit(), raised->soft);
   // Raising again changes nothing.
   absl::StatusOr<DescriptorLimit> again = RaiseDescriptorLimit();
