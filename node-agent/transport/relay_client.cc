@@ -3,15 +3,14 @@
 //
 // Threads: a worker thread of ours runs the connect/reconnect loop and owns each socket's
 // lifetime; cpprestsdk calls the message handler and the TLS certificate check on the socket's own
-// I/O thread and the close handler and send continuations on its thread pool. Handlers hold only a weak reference to the
-// shared Core, and each carries the number of the attempt it belongs to, so a late callback from
-// an old socket changes nothing.
-// Ownership: the Core's setup fields are written by the owner before the worker starts and only
-// read afterwards; the attempt's state (phase, outcome, ...) is guarded by Core::mu, the current
-// socket by Core::socket_mu (taken after mu when both are held); counters and `connected` are
-// atomics any thread reads. No lock is held while a socket is destroyed (which waits for
-// cpprestsdk's threads).
-// cpprestsdk otherwise defines a macro `U` that breaks fmt (spdlog) and anything else naming U.
+// I/O thread and the close handler and send continuations on its thread pool. Handlers hold only a
+// weak reference to the shared Core, and each carries the number of the attempt it belongs to, so a
+// late callback from an old socket changes nothing. Ownership: the Core's setup fields are written
+// by the owner before the worker starts and only read afterwards; the attempt's state (phase,
+// outcome, ...) is guarded by Core::mu, the current socket by Core::socket_mu (taken after mu when
+// both are held); counters and `connected` are atomics any thread reads. No lock is held while a
+// socket is destroyed (which waits for cpprestsdk's threads). cpprestsdk otherwise defines a macro
+// `U` that breaks fmt (spdlog) and anything else naming U.
 #define _TURN_OFF_PLATFORM_STRING
 #include "node-agent/transport/relay_client.h"
 
@@ -295,9 +294,11 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
       config.set_server_name(options.server_name);
       config.set_ssl_context_callback([weak, attempt, ca_pem = options.trusted_ca_pem,
                                        name = options.server_name](ssl::context& context) {
-        ConfigureTls(context.native_handle(), ca_pem, name, [weak, attempt](const std::string& why) {
-          if (std::shared_ptr<Core> core = weak.lock()) core->RefuseCertificate(attempt, why);
-        });
+        ConfigureTls(context.native_handle(), ca_pem, name,
+                     [weak, attempt](const std::string& why) {
+                       if (std::shared_ptr<Core> core = weak.lock())
+                         core->RefuseCertificate(attempt, why);
+                     });
       });
       auto client = std::make_shared<ws::websocket_callback_client>(config);
       client->set_message_handler([weak, attempt](const ws::websocket_incoming_message& message) {
@@ -370,8 +371,10 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     counters.certificate_refused.fetch_add(1, std::memory_order_relaxed);
     Fail(attempt,
          absl::FailedPreconditionError(
-             "relay " + url + " presents a TLS certificate that the pinned coordinator CA did not "
-             "issue for " + options.server_name + " (" + reason +
+             "relay " + url +
+             " presents a TLS certificate that the pinned coordinator CA did not "
+             "issue for " +
+             options.server_name + " (" + reason +
              "): something other than the coordinator answers at that address (check what "
              "intercepts its TCP port, or whether the coordinator's CA changed)"),
          Retry::kUntrusted);

@@ -46,11 +46,11 @@ RelayHub::RelayHub(const SecretKey& server_private_key, MembershipCheck is_membe
       random_(std::move(random)),
       limits_(limits),
       // A bucket must hold at least one frame, or a low rate would refuse every frame.
-      frame_capacity_(std::max(1.0, limits.frames_per_second *
-                                        std::chrono::duration<double>(limits.burst).count())),
-      byte_capacity_(std::max(static_cast<double>(relay::kMaxPayloadSize),
-                              limits.bytes_per_second *
-                                  std::chrono::duration<double>(limits.burst).count())),
+      frame_capacity_(std::max(
+          1.0, limits.frames_per_second * std::chrono::duration<double>(limits.burst).count())),
+      byte_capacity_(
+          std::max(static_cast<double>(relay::kMaxPayloadSize),
+                   limits.bytes_per_second * std::chrono::duration<double>(limits.burst).count())),
       clock_(clock != nullptr ? clock : &system_clock_) {
   if (!random_) random_ = [](uint8_t* out, size_t size) { randombytes_buf(out, size); };
 }

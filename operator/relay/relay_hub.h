@@ -58,8 +58,8 @@ enum class ConnectionCap { kTotal, kPerSource, kPending };
 // What became of a frame handed to RelayConnection::Send.
 enum class SendResult {
   kQueued,
-  kQueueFull,     // the connection's own queue is at its bound
-  kOverBudget,    // the relay-wide budget of queued bytes is spent
+  kQueueFull,   // the connection's own queue is at its bound
+  kOverBudget,  // the relay-wide budget of queued bytes is spent
 };
 
 // Per-session rate limits on Send frames: token buckets that refill at the rate and hold up to

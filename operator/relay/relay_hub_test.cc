@@ -114,8 +114,8 @@ class RelayHubTest : public ::testing::Test {
   }
 
   SecretKey server_key_ = SecretKey::GeneratePrivate();
-  std::set<PublicKey> members_;                    // of mesh "demo"
-  std::map<PublicKey, std::string> other_mesh_;    // of other meshes
+  std::set<PublicKey> members_;                  // of mesh "demo"
+  std::map<PublicKey, std::string> other_mesh_;  // of other meshes
   uint8_t counter_ = 0;
   FakeClock clock_;
   RelayHub hub_;
@@ -147,8 +147,7 @@ TEST_F(RelayHubTest, AuthenticatedMembersExchangeFrames) {
   relay::Deliver deliver;
   ASSERT_TRUE(relay::Parse(b.Last(), &deliver));
   EXPECT_EQ(PublicKey{deliver.source}, alice.public_key);
-  EXPECT_EQ(std::vector<uint8_t>(deliver.payload.begin(), deliver.payload.end()),
-            Wg({1, 2, 3, 4}));
+  EXPECT_EQ(std::vector<uint8_t>(deliver.payload.begin(), deliver.payload.end()), Wg({1, 2, 3, 4}));
 
   hub_.Received(&b, SendFrame(alice.public_key, Wg({9})));
   ASSERT_EQ(a.LastType(), relay::FrameType::kDeliver);

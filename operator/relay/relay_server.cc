@@ -199,9 +199,10 @@ class Session final : public RelayConnection, public std::enable_shared_from_thi
     parser_.emplace();
     parser_->header_limit(8192);
     parser_->body_limit(0);
-    http::async_read(
-        ws_.next_layer(), http_buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code read_ec, size_t) { self->OnRequest(read_ec); });
+    http::async_read(ws_.next_layer(), http_buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code read_ec, size_t) {
+                       self->OnRequest(read_ec);
+                     });
   }
 
   // Plain HTTP on the TLS port: say why in plain HTTP, then close.
@@ -209,9 +210,10 @@ class Session final : public RelayConnection, public std::enable_shared_from_thi
     context_->hub.PlaintextRefused();
     TM_LOG_DEBUG("relay refused plain HTTP (ws://) source={}: the relay speaks wss:// only",
                  source_);
-    plaintext_reply_ = std::string("HTTP/1.1 426 Upgrade Required\r\nServer: tunnelmesh-relay\r\n") +
-                       "Connection: close\r\nContent-Type: text/plain\r\nContent-Length: " +
-                       std::to_string(sizeof(kPlaintextBody) - 1) + "\r\n\r\n" + kPlaintextBody;
+    plaintext_reply_ =
+        std::string("HTTP/1.1 426 Upgrade Required\r\nServer: tunnelmesh-relay\r\n") +
+        "Connection: close\r\nContent-Type: text/plain\r\nContent-Length: " +
+        std::to_string(sizeof(kPlaintextBody) - 1) + "\r\n\r\n" + kPlaintextBody;
     net::async_write(beast::get_lowest_layer(ws_), net::buffer(plaintext_reply_),
                      [self = shared_from_this()](beast::error_code, size_t) { self->Finish(); });
   }
@@ -537,11 +539,10 @@ class RelayServer::Impl {
 
   void LogRefusal(ConnectionCap cap, const std::string& source) {
     const MonoTime now = MonoClock::now();
-    if (context_.unlogged_refusals++ > 0 &&
-        now - context_.last_refusal_log < kRefusalLogInterval) {
+    if (context_.unlogged_refusals++ > 0 && now - context_.last_refusal_log < kRefusalLogInterval) {
       return;
     }
-    const char* what = cap == ConnectionCap::kTotal       ? "connections in all (--relay-max-connections)"
+    const char* what = cap == ConnectionCap::kTotal ? "connections in all (--relay-max-connections)"
                        : cap == ConnectionCap::kPerSource ? "connections from one source address "
                                                             "(--relay-max-connections-per-source)"
                                                           : "connections not yet authenticated "

@@ -60,9 +60,9 @@ class RelayServer {
     // Connection caps, each closing a connection over it right after accept (see the header
     // comment). Listen lowers them to half the process's descriptor limit (RLIMIT_NOFILE) when
     // that is smaller, leaving the rest to gRPC and files.
-    size_t max_connections = 4096;             // --relay-max-connections
-    size_t max_connections_per_source = 64;    // --relay-max-connections-per-source
-    size_t max_pending_connections = 256;      // --relay-max-pending-connections
+    size_t max_connections = 4096;           // --relay-max-connections
+    size_t max_connections_per_source = 64;  // --relay-max-connections-per-source
+    size_t max_pending_connections = 256;    // --relay-max-pending-connections
     // Per-session rate limits on Send frames.
     RelayHub::Limits limits;
     // Times the rate limits; null: the system clock. Not owned; must outlive the server.

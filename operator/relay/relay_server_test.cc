@@ -237,9 +237,8 @@ bool SendOverTlsAndWaitForClose(uint16_t port, const std::string& bytes, std::st
   SSL* ssl = SSL_new(context);
   SSL_set_fd(ssl, fd);
   bool closed = false;
-  if (SSL_connect(ssl) == 1 &&
-      SSL_write(ssl, bytes.data(), static_cast<int>(bytes.size())) ==
-          static_cast<int>(bytes.size())) {
+  if (SSL_connect(ssl) == 1 && SSL_write(ssl, bytes.data(), static_cast<int>(bytes.size())) ==
+                                   static_cast<int>(bytes.size())) {
     char buf[1024];
     while (true) {
       int n = SSL_read(ssl, buf, sizeof(buf));
@@ -619,8 +618,8 @@ TEST_F(RelayServerTest, ConnectionsOverThePerSourceCapAreClosedAtOnce) {
   AddMember(alice);
   ASSERT_TRUE(WaitFor([&] {
     RelayClient probe(ClientOptions());
-    return probe.Connect(Url(server->port()), alice.private_key, alice.public_key,
-                         server_public_key_)
+    return probe
+        .Connect(Url(server->port()), alice.private_key, alice.public_key, server_public_key_)
         .ok();
   }));
   CloseAll(held);
