@@ -514,7 +514,9 @@ class RelayServer::Impl {
     if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
     const size_t budget = std::max<size_t>(1, static_cast<size_t>(limit.rlim_cur) / 2);
     if (context_.max_connections > budget) {
-      TM_LOG_WARN(
+      // Expected where the soft limit is the common 1024; a sign of trouble only when the
+      // refusal counters then move.
+      TM_LOG_INFO(
           "relay: --relay-max-connections {} lowered to {}, half the descriptor limit (ulimit -n "
           "{}); raise that limit to allow more",
           context_.max_connections, budget, static_cast<uint64_t>(limit.rlim_cur));
