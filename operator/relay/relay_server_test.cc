@@ -39,7 +39,8 @@ namespace relay = wire::relay;
 namespace ws = web::websockets::client;
 using std::chrono::milliseconds;
 
-constexpr milliseconds kWait{10000};
+// Generous: under ASan on a loaded machine one TLS connection attempt can take seconds.
+constexpr milliseconds kWait{30000};
 
 // Polls `condition` until it holds or `timeout` passes.
 template <typename Condition>
@@ -590,7 +591,7 @@ TEST_F(RelayServerTest, SessionRateLimitCountersMove) {
 // Opens `count` TCP connections that never speak (they count as pending until the auth timeout).
 std::vector<int> OpenSilent(uint16_t port, int count) {
   std::vector<int> fds;
-  for (int i = 0; i < count; ++i) fds.push_back(ConnectTcp(port, 5));
+  for (int i = 0; i < count; ++i) fds.push_back(ConnectTcp(port, 10));
   return fds;
 }
 
@@ -601,10 +602,11 @@ void CloseAll(const std::vector<int>& fds) {
 TEST_F(RelayServerTest, ConnectionsOverThePerSourceCapAreClosedAtOnce) {
   RelayServer::Options options;
   options.max_connections_per_source = 4;
+  options.auth_timeout = milliseconds(20000);  // the held connections outlive the checks
   std::unique_ptr<RelayServer> server = StartServer(0, options);
   ASSERT_NE(server, nullptr);
   std::vector<int> held = OpenSilent(server->port(), 4);
-  const int over = ConnectTcp(server->port(), 5);
+  const int over = ConnectTcp(server->port(), 10);
   ASSERT_GE(over, 0);
   EXPECT_TRUE(ClosedByServer(over)) << "the fifth connection from one address stays open";
   close(over);
@@ -636,7 +638,7 @@ TEST_F(RelayServerTest, PendingCapCountsOnlyUnauthenticatedConnections) {
   AddMember(alice);
   std::unique_ptr<RelayClient> a = Connected(alice, port, nullptr);  // authenticated: not pending
   std::vector<int> held = OpenSilent(port, 3);
-  const int over = ConnectTcp(port, 5);
+  const int over = ConnectTcp(port, 10);
   ASSERT_GE(over, 0);
   EXPECT_TRUE(ClosedByServer(over));
   close(over);
@@ -650,10 +652,11 @@ TEST_F(RelayServerTest, PendingCapCountsOnlyUnauthenticatedConnections) {
 TEST_F(RelayServerTest, ConnectionsOverTheTotalCapAreClosedAtOnce) {
   RelayServer::Options options;
   options.max_connections = 2;
+  options.auth_timeout = milliseconds(20000);
   std::unique_ptr<RelayServer> server = StartServer(0, options);
   ASSERT_NE(server, nullptr);
   std::vector<int> held = OpenSilent(server->port(), 2);
-  const int over = ConnectTcp(server->port(), 5);
+  const int over = ConnectTcp(server->port(), 10);
   ASSERT_GE(over, 0);
   EXPECT_TRUE(ClosedByServer(over));
   close(over);
@@ -784,7 +787,7 @@ TEST_F(RelayServerTest, GarbageIsCountedAndHarmsNothing) {
 
 TEST_F(RelayServerTest, SilentPeerIsRefusedAfterTheAuthTimeout) {
   RelayServer::Options options;
-  options.auth_timeout = milliseconds(300);
+  options.auth_timeout = milliseconds(2000);  // covers TLS and the upgrade too
   std::unique_ptr<RelayServer> server = StartServer(0, options);
   ASSERT_NE(server, nullptr);
   RawWebSocket raw;
