@@ -184,7 +184,17 @@ int main(int argc, char** argv) {
                  "host members use for STUN and the relay (default: the host they dialed)");
   app.add_option("--grpc-port", options.grpc_port, "coordinator gRPC port (7700)");
   app.add_option("--stun-port", options.stun_port, "STUN port (3478)");
-  app.add_option("--relay-port", options.relay_port, "WebSocket relay port (7701)");
+  app.add_option("--relay-port", options.relay_port, "WebSocket relay port, TLS (7701)");
+  app.add_option("--relay-max-connections", options.relay_max_connections,
+                 "relay connections in all; more are closed at once (4096, at most half of "
+                 "ulimit -n)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--relay-max-connections-per-source", options.relay_max_connections_per_source,
+                 "relay connections from one IP address (64; members behind one NAT share it)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--relay-max-pending-connections", options.relay_max_pending_connections,
+                 "relay connections not yet authenticated (256)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--dns-port", options.dns_port,
                  "central mesh DNS server port, UDP and TCP on --listen-address (7753)")
       ->check(CLI::Range(0, 65535));

@@ -53,7 +53,7 @@ Coordinator::Options BaseCoordinatorOptions(const OperatorOptions& options,
   const std::string host = options.advertise_address;
   Coordinator::Options c;
   c.stun_address = host + ":" + std::to_string(options.stun_port);
-  c.relay_url = "ws://" + host + ":" + std::to_string(options.relay_port) + "/relay";
+  c.relay_url = "wss://" + host + ":" + std::to_string(options.relay_port) + "/relay";
   c.relay_public_key = DerivePublicKey(relay_key);
   c.quarantine = options.ip_quarantine;
   c.member_expiry = options.member_expiry;
@@ -98,9 +98,12 @@ absl::StatusOr<Services> StartServices(const OperatorOptions& options, Coordinat
   services.stun = *std::move(stun);
   RelayServer::Options relay_options;
   relay_options.listen_address = options.listen_address;
+  relay_options.max_connections = options.relay_max_connections;
+  relay_options.max_connections_per_source = options.relay_max_connections_per_source;
+  relay_options.max_pending_connections = options.relay_max_pending_connections;
   absl::StatusOr<std::unique_ptr<RelayServer>> relay = RelayServer::Start(
-      options.relay_port, relay_key,
-      [coordinator](const PublicKey& key) { return coordinator->IsMember(key); }, relay_options);
+      options.relay_port, relay_key, tls,
+      [coordinator](const PublicKey& key) { return coordinator->MeshOf(key); }, relay_options);
   if (!relay.ok()) return relay.status();
   services.relay = *std::move(relay);
   revoker->relay = services.relay.get();
@@ -153,6 +156,15 @@ void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
                   {"malformed", r.malformed.load()},
                   {"oversized", r.oversized.load()},
                   {"queue_overflow", r.queue_overflow.load()},
+                  {"budget_overflow", r.budget_overflow.load()},
+                  {"cross_mesh", r.cross_mesh.load()},
+                  {"bad_payload", r.bad_payload.load()},
+                  {"rate_limited", r.rate_limited.load()},
+                  {"refused_total_cap", r.refused_total_cap.load()},
+                  {"refused_source_cap", r.refused_source_cap.load()},
+                  {"refused_pending_cap", r.refused_pending_cap.load()},
+                  {"plaintext_refused", r.plaintext_refused.load()},
+                  {"tls_failures", r.tls_failures.load()},
                   {"sessions", r.sessions.load()}};
   if (services.dns != nullptr) {
     const CentralDnsStats d = services.dns->stats();

@@ -34,6 +34,10 @@ struct OperatorOptions {
   int grpc_port = kDefaultGrpcPort;
   int stun_port = kDefaultStunPort;
   int relay_port = kDefaultRelayPort;
+  // The relay's connection caps (RelayServer::Options; lowered to fit the descriptor limit).
+  size_t relay_max_connections = RelayServer::Options().max_connections;
+  size_t relay_max_connections_per_source = RelayServer::Options().max_connections_per_source;
+  size_t relay_max_pending_connections = RelayServer::Options().max_pending_connections;
   int dns_port = kDefaultDnsPort;  // 0 picks a free port; --no-dns turns the server off.
   bool no_dns = false;
   std::string log_level = "info";

@@ -124,7 +124,7 @@ std::string Agent::ResolveServiceHost(const std::string& address) const {
   const std::string& dialed = params_.coordinator_host;
   const std::string host = dialed.find(':') != std::string::npos ? "[" + dialed + "]" : dialed;
   if (!address.empty() && address.front() == ':') return host + address;
-  if (address.rfind("ws://:", 0) == 0) return "ws://" + host + address.substr(5);
+  if (address.rfind("wss://:", 0) == 0) return "wss://" + host + address.substr(6);
   return address;
 }
 
@@ -138,7 +138,9 @@ void Agent::ConnectRelay() {
     TM_LOG_WARN("the coordinator offers no relay: peers behind strict NATs will be unreachable");
     return;
   }
-  relay_ = std::make_unique<RelayClient>();
+  RelayClient::Options relay_options;
+  relay_options.trusted_ca_pem = params_.coordinator_ca_pem;
+  relay_ = std::make_unique<RelayClient>(relay_options);
   adapter_->WireRelay(relay_.get());
   if (absl::Status s =
           relay_->Connect(url, params_.private_key, device_->identity().public_key, server_key);

@@ -75,6 +75,8 @@ struct AgentParams {
   std::vector<Prefix> mesh_cidrs;
   // The coordinator host as dialed (join): fills in relay and STUN addresses without a host.
   std::string coordinator_host;
+  // The coordinator's CA as pinned (join, PEM): the relay's certificate must lead to it.
+  std::string coordinator_ca_pem;
   // The mesh DNS server (join; nullopt: none). Its addresses are served besides the mesh IPs.
   std::optional<DnsServerOptions> dns;
   // Join with `dns`: register the mesh domain on the interface with systemd-resolved where it runs

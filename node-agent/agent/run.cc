@@ -183,6 +183,7 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
     params.addresses.emplace_back(*ip, length);
   }
   params.coordinator_host = coordinator.host;
+  params.coordinator_ca_pem = ca_pem;
   if (!options.no_dns) {
     params.dns = DnsServerOptions{{*checked.dns_listen}, options.dns_port, checked.dns_upstream};
     params.register_resolved = checked.register_resolved;

@@ -2,19 +2,23 @@
 // cpprestsdk's exceptions are caught; nothing here lets one escape.
 //
 // Threads: a worker thread of ours runs the connect/reconnect loop and owns each socket's
-// lifetime; cpprestsdk calls the message handler on the socket's own I/O thread and the close
-// handler and send continuations on its thread pool. Handlers hold only a weak reference to the
-// shared Core, and each carries the number of the attempt it belongs to, so a late callback from
-// an old socket changes nothing.
-// Ownership: the Core's setup fields are written by the owner before the worker starts and only
-// read afterwards; the attempt's state (phase, outcome, ...) is guarded by Core::mu, the current
-// socket by Core::socket_mu (taken after mu when both are held); counters and `connected` are
-// atomics any thread reads. No lock is held while a socket is destroyed (which waits for
-// cpprestsdk's threads).
-// cpprestsdk otherwise defines a macro `U` that breaks fmt (spdlog) and anything else naming U.
+// lifetime; cpprestsdk calls the message handler and the TLS certificate check on the socket's own
+// I/O thread and the close handler and send continuations on its thread pool. Handlers hold only a
+// weak reference to the shared Core, and each carries the number of the attempt it belongs to, so a
+// late callback from an old socket changes nothing. Ownership: the Core's setup fields are written
+// by the owner before the worker starts and only read afterwards; the attempt's state (phase,
+// outcome, ...) is guarded by Core::mu, the current socket by Core::socket_mu (taken after mu when
+// both are held); counters and `connected` are atomics any thread reads. No lock is held while a
+// socket is destroyed (which waits for cpprestsdk's threads). cpprestsdk otherwise defines a macro
+// `U` that breaks fmt (spdlog) and anything else naming U.
 #define _TURN_OFF_PLATFORM_STRING
 #include "node-agent/transport/relay_client.h"
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 #include <pthread.h>
 #include <sodium.h>
 
@@ -39,6 +43,7 @@ namespace tunnelmesh {
 
 namespace relay = wire::relay;
 namespace ws = web::websockets::client;
+namespace ssl = boost::asio::ssl;
 
 namespace {
 
@@ -52,10 +57,83 @@ enum class Phase {
 
 // How soon to try again after an attempt.
 enum class Retry {
-  kNormal,  // jittered exponential backoff
-  kSlow,    // the slowest backoff: the relay refused us and may change its mind later
-  kNever,   // retrying cannot help (the relay presents another key)
+  kNormal,     // jittered exponential backoff
+  kSlow,       // the slowest backoff: the relay refused us and may change its mind later
+  kUntrusted,  // the untrusted backoff: the relay is not the one we expect (certificate or key)
 };
+
+struct X509Free {
+  void operator()(X509* certificate) const { X509_free(certificate); }
+};
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+
+// Every certificate in `pem`, in order; empty when there is none.
+std::vector<X509Ptr> ReadCertificates(const std::string& pem) {
+  std::vector<X509Ptr> certificates;
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  if (bio == nullptr) return certificates;
+  while (X509* certificate = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)) {
+    certificates.emplace_back(certificate);
+  }
+  BIO_free(bio);
+  ERR_clear_error();  // reading past the last certificate leaves an error behind
+  return certificates;
+}
+
+// What one attempt's TLS certificate check reports to. Owned by the SSL_CTX that cpprestsdk
+// makes for the attempt (ex_data, freed with it), because the context can outlive our handle on
+// the socket.
+struct RelayTrust {
+  std::function<void(const std::string& reason)> on_refused;
+};
+
+int RelayTrustIndex() {
+  static const int index = SSL_CTX_get_ex_new_index(
+      0, nullptr, nullptr, nullptr,
+      [](void*, void* trust, CRYPTO_EX_DATA*, int, long, void*) {  // NOLINT(runtime/int)
+        delete static_cast<RelayTrust*>(trust);
+      });
+  return index;
+}
+
+// Leaves OpenSSL's verdict on each certificate as it is.
+int KeepVerdict(int ok, X509_STORE_CTX*) { return ok; }
+
+// The whole chain check (SSL_CTX_set_cert_verify_callback). cpprestsdk installs a per-certificate
+// callback that also matches the leaf against the host in the URL, which is often an IP address;
+// the verify parameters set below (the pinned CA as the only trust anchor, kCoordinatorServerName
+// as the host) decide instead.
+int VerifyRelayChain(X509_STORE_CTX* store, void* arg) {
+  X509_STORE_CTX_set_verify_cb(store, &KeepVerdict);
+  const int ok = X509_verify_cert(store);
+  if (ok != 1 && arg != nullptr) {
+    static_cast<RelayTrust*>(arg)->on_refused(
+        X509_verify_cert_error_string(X509_STORE_CTX_get_error(store)));
+  }
+  return ok == 1 ? 1 : 0;
+}
+
+// Makes `context` (fresh for one attempt) trust only `ca_pem`'s certificates, require `name` in
+// the server's certificate, and report a refused chain through `on_refused`.
+void ConfigureTls(SSL_CTX* context, const std::string& ca_pem, const std::string& name,
+                  std::function<void(const std::string&)> on_refused) {
+  // Replaces the store cpprestsdk filled with the system's CA paths.
+  X509_STORE* store = X509_STORE_new();
+  if (store == nullptr) return;  // the handshake then fails: no trust anchor at all
+  for (const X509Ptr& certificate : ReadCertificates(ca_pem)) {
+    X509_STORE_add_cert(store, certificate.get());
+  }
+  SSL_CTX_set_cert_store(context, store);
+  X509_VERIFY_PARAM* param = SSL_CTX_get0_param(context);
+  X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+  X509_VERIFY_PARAM_set1_host(param, name.data(), name.size());
+  auto* trust = new RelayTrust{std::move(on_refused)};
+  if (SSL_CTX_set_ex_data(context, RelayTrustIndex(), trust) != 1) {
+    delete trust;
+    trust = nullptr;  // still verified, only without the log line
+  }
+  SSL_CTX_set_cert_verify_callback(context, &VerifyRelayChain, trust);
+}
 
 // Error text from the relay is untrusted: keep it printable before it reaches logs and statuses.
 std::string Printable(std::string_view text) {
@@ -116,6 +194,8 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
   void Run() ABSL_LOCKS_EXCLUDED(mu, socket_mu) {
     const uint64_t seed = options.jitter_seed != 0 ? options.jitter_seed : std::random_device{}();
     Backoff backoff(options.initial_backoff, options.max_backoff, seed);
+    Backoff untrusted_backoff(options.untrusted_initial_backoff, options.untrusted_max_backoff,
+                              seed + 1);
     bool first = true;
     int failures_in_a_row = 0;
     while (true) {
@@ -131,21 +211,27 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
         absl::MutexLock lock(&mu);
         if (stopping) return;
       }
-      if (next == Retry::kNever) {
-        TM_LOG_ERROR("relay client stopped, not reconnecting: {}", std::string(status.message()));
-        return;
-      }
       if (was_ready) {
         backoff.Reset();
+        untrusted_backoff.Reset();
         failures_in_a_row = 0;
       }
-      const std::chrono::milliseconds delay = next == Retry::kSlow ? backoff.max() : backoff.Next();
-      if (was_ready || failures_in_a_row++ == 0) {
-        TM_LOG_WARN("relay connection lost, reconnecting url={} delay_ms={} reason={}", url,
-                    delay.count(), std::string(status.message()));
+      std::chrono::milliseconds delay;
+      if (next == Retry::kUntrusted) {
+        // Loud every time: someone may be posing as the relay to drop what members relay.
+        delay = untrusted_backoff.Next();
+        ++failures_in_a_row;
+        TM_LOG_WARN("relay not used: {}; retrying in {} ms", std::string(status.message()),
+                    delay.count());
       } else {
-        TM_LOG_DEBUG("relay reconnect failed url={} delay_ms={} reason={}", url, delay.count(),
-                     std::string(status.message()));
+        delay = next == Retry::kSlow ? backoff.max() : backoff.Next();
+        if (was_ready || failures_in_a_row++ == 0) {
+          TM_LOG_WARN("relay connection lost, reconnecting url={} delay_ms={} reason={}", url,
+                      delay.count(), std::string(status.message()));
+        } else {
+          TM_LOG_DEBUG("relay reconnect failed url={} delay_ms={} reason={}", url, delay.count(),
+                       std::string(status.message()));
+        }
       }
       absl::MutexLock lock(&mu);
       auto stopped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return stopping; };
@@ -203,7 +289,18 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
   void StartSocket(uint64_t attempt) ABSL_LOCKS_EXCLUDED(mu, socket_mu) {
     std::weak_ptr<Core> weak = weak_from_this();
     try {
-      auto client = std::make_shared<ws::websocket_callback_client>(ws::websocket_client_config());
+      ws::websocket_client_config config;
+      // SNI names the certificate we want rather than the address we dial.
+      config.set_server_name(options.server_name);
+      config.set_ssl_context_callback([weak, attempt, ca_pem = options.trusted_ca_pem,
+                                       name = options.server_name](ssl::context& context) {
+        ConfigureTls(context.native_handle(), ca_pem, name,
+                     [weak, attempt](const std::string& why) {
+                       if (std::shared_ptr<Core> core = weak.lock())
+                         core->RefuseCertificate(attempt, why);
+                     });
+      });
+      auto client = std::make_shared<ws::websocket_callback_client>(config);
       client->set_message_handler([weak, attempt](const ws::websocket_incoming_message& message) {
         if (std::shared_ptr<Core> core = weak.lock()) core->OnMessage(attempt, message);
       });
@@ -267,6 +364,20 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     phase = Phase::kFailed;
     if (outcome.ok()) outcome = std::move(status);
     retry = how;
+  }
+
+  // The socket's I/O thread, during the TLS handshake: the relay's chain failed the check.
+  void RefuseCertificate(uint64_t attempt, const std::string& reason) ABSL_LOCKS_EXCLUDED(mu) {
+    counters.certificate_refused.fetch_add(1, std::memory_order_relaxed);
+    Fail(attempt,
+         absl::FailedPreconditionError(
+             "relay " + url +
+             " presents a TLS certificate that the pinned coordinator CA did not "
+             "issue for " +
+             options.server_name + " (" + reason +
+             "): something other than the coordinator answers at that address (check what "
+             "intercepts its TCP port, or whether the coordinator's CA changed)"),
+         Retry::kUntrusted);
   }
 
   // cpprestsdk's thread pool.
@@ -367,8 +478,9 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
            absl::FailedPreconditionError("relay " + url + " presents key " +
                                          PublicKey{challenge.server_key}.Short() +
                                          " but the network map names " + server_key.Short() +
-                                         ": the relay URL or the network map is stale"),
-           Retry::kNever);
+                                         ": the relay URL or the network map is stale, or "
+                                         "something poses as the relay"),
+           Retry::kUntrusted);
       return;
     }
     // The proof: the challenge's random bytes boxed from our key to the relay's (crypto_box is
@@ -381,7 +493,7 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
       Fail(attempt,
            absl::FailedPreconditionError("relay " + url + " presents an unusable key " +
                                          server_key.Short()),
-           Retry::kNever);
+           Retry::kUntrusted);
       return;
     }
     std::vector<uint8_t> frame;
@@ -510,13 +622,24 @@ absl::Status RelayClient::Connect(std::string_view url, const SecretKey& private
   try {
     web::uri uri(utility::conversions::to_string_t(url_text));
     const std::string scheme = utility::conversions::to_utf8string(uri.scheme());
-    if ((scheme != "ws" && scheme != "wss") || uri.host().empty()) {
+    if (scheme == "ws") {
+      return absl::InvalidArgumentError(
+          "relay URL \"" + url_text +
+          "\" is plain ws://, which this agent does not use: the coordinator is older than the "
+          "agent; upgrade tunnelmesh-operator (its relay serves wss://)");
+    }
+    if (scheme != "wss" || uri.host().empty()) {
       return absl::InvalidArgumentError("relay URL \"" + url_text +
-                                        "\" is not ws://HOST:PORT/PATH or wss://...");
+                                        "\" is not wss://HOST:PORT/PATH");
     }
     core_->uri = uri;
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError("relay URL \"" + url_text + "\" is not a URL: " + e.what());
+  }
+  if (ReadCertificates(core_->options.trusted_ca_pem).empty()) {
+    return absl::InvalidArgumentError(
+        "relay client: no CA certificate to check the relay with (the coordinator's pinned CA, "
+        "PEM)");
   }
   core_->url = url_text;
   core_->private_key = private_key.Clone();

@@ -1049,6 +1049,13 @@ bool Coordinator::IsMember(const PublicKey& key) const {
   return members_.count(key) > 0;
 }
 
+std::optional<std::string> Coordinator::MeshOf(const PublicKey& key) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = members_.find(key);
+  if (it == members_.end()) return std::nullopt;
+  return it->second.mesh;
+}
+
 size_t Coordinator::member_count() const {
   absl::ReaderMutexLock lock(&mu_);
   return members_.size();

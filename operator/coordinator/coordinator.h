@@ -234,6 +234,8 @@ class Coordinator {
   bool IsMember(const PublicKey& key) const ABSL_LOCKS_EXCLUDED(mu_);
   // Removes the members not seen for Options::member_expiry (see there); returns how many.
   size_t ExpireIdle(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  // The mesh `key` is a member of; nullopt when it is none's. The relay scopes sessions with it.
+  std::optional<std::string> MeshOf(const PublicKey& key) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Kubernetes mode, from MeshPeer objects. Admit brings the coordinator in line with a record
   // that exists at its source (restart, a MeshPeer pre-created by an admin, a label edit): it keeps

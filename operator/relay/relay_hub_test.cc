@@ -1,13 +1,17 @@
-// RelayHub with fake connections: authentication, routing, newest-wins and every drop counter.
+// RelayHub with fake connections and a fake clock: authentication, routing, newest-wins, mesh
+// scoping, the payload rule, rate limits and every drop counter.
 #include "operator/relay/relay_hub.h"
 
 #include <sodium.h>
 
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "lib/base/testing/fake_clock.h"
+#include "lib/disco/message.h"
 
 namespace tunnelmesh {
 namespace {
@@ -18,13 +22,15 @@ class FakeConnection : public RelayConnection {
  public:
   explicit FakeConnection(size_t capacity = 1000) : capacity_(capacity) {}
 
-  bool Send(std::vector<uint8_t> frame, bool droppable) override {
-    if (droppable && data_frames_ >= capacity_) return false;
+  SendResult Send(std::vector<uint8_t> frame, bool droppable) override {
+    if (droppable && over_budget) return SendResult::kOverBudget;
+    if (droppable && data_frames_ >= capacity_) return SendResult::kQueueFull;
     if (droppable) ++data_frames_;
     frames.push_back(std::move(frame));
-    return true;
+    return SendResult::kQueued;
   }
   void Close() override { ++close_calls; }
+  void Authenticated() override { ++authenticated_calls; }
 
   relay::Bytes Last() const { return relay::Bytes(frames.back().data(), frames.back().size()); }
   std::optional<relay::FrameType> LastType() const {
@@ -33,6 +39,8 @@ class FakeConnection : public RelayConnection {
 
   std::vector<std::vector<uint8_t>> frames;
   int close_calls = 0;
+  int authenticated_calls = 0;
+  bool over_budget = false;  // as the transport says when the relay-wide byte budget is spent
 
  private:
   size_t capacity_;
@@ -48,12 +56,19 @@ class RelayHubTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { InitCrypto(); }
 
-  RelayHubTest()
+  RelayHubTest() : RelayHubTest(RelayHub::Limits()) {}
+  explicit RelayHubTest(RelayHub::Limits limits)
       : hub_(
-            server_key_, [this](const PublicKey& key) { return members_.count(key) > 0; },
+            server_key_,
+            [this](const PublicKey& key) -> std::optional<std::string> {
+              if (auto it = other_mesh_.find(key); it != other_mesh_.end()) return it->second;
+              if (members_.count(key) > 0) return "demo";
+              return std::nullopt;
+            },
             [this](uint8_t* out, size_t size) {
               for (size_t i = 0; i < size; ++i) out[i] = static_cast<uint8_t>(counter_++);
-            }) {}
+            },
+            limits, &clock_) {}
 
   // The Hello a client holding `member` sends for the Challenge `connection` received.
   std::vector<uint8_t> HelloFor(const FakeConnection& connection, const Member& member) {
@@ -77,6 +92,14 @@ class RelayHubTest : public ::testing::Test {
     ASSERT_EQ(connection.LastType(), relay::FrameType::kReady);
   }
 
+  // A WireGuard transport data message (type 4, reserved zero) starting with `tail`, 32 bytes.
+  static std::vector<uint8_t> Wg(std::initializer_list<uint8_t> tail) {
+    std::vector<uint8_t> message(std::max<size_t>(4 + tail.size(), 32), 0);
+    message[0] = 4;
+    std::copy(tail.begin(), tail.end(), message.begin() + 4);
+    return message;
+  }
+
   static std::vector<uint8_t> SendFrame(const PublicKey& to, std::vector<uint8_t> payload) {
     std::vector<uint8_t> frame;
     EXPECT_TRUE(relay::Serialize(
@@ -91,8 +114,10 @@ class RelayHubTest : public ::testing::Test {
   }
 
   SecretKey server_key_ = SecretKey::GeneratePrivate();
-  std::set<PublicKey> members_;
+  std::set<PublicKey> members_;                  // of mesh "demo"
+  std::map<PublicKey, std::string> other_mesh_;  // of other meshes
   uint8_t counter_ = 0;
+  FakeClock clock_;
   RelayHub hub_;
 };
 
@@ -117,18 +142,19 @@ TEST_F(RelayHubTest, AuthenticatedMembersExchangeFrames) {
   Authenticate(b, bob);
   EXPECT_EQ(hub_.counters().sessions.load(), 2);
 
-  hub_.Received(&a, SendFrame(bob.public_key, {1, 2, 3, 4}));
+  hub_.Received(&a, SendFrame(bob.public_key, Wg({1, 2, 3, 4})));
   ASSERT_EQ(b.LastType(), relay::FrameType::kDeliver);
   relay::Deliver deliver;
   ASSERT_TRUE(relay::Parse(b.Last(), &deliver));
   EXPECT_EQ(PublicKey{deliver.source}, alice.public_key);
-  EXPECT_EQ(std::vector<uint8_t>(deliver.payload.begin(), deliver.payload.end()),
-            (std::vector<uint8_t>{1, 2, 3, 4}));
+  EXPECT_EQ(std::vector<uint8_t>(deliver.payload.begin(), deliver.payload.end()), Wg({1, 2, 3, 4}));
 
-  hub_.Received(&b, SendFrame(alice.public_key, {9}));
+  hub_.Received(&b, SendFrame(alice.public_key, Wg({9})));
   ASSERT_EQ(a.LastType(), relay::FrameType::kDeliver);
   EXPECT_EQ(hub_.counters().frames_relayed.load(), 2u);
-  EXPECT_EQ(hub_.counters().bytes_relayed.load(), 5u);
+  EXPECT_EQ(hub_.counters().bytes_relayed.load(), 64u);
+  EXPECT_EQ(a.authenticated_calls, 1);
+  EXPECT_EQ(b.authenticated_calls, 1);
   EXPECT_EQ(a.close_calls + b.close_calls, 0);
 }
 
@@ -166,7 +192,7 @@ TEST_F(RelayHubTest, NonMemberIsRefused) {
   EXPECT_EQ(c.close_calls, 1);
   EXPECT_EQ(hub_.counters().auth_failures.load(), 1u);
   // Nothing it sends afterwards is looked at.
-  hub_.Received(&c, SendFrame(stranger.public_key, {1}));
+  hub_.Received(&c, SendFrame(stranger.public_key, Wg({1})));
   EXPECT_EQ(hub_.counters().malformed.load(), 0u);
   EXPECT_EQ(c.close_calls, 1);
 }
@@ -176,7 +202,7 @@ TEST_F(RelayHubTest, AnythingButHelloFirstFailsAuth) {
   members_ = {alice.public_key};
   FakeConnection c1, c2, c3;
   hub_.Opened(&c1);
-  hub_.Received(&c1, SendFrame(alice.public_key, {1}));
+  hub_.Received(&c1, SendFrame(alice.public_key, Wg({1})));
   EXPECT_EQ(LastErrorCode(c1), relay::ErrorCode::kProtocol);
   hub_.Opened(&c2);
   hub_.ReceivedText(&c2);
@@ -215,7 +241,7 @@ TEST_F(RelayHubTest, BadFramesAfterAuthAreCountedAndTheConnectionStays) {
   hub_.Received(&a, HelloFor(a, alice));           // Hello again
   hub_.ReceivedText(&a);
   hub_.ReceivedOversized(&a);
-  hub_.Received(&a, SendFrame(bob.public_key, {1}));  // Bob is not connected
+  hub_.Received(&a, SendFrame(bob.public_key, Wg({1})));  // Bob is not connected
   EXPECT_EQ(hub_.counters().malformed.load(), 5u);
   EXPECT_EQ(hub_.counters().oversized.load(), 1u);
   EXPECT_EQ(hub_.counters().unknown_destination.load(), 1u);
@@ -235,12 +261,12 @@ TEST_F(RelayHubTest, NewestConnectionForAKeyWins) {
   EXPECT_EQ(new_a.close_calls, 0);
 
   // The old connection is closing: what it still sends is ignored.
-  hub_.Received(&old_a, SendFrame(bob.public_key, {1}));
+  hub_.Received(&old_a, SendFrame(bob.public_key, Wg({1})));
   EXPECT_EQ(b.LastType(), relay::FrameType::kReady);
 
   // Its late close does not unroute the new one.
   hub_.Closed(&old_a);
-  hub_.Received(&b, SendFrame(alice.public_key, {7, 7}));
+  hub_.Received(&b, SendFrame(alice.public_key, Wg({7, 7})));
   EXPECT_EQ(new_a.LastType(), relay::FrameType::kDeliver);
   EXPECT_EQ(hub_.counters().sessions.load(), 2);
 }
@@ -253,10 +279,10 @@ TEST_F(RelayHubTest, ClosedConnectionIsUnrouted) {
   Authenticate(b, bob);
   hub_.Closed(&b);
   EXPECT_EQ(hub_.counters().sessions.load(), 1);
-  hub_.Received(&a, SendFrame(bob.public_key, {1}));
+  hub_.Received(&a, SendFrame(bob.public_key, Wg({1})));
   EXPECT_EQ(hub_.counters().unknown_destination.load(), 1u);
   // Events for a forgotten connection are ignored.
-  hub_.Received(&b, SendFrame(alice.public_key, {1}));
+  hub_.Received(&b, SendFrame(alice.public_key, Wg({1})));
   hub_.AuthDeadline(&b);
   EXPECT_EQ(a.LastType(), relay::FrameType::kReady);
 }
@@ -270,10 +296,10 @@ TEST_F(RelayHubTest, RevokedKeyIsClosedAndUnrouted) {
   hub_.Revoke(bob.public_key);
   EXPECT_EQ(LastErrorCode(b), relay::ErrorCode::kNotMember);
   EXPECT_EQ(b.close_calls, 1);
-  hub_.Received(&a, SendFrame(bob.public_key, {1}));
+  hub_.Received(&a, SendFrame(bob.public_key, Wg({1})));
   EXPECT_EQ(hub_.counters().unknown_destination.load(), 1u);
   // What the closing connection still sends is ignored; its close is handled once.
-  hub_.Received(&b, SendFrame(alice.public_key, {1}));
+  hub_.Received(&b, SendFrame(alice.public_key, Wg({1})));
   EXPECT_EQ(a.LastType(), relay::FrameType::kReady);
   hub_.Closed(&b);
   EXPECT_EQ(hub_.counters().sessions.load(), 1);
@@ -289,11 +315,153 @@ TEST_F(RelayHubTest, FullDestinationQueueDropsAndCounts) {
   FakeConnection b(/*capacity=*/2);
   Authenticate(a, alice);
   Authenticate(b, bob);
-  for (int i = 0; i < 5; ++i) hub_.Received(&a, SendFrame(bob.public_key, {1, 2}));
+  for (int i = 0; i < 5; ++i) hub_.Received(&a, SendFrame(bob.public_key, Wg({1, 2})));
   EXPECT_EQ(hub_.counters().frames_relayed.load(), 2u);
-  EXPECT_EQ(hub_.counters().bytes_relayed.load(), 4u);
+  EXPECT_EQ(hub_.counters().bytes_relayed.load(), 64u);
   EXPECT_EQ(hub_.counters().queue_overflow.load(), 3u);
   EXPECT_EQ(b.close_calls, 0);
+}
+
+TEST_F(RelayHubTest, FullRelayBudgetDropsAndCountsApart) {
+  Member alice, bob;
+  members_ = {alice.public_key, bob.public_key};
+  FakeConnection a, b;
+  Authenticate(a, alice);
+  Authenticate(b, bob);
+  b.over_budget = true;
+  hub_.Received(&a, SendFrame(bob.public_key, Wg({1})));
+  EXPECT_EQ(hub_.counters().budget_overflow.load(), 1u);
+  EXPECT_EQ(hub_.counters().queue_overflow.load(), 0u);
+  EXPECT_EQ(hub_.counters().frames_relayed.load(), 0u);
+  b.over_budget = false;
+  hub_.Received(&a, SendFrame(bob.public_key, Wg({1})));
+  EXPECT_EQ(hub_.counters().frames_relayed.load(), 1u);
+}
+
+TEST_F(RelayHubTest, SendIsDeliveredOnlyWithinTheSendersMesh) {
+  Member alice, bob, eve;
+  members_ = {alice.public_key, bob.public_key};
+  other_mesh_[eve.public_key] = "other";
+  FakeConnection a, b, e;
+  Authenticate(a, alice);
+  Authenticate(b, bob);
+  Authenticate(e, eve);  // a member, of another mesh: it gets a session
+  EXPECT_EQ(hub_.counters().sessions.load(), 3);
+
+  hub_.Received(&e, SendFrame(alice.public_key, Wg({6})));
+  hub_.Received(&a, SendFrame(eve.public_key, Wg({6})));
+  EXPECT_EQ(hub_.counters().cross_mesh.load(), 2u);
+  EXPECT_EQ(a.LastType(), relay::FrameType::kReady);
+  EXPECT_EQ(e.LastType(), relay::FrameType::kReady);
+  EXPECT_EQ(hub_.counters().frames_relayed.load(), 0u);
+
+  // Within a mesh, as before.
+  hub_.Received(&a, SendFrame(bob.public_key, Wg({6})));
+  EXPECT_EQ(b.LastType(), relay::FrameType::kDeliver);
+  EXPECT_EQ(hub_.counters().frames_relayed.load(), 1u);
+}
+
+TEST_F(RelayHubTest, OnlyWireGuardAndDiscoveryPayloadsAreRelayed) {
+  Member alice, bob;
+  members_ = {alice.public_key, bob.public_key};
+  FakeConnection a, b;
+  Authenticate(a, alice);
+  Authenticate(b, bob);
+
+  std::vector<uint8_t> initiation(148, 0xaa);
+  initiation[0] = 1;
+  initiation[1] = initiation[2] = initiation[3] = 0;
+  std::vector<uint8_t> response(92, 0);
+  response[0] = 2;
+  std::vector<uint8_t> cookie(64, 0);
+  cookie[0] = 3;
+  std::vector<uint8_t> disco(disco::kMinDatagramSize, 0x11);
+  std::copy(disco::kMagic.begin(), disco::kMagic.end(), disco.begin());
+  for (const std::vector<uint8_t>& good : {initiation, response, cookie, Wg({}), disco}) {
+    hub_.Received(&a, SendFrame(bob.public_key, good));
+  }
+  EXPECT_EQ(hub_.counters().frames_relayed.load(), 5u);
+  EXPECT_EQ(hub_.counters().bad_payload.load(), 0u);
+
+  std::vector<uint8_t> text = {'c', 'r', 'o', 's', 's', '-', 'm', 'e', 's', 'h'};
+  std::vector<uint8_t> short_initiation(initiation.begin(), initiation.end() - 1);
+  std::vector<uint8_t> reserved_set = Wg({});
+  reserved_set[2] = 1;
+  std::vector<uint8_t> short_transport(31, 0);
+  short_transport[0] = 4;
+  std::vector<uint8_t> short_disco(disco.begin(), disco.end() - 1);
+  std::vector<uint8_t> long_disco(disco::kMaxDatagramSize + 1, 0x11);
+  std::copy(disco::kMagic.begin(), disco::kMagic.end(), long_disco.begin());
+  for (const std::vector<uint8_t>& bad :
+       {text, short_initiation, reserved_set, short_transport, short_disco, long_disco,
+        std::vector<uint8_t>{5, 0, 0, 0, 1, 2, 3, 4}}) {
+    hub_.Received(&a, SendFrame(bob.public_key, bad));
+  }
+  EXPECT_EQ(hub_.counters().bad_payload.load(), 7u);
+  EXPECT_EQ(hub_.counters().frames_relayed.load(), 5u);
+  EXPECT_EQ(a.close_calls + b.close_calls, 0);
+}
+
+class RelayHubRateTest : public RelayHubTest {
+ protected:
+  static RelayHub::Limits Small() {
+    RelayHub::Limits limits;
+    limits.frames_per_second = 10;
+    limits.bytes_per_second = 1e9;
+    limits.burst = std::chrono::seconds(1);
+    return limits;
+  }
+  RelayHubRateTest() : RelayHubTest(Small()) {}
+};
+
+TEST_F(RelayHubRateTest, FramesOverTheSessionRateAreDroppedAndCounted) {
+  Member alice, bob, carol;
+  members_ = {alice.public_key, bob.public_key, carol.public_key};
+  FakeConnection a, b, c;
+  Authenticate(a, alice);
+  Authenticate(b, bob);
+  Authenticate(c, carol);
+  // A burst of 10 passes, the rest of 25 is dropped.
+  for (int i = 0; i < 25; ++i) hub_.Received(&a, SendFrame(bob.public_key, Wg({1})));
+  EXPECT_EQ(hub_.counters().frames_relayed.load(), 10u);
+  EXPECT_EQ(hub_.counters().rate_limited.load(), 15u);
+  // Another session has its own bucket.
+  hub_.Received(&c, SendFrame(bob.public_key, Wg({2})));
+  EXPECT_EQ(hub_.counters().frames_relayed.load(), 11u);
+  // Half a second refills five.
+  clock_.Advance(std::chrono::milliseconds(500));
+  for (int i = 0; i < 8; ++i) hub_.Received(&a, SendFrame(bob.public_key, Wg({1})));
+  EXPECT_EQ(hub_.counters().frames_relayed.load(), 16u);
+  EXPECT_EQ(hub_.counters().rate_limited.load(), 18u);
+  EXPECT_EQ(a.close_calls, 0);
+}
+
+class RelayHubByteRateTest : public RelayHubTest {
+ protected:
+  static RelayHub::Limits Small() {
+    RelayHub::Limits limits;
+    limits.frames_per_second = 1e6;
+    limits.bytes_per_second = 100000;  // the bucket holds at least one largest payload
+    limits.burst = std::chrono::seconds(1);
+    return limits;
+  }
+  RelayHubByteRateTest() : RelayHubTest(Small()) {}
+};
+
+TEST_F(RelayHubByteRateTest, BytesOverTheSessionRateAreDroppedAndCounted) {
+  Member alice, bob;
+  members_ = {alice.public_key, bob.public_key};
+  FakeConnection a, b;
+  Authenticate(a, alice);
+  Authenticate(b, bob);
+  std::vector<uint8_t> big = Wg({});
+  big.resize(40000, 7);
+  for (int i = 0; i < 4; ++i) hub_.Received(&a, SendFrame(bob.public_key, big));
+  EXPECT_EQ(hub_.counters().frames_relayed.load(), 2u);
+  EXPECT_EQ(hub_.counters().rate_limited.load(), 2u);
+  clock_.Advance(std::chrono::seconds(1));
+  hub_.Received(&a, SendFrame(bob.public_key, big));
+  EXPECT_EQ(hub_.counters().frames_relayed.load(), 3u);
 }
 
 }  // namespace
