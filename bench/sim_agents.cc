@@ -430,10 +430,9 @@ int Run(const Options& options) {
 
   // The CA is checked against --ca-hash once, as the agent does at start; every member's channel
   // then trusts only that CA. With a hash given nothing is pinned, so the pin goes nowhere.
-  std::string warning;
-  absl::StatusOr<std::string> ca_pem =
-      FetchCoordinatorCa(host, port, options.ca_hash, "/dev/null", &warning);
-  if (!ca_pem.ok()) return Fail(std::string(ca_pem.status().message()));
+  absl::StatusOr<CoordinatorCa> ca = FetchCoordinatorCa(host, port, options.ca_hash, "/dev/null");
+  if (!ca.ok()) return Fail(std::string(ca.status().message()));
+  const std::string ca_pem = ca->pem;
   const std::string target =
       (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
 
@@ -444,7 +443,7 @@ int Run(const Options& options) {
   std::vector<std::unique_ptr<SimMember>> members;
   members.reserve(options.count);
   for (int i = 0; i < options.count; ++i) {
-    members.push_back(std::make_unique<SimMember>(i, target, *ca_pem, shared));
+    members.push_back(std::make_unique<SimMember>(i, target, ca_pem, shared));
   }
   int exit_code = 0;
   // Waits up to `ns` for a signal; false once one came or a member failed for good.

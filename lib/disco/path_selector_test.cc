@@ -451,13 +451,44 @@ TEST_F(PathSelectorTest, OutstandingPingsAreBounded) {
   selector_.SetCandidates(candidates, Now());
   PathActions first = selector_.TakeActions();
   // Enough call-me-maybes to push the first round's ids out of the table.
-  for (size_t i = 0; i < kMaxOutstandingPings / kMaxCandidates; ++i) {
-    selector_.OnCallMeMaybe({}, Now());
+  // Each a second apart (closer ones start no round) and listing kMaxCandidates endpoints of its
+  // own, so that a round pings 2 * kMaxCandidates and the first round's pings leave the table
+  // before kPingTimeout makes them stale anyway.
+  std::vector<Endpoint> listed;
+  for (uint16_t port = 1; port <= kMaxCandidates; ++port) {
+    listed.push_back(Endpoint(kB.address(), port));
+  }
+  const size_t rounds = kMaxOutstandingPings / (2 * kMaxCandidates);
+  ASSERT_LT(rounds * kCallMeMaybeMinInterval, kPingTimeout);
+  for (size_t i = 0; i < rounds; ++i) {
+    clock_.Advance(kCallMeMaybeMinInterval);
+    selector_.OnCallMeMaybe(listed, Now());
   }
   selector_.TakeActions();
   selector_.OnPong(first.pings[0].endpoint, first.pings[0].tx_id, Now());
   EXPECT_EQ(selector_.CurrentPath().kind, PathKind::kNone);
   EXPECT_EQ(selector_.stats().pongs_ignored, 1u);
+}
+
+TEST_F(PathSelectorTest, CallMeMaybeFloodStartsOneRoundPerInterval) {
+  selector_.SetCandidates({Endpoint(kA.address(), 1)}, Now());
+  selector_.TakeActions();
+  const uint64_t rounds = selector_.stats().probe_rounds;
+  // 1000 call-me-maybes within one interval, each naming 16 endpoints: one round, not 1000.
+  std::vector<Endpoint> listed;
+  for (uint16_t port = 9001; port <= 9016; ++port) listed.push_back(Endpoint(kX.address(), port));
+  size_t pings = 0;
+  for (int i = 0; i < 1000; ++i) {
+    selector_.OnCallMeMaybe(listed, Now());
+    pings += selector_.TakeActions().pings.size();
+  }
+  EXPECT_EQ(selector_.stats().probe_rounds, rounds + 1);
+  EXPECT_EQ(selector_.stats().call_me_maybe_deferred, 999u);
+  EXPECT_LE(pings, 2 * kMaxCandidates);
+  // After the interval the next one probes again.
+  clock_.Advance(kCallMeMaybeMinInterval);
+  selector_.OnCallMeMaybe(listed, Now());
+  EXPECT_GT(selector_.TakeActions().pings.size(), 0u);
 }
 
 TEST_F(PathSelectorTest, PathKindNames) {

@@ -120,7 +120,11 @@ TEST(TokenReviewCacheTest, CachesByTokenAndRateLimitsNewReviews) {
       [&calls](const std::string& token) -> absl::StatusOr<ReviewedToken> {
         ++calls;
         if (token == "down") return absl::UnavailableError("API server down");
-        if (token.rfind("good", 0) == 0) return ReviewedToken{.user = "u:" + token};
+        if (token.rfind("good", 0) == 0) {
+          ReviewedToken reviewed;
+          reviewed.user = "u:" + token;
+          return reviewed;
+        }
         return absl::UnauthenticatedError("not accepted");
       },
       options);
