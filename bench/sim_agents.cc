@@ -320,7 +320,8 @@ class SimMember {
     // Nothing listens there: the simulated members carry no traffic.
     request.set_listen_port(51820);
     request.set_mesh(shared_.options->mesh);
-    absl::StatusOr<coord::RegisterResponse> response = client_->Register(request, private_key_, kRegisterTimeout);
+    absl::StatusOr<coord::RegisterResponse> response =
+        client_->Register(request, private_key_, kRegisterTimeout);
     if (!response.ok()) return response.status();
     client_->SetSessionToken(response->session_token());
     return absl::OkStatus();

@@ -8,9 +8,8 @@
 #include <memory>
 #include <string>
 
-#include "absl/time/time.h"
-
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "lib/crypto/keys.h"
 #include "lib/crypto/x509.h"
 #include "operator/coordinator/coordinator.h"

@@ -29,9 +29,8 @@ TEST(PossessionProof, OnlyTheKeyHolderCanAnswer) {
   EXPECT_FALSE(
       CheckPossessionProof(coordinator, someone_else, "challenge-1", "demo", AsString(*proof)));
   // A proof made with another private key for the victim's public key fails.
-  std::optional<ControlProof> forged = PossessionProof(SecretKey::GeneratePrivate(),
-                                                       DerivePublicKey(coordinator), "challenge-1",
-                                                       "demo");
+  std::optional<ControlProof> forged = PossessionProof(
+      SecretKey::GeneratePrivate(), DerivePublicKey(coordinator), "challenge-1", "demo");
   ASSERT_TRUE(forged.has_value());
   EXPECT_FALSE(
       CheckPossessionProof(coordinator, member_public, "challenge-1", "demo", AsString(*forged)));

@@ -29,9 +29,8 @@ bool RefusedForGood(absl::StatusCode code) {
 }  // namespace
 
 CoordinatorSession::CoordinatorSession(std::string target, std::string ca_pem,
-                                       SecretKey private_key,
-                                       std::optional<TokenCheck> token_check, Hooks hooks,
-                                       uint64_t seed)
+                                       SecretKey private_key, std::optional<TokenCheck> token_check,
+                                       Hooks hooks, uint64_t seed)
     : target_(std::move(target)),
       ca_pem_(std::move(ca_pem)),
       private_key_(std::move(private_key)),
@@ -59,8 +58,7 @@ absl::StatusOr<coord::RegisterResponse> CoordinatorSession::RegisterOnce() {
   }
   const std::string requested = request->name();
   absl::StatusOr<coord::RegisterResponse> response = coordinator->Register(
-      *std::move(request), private_key_, absl::Seconds(5),
-      token_check ? &*token_check : nullptr);
+      *std::move(request), private_key_, absl::Seconds(5), token_check ? &*token_check : nullptr);
   if (!response.ok()) return response.status();
   if (response->mesh_ips().empty()) {
     return absl::InternalError("the coordinator assigned no mesh IP");

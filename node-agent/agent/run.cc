@@ -143,9 +143,9 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
   const std::string host = coordinator.host.find(':') != std::string::npos
                                ? "[" + coordinator.host + "]"
                                : coordinator.host;
-  auto session = std::make_unique<CoordinatorSession>(
-      host + ":" + std::to_string(coordinator.port), ca_pem, key->Clone(), token_check,
-      std::move(hooks), std::random_device{}());
+  auto session = std::make_unique<CoordinatorSession>(host + ":" + std::to_string(coordinator.port),
+                                                      ca_pem, key->Clone(), token_check,
+                                                      std::move(hooks), std::random_device{}());
   absl::StatusOr<coord::RegisterResponse> registration = session->RegisterFirst(
       [&signals](std::chrono::milliseconds delay) { return WaitOrSignal(signals, delay); });
   if (!registration.ok()) {

@@ -127,7 +127,6 @@ absl::Status PinCoordinatorCa(const std::string& pin_path, const std::string& pe
   return absl::OkStatus();
 }
 
-
 CoordinatorClient::CoordinatorClient(const std::string& target, const std::string& ca_pem) {
   grpc::SslCredentialsOptions ssl;
   ssl.pem_root_certs = ca_pem;
@@ -158,9 +157,10 @@ void CoordinatorClient::SetSessionToken(const std::string& token) {
   session_token_ = token;
 }
 
-absl::StatusOr<coord::RegisterResponse> CoordinatorClient::Register(
-    coord::RegisterRequest request, const SecretKey& private_key, absl::Duration timeout,
-    const TokenCheck* token_check) {
+absl::StatusOr<coord::RegisterResponse> CoordinatorClient::Register(coord::RegisterRequest request,
+                                                                    const SecretKey& private_key,
+                                                                    absl::Duration timeout,
+                                                                    const TokenCheck* token_check) {
   const absl::Time deadline = absl::Now() + timeout;
   auto stub = coord::Coordinator::NewStub(channel_);
   coord::HelloRequest hello;
@@ -195,8 +195,8 @@ absl::StatusOr<coord::RegisterResponse> CoordinatorClient::Register(
       PossessionProof(private_key, coordinator_key, challenge.challenge(), request.mesh());
   if (!proof) return absl::PermissionDeniedError("the coordinator's Hello key is invalid");
   request.set_challenge(challenge.challenge());
-  request.set_possession_proof(std::string(reinterpret_cast<const char*>(proof->data()),
-                                           proof->size()));
+  request.set_possession_proof(
+      std::string(reinterpret_cast<const char*>(proof->data()), proof->size()));
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(deadline));
   context.set_wait_for_ready(false);

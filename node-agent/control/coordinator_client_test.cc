@@ -71,8 +71,7 @@ TEST_F(CoordinatorClientTest, AnotherMembersKeyIsRefused) {
   ASSERT_TRUE(registered.ok()) << registered.status();
   // The attacker names bob's public key but can only prove with its own private key.
   const SecretKey attacker = SecretKey::GeneratePrivate();
-  auto refused =
-      client_->Register(RequestFor(victim, "bob-evicted"), attacker, absl::Seconds(10));
+  auto refused = client_->Register(RequestFor(victim, "bob-evicted"), attacker, absl::Seconds(10));
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated) << refused.status();
   std::vector<MemberStatus> members = coordinator_->Members();
@@ -92,10 +91,10 @@ TEST_F(CoordinatorClientTest, TheTokenGoesOnlyToACoordinatorThatProvesItKnowsIt)
   EXPECT_NE(std::string(refused.status().message()).find("was not sent"), std::string::npos);
   // A coordinator serving another mesh (another token) cannot prove this one either.
   const TokenCheck other_token{"a token of another mesh", ca_hash_};
-  EXPECT_FALSE(
-      client_->Register(RequestFor(key, "frank", "a token of another mesh"), key,
-                        absl::Seconds(10), &other_token)
-          .ok());
+  EXPECT_FALSE(client_
+                   ->Register(RequestFor(key, "frank", "a token of another mesh"), key,
+                              absl::Seconds(10), &other_token)
+                   .ok());
   EXPECT_EQ(coordinator_->counters().registrations.load(), 0u);
   EXPECT_EQ(coordinator_->counters().rejected_tokens.load(), 0u) << "the token was sent";
   // The real CA and the right token: registered.

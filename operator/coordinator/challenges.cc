@@ -38,15 +38,17 @@ std::string ChallengeBook::Issue(absl::Time now) const {
 
 absl::Status ChallengeBook::Consume(std::string_view challenge, absl::Time now) {
   if (challenge.size() != kChallengeSize) {
-    return absl::AbortedError("no valid challenge: call Hello first (agent older than the "
-                              "coordinator? upgrade it)");
+    return absl::AbortedError(
+        "no valid challenge: call Hello first (agent older than the "
+        "coordinator? upgrade it)");
   }
   const auto* bytes = reinterpret_cast<const uint8_t*>(challenge.data());
   uint8_t mac[kMacSize];
   Mac(mac_key_, bytes, kTimeSize + kRandomSize, mac);
   if (sodium_memcmp(mac, bytes + kTimeSize + kRandomSize, kMacSize) != 0) {
-    return absl::AbortedError("the challenge was not issued by this coordinator process (it may "
-                              "have restarted): ask for a new one");
+    return absl::AbortedError(
+        "the challenge was not issued by this coordinator process (it may "
+        "have restarted): ask for a new one");
   }
   uint64_t ms = 0;
   for (size_t i = 0; i < kTimeSize; ++i) ms = ms << 8 | bytes[i];

@@ -465,18 +465,18 @@ absl::StatusOr<coord::HelloResponse> Coordinator::Hello(const coord::HelloReques
   for (const std::string& token : tokens) {
     if (token.empty()) continue;
     const ControlProof proof = TokenProof(token, request.nonce(), options_.ca_hash);
-    response.add_token_proofs(std::string(reinterpret_cast<const char*>(proof.data()), proof.size()));
+    response.add_token_proofs(
+        std::string(reinterpret_cast<const char*>(proof.data()), proof.size()));
   }
   return response;
 }
 
-absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
-    const coord::RegisterRequest& request, const std::string& source) {
+absl::StatusOr<coord::RegisterResponse> Coordinator::Register(const coord::RegisterRequest& request,
+                                                              const std::string& source) {
   const absl::Time now = absl::Now();
   if (!register_limit_.Allow(source, now)) {
     counters_.rate_limited.fetch_add(1);
-    return absl::ResourceExhaustedError("too many registrations from " + source +
-                                        "; retry later");
+    return absl::ResourceExhaustedError("too many registrations from " + source + "; retry later");
   }
   if (request.public_key().size() != kKeySize) {
     counters_.malformed_requests.fetch_add(1);
@@ -598,8 +598,7 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(
   // is an eviction (its MeshPeer deleted), not a token change.
   auto known = members_.find(key);
   const bool member = known != members_.end() && known->second.mesh == mesh->spec.name;
-  if (!service_account && !member &&
-      !TokensEqual(request.join_token(), mesh->spec.join_token)) {
+  if (!service_account && !member && !TokensEqual(request.join_token(), mesh->spec.join_token)) {
     counters_.rejected_tokens.fetch_add(1);
     (void)wrong_token_limit_.Allow(source, now);
     return absl::PermissionDeniedError("the join token is not valid for Mesh \"" + mesh->spec.name +

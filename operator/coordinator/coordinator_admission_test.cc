@@ -51,8 +51,8 @@ TEST_F(AdmissionTest, RegistrationWithAnotherMembersKeyIsRefusedAndChangesNothin
   ASSERT_TRUE(challenge.ok());
   PublicKey ephemeral;
   std::memcpy(ephemeral.bytes.data(), challenge->ephemeral_public_key().data(), kKeySize);
-  std::optional<ControlProof> forged = PossessionProof(SecretKey::GeneratePrivate(), ephemeral,
-                                                       challenge->challenge(), "");
+  std::optional<ControlProof> forged =
+      PossessionProof(SecretKey::GeneratePrivate(), ephemeral, challenge->challenge(), "");
   ASSERT_TRUE(forged.has_value());
   steal.set_challenge(challenge->challenge());
   steal.set_possession_proof(std::string(forged->begin(), forged->end()));
@@ -104,12 +104,12 @@ TEST_F(AdmissionTest, HelloProvesTheCoordinatorKnowsTheToken) {
   auto response = c->Hello(hello, "192.0.2.1");
   ASSERT_TRUE(response.ok());
   ASSERT_EQ(response->token_proofs_size(), 1);
-  EXPECT_TRUE(CheckTokenProof(kTestJoinToken, hello.nonce(), "sha256:00ff",
-                              response->token_proofs(0)));
-  EXPECT_FALSE(CheckTokenProof("another token", hello.nonce(), "sha256:00ff",
-                               response->token_proofs(0)));
-  EXPECT_FALSE(CheckTokenProof(kTestJoinToken, hello.nonce(), "sha256:impostor",
-                               response->token_proofs(0)));
+  EXPECT_TRUE(
+      CheckTokenProof(kTestJoinToken, hello.nonce(), "sha256:00ff", response->token_proofs(0)));
+  EXPECT_FALSE(
+      CheckTokenProof("another token", hello.nonce(), "sha256:00ff", response->token_proofs(0)));
+  EXPECT_FALSE(
+      CheckTokenProof(kTestJoinToken, hello.nonce(), "sha256:impostor", response->token_proofs(0)));
   hello.set_nonce("short");
   EXPECT_EQ(c->Hello(hello, "192.0.2.1").status().code(), absl::StatusCode::kInvalidArgument);
 }

@@ -156,8 +156,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
   coord::MapUpdate current_;  // Owned by whoever holds the write slot.
 };
 
-// Hello, Register, ReportEndpoints, CallMeMaybe, Leave and Explain stay synchronous (short calls that
-// never wait on the store, except Register for its own record); Watch uses the callback API.
+// Hello, Register, ReportEndpoints, CallMeMaybe, Leave and Explain stay synchronous (short calls
+// that never wait on the store, except Register for its own record); Watch uses the callback API.
 class CoordinatorServer::Service final
     : public coord::Coordinator::WithCallbackMethod_Watch<coord::Coordinator::Service> {
  public:
