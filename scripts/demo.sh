@@ -8,8 +8,10 @@
 # refused, and `tunnelmesh-agent explain` says why. Everything it creates is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Root is needed for network namespaces and TUN devices: a normal user goes through sudo.
 if [ "$(id -u)" -ne 0 ]; then
-  echo "demo: needs root for network namespaces and TUN devices: sudo $0" >&2
+  if command -v sudo >/dev/null; then exec sudo -E bash "$PWD/scripts/demo.sh" "$@"; fi
+  echo "demo: needs root for network namespaces and TUN devices: run it as root" >&2
   exit 1
 fi
 bash scripts/install-deps.sh

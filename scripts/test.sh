@@ -11,6 +11,12 @@
 # to every leg's ctest, e.g. scripts/test.sh -R packet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Installing packages and the end-to-end tests need root: a normal user goes through sudo.
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then exec sudo -E bash "$PWD/scripts/test.sh" "$@"; fi
+  echo "test: needs root to install packages and run the end-to-end tests: run it as root" >&2
+  exit 1
+fi
 legs=${TM_LEGS:-format gcc asan tsan}
 
 bash scripts/install-deps.sh
