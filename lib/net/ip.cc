@@ -241,4 +241,12 @@ std::string Endpoint::ToString() const {
   return absl::StrCat("[", address_.ToString(), "]:", port_);
 }
 
+Prefix SourceBlock(const IpAddress& address) {
+  if (address.is_v4()) return Prefix(address, 32);
+  if (std::memcmp(address.bytes(), kV4MappedPrefix, sizeof(kV4MappedPrefix)) == 0) {
+    return Prefix(IpAddress::V4(address.bytes() + 12), 32);
+  }
+  return Prefix(address, 64);
+}
+
 }  // namespace tunnelmesh

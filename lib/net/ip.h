@@ -79,6 +79,12 @@ class Prefix {
   int length_ = 0;
 };
 
+// The block that limits per source count `address` in: an IPv4 address alone, an IPv6 address by
+// its /64 (a single site or subscriber is usually given a whole /64, so counting IPv6 addresses one
+// by one would let one host make up as many sources as it likes). IPv4-mapped IPv6 addresses
+// (::ffff:a.b.c.d) count as the IPv4 address.
+Prefix SourceBlock(const IpAddress& address);
+
 // A UDP endpoint: address and port. Converts to and from sockaddr for the socket layer.
 class Endpoint {
  public:

@@ -353,4 +353,15 @@ TEST(EndpointTest, SockaddrRoundTrip) {
 }
 
 }  // namespace
+TEST(SourceBlockTest, CountsIpv4AloneAndIpv6ByItsSlash64) {
+  EXPECT_EQ(SourceBlock(*IpAddress::Parse("198.51.100.7")).ToString(), "198.51.100.7/32");
+  EXPECT_EQ(SourceBlock(*IpAddress::Parse("2001:db8:1:2:aaaa::1")).ToString(), "2001:db8:1:2::/64");
+  // Two hosts of one /64 are one source; the next /64 is another.
+  EXPECT_EQ(SourceBlock(*IpAddress::Parse("2001:db8:1:2::1")),
+            SourceBlock(*IpAddress::Parse("2001:db8:1:2:ffff::9")));
+  EXPECT_FALSE(SourceBlock(*IpAddress::Parse("2001:db8:1:2::1")) ==
+               SourceBlock(*IpAddress::Parse("2001:db8:1:3::1")));
+  EXPECT_EQ(SourceBlock(*IpAddress::Parse("::ffff:192.0.2.1")).ToString(), "192.0.2.1/32");
+}
+
 }  // namespace tunnelmesh

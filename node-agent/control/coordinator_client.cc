@@ -187,13 +187,19 @@ absl::StatusOr<coord::RegisterResponse> CoordinatorClient::Register(coord::Regis
     }
   }
   if (challenge.ephemeral_public_key().size() != kKeySize) {
-    return absl::UnavailableError("the coordinator's Hello carries no key (is it too old?)");
+    return absl::UnavailableError(
+        "the coordinator's Hello carries no key: the coordinator is older than this agent; "
+        "upgrade tunnelmesh-operator");
   }
   PublicKey coordinator_key;
   std::memcpy(coordinator_key.bytes.data(), challenge.ephemeral_public_key().data(), kKeySize);
   std::optional<ControlProof> proof =
       PossessionProof(private_key, coordinator_key, challenge.challenge(), request.mesh());
-  if (!proof) return absl::PermissionDeniedError("the coordinator's Hello key is invalid");
+  if (!proof) {
+    return absl::PermissionDeniedError(
+        "the coordinator's Hello key is a low-order X25519 point, which no TunnelMesh coordinator "
+        "sends: check that COORDINATOR names your coordinator (and pass --ca-hash)");
+  }
   request.set_challenge(challenge.challenge());
   request.set_possession_proof(
       std::string(reinterpret_cast<const char*>(proof->data()), proof->size()));

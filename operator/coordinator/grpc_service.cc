@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "lib/base/log.h"
 #include "lib/base/rlimit.h"
+#include "lib/net/ip.h"
 #include "proto/coordinator.grpc.pb.h"
 
 namespace tunnelmesh {
@@ -34,22 +35,26 @@ absl::StatusOr<PublicKey> Caller(Coordinator* coordinator, grpc::ServerContextBa
   return key;
 }
 
-// The caller's IP address from gRPC's peer string ("ipv4:1.2.3.4:5", "ipv6:[::1]:5"), for
-// per-source rate limits; the whole string when it has another form (e.g. a unix socket).
+// The source a per-source rate limit counts the caller in, from gRPC's peer string
+// ("ipv4:1.2.3.4:5", "ipv6:[2001:db8::1]:5"): its IPv4 address, or its IPv6 /64 (SourceBlock);
+// the whole string when it has another form (e.g. a unix socket).
 std::string SourceAddress(const std::string& peer) {
   std::string_view rest = peer;
   for (std::string_view scheme : {"ipv4:", "ipv6:"}) {
     if (rest.substr(0, scheme.size()) == scheme) rest.remove_prefix(scheme.size());
   }
+  std::string_view host;
   if (!rest.empty() && rest.front() == '[') {
     const size_t close = rest.find(']');
-    if (close != std::string_view::npos) return std::string(rest.substr(1, close - 1));
+    if (close != std::string_view::npos) host = rest.substr(1, close - 1);
+  } else if (const size_t colon = rest.rfind(':');
+             colon != std::string_view::npos && rest.find(':') == colon) {
+    host = rest.substr(0, colon);
   }
-  const size_t colon = rest.rfind(':');
-  if (colon != std::string_view::npos && rest.find(':') == colon) {
-    return std::string(rest.substr(0, colon));
-  }
-  return peer;
+  absl::StatusOr<IpAddress> address = IpAddress::Parse(host);
+  if (!address.ok()) return host.empty() ? peer : std::string(host);
+  const Prefix block = SourceBlock(*address);
+  return block.address().is_v4() ? block.address().ToString() : block.ToString();
 }
 
 PublicKey KeyFromBytes(const std::string& bytes) {
