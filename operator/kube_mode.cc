@@ -9,7 +9,6 @@
 #include <optional>
 #include <thread>
 
-#include "absl/strings/escaping.h"
 #include "absl/time/time.h"
 #include "lib/base/file.h"
 #include "lib/base/log.h"
@@ -24,6 +23,7 @@
 #include "operator/kube/work_queue.h"
 #include "operator/reconcilers/coordinator_identity.h"
 #include "operator/reconcilers/manager.h"
+#include "operator/reconcilers/psk_secret_store.h"
 #include "operator/store/meshpeer_store.h"
 
 namespace tunnelmesh {
@@ -77,63 +77,6 @@ absl::StatusOr<CorednsTarget> CorednsTargetOf(const OperatorOptions& options,
   target.service_name = options.dns_service;
   return target;
 }
-
-// The meshes' preshared keys in the operator's keys Secret (--coordinator-secret), one data key
-// per mesh: "psk.<mesh>" holding the record as JSON (psk_store.h). Update, not patch: the chart's
-// Role grants get and update on that Secret only. The Secret exists: LoadOrCreateIdentity made it.
-class SecretPresharedKeyStore final : public PresharedKeyStore {
- public:
-  static constexpr std::string_view kPrefix = "psk.";
-
-  SecretPresharedKeyStore(kube::Api* api, std::string ns, std::string name)
-      : api_(api), ns_(std::move(ns)), name_(std::move(name)) {}
-
-  absl::StatusOr<PresharedKeyRecords> Load() override {
-    absl::StatusOr<nlohmann::json> secret = api_->Get(kube::kSecrets, ns_, name_);
-    if (absl::IsNotFound(secret.status())) return PresharedKeyRecords();
-    if (!secret.ok()) return Context(secret.status(), "reading");
-    PresharedKeyRecords records;
-    // A named copy: items() of a temporary would outlive it.
-    const nlohmann::json data = secret->value("data", nlohmann::json::object());
-    for (const auto& [key, value] : data.items()) {
-      if (key.rfind(kPrefix, 0) != 0 || !value.is_string()) continue;
-      const std::string where = Where() + " data." + key;
-      std::string text;
-      if (!absl::Base64Unescape(value.get<std::string>(), &text)) {
-        return absl::DataLossError(where + " is not base64");
-      }
-      absl::StatusOr<MeshPresharedKey> record = DecodePresharedKey(text, where);
-      if (!record.ok()) return record.status();
-      records.emplace(key.substr(kPrefix.size()), *std::move(record));
-    }
-    return records;
-  }
-
-  absl::Status Save(const PresharedKeyRecords& records) override {
-    absl::StatusOr<nlohmann::json> secret = api_->Get(kube::kSecrets, ns_, name_);
-    if (!secret.ok()) return Context(secret.status(), "reading");
-    nlohmann::json object = *std::move(secret);
-    if (!object.contains("data") || !object["data"].is_object()) {
-      object["data"] = nlohmann::json::object();
-    }
-    for (const auto& [mesh, record] : records) {
-      object["data"][std::string(kPrefix) + mesh] = absl::Base64Escape(EncodePresharedKey(record));
-    }
-    // The resourceVersion from the Get makes a concurrent writer's change a conflict (retried).
-    absl::StatusOr<nlohmann::json> written = api_->Update(kube::kSecrets, ns_, object);
-    if (!written.ok()) return Context(written.status(), "saving the meshes' preshared keys in");
-    return absl::OkStatus();
-  }
-
- private:
-  std::string Where() const { return "Secret " + ns_ + "/" + name_; }
-  absl::Status Context(const absl::Status& s, const std::string& doing) const {
-    return absl::Status(s.code(), doing + " " + Where() + ": " + std::string(s.message()));
-  }
-
-  kube::Api* const api_;
-  const std::string ns_, name_;
-};
 
 std::vector<coredns::MeshZones> MeshZonesOf(const std::vector<MeshZoneInput>& zones) {
   std::vector<coredns::MeshZones> out;
@@ -197,16 +140,15 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   elector.StartRenewing([&lost] { lost = true; });
   TM_LOG_INFO("leading: Lease {}/{}", ns, options.lease_name);
 
-  // The preshared keys share the keys Secret. They are read before LoadOrCreateIdentity, which
-  // rewrites the Secret's data with its own keys only, and written back right after it.
-  SecretPresharedKeyStore psk_store(api, ns, options.coordinator_secret);
-  absl::StatusOr<PresharedKeyRecords> psks = psk_store.Load();
-  if (!psks.ok()) return Fail(std::string(psks.status().message()));
   absl::StatusOr<CoordinatorIdentity> keys = LoadOrCreateIdentity(
       api, {ns, options.coordinator_secret, options.ca_configmap, options.state_dir});
   if (!keys.ok()) return Fail(std::string(keys.status().message()));
-  if (!psks->empty()) {
-    if (absl::Status s = psk_store.Save(*psks); !s.ok()) return Fail(std::string(s.message()));
+  // The meshes' preshared keys share the keys Secret (psk.<mesh> entries, which
+  // LoadOrCreateIdentity keeps). A damaged entry stops the start here, naming it, rather than
+  // giving that mesh a new key.
+  SecretPresharedKeyStore psk_store(api, ns, options.coordinator_secret);
+  if (absl::StatusOr<PresharedKeyRecords> psks = psk_store.Load(); !psks.ok()) {
+    return Fail(std::string(psks.status().message()));
   }
 
   KubeMemberStore store(api);

@@ -211,6 +211,9 @@ int main(int argc, char** argv) {
   app.add_option("--member-expiry", member_expiry,
                  "remove members whose agent has not been seen for this long, e.g. 24h for CI "
                  "runners (0s: never)");
+  std::string psk_rollover_step = "15s";
+  app.add_option("--psk-rollover-step", psk_rollover_step,
+                 "time between the three steps of a preshared-key rollover (15s; 2s to 24h)");
   app.add_option("--kubeconfig", options.kubeconfig,
                  "Kubernetes mode outside a pod: kubeconfig file (default $KUBECONFIG)");
   app.add_option("--namespace", options.namespace_name,
@@ -258,6 +261,15 @@ int main(int argc, char** argv) {
                    flag, text->c_str());
       return 2;
     }
+  }
+  if (!absl::ParseDuration(psk_rollover_step, &options.psk_rollover_step) ||
+      options.psk_rollover_step < tunnelmesh::kMinPskRolloverStep ||
+      options.psk_rollover_step > tunnelmesh::kMaxPskRolloverStep) {
+    std::fprintf(stderr,
+                 "tunnelmesh-operator: --psk-rollover-step \"%s\" is not a duration from 2s to "
+                 "24h: every member must get each step of a rollover before the next one\n",
+                 psk_rollover_step.c_str());
+    return 2;
   }
   return tunnelmesh::Run(options);
 }

@@ -57,6 +57,7 @@ Coordinator::Options BaseCoordinatorOptions(const OperatorOptions& options,
   c.relay_public_key = DerivePublicKey(relay_key);
   c.quarantine = options.ip_quarantine;
   c.member_expiry = options.member_expiry;
+  c.psk_rollover_step = options.psk_rollover_step;
   c.registrations_per_source = {.rate = options.register_rate, .burst = 4 * options.register_rate};
   c.hellos_per_source = {.rate = 2 * options.register_rate, .burst = 8 * options.register_rate};
   c.on_member_removed = [revoker](const PublicKey& key) {
@@ -130,6 +131,8 @@ void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
       {"rate_limited", c.rate_limited.load()},
       {"call_me_maybe_endpoints_dropped", c.call_me_maybe_endpoints_dropped.load()},
       {"expired_members", c.expired_members.load()},
+      {"psk_rollover_steps", c.psk_rollover_steps.load()},
+      {"psk_save_failures", c.psk_save_failures.load()},
       {"store_writes", c.store.writes.load()},
       {"store_write_failures", c.store.failures.load()},
       {"store_write_retries", c.store.retries.load()},

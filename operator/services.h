@@ -24,6 +24,12 @@ namespace tunnelmesh {
 // the relay's and the central DNS server's are in their headers.
 inline constexpr int kDefaultGrpcPort = 7700;
 
+// Bounds of --psk-rollover-step. Each step must reach every member before the next one starts
+// (settings arrive well under a second; the coordinator looks for due steps every second), and a
+// rollover should end within a day.
+inline constexpr absl::Duration kMinPskRolloverStep = absl::Seconds(2);
+inline constexpr absl::Duration kMaxPskRolloverStep = absl::Hours(24);
+
 struct OperatorOptions {
   bool standalone = false;
   std::string manifests;
@@ -45,6 +51,8 @@ struct OperatorOptions {
   absl::Duration member_expiry = absl::ZeroDuration();
   // Registrations per second from one source address (--register-rate; bursts of 4x, Hello 2x).
   double register_rate = 50;
+  // Coordinator::Options::psk_rollover_step (--psk-rollover-step, kMin/kMaxPskRolloverStep).
+  absl::Duration psk_rollover_step = absl::Seconds(15);
   // Kubernetes mode.
   std::string kubeconfig;
   std::string namespace_name;
@@ -97,7 +105,8 @@ Coordinator::Options BaseCoordinatorOptions(const OperatorOptions& options,
 
 // Counters of every service, written to STATE_DIR/counters.json for operators and tests: rejected
 // joins, malformed requests, garbage on the STUN and relay ports, DNS queries by outcome, the gRPC
-// listener watchdog's checks and restarts. Called about once a second.
+// listener watchdog's checks and restarts, preshared-key rollover steps and failed key saves.
+// Called about once a second.
 void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
                    const Services& services);
 

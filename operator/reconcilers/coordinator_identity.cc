@@ -72,13 +72,18 @@ absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Api* client,
   absl::StatusOr<std::string> hash = CaCertHash(tls->ca_cert_pem);
   if (!hash.ok()) return hash.status();
 
-  nlohmann::json data = nlohmann::json::object();
+  // Merged into what the Secret holds: entries this function does not own (the meshes'
+  // preshared keys, psk.<mesh>, written by SecretPresharedKeyStore) stay as they are. Dropping
+  // them would give every mesh a new key at the next start, cutting every tunnel.
+  const nlohmann::json old_data =
+      exists ? secret->value("data", nlohmann::json::object()) : nlohmann::json::object();
+  nlohmann::json data = old_data.is_object() ? old_data : nlohmann::json::object();
   for (const auto& [key, file] : kFiles) {
     absl::StatusOr<std::string> contents = kube::ReadWholeFile(options.state_dir + "/" + file);
     if (!contents.ok()) return contents.status();
     data[key] = absl::Base64Escape(*contents);
   }
-  if (!exists || secret->value("data", nlohmann::json::object()) != data) {
+  if (!exists || old_data != data) {
     nlohmann::json object = {
         {"apiVersion", "v1"},
         {"kind", "Secret"},

@@ -3,7 +3,9 @@
 // created on the first start; the pod's state directory is only scratch space (the files that
 // LoadOrCreateTlsIdentity reads are written from the Secret). The CA certificate and its hash are
 // published in a ConfigMap that agents mount (--ca-file) and that admins read to join machines
-// from outside (`tunnelmesh-agent join --ca-hash`).
+// from outside (`tunnelmesh-agent join --ca-hash`). The same Secret also holds the meshes'
+// preshared keys (psk_secret_store.h); LoadOrCreateIdentity writes only its own entries and keeps
+// every other one.
 #pragma once
 
 #include <string>
@@ -27,7 +29,8 @@ absl::StatusOr<SecretKey> LoadOrCreateKeyFile(const std::string& path);
 
 struct IdentityOptions {
   std::string ns;
-  std::string secret_name;     // holds ca.crt, ca.key, server.crt, server.key, relay.key
+  std::string secret_name;     // holds ca.crt, ca.key, server.crt, server.key, relay.key (and
+                               // entries of others, kept as they are)
   std::string configmap_name;  // gets ca.crt and ca-hash
   std::string state_dir;       // scratch
 };
