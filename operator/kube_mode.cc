@@ -197,19 +197,26 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   elector.StartRenewing([&lost] { lost = true; });
   TM_LOG_INFO("leading: Lease {}/{}", ns, options.lease_name);
 
-  // The preshared keys share the keys Secret. They are read before LoadOrCreateIdentity, which
-  // rewrites the Secret's data with its own keys only, and written back right after it.
+  // The preshared keys and the quarantine share the keys Secret. They are read before
+  // LoadOrCreateIdentity, which rewrites the Secret's data with its own keys only, and written
+  // back right after it.
   SecretPresharedKeyStore psk_store(api, ns, options.coordinator_secret);
   absl::StatusOr<PresharedKeyRecords> psks = psk_store.Load();
   if (!psks.ok()) return Fail(std::string(psks.status().message()));
+  KubeMemberStore store(api, {ns, options.coordinator_secret});
+  if (absl::Status s = store.LoadQuarantine(); !s.ok()) return Fail(std::string(s.message()));
   absl::StatusOr<CoordinatorIdentity> keys = LoadOrCreateIdentity(
       api, {ns, options.coordinator_secret, options.ca_configmap, options.state_dir});
   if (!keys.ok()) return Fail(std::string(keys.status().message()));
   if (!psks->empty()) {
     if (absl::Status s = psk_store.Save(*psks); !s.ok()) return Fail(std::string(s.message()));
   }
+  if (!store.quarantine().empty()) {
+    if (absl::Status s = store.SaveQuarantine(store.quarantine()); !s.ok()) {
+      return Fail(std::string(s.message()));
+    }
+  }
 
-  KubeMemberStore store(api);
   // Events are about cluster-scoped objects, which core/v1 accepts only in namespace "default".
   kube::EventRecorder events(api, "tunnelmesh-operator", "default");
   RelayRevoker revoker;
