@@ -357,7 +357,7 @@ class Coordinator {
   // write to the store.
   void QuarantineLocked(const MemberRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The quarantine (IP -> entry) as the store keeps it.
-  std::vector<QuarantineEntry> QuarantineSnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<QuarantineEntry> QuarantineSnapshotLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // A member's mesh changed from `old_mesh`: old addresses quarantined, the relay told.
   void MovedLocked(const MemberRecord& old) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes a member that left or expired: quarantined, deleted from the store, its mesh told.
