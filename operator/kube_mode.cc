@@ -150,8 +150,10 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   if (absl::StatusOr<PresharedKeyRecords> psks = psk_store.Load(); !psks.ok()) {
     return Fail(std::string(psks.status().message()));
   }
+  // So does the IP/name quarantine (the "quarantine" entry): read before any member is served.
+  KubeMemberStore store(api, {ns, options.coordinator_secret});
+  if (absl::Status s = store.LoadQuarantine(); !s.ok()) return Fail(std::string(s.message()));
 
-  KubeMemberStore store(api);
   // Events are about cluster-scoped objects, which core/v1 accepts only in namespace "default".
   kube::EventRecorder events(api, "tunnelmesh-operator", "default");
   RelayRevoker revoker;

@@ -63,6 +63,9 @@ Coordinator::Options BaseCoordinatorOptions(const OperatorOptions& options,
   c.on_member_removed = [revoker](const PublicKey& key) {
     if (RelayServer* relay = revoker->relay.load()) relay->Revoke(key);
   };
+  c.on_member_moved = [revoker](const PublicKey& key) {
+    if (RelayServer* relay = revoker->relay.load()) relay->Rescope(key);
+  };
   if (!options.no_dns && dns_changes != nullptr) {
     c.on_change = [dns_changes = std::move(dns_changes)] { dns_changes->Notify(); };
   }
@@ -161,6 +164,7 @@ void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
                   {"queue_overflow", r.queue_overflow.load()},
                   {"budget_overflow", r.budget_overflow.load()},
                   {"cross_mesh", r.cross_mesh.load()},
+                  {"rescoped", r.rescoped.load()},
                   {"bad_payload", r.bad_payload.load()},
                   {"rate_limited", r.rate_limited.load()},
                   {"refused_total_cap", r.refused_total_cap.load()},

@@ -4,8 +4,11 @@
 # Checks: `leave` succeeds and the leaving agent exits 0 within 5 s and removes its interface;
 # within TM_LEAVE_PROPAGATION_S (default 2) seconds the other two no longer list it in their
 # status peers; the coordinator forgets it (members.json); the remaining two still reach each
-# other, and the left member's mesh IP no longer answers. Then a fourth member joins and leaves at
-# once, TM_QUICK_LEAVE_ROUNDS (default 8) times: every leave must end the agent with exit code 0.
+# other, and the left member's mesh IP no longer answers. The coordinator then restarts, and a new
+# key asking for the name "gamma" gets neither gamma's name nor its mesh IP: the quarantine of a
+# departed member's address and name is kept in the state dir (quarantine.json, mode 0600) across
+# the restart. Then a fourth member joins and leaves at once, TM_QUICK_LEAVE_ROUNDS (default 8)
+# times: every leave must end the agent with exit code 0.
 #
 # Usage: join_leave.sh [AGENT_PATH [OPERATOR_PATH]]   (needs root; exits 77 otherwise)
 
@@ -74,6 +77,28 @@ if tm_ping_once a "$G4" >/dev/null 2>&1; then
 fi
 tm_expect_eq "alpha's peers" "$(tm_mjson alpha "sorted(p['name'] for p in s['peers'])")" '["beta"]'
 tm_expect_eq "beta's peers" "$(tm_mjson beta "sorted(p['name'] for p in s['peers'])")" '["alpha"]'
+tm_step "the coordinator restarts; a new key asks for gamma's name"
+tm_coord_stop
+QUARANTINE="$(tm_coord_state)/quarantine.json"
+[[ -s "$QUARANTINE" ]] || tm_fail "the coordinator kept no quarantine in $QUARANTINE after gamma left"
+[[ "$(stat -c %a "$QUARANTINE")" == 600 ]] ||
+  tm_fail "$QUARANTINE has mode $(stat -c %a "$QUARANTINE"), want 600"
+grep -q "\"$G4\"" "$QUARANTINE" || tm_fail "gamma's address $G4 is not in $QUARANTINE: $(cat "$QUARANTINE")"
+tm_coord_start
+# A fresh state dir: a new key that asks for the name gamma had.
+rm -rf "$(tm_member_state gamma)"
+mkdir -p "$(tm_member_state gamma)"
+tm_member_start gamma
+NEW_NAME=$(tm_mjson gamma "s['self']['name']")
+NEW_G4=$(tm_member_ip gamma 4)
+tm_log "a new key asking for \"gamma\" after the restart got name $NEW_NAME and $NEW_G4"
+[[ "$NEW_NAME" != gamma ]] ||
+  tm_fail "after a coordinator restart a new key got the departed member's name \"gamma\""
+[[ "$NEW_G4" != "$G4" ]] ||
+  tm_fail "after a coordinator restart a new key got the departed member's mesh IP $G4"
+tm_member_leave gamma 5
+tm_wait 5 "the new gamma to remove its interface" tm__member_link_absent gamma
+
 tm_step "members that leave right after joining ($QUICK_ROUNDS rounds)"
 # The leave arrives while the agent is still setting up its map stream: it must exit all the same.
 tm_member_new delta c

@@ -195,6 +195,8 @@ struct DnsServer::Loop {
   uint16_t next_upstream_id = 1;
   std::unique_ptr<UdpBatch> udp_batch = std::make_unique<UdpBatch>();
   std::atomic<bool> stop{false};
+  // Accepting pauses until then after accept4 ran out of descriptors (see OnAccept).
+  Clock::time_point accept_paused_until;
   std::vector<uint8_t> buffer = std::vector<uint8_t>(dns::kMaxMessageSize);
 
   void Run();
@@ -395,7 +397,19 @@ void DnsServer::Loop::OnUdp(int fd) {
 void DnsServer::Loop::OnAccept(int fd) {
   for (;;) {
     Fd c(accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (c.get() < 0) return;
+    if (c.get() < 0) {
+      // Out of descriptors (or kernel memory): the connection stays in the backlog and the
+      // listener stays readable, so polling it again at once would spin. Pause accepting (UDP and
+      // open connections go on) and try again later, as the relay and the gRPC watchdog do.
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        if (server->accept_pauses_.fetch_add(1, std::memory_order_relaxed) % 100 == 0) {
+          TM_LOG_WARN("mesh DNS: accepting TCP failed ({}); pausing TCP accepts for {} ms",
+                      strerror(errno), kAcceptPause.count());
+        }
+        accept_paused_until = Clock::now() + kAcceptPause;
+      }
+      return;
+    }
     if (connections.size() >= kMaxTcpConnections) {
       server->tcp_refused_.fetch_add(1, std::memory_order_relaxed);
       continue;  // Closed here.
@@ -513,9 +527,13 @@ void DnsServer::Loop::Run() {
     fds.push_back({wake.get(), POLLIN, 0});
     if (upstream_fd.get() >= 0) fds.push_back({upstream_fd.get(), POLLIN, 0});
     const size_t first_listener = fds.size();
+    // While accepting is paused, the listeners are polled for nothing (events 0) and the poll
+    // wakes when the pause ends.
+    const auto before_poll = Clock::now();
+    const bool accepting = before_poll >= accept_paused_until;
     for (const Listener& l : listeners) {
       fds.push_back({l.udp.get(), POLLIN, 0});
-      fds.push_back({l.tcp.get(), POLLIN, 0});
+      fds.push_back({l.tcp.get(), static_cast<short>(accepting ? POLLIN : 0), 0});
     }
     const size_t first_connection = fds.size();
     for (const Connection& c : connections) {
@@ -525,7 +543,12 @@ void DnsServer::Loop::Run() {
     for (const UpstreamTcp& u : upstream_tcp) {
       fds.push_back({u.fd.get(), static_cast<short>(u.out.empty() ? POLLIN : POLLOUT), 0});
     }
-    if (poll(fds.data(), fds.size(), 1000) < 0 && errno != EINTR) {
+    int timeout_ms = 1000;
+    if (!accepting) {
+      timeout_ms = static_cast<int>(
+          std::chrono::ceil<std::chrono::milliseconds>(accept_paused_until - before_poll).count());
+    }
+    if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) {
       TM_LOG_ERROR("mesh DNS: poll failed: {}", strerror(errno));
       return;
     }

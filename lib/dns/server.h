@@ -17,7 +17,8 @@
 // SetZone, zones() and the counters are safe from any thread. Everything is bounded: TCP
 // connections (kMaxTcpConnections, idle ones closed after kTcpIdleTimeout), queries waiting for
 // the upstream over UDP or TCP together (kMaxPendingForwards, dropped after kForwardTimeout: the
-// client retries).
+// client retries). When accept runs out of descriptors, TCP accepts pause for kAcceptPause
+// (counted in accept_pauses) instead of spinning on the still-readable listener.
 #pragma once
 
 #include <array>
@@ -68,6 +69,8 @@ class DnsServer {
   static constexpr size_t kMaxPendingForwards = 512;
   static constexpr std::chrono::seconds kTcpIdleTimeout{10};
   static constexpr std::chrono::seconds kForwardTimeout{3};
+  // How long TCP accepts pause after accept failed for want of descriptors (EMFILE, ENFILE).
+  static constexpr std::chrono::milliseconds kAcceptPause{100};
 
   // Binds every address (a busy or missing one is an error naming it and the flag to change) and
   // starts the thread. Port 0 takes one port that is free for UDP and TCP on every address.
@@ -95,6 +98,8 @@ class DnsServer {
   uint64_t tcp_refused() const { return tcp_refused_.load(std::memory_order_relaxed); }
   // Forwarded queries the upstream did not answer in time, or that could not be sent.
   uint64_t forward_failures() const { return forward_failures_.load(std::memory_order_relaxed); }
+  // Times TCP accepts paused for kAcceptPause because accept ran out of descriptors.
+  uint64_t accept_pauses() const { return accept_pauses_.load(std::memory_order_relaxed); }
 
  private:
   struct Loop;
@@ -106,6 +111,7 @@ class DnsServer {
   std::atomic<uint64_t> truncated_{0};
   std::atomic<uint64_t> tcp_refused_{0};
   std::atomic<uint64_t> forward_failures_{0};
+  std::atomic<uint64_t> accept_pauses_{0};
   std::unique_ptr<Loop> loop_;
   std::thread thread_;
 };

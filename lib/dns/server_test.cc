@@ -3,11 +3,13 @@
 // forwarding to an upstream (a UDP socket the test answers from) with the client's ID restored,
 // a TCP client's question forwarded over TCP (a TCP listener the test answers from), REFUSED
 // without an upstream, truncation over UDP with the whole answer over TCP, and a burst of UDP
-// queries (answered in batches) losing none.
+// queries (answered in batches) losing none, and TCP accepts that run out of descriptors pausing
+// instead of spinning, then recovering.
 #include "lib/dns/server.h"
 
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "lib/dns/server_test_client.h"
 
@@ -302,6 +305,76 @@ TEST(DnsServerTest, ABurstOfUdpQueriesIsAnsweredWhole) {
     EXPECT_EQ(r.answers.size(), 1u);
   }
   close(client);
+}
+
+// The process's CPU time (user and system, every thread).
+absl::Duration CpuTime() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return absl::DurationFromTimeval(usage.ru_utime) + absl::DurationFromTimeval(usage.ru_stime);
+}
+
+// With no descriptor left, accept4 fails (EMFILE) while the connection stays in the listener's
+// backlog, so the listener stays readable: the loop must pause accepting, not spin on it. Once
+// descriptors are free again, the waiting connection is accepted and answered.
+TEST(DnsServerTest, AcceptOutOfDescriptorsPausesAndRecovers) {
+  absl::StatusOr<std::unique_ptr<DnsServer>> server =
+      DnsServer::Start({.addresses = {kLoopback}, .port = 0, .upstream = std::nullopt});
+  ASSERT_TRUE(server.ok()) << server.status();
+  (*server)->SetZone(TestZone());
+  const Endpoint at = (*server)->endpoints()[0];
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);  // Made before the descriptors run out.
+  ASSERT_GE(fd, 0);
+
+  rlimit saved{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  // RLIMIT_NOFILE bounds descriptor numbers: at the lowest free one, nothing more can be opened.
+  const int lowest_free = dup(0);
+  ASSERT_GE(lowest_free, 0);
+  close(lowest_free);
+  rlimit exhausted = saved;
+  exhausted.rlim_cur = static_cast<rlim_t>(lowest_free);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &exhausted), 0);
+  const sockaddr_in to = SockaddrOf(at);
+  const int connected = connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to);
+  const int connect_errno = errno;
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while ((*server)->accept_pauses() == 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  const uint64_t pauses_before = (*server)->accept_pauses();
+  // A window of known length: a spinning loop would burn most of it on the server's thread.
+  const absl::Duration cpu_before = CpuTime();
+  absl::SleepFor(absl::Milliseconds(500));
+  const absl::Duration cpu = CpuTime() - cpu_before;
+  const uint64_t pauses = (*server)->accept_pauses() - pauses_before;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+
+  ASSERT_EQ(connected, 0) << strerror(connect_errno);
+  EXPECT_GE(pauses_before, 1u) << "accept never ran out of descriptors";
+  // About one retry per 100 ms pause; a spinning loop counts thousands.
+  EXPECT_LE(pauses, 10u);
+  EXPECT_LT(cpu, absl::Milliseconds(150)) << "the accept loop spins";
+
+  // Recovery: the connection waiting in the backlog is accepted and answered.
+  const std::vector<uint8_t> q = QueryBytes(7, "bob.mesh");
+  std::vector<uint8_t> out = {static_cast<uint8_t>(q.size() >> 8), static_cast<uint8_t>(q.size())};
+  out.insert(out.end(), q.begin(), q.end());
+  ASSERT_EQ(write(fd, out.data(), out.size()), static_cast<ssize_t>(out.size()));
+  std::vector<uint8_t> in;
+  while (in.size() < 2 || in.size() < 2 + (size_t{in[0]} << 8 | in[1])) {
+    pollfd p{fd, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 5000), 1) << "no answer after descriptors were free again";
+    uint8_t chunk[4096];
+    const ssize_t n = read(fd, chunk, sizeof chunk);
+    ASSERT_GT(n, 0);
+    in.insert(in.end(), chunk, chunk + n);
+  }
+  absl::StatusOr<Message> answer = dns::Decode(absl::MakeConstSpan(in.data() + 2, in.size() - 2));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->header.id, 7);
+  EXPECT_EQ(answer->answers.size(), 1u);
+  close(fd);
 }
 
 TEST(DnsServerTest, BusyPortNamesTheFlag) {

@@ -109,6 +109,14 @@ Coordinator::Coordinator(MemberStore* store, Options options)
       call_me_maybe_limit_(options_.call_me_maybe_per_pair),
       members_(store->members()),
       writer_(store, &counters_.store, options_.writer) {
+  {
+    // The quarantine a previous run kept: a restart must not hand a departed member's addresses
+    // and name to another key (the store dropped expired entries when it loaded them).
+    absl::MutexLock lock(&mu_);
+    std::vector<QuarantineEntry> kept = store->quarantine();
+    TrimQuarantine(&kept, absl::Now(), options_.max_quarantined);
+    for (const QuarantineEntry& e : kept) quarantine_[e.ip] = Quarantined{e.key, e.name, e.until};
+  }
   if (options_.psk_tick_interval > absl::ZeroDuration()) {
     psk_ticker_ = std::thread([this] {
       while (!stop_ticker_.WaitForNotificationWithTimeout(options_.psk_tick_interval)) {
@@ -659,6 +667,7 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(const coord::Regis
     stored->second = record;
     writer_.Update(record);
     SyncFilterLocked(&old, &record);
+    if (old.mesh != record.mesh) MovedLocked(old);
   }
 
   Live& live = live_[key];
@@ -857,13 +866,57 @@ absl::Status Coordinator::Leave(const PublicKey& member) {
 
 void Coordinator::QuarantineLocked(const MemberRecord& record) {
   const absl::Time now = absl::Now();
+  const size_t before = quarantine_.size();
   for (auto it = quarantine_.begin(); it != quarantine_.end();) {
     it = it->second.until <= now ? quarantine_.erase(it) : std::next(it);
   }
-  if (options_.quarantine <= absl::ZeroDuration()) return;
-  for (const IpAddress& ip : record.mesh_ips) {
-    quarantine_[ip] = Quarantined{record.public_key, record.name, now + options_.quarantine};
+  bool changed = quarantine_.size() != before;
+  if (options_.quarantine > absl::ZeroDuration()) {
+    for (const IpAddress& ip : record.mesh_ips) {
+      quarantine_[ip] = Quarantined{record.public_key, record.name, now + options_.quarantine};
+      changed = true;
+    }
+    // Bounded: beyond the cap the entries that expire first go.
+    while (quarantine_.size() > options_.max_quarantined) {
+      quarantine_.erase(absl::c_min_element(quarantine_, [](const auto& a, const auto& b) {
+        return a.second.until < b.second.until;
+      }));
+    }
   }
+  // Written behind, before the member's record is deleted (member_writer.h).
+  if (changed) writer_.SaveQuarantine(QuarantineSnapshotLocked());
+}
+
+std::vector<QuarantineEntry> Coordinator::QuarantineSnapshotLocked() const {
+  std::vector<QuarantineEntry> entries;
+  entries.reserve(quarantine_.size());
+  for (const auto& [ip, q] : quarantine_) entries.push_back({ip, q.key, q.name, q.until});
+  return entries;
+}
+
+std::vector<QuarantineEntry> Coordinator::QuarantineEntries() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return QuarantineSnapshotLocked();
+}
+
+void Coordinator::MovedLocked(const MemberRecord& old) {
+  TM_LOG_INFO("member moved: name={} key={} from mesh={}", old.name, old.public_key.Short(),
+              old.mesh);
+  // The addresses it leaves behind are freed like a departed member's.
+  MemberRecord left = old;
+  left.mesh_ips.clear();
+  const MemberRecord& now = members_.at(old.public_key);
+  for (const IpAddress& ip : old.mesh_ips) {
+    if (!absl::c_linear_search(now.mesh_ips, ip)) left.mesh_ips.push_back(ip);
+  }
+  if (!left.mesh_ips.empty()) QuarantineLocked(left);
+  // Its old mesh no longer has it as a peer.
+  ++version_;
+  coord::MapUpdate update;
+  update.add_removed_peers(KeyBytes(old.public_key));
+  update.set_version(version_);
+  FanOut(old.mesh, nullptr, update);
+  if (options_.on_member_moved) options_.on_member_moved(old.public_key);
 }
 
 void Coordinator::RemoveLocked(const PublicKey& member, absl::Status reason) {
@@ -981,6 +1034,7 @@ absl::Status Coordinator::Admit(MemberRecord record) {
   if (existing != members_.end()) old = existing->second;
   members_[record.public_key] = record;
   SyncFilterLocked(old ? &*old : nullptr, &record);
+  if (old && old->mesh != record.mesh) MovedLocked(*old);
   ++version_;
   coord::MapUpdate update;
   *update.add_upsert_peers() = PeerOf(record);

@@ -151,6 +151,10 @@ class Coordinator {
     // A member left or was evicted (its relay session is closed). Called under the coordinator's
     // lock: it must not block or call back.
     std::function<void(const PublicKey& member)> on_member_removed;
+    // A member moved to another mesh (it registered in another Mesh, or its MeshPeer's spec.mesh
+    // changed): its relay session, scoped to the old mesh, must be rescoped or closed. Called under
+    // the coordinator's lock: it must not block or call back.
+    std::function<void(const PublicKey& member)> on_member_moved;
     // The state's version moved (a member, a mesh or a setting changed; see DnsZones). Called
     // after the lock is released, on the thread that made the change: it must return quickly
     // (e.g. wake another thread) and may call back.
@@ -174,6 +178,10 @@ class Coordinator {
     // own key gets them back): peers and caches that still know the old name or address must not
     // reach a newcomer there.
     absl::Duration quarantine = absl::Hours(24);
+    // At most this many quarantined addresses are kept (the oldest go first), in memory and in the
+    // store (MemberStore::SaveQuarantine, written behind like member records, so that a restart
+    // keeps the quarantine).
+    size_t max_quarantined = kMaxQuarantined;
     // ExpireIdle removes members of an agent that has not been seen (no watch, no call) for this
     // long; zero: never. Members with static endpoints (admin-made) never expire.
     absl::Duration member_expiry = absl::ZeroDuration();
@@ -271,6 +279,8 @@ class Coordinator {
 
   CoordinatorCounters& counters() { return counters_; }
   size_t member_count() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The quarantined addresses now (tests, status).
+  std::vector<QuarantineEntry> QuarantineEntries() const ABSL_LOCKS_EXCLUDED(mu_);
   // Waits until every queued store write finished (tests, benchmarks). False on timeout.
   bool FlushStore(absl::Duration timeout) { return writer_.Flush(timeout); }
 
@@ -342,8 +352,14 @@ class Coordinator {
   // The member's rule set for its full map (the mesh default when it enforces nothing).
   coord::FilterRules FilterFor(const MemberRecord& record, const MeshState& mesh) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Keeps a departing member's addresses and name from other keys for Options::quarantine.
+  // Keeps a departing member's addresses and name from other keys for Options::quarantine (also
+  // the addresses a member that moves to another mesh leaves behind), and queues the quarantine's
+  // write to the store.
   void QuarantineLocked(const MemberRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The quarantine (IP -> entry) as the store keeps it.
+  std::vector<QuarantineEntry> QuarantineSnapshotLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // A member's mesh changed from `old_mesh`: old addresses quarantined, the relay told.
+  void MovedLocked(const MemberRecord& old) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes a member that left or expired: quarantined, deleted from the store, its mesh told.
   void RemoveLocked(const PublicKey& member, absl::Status reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -1,6 +1,9 @@
 // Admission: proof of possession, addresses and names that stay with their key, rate limits,
-// call-me-maybe limits, expiry. The attacks these tests replay are findings 1, 5, 8 and 16 of the
-// security review of b02ccb5.
+// call-me-maybe limits, expiry, the quarantine across restarts and its bounds, members that move
+// to another mesh. The attacks these tests replay are findings 1, 5, 8 and 16 of the security
+// review of b02ccb5.
+#include <sys/stat.h>
+
 #include <string>
 
 #include "gtest/gtest.h"
@@ -133,6 +136,152 @@ TEST_F(AdmissionTest, AFreedAddressAndNameStayWithTheirKey) {
   EXPECT_EQ(back->name(), "bob");
   EXPECT_EQ(back->mesh_ips(0), first->mesh_ips(0));
   EXPECT_EQ(back->mesh_ips(1), first->mesh_ips(1));
+}
+
+// The critical finding of the review, across a restart: bob leaves, the coordinator restarts,
+// and a new key asking for "bob" still gets neither his name nor his addresses.
+TEST_F(AdmissionTest, TheQuarantineSurvivesARestart) {
+  const std::string dir = TempDir();
+  const std::vector<MeshSpec> meshes = Meshes(MeshManifest(24));
+  const PublicKey bob = NewKey();
+  absl::StatusOr<coord::RegisterResponse> first;
+  {
+    std::unique_ptr<StateStore> store = *StateStore::Open(dir);
+    Coordinator c(store.get(), {});
+    c.SetMeshes(meshes);
+    first = RegisterAs(c, Request(bob, "bob"));
+    ASSERT_TRUE(first.ok()) << first.status();
+    ASSERT_TRUE(c.Leave(bob).ok());
+    EXPECT_EQ(c.QuarantineEntries().size(), 2u);  // IPv4 and IPv6.
+    ASSERT_TRUE(c.FlushStore(absl::Seconds(5)));
+  }
+  struct stat st {};
+  ASSERT_EQ(stat((dir + "/quarantine.json").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  std::unique_ptr<StateStore> store = *StateStore::Open(dir);
+  EXPECT_TRUE(store->members().empty());
+  Coordinator c(store.get(), {});
+  c.SetMeshes(meshes);
+  EXPECT_EQ(c.QuarantineEntries().size(), 2u);
+  auto taken = RegisterAs(c, Request(NewKey(), "bob"));
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_NE(taken->name(), "bob");
+  EXPECT_NE(taken->mesh_ips(0), first->mesh_ips(0));
+  EXPECT_NE(taken->mesh_ips(1), first->mesh_ips(1));
+  auto back = RegisterAs(c, Request(bob, "bob"));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->name(), "bob");
+  EXPECT_EQ(back->mesh_ips(0), first->mesh_ips(0));
+}
+
+// The store keeps what the coordinator does, bounded: expired entries go on save and on load,
+// beyond the cap the oldest go first, and a corrupt file is an error naming it.
+TEST_F(AdmissionTest, TheKeptQuarantineIsBoundedAndExpires) {
+  const std::string dir = TempDir();
+  std::unique_ptr<StateStore> store = *StateStore::Open(dir);
+  const absl::Time now = absl::Now();
+  std::vector<QuarantineEntry> entries;
+  for (int i = 0; i < 5; ++i) {
+    entries.push_back({IpAddress::Parse("10.99.0." + std::to_string(10 + i)).value(), NewKey(),
+                       "m" + std::to_string(i), now + absl::Hours(i) - absl::Minutes(30)});
+  }
+  // Entry 0 expired half an hour ago; the others expire in 0.5, 1.5, 2.5 and 3.5 hours.
+  ASSERT_TRUE(store->SaveQuarantine(entries).ok());
+  auto reopened = StateStore::Open(dir);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  std::vector<QuarantineEntry> kept = (*reopened)->quarantine();
+  ASSERT_EQ(kept.size(), 4u);
+  for (const QuarantineEntry& e : kept) EXPECT_NE(e.name, "m0");
+  EXPECT_EQ(kept[0].until, absl::FromUnixSeconds(absl::ToUnixSeconds(entries[1].until)));
+
+  // Expiry at load: an hour later, entry 1 is gone too.
+  absl::StatusOr<std::vector<QuarantineEntry>> later =
+      DecodeQuarantine(EncodeQuarantine(entries, now), "test", now + absl::Hours(1));
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ(later->size(), 3u);
+
+  // The cap keeps the newest.
+  std::vector<QuarantineEntry> capped = entries;
+  TrimQuarantine(&capped, now, /*cap=*/2);
+  ASSERT_EQ(capped.size(), 2u);
+  EXPECT_EQ(capped[0].name, "m4");
+  EXPECT_EQ(capped[1].name, "m3");
+
+  FILE* f = fopen((dir + "/quarantine.json").c_str(), "w");
+  fputs("{\"quarantine\": [{\"ip\": \"nope\"}]}", f);
+  fclose(f);
+  auto corrupt = StateStore::Open(dir);
+  ASSERT_FALSE(corrupt.ok());
+  EXPECT_NE(std::string(corrupt.status().message()).find("quarantine.json"), std::string::npos)
+      << corrupt.status();
+}
+
+TEST_F(AdmissionTest, TheQuarantineIsCappedOldestFirst) {
+  Coordinator::Options options;
+  options.max_quarantined = 2;
+  auto c = Make(options, 24);
+  const PublicKey a = NewKey(), b = NewKey();
+  ASSERT_TRUE(RegisterAs(*c, Request(a, "a")).ok());
+  auto b_registered = RegisterAs(*c, Request(b, "b"));
+  ASSERT_TRUE(b_registered.ok());
+  ASSERT_TRUE(c->Leave(a).ok());
+  absl::SleepFor(absl::Milliseconds(2));  // b's entries expire strictly later than a's.
+  ASSERT_TRUE(c->Leave(b).ok());
+  const std::vector<QuarantineEntry> kept = c->QuarantineEntries();
+  ASSERT_EQ(kept.size(), 2u);
+  for (const QuarantineEntry& e : kept) EXPECT_EQ(e.key, b);
+  ASSERT_TRUE(c->FlushStore(absl::Seconds(5)));
+  EXPECT_EQ((*StateStore::Open(store_->dir()))->quarantine().size(), 2u);
+}
+
+// A member that registers in another mesh: its old mesh is told it is gone, the relay is told to
+// rescope its session, and the address it leaves behind is quarantined like a departed member's.
+TEST_F(AdmissionTest, AMemberThatMovesToAnotherMeshIsRescopedAndItsOldAddressQuarantined) {
+  std::vector<PublicKey> moved;
+  Coordinator::Options options;
+  options.on_member_moved = [&moved](const PublicKey& key) { moved.push_back(key); };
+  store_ = *StateStore::Open(TempDir());
+  Coordinator c(store_.get(), options);
+  c.SetMeshes(
+      Meshes(MeshManifest(24) +
+             "---\napiVersion: tunnelmesh.io/v1alpha1\nkind: Mesh\nmetadata: {name: lab}\n"
+             "spec:\n  ipv4CIDR: 10.98.0.0/24\n"
+             "  joinTokenSecretRef: {namespace: tunnelmesh, name: demo-join, key: token}\n"));
+  const PublicKey bob = NewKey(), alice = NewKey();
+  coord::RegisterRequest in_demo = Request(bob, "bob");
+  in_demo.set_mesh("demo");
+  auto first = RegisterAs(c, in_demo);
+  ASSERT_TRUE(first.ok()) << first.status();
+  coord::RegisterRequest alice_in_demo = Request(alice, "alice");
+  alice_in_demo.set_mesh("demo");
+  ASSERT_TRUE(RegisterAs(c, alice_in_demo).ok());
+  auto sub = c.Watch(alice);
+  ASSERT_TRUE(sub.ok());
+  coord::MapUpdate update;
+  ASSERT_TRUE((*sub)->Next(&update, absl::Milliseconds(100)));  // The full map.
+
+  coord::RegisterRequest in_lab = Request(bob, "bob");
+  in_lab.set_mesh("lab");
+  auto second = RegisterAs(c, in_lab);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(c.MeshOf(bob), "lab");
+  EXPECT_EQ(moved, std::vector<PublicKey>{bob});
+  bool removed = false;
+  while ((*sub)->Next(&update, absl::Milliseconds(50))) {
+    for (const std::string& key : update.removed_peers())
+      removed = removed || key == KeyString(bob);
+  }
+  EXPECT_TRUE(removed) << "demo's members were not told that bob left their mesh";
+  // Bob's old demo addresses are kept from other keys.
+  coord::RegisterRequest carol = Request(NewKey(), "carol");
+  carol.set_mesh("demo");
+  auto next = RegisterAs(c, carol);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_NE(next->mesh_ips(0), first->mesh_ips(0));
+  // Registering again in the same mesh moves nothing.
+  ASSERT_TRUE(RegisterAs(c, in_lab).ok());
+  EXPECT_EQ(moved.size(), 1u);
 }
 
 TEST_F(AdmissionTest, WithoutQuarantineAFreedAddressIsReused) {

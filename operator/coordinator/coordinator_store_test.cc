@@ -1,7 +1,7 @@
 // The coordinator off the store's critical path (member_writer.h) and its bounded watch queues
 // (subscription.h): a store that blocks stalls only the registration that writes, failed writes
-// are retried or reported, a slow watcher's backlog collapses into one full map, and members.json
-// keeps kinds as names.
+// are retried or reported, a slow watcher's backlog collapses into one full map, members.json
+// keeps kinds as names, and a departed member's quarantine is durable before its record goes.
 #include <fstream>
 #include <random>
 #include <thread>
@@ -31,6 +31,27 @@ MemberRecord Record(const PublicKey& key, const std::string& name) {
   r.mesh = "demo";
   r.name = name;
   return r;
+}
+
+// A crash between the two writes must never free a departed member's addresses: the quarantine
+// is written (and retried when it fails) before the member's record is deleted.
+TEST(CoordinatorStoreTest, TheQuarantineIsDurableBeforeTheDepartedRecordGoes) {
+  InitCrypto();
+  FakeMemberStore store;
+  Coordinator c(&store, {});
+  c.SetMeshes(Meshes(MeshManifest(24)));
+  const PublicKey bob = NewKey();
+  ASSERT_TRUE(RegisterAs(c, Request(bob, "bob")).ok());
+  store.FailNext(1, absl::UnavailableError("the API server is restarting"));
+  ASSERT_TRUE(c.Leave(bob).ok());
+  ASSERT_TRUE(c.FlushStore(kWait));
+  EXPECT_EQ(store.ops(), (std::vector<std::string>{"quarantine", "remove"}));
+  EXPECT_EQ(c.counters().store.retries.load(), 1u);
+  const std::vector<QuarantineEntry> kept = store.quarantine();
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_EQ(kept[0].key, bob);
+  EXPECT_EQ(kept[0].name, "bob");
+  EXPECT_FALSE(store.Stored(bob).has_value());
 }
 
 TEST(CoordinatorStoreTest, SlowStoreStallsOnlyTheMemberBeingWritten) {

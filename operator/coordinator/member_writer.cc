@@ -57,6 +57,39 @@ void MemberWriter::Observe(const PublicKey& key, const MemberRecord* record) {
                   /*durable=*/false, /*create=*/false});
 }
 
+void MemberWriter::SaveQuarantine(std::vector<QuarantineEntry> entries) {
+  absl::MutexLock lock(&mu_);
+  if (quarantine_) counters_->coalesced.fetch_add(1, std::memory_order_relaxed);
+  quarantine_ = std::move(entries);
+}
+
+absl::Duration MemberWriter::WriteQuarantine() {
+  std::vector<QuarantineEntry> entries = *std::move(quarantine_);
+  quarantine_.reset();
+  quarantine_in_flight_ = true;
+  mu_.Unlock();
+  absl::Status status = store_->SaveQuarantine(entries);
+  mu_.Lock();
+  quarantine_in_flight_ = false;
+  if (status.ok()) {
+    counters_->writes.fetch_add(1, std::memory_order_relaxed);
+    backoff_.Reset();
+    return absl::ZeroDuration();
+  }
+  counters_->failures.fetch_add(1, std::memory_order_relaxed);
+  const bool newer = quarantine_.has_value();
+  const bool retry = Retryable(status) && !stopping_;
+  TM_LOG_WARN("member store: writing the quarantine failed{}: {}",
+              newer   ? " (a newer one is queued)"
+              : retry ? " (retrying)"
+                      : "",
+              status.ToString());
+  if (newer || !retry) return absl::ZeroDuration();
+  counters_->retries.fetch_add(1, std::memory_order_relaxed);
+  quarantine_ = std::move(entries);
+  return absl::FromChrono(backoff_.Next());
+}
+
 void MemberWriter::Enqueue(const PublicKey& key, Op op) {
   absl::MutexLock lock(&mu_);
   errors_.erase(key);
@@ -88,14 +121,25 @@ void MemberWriter::Run() {
     Op op;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]()
-                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !order_.empty(); };
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !order_.empty() || quarantine_.has_value();
+      };
       mu_.Await(absl::Condition(&ready));
-      if (order_.empty() || (stopping_ && absl::Now() >= stop_deadline_)) {
-        if (!order_.empty()) {
-          TM_LOG_ERROR("member store: {} queued writes abandoned at shutdown", order_.size());
+      if ((order_.empty() && !quarantine_) || (stopping_ && absl::Now() >= stop_deadline_)) {
+        if (!order_.empty() || quarantine_) {
+          TM_LOG_ERROR("member store: {} queued writes abandoned at shutdown",
+                       order_.size() + (quarantine_ ? 1 : 0));
         }
         return;
+      }
+      // The quarantine goes first: see the header.
+      if (quarantine_) {
+        const absl::Duration pause = WriteQuarantine();
+        if (pause > absl::ZeroDuration()) {
+          auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+          mu_.AwaitWithTimeout(absl::Condition(&stopping), pause);
+        }
+        continue;
       }
       key = order_.front();
       order_.pop_front();
@@ -158,14 +202,15 @@ absl::Status MemberWriter::WaitDurable(const PublicKey& key, absl::Duration time
 bool MemberWriter::Flush(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return order_.empty() && !in_flight_.has_value();
+    return order_.empty() && !in_flight_.has_value() && !quarantine_ && !quarantine_in_flight_;
   };
   return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
 }
 
 size_t MemberWriter::backlog() const {
   absl::MutexLock lock(&mu_);
-  return pending_.size() + (in_flight_ ? 1 : 0);
+  return pending_.size() + (in_flight_ ? 1 : 0) + (quarantine_ ? 1 : 0) +
+         (quarantine_in_flight_ ? 1 : 0);
 }
 
 }  // namespace tunnelmesh

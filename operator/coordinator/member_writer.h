@@ -10,6 +10,12 @@
 // they were queued; the MemberStore is only ever called from the writer thread (it needs no lock
 // of its own).
 //
+// The quarantine (MemberStore::SaveQuarantine) is written by the same thread: one pending
+// snapshot, a newer one replacing it, written before any member operation queued after it, so
+// that a departed member's quarantine is durable before its record is deleted (a crash between
+// the two never frees its addresses). While a quarantine write is being retried, member writes
+// wait behind it (with the same backoff): a store failing one write is likely failing all.
+//
 // Failures: an error the store may recover from (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL,
 // UNKNOWN, ABORTED, RESOURCE_EXHAUSTED) is retried with the shared jittered backoff until it
 // succeeds or a newer operation for the key replaces it; any other error (a MeshPeer name that
@@ -27,6 +33,7 @@
 #include <map>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -73,6 +80,8 @@ class MemberWriter {
   void Update(const MemberRecord& record) ABSL_LOCKS_EXCLUDED(mu_);
   void Remove(const PublicKey& key) ABSL_LOCKS_EXCLUDED(mu_);
   void Observe(const PublicKey& key, const MemberRecord* record) ABSL_LOCKS_EXCLUDED(mu_);
+  // Queue a durable write of the whole quarantine (the latest snapshot wins). Never blocks.
+  void SaveQuarantine(std::vector<QuarantineEntry> entries) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Waits until nothing is queued or in flight for `key`. OK when its last operation succeeded
   // (or there was none); its error when that failed for good; UNAVAILABLE naming the last error
@@ -93,6 +102,9 @@ class MemberWriter {
 
   void Enqueue(const PublicKey& key, Op op) ABSL_LOCKS_EXCLUDED(mu_);
   void Run() ABSL_LOCKS_EXCLUDED(mu_);
+  // Writes the pending quarantine snapshot (writer thread, mu_ held on entry and exit, released
+  // while the store writes). Returns how long to pause after a failure.
+  absl::Duration WriteQuarantine() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Apply(const PublicKey& key, const Op& op);  // Writer thread only.
   bool IdleFor(const PublicKey& key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -103,6 +115,9 @@ class MemberWriter {
   std::map<PublicKey, Op> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<PublicKey> order_ ABSL_GUARDED_BY(mu_);  // Keys of pending_, oldest first.
   std::optional<PublicKey> in_flight_ ABSL_GUARDED_BY(mu_);
+  // The quarantine snapshot to write, and whether one is being written.
+  std::optional<std::vector<QuarantineEntry>> quarantine_ ABSL_GUARDED_BY(mu_);
+  bool quarantine_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   // The last error per key whose latest operation failed (cleared by a success or a new op).
   std::map<PublicKey, absl::Status> errors_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -16,6 +17,7 @@ namespace tunnelmesh {
 namespace {
 
 constexpr char kMembersFile[] = "members.json";
+constexpr char kQuarantineFile[] = "quarantine.json";
 
 // "kind" is a name ("Node", "Pod", "External"), or in files from before names a number (the
 // coordinator API's enum value); 0 (no kind) is External.
@@ -36,6 +38,57 @@ absl::StatusOr<coord::MemberKind> KindOf(const nlohmann::json& member) {
 
 }  // namespace
 
+void TrimQuarantine(std::vector<QuarantineEntry>* entries, absl::Time now, size_t cap) {
+  std::erase_if(*entries, [now](const QuarantineEntry& e) { return e.until <= now; });
+  if (entries->size() <= cap) return;
+  // Latest first, so that the cut keeps the newest.
+  std::stable_sort(
+      entries->begin(), entries->end(),
+      [](const QuarantineEntry& a, const QuarantineEntry& b) { return a.until > b.until; });
+  entries->resize(cap);
+}
+
+std::string EncodeQuarantine(std::vector<QuarantineEntry> entries, absl::Time now) {
+  TrimQuarantine(&entries, now);
+  nlohmann::json list = nlohmann::json::array();
+  for (const QuarantineEntry& e : entries) {
+    list.push_back({{"ip", e.ip.ToString()},
+                    {"key", e.key.ToBase64()},
+                    {"name", e.name},
+                    {"until", absl::ToUnixSeconds(e.until)}});
+  }
+  return nlohmann::json({{"quarantine", list}}).dump(1) + "\n";
+}
+
+absl::StatusOr<std::vector<QuarantineEntry>> DecodeQuarantine(std::string_view text,
+                                                              const std::string& where,
+                                                              absl::Time now) {
+  auto bad = [&where](const std::string& why) {
+    return absl::DataLossError(where + ": " + why +
+                               "; restore it from a backup, or remove it to forget which "
+                               "addresses and names of departed members are quarantined");
+  };
+  nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("quarantine") ||
+      !doc["quarantine"].is_array()) {
+    return bad("not a quarantine list");
+  }
+  std::vector<QuarantineEntry> entries;
+  for (const nlohmann::json& e : doc["quarantine"]) {
+    if (!e.is_object() || !e.contains("ip") || !e["ip"].is_string() || !e.contains("key") ||
+        !e["key"].is_string() || !e.contains("until") || !e["until"].is_number_integer()) {
+      return bad("an entry lacks \"ip\", \"key\" or \"until\"");
+    }
+    absl::StatusOr<IpAddress> ip = IpAddress::Parse(e["ip"].get<std::string>());
+    absl::StatusOr<PublicKey> key = PublicKey::FromBase64(e["key"].get<std::string>());
+    if (!ip.ok() || !key.ok()) return bad("an entry has a bad \"ip\" or \"key\"");
+    entries.push_back(QuarantineEntry{*ip, *key, e.value("name", std::string()),
+                                      absl::FromUnixSeconds(e["until"].get<int64_t>())});
+  }
+  TrimQuarantine(&entries, now);
+  return entries;
+}
+
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir) {
   std::error_code ec;
   // The state directory holds keys (tls/, relay.key, preshared-keys.json): owner only when we
@@ -48,6 +101,16 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
     return absl::FailedPreconditionError("creating --state-dir " + dir + ": " + ec.message());
   }
   std::unique_ptr<StateStore> store(new StateStore(dir));
+  const std::string quarantine_path = dir + "/" + kQuarantineFile;
+  absl::StatusOr<std::string> quarantine = ReadFile(quarantine_path);
+  if (quarantine.ok()) {
+    absl::StatusOr<std::vector<QuarantineEntry>> entries =
+        DecodeQuarantine(*quarantine, quarantine_path, absl::Now());
+    if (!entries.ok()) return entries.status();
+    store->quarantine_ = *std::move(entries);
+  } else if (!absl::IsNotFound(quarantine.status())) {
+    return quarantine.status();
+  }
   const std::string path = dir + "/" + kMembersFile;
   absl::StatusOr<std::string> text = ReadFile(path);
   if (absl::IsNotFound(text.status())) return store;  // First start.
@@ -113,6 +176,11 @@ void StateStore::Observe(const PublicKey& key, const MemberRecord* record) {
   if (absl::Status s = Save(); !s.ok()) {
     TM_LOG_ERROR("saving members: {}", std::string(s.message()));
   }
+}
+
+absl::Status StateStore::SaveQuarantine(const std::vector<QuarantineEntry>& entries) {
+  return WriteFileAtomically(dir_ + "/" + kQuarantineFile, EncodeQuarantine(entries, absl::Now()),
+                             0600);
 }
 
 absl::Status StateStore::Save() const {

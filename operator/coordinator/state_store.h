@@ -3,15 +3,23 @@
 // fsync, rename, fsync the directory) on every change, so a crash never leaves a torn file and a
 // restart hands every member the same addresses. The kind is written as its name ("Node", "Pod",
 // "External"); files from before that hold a number, which still loads.
+//
+// Beside it, STATE_DIR/quarantine.json keeps the addresses and names of members that left (see
+// Coordinator::Options::quarantine), so that a restart does not hand them to another key at once:
+// the same atomic write, mode 0600, expired entries dropped on load and on save, and at most
+// kMaxQuarantined entries (the oldest dropped first). In Kubernetes the same text is kept in the
+// operator's keys Secret (operator/store/meshpeer_store.h).
 // Thread-compatible: the Coordinator's MemberWriter thread is its only user once it serves.
 #pragma once
 
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "lib/crypto/keys.h"
 #include "lib/net/ip.h"
 #include "proto/coordinator.pb.h"
@@ -36,6 +44,30 @@ struct MemberRecord {
   bool operator==(const MemberRecord&) const = default;
 };
 
+// An address of a member that left, kept from other keys until `until` (Coordinator::Options::
+// quarantine). `name` is kept from other keys too.
+struct QuarantineEntry {
+  IpAddress ip;
+  PublicKey key;
+  std::string name;
+  absl::Time until;
+
+  bool operator==(const QuarantineEntry&) const = default;
+};
+
+// The bound of a kept quarantine, in memory and in its file or Secret: with IPv4 and IPv6 two
+// entries per member, 2048 departures within a quarantine period. About 120 bytes each.
+inline constexpr size_t kMaxQuarantined = 4096;
+
+// Drops the entries that expired at `now`, then the oldest (earliest `until`) beyond `cap`.
+void TrimQuarantine(std::vector<QuarantineEntry>* entries, absl::Time now,
+                    size_t cap = kMaxQuarantined);
+// The quarantine as JSON text ({"quarantine": [{"ip", "key", "name", "until"}]}, `until` in Unix
+// seconds), trimmed at `now`; and back, trimmed too. `where` names the file or Secret in errors.
+std::string EncodeQuarantine(std::vector<QuarantineEntry> entries, absl::Time now);
+[[nodiscard]] absl::StatusOr<std::vector<QuarantineEntry>> DecodeQuarantine(
+    std::string_view text, const std::string& where, absl::Time now);
+
 // Where member records live: a file (StateStore, standalone) or MeshPeer objects (Kubernetes).
 // Thread-compatible: after the Coordinator read members() at construction, only its MemberWriter
 // thread calls it, outside the Coordinator's lock (Put and Remove may block on I/O).
@@ -55,12 +87,20 @@ class MemberStore {
   // Updates only the in-memory view, for records that already changed at the source (a MeshPeer
   // created, edited or deleted by someone else). `record` null removes the key.
   virtual void Observe(const PublicKey& key, const MemberRecord* record) = 0;
+  // The quarantine kept when the store was opened (read once, at the Coordinator's construction).
+  // Stores that keep none return an empty list.
+  virtual std::vector<QuarantineEntry> quarantine() const { return {}; }
+  // Makes `entries` the kept quarantine (all of them, replacing what was kept).
+  [[nodiscard]] virtual absl::Status SaveQuarantine(const std::vector<QuarantineEntry>& entries) {
+    (void)entries;
+    return absl::OkStatus();
+  }
 };
 
 class StateStore final : public MemberStore {
  public:
-  // Creates `dir` if needed (mode 0700) and loads members.json when present. A corrupt file is an
-  // error that names it (it is never silently replaced).
+  // Creates `dir` if needed (mode 0700) and loads members.json and quarantine.json when present.
+  // A corrupt file is an error that names it (it is never silently replaced).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& dir);
 
   const std::map<PublicKey, MemberRecord>& members() const override { return members_; }
@@ -69,6 +109,8 @@ class StateStore final : public MemberStore {
   [[nodiscard]] absl::Status Put(const MemberRecord& record) override;
   [[nodiscard]] absl::Status Remove(const PublicKey& key) override;
   void Observe(const PublicKey& key, const MemberRecord* record) override;
+  std::vector<QuarantineEntry> quarantine() const override { return quarantine_; }
+  [[nodiscard]] absl::Status SaveQuarantine(const std::vector<QuarantineEntry>& entries) override;
 
  private:
   explicit StateStore(std::string dir) : dir_(std::move(dir)) {}
@@ -76,6 +118,7 @@ class StateStore final : public MemberStore {
 
   std::string dir_;
   std::map<PublicKey, MemberRecord> members_;
+  std::vector<QuarantineEntry> quarantine_;  // As loaded by Open.
 };
 
 }  // namespace tunnelmesh

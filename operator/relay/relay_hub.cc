@@ -147,6 +147,23 @@ void RelayHub::Revoke(const PublicKey& key) {
                  "key is no longer a member of this mesh");
 }
 
+void RelayHub::Rescope(const PublicKey& key) {
+  auto route = routes_.find(key);
+  if (route == routes_.end()) return;
+  auto state = connections_.find(route->second);
+  if (state == connections_.end() || state->second.closing) return;
+  std::optional<std::string> mesh = is_member_(key);
+  if (!mesh.has_value()) {
+    Revoke(key);
+    return;
+  }
+  if (*mesh == state->second.mesh) return;
+  TM_LOG_INFO("relay session moved to its member's new mesh key={} from={} to={}", key.Short(),
+              state->second.mesh, *mesh);
+  state->second.mesh = *std::move(mesh);
+  counters_.rescoped.fetch_add(1, std::memory_order_relaxed);
+}
+
 void RelayHub::HandleHello(RelayConnection* connection, ConnectionState& state,
                            const std::vector<uint8_t>& frame) {
   relay::Hello hello;

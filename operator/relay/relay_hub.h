@@ -49,7 +49,8 @@ struct RelayCounters {
   std::atomic<uint64_t> refused_pending_cap{0};  // not yet authenticated (max_pending_connections)
   std::atomic<uint64_t> plaintext_refused{0};    // plain HTTP (ws://, an old agent) instead of TLS
   std::atomic<uint64_t> tls_failures{0};         // TLS handshakes that failed
-  std::atomic<int64_t> sessions{0};              // authenticated connections now
+  std::atomic<uint64_t> rescoped{0};  // sessions moved to their member's new mesh (Rescope)
+  std::atomic<int64_t> sessions{0};   // authenticated connections now
 };
 
 // Why the transport closed a TCP connection at once (RelayHub::ConnectionRefused).
@@ -129,6 +130,11 @@ class RelayHub {
   // `key` is no longer a member (it left or was evicted): its connection, if any, is told so and
   // closed, and frames to it are unknown destinations from now on.
   void Revoke(const PublicKey& key);
+  // `key` may have moved to another mesh (the coordinator says so when a member's mesh changes):
+  // its session asks the membership check again and is scoped to the mesh it names from now on,
+  // so that it neither reaches nor is reached by its old mesh (counted in `rescoped`); when the
+  // check names none, this is Revoke.
+  void Rescope(const PublicKey& key);
 
   const PublicKey& public_key() const { return public_key_; }
   const RelayCounters& counters() const { return counters_; }

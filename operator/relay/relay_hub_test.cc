@@ -308,6 +308,43 @@ TEST_F(RelayHubTest, RevokedKeyIsClosedAndUnrouted) {
   EXPECT_EQ(a.close_calls, 1);
 }
 
+// A member that moves to another mesh keeps its connection, but from Rescope on it is scoped to
+// the new mesh: its old mesh neither reaches it nor is reached by it; the new one both.
+TEST_F(RelayHubTest, RescopeMovesASessionToItsNewMesh) {
+  Member alice, bob, carol;
+  members_ = {alice.public_key, bob.public_key};  // "demo"
+  other_mesh_[carol.public_key] = "lab";
+  FakeConnection a, b, c;
+  Authenticate(a, alice);
+  Authenticate(b, bob);
+  Authenticate(c, carol);
+  // Bob moves from "demo" to "lab".
+  members_.erase(bob.public_key);
+  other_mesh_[bob.public_key] = "lab";
+  hub_.Rescope(bob.public_key);
+  EXPECT_EQ(hub_.counters().rescoped.load(), 1u);
+  EXPECT_EQ(b.close_calls, 0);
+  const size_t a_frames = a.frames.size(), b_frames = b.frames.size();
+  hub_.Received(&a, SendFrame(bob.public_key, Wg({1})));    // old mesh -> bob
+  hub_.Received(&b, SendFrame(alice.public_key, Wg({2})));  // bob -> old mesh
+  EXPECT_EQ(hub_.counters().cross_mesh.load(), 2u);
+  EXPECT_EQ(a.frames.size(), a_frames);
+  hub_.Received(&c, SendFrame(bob.public_key, Wg({3})));    // new mesh -> bob
+  hub_.Received(&b, SendFrame(carol.public_key, Wg({4})));  // bob -> new mesh
+  EXPECT_EQ(hub_.counters().frames_relayed.load(), 2u);
+  EXPECT_EQ(b.frames.size(), b_frames + 1);
+  EXPECT_EQ(c.LastType(), relay::FrameType::kDeliver);
+  // Unchanged: nothing happens. No longer a member anywhere: closed as by Revoke.
+  hub_.Rescope(bob.public_key);
+  EXPECT_EQ(hub_.counters().rescoped.load(), 1u);
+  other_mesh_.erase(bob.public_key);
+  hub_.Rescope(bob.public_key);
+  EXPECT_EQ(LastErrorCode(b), relay::ErrorCode::kNotMember);
+  EXPECT_EQ(b.close_calls, 1);
+  // A key without a session: nothing to do.
+  hub_.Rescope(Member().public_key);
+}
+
 TEST_F(RelayHubTest, FullDestinationQueueDropsAndCounts) {
   Member alice, bob;
   members_ = {alice.public_key, bob.public_key};

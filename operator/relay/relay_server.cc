@@ -414,6 +414,9 @@ class RelayServer::Impl {
   void Revoke(const PublicKey& key) {
     net::post(ioc_, [this, key] { context_.hub.Revoke(key); });
   }
+  void Rescope(const PublicKey& key) {
+    net::post(ioc_, [this, key] { context_.hub.Rescope(key); });
+  }
 
   absl::Status Listen(int port) {
     if (port < 0 || port > 65535) {
@@ -626,6 +629,7 @@ absl::StatusOr<std::unique_ptr<RelayServer>> RelayServer::Start(int port,
 }
 
 void RelayServer::Revoke(const PublicKey& key) { impl_->Revoke(key); }
+void RelayServer::Rescope(const PublicKey& key) { impl_->Rescope(key); }
 
 uint16_t RelayServer::port() const { return impl_->port(); }
 const PublicKey& RelayServer::public_key() const { return impl_->hub().public_key(); }

@@ -95,6 +95,9 @@ class RelayServer {
   // Closes the relay session of `key`, which is no longer a member. Thread-safe; returns at once
   // (the I/O thread does it).
   void Revoke(const PublicKey& key);
+  // `key` may have moved to another mesh: its session is scoped to the mesh the membership check
+  // names now (closed when it names none). Thread-safe; returns at once (the I/O thread does it).
+  void Rescope(const PublicKey& key);
 
   // The bound port after a successful Listen, else 0.
   uint16_t port() const;

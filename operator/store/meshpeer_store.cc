@@ -1,5 +1,6 @@
 #include "operator/store/meshpeer_store.h"
 
+#include "absl/strings/escaping.h"
 #include "lib/base/log.h"
 #include "lib/net/ip.h"
 #include "operator/kube/api_status.h"
@@ -124,6 +125,49 @@ void KubeMemberStore::Observe(const PublicKey& key, const MemberRecord* record) 
   } else {
     members_[key] = *record;
   }
+}
+
+absl::Status KubeMemberStore::LoadQuarantine() {
+  if (secret_.name.empty()) return absl::OkStatus();
+  const std::string where = "Secret " + secret_.ns + "/" + secret_.name + " data." + kQuarantineKey;
+  absl::StatusOr<nlohmann::json> secret = client_->Get(kube::kSecrets, secret_.ns, secret_.name);
+  if (absl::IsNotFound(secret.status())) return absl::OkStatus();  // First start.
+  if (!secret.ok()) {
+    return absl::Status(secret.status().code(),
+                        "reading " + where + ": " + std::string(secret.status().message()));
+  }
+  const nlohmann::json data = secret->value("data", nlohmann::json::object());
+  auto value = data.find(kQuarantineKey);
+  if (value == data.end() || !value->is_string()) return absl::OkStatus();
+  std::string text;
+  if (!absl::Base64Unescape(value->get<std::string>(), &text)) {
+    return absl::DataLossError(where + " is not base64");
+  }
+  absl::StatusOr<std::vector<QuarantineEntry>> entries = DecodeQuarantine(text, where, absl::Now());
+  if (!entries.ok()) return entries.status();
+  quarantine_ = *std::move(entries);
+  return absl::OkStatus();
+}
+
+absl::Status KubeMemberStore::SaveQuarantine(const std::vector<QuarantineEntry>& entries) {
+  if (secret_.name.empty()) return absl::OkStatus();
+  const std::string where = "Secret " + secret_.ns + "/" + secret_.name;
+  absl::StatusOr<nlohmann::json> secret = client_->Get(kube::kSecrets, secret_.ns, secret_.name);
+  if (!secret.ok()) {
+    return absl::Status(secret.status().code(),
+                        "reading " + where + ": " + std::string(secret.status().message()));
+  }
+  nlohmann::json object = *std::move(secret);
+  if (!object.contains("data") || !object["data"].is_object()) {
+    object["data"] = nlohmann::json::object();
+  }
+  object["data"][kQuarantineKey] = absl::Base64Escape(EncodeQuarantine(entries, absl::Now()));
+  absl::StatusOr<nlohmann::json> written = client_->Update(kube::kSecrets, secret_.ns, object);
+  if (!written.ok()) {
+    return absl::Status(written.status().code(), "saving the quarantine in " + where + ": " +
+                                                     std::string(written.status().message()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace tunnelmesh

@@ -84,6 +84,44 @@ TEST(KubeMemberStoreTest, PutWritesSpecAndStatusRemoveDeletes) {
   EXPECT_TRUE(store.members().empty());
 }
 
+// The quarantine lives in the keys Secret beside the coordinator's own keys, which it leaves
+// alone; a restarted store reads it back without the expired entries.
+TEST(KubeMemberStoreTest, TheQuarantineIsKeptInTheKeysSecret) {
+  InitCrypto();
+  kube::testing::FakeApi api;
+  KubeMemberStore first(&api, {"tunnelmesh", "tunnelmesh-coordinator"});
+  ASSERT_TRUE(first.LoadQuarantine().ok()) << "no Secret yet: nothing quarantined";
+  EXPECT_TRUE(first.quarantine().empty());
+  ASSERT_TRUE(api.Create(kube::kSecrets, "tunnelmesh",
+                         {{"metadata", {{"name", "tunnelmesh-coordinator"}}},
+                          {"data", {{"relay.key", "a2V5"}}}})
+                  .ok());
+  const PublicKey bob = DerivePublicKey(SecretKey::GeneratePrivate());
+  const absl::Time now = absl::Now();
+  std::vector<QuarantineEntry> entries = {
+      {*IpAddress::Parse("10.99.0.7"), bob, "bob", now + absl::Hours(24)},
+      {*IpAddress::Parse("10.99.0.8"), bob, "old", now - absl::Seconds(1)}};
+  ASSERT_TRUE(first.SaveQuarantine(entries).ok());
+  absl::StatusOr<nlohmann::json> secret =
+      api.Get(kube::kSecrets, "tunnelmesh", "tunnelmesh-coordinator");
+  ASSERT_TRUE(secret.ok());
+  EXPECT_EQ((*secret)["data"]["relay.key"], "a2V5");
+  EXPECT_TRUE((*secret)["data"].contains(KubeMemberStore::kQuarantineKey));
+
+  KubeMemberStore restarted(&api, {"tunnelmesh", "tunnelmesh-coordinator"});
+  ASSERT_TRUE(restarted.LoadQuarantine().ok());
+  ASSERT_EQ(restarted.quarantine().size(), 1u);
+  EXPECT_EQ(restarted.quarantine()[0].key, bob);
+  EXPECT_EQ(restarted.quarantine()[0].name, "bob");
+  EXPECT_EQ(restarted.quarantine()[0].ip.ToString(), "10.99.0.7");
+
+  (*secret)["data"][KubeMemberStore::kQuarantineKey] = "!!";
+  ASSERT_TRUE(api.Update(kube::kSecrets, "tunnelmesh", *secret).ok());
+  absl::Status corrupt = restarted.LoadQuarantine();
+  EXPECT_EQ(corrupt.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(std::string(corrupt.message()).find("tunnelmesh-coordinator"), std::string::npos);
+}
+
 TEST(KubeMemberStoreTest, UpdateNeverCreates) {
   InitCrypto();
   kube::testing::FakeApi api;

@@ -1,6 +1,7 @@
 // A MemberStore for unit tests: records in memory, and a latch that makes Put and Remove block
 // (a slow API server) and a way to make the next calls fail (an API server that errs), so tests
-// can check what waits for the store and what does not.
+// can check what waits for the store and what does not; it keeps the quarantine too, and the
+// order of the removes and quarantine saves that succeeded.
 //
 // Thread-safe (the coordinator's writer thread calls it while the test thread inspects it), except
 // members(), which the Coordinator reads once at construction.
@@ -8,6 +9,8 @@
 
 #include <map>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -36,7 +39,26 @@ class FakeMemberStore final : public MemberStore {
     if (absl::Status s = WaitAndMaybeFail(); !s.ok()) return s;
     members_.erase(key);
     ++removes_;
+    ops_.push_back("remove");
     return absl::OkStatus();
+  }
+
+  // Blocks and fails like Put and Remove.
+  absl::Status SaveQuarantine(const std::vector<QuarantineEntry>& entries) override {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = WaitAndMaybeFail(); !s.ok()) return s;
+    quarantine_ = entries;
+    ops_.push_back("quarantine");
+    return absl::OkStatus();
+  }
+  std::vector<QuarantineEntry> quarantine() const override {
+    absl::MutexLock lock(&mu_);
+    return quarantine_;
+  }
+  // The durable writes that succeeded, in order: "remove", "quarantine".
+  std::vector<std::string> ops() const {
+    absl::MutexLock lock(&mu_);
+    return ops_;
   }
 
   void Observe(const PublicKey& key, const MemberRecord* record) override {
@@ -106,6 +128,8 @@ class FakeMemberStore final : public MemberStore {
   absl::Status fail_status_ ABSL_GUARDED_BY(mu_);
   int puts_ ABSL_GUARDED_BY(mu_) = 0;
   int removes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<QuarantineEntry> quarantine_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> ops_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace tunnelmesh
