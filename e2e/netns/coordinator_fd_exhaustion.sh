@@ -49,16 +49,10 @@ tm_coord_setup coord
 tm_coord_start
 limit=$(awk '/Max open files/ {print $4 ":" $5}' "/proc/$TM_COORD_PID/limits")
 tm_expect_eq "the coordinator's descriptor limit (soft:hard)" "$limit" "$NOFILE:$NOFILE"
-tm_member_new alpha a
-tm_member_new beta b
-tm_member_start alpha
-tm_member_start beta
+tm_members_join alpha:a beta:b
 A4=$(tm_member_ip alpha 4)
 B4=$(tm_member_ip beta 4)
-tm_member_wait_peer 5 alpha beta
-tm_member_wait_peer 5 beta alpha
-tm_wait_ping a "$B4" 10
-tm_wait_ping b "$A4" 10
+tm_members_wait_ping 10 alpha beta
 
 tm_step "steady pings alpha -> beta for ${FLOW_S}s while the coordinator runs out of descriptors"
 tm_flow_ping_start ping a "$B4" "$FLOW_S" 0.2

@@ -3,17 +3,21 @@
 #
 # Checks: both members join and get distinct mesh IPv4 and IPv6 addresses inside the Mesh CIDRs;
 # each lists the other in `status --json` by name with its mesh IPs; ping over the mesh both ways
-# (IPv4 and IPv6) and an 8 MB checksummed TCP transfer; a third member with a wrong join token
-# exits 1 naming the join token and is not admitted; the coordinator's state survives a restart:
-# after it, the member that kept running registers again, a member restarted with its node key
-# gets the same mesh IPs, traffic flows again, and a member new to the restarted coordinator gets
-# addresses nobody holds.
+# (IPv4 and IPv6) and an 8 MB checksummed TCP transfer; under umask 000, the state directories the
+# operator and the agents create (and the operator's tls/) are 0700 and the keys in them 0600; a
+# third member with a wrong join token exits 1 naming the join token and is not admitted; the
+# coordinator's state survives a restart: after it, the member that kept running registers again,
+# a member restarted with its node key gets the same mesh IPs, traffic flows again, and a member
+# new to the restarted coordinator gets addresses nobody holds.
 #
 # Usage: join_basic.sh [AGENT_PATH [OPERATOR_PATH]]   (needs root; exits 77 otherwise)
 
 # shellcheck source=nat_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/nat_lib.sh"
 tm_mesh_init join_basic 110 "$@"
+# The most permissive umask: whatever the daemons create must set its own mode (checked below).
+# The work directory itself is mktemp's, 0700.
+umask 000
 
 tm_step "topology: coordinator and two members on a public segment"
 tm_net_public coord
@@ -23,11 +27,8 @@ tm_net_public c
 tm_coord_setup coord
 tm_coord_start
 
-tm_step "two members join"
-tm_member_new alpha a
-tm_member_new beta b
-tm_member_start alpha
-tm_member_start beta
+tm_step "two members join and list each other"
+tm_members_join alpha:a beta:b
 A4=$(tm_member_ip alpha 4)
 B4=$(tm_member_ip beta 4)
 A6=$(tm_member_ip alpha 6)
@@ -48,9 +49,7 @@ grep -q " $A4/16 " <<<" $(ip -n "$(tm_ns a)" -br addr show dev "${TM_MEMBER_IF[a
   tm_fail "alpha's interface ${TM_MEMBER_IF[alpha]} lacks $A4/16:" \
     "$(ip -n "$(tm_ns a)" -br addr show dev "${TM_MEMBER_IF[alpha]}" 2>&1)"
 
-tm_step "each member sees the other"
-tm_member_wait_peer 5 alpha beta
-tm_member_wait_peer 5 beta alpha
+tm_step "each member sees the other's addresses and key"
 tm_expect_eq "alpha: mesh_ips of peer beta" \
   "$(tm_mjson alpha "sorted(m.split('/')[0] for m in peer('beta')['mesh_ips'])")" \
   "$("$TM_PY" -c 'import json, sys; print(json.dumps(sorted(sys.argv[1:])))' "$B4" "$B6")"
@@ -70,6 +69,17 @@ tm_tcp_transfer a b "$B4" 8
 tm_expect_eq "alpha: path to beta on a flat segment" "$(tm_mpeer_get alpha beta path)" direct
 tm_expect_gt "alpha: rx_bytes from beta" "$(tm_mpeer_get alpha beta rx_bytes)" 0
 tm_expect_gt "beta: latest_handshake with alpha" "$(tm_mpeer_get beta alpha latest_handshake)" 0
+
+tm_step "the daemons' state directories are owner-only and their keys 0600, despite umask 000"
+for dir in "$(tm_coord_state)" "$(tm_coord_state)/tls" "$(tm_member_state alpha)" \
+  "$(tm_member_state beta)"; do
+  tm_expect_eq "mode of $dir" "$(stat -c %a "$dir")" 700
+done
+for key in "$(tm_coord_state)/tls/ca.key" "$(tm_coord_state)/tls/server.key" \
+  "$(tm_coord_state)/relay.key" "$(tm_coord_state)/preshared-keys.json" \
+  "$(tm_member_state alpha)/node.key" "$(tm_member_state beta)/node.key"; do
+  tm_expect_eq "mode of $key" "$(stat -c %a "$key")" 600
+done
 
 tm_step "a wrong join token is refused"
 tm_member_new gamma c

@@ -26,18 +26,12 @@ tm_net_public a
 tm_net_public b
 tm_coord_setup coord
 tm_coord_start
-tm_member_new alpha a
-tm_member_new beta b
-tm_member_start alpha
-tm_member_start beta
+tm_members_join alpha:a beta:b
 A4=$(tm_member_ip alpha 4)
 B4=$(tm_member_ip beta 4)
 A6=$(tm_member_ip alpha 6)
 B6=$(tm_member_ip beta 6)
-tm_member_wait_peer 5 alpha beta
-tm_member_wait_peer 5 beta alpha
-tm_wait_ping a "$B4" 10
-tm_wait_ping b "$A4" 10
+tm_members_wait_ping 10 alpha beta
 
 tm_step "continuous traffic for ${FLOW_S}s; the coordinator is killed after 4s"
 tm_flow_ping_start ping a "$B4" "$FLOW_S" 0.1

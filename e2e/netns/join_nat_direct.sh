@@ -29,14 +29,9 @@ tm_coord_setup coord
 tm_coord_start
 
 tm_step "members join through their NATs"
-tm_member_new alpha a
-tm_member_new beta b
-tm_member_start alpha
-tm_member_start beta
+tm_members_join alpha:a beta:b
 A4=$(tm_member_ip alpha 4)
 B4=$(tm_member_ip beta 4)
-tm_member_wait_peer 5 alpha beta
-tm_member_wait_peer 5 beta alpha
 
 tm_step "reachability"
 START=$(tm__now_ms)

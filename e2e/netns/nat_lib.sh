@@ -31,14 +31,16 @@
 #
 # Coordinator: tm_coord_setup NSID writes the manifests (Mesh "demo" with 10.99.0.0/16 and
 # fd99:99::/48, a random join token, also in $TM_WORK/token); tm_coord_start / _stop / _kill
-# run tunnelmesh-operator there with its state under $TM_WORK/coord.state and its log in
-# $TM_WORK/coord.log.
+# run tunnelmesh-operator there with its state under $TM_WORK/coord.state (the operator creates
+# it) and its log in $TM_WORK/coord.log.
 #
-# Members: tm_member_new NAME NSID [PORT] then tm_member_start NAME; each has its state dir
-# $TM_WORK/NAME.state (node.key there: same key, same mesh IPs), interface tmN and log
-# $TM_WORK/NAME.log. Status: tm_mjson NAME EXPR (s = status JSON, peer('n') = peer named n or
-# None), tm_member_ip NAME [4|6], tm_mpeer_get NAME PEER FIELD, tm_member_wait_peer,
-# tm_member_wait_no_peer, tm_member_wait_path.
+# Members: tm_member_new NAME NSID [PORT] then tm_member_start NAME (or, for the usual start,
+# tm_members_join NAME:NSID... and tm_members_wait_ping); each has its state dir
+# $TM_WORK/NAME.state (the agent creates it; node.key there: same key, same mesh IPs),
+# interface tmN and log $TM_WORK/NAME.log. Status: tm_mjson NAME EXPR (s = status JSON,
+# peer('n') = peer named n or None), tm_member_ip NAME [4|6], tm_mpeer_get NAME PEER FIELD,
+# tm_member_wait_peer, tm_member_wait_no_peer, tm_member_wait_path. Daemon log times:
+# tm_log_time_ms.
 #
 # Continuous traffic: tm_flow_ping_start / tm_flow_ping_check (steady pings, counts losses) and
 # tm_flow_iperf_start / tm_flow_iperf_check (a rate-limited iperf3 run, checks it completed and
@@ -268,7 +270,9 @@ tm_coord_setup() {
   local nsid=$1 token
   TM_COORD_NSID=$nsid
   TM_COORD_ADDR=${TM_NET_ADDR[$nsid]:?coordinator namespace $nsid has no address}
-  mkdir -p "$TM_WORK/coord.manifests" "$TM_WORK/coord.state"
+  # The state directory is the operator's to create, as on a real host (join_basic checks its
+  # mode).
+  mkdir -p "$TM_WORK/coord.manifests"
   token=$(head -c 24 /dev/urandom | sha256sum | cut -c1-32)
   (umask 077 && echo "$token" >"$(tm_token_file)")
   cat >"$TM_WORK/coord.manifests/mesh.yaml" <<EOF
@@ -376,6 +380,24 @@ tm_coord_registered() {
   tail -n +"${line:-1}" "$log" | grep "member registered: name=$1 "
 }
 
+# tm_log_time_ms FILE TEXT: when a daemon logged its last line containing TEXT in its log FILE,
+# in ms since the epoch (like tm__now_ms), from the line's own timestamp; fails if there is none.
+# A step timed between daemons' log lines leaves out what the harness itself costs (each status
+# poll starts several processes), which grows with the machine's load.
+tm_log_time_ms() {
+  "$TM_PY" - "$1" "$2" <<'PYEOF' || tm_fail "no line with '$2' (and a timestamp) in $1"
+import datetime, re, sys
+last = None
+for line in open(sys.argv[1], errors="replace"):
+    if sys.argv[2] in line:
+        m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+) ", line)
+        last = m.group(1) if m else last
+if last is None:
+    sys.exit(1)
+print(round(datetime.datetime.fromisoformat(last).timestamp() * 1000))
+PYEOF
+}
+
 # tm_coord_member_ips NAME: the mesh IPs members.json records for member NAME (space-separated).
 tm_coord_member_ips() {
   "$TM_PY" - "$(tm_coord_state)/members.json" "$1" <<'PYEOF'
@@ -400,7 +422,8 @@ tm_member_new() {
   TM_MEMBER_PID[$name]=""
   TM_MEMBER_STARTS[$name]=0
   TM_MEMBER_ORDER+=("$name")
-  mkdir -p "$TM_WORK/$name.state"
+  # The state directory is left to the agent to create, as on a real host (join_basic checks its
+  # mode).
 }
 
 tm_member_state() { echo "$TM_WORK/$1.state"; }
@@ -623,6 +646,40 @@ tm_member_wait_peer() {
 }
 tm_member_wait_no_peer() {
   tm_wait "$1" "member $2 to drop peer $3 from its peers" tm__lacks_peer "$2" "$3"
+}
+
+# tm_members_join NAME:NSID...: the start most scenarios share. Each member is created in its
+# namespace (tm_member_new, default port) and started (tm_member_start, in the order given, each
+# ready before the next starts); then every member must list every other one within 5 s. Members
+# that need join options (--label, --alias) are started one by one instead.
+tm_members_join() {
+  local spec name peer names=()
+  for spec in "$@"; do
+    [[ "$spec" == ?*:?* ]] || tm_fail "tm_members_join: '$spec' is not NAME:NSID"
+    tm_member_new "${spec%%:*}" "${spec#*:}"
+    names+=("${spec%%:*}")
+  done
+  for name in "${names[@]}"; do tm_member_start "$name"; done
+  for name in "${names[@]}"; do
+    for peer in "${names[@]}"; do
+      [[ "$name" == "$peer" ]] || tm_member_wait_peer 5 "$name" "$peer"
+    done
+  done
+}
+
+# tm_members_wait_ping TIMEOUT NAME...: from each named member's namespace, ping every other
+# one's mesh IPv4 until one answers (tm_wait_ping), so that the tunnels are up before a scenario
+# starts measuring.
+tm_members_wait_ping() {
+  local timeout=$1 name peer
+  shift
+  for name in "$@"; do
+    for peer in "$@"; do
+      [[ "$name" == "$peer" ]] ||
+        tm_wait_ping "${TM_MEMBER_NSID[$name]:?unknown member $name}" "$(tm_member_ip "$peer" 4)" \
+          "$timeout"
+    done
+  done
 }
 
 tm__path_is() { # NAME PEER PATH

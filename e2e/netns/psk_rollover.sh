@@ -65,14 +65,9 @@ OLD_KEY_HASH=$(tm_psk_field sha:key)
 OLD_KEY_B64=$(tm_psk_key_b64)
 
 tm_step "two members join and reach each other directly"
-tm_member_new alpha a
-tm_member_new beta b
-tm_member_start alpha
-tm_member_start beta
+tm_members_join alpha:a beta:b
 A4=$(tm_member_ip alpha 4)
 B4=$(tm_member_ip beta 4)
-tm_member_wait_peer 5 alpha beta
-tm_member_wait_peer 5 beta alpha
 tm_wait_ping a "$B4" 10
 tm_member_wait_path 10 alpha beta direct
 tm_member_wait_path 10 beta alpha direct

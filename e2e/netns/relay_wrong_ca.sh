@@ -38,14 +38,9 @@ tm_coord_setup coord
 tm_coord_start
 
 tm_step "members join and reach each other through the real relay"
-tm_member_new alpha a
-tm_member_new beta b
-tm_member_start alpha
-tm_member_start beta
+tm_members_join alpha:a beta:b
 B4=$(tm_member_ip beta 4)
 A4=$(tm_member_ip alpha 4)
-tm_member_wait_peer 5 alpha beta
-tm_member_wait_peer 5 beta alpha
 tm_wait_ping a "$B4" "$RELAY_WAIT_S"
 tm_member_wait_path 10 alpha beta relay
 tm_ping a "$B4" 3

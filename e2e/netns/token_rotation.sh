@@ -32,16 +32,10 @@ tm_coord_setup coord
 tm_coord_start
 
 tm_step "two members join"
-tm_member_new alpha a
-tm_member_new beta b
-tm_member_start alpha
-tm_member_start beta
+tm_members_join alpha:a beta:b
 A4=$(tm_member_ip alpha 4)
 B4=$(tm_member_ip beta 4)
-tm_member_wait_peer 5 alpha beta
-tm_member_wait_peer 5 beta alpha
-tm_wait_ping a "$B4" 10
-tm_wait_ping b "$A4" 10
+tm_members_wait_ping 10 alpha beta
 tm_flow_ping_start ab a "$B4" 40 0.05
 tm_flow_ping_start ba b "$A4" 40 0.05
 sleep 2

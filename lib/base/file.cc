@@ -69,15 +69,33 @@ absl::StatusOr<std::string> ReadTrimmedFile(const std::string& path) {
   return std::string(absl::StripAsciiWhitespace(*contents));
 }
 
+absl::Status CreatePrivateDirectories(const std::string& path) {
+  std::filesystem::path prefix;
+  for (const std::filesystem::path& part : std::filesystem::path(path)) {
+    prefix /= part;
+    if (part.empty() || part == "." || part == "..") continue;
+    const std::string dir = prefix.string();
+    // std::filesystem::create_directories would use 0777 minus the umask (0755 with the usual
+    // 022). mkdir with 0700 can only lose bits to the umask; chmod gives exactly 0700 back.
+    if (mkdir(dir.c_str(), 0700) == 0) {
+      if (chmod(dir.c_str(), 0700) != 0) return ErrnoStatus(errno, "setting mode 0700 on " + dir);
+      continue;
+    }
+    const int error = errno;
+    struct stat st {};
+    if (error != EEXIST) return ErrnoStatus(error, "creating directory " + dir);
+    if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return absl::FailedPreconditionError("creating directory " + dir +
+                                           ": it exists and is not a directory");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WriteFileAtomically(const std::string& path, const std::string& contents, int mode) {
   const std::filesystem::path target(path);
   const std::string dir = target.has_parent_path() ? target.parent_path().string() : ".";
-  std::error_code ec;
-  if (!std::filesystem::exists(dir, ec)) {
-    std::filesystem::create_directories(dir, ec);
-    if (ec) return ErrnoStatus(ec.value(), "creating directory " + dir);
-    std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
-  }
+  if (absl::Status s = CreatePrivateDirectories(dir); !s.ok()) return s;
   const std::string tmp = path + ".tmp";
   // O_EXCL after unlinking a leftover: the mode given here is the file's mode from its creation.
   unlink(tmp.c_str());

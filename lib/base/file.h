@@ -18,8 +18,14 @@ namespace tunnelmesh {
 // The file without leading and trailing whitespace (tokens, keys, hashes pasted with a newline).
 [[nodiscard]] absl::StatusOr<std::string> ReadTrimmedFile(const std::string& path);
 
+// Creates directory `path` and its missing parents, each with mode 0700 whatever the umask: the
+// state directories and tls/ hold keys. Directories that exist keep their mode (an admin may have
+// chosen it). Errors name the directory: FailedPrecondition when a component is not a directory,
+// otherwise the codes ReadFile uses.
+[[nodiscard]] absl::Status CreatePrivateDirectories(const std::string& path);
+
 // Replaces `path` with `contents` atomically; `mode` applies from the first byte written. Creates
-// missing parent directories with mode 0700.
+// missing parent directories as CreatePrivateDirectories does.
 [[nodiscard]] absl::Status WriteFileAtomically(const std::string& path, const std::string& contents,
                                                int mode = 0600);
 

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "lib/base/file.h"
 #include "lib/base/log.h"
 
 namespace tunnelmesh {
@@ -49,11 +50,11 @@ absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Listen(const std::
                                                                      Handler handler) {
   absl::StatusOr<sockaddr_un> addr = UnixAddress(path);
   if (!addr.ok()) return addr.status();
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
-  if (ec) {
-    return absl::FailedPreconditionError("creating state directory for " + path + ": " +
-                                         ec.message() + " (set --state-dir)");
+  // 0700 when created here: the state directory also holds the node key.
+  if (absl::Status s = CreatePrivateDirectories(std::filesystem::path(path).parent_path());
+      !s.ok()) {
+    return absl::FailedPreconditionError("creating the state directory for " + path + ": " +
+                                         std::string(s.message()) + " (set --state-dir)");
   }
   if (ControlRequest(path, "ping").ok()) {
     return absl::AlreadyExistsError("another agent already serves " + path +

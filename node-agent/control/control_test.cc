@@ -1,3 +1,4 @@
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "gtest/gtest.h"
@@ -28,6 +29,20 @@ TEST(ControlSocketTest, ServesRequestsAndRefusesSecondServer) {
   auto gone = ControlRequest(path, "status");
   ASSERT_FALSE(gone.ok());
   EXPECT_EQ(gone.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(ControlSocketTest, CreatesTheStateDirectoryOwnerOnlyWhateverTheUmask) {
+  const std::string state = TempDir() + "/var/lib/tunnelmesh";
+  const mode_t old = umask(0);
+  auto server = ControlServer::Listen(ControlSocketPath(state, "tm-test1"),
+                                      [](std::string_view) { return std::string(); });
+  umask(old);
+  ASSERT_TRUE(server.ok()) << server.status();
+  for (const std::string& dir : {state, state + "/..", state + "/../.."}) {
+    struct stat st {};
+    ASSERT_EQ(stat(dir.c_str(), &st), 0) << dir;
+    EXPECT_EQ(st.st_mode & 0777, 0700u) << dir;
+  }
 }
 
 TEST(StatusTest, ReportsPeersRoutesAndDrops) {

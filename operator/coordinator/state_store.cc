@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 
 #include "lib/base/file.h"
 #include "lib/base/log.h"
@@ -90,15 +89,11 @@ absl::StatusOr<std::vector<QuarantineEntry>> DecodeQuarantine(std::string_view t
 }
 
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir) {
-  std::error_code ec;
   // The state directory holds keys (tls/, relay.key, preshared-keys.json): owner only when we
   // create it (an existing directory keeps the mode its admin gave it).
-  const bool created = std::filesystem::create_directories(dir, ec);
-  if (!ec && created) {
-    std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
-  }
-  if (ec) {
-    return absl::FailedPreconditionError("creating --state-dir " + dir + ": " + ec.message());
+  if (absl::Status s = CreatePrivateDirectories(dir); !s.ok()) {
+    return absl::FailedPreconditionError("creating --state-dir " + dir + ": " +
+                                         std::string(s.message()));
   }
   std::unique_ptr<StateStore> store(new StateStore(dir));
   const std::string quarantine_path = dir + "/" + kQuarantineFile;

@@ -1,7 +1,5 @@
 #include "operator/reconcilers/coordinator_identity.h"
 
-#include <filesystem>
-
 #include "absl/strings/escaping.h"
 #include "lib/base/file.h"
 #include "lib/base/log.h"
@@ -37,11 +35,9 @@ absl::StatusOr<SecretKey> LoadOrCreateKeyFile(const std::string& path) {
 absl::StatusOr<CoordinatorIdentity> LoadOrCreateIdentity(kube::Api* client,
                                                          const IdentityOptions& options) {
   const std::string where = "Secret " + options.ns + "/" + options.secret_name;
-  std::error_code ec;
-  std::filesystem::create_directories(options.state_dir + "/tls", ec);
-  if (ec) {
-    return absl::FailedPreconditionError("cannot create " + options.state_dir +
-                                         "/tls: " + ec.message() + " (check --state-dir)");
+  // 0700, like the standalone state directory: the keys are copied here from the Secret.
+  if (absl::Status s = CreatePrivateDirectories(options.state_dir + "/tls"); !s.ok()) {
+    return absl::FailedPreconditionError(std::string(s.message()) + " (check --state-dir)");
   }
   absl::StatusOr<nlohmann::json> secret =
       client->Get(kube::kSecrets, options.ns, options.secret_name);

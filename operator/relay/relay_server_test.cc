@@ -15,6 +15,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <deque>
 #include <map>
 #include <optional>
@@ -209,6 +210,17 @@ int ConnectTcp(uint16_t port, int timeout_s = 10) {
   return fd;
 }
 
+// Opens `count` TCP connections that never speak (they count as pending until the auth timeout).
+std::vector<int> OpenSilent(uint16_t port, int count) {
+  std::vector<int> fds;
+  for (int i = 0; i < count; ++i) fds.push_back(ConnectTcp(port, 10));
+  return fds;
+}
+
+void CloseAll(const std::vector<int>& fds) {
+  for (int fd : fds) close(fd);
+}
+
 // True when the server closed `fd` (end of stream or reset) within its receive timeout; anything
 // the server sent first is dropped.
 bool ClosedByServer(int fd) {
@@ -318,6 +330,33 @@ class RelayServerTest : public ::testing::Test {
     return server.ok() ? std::move(*server) : nullptr;
   }
 
+  void TearDown() override { CloseAll(held_); }
+
+  // A server for the connection-cap tests with its cap `cap` set to `value`. Unauthenticated
+  // connections may wait far longer than the checks take, so that only the cap closes one.
+  std::unique_ptr<RelayServer> StartWithCap(size_t RelayServer::Options::*cap, size_t value) {
+    RelayServer::Options options;
+    options.*cap = value;
+    options.auth_timeout = milliseconds(20000);
+    return StartServer(0, std::move(options));
+  }
+
+  // Holds `count` silent connections to `server` (in held_, closed at TearDown), then opens one
+  // more: the server must close that one at once, count it under `refused`, and keep the held
+  // ones open.
+  void FillUpToTheCap(const RelayServer& server, size_t count,
+                      const std::atomic<uint64_t> RelayCounters::*refused) {
+    std::vector<int> held = OpenSilent(server.port(), static_cast<int>(count));
+    held_.insert(held_.end(), held.begin(), held.end());
+    const int over = ConnectTcp(server.port(), 10);
+    ASSERT_GE(over, 0) << "connection " << count + 1 << " was not even accepted by the kernel";
+    EXPECT_TRUE(ClosedByServer(over)) << "connection " << count + 1 << " stays open";
+    close(over);
+    for (int fd : held) EXPECT_TRUE(StillOpen(fd));
+    EXPECT_TRUE(WaitFor([&] { return (server.counters().*refused).load() == 1; }))
+        << (server.counters().*refused).load();
+  }
+
   void AddMember(const Identity& identity, const std::string& mesh = "demo") {
     absl::MutexLock lock(&members_mu_);
     members_[identity.public_key] = mesh;
@@ -345,7 +384,11 @@ class RelayServerTest : public ::testing::Test {
     return message;
   }
 
-  std::unique_ptr<RelayClient> Connected(const Identity& identity, uint16_t port, Inbox* inbox) {
+  // Makes `identity` a member of `mesh` and connects it through the relay at `port`; what it
+  // receives goes to `inbox` (null: nowhere).
+  std::unique_ptr<RelayClient> Connected(const Identity& identity, uint16_t port, Inbox* inbox,
+                                         const std::string& mesh = "demo") {
+    AddMember(identity, mesh);
     auto client = std::make_unique<RelayClient>(ClientOptions());
     if (inbox != nullptr) client->SetReceiveCallback(inbox->Callback());
     absl::Status status =
@@ -360,6 +403,7 @@ class RelayServerTest : public ::testing::Test {
   PublicKey server_public_key_ = DerivePublicKey(server_key_);
   absl::Mutex members_mu_;
   std::map<PublicKey, std::string> members_ ABSL_GUARDED_BY(members_mu_);
+  std::vector<int> held_;  // silent connections of the cap tests
 };
 
 TlsIdentity* RelayServerTest::tls_ = nullptr;
@@ -371,8 +415,6 @@ TEST_F(RelayServerTest, TwoClientsExchangeFramesBothWays) {
   ASSERT_NE(server->port(), 0);
   EXPECT_EQ(server->public_key(), server_public_key_);
   Identity alice, bob;
-  AddMember(alice);
-  AddMember(bob);
   Inbox alice_inbox, bob_inbox;
   std::unique_ptr<RelayClient> a = Connected(alice, server->port(), &alice_inbox);
   std::unique_ptr<RelayClient> b = Connected(bob, server->port(), &bob_inbox);
@@ -531,13 +573,10 @@ TEST_F(RelayServerTest, SendReachesOnlyTheSameMesh) {
   std::unique_ptr<RelayServer> server = StartServer();
   ASSERT_NE(server, nullptr);
   Identity alice, bob, eve;
-  AddMember(alice, "demo");
-  AddMember(bob, "demo");
-  AddMember(eve, "other");
   Inbox alice_inbox, bob_inbox, eve_inbox;
   std::unique_ptr<RelayClient> a = Connected(alice, server->port(), &alice_inbox);
   std::unique_ptr<RelayClient> b = Connected(bob, server->port(), &bob_inbox);
-  std::unique_ptr<RelayClient> e = Connected(eve, server->port(), &eve_inbox);
+  std::unique_ptr<RelayClient> e = Connected(eve, server->port(), &eve_inbox, "other");
   ASSERT_TRUE(e->Send(alice.public_key, Wg(1)));
   ASSERT_TRUE(a->Send(eve.public_key, Wg(2)));
   const RelayCounters& counters = server->counters();
@@ -553,8 +592,6 @@ TEST_F(RelayServerTest, PayloadThatIsNotWireGuardIsDroppedAndCounted) {
   std::unique_ptr<RelayServer> server = StartServer();
   ASSERT_NE(server, nullptr);
   Identity alice, bob;
-  AddMember(alice);
-  AddMember(bob);
   Inbox bob_inbox;
   std::unique_ptr<RelayClient> a = Connected(alice, server->port(), nullptr);
   std::unique_ptr<RelayClient> b = Connected(bob, server->port(), &bob_inbox);
@@ -574,8 +611,6 @@ TEST_F(RelayServerTest, SessionRateLimitCountersMove) {
   std::unique_ptr<RelayServer> server = StartServer(0, options);
   ASSERT_NE(server, nullptr);
   Identity alice, bob;
-  AddMember(alice);
-  AddMember(bob);
   Inbox bob_inbox;
   std::unique_ptr<RelayClient> a = Connected(alice, server->port(), nullptr);
   std::unique_ptr<RelayClient> b = Connected(bob, server->port(), &bob_inbox);
@@ -588,34 +623,15 @@ TEST_F(RelayServerTest, SessionRateLimitCountersMove) {
   EXPECT_TRUE(a->connected());
 }
 
-// Opens `count` TCP connections that never speak (they count as pending until the auth timeout).
-std::vector<int> OpenSilent(uint16_t port, int count) {
-  std::vector<int> fds;
-  for (int i = 0; i < count; ++i) fds.push_back(ConnectTcp(port, 10));
-  return fds;
-}
-
-void CloseAll(const std::vector<int>& fds) {
-  for (int fd : fds) close(fd);
-}
-
 TEST_F(RelayServerTest, ConnectionsOverThePerSourceCapAreClosedAtOnce) {
-  RelayServer::Options options;
-  options.max_connections_per_source = 4;
-  options.auth_timeout = milliseconds(20000);  // the held connections outlive the checks
-  std::unique_ptr<RelayServer> server = StartServer(0, options);
+  std::unique_ptr<RelayServer> server =
+      StartWithCap(&RelayServer::Options::max_connections_per_source, 4);
   ASSERT_NE(server, nullptr);
-  std::vector<int> held = OpenSilent(server->port(), 4);
-  const int over = ConnectTcp(server->port(), 10);
-  ASSERT_GE(over, 0);
-  EXPECT_TRUE(ClosedByServer(over)) << "the fifth connection from one address stays open";
-  close(over);
-  for (int fd : held) EXPECT_TRUE(StillOpen(fd));
-  ASSERT_TRUE(WaitFor([&] { return server->counters().refused_source_cap.load() == 1; }));
+  FillUpToTheCap(*server, 4, &RelayCounters::refused_source_cap);
   EXPECT_EQ(server->counters().refused_pending_cap.load(), 0u);
   // A freed slot is usable again.
-  close(held.back());
-  held.pop_back();
+  close(held_.back());
+  held_.pop_back();
   Identity alice;
   AddMember(alice);
   ASSERT_TRUE(WaitFor([&] {
@@ -624,44 +640,24 @@ TEST_F(RelayServerTest, ConnectionsOverThePerSourceCapAreClosedAtOnce) {
         .Connect(Url(server->port()), alice.private_key, alice.public_key, server_public_key_)
         .ok();
   }));
-  CloseAll(held);
 }
 
 TEST_F(RelayServerTest, PendingCapCountsOnlyUnauthenticatedConnections) {
-  RelayServer::Options options;
-  options.max_pending_connections = 3;
-  options.auth_timeout = milliseconds(20000);
-  std::unique_ptr<RelayServer> server = StartServer(0, options);
+  std::unique_ptr<RelayServer> server =
+      StartWithCap(&RelayServer::Options::max_pending_connections, 3);
   ASSERT_NE(server, nullptr);
-  const uint16_t port = server->port();
   Identity alice;
-  AddMember(alice);
-  std::unique_ptr<RelayClient> a = Connected(alice, port, nullptr);  // authenticated: not pending
-  std::vector<int> held = OpenSilent(port, 3);
-  const int over = ConnectTcp(port, 10);
-  ASSERT_GE(over, 0);
-  EXPECT_TRUE(ClosedByServer(over));
-  close(over);
-  for (int fd : held) EXPECT_TRUE(StillOpen(fd));
-  ASSERT_TRUE(WaitFor([&] { return server->counters().refused_pending_cap.load() == 1; }));
+  // Authenticated, so not pending.
+  std::unique_ptr<RelayClient> a = Connected(alice, server->port(), nullptr);
+  FillUpToTheCap(*server, 3, &RelayCounters::refused_pending_cap);
   EXPECT_EQ(server->counters().refused_source_cap.load(), 0u);
   EXPECT_TRUE(a->connected());
-  CloseAll(held);
 }
 
 TEST_F(RelayServerTest, ConnectionsOverTheTotalCapAreClosedAtOnce) {
-  RelayServer::Options options;
-  options.max_connections = 2;
-  options.auth_timeout = milliseconds(20000);
-  std::unique_ptr<RelayServer> server = StartServer(0, options);
+  std::unique_ptr<RelayServer> server = StartWithCap(&RelayServer::Options::max_connections, 2);
   ASSERT_NE(server, nullptr);
-  std::vector<int> held = OpenSilent(server->port(), 2);
-  const int over = ConnectTcp(server->port(), 10);
-  ASSERT_GE(over, 0);
-  EXPECT_TRUE(ClosedByServer(over));
-  close(over);
-  ASSERT_TRUE(WaitFor([&] { return server->counters().refused_total_cap.load() == 1; }));
-  CloseAll(held);
+  FillUpToTheCap(*server, 2, &RelayCounters::refused_total_cap);
 }
 
 TEST_F(RelayServerTest, ConnectReportsBadArgumentsAndUnreachableRelays) {
@@ -696,8 +692,6 @@ TEST_F(RelayServerTest, GarbageIsCountedAndHarmsNothing) {
   ASSERT_NE(server, nullptr);
   const uint16_t port = server->port();
   Identity alice, bob, carol;
-  AddMember(alice);
-  AddMember(bob);
   AddMember(carol);
   Inbox alice_inbox, bob_inbox;
   std::unique_ptr<RelayClient> a = Connected(alice, port, &alice_inbox);
@@ -819,8 +813,6 @@ TEST_F(RelayServerTest, ClientsReconnectAfterTheServerRestarts) {
   ASSERT_NE(server, nullptr);
   const uint16_t port = server->port();
   Identity alice, bob;
-  AddMember(alice);
-  AddMember(bob);
   Inbox alice_inbox, bob_inbox;
   std::unique_ptr<RelayClient> a = Connected(alice, port, &alice_inbox);
   std::unique_ptr<RelayClient> b = Connected(bob, port, &bob_inbox);

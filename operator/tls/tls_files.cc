@@ -20,11 +20,9 @@ absl::StatusOr<TlsIdentity> LoadOrCreateTlsIdentity(const std::string& dir) {
   namespace fs = std::filesystem;
   const std::string ca_crt = dir + "/ca.crt", ca_key = dir + "/ca.key";
   const std::string srv_crt = dir + "/server.crt", srv_key = dir + "/server.key";
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) {
-    return absl::FailedPreconditionError("cannot create " + dir + ": " + ec.message() +
-                                         " (check --state-dir)");
+  // 0700: it holds the CA's and the server's private keys.
+  if (absl::Status s = CreatePrivateDirectories(dir); !s.ok()) {
+    return absl::FailedPreconditionError(std::string(s.message()) + " (check --state-dir)");
   }
   bool new_ca = false;
   if (!fs::exists(ca_crt) || !fs::exists(ca_key)) {

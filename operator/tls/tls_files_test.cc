@@ -43,6 +43,18 @@ TEST(TlsFilesTest, CreatesOnceThenLoads) {
   EXPECT_NE(reissued->server_key_pem, first->server_key_pem);
 }
 
+TEST(TlsFilesTest, DirectoriesAreOwnerOnlyWhateverTheUmask) {
+  const std::string state = TempDir() + "/state";
+  const mode_t old = umask(0);
+  absl::StatusOr<TlsIdentity> identity = LoadOrCreateTlsIdentity(state + "/tls");
+  umask(old);
+  ASSERT_TRUE(identity.ok()) << identity.status();
+  EXPECT_EQ(Mode(state), 0700u);
+  EXPECT_EQ(Mode(state + "/tls"), 0700u);
+  EXPECT_EQ(Mode(state + "/tls/ca.key"), 0600u);
+  EXPECT_EQ(Mode(state + "/tls/server.key"), 0600u);
+}
+
 TEST(TlsFilesTest, CorruptCaNamesTheFiles) {
   const std::string dir = TempDir();
   ASSERT_TRUE(LoadOrCreateTlsIdentity(dir).ok());
