@@ -176,6 +176,8 @@ node_start() {
   local node=$1 script=$TM_WORK/agent-$1.sh
   tm_member_new "$node" "$node"
   TM_MEMBER_IF[$node]=tm0
+  # The chart's hostPath volume is DirectoryOrCreate: the kubelet makes it before the pod starts.
+  mkdir -p "$(tm_member_state "$node")"
   k -n "$NS" get daemonset tunnelmesh-agent -o json |
     "$TM_PY" "$HERE/pod_launcher.py" --container agent \
       --field "spec.nodeName=$node" --env "TUNNELMESH_COORDINATOR=$COORD:7700" \
