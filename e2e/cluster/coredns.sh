@@ -50,11 +50,7 @@ coredns__cleanup() {
 # reads the exit status from $?.
 trap 'rc=$?; set +eE; trap - ERR; coredns__cleanup "$rc"; (exit "$rc"); kube__on_exit' EXIT
 ip netns add "$PODNS"
-ip link add "tmcdh$$" type veth peer name "tmcdc$$" netns "$PODNS"
-ip addr add "$API_ADDR/30" dev "tmcdh$$"
-ip link set "tmcdh$$" up
-ip -n "$PODNS" addr add 10.252.0.2/30 dev "tmcdc$$"
-ip -n "$PODNS" link set "tmcdc$$" up
+kube_link_namespace "$PODNS" "tmcdh$$" "tmcdc$$" "$API_ADDR" 10.252.0.2
 ip -n "$PODNS" link set lo up
 
 k() { kube_kubectl "$@"; }

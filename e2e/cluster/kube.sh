@@ -326,4 +326,16 @@ kube__ready() {
 }
 
 # kube_kubectl ARGS...: kubectl against this control plane, with a 30 s request timeout.
+# kube_link_namespace NETNS HOST_IF NETNS_IF HOST_ADDR NETNS_ADDR: a veth pair from this namespace
+# (where the API server listens) into NETNS, HOST_ADDR/30 on HOST_IF and NETNS_ADDR/30 on NETNS_IF,
+# both up: NETNS then reaches the API server at HOST_ADDR, as a pod reaches the kubernetes
+# Service. The pair goes away with NETNS.
+kube_link_namespace() {
+  local netns=$1 host_if=$2 netns_if=$3 host_addr=$4 netns_addr=$5
+  ip link add "$host_if" type veth peer name "$netns_if" netns "$netns"
+  ip addr add "$host_addr/30" dev "$host_if"
+  ip link set "$host_if" up
+  ip -n "$netns" addr add "$netns_addr/30" dev "$netns_if"
+  ip -n "$netns" link set "$netns_if" up
+}
 kube_kubectl() { kubectl --kubeconfig "$KUBECONFIG_FILE" --request-timeout=30s "$@"; }

@@ -74,11 +74,7 @@ tm_net_public n3
 COORD=${TM_NET_ADDR[coord]}
 # The operator's host reaches the API server (in this namespace) over a veth, as a pod reaches
 # the kubernetes Service.
-ip link add "tmkh$$" type veth peer name "tmkc$$" netns "$(tm_ns coord)"
-ip addr add "$API_ADDR/30" dev "tmkh$$"
-ip link set "tmkh$$" up
-ip -n "$(tm_ns coord)" addr add 10.251.0.2/30 dev "tmkc$$"
-ip -n "$(tm_ns coord)" link set "tmkc$$" up
+kube_link_namespace "$(tm_ns coord)" "tmkh$$" "tmkc$$" "$API_ADDR" 10.251.0.2
 
 tm_step "a real API server; helm install of the chart"
 KUBE_APISERVER_EXTRA_ARGS="--bind-address 0.0.0.0 --advertise-address $API_ADDR"

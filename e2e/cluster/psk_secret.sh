@@ -87,14 +87,7 @@ counter__is() { # NAME WANT
   echo "counters.json coordinator.$1: $got"
   [[ "$got" == "$2" ]]
 }
-handshakes() { tm_mjson "$1" "peer('$2')['handshakes']"; }
 invalid() { tm_mjson "$1" "s['drops']['handshake_invalid']"; }
-handshake__after() { # NAME PEER UNIX_SECONDS
-  local t
-  t=$(tm__mjson "$1" "peer('$2')['latest_handshake']") || return 1
-  echo "$1 -> $2: latest handshake at $t (want > $3)"
-  ((t > $3))
-}
 key_changes() { grep -c 'mesh preshared keys changed' "$(tm_member_log "$1")" || true; }
 # The operator's log since its last start.
 op_log_since_start() {
@@ -110,11 +103,7 @@ tm_net_public b
 TM_COORD_NSID=coord
 TM_COORD_ADDR=${TM_NET_ADDR[coord]}
 # The operator's host reaches the API server (in this namespace) over a veth.
-ip link add "tmkh$$" type veth peer name "tmkc$$" netns "$(tm_ns coord)"
-ip addr add "$API_ADDR/30" dev "tmkh$$"
-ip link set "tmkh$$" up
-ip -n "$(tm_ns coord)" addr add 10.251.0.2/30 dev "tmkc$$"
-ip -n "$(tm_ns coord)" link set "tmkc$$" up
+kube_link_namespace "$(tm_ns coord)" "tmkh$$" "tmkc$$" "$API_ADDR" 10.251.0.2
 
 tm_step "a real API server, the CRDs, Mesh demo and its join-token Secret"
 KUBE_APISERVER_EXTRA_ARGS="--bind-address 0.0.0.0 --advertise-address $API_ADDR"
@@ -186,14 +175,9 @@ KEY0=$(psk_field sha:key)
 KEY0_B64=$(psk_key_b64 key)
 
 tm_step "two members join and reach each other directly"
-tm_member_new alpha a
-tm_member_new beta b
-tm_member_start alpha
-tm_member_start beta
+tm_members_join alpha:a beta:b
 A4=$(tm_member_ip alpha 4)
 B4=$(tm_member_ip beta 4)
-tm_member_wait_peer 5 alpha beta
-tm_member_wait_peer 5 beta alpha
 tm_wait_ping a "$B4" 10
 tm_member_wait_path 10 alpha beta direct
 tm_member_wait_path 10 beta alpha direct
@@ -212,9 +196,9 @@ tm_expect_eq "psk.demo generation after the restart" "$(psk_field generation)" 0
 tm_wait 15 "alpha to register again with the restarted operator" op__registered alpha
 tm_wait 15 "beta to register again with the restarted operator" op__registered beta
 tm_wait 15 "alpha to complete a handshake with beta after the restart" \
-  handshake__after alpha beta "$RESTARTED_AT"
+  tm__handshake_after alpha beta "$RESTARTED_AT"
 tm_wait 15 "beta to complete a handshake with alpha after the restart" \
-  handshake__after beta alpha "$RESTARTED_AT"
+  tm__handshake_after beta alpha "$RESTARTED_AT"
 tm_expect_eq "alpha: key changes applied across the restart" "$(key_changes alpha)" "$CHANGES_A"
 tm_expect_eq "beta: key changes applied across the restart" "$(key_changes beta)" "$CHANGES_B"
 tm_expect_eq "alpha: failed handshakes across the restart" "$(invalid alpha)" "$INVALID_A0"
@@ -224,7 +208,7 @@ tm_flow_ping_check restart 0
 tm_step "kubectl patch of spec.presharedKeyGeneration rolls the key over"
 tm_flow_ping_start roll a "$B4" 25 0.05
 tm_flow_ping_start rollback b "$A4" 25 0.05
-H_BEFORE=$(($(handshakes alpha beta) + $(handshakes beta alpha)))
+H_BEFORE=$(($(tm_handshakes alpha beta) + $(tm_handshakes beta alpha)))
 ROLL_START=$(tm__now_ms)
 k patch mesh demo --type merge -p '{"spec":{"presharedKeyGeneration":1}}' >/dev/null
 tm_wait 5 "psk.demo to reach step accept-new" psk__is step accept-new
@@ -242,10 +226,10 @@ tm_expect_eq "psk.demo old key after the rollover" "$(psk_field sha:previous)" n
 tm_wait 5 "counters.json to count three rollover steps" counter__is psk_rollover_steps 3
 tm_expect_eq "counters.json: failed preshared-key saves" "$(counter psk_save_failures)" 0
 tm_wait 15 "alpha to complete a handshake with beta after the rollover" \
-  handshake__after alpha beta $((DONE_AT + 1))
+  tm__handshake_after alpha beta $((DONE_AT + 1))
 tm_wait 15 "beta to complete a handshake with alpha after the rollover" \
-  handshake__after beta alpha $((DONE_AT + 1))
-H_AFTER=$(($(handshakes alpha beta) + $(handshakes beta alpha)))
+  tm__handshake_after beta alpha $((DONE_AT + 1))
+H_AFTER=$(($(tm_handshakes alpha beta) + $(tm_handshakes beta alpha)))
 tm_expect_gt "handshakes during and after the rollover" $((H_AFTER - H_BEFORE)) 2
 tm_expect_eq "alpha: failed handshakes in the rollover" "$(invalid alpha)" "$INVALID_A0"
 tm_expect_eq "beta: failed handshakes in the rollover" "$(invalid beta)" "$INVALID_B0"

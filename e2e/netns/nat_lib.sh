@@ -682,6 +682,19 @@ tm_members_wait_ping() {
   done
 }
 
+# tm_handshakes NAME PEER: the handshakes member NAME completed with PEER (status --json).
+tm_handshakes() {
+  tm_mjson "$1" "peer('$2')['handshakes']"
+}
+# tm__handshake_after NAME PEER UNIX_SECONDS: poll predicate, true once NAME's latest handshake
+# with PEER is later than UNIX_SECONDS.
+tm__handshake_after() {
+  local t
+  t=$(tm__mjson "$1" "peer('$2')['latest_handshake']") || return 1
+  echo "$1 -> $2: latest handshake at $t (want > $3)"
+  (( t > $3 ))
+}
+
 tm__path_is() { # NAME PEER PATH
   local got
   got=$(tm__mjson "$1" "(peer('$2') or {}).get('path')") || return 1
