@@ -85,8 +85,10 @@ absl::Status CreatePrivateDirectories(const std::string& path) {
     struct stat st {};
     if (error != EEXIST) return ErrnoStatus(error, "creating directory " + dir);
     if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      return absl::FailedPreconditionError("creating directory " + dir +
-                                           ": it exists and is not a directory");
+      return absl::FailedPreconditionError(
+          "creating directory " + dir +
+          ": it exists and is not a directory (move it away, or choose "
+          "another path)");
     }
   }
   return absl::OkStatus();

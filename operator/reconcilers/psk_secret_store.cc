@@ -17,7 +17,11 @@ absl::StatusOr<PresharedKeyRecords> SecretPresharedKeyStore::Load() {
   PresharedKeyRecords records;
   // A named copy: items() of a temporary would outlive it.
   const nlohmann::json data = secret->value("data", nlohmann::json::object());
-  if (!data.is_object()) return absl::DataLossError(Where() + ": data is not an object");
+  if (!data.is_object()) {
+    return absl::DataLossError(Where() +
+                               ": data is not an object of base64 values; restore the Secret from "
+                               "a backup (its psk.<mesh> entries are the meshes' preshared keys)");
+  }
   for (const auto& [key, value] : data.items()) {
     if (key.rfind(kPrefix, 0) != 0) continue;
     const std::string where = Where() + " data." + key;

@@ -141,7 +141,10 @@ absl::Status KubeMemberStore::LoadQuarantine() {
   if (value == data.end() || !value->is_string()) return absl::OkStatus();
   std::string text;
   if (!absl::Base64Unescape(value->get<std::string>(), &text)) {
-    return absl::DataLossError(where + " is not base64");
+    return absl::DataLossError(where +
+                               " is not base64; restore it from a backup, or remove the entry to "
+                               "forget which addresses and names of departed members are "
+                               "quarantined");
   }
   absl::StatusOr<std::vector<QuarantineEntry>> entries = DecodeQuarantine(text, where, absl::Now());
   if (!entries.ok()) return entries.status();
