@@ -61,9 +61,9 @@ metadata: {name: demo}
 spec:
   ipv4CIDR: 10.99.0.0/16
   joinTokenSecretRef: {namespace: tunnelmesh, name: demo-join, key: token}'
-got=$(kube_kubectl get mesh demo -o jsonpath='{.spec.ipv4CIDR} {.spec.defaultAction} {.spec.domain}')
-[[ "$got" == "10.99.0.0/16 Deny mesh" ]] ||
-  kube_fail "Mesh demo reads back as '$got', want '10.99.0.0/16 Deny mesh' (with defaults)"
+got=$(kube_kubectl get mesh demo -o jsonpath='{.spec.ipv4CIDR} {.spec.defaultAction} {.spec.domain} {.spec.joinTokenMaxMembers}')
+[[ "$got" == "10.99.0.0/16 Deny mesh 0" ]] ||
+  kube_fail "Mesh demo reads back as '$got', want '10.99.0.0/16 Deny mesh 0' (with defaults)"
 
 kube_step "kubectl get meshes shows the printer columns"
 out=$(kube_kubectl get meshes 2>&1) || kube_fail "kubectl get meshes failed:"$'\n'"$out"
@@ -94,6 +94,15 @@ spec:
   ipv4CIDR: 10.98.0.0/16
   defaultAction: Maybe
   joinTokenSecretRef: {namespace: tunnelmesh, name: demo-join, key: token}' 'spec\.defaultAction'
+
+expect_rejected "Mesh with joinTokenMaxMembers -1" mesh/bad-cap '
+apiVersion: tunnelmesh.io/v1alpha1
+kind: Mesh
+metadata: {name: bad-cap}
+spec:
+  ipv4CIDR: 10.98.0.0/16
+  joinTokenMaxMembers: -1
+  joinTokenSecretRef: {namespace: tunnelmesh, name: demo-join, key: token}' 'spec\.joinTokenMaxMembers'
 
 expect_rejected "Mesh without ipv4CIDR" mesh/no-cidr '
 apiVersion: tunnelmesh.io/v1alpha1

@@ -159,8 +159,9 @@ if ! grep -qx '    corp.example:53 98.10.in-addr.arpa:53 0.0.0.0.9.9.0.0.9.9.d.f
   kube_fail "NOTES.txt does not print the CoreDNS stanza:"$'\n'"$out"
 fi
 
-kube_step "helm template: a join-token Secret in another namespace gets its own read-only Role"
-render othertoken --set mesh.joinTokenSecret.name=corp-join --set mesh.joinTokenSecret.namespace=vault
+kube_step "helm template: a join-token Secret in another namespace gets its own read-only Role; the token's cap"
+render othertoken --set mesh.joinTokenSecret.name=corp-join --set mesh.joinTokenSecret.namespace=vault \
+  --set mesh.joinTokenMaxMembers=40
 python3 - "$KUBE_WORK/othertoken.json" <<'EOF' || kube_fail "the Role for the join token in namespace vault is wrong"
 import json, sys
 objs = json.load(open(sys.argv[1]))
@@ -168,6 +169,7 @@ kinds = [o["kind"] for o in objs]
 assert "Secret" not in kinds, "the chart must not create a Secret when mesh.joinTokenSecret.name is set"
 mesh = [o for o in objs if o["kind"] == "Mesh"][0]
 assert mesh["spec"]["joinTokenSecretRef"] == {"namespace": "vault", "name": "corp-join", "key": "token"}, mesh["spec"]
+assert mesh["spec"]["joinTokenMaxMembers"] == 40, mesh["spec"]
 roles = [o for o in objs if o["kind"] == "Role" and o["metadata"]["namespace"] == "vault"]
 assert len(roles) == 1, roles
 assert roles[0]["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
@@ -197,6 +199,7 @@ expect_schema_error "mesh.ipv6CIDR=fd00::/48x" "/mesh/ipv6CIDR" --set mesh.ipv6C
 expect_schema_error "operator.logLevel=loud" "/operator/logLevel" --set operator.logLevel=loud
 expect_schema_error "image.pullPolicy=Sometimes" "/image/pullPolicy" --set image.pullPolicy=Sometimes
 expect_schema_error "mesh.defaultAction=Maybe" "/mesh/defaultAction" --set mesh.defaultAction=Maybe
+expect_schema_error "mesh.joinTokenMaxMembers=-1" "/mesh/joinTokenMaxMembers" --set mesh.joinTokenMaxMembers=-1
 expect_schema_error "an unknown top-level key" "'replicaCount'" --set replicaCount=2
 expect_schema_error "an unknown nested key" "'grpcport'" --set operator.grpcport=7700
 expect_schema_error "operator.replicas=two" "/operator/replicas" --set-string operator.replicas=two

@@ -7,7 +7,9 @@
 #
 # Checks: a third member joining with the old token is refused (exit 1, naming the join token)
 # within a few seconds of the change and is not recorded; a fourth with the new token joins and
-# reaches the others; the first two lose no ping (0%), keep their mesh IPs, do not have to
+# reaches the others; with the Mesh's spec.joinTokenMaxMembers set to 3 (the mesh's size), a fifth
+# member with the new token is refused (exit 1, naming the field), is not recorded and is counted
+# in refused_token_cap; the first two lose no ping (0%), keep their mesh IPs, do not have to
 # register again, and their preshared key does not change (the coordinator's preshared-keys.json
 # is byte-for-byte the same, and no agent logged a key change after joining).
 #
@@ -22,12 +24,13 @@ tm__coord_reloaded_after() { # LINE: "manifests reloaded" logged after line LINE
   tail -n +"$(( $1 + 1 ))" "$(tm_coord_log)" | grep -q 'manifests reloaded'
 }
 
-tm_step "topology: coordinator and four hosts on a public segment"
+tm_step "topology: coordinator and five hosts on a public segment"
 tm_net_public coord
 tm_net_public a
 tm_net_public b
 tm_net_public c
 tm_net_public d
+tm_net_public e
 tm_coord_setup coord
 tm_coord_start
 
@@ -80,6 +83,29 @@ tm_member_wait_peer 5 alpha delta
 tm_member_wait_peer 5 delta beta
 tm_wait_ping d "$A4" 10
 tm_ping a "$D4" 3
+
+tm_step "a cap on what the token admits: spec.joinTokenMaxMembers 3 refuses a fourth member"
+LOG_LINES=$(wc -l <"$(tm_coord_log)")
+sed 's/^  joinTokenSecretRef:/  joinTokenMaxMembers: 3\n  joinTokenSecretRef:/' \
+  "$TM_WORK/coord.manifests/mesh.yaml" >"$TM_WORK/mesh.yaml.new"
+grep -q 'joinTokenMaxMembers: 3' "$TM_WORK/mesh.yaml.new" ||
+  tm_fail "could not add joinTokenMaxMembers to the manifest"
+mv "$TM_WORK/mesh.yaml.new" "$TM_WORK/coord.manifests/mesh.yaml"
+tm_wait 5 "the coordinator to reload the manifests" tm__coord_reloaded_after "$LOG_LINES"
+tm_member_new epsilon e
+tm_member_join_once epsilon "$(tm_token_file)" 20
+tm_log "join over the cap: exit $TM_JOIN_RC: $TM_JOIN_OUT"
+tm_expect_eq "exit code of join over the cap" "$TM_JOIN_RC" 1
+grep -q 'spec.joinTokenMaxMembers (3)' <<<"$TM_JOIN_OUT" ||
+  tm_fail "join over the cap did not name spec.joinTokenMaxMembers: $TM_JOIN_OUT"
+if grep -q '"name": "epsilon"' "$(tm_coord_state)/members.json"; then
+  tm_fail "the coordinator recorded epsilon over the cap"
+fi
+tm__refused_by_cap() {
+  "$TM_PY" -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1]))["coordinator"]["refused_token_cap"] == 1 else 1)' \
+    "$(tm_coord_state)/counters.json" 2>/dev/null
+}
+tm_wait 5 "counters.json to count the refusal in refused_token_cap" tm__refused_by_cap
 
 tm_step "the running members were not disturbed"
 tm_flow_ping_check ab 0

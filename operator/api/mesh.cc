@@ -97,6 +97,18 @@ absl::Status ParseMesh(const YAML::Node& doc, const std::string& file, MeshSpec*
                                         "mesh's preshared key over)");
     }
   }
+  if (const YAML::Node cap = spec["joinTokenMaxMembers"]; cap) {
+    const std::string text = Scalar(cap);
+    if (!cap.IsScalar() || text.empty() || text.size() > 7 ||
+        text.find_first_not_of("0123456789") != std::string::npos ||
+        !absl::SimpleAtoi(text, &mesh->join_token_max_members) ||
+        mesh->join_token_max_members > kMaxJoinTokenMembers) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": spec.joinTokenMaxMembers \"", text, "\" must be an integer from 0 (no cap) to ",
+          kMaxJoinTokenMembers, ": the most members the mesh may have for the join token to admit "
+          "another"));
+    }
+  }
   const YAML::Node ref = spec["joinTokenSecretRef"];
   if (!ref || !ref.IsMap()) {
     return absl::InvalidArgumentError(where +

@@ -15,6 +15,9 @@
 
 namespace tunnelmesh {
 
+// The largest spec.joinTokenMaxMembers (as the CRD's schema allows).
+inline constexpr uint32_t kMaxJoinTokenMembers = 1000000;
+
 struct SecretRef {
   std::string namespace_name;
   std::string name;
@@ -36,6 +39,10 @@ struct MeshSpec {
   // spec.presharedKeyGeneration: raising it rolls the mesh's WireGuard preshared key over to a
   // fresh random key (docs/protocol.md, "Preshared key"). The key itself is never in the spec.
   uint64_t preshared_key_generation = 0;
+  // spec.joinTokenMaxMembers: while the mesh has this many members, the join token admits no new
+  // one (members already in the mesh, and ServiceAccount-token joins, are not limited by it).
+  // 0: no cap.
+  uint32_t join_token_max_members = 0;
   // Resolved from the referenced Secret.
   std::string join_token;
   // Where the object came from, for messages.

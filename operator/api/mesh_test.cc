@@ -61,6 +61,19 @@ TEST(MeshTest, ParsesPresharedKeyGeneration) {
   EXPECT_EQ(meshes[0].preshared_key_generation, 3u);
 }
 
+TEST(MeshTest, ParsesJoinTokenMaxMembers) {
+  std::vector<MeshSpec> meshes;
+  Secrets secrets;
+  ASSERT_TRUE(ParseManifestText(kMesh, "f.yaml", &meshes, &secrets).ok());
+  EXPECT_EQ(meshes[0].join_token_max_members, 0u) << "default: no cap";
+  std::string text = kMesh;
+  const std::string anchor = "  joinTokenSecretRef";
+  text.insert(text.find(anchor), "  joinTokenMaxMembers: 25\n");
+  meshes.clear();
+  ASSERT_TRUE(ParseManifestText(text, "f.yaml", &meshes, &secrets).ok());
+  EXPECT_EQ(meshes[0].join_token_max_members, 25u);
+}
+
 TEST(MeshTest, ErrorsNameTheField) {
   struct Case {
     std::string from, to, field;
@@ -85,7 +98,15 @@ TEST(MeshTest, ErrorsNameTheField) {
            {"  joinTokenSecretRef", "  presharedKeyGeneration: [1]\n  joinTokenSecretRef",
             "spec.presharedKeyGeneration"},
            {"  joinTokenSecretRef", "  presharedKeyGeneration: ''\n  joinTokenSecretRef",
-            "spec.presharedKeyGeneration"}}) {
+            "spec.presharedKeyGeneration"},
+           {"  joinTokenSecretRef", "  joinTokenMaxMembers: -3\n  joinTokenSecretRef",
+            "spec.joinTokenMaxMembers"},
+           {"  joinTokenSecretRef", "  joinTokenMaxMembers: 1000001\n  joinTokenSecretRef",
+            "spec.joinTokenMaxMembers"},
+           {"  joinTokenSecretRef", "  joinTokenMaxMembers: {n: 1}\n  joinTokenSecretRef",
+            "spec.joinTokenMaxMembers"},
+           {"  joinTokenSecretRef", "  joinTokenMaxMembers: ten\n  joinTokenSecretRef",
+            "spec.joinTokenMaxMembers"}}) {
     std::string text = kMesh;
     text.replace(text.find(c.from), c.from.size(), c.to);
     std::vector<MeshSpec> meshes;

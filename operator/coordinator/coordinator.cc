@@ -156,8 +156,8 @@ const char* StepName(PresharedKeyStep step) {
   return "";
 }
 
-// The spec as members see it: the join token (only Register reads it), the key generation (a
-// change reaches members as a key change) and where the spec came from are left out.
+// The spec as members see it: the join token and its cap (only Register reads them), the key
+// generation (a change reaches members as a key change) and where the spec came from are left out.
 bool SameMemberView(const MeshSpec& a, const MeshSpec& b) {
   MeshSpec x = a, y = b;
   x.join_token.clear();
@@ -165,6 +165,7 @@ bool SameMemberView(const MeshSpec& a, const MeshSpec& b) {
   x.source.clear();
   y.source.clear();
   x.preshared_key_generation = y.preshared_key_generation = 0;
+  x.join_token_max_members = y.join_token_max_members = 0;
   return x == y;
 }
 
@@ -611,6 +612,20 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(const coord::Regis
     (void)wrong_token_limit_.Allow(source, now);
     return absl::PermissionDeniedError("the join token is not valid for Mesh \"" + mesh->spec.name +
                                        "\": check --token-file");
+  }
+  // The Mesh's cap on what the join token admits: a lost laptop's member counts until it leaves,
+  // expires or its MeshPeer is deleted, so a leaked token cannot grow the mesh without bound.
+  if (const uint32_t cap = mesh->spec.join_token_max_members;
+      cap > 0 && !service_account && !member) {
+    const size_t count = absl::c_count_if(
+        members_, [&](const auto& entry) { return entry.second.mesh == mesh->spec.name; });
+    if (count >= cap) {
+      counters_.refused_token_cap.fetch_add(1);
+      return absl::FailedPreconditionError(absl::StrCat(
+          "Mesh \"", mesh->spec.name, "\" has ", count, " members and its join token admits none "
+          "beyond spec.joinTokenMaxMembers (", cap, "): raise it, or remove members that are gone "
+          "(delete their MeshPeers)"));
+    }
   }
   MemberRecord record;
   auto existing = members_.find(key);

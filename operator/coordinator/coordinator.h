@@ -116,6 +116,8 @@ struct CoordinatorCounters {
   std::atomic<uint64_t> refused_proofs{0};
   // Calls refused by a rate limit (Hello, Register, wrong tokens, reports, call-me-maybe).
   std::atomic<uint64_t> rate_limited{0};
+  // New members the join token did not admit because the Mesh had spec.joinTokenMaxMembers.
+  std::atomic<uint64_t> refused_token_cap{0};
   // Call-me-maybe endpoints dropped because the sender had not reported them.
   std::atomic<uint64_t> call_me_maybe_endpoints_dropped{0};
   // Members removed by ExpireIdle.

@@ -420,5 +420,39 @@ TEST_F(AdmissionTest, AKnownMemberReRegistersWithoutTheCurrentToken) {
             absl::StatusCode::kPermissionDenied);
 }
 
+TEST_F(AdmissionTest, TheJoinTokenAdmitsNoMoreThanTheMeshsCap) {
+  store_ = *StateStore::Open(TempDir());
+  auto c = std::make_unique<Coordinator>(store_.get(), Coordinator::Options{});
+  std::string manifest = MeshManifest(24);
+  const std::string anchor = "  joinTokenSecretRef";
+  manifest.insert(manifest.find(anchor), "  joinTokenMaxMembers: 2\n");
+  c->SetMeshes(Meshes(manifest));
+  const PublicKey a = NewKey(), b = NewKey();
+  ASSERT_TRUE(RegisterAs(*c, Request(a, "a")).ok());
+  ASSERT_TRUE(RegisterAs(*c, Request(b, "b")).ok());
+  auto refused = RegisterAs(*c, Request(NewKey(), "c"));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(refused.status().message()).find("spec.joinTokenMaxMembers (2)"),
+            std::string::npos)
+      << refused.status();
+  EXPECT_EQ(c->counters().refused_token_cap.load(), 1u);
+  EXPECT_EQ(c->member_count(), 2u);
+  // A wrong token learns nothing about the cap: it is refused as a wrong token.
+  EXPECT_EQ(RegisterAs(*c, Request(NewKey(), "d", "a wrong token here")).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  // Members already in the mesh re-register (after a restart, say) at the cap.
+  EXPECT_TRUE(RegisterAs(*c, Request(a, "a")).ok());
+  // One leaves: the token admits one newcomer again.
+  ASSERT_TRUE(c->Leave(b).ok());
+  EXPECT_TRUE(RegisterAs(*c, Request(NewKey(), "c")).ok());
+  EXPECT_FALSE(RegisterAs(*c, Request(NewKey(), "e")).ok());
+  // Raising the cap takes effect at once.
+  manifest.replace(manifest.find("joinTokenMaxMembers: 2"), 22, "joinTokenMaxMembers: 3");
+  c->SetMeshes(Meshes(manifest));
+  EXPECT_TRUE(RegisterAs(*c, Request(NewKey(), "e")).ok());
+  EXPECT_EQ(c->counters().refused_token_cap.load(), 2u);
+}
+
 }  // namespace
 }  // namespace tunnelmesh

@@ -64,6 +64,19 @@ TEST_F(ServiceAccountRegisterTest, NodeOfItsOwnTokenWithTheRightAudienceIsAdmitt
   EXPECT_EQ(coordinator_->counters().rejected_tokens.load(), 0u);
 }
 
+TEST_F(ServiceAccountRegisterTest, TheJoinTokensCapDoesNotLimitServiceAccountJoins) {
+  std::string manifest = MeshManifest(16);
+  manifest.insert(manifest.find("  joinTokenSecretRef"), "  joinTokenMaxMembers: 1\n");
+  coordinator_->SetMeshes(Meshes(manifest));
+  ASSERT_TRUE(RegisterNode("node-1", "node-1-pod").ok());
+  absl::StatusOr<coord::RegisterResponse> r = RegisterNode("node-2", "node-2-pod");
+  ASSERT_TRUE(r.ok()) << r.status();
+  // The mesh holds two members now: a laptop with the join token is over the cap.
+  EXPECT_EQ(RegisterAs(*coordinator_, Request(NewKey(), "laptop")).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(coordinator_->counters().refused_token_cap.load(), 1u);
+}
+
 TEST_F(ServiceAccountRegisterTest, AnotherNodesNameIsRefusedNamingTheTokensNode) {
   absl::StatusOr<coord::RegisterResponse> r = RegisterNode("node-2", "node-1-pod");
   ASSERT_FALSE(r.ok());
