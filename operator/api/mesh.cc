@@ -103,10 +103,11 @@ absl::Status ParseMesh(const YAML::Node& doc, const std::string& file, MeshSpec*
         text.find_first_not_of("0123456789") != std::string::npos ||
         !absl::SimpleAtoi(text, &mesh->join_token_max_members) ||
         mesh->join_token_max_members > kMaxJoinTokenMembers) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": spec.joinTokenMaxMembers \"", text, "\" must be an integer from 0 (no cap) to ",
-          kMaxJoinTokenMembers, ": the most members the mesh may have for the join token to admit "
-          "another"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": spec.joinTokenMaxMembers \"", text,
+                       "\" must be an integer from 0 (no cap) to ", kMaxJoinTokenMembers,
+                       ": the most members the mesh may have for the join token to admit "
+                       "another"));
     }
   }
   const YAML::Node ref = spec["joinTokenSecretRef"];

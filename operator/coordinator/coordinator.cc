@@ -621,10 +621,13 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(const coord::Regis
         members_, [&](const auto& entry) { return entry.second.mesh == mesh->spec.name; });
     if (count >= cap) {
       counters_.refused_token_cap.fetch_add(1);
-      return absl::FailedPreconditionError(absl::StrCat(
-          "Mesh \"", mesh->spec.name, "\" has ", count, " members and its join token admits none "
-          "beyond spec.joinTokenMaxMembers (", cap, "): raise it, or remove members that are gone "
-          "(delete their MeshPeers)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("Mesh \"", mesh->spec.name, "\" has ", count,
+                       " members and its join token admits none "
+                       "beyond spec.joinTokenMaxMembers (",
+                       cap,
+                       "): raise it, or remove members that are gone "
+                       "(delete their MeshPeers)"));
     }
   }
   MemberRecord record;
