@@ -145,6 +145,7 @@ void CoordinatorSession::WatchLoop() {
         break;
       }
       if (!response.ok()) {
+        if (hooks_.on_disconnected) hooks_.on_disconnected(response.status());
         TM_LOG_WARN("re-registering: {}", std::string(response.status().message()));
         if (!Sleep(backoff.Next())) break;
         continue;
@@ -170,6 +171,7 @@ void CoordinatorSession::WatchLoop() {
       if (hooks_.on_refused) hooks_.on_refused(s);
       break;
     }
+    if (hooks_.on_disconnected) hooks_.on_disconnected(s);
     if (resync) {
       TM_LOG_WARN("a network map update could not be applied; reconnecting for a full map");
     } else {
