@@ -96,7 +96,8 @@ unit_exec "$COORD_UNIT" \
 TOKEN=$(cat "$(tm_token_file)")
 [[ "${UNIT_CMD[*]}" != *"$TOKEN"* ]] || tm_fail "the coordinator's command line holds the token"
 COORD_LOG=$(tm_coord_log)
-tm_in coord setpriv --reuid="$UNIT_UID" --regid="$UNIT_UID" --clear-groups \
+# Not through tm_in: the pid must be the operator's own (ip netns exec and setpriv exec it).
+ip netns exec "$(tm_ns coord)" setpriv --reuid="$UNIT_UID" --regid="$UNIT_UID" --clear-groups \
   --bounding-set="$(bounding_set "$COORD_UNIT")" --inh-caps=-all -- "${UNIT_CMD[@]}" \
   >>"$COORD_LOG" 2>&1 &
 COORD_PID=$!
@@ -137,7 +138,7 @@ unit_exec "$AGENT_UNIT" --env-file /etc/default/tunnelmesh-agent="$ENV_FILE"
 [[ "${UNIT_CMD[*]}" == *"--token-file $(tm_token_file)"* ]] ||
   tm_fail "the agent's command line does not read the token from TUNNELMESH_TOKEN_FILE"
 AGENT_LOG=$TM_WORK/unit.log
-tm_in a setpriv --bounding-set="$(bounding_set "$AGENT_UNIT")" -- "${UNIT_CMD[@]}" \
+ip netns exec "$(tm_ns a)" setpriv --bounding-set="$(bounding_set "$AGENT_UNIT")" -- "${UNIT_CMD[@]}" \
   >>"$AGENT_LOG" 2>&1 &
 AGENT_PID=$!
 TM_BG_PIDS+=("$AGENT_PID")

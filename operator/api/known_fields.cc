@@ -106,7 +106,7 @@ size_t EditDistance(const std::string& a, const std::string& b) {
 }
 
 std::string Join(const std::string& path, std::string_view name) {
-  return path.empty() ? std::string(name) : absl::StrCat(path, ".", name);
+  return path.empty() ? std::string(name) : path + "." + std::string(name);
 }
 
 const KnownField* Find(std::string_view name, std::span<const KnownField> fields) {
@@ -149,8 +149,8 @@ absl::Status CheckKnownFields(const nlohmann::json& object, std::span<const Know
         return absl::InvalidArgumentError(absl::StrCat(
             "unknown field ", Join(path, key), " (did you mean ", Join(path, closest), "?)"));
       }
-      std::vector<std::string_view> names;
-      for (const KnownField& f : fields) names.push_back(f.name);
+      std::vector<std::string> names;
+      for (const KnownField& f : fields) names.emplace_back(f.name);
       return absl::InvalidArgumentError(absl::StrCat("unknown field ", Join(path, key), " (",
                                                      path.empty() ? "the object" : path, " has ",
                                                      absl::StrJoin(names, ", "), ")"));

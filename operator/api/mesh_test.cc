@@ -79,7 +79,9 @@ std::string ErrorOf(const std::string& text, ManifestPolicies* policies = nullpt
   std::vector<MeshSpec> meshes;
   Secrets secrets;
   absl::Status s = ParseManifestText(text, "mesh.yaml", &meshes, &secrets, policies);
-  if (!s.ok()) EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  if (!s.ok()) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  }
   return std::string(s.message());
 }
 
