@@ -244,10 +244,15 @@ absl::Status ParseManifestText(const std::string& text, const std::string& file,
       const std::string kind = Scalar(doc["kind"]);
       // The fields are checked on the JSON form, the one the cluster gives the same object.
       nlohmann::json object;
-      if (!ToJson(doc, 0, &object)) {
+      const bool converted = ToJson(doc, 0, &object);
+      const YAML::Node metadata = doc["metadata"];
+      const std::string name = converted                      ? MetadataString(object, "name")
+                               : metadata && metadata.IsMap() ? Scalar(metadata["name"])
+                                                              : "";
+      // A PeerPolicy that nests too deeply is rejected alone, below.
+      if (!converted && kind != "PeerPolicy") {
         return absl::InvalidArgumentError(file + ": a document nests deeper than 64 levels");
       }
-      const std::string name = MetadataString(object, "name");
       if (kind == "Mesh") {
         if (api != "tunnelmesh.io/v1alpha1") {
           return absl::InvalidArgumentError(file + ": Mesh has apiVersion \"" + api +
@@ -275,6 +280,7 @@ absl::Status ParseManifestText(const std::string& text, const std::string& file,
             api != "tunnelmesh.io/v1alpha1"
                 ? absl::InvalidArgumentError("apiVersion \"" + api +
                                              "\": expected tunnelmesh.io/v1alpha1")
+            : !converted   ? absl::InvalidArgumentError("nests deeper than 64 levels")
             : name.empty() ? absl::InvalidArgumentError("metadata.name is required")
                            : ParsePeerPolicy(object);
         if (policy.ok()) {

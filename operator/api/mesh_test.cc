@@ -169,13 +169,18 @@ kind: PeerPolicy
 metadata: {name: good}
 spec: {mesh: demo, action: Allow, from: [{names: [a]}]}
 )";
+  std::string deep =
+      "---\napiVersion: tunnelmesh.io/v1alpha1\nkind: PeerPolicy\n"
+      "metadata: {name: deep}\nspec: {mesh: demo, action: Allow, from: ";
+  deep += std::string(70, '[') + std::string(70, ']') + "}\n";
   ManifestPolicies parsed;
-  EXPECT_EQ(ErrorOf(std::string(kMesh) + policies, &parsed), "");
+  EXPECT_EQ(ErrorOf(std::string(kMesh) + policies + deep, &parsed), "");
   ASSERT_EQ(parsed.accepted.size(), 1u);
   EXPECT_EQ(parsed.accepted[0].name, "good");
-  ASSERT_EQ(parsed.rejected.size(), 1u);
+  ASSERT_EQ(parsed.rejected.size(), 2u);
   EXPECT_EQ(parsed.rejected[0],
             "mesh.yaml: PeerPolicy \"typo\": unknown field spec.form (did you mean spec.from?)");
+  EXPECT_EQ(parsed.rejected[1], "mesh.yaml: PeerPolicy \"deep\": nests deeper than 64 levels");
 }
 
 TEST(MeshTest, ErrorsNameTheField) {
