@@ -49,7 +49,7 @@ unit_exec() {
 bounding_set() {
   local caps out="-all" cap
   caps=$(unit_get "$1" CapabilityBoundingSet)
-  for cap in $caps; do out+=",+$(tr 'A-Z' 'a-z' <<<"${cap#CAP_}")"; done
+  for cap in $caps; do out+=",+$(tr '[:upper:]' '[:lower:]' <<<"${cap#CAP_}")"; done
   echo "$out"
 }
 
