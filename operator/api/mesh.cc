@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "lib/dns/message.h"
+#include "operator/api/known_fields.h"
 #include "yaml-cpp/yaml.h"
 
 namespace tunnelmesh {
@@ -131,6 +132,11 @@ absl::Status ParseSecret(const YAML::Node& doc, const std::string& file,
   const std::string name = Scalar(doc["metadata"]["name"]);
   const std::string where = Where(file, "Secret", ns + "/" + name);
   auto& values = (*secrets)[ns + "/" + name];
+  for (const char* field : {"stringData", "data"}) {
+    if (const YAML::Node map = doc[field]; map && !map.IsMap() && !map.IsNull()) {
+      return absl::InvalidArgumentError(where + ": " + field + " must be a mapping of key: value");
+    }
+  }
   if (const YAML::Node string_data = doc["stringData"]; string_data && string_data.IsMap()) {
     for (const auto& kv : string_data) values[kv.first.as<std::string>()] = Scalar(kv.second);
   }
@@ -148,6 +154,14 @@ absl::Status ParseSecret(const YAML::Node& doc, const std::string& file,
 }
 
 constexpr int kMaxYamlDepth = 64;
+
+// object.metadata[key] when it is a string, else "".
+std::string MetadataString(const nlohmann::json& object, const char* key) {
+  auto metadata = object.find("metadata");
+  if (metadata == object.end() || !metadata->is_object()) return "";
+  auto value = metadata->find(key);
+  return value != metadata->end() && value->is_string() ? value->get<std::string>() : "";
+}
 
 // Converts one YAML node; false when it nests deeper than kMaxYamlDepth.
 bool ToJson(const YAML::Node& node, int depth, nlohmann::json* out) {
@@ -228,32 +242,60 @@ absl::Status ParseManifestText(const std::string& text, const std::string& file,
       if (!doc.IsMap()) return absl::InvalidArgumentError(file + ": a document is not a mapping");
       const std::string api = Scalar(doc["apiVersion"]);
       const std::string kind = Scalar(doc["kind"]);
+      // The fields are checked on the JSON form, the one the cluster gives the same object.
+      nlohmann::json object;
+      const bool converted = ToJson(doc, 0, &object);
+      const YAML::Node metadata = doc["metadata"];
+      const std::string name = converted                      ? MetadataString(object, "name")
+                               : metadata && metadata.IsMap() ? Scalar(metadata["name"])
+                                                              : "";
+      // A PeerPolicy that nests too deeply is rejected alone, below.
+      if (!converted && kind != "PeerPolicy") {
+        return absl::InvalidArgumentError(file + ": a document nests deeper than 64 levels");
+      }
       if (kind == "Mesh") {
         if (api != "tunnelmesh.io/v1alpha1") {
           return absl::InvalidArgumentError(file + ": Mesh has apiVersion \"" + api +
                                             "\"; expected tunnelmesh.io/v1alpha1");
         }
+        if (absl::Status s = CheckKnownFields(object, MeshObjectFields()); !s.ok()) {
+          return absl::InvalidArgumentError(Where(file, "Mesh", name) + ": " +
+                                            std::string(s.message()));
+        }
         MeshSpec mesh;
         if (absl::Status s = ParseMesh(doc, file, &mesh); !s.ok()) return s;
         meshes->push_back(std::move(mesh));
       } else if (kind == "Secret") {
+        if (absl::Status s = CheckKnownFields(object, SecretObjectFields()); !s.ok()) {
+          return absl::InvalidArgumentError(
+              Where(file, "Secret", MetadataString(object, "namespace") + "/" + name) + ": " +
+              std::string(s.message()));
+        }
         if (absl::Status s = ParseSecret(doc, file, secrets); !s.ok()) return s;
-      } else if (kind == "PeerPolicy" && policies != nullptr) {
-        const std::string name = Scalar(doc["metadata"]["name"]);
+      } else if (kind == "PeerPolicy") {
+        // Read only for callers that want policies (the reconciler of a Mesh does not).
+        if (policies == nullptr) continue;
         const std::string where = Where(file, "PeerPolicy", name);
-        nlohmann::json object;
         absl::StatusOr<PeerPolicySpec> policy =
             api != "tunnelmesh.io/v1alpha1"
                 ? absl::InvalidArgumentError("apiVersion \"" + api +
                                              "\": expected tunnelmesh.io/v1alpha1")
-            : name.empty()             ? absl::InvalidArgumentError("metadata.name is required")
-            : !ToJson(doc, 0, &object) ? absl::InvalidArgumentError("nests too deeply")
-                                       : ParsePeerPolicy(object);
+            : !converted   ? absl::InvalidArgumentError("nests deeper than 64 levels")
+            : name.empty() ? absl::InvalidArgumentError("metadata.name is required")
+                           : ParsePeerPolicy(object);
         if (policy.ok()) {
           policies->accepted.push_back(*std::move(policy));
         } else {
           policies->rejected.push_back(where + ": " + std::string(policy.status().message()));
         }
+      } else {
+        const std::string what = kind.empty()
+                                     ? "a document without kind"
+                                     : "kind " + kind + (name.empty() ? "" : " (\"" + name + "\")");
+        return absl::InvalidArgumentError(
+            file + ": " + what +
+            " is not read from manifests: they hold Mesh and PeerPolicy (apiVersion "
+            "tunnelmesh.io/v1alpha1) and Secret (v1) objects only; move it out of the directory");
       }
     }
   } catch (const YAML::Exception& e) {

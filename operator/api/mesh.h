@@ -59,9 +59,9 @@ struct ManifestPolicies {
   std::vector<std::string> rejected;
 };
 
-// Parses the text of one or more YAML documents (for tests); `file` appears in messages. Secrets
-// found are added to `secrets` ("namespace/name" -> key -> value), meshes to `meshes`, PeerPolicies
-// (through ParsePeerPolicy, as in the cluster) to `policies` unless it is null.
+// Parses YAML documents; `file` appears in messages. Secrets go to `secrets` ("namespace/name" ->
+// key -> value), Meshes to `meshes`, PeerPolicies to `policies` (skipped when null). Other kinds
+// and fields a kind lacks (known_fields.h) are errors naming the file, object and field's path.
 [[nodiscard]] absl::Status ParseManifestText(
     const std::string& text, const std::string& file, std::vector<MeshSpec>* meshes,
     std::map<std::string, std::map<std::string, std::string>>* secrets,

@@ -74,6 +74,115 @@ TEST(MeshTest, ParsesJoinTokenMaxMembers) {
   EXPECT_EQ(meshes[0].join_token_max_members, 25u);
 }
 
+// Parses `text` and returns the error message ("" when it parses).
+std::string ErrorOf(const std::string& text, ManifestPolicies* policies = nullptr) {
+  std::vector<MeshSpec> meshes;
+  Secrets secrets;
+  absl::Status s = ParseManifestText(text, "mesh.yaml", &meshes, &secrets, policies);
+  if (!s.ok()) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  }
+  return std::string(s.message());
+}
+
+std::string Replace(std::string text, const std::string& from, const std::string& to) {
+  text.replace(text.find(from), from.size(), to);
+  return text;
+}
+
+TEST(MeshTest, UnknownFieldsAreErrorsNamingTheClosestField) {
+  EXPECT_EQ(ErrorOf(Replace(kMesh, "ipv6CIDR", "ipv6CIRD")),
+            "mesh.yaml: Mesh \"demo\": unknown field spec.ipv6CIRD (did you mean spec.ipv6CIDR?)");
+  // A misspelt required field is named as such, not reported as missing.
+  EXPECT_EQ(ErrorOf(Replace(kMesh, "ipv4CIDR", "ipv4CIRD")),
+            "mesh.yaml: Mesh \"demo\": unknown field spec.ipv4CIRD (did you mean spec.ipv4CIDR?)");
+  EXPECT_EQ(ErrorOf(Replace(kMesh, "  joinTokenSecretRef",
+                            "  defaultActon: Allow\n  joinTokenSecretRef")),
+            "mesh.yaml: Mesh \"demo\": unknown field spec.defaultActon (did you mean "
+            "spec.defaultAction?)");
+  EXPECT_EQ(
+      ErrorOf(Replace(kMesh, "  joinTokenSecretRef", "  dns: {ttl: 5}\n  joinTokenSecretRef")),
+      "mesh.yaml: Mesh \"demo\": unknown field spec.dns.ttl (spec.dns has ttlSeconds, "
+      "negativeTTLSeconds)");
+  EXPECT_EQ(ErrorOf(Replace(kMesh, "name: demo-join}", "name: demo-join, kee: t}")),
+            "mesh.yaml: Mesh \"demo\": unknown field spec.joinTokenSecretRef.kee (did you mean "
+            "spec.joinTokenSecretRef.key?)");
+  EXPECT_EQ(ErrorOf(Replace(kMesh, "metadata: {name: demo}", "metadata: {name: demo, lables: {}}")),
+            "mesh.yaml: Mesh \"demo\": unknown field metadata.lables (did you mean "
+            "metadata.labels?)");
+  EXPECT_EQ(ErrorOf(Replace(kMesh, "kind: Mesh\n", "kind: Mesh\nspce: {}\n")),
+            "mesh.yaml: Mesh \"demo\": unknown field spce (did you mean spec?)");
+}
+
+TEST(MeshTest, SecretFieldsAreChecked) {
+  // The review's step 34: `stringdata` used to read as a Secret without the key.
+  EXPECT_EQ(ErrorOf(Replace(kMesh, "stringData:", "stringdata:")),
+            "mesh.yaml: Secret \"tm/demo-join\": unknown field stringdata (did you mean "
+            "stringData?)");
+  EXPECT_EQ(ErrorOf(Replace(kMesh, "stringData: {token: \"a long random string\"}",
+                            "stringData: [token]")),
+            "mesh.yaml: Secret \"tm/demo-join\": stringData must be a mapping of key: value");
+  EXPECT_EQ(
+      ErrorOf(Replace(kMesh, "kind: Secret\n", "kind: Secret\ntype: Opaque\nimmutable: true\n")),
+      "");
+}
+
+TEST(MeshTest, OtherKindsAreErrorsNamingTheKindsRead) {
+  const std::string peer =
+      "---\napiVersion: tunnelmesh.io/v1alpha1\nkind: MeshPeer\nmetadata: {name: laptop}\n"
+      "spec: {mesh: demo, kind: External}\n";
+  EXPECT_EQ(ErrorOf(std::string(kMesh) + peer),
+            "mesh.yaml: kind MeshPeer (\"laptop\") is not read from manifests: they hold Mesh and "
+            "PeerPolicy (apiVersion tunnelmesh.io/v1alpha1) and Secret (v1) objects only; move it "
+            "out of the directory");
+  EXPECT_NE(ErrorOf(std::string(kMesh) + "---\nkin: Mesh\n").find("a document without kind"),
+            std::string::npos);
+}
+
+TEST(MeshTest, ObjectsAsTheApiServerReturnsThemParse) {
+  // The reconciler passes the cluster's JSON: metadata the API server fills in, and a status.
+  const std::string mesh = R"({"apiVersion": "tunnelmesh.io/v1alpha1", "kind": "Mesh",
+    "metadata": {"name": "demo", "uid": "u", "resourceVersion": "7", "generation": 2,
+                 "creationTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["f"],
+                 "managedFields": [{"manager": "kubectl"}], "annotations": {"a": "b"}},
+    "spec": {"ipv4CIDR": "10.99.0.0/16", "domain": "mesh", "defaultAction": "Deny",
+             "dns": {"ttlSeconds": 5, "negativeTTLSeconds": 5}, "presharedKeyGeneration": 0,
+             "joinTokenMaxMembers": 0,
+             "joinTokenSecretRef": {"namespace": "tm", "name": "demo-join", "key": "token"}},
+    "status": {"memberCount": 1, "conditions": []}})";
+  EXPECT_EQ(ErrorOf(mesh), "");
+  EXPECT_EQ(ErrorOf(R"({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+    "metadata": {"name": "demo-join", "namespace": "tm", "uid": "u", "resourceVersion": "1"},
+    "data": {"token": "YWJjZGVmZ2hpamtsbW5vcHFyc3Q="}})"),
+            "");
+}
+
+TEST(MeshTest, InvalidPeerPolicyIsRejectedAndTheOthersApply) {
+  const std::string policies = R"(---
+apiVersion: tunnelmesh.io/v1alpha1
+kind: PeerPolicy
+metadata: {name: typo}
+spec: {mesh: demo, action: Allow, form: [{names: [a]}]}
+---
+apiVersion: tunnelmesh.io/v1alpha1
+kind: PeerPolicy
+metadata: {name: good}
+spec: {mesh: demo, action: Allow, from: [{names: [a]}]}
+)";
+  std::string deep =
+      "---\napiVersion: tunnelmesh.io/v1alpha1\nkind: PeerPolicy\n"
+      "metadata: {name: deep}\nspec: {mesh: demo, action: Allow, from: ";
+  deep += std::string(70, '[') + std::string(70, ']') + "}\n";
+  ManifestPolicies parsed;
+  EXPECT_EQ(ErrorOf(std::string(kMesh) + policies + deep, &parsed), "");
+  ASSERT_EQ(parsed.accepted.size(), 1u);
+  EXPECT_EQ(parsed.accepted[0].name, "good");
+  ASSERT_EQ(parsed.rejected.size(), 2u);
+  EXPECT_EQ(parsed.rejected[0],
+            "mesh.yaml: PeerPolicy \"typo\": unknown field spec.form (did you mean spec.from?)");
+  EXPECT_EQ(parsed.rejected[1], "mesh.yaml: PeerPolicy \"deep\": nests deeper than 64 levels");
+}
+
 TEST(MeshTest, ErrorsNameTheField) {
   struct Case {
     std::string from, to, field;

@@ -3,6 +3,8 @@
 #include <cctype>
 #include <string_view>
 
+#include "operator/api/known_fields.h"
+
 namespace tunnelmesh {
 namespace {
 
@@ -215,6 +217,8 @@ absl::Status CheckLabel(const std::string& key, const std::string& value) {
 
 absl::StatusOr<PeerPolicySpec> ParsePeerPolicy(const nlohmann::json& object) {
   if (!object.is_object()) return absl::InvalidArgumentError("a PeerPolicy must be an object");
+  // A misspelt field would otherwise be ignored and the policy select more or less than meant.
+  if (absl::Status s = CheckKnownFields(object, PeerPolicyObjectFields()); !s.ok()) return s;
   PeerPolicySpec policy;
   auto metadata = object.find("metadata");
   if (metadata != object.end() && metadata->is_object()) {

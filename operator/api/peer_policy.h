@@ -68,7 +68,8 @@ struct PeerPolicySpec {
   bool operator==(const PeerPolicySpec&) const = default;
 };
 
-// Parses and checks a PeerPolicy object.
+// Parses and checks a PeerPolicy object. A field the CRD does not declare (at the top level, in
+// metadata or anywhere in spec) is an error naming its path and the closest known field.
 [[nodiscard]] absl::StatusOr<PeerPolicySpec> ParsePeerPolicy(const nlohmann::json& object);
 
 // Kubernetes label syntax: the key's optional DNS-subdomain prefix and '/', a name and a value of

@@ -133,6 +133,35 @@ TEST(PolicyTest, NewFieldErrorsNameTheField) {
   EXPECT_NE(ErrorOf(s).find("spec.ports[0].protocol"), std::string::npos);
 }
 
+TEST(PolicyTest, UnknownFieldsAreErrors) {
+  nlohmann::json s = Valid();
+  s["ports"][0]["endport"] = 6000;
+  EXPECT_EQ(ErrorOf(s),
+            "unknown field spec.ports[0].endport (did you mean spec.ports[0].endPort?)");
+  s = Valid();
+  s["to"][0]["podSelector"]["matchExpressions"][0]["value"] = {"x"};
+  EXPECT_EQ(ErrorOf(s),
+            "unknown field spec.to[0].podSelector.matchExpressions[0].value (did you mean "
+            "spec.to[0].podSelector.matchExpressions[0].values?)");
+  s = Valid();
+  s["from"] = {{{"ipBlock", {{"cidr", "10.0.0.0/8"}, {"excepts", {"10.1.0.0/16"}}}}}};
+  EXPECT_EQ(
+      ErrorOf(s),
+      "unknown field spec.from[0].ipBlock.excepts (did you mean spec.from[0].ipBlock.except?)");
+  s = Valid();
+  s["sources"] = nlohmann::json::array();
+  EXPECT_NE(ErrorOf(s).find("unknown field spec.sources (spec has mesh, action, from, to, ports)"),
+            std::string::npos)
+      << ErrorOf(s);
+  nlohmann::json object = Policy(Valid());
+  object["metadata"]["namespace"] = "default";  // Allowed in metadata, even if unused.
+  object["status"] = {{"compiledRules", 3}};
+  EXPECT_TRUE(ParsePeerPolicy(object).ok());
+  object["metdata"] = nlohmann::json::object();
+  EXPECT_EQ(ParsePeerPolicy(object).status().message(),
+            "unknown field metdata (did you mean metadata?)");
+}
+
 TEST(PolicyTest, LabelRules) {
   EXPECT_TRUE(CheckLabel("app", "web").ok());
   EXPECT_TRUE(CheckLabel("example.com/role", "").ok());

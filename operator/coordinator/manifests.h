@@ -1,8 +1,8 @@
 // Reads the standalone coordinator's manifests: a directory of YAML files holding `Mesh` objects
 // (tunnelmesh.io/v1alpha1), the `Secret`s their join tokens live in, and `PeerPolicy` objects, in
 // the same form that is applied to Kubernetes (parsed by operator/api/mesh.h and peer_policy.h).
-// Other kinds are ignored. Every error names
-// the file, the object and the field to fix.
+// A document of another kind, or a field these kinds do not have, is an error (known_fields.h).
+// Every error names the file, the object and the field to fix.
 #pragma once
 
 #include <optional>
