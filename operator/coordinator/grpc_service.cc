@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 
 #include "absl/synchronization/mutex.h"
@@ -57,6 +58,15 @@ std::string SourceAddress(const std::string& peer) {
   return block.address().is_v4() ? block.address().ToString() : block.ToString();
 }
 
+// The caller's address and port for people ("1.2.3.4:5", "[2001:db8::1]:5"), from gRPC's peer
+// string: its scheme dropped.
+std::string PeerAddress(const std::string& peer) {
+  for (std::string_view scheme : {"ipv4:", "ipv6:"}) {
+    if (peer.rfind(scheme, 0) == 0) return peer.substr(scheme.size());
+  }
+  return peer;
+}
+
 PublicKey KeyFromBytes(const std::string& bytes) {
   PublicKey key;
   if (bytes.size() == kKeySize) std::memcpy(key.bytes.data(), bytes.data(), kKeySize);
@@ -76,8 +86,11 @@ PublicKey KeyFromBytes(const std::string& bytes) {
 // calling StartWrite/Finish.
 class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
  public:
-  static WatchReactor* Start(std::shared_ptr<Subscription> subscription) {
-    auto reactor = std::shared_ptr<WatchReactor>(new WatchReactor(std::move(subscription)));
+  // `on_done` runs once when the stream is over (gRPC's OnDone).
+  static WatchReactor* Start(std::shared_ptr<Subscription> subscription,
+                             std::function<void(const Subscription*)> on_done) {
+    auto reactor = std::shared_ptr<WatchReactor>(
+        new WatchReactor(std::move(subscription), std::move(on_done)));
     {
       absl::MutexLock lock(&reactor->mu_);
       reactor->self_ = reactor;
@@ -109,14 +122,16 @@ class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
 
   void OnDone() override {
     subscription_->SetWakeHook(nullptr);
+    if (on_done_) on_done_(subscription_.get());
     std::shared_ptr<WatchReactor> self;
     absl::MutexLock lock(&mu_);
     self.swap(self_);  // Released after the lock: this may be the last reference.
   }
 
  private:
-  explicit WatchReactor(std::shared_ptr<Subscription> subscription)
-      : subscription_(std::move(subscription)) {}
+  WatchReactor(std::shared_ptr<Subscription> subscription,
+               std::function<void(const Subscription*)> on_done)
+      : subscription_(std::move(subscription)), on_done_(std::move(on_done)) {}
 
   // Takes the write slot if it is free, then writes the next update or finishes the stream.
   void Pump() {
@@ -153,6 +168,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
   }
 
   const std::shared_ptr<Subscription> subscription_;
+  const std::function<void(const Subscription*)> on_done_;
   absl::Mutex mu_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -179,9 +195,12 @@ class CoordinatorServer::Service final
 
   grpc::Status Register(grpc::ServerContext* context, const coord::RegisterRequest* request,
                         coord::RegisterResponse* response) override {
-    absl::StatusOr<coord::RegisterResponse> r =
-        coordinator_->Register(*request, SourceAddress(context->peer()));
-    if (!r.ok()) return ToGrpc(r.status());
+    const std::string source = SourceAddress(context->peer());
+    absl::StatusOr<coord::RegisterResponse> r = coordinator_->Register(*request, source);
+    if (!r.ok()) {
+      coordinator_->NoteRefusedJoin(*request, PeerAddress(context->peer()), source, r.status());
+      return ToGrpc(r.status());
+    }
     *response = std::move(*r);
     return grpc::Status::OK;
   }
@@ -190,14 +209,17 @@ class CoordinatorServer::Service final
                                                     const coord::WatchRequest*) override {
     absl::StatusOr<std::shared_ptr<Subscription>> sub;
     absl::StatusOr<PublicKey> member = Caller(coordinator_, context);
-    if (member.ok()) sub = coordinator_->Watch(*member);
+    if (member.ok()) sub = coordinator_->Watch(*member, PeerAddress(context->peer()));
     const absl::Status status = !member.ok() ? member.status() : sub.status();
     if (!status.ok()) {
       auto* failed = new FailedWatch();
       failed->Finish(ToGrpc(status));
       return failed;
     }
-    return WatchReactor::Start(*std::move(sub));
+    return WatchReactor::Start(
+        *std::move(sub), [coordinator = coordinator_, key = *member](const Subscription* ended) {
+          coordinator->WatchEnded(key, ended);
+        });
   }
 
   grpc::Status ReportEndpoints(grpc::ServerContext* context,
