@@ -249,30 +249,27 @@ TEST(CoordinatorAdminTest, TwoAgentsWithOneKeyAreWarnedAboutOncePerEpisode) {
       << (*first)->reason();
   EXPECT_EQ(c.counters().watch_takeovers.load(), 1u);
   EXPECT_EQ(c.counters().duplicate_key_warnings.load(), 0u);
-  // Two agents taking the watch from each other: warned once.
-  std::shared_ptr<Subscription> latest = *second;
-  for (int i = 0; i < 6; ++i) {
-    now += absl::Milliseconds(200);
-    auto next = c.Watch(key, i % 2 == 0 ? "192.0.2.10:4000" : "192.0.2.20:4000");
-    ASSERT_TRUE(next.ok());
-    latest = *next;
-  }
+  // Two agents taking the watch from each other, 200 ms apart; the last watch stays.
+  std::vector<std::shared_ptr<Subscription>> watches;
+  auto fight = [&](int rounds) {
+    for (int i = 0; i < rounds; ++i) {
+      now += absl::Milliseconds(200);
+      auto next = c.Watch(key, i % 2 == 0 ? "192.0.2.10:4000" : "192.0.2.20:4000");
+      ASSERT_TRUE(next.ok());
+      watches.push_back(*next);
+    }
+  };
+  fight(6);
   EXPECT_EQ(c.counters().watch_takeovers.load(), 7u);
-  EXPECT_EQ(c.counters().duplicate_key_warnings.load(), 1u);
+  EXPECT_EQ(c.counters().duplicate_key_warnings.load(), 1u) << "warned once per episode";
   // A watch that ended already is no takeover.
-  latest->Cancel();
+  watches.back()->Cancel();
   auto after_end = c.Watch(key, "192.0.2.10:4000");
   ASSERT_TRUE(after_end.ok());
   EXPECT_EQ(c.counters().watch_takeovers.load(), 7u);
   // Quiet for longer than an episode, then fighting again: a new warning.
   now += Coordinator::kTakeoverEpisode + absl::Seconds(1);
-  latest = *after_end;
-  for (int i = 0; i < 3; ++i) {
-    now += absl::Milliseconds(200);
-    auto next = c.Watch(key, i % 2 == 0 ? "192.0.2.20:4000" : "192.0.2.10:4000");
-    ASSERT_TRUE(next.ok());
-    latest = *next;
-  }
+  fight(3);
   EXPECT_EQ(c.counters().duplicate_key_warnings.load(), 2u);
 }
 
