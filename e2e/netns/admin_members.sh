@@ -8,9 +8,10 @@
 # members.json; it cannot rejoin (exit 1, the admin message naming `readmit`), also after a
 # coordinator restart (removed-keys.json); `refused` lists that attempt and a wrong token's, with
 # source, key and reason, and the coordinator logged both, never the token; `readmit` lets it join
-# again. Two agents with one copied state dir: the coordinator warns naming the member and both
-# sources, the agents warn "another agent is using this node key"; `remove` of that key ends both
-# agents. Usage errors exit 2, a state dir with no coordinator exits 1 saying so.
+# again; a stale socket left by kill -9 is replaced at the next start. Two agents with one copied
+# state dir: the coordinator warns naming the member and both sources, the agents warn "another
+# agent is using this node key"; `remove` of that key ends both agents. Usage errors exit 2, a
+# state dir with no coordinator exits 1 saying so.
 #
 # Usage: admin_members.sh [AGENT_PATH [OPERATOR_PATH]]   (needs root; exits 77 otherwise)
 
@@ -155,6 +156,12 @@ tm_log "readmit: $OUT"
 tm_member_start beta
 tm_member_wait_peer 10 alpha beta
 tm_wait_ping a "$(tm_member_ip beta 4)" 10
+
+tm_step "a stale admin socket after kill -9 is replaced"
+tm_coord_kill
+[[ -S "$SOCKET" ]] || tm_fail "no stale admin socket after kill -9 (the check below proves nothing)"
+tm_coord_start
+tm_wait 10 "beta online again after the coordinator's restart" member_is beta "m['online']"
 
 tm_step "usage and runtime errors"
 RC=0
