@@ -4,6 +4,8 @@
 //                                                                  with a kubeconfig)
 //   tunnelmesh-operator coredns --remove --namespace NS --dns-service NAME [--release NAME]
 //                                            (the chart's uninstall hook)
+//   tunnelmesh-operator members|remove|readmit|refused --state-dir DIR ...
+//                                            (standalone admin, operator/admin_commands.h)
 // Kubernetes mode lives in kube_mode.cc, the listeners both modes run in services.cc.
 #include <signal.h>
 
@@ -20,6 +22,7 @@
 #include "lib/base/rlimit.h"
 #include "lib/crypto/keys.h"
 #include "lib/crypto/x509.h"
+#include "operator/admin_commands.h"
 #include "operator/coordinator/coordinator.h"
 #include "operator/coordinator/manifests.h"
 #include "operator/coordinator/psk_store.h"
@@ -101,16 +104,24 @@ int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
 
   RelayRevoker revoker;
   auto dns_changes = std::make_shared<ZoneChangeSignal>();
+  // Keys an admin removed (STATE_DIR/removed-keys.json): a damaged file stops the start, naming it.
+  absl::StatusOr<std::unique_ptr<RemovedKeys>> removed_keys = RemovedKeys::Open(options.state_dir);
+  if (!removed_keys.ok()) return Fail(std::string(removed_keys.status().message()));
   Coordinator::Options coordinator_options =
       BaseCoordinatorOptions(options, *relay_key, &revoker, dns_changes);
   coordinator_options.ca_hash = *ca_hash;
   coordinator_options.psk_store = &psk_store;
+  coordinator_options.removed_keys = removed_keys->get();
   Coordinator coordinator(store->get(), std::move(coordinator_options));
   coordinator.SetMeshes(*meshes);
   ApplyManifestPolicies(&coordinator, std::move(policies));
   absl::StatusOr<Services> services =
       StartServices(options, &coordinator, *tls, *relay_key, &revoker, dns_changes);
   if (!services.ok()) return Fail(std::string(services.status().message()));
+  AdminRequests admin_requests(&coordinator, removed_keys->get());
+  absl::StatusOr<std::unique_ptr<ControlServer>> admin_socket =
+      ServeAdminSocket(options.state_dir, &admin_requests);
+  if (!admin_socket.ok()) return Fail(std::string(admin_socket.status().message()));
   if (absl::Status s = WriteFileAtomically(options.state_dir + "/ca-hash", *ca_hash + "\n", 0644);
       !s.ok()) {
     return Fail(std::string(s.message()));
@@ -125,6 +136,7 @@ int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
   while (true) {
     if (std::chrono::steady_clock::now() >= next_counters) {
       coordinator.ExpireIdle(absl::Now());
+      coordinator.refused_joins().Tick(absl::Now());
       WriteCounters(options.state_dir, coordinator, *services);
       next_counters = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     }
@@ -171,6 +183,7 @@ int Run(const OperatorOptions& options) {
 }  // namespace tunnelmesh
 
 int main(int argc, char** argv) {
+  if (tunnelmesh::IsAdminCommand(argc, argv)) return tunnelmesh::RunAdminCommand(argc, argv);
   tunnelmesh::OperatorOptions options;
   CLI::App app{"tunnelmesh-operator: the TunnelMesh coordinator (gRPC, STUN, relay, mesh DNS)"};
   app.add_flag("--standalone", options.standalone,

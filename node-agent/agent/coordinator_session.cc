@@ -1,5 +1,7 @@
 #include "node-agent/agent/coordinator_session.h"
 
+#include <utility>
+
 #include "lib/base/backoff.h"
 #include "lib/base/log.h"
 #include "node-agent/peer/peer_table.h"
@@ -25,6 +27,34 @@ bool RefusedForGood(absl::StatusCode code) {
          code == absl::StatusCode::kFailedPrecondition ||
          code == absl::StatusCode::kAlreadyExists || code == absl::StatusCode::kUnauthenticated;
 }
+
+// The coordinator ends a watch with ABORTED when another agent registered with the same node key
+// and took it over. One now and then is this agent's own reconnect racing its old stream; more in
+// a row mean two agents share the key, which is worth one warning per episode.
+class WatchTakeovers {
+ public:
+  // Called when a watch ended; true when it is time to warn.
+  bool Ended(const absl::Status& why, absl::Time now) {
+    if (why.code() != absl::StatusCode::kAborted) {
+      if (now - last_ > kEpisode) count_ = 0;
+      return false;
+    }
+    if (now - last_ > kEpisode) {
+      count_ = 0;
+      warned_ = false;
+    }
+    last_ = now;
+    return ++count_ >= kBeforeWarning && !std::exchange(warned_, true);
+  }
+  int count() const { return count_; }
+
+ private:
+  static constexpr int kBeforeWarning = 3;
+  static constexpr absl::Duration kEpisode = absl::Seconds(60);
+  int count_ = 0;
+  bool warned_ = false;
+  absl::Time last_ = absl::InfinitePast();
+};
 
 }  // namespace
 
@@ -128,6 +158,7 @@ bool CoordinatorSession::Sleep(std::chrono::milliseconds delay) {
 
 void CoordinatorSession::WatchLoop() {
   Backoff backoff(kBackoffStart, kBackoffMax, seed_ + 1, kBackoffJitter);
+  WatchTakeovers takeovers;
   bool first = true;
   while (true) {
     {
@@ -172,6 +203,13 @@ void CoordinatorSession::WatchLoop() {
       break;
     }
     if (hooks_.on_disconnected) hooks_.on_disconnected(s);
+    if (takeovers.Ended(s, absl::Now())) {
+      TM_LOG_WARN(
+          "another agent is using this node key (a copied state dir?): the coordinator gave this "
+          "member's watch to it {} times within a minute ({}). Stop the other agent, or give it "
+          "its own --state-dir so that it gets its own key",
+          takeovers.count(), std::string(s.message()));
+    }
     if (resync) {
       TM_LOG_WARN("a network map update could not be applied; reconnecting for a full map");
     } else {

@@ -634,6 +634,7 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(const coord::Regis
         request.name() + "\"");
   }
   Locked lock(this);
+  if (absl::Status removed = RemovedByAdminLocked(key); !removed.ok()) return removed;
   absl::StatusOr<const MeshState*> to_join = MeshToJoinLocked(request, key, service_account);
   if (!to_join.ok()) {
     if (to_join.status().code() == absl::StatusCode::kPermissionDenied) {
@@ -784,7 +785,8 @@ absl::StatusOr<PublicKey> Coordinator::Authenticate(std::string_view authorizati
   return it->second;
 }
 
-absl::StatusOr<std::shared_ptr<Subscription>> Coordinator::Watch(const PublicKey& member) {
+absl::StatusOr<std::shared_ptr<Subscription>> Coordinator::Watch(const PublicKey& member,
+                                                                 const std::string& source) {
   Locked lock(this);
   auto record = members_.find(member);
   if (record == members_.end()) return absl::NotFoundError("not a member: register");
@@ -793,8 +795,10 @@ absl::StatusOr<std::shared_ptr<Subscription>> Coordinator::Watch(const PublicKey
   Live& live = live_[member];
   live.last_seen = absl::Now();
   if (std::shared_ptr<Subscription> old = live.subscription.lock()) {
-    CancelLocked(old, absl::OkStatus());
+    CancelLocked(old,
+                 old->cancelled() ? absl::OkStatus() : WatchTakenOverLocked(member, live, source));
   }
+  live.watch_source = source;
   Subscription::Options options;
   options.max_pending = options_.max_pending_updates;
   options.collapses = &counters_.watch_collapses;
@@ -814,7 +818,7 @@ void Coordinator::WatchEnded(const PublicKey& member, const Subscription* subscr
   std::shared_ptr<Subscription> current = live->second.subscription.lock();
   if (current != nullptr && current.get() != subscription) return;  // A newer watch replaced it.
   live->second.subscription.reset();
-  live->second.last_seen = absl::Now();
+  live->second.last_seen = Now();
   FanOutPresenceLocked(record->second);
 }
 
@@ -1158,6 +1162,30 @@ void Coordinator::Evict(const PublicKey& member, const std::string& why) {
   DropLocked(member, mesh, absl::PermissionDeniedError("evicted: " + why));
   SendFiltersLocked();
   TM_LOG_INFO("member evicted: key={} why={}", member.Short(), why);
+}
+
+absl::StatusOr<MemberRecord> Coordinator::RemoveByAdmin(const PublicKey& member) {
+  Locked lock(this);
+  auto record = members_.find(member);
+  if (record == members_.end()) {
+    return absl::NotFoundError("key " + member.ToBase64() + " is no member's");
+  }
+  const MemberRecord removed = record->second;
+  TM_LOG_INFO("member removed by an admin: name={} key={} mesh={}", removed.name, member.Short(),
+              removed.mesh);
+  counters_.admin_removals.fetch_add(1, std::memory_order_relaxed);
+  absl::Status why = absl::PermissionDeniedError(
+      "evicted: removed by an admin (tunnelmesh-operator remove); re-admitted with "
+      "`tunnelmesh-operator readmit " +
+      member.ToBase64() + "` on the coordinator's host, it may join again");
+  if (options_.removed_keys != nullptr) {
+    if (std::optional<RemovedKey> entry = options_.removed_keys->Find(member)) {
+      why = absl::PermissionDeniedError(
+          "evicted: " + std::string(options_.removed_keys->Refusal(*entry).message()));
+    }
+  }
+  RemoveLocked(member, std::move(why));
+  return removed;
 }
 
 std::vector<PublicKey> Coordinator::MembersOf(const std::string& mesh) const {

@@ -62,6 +62,8 @@
 #include "operator/coordinator/challenges.h"
 #include "operator/coordinator/member_writer.h"
 #include "operator/coordinator/psk_store.h"
+#include "operator/coordinator/refused_joins.h"
+#include "operator/coordinator/removed_keys.h"
 #include "operator/coordinator/state_store.h"
 #include "operator/coordinator/subscription.h"
 #include "operator/policy/engine.h"
@@ -126,6 +128,15 @@ struct CoordinatorCounters {
   // (the change waits and is tried again on the next tick).
   std::atomic<uint64_t> psk_rollover_steps{0};
   std::atomic<uint64_t> psk_save_failures{0};
+  // A member's live watch replaced by a new one (normally its own agent reconnecting), and the
+  // episodes in which that happened so often that two agents must share the key (warned once per
+  // episode; see Coordinator::kTakeoversBeforeWarning).
+  std::atomic<uint64_t> watch_takeovers{0};
+  std::atomic<uint64_t> duplicate_key_warnings{0};
+  // Members removed and registrations refused because an admin removed their key
+  // (`tunnelmesh-operator remove`, standalone).
+  std::atomic<uint64_t> admin_removals{0};
+  std::atomic<uint64_t> refused_removed_keys{0};
   MemberWriterCounters store;
 };
 
@@ -196,9 +207,17 @@ class Coordinator {
     // How often the coordinator's rollover thread looks for a step that is due; zero starts no
     // thread (tests call AdvancePresharedKeys).
     absl::Duration psk_tick_interval = absl::Seconds(1);
-    // The wall clock of rollovers (tests inject one); null: absl::Now.
+    // The wall clock of rollovers and of watch takeovers (tests inject one); null: absl::Now.
     std::function<absl::Time()> now;
+    // Standalone: keys an admin removed (`tunnelmesh-operator remove`), refused at Register until
+    // re-admitted. Null: none (Kubernetes mode, where deleting a MeshPeer evicts). Must outlive the
+    // coordinator; its lock is taken under mu_.
+    RemovedKeys* removed_keys = nullptr;
   };
+
+  // A watch taken over this many times within kTakeoverEpisode is two agents with one key.
+  static constexpr int kTakeoversBeforeWarning = 3;
+  static constexpr absl::Duration kTakeoverEpisode = absl::Seconds(60);
 
   // Takes the store's records as the initial member map; from then on the store is written only
   // by the coordinator's MemberWriter thread. `store` must outlive the coordinator.
@@ -236,8 +255,11 @@ class Coordinator {
   void WatchEnded(const PublicKey& member, const Subscription* subscription)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Starts a watch: the returned subscription holds the full map first. A member's previous watch
-  // is cancelled.
-  [[nodiscard]] absl::StatusOr<std::shared_ptr<Subscription>> Watch(const PublicKey& member)
+  // is cancelled; a live one ends with ABORTED saying another agent took it over (from `source`,
+  // the caller's address and port), and takeovers that keep coming are warned about (see
+  // WatchTakenOverLocked in coordinator_admin.cc).
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<Subscription>> Watch(const PublicKey& member,
+                                                                    const std::string& source = "")
       ABSL_LOCKS_EXCLUDED(mu_);
   [[nodiscard]] absl::Status ReportEndpoints(const PublicKey& member,
                                              const std::vector<std::string>& endpoints,
@@ -259,6 +281,18 @@ class Coordinator {
   // The member's record is gone at its source (MeshPeer deleted): drop it from every map and end
   // its watch with PERMISSION_DENIED naming `why`, so that its agent stops.
   void Evict(const PublicKey& member, const std::string& why) ABSL_LOCKS_EXCLUDED(mu_);
+  // Standalone admin removal (`tunnelmesh-operator remove`; the key must be in
+  // Options::removed_keys first, so that it cannot register again meanwhile): removed like a
+  // member that left (addresses quarantined, deleted from members.json, its mesh told), and its
+  // watch ends with PERMISSION_DENIED naming the admin and the command that re-admits it.
+  // NotFound when the key is no member's. Returns the removed record.
+  [[nodiscard]] absl::StatusOr<MemberRecord> RemoveByAdmin(const PublicKey& member)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // A refused Register, for the admin's list and the log (refused_joins.h). `peer` is the
+  // caller's address and port, `source_key` what per-source limits count it under.
+  void NoteRefusedJoin(const coord::RegisterRequest& request, const std::string& peer,
+                       const std::string& source_key, const absl::Status& refusal);
+  RefusedJoins& refused_joins() { return refused_joins_; }
   std::vector<PublicKey> MembersOf(const std::string& mesh) const ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<MemberStatus> Members() const ABSL_LOCKS_EXCLUDED(mu_);
   // Replaces the validated PeerPolicy specs (of every mesh) and recompiles what they change;
@@ -306,6 +340,11 @@ class Coordinator {
     std::weak_ptr<Subscription> subscription;
     absl::Time last_seen = absl::InfinitePast();
     PathCounts paths;
+    // Where the current watch came from, and how often live watches were taken over lately.
+    std::string watch_source;
+    int takeovers = 0;
+    absl::Time last_takeover = absl::InfinitePast();
+    bool takeover_warned = false;
   };
 
   class Locked;
@@ -382,6 +421,12 @@ class Coordinator {
   // Removes a member that left or expired: quarantined, deleted from the store, its mesh told.
   void RemoveLocked(const PublicKey& member, absl::Status reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What ends a live watch that another Watch of the member replaces: counts the takeover and warns
+  // (once per episode) when they keep coming, which is two agents sharing one key.
+  absl::Status WatchTakenOverLocked(const PublicKey& member, Live& live, const std::string& source)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Register's refusal of a key an admin removed; OK for any other key.
+  absl::Status RemovedByAdminLocked(const PublicKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the member's session and tells its mesh it is gone.
   void DropLocked(const PublicKey& member, const std::string& mesh, absl::Status reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -401,6 +446,7 @@ class Coordinator {
   KeyedRateLimiter wrong_token_limit_;
   KeyedRateLimiter report_limit_;
   KeyedRateLimiter call_me_maybe_limit_;
+  RefusedJoins refused_joins_;
   const absl::Time started_ = absl::Now();
   // Preshared keys and the meshes they are for (see the header comment); taken before mu_.
   mutable absl::Mutex psk_mu_ ABSL_ACQUIRED_BEFORE(mu_);

@@ -58,6 +58,15 @@ std::string SourceAddress(const std::string& peer) {
   return block.address().is_v4() ? block.address().ToString() : block.ToString();
 }
 
+// The caller's address and port for people ("1.2.3.4:5", "[2001:db8::1]:5"), from gRPC's peer
+// string: its scheme dropped.
+std::string PeerAddress(const std::string& peer) {
+  for (std::string_view scheme : {"ipv4:", "ipv6:"}) {
+    if (peer.rfind(scheme, 0) == 0) return peer.substr(scheme.size());
+  }
+  return peer;
+}
+
 PublicKey KeyFromBytes(const std::string& bytes) {
   PublicKey key;
   if (bytes.size() == kKeySize) std::memcpy(key.bytes.data(), bytes.data(), kKeySize);
@@ -77,11 +86,11 @@ PublicKey KeyFromBytes(const std::string& bytes) {
 // calling StartWrite/Finish.
 class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
  public:
-  // `ended` runs once, from OnDone (without any lock): the coordinator learns the stream is gone.
+  // `on_done` runs once when the stream is over (gRPC's OnDone).
   static WatchReactor* Start(std::shared_ptr<Subscription> subscription,
-                             std::function<void(const Subscription*)> ended) {
-    auto reactor =
-        std::shared_ptr<WatchReactor>(new WatchReactor(std::move(subscription), std::move(ended)));
+                             std::function<void(const Subscription*)> on_done) {
+    auto reactor = std::shared_ptr<WatchReactor>(
+        new WatchReactor(std::move(subscription), std::move(on_done)));
     {
       absl::MutexLock lock(&reactor->mu_);
       reactor->self_ = reactor;
@@ -113,7 +122,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
 
   void OnDone() override {
     subscription_->SetWakeHook(nullptr);
-    if (ended_) ended_(subscription_.get());
+    if (on_done_) on_done_(subscription_.get());
     std::shared_ptr<WatchReactor> self;
     absl::MutexLock lock(&mu_);
     self.swap(self_);  // Released after the lock: this may be the last reference.
@@ -121,8 +130,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
 
  private:
   WatchReactor(std::shared_ptr<Subscription> subscription,
-               std::function<void(const Subscription*)> ended)
-      : subscription_(std::move(subscription)), ended_(std::move(ended)) {}
+               std::function<void(const Subscription*)> on_done)
+      : subscription_(std::move(subscription)), on_done_(std::move(on_done)) {}
 
   // Takes the write slot if it is free, then writes the next update or finishes the stream.
   void Pump() {
@@ -159,7 +168,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
   }
 
   const std::shared_ptr<Subscription> subscription_;
-  const std::function<void(const Subscription*)> ended_;
+  const std::function<void(const Subscription*)> on_done_;
   absl::Mutex mu_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -186,9 +195,12 @@ class CoordinatorServer::Service final
 
   grpc::Status Register(grpc::ServerContext* context, const coord::RegisterRequest* request,
                         coord::RegisterResponse* response) override {
-    absl::StatusOr<coord::RegisterResponse> r =
-        coordinator_->Register(*request, SourceAddress(context->peer()));
-    if (!r.ok()) return ToGrpc(r.status());
+    const std::string source = SourceAddress(context->peer());
+    absl::StatusOr<coord::RegisterResponse> r = coordinator_->Register(*request, source);
+    if (!r.ok()) {
+      coordinator_->NoteRefusedJoin(*request, PeerAddress(context->peer()), source, r.status());
+      return ToGrpc(r.status());
+    }
     *response = std::move(*r);
     return grpc::Status::OK;
   }
@@ -197,17 +209,17 @@ class CoordinatorServer::Service final
                                                     const coord::WatchRequest*) override {
     absl::StatusOr<std::shared_ptr<Subscription>> sub;
     absl::StatusOr<PublicKey> member = Caller(coordinator_, context);
-    if (member.ok()) sub = coordinator_->Watch(*member);
+    if (member.ok()) sub = coordinator_->Watch(*member, PeerAddress(context->peer()));
     const absl::Status status = !member.ok() ? member.status() : sub.status();
     if (!status.ok()) {
       auto* failed = new FailedWatch();
       failed->Finish(ToGrpc(status));
       return failed;
     }
-    Coordinator* coordinator = coordinator_;
     return WatchReactor::Start(
-        *std::move(sub),
-        [coordinator, key = *member](const Subscription* s) { coordinator->WatchEnded(key, s); });
+        *std::move(sub), [coordinator = coordinator_, key = *member](const Subscription* ended) {
+          coordinator->WatchEnded(key, ended);
+        });
   }
 
   grpc::Status ReportEndpoints(grpc::ServerContext* context,
