@@ -68,6 +68,8 @@ absl::Status Agent::BringUp(std::unique_ptr<TunDevice> tun, std::unique_ptr<UdpB
       LinkConfigurator::Create(params_.interface_name);
   if (!link.ok()) return link.status();
   link_ = std::move(*link);
+  link_->SetRouteTable(params_.route_table);
+  link_routes_.enabled = params_.install_routes;
   absl::Status configured = link_->SetMtu(static_cast<int>(params_.mtu));
   for (const auto& [ip, length] : params_.addresses) {
     if (configured.ok()) configured = link_->AddAddress(ip, length);

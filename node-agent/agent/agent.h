@@ -71,6 +71,10 @@ struct AgentParams {
   std::string name;  // This member's name (config mode: the interface name).
   // The interface's addresses with their prefix lengths.
   std::vector<std::pair<IpAddress, int>> addresses;
+  // Routes for allowed IPs outside the mesh's ranges (wg-quick's `Table`): off (false) installs
+  // none; otherwise they go into `route_table` (254: the main table).
+  bool install_routes = true;
+  uint32_t route_table = 254;
   // The mesh's address ranges (join): allowed IPs inside them need no route of their own.
   std::vector<Prefix> mesh_cidrs;
   // The coordinator host as dialed (join): fills in relay and STUN addresses without a host.
@@ -126,9 +130,10 @@ class Agent {
   class LinkRoutes final : public RouteInstaller {
    public:
     absl::Status ReplaceRoutes(absl::Span<const Prefix> prefixes) override {
-      return link == nullptr ? absl::OkStatus() : link->ReplaceRoutes(prefixes);
+      return link == nullptr || !enabled ? absl::OkStatus() : link->ReplaceRoutes(prefixes);
     }
     LinkConfigurator* link = nullptr;
+    bool enabled = true;  // False with `Table = off`.
   };
 
   // What `explain` does next: answer now (this member enforces the flow), ask the coordinator, or
