@@ -52,6 +52,7 @@ Agent::Agent(AgentParams params)
 Agent::~Agent() {
   if (session_) session_->Stop();
   control_.reset();
+  uapi_.reset();
   loop_.Stop();
   resolved_.reset();  // Reverts the link if Run did not.
   if (plane_) plane_->Stop();
@@ -161,6 +162,11 @@ absl::Status Agent::Start() {
       [this](std::string_view request) { return HandleControlRequest(request); });
   if (!control.ok()) return control.status();
   control_ = std::move(*control);
+  absl::StatusOr<std::unique_ptr<uapi::UapiServer>> wireguard_socket = uapi::UapiServer::Listen(
+      uapi::kSocketDirectory, params_.interface_name,
+      [this](uapi::Request request) { return HandleUapi(std::move(request)); });
+  if (!wireguard_socket.ok()) return wireguard_socket.status();
+  uapi_ = std::move(*wireguard_socket);
   if (params_.dns.has_value()) {
     DnsServerOptions dns = *params_.dns;
     for (const auto& [address, length] : params_.addresses) dns.addresses.push_back(address);
@@ -516,6 +522,7 @@ int Agent::Run(const sigset_t& signals, bool member) {
   if (leave_requested_) TM_LOG_INFO("left the mesh: shutting down");
   if (session_) session_->Stop();
   control_.reset();
+  uapi_.reset();
   loop_.Stop();
   // Before the interface goes: `resolvectl revert`.
   if (resolved_) resolved_->Stop();

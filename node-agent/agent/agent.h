@@ -22,6 +22,9 @@
 // - the systemd-resolved registrar (resolved_, join where resolved runs): PublishZone hands it the
 //   link to register (it never waits there); its thread runs resolvectl; Run stops it, which
 //   reverts the link, before the interface goes.
+// - the WireGuard socket's thread (uapi_, /var/run/wireguard/IFACE.sock): `wg show` is answered
+//   by a Call on the control loop; `wg set` is applied there (config mode) or refused (join: the
+//   coordinator owns the peers). See agent_uapi.cc.
 // - the main thread (Run): signals, leave and refusal, data-plane failure.
 // Lock order: none is held across another component's call; the control loop's queue lock and the
 // session's lock are leaves.
@@ -60,6 +63,7 @@
 #include "node-agent/transport/relay_client.h"
 #include "node-agent/transport/udp_bind.h"
 #include "node-agent/tun/tun_device.h"
+#include "node-agent/uapi/uapi_server.h"
 
 namespace tunnelmesh {
 
@@ -165,6 +169,11 @@ class Agent {
   std::string ResolveServiceHost(const std::string& address) const;
   void ConnectRelay();
   std::string HandleControlRequest(std::string_view request);
+  // The WireGuard socket (agent_uapi.cc): HandleUapi on the socket's thread, the rest on the
+  // control thread.
+  std::string HandleUapi(uapi::Request request);
+  uapi::DeviceState BuildUapiState() const;
+  absl::Status ApplyUapiSet(const uapi::SetRequest& set);
 
   const AgentParams params_;
   SystemClock clock_;
@@ -197,6 +206,7 @@ class Agent {
   ControlLoop loop_{&clock_};
   std::unique_ptr<CoordinatorSession> session_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<uapi::UapiServer> uapi_;
   // Its own thread; zones are published to it from the control thread.
   std::unique_ptr<DnsServer> dns_;
   // What Start found (before the loop's first PublishZone) and the registrar, when resolved runs

@@ -480,10 +480,9 @@ absl::Status LinkConfigurator::AddRoute(const Prefix& prefix) {
                                     : absl::StrCat("table ", route_table_);
       const std::string show =
           route_table_ == RT_TABLE_MAIN ? "" : absl::StrCat(" table ", route_table_);
-      return absl::AlreadyExistsError(absl::StrCat(failure.message(), " (another route to ",
-                                                   prefix.ToString(), " is in ", table,
-                                                   ": see \"ip route show ", prefix.ToString(),
-                                                   show, "\")"));
+      return absl::AlreadyExistsError(
+          absl::StrCat(failure.message(), " (another route to ", prefix.ToString(), " is in ",
+                       table, ": see \"ip route show ", prefix.ToString(), show, "\")"));
     }
     return failure;
   }

@@ -61,11 +61,12 @@ class LinkConfigurator {
   // `Table = N`. Call before the first ReplaceRoutes.
   void SetRouteTable(uint32_t table) { route_table_ = table; }
 
-  // Makes the routes this object installed (the route table, main by default, `dev <interface> scope link proto static`)
-  // equal to `prefixes`: adds the new ones first, then removes the ones no longer listed.
-  // Duplicates are ignored, and so is a prefix equal to the subnet of an address on this interface
-  // (its connected route already covers it). The link must be up (IPv4 refuses routes on a down
-  // link). Stops at the first error; installed_routes() then still tells what is in place.
+  // Makes the routes this object installed (the route table, main by default, `dev <interface>
+  // scope link proto static`) equal to `prefixes`: adds the new ones first, then removes the ones
+  // no longer listed. Duplicates are ignored, and so is a prefix equal to the subnet of an address
+  // on this interface (its connected route already covers it). The link must be up (IPv4 refuses
+  // routes on a down link). Stops at the first error; installed_routes() then still tells what is
+  // in place.
   [[nodiscard]] absl::Status ReplaceRoutes(absl::Span<const Prefix> prefixes);
 
   // Removes the routes, then the addresses this object added. Idempotent; anything already gone
