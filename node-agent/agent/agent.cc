@@ -165,8 +165,15 @@ absl::Status Agent::Start() {
   absl::StatusOr<std::unique_ptr<uapi::UapiServer>> wireguard_socket = uapi::UapiServer::Listen(
       uapi::kSocketDirectory, params_.interface_name,
       [this](uapi::Request request) { return HandleUapi(std::move(request)); });
-  if (!wireguard_socket.ok()) return wireguard_socket.status();
-  uapi_ = std::move(*wireguard_socket);
+  if (wireguard_socket.ok()) {
+    uapi_ = std::move(*wireguard_socket);
+    TM_LOG_DEBUG("WireGuard socket {} answers wg show and wg set", uapi_->path());
+  } else {
+    // Not fatal: the data plane does not need it, and the directory is shared by every network
+    // namespace on the host, so agents in two namespaces may use one interface name.
+    TM_LOG_ERROR("{}: `wg show {}` and `wg set` will not reach this agent",
+                 std::string(wireguard_socket.status().message()), params_.interface_name);
+  }
   if (params_.dns.has_value()) {
     DnsServerOptions dns = *params_.dns;
     for (const auto& [address, length] : params_.addresses) dns.addresses.push_back(address);

@@ -54,7 +54,8 @@ uapi::DeviceState Agent::BuildUapiState() const {
   for (const auto& [key, info] : peers_->peers()) {
     uapi::PeerState peer;
     peer.public_key = key;
-    if (std::optional<SecretKey> psk = device_->PresharedKey(key)) peer.preshared_key = std::move(*psk);
+    if (std::optional<SecretKey> psk = device_->PresharedKey(key))
+      peer.preshared_key = std::move(*psk);
     if (const noise::Peer* device_peer = device_->FindPeer(key)) {
       const std::optional<TransportEndpoint> endpoint = device_peer->endpoint();
       // A peer reached through the relay has no UDP endpoint to show.

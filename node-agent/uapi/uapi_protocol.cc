@@ -1,7 +1,6 @@
 #include "node-agent/uapi/uapi_protocol.h"
 
 #include <errno.h>
-
 #include <sodium.h>
 
 #include "absl/strings/escaping.h"
@@ -14,9 +13,9 @@ namespace {
 std::string Quoted(std::string_view text) {
   constexpr size_t kMaxQuoted = 64;
   const bool truncated = text.size() > kMaxQuoted;
-  return absl::StrCat("\"", absl::CHexEscape(absl::string_view(text.data(),
-                                                               truncated ? kMaxQuoted : text.size())),
-                      truncated ? "...\"" : "\"");
+  return absl::StrCat(
+      "\"", absl::CHexEscape(absl::string_view(text.data(), truncated ? kMaxQuoted : text.size())),
+      truncated ? "...\"" : "\"");
 }
 
 int HexDigit(char c) {
@@ -174,9 +173,9 @@ void RequestFramer::Feed(std::string_view bytes) {
 
 absl::StatusOr<std::optional<std::vector<std::string>>> RequestFramer::Next() {
   if (failed_) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("request has a line longer than ", kMaxLineLength, " bytes or more than ",
-                     kMaxLinesPerRequest, " lines"));
+    return absl::ResourceExhaustedError(absl::StrCat("request has a line longer than ",
+                                                     kMaxLineLength, " bytes or more than ",
+                                                     kMaxLinesPerRequest, " lines"));
   }
   for (size_t i = 0; i < lines_.size(); ++i) {
     if (!lines_[i].empty()) continue;
@@ -190,9 +189,9 @@ absl::StatusOr<std::optional<std::vector<std::string>>> RequestFramer::Next() {
 
 absl::StatusOr<Request> ParseRequest(const std::vector<std::string>& lines) {
   if (lines.empty() || (lines[0] != "get=1" && lines[0] != "set=1")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the first line is ", lines.empty() ? "\"\"" : Quoted(lines[0]),
-                     ", not \"get=1\" or \"set=1\""));
+    return absl::InvalidArgumentError(absl::StrCat("the first line is ",
+                                                   lines.empty() ? "\"\"" : Quoted(lines[0]),
+                                                   ", not \"get=1\" or \"set=1\""));
   }
   Request request;
   if (lines[0] == "get=1") {

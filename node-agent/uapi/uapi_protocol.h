@@ -48,7 +48,7 @@ class RequestFramer {
 struct PeerChange {
   PublicKey public_key;
   bool remove = false;
-  bool update_only = false;  // Change the peer only if it exists.
+  bool update_only = false;                // Change the peer only if it exists.
   std::optional<SecretKey> preshared_key;  // Given: the new key (all zero: none).
   std::optional<Endpoint> endpoint;
   std::optional<uint16_t> persistent_keepalive;  // Seconds; 0 is off.

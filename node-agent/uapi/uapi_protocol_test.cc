@@ -95,8 +95,8 @@ TEST(ParseRequestTest, SetAsWgSetSendsIt) {
   EXPECT_EQ(a.endpoint, Endpoint::Parse("[fd00::1]:51820").value());
   EXPECT_EQ(a.persistent_keepalive, 25);
   EXPECT_TRUE(a.replace_allowed_ips);
-  EXPECT_THAT(a.allowed_ips,
-              ElementsAre(Prefix::Parse("10.0.0.0/24").value(), Prefix::Parse("fd00::/64").value()));
+  EXPECT_THAT(a.allowed_ips, ElementsAre(Prefix::Parse("10.0.0.0/24").value(),
+                                         Prefix::Parse("fd00::/64").value()));
   EXPECT_TRUE(set.peers[1].remove);
   EXPECT_TRUE(set.peers[1].allowed_ips.empty());
 }
@@ -111,7 +111,8 @@ void ExpectSetError(std::vector<std::string> lines, const std::string& message) 
 TEST(ParseRequestTest, ErrorsNameTheLineAndKey) {
   ExpectSetError({"put=1"}, "the first line is \"put=1\", not \"get=1\" or \"set=1\"");
   ExpectSetError({}, "the first line is \"\", not \"get=1\" or \"set=1\"");
-  ExpectSetError({"set=1", "listen_port=70000"}, "line 2: listen_port: \"70000\" is not a port (0-65535)");
+  ExpectSetError({"set=1", "listen_port=70000"},
+                 "line 2: listen_port: \"70000\" is not a port (0-65535)");
   ExpectSetError({"set=1", "endpoint=1.2.3.4:5"},
                  "line 2: endpoint: unknown interface key (or a peer key before public_key)");
   ExpectSetError({"set=1", "public_key=" + kHexA, "allowed_ip=10.0.0.1"},
@@ -122,7 +123,8 @@ TEST(ParseRequestTest, ErrorsNameTheLineAndKey) {
                  "line 3: remove: \"yes\" is not \"true\"");
   ExpectSetError({"set=1", "public_key=" + kHexA, "protocol_version=2"},
                  "line 3: protocol_version: \"2\" is not 1 (the only version)");
-  ExpectSetError({"set=1", "public_key=" + kHexA, "colour=red"}, "line 3: colour: unknown peer key");
+  ExpectSetError({"set=1", "public_key=" + kHexA, "colour=red"},
+                 "line 3: colour: unknown peer key");
   ExpectSetError({"set=1", "no equals sign"}, "line 2: \"no equals sign\" is not key=value");
 }
 
@@ -156,12 +158,14 @@ TEST(FormatTest, GetReplyInWgOrder) {
             "private_key=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n"
             "listen_port=51820\nfwmark=0\n"
             "public_key=abababababababababababababababababababababababababababababababab\n"
-                "preshared_key=" + std::string(64, '0') +
+            "preshared_key=" +
+                std::string(64, '0') +
                 "\nprotocol_version=1\nendpoint=192.0.2.1:51821\n"
                 "last_handshake_time_sec=1700000000\nlast_handshake_time_nsec=123456789\n"
                 "tx_bytes=20\nrx_bytes=10\npersistent_keepalive_interval=25\n"
                 "allowed_ip=10.0.0.0/24\n"
-                "public_key=" + std::string(64, '0') + "\npreshared_key=" + std::string(64, '0') +
+                "public_key=" +
+                std::string(64, '0') + "\npreshared_key=" + std::string(64, '0') +
                 "\nprotocol_version=1\nlast_handshake_time_sec=0\nlast_handshake_time_nsec=0\n"
                 "tx_bytes=0\nrx_bytes=0\npersistent_keepalive_interval=0\nerrno=0\n\n");
 }

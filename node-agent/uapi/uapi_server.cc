@@ -59,13 +59,13 @@ absl::StatusOr<std::unique_ptr<UapiServer>> UapiServer::Listen(const std::string
   }
   std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
   if (mkdir(directory.c_str(), 0755) != 0 && errno != EEXIST) {
-    return absl::FailedPreconditionError(absl::StrCat("creating ", directory,
-                                                      " for the WireGuard socket: ", Errno(errno)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("creating ", directory, " for the WireGuard socket: ", Errno(errno)));
   }
   if (SomeoneListens(address)) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "another process (wireguard-go or an agent) serves ", path,
-        ": stop it or pick another --interface"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("another process (wireguard-go or an agent) serves ", path,
+                     ": stop it or pick another --interface"));
   }
   if (unlink(path.c_str()) != 0 && errno != ENOENT) {
     return absl::FailedPreconditionError(

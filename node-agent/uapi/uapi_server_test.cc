@@ -102,9 +102,9 @@ TEST_F(UapiServerTest, LiveSocketIsAnErrorStaleOneIsReplaced) {
       UapiServer::Listen(directory_, "wgt0", [](Request) { return std::string(); });
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists);
-  EXPECT_EQ(second.status().message(),
-            "another process (wireguard-go or an agent) serves " + server->path() +
-                ": stop it or pick another --interface");
+  EXPECT_EQ(second.status().message(), "another process (wireguard-go or an agent) serves " +
+                                           server->path() +
+                                           ": stop it or pick another --interface");
   server.reset();
   // A killed process leaves its socket file behind: bind one and never listen.
   const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
