@@ -190,14 +190,29 @@ absl::Status PeerTable::AddStatic(const StaticPeerConfig& config) {
 
 absl::Status PeerTable::ApplyStatic(const std::vector<StaticPeerUpdate>& updates,
                                     const std::vector<PublicKey>& removals) {
-  for (const StaticPeerUpdate& update : updates) {
-    const PublicKey& key = update.public_key;
-    if (key == self_) return absl::InvalidArgumentError("a peer has this interface's own key");
+  // Checked first, so that a refused request changes nothing.
+  auto owned_by_map = [this](const PublicKey& key) {
     auto it = peers_.find(key);
-    if (it != peers_.end() && !it->second.is_static) {
+    return it != peers_.end() && !it->second.is_static;
+  };
+  for (const StaticPeerUpdate& update : updates) {
+    if (update.public_key == self_) {
+      return absl::InvalidArgumentError("a peer has this interface's own key");
+    }
+    if (owned_by_map(update.public_key)) {
+      return absl::InvalidArgumentError("peer " + update.public_key.Short() +
+                                        " belongs to the coordinator's map");
+    }
+  }
+  for (const PublicKey& key : removals) {
+    if (owned_by_map(key)) {
       return absl::InvalidArgumentError("peer " + key.Short() +
                                         " belongs to the coordinator's map");
     }
+  }
+  for (const StaticPeerUpdate& update : updates) {
+    const PublicKey& key = update.public_key;
+    auto it = peers_.find(key);
     if (it == peers_.end()) {
       StaticPeerConfig config;
       config.public_key = key;
@@ -237,10 +252,6 @@ absl::Status PeerTable::ApplyStatic(const std::vector<StaticPeerUpdate>& updates
   for (const PublicKey& key : removals) {
     auto it = peers_.find(key);
     if (it == peers_.end()) continue;
-    if (!it->second.is_static) {
-      return absl::InvalidArgumentError("peer " + key.Short() +
-                                        " belongs to the coordinator's map");
-    }
     peers_.erase(it);
     removed.push_back(key);
     TM_LOG_INFO("peer {} removed at run time (WireGuard socket)", key.Short());
