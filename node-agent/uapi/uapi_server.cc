@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -17,8 +18,10 @@
 namespace tunnelmesh::uapi {
 namespace {
 
-// A client that sends nothing for this long is dropped (the thread serves one at a time).
+// A client that sends nothing for this long is dropped (the thread serves one at a time), and so
+// is one still connected after kConnectionLimit, however slowly it trickles bytes.
 constexpr int kClientTimeoutSeconds = 2;
+constexpr auto kConnectionLimit = std::chrono::seconds(10);
 
 std::string Errno(int error) { return std::strerror(error); }
 
@@ -129,7 +132,8 @@ void UapiServer::ServeConnection(int client) {
   setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
   RequestFramer framer;
   char buffer[4096];
-  while (true) {
+  const auto deadline = std::chrono::steady_clock::now() + kConnectionLimit;
+  while (std::chrono::steady_clock::now() < deadline) {
     const ssize_t n = recv(client, buffer, sizeof(buffer), 0);
     if (n < 0 && errno == EINTR) continue;
     // End of stream, a timeout or an error: `wg` connects once just to see that we are alive.
