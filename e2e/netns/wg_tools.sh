@@ -11,7 +11,9 @@
 # and traffic resumes; a listen-port change and malformed requests are refused with an errno
 # while the agent runs on; the socket goes away on exit. Then `Table = off` installs no route for
 # AllowedIPs (the peer is still configured), a stale socket left by a killed agent is replaced,
-# and `Table = 1234` puts the routes into table 1234 and not the main table.
+# and `Table = 1234` puts the routes into table 1234 and not the main table. A second agent with
+# the same interface name in another namespace (the socket directory is shared by all) logs that
+# `wg` will not reach it, runs on, and leaves the first agent's socket alone.
 #
 # Usage: wg_tools.sh [AGENT_PATH]   (needs root, exits 77 otherwise)
 
@@ -157,6 +159,26 @@ expect_contains "wg show allowed-ips with Table = off" "$(tm_in a wg show "$IF" 
 # The peer is there: the administrator's own route makes the prefix reachable.
 tm_in a ip route add 10.55.0.0/24 dev "$IF"
 tm_wait_ping a 10.55.0.1 10
+
+tm_step "a second agent with the same interface name in another namespace runs without the socket"
+tm_ns_new c
+wg genkey >"$TM_WORK/c.key"
+(umask 077 && printf '[Interface]\nPrivateKey = %s\nAddress = 10.47.0.1/24\n' \
+  "$(cat "$TM_WORK/c.key")" >"$TM_WORK/c.conf")
+mkdir -p "$TM_WORK/c.state"
+ip netns exec "$(tm_ns c)" "$TM_AGENT" --config "$TM_WORK/c.conf" --interface "$IF" \
+  --state-dir "$TM_WORK/c.state" >"$TM_WORK/c.log" 2>&1 &
+CPID=$!
+TM_BG_PIDS+=("$CPID")
+tm_wait 10 "the second agent to log that it runs without the WireGuard socket" \
+  grep -qF "\`wg show $IF\` and \`wg set\` will not reach this agent" "$TM_WORK/c.log"
+kill -0 "$CPID" 2>/dev/null || tm_fail "the second agent exited: $(cat "$TM_WORK/c.log")"
+tm_expect_eq "wg show $IF public key (still the first agent)" \
+  "$(tm_in a wg show "$IF" public-key)" "$(tm_pub "$A")"
+kill -TERM "$CPID"
+tm__wait_exit "$CPID" 10 || tm_fail "the second agent did not exit within 10 s of SIGTERM"
+tm_expect_eq "the second agent's exit code after SIGTERM" "$TM_EXIT_RC" 0
+[[ -S "$SOCK" ]] || tm_fail "the second agent removed the first one's socket on exit"
 
 tm_step "a killed agent's stale socket is replaced; Table = 1234 routes into table 1234"
 kill -KILL "$PID"
