@@ -1,6 +1,6 @@
 // tunnelmesh-agent: parses flags, wires the components together, handles signals. Subcommands:
 //   tunnelmesh-agent --config FILE [--interface NAME] [--state-dir DIR]   run with a wg-quick
-//   config tunnelmesh-agent genkey | pubkey                                      keys, as `wg`
+//   config tunnelmesh-agent genkey | genpsk | pubkey                             keys, as `wg`
 //   makes them tunnelmesh-agent status [--json] [--interface NAME] [--state-dir DIR] query a
 //   running agent tunnelmesh-agent join HOST[:PORT] --token-file FILE [--name N] [--label K=V ...]
 //                    [--state-dir DIR] [--interface NAME] [--ca-hash sha256:...]
@@ -67,6 +67,13 @@ void RaiseFileLimit() {
 int GenKey() {
   InitCrypto();
   std::printf("%s\n", SecretKey::GeneratePrivate().ToBase64().c_str());
+  return 0;
+}
+
+// A preshared key is 32 random bytes, unclamped, as `wg genpsk` makes it.
+int GenPsk() {
+  InitCrypto();
+  std::printf("%s\n", SecretKey::Random().ToBase64().c_str());
   return 0;
 }
 
@@ -278,6 +285,8 @@ int main(int argc, char** argv) {
                      "directory for the control socket (default /var/lib/tunnelmesh)");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn or error");
   CLI::App* genkey = app.add_subcommand("genkey", "print a new private key (base64)");
+  CLI::App* genpsk = app.add_subcommand(
+      "genpsk", "print a new random preshared key (base64), for PresharedKey, as wg genpsk");
   CLI::App* pubkey =
       app.add_subcommand("pubkey", "read a private key on stdin, print its public key");
   CLI::App* status = app.add_subcommand("status", "show the running agent's peers and counters");
@@ -349,6 +358,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   if (genkey->parsed()) return tunnelmesh::GenKey();
+  if (genpsk->parsed()) return tunnelmesh::GenPsk();
   if (pubkey->parsed()) return tunnelmesh::PubKey();
   if (status->parsed()) {
     return tunnelmesh::Status(options, status->count("--interface") > 0);
@@ -371,7 +381,7 @@ int main(int argc, char** argv) {
   if (options.config_path.empty()) {
     std::fprintf(stderr,
                  "tunnelmesh-agent: nothing to do: give --config FILE, or a subcommand "
-                 "(genkey, pubkey, status); see --help\n");
+                 "(genkey, genpsk, pubkey, status); see --help\n");
     return 2;
   }
   return tunnelmesh::Run(options);

@@ -95,6 +95,11 @@ Peer::Peer(const StaticIdentity& local, PeerConfig config, uint32_t id, IndexTab
       roaming_(config.roaming),
       endpoint_(config.endpoint) {}
 
+std::chrono::seconds Peer::persistent_keepalive() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return persistent_keepalive_;
+}
+
 Peer::~Peer() {
   absl::MutexLock lock(&mu_);
   ZeroAllKeys();
@@ -201,6 +206,24 @@ bool Device::SetPresharedKeys(const PublicKey& key, PresharedKeys keys) {
   if (it == by_key_.end()) return false;
   absl::MutexLock peer_lock(&it->second->mu_);
   it->second->preshared_keys_ = std::move(keys);
+  return true;
+}
+
+std::optional<SecretKey> Device::PresharedKey(const PublicKey& key) const {
+  absl::ReaderMutexLock lock(&peers_mu_);
+  auto it = by_key_.find(key);
+  if (it == by_key_.end()) return std::nullopt;
+  absl::ReaderMutexLock peer_lock(&it->second->mu_);
+  return it->second->preshared_keys_.primary.Clone();
+}
+
+bool Device::SetPersistentKeepalive(const PublicKey& key, std::chrono::seconds interval) {
+  absl::ReaderMutexLock lock(&peers_mu_);
+  auto it = by_key_.find(key);
+  if (it == by_key_.end()) return false;
+  absl::MutexLock peer_lock(&it->second->mu_);
+  it->second->persistent_keepalive_ = interval;
+  it->second->traversed_ever_ = false;
   return true;
 }
 

@@ -91,7 +91,7 @@ class Peer {
   // Where the peer is reached now: a UDP address or the relay.
   std::optional<TransportEndpoint> endpoint() const;
   void set_endpoint(const TransportEndpoint& endpoint);
-  std::chrono::seconds persistent_keepalive() const { return persistent_keepalive_; }
+  std::chrono::seconds persistent_keepalive() const;
 
  private:
   friend class Device;
@@ -115,7 +115,8 @@ class Peer {
   const PeerStatics statics_;
   // Replaced by Device::SetPresharedKeys; read by every handshake step.
   PresharedKeys preshared_keys_ ABSL_GUARDED_BY(mu_);
-  const std::chrono::seconds persistent_keepalive_;
+  // Replaced by Device::SetPersistentKeepalive (`wg set ... persistent-keepalive`).
+  std::chrono::seconds persistent_keepalive_ ABSL_GUARDED_BY(mu_);
   const bool roaming_;
   PeerStats stats_;
 
@@ -173,6 +174,12 @@ class Device {
   // their keys; the next handshake uses the new ones. False when there is no such peer.
   bool SetPresharedKeys(const PublicKey& key, PresharedKeys keys);
   Peer* FindPeer(const PublicKey& key) const;
+  // The peer's primary preshared key (zero for none), for `wg show`; nullopt when there is no
+  // such peer.
+  std::optional<SecretKey> PresharedKey(const PublicKey& key) const;
+  // Changes the persistent keepalive interval (zero: off); when on, the next Tick sends one at
+  // once, as WireGuard does when the interval is set. False when there is no such peer.
+  bool SetPersistentKeepalive(const PublicKey& key, std::chrono::seconds interval);
   // Removes a peer: its sessions end at once; the object stays valid for kRetireAfter so that data
   // threads still holding it from an older route snapshot finish safely, then Tick frees it.
   void RemovePeer(const PublicKey& key, MonoTime now);

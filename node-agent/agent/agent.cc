@@ -53,6 +53,7 @@ Agent::Agent(AgentParams params)
 Agent::~Agent() {
   if (session_) session_->Stop();
   control_.reset();
+  uapi_.reset();
   loop_.Stop();
   resolved_.reset();  // Reverts the link if Run did not.
   if (plane_) plane_->Stop();
@@ -69,6 +70,8 @@ absl::Status Agent::BringUp(std::unique_ptr<TunDevice> tun, std::unique_ptr<UdpB
       LinkConfigurator::Create(params_.interface_name);
   if (!link.ok()) return link.status();
   link_ = std::move(*link);
+  link_->SetRouteTable(params_.route_table);
+  link_routes_.enabled = params_.install_routes;
   absl::Status configured = link_->SetMtu(static_cast<int>(params_.mtu));
   for (const auto& [ip, length] : params_.addresses) {
     if (configured.ok()) configured = link_->AddAddress(ip, length);
@@ -161,6 +164,18 @@ absl::Status Agent::Start() {
       [this](std::string_view request) { return HandleControlRequest(request); });
   if (!control.ok()) return control.status();
   control_ = std::move(*control);
+  absl::StatusOr<std::unique_ptr<uapi::UapiServer>> wireguard_socket = uapi::UapiServer::Listen(
+      uapi::kSocketDirectory, params_.interface_name,
+      [this](uapi::Request request) { return HandleUapi(std::move(request)); });
+  if (wireguard_socket.ok()) {
+    uapi_ = std::move(*wireguard_socket);
+    TM_LOG_DEBUG("WireGuard socket {} answers wg show and wg set", uapi_->path());
+  } else {
+    // Not fatal: the data plane does not need it, and the directory is shared by every network
+    // namespace on the host, so agents in two namespaces may use one interface name.
+    TM_LOG_ERROR("{}: `wg show {}` and `wg set` will not reach this agent",
+                 std::string(wireguard_socket.status().message()), params_.interface_name);
+  }
   if (params_.dns.has_value()) {
     DnsServerOptions dns = *params_.dns;
     for (const auto& [address, length] : params_.addresses) dns.addresses.push_back(address);
@@ -570,6 +585,7 @@ int Agent::Run(const sigset_t& signals, bool member) {
   if (leave_requested_) TM_LOG_INFO("left the mesh: shutting down");
   if (session_) session_->Stop();
   control_.reset();
+  uapi_.reset();
   loop_.Stop();
   // Before the interface goes: `resolvectl revert`.
   if (resolved_) resolved_->Stop();

@@ -22,6 +22,9 @@
 // - the systemd-resolved registrar (resolved_, join where resolved runs): PublishZone hands it the
 //   link to register (it never waits there); its thread runs resolvectl; Run stops it, which
 //   reverts the link, before the interface goes.
+// - the WireGuard socket's thread (uapi_, /var/run/wireguard/IFACE.sock): `wg show` is answered
+//   by a Call on the control loop; `wg set` is applied there (config mode) or refused (join: the
+//   coordinator owns the peers). See agent_uapi.cc.
 // - the main thread (Run): signals, leave and refusal, data-plane failure.
 // Lock order: none is held across another component's call; the control loop's queue lock and the
 // session's lock are leaves.
@@ -61,6 +64,7 @@
 #include "node-agent/transport/relay_client.h"
 #include "node-agent/transport/udp_bind.h"
 #include "node-agent/tun/tun_device.h"
+#include "node-agent/uapi/uapi_server.h"
 
 namespace tunnelmesh {
 
@@ -72,6 +76,10 @@ struct AgentParams {
   std::string name;  // This member's name (config mode: the interface name).
   // The interface's addresses with their prefix lengths.
   std::vector<std::pair<IpAddress, int>> addresses;
+  // Routes for allowed IPs outside the mesh's ranges (wg-quick's `Table`): off (false) installs
+  // none; otherwise they go into `route_table` (254: the main table).
+  bool install_routes = true;
+  uint32_t route_table = 254;
   // The mesh's address ranges (join): allowed IPs inside them need no route of their own.
   std::vector<Prefix> mesh_cidrs;
   // The coordinator host as dialed (join): fills in relay and STUN addresses without a host.
@@ -130,9 +138,10 @@ class Agent {
   class LinkRoutes final : public RouteInstaller {
    public:
     absl::Status ReplaceRoutes(absl::Span<const Prefix> prefixes) override {
-      return link == nullptr ? absl::OkStatus() : link->ReplaceRoutes(prefixes);
+      return link == nullptr || !enabled ? absl::OkStatus() : link->ReplaceRoutes(prefixes);
     }
     LinkConfigurator* link = nullptr;
+    bool enabled = true;  // False with `Table = off`.
   };
 
   // What `explain` does next: answer now (this member enforces the flow), ask the coordinator, or
@@ -166,6 +175,11 @@ class Agent {
   std::string ResolveServiceHost(const std::string& address) const;
   void ConnectRelay();
   std::string HandleControlRequest(std::string_view request);
+  // The WireGuard socket (agent_uapi.cc): HandleUapi on the socket's thread, the rest on the
+  // control thread.
+  std::string HandleUapi(uapi::Request request);
+  uapi::DeviceState BuildUapiState() const;
+  absl::Status ApplyUapiSet(const uapi::SetRequest& set);
 
   const AgentParams params_;
   SystemClock clock_;
@@ -204,6 +218,7 @@ class Agent {
   ControlLoop loop_{&clock_};
   std::unique_ptr<CoordinatorSession> session_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<uapi::UapiServer> uapi_;
   // Its own thread; zones are published to it from the control thread.
   std::unique_ptr<DnsServer> dns_;
   // What Start found (before the loop's first PublishZone) and the registrar, when resolved runs

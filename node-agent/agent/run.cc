@@ -214,6 +214,8 @@ int RunConfig(AgentConfig config, const ConfigRunOptions& options, const sigset_
   params.private_key = config.private_key.Clone();
   params.mtu = static_cast<size_t>(config.mtu);
   params.name = options.interface_name;
+  params.install_routes = config.table_mode != TableMode::kOff;
+  if (config.table_mode == TableMode::kId) params.route_table = config.table_id;
   for (const InterfaceAddress& address : config.addresses) {
     params.addresses.emplace_back(address.address, address.prefix_length);
   }
@@ -231,7 +233,7 @@ int RunConfig(AgentConfig config, const ConfigRunOptions& options, const sigset_
       return kExitUsage;
     }
     for (const Prefix& prefix : peer.allowed_ips) {
-      if (prefix.length() == 0) {
+      if (prefix.length() == 0 && config.table_mode != TableMode::kOff) {
         TM_LOG_WARN(
             "{}:{}: AllowedIPs {} routes all traffic into the tunnel, including the "
             "encrypted packets to the peer's endpoint unless a more specific route to it "

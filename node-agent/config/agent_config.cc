@@ -181,6 +181,8 @@ class ConfigParser {
         return ForEachListEntry(line, spec.name, value, [&](absl::string_view entry) {
           return AddAddress(line, spec.name, entry);
         });
+      case Key::kTable:
+        return ParseTable(line, spec.name, value);
       default:
         return Error(line, spec.name, "internal error: key routed to the wrong section");
     }
@@ -263,6 +265,30 @@ class ConfigParser {
             absl::StrCat(Quote(value), " has an empty entry (expected a comma-separated list)"));
       }
       RETURN_IF_ERROR(handle(entry));
+    }
+    return absl::OkStatus();
+  }
+
+  // wg-quick's `Table`: off, auto, main, or a table number. Other names would need
+  // /etc/iproute2/rt_tables, which this parser does not read.
+  absl::Status ParseTable(int line, absl::string_view key, absl::string_view value) {
+    if (value == "off") {
+      config_.table_mode = TableMode::kOff;
+    } else if (value == "auto") {
+      config_.table_mode = TableMode::kAuto;
+    } else if (value == "main") {
+      config_.table_mode = TableMode::kId;
+      config_.table_id = kMainRoutingTable;
+    } else {
+      std::optional<uint32_t> id = ParseDecimal(value, UINT32_MAX);
+      if (!id.has_value() || *id == 0) {
+        return Error(line, key,
+                     absl::StrCat(Quote(value),
+                                  " is not a routing table (expected off, auto, main or a table "
+                                  "number 1-4294967295; give a named table by its number)"));
+      }
+      config_.table_mode = TableMode::kId;
+      config_.table_id = *id;
     }
     return absl::OkStatus();
   }

@@ -23,6 +23,8 @@ inline constexpr int kDefaultMtu = 1420;
 // RFC 8200 section 5: every IPv6 link has an MTU of at least 1280.
 inline constexpr int kMinMtu = 1280;
 inline constexpr int kMaxMtu = 65535;
+// The kernel's main routing table (RT_TABLE_MAIN), which `Table = main` names.
+inline constexpr uint32_t kMainRoutingTable = 254;
 
 // An address assigned to the interface together with the prefix length of its subnet, e.g.
 // 10.0.0.1/24. Unlike Prefix, the host bits are kept: they are the interface's own address.
@@ -58,6 +60,13 @@ struct PeerConfig {
   int line = 0;
 };
 
+// Where the routes for the peers' AllowedIPs go, as wg-quick's `Table =` says.
+enum class TableMode {
+  kAuto,  // `auto` or absent: the main table.
+  kOff,   // `off`: no routes at all (the administrator routes).
+  kId,    // A number (or `main`): routes go into that routing table.
+};
+
 // One parsed configuration file. Move-only (it holds secrets).
 struct AgentConfig {
   SecretKey private_key;
@@ -65,6 +74,8 @@ struct AgentConfig {
   uint16_t listen_port = 0;
   std::vector<InterfaceAddress> addresses;
   int mtu = kDefaultMtu;
+  TableMode table_mode = TableMode::kAuto;
+  uint32_t table_id = 0;  // With TableMode::kId: the routing table (1-4294967295).
   std::vector<PeerConfig> peers;
   // Human-readable notes about accepted-but-ignored keys (wg-quick hooks, DNS, ...), each starting
   // with "file:line:". ParseAgentConfig does not log them; LoadAgentConfig does.

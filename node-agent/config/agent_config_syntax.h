@@ -57,6 +57,7 @@ enum class Key {
   kListenPort,
   kAddress,
   kMtu,
+  kTable,
   kPublicKey,
   kPresharedKey,
   kEndpoint,

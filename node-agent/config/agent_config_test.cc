@@ -205,9 +205,42 @@ TEST(AgentConfigTest, EveryIgnoredWgQuickKeyWarns) {
       Parse(Interface("DNS = 1.1.1.1\nTable = off\nPreUp = true\nPostUp = true\nPostUp = echo\n"
                       "PreDown = true\nPostDown = true\nSaveConfig = true\nFwMark = 0x1234\n"));
   ASSERT_TRUE(config.ok()) << config.status();
-  EXPECT_EQ(config->warnings.size(), 9u);
-  EXPECT_EQ(config->warnings[8],
+  // Table is honoured (below), so it does not warn.
+  EXPECT_EQ(config->warnings.size(), 8u);
+  EXPECT_EQ(config->warnings[7],
             "wg0.conf:11: FwMark is ignored (tunnelmesh-agent does not mark its UDP packets)");
+}
+
+TEST(AgentConfigTest, TableAsWgQuickReadsIt) {
+  absl::StatusOr<AgentConfig> config = Parse(Interface(""));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->table_mode, TableMode::kAuto);
+  config = Parse(Interface("Table = off\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->table_mode, TableMode::kOff);
+  EXPECT_THAT(config->warnings, IsEmpty());
+  config = Parse(Interface("Table = auto\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->table_mode, TableMode::kAuto);
+  config = Parse(Interface("Table = 1234\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->table_mode, TableMode::kId);
+  EXPECT_EQ(config->table_id, 1234u);
+  config = Parse(Interface("Table = main\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->table_mode, TableMode::kId);
+  EXPECT_EQ(config->table_id, kMainRoutingTable);
+}
+
+TEST(AgentConfigErrorTest, TableNotANumber) {
+  const std::string expected =
+      " is not a routing table (expected off, auto, main or a table number 1-4294967295; give a "
+      "named table by its number)";
+  ExpectError(Interface("Table = vpn\n"), "wg0.conf:3: Table: \"vpn\"" + expected);
+  ExpectError(Interface("Table = 0\n"), "wg0.conf:3: Table: \"0\"" + expected);
+  ExpectError(Interface("Table = 4294967296\n"), "wg0.conf:3: Table: \"4294967296\"" + expected);
+  ExpectError(Interface("Table = off\nTable = 5\n"),
+              "wg0.conf:4: Table: appears twice in this section (first at line 3); keep one");
 }
 
 // --- Structure errors ---

@@ -440,8 +440,8 @@ absl::Status LinkConfigurator::DeleteAddress(const OwnedAddress& address) {
 
 namespace {
 
-// The route `prefix dev <index> scope link proto static` in the main table.
-absl::StatusOr<RoutePtr> BuildRoute(const Prefix& prefix, int interface_index) {
+// The route `prefix dev <index> scope link proto static` in `table`.
+absl::StatusOr<RoutePtr> BuildRoute(const Prefix& prefix, int interface_index, uint32_t table) {
   RoutePtr route(rtnl_route_alloc());
   NlAddrPtr destination = ToNlAddr(prefix.address(), prefix.length());
   rtnl_nexthop* nexthop = rtnl_route_nh_alloc();
@@ -450,7 +450,7 @@ absl::StatusOr<RoutePtr> BuildRoute(const Prefix& prefix, int interface_index) {
     return absl::ResourceExhaustedError("out of memory");
   }
   rtnl_route_set_family(route.get(), Family(prefix.address()));
-  rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
+  rtnl_route_set_table(route.get(), table);
   rtnl_route_set_type(route.get(), RTN_UNICAST);
   rtnl_route_set_protocol(route.get(), RTPROT_STATIC);
   rtnl_route_set_scope(route.get(), RT_SCOPE_LINK);
@@ -467,7 +467,7 @@ absl::StatusOr<RoutePtr> BuildRoute(const Prefix& prefix, int interface_index) {
 
 absl::Status LinkConfigurator::AddRoute(const Prefix& prefix) {
   std::string action = absl::StrCat("adding route ", prefix.ToString(), " via ", interface_name_);
-  absl::StatusOr<RoutePtr> route = BuildRoute(prefix, interface_index_);
+  absl::StatusOr<RoutePtr> route = BuildRoute(prefix, interface_index_, route_table_);
   if (!route.ok())
     return absl::Status(route.status().code(),
                         absl::StrCat(action, ": ", route.status().message()));
@@ -475,9 +475,14 @@ absl::Status LinkConfigurator::AddRoute(const Prefix& prefix) {
   if (int rc = rtnl_route_add(socket_.get(), route->get(), NLM_F_EXCL); rc < 0) {
     absl::Status failure = Failure(action, rc);
     if (failure.code() == absl::StatusCode::kAlreadyExists) {
+      const std::string table = route_table_ == RT_TABLE_MAIN
+                                    ? std::string("the main table")
+                                    : absl::StrCat("table ", route_table_);
+      const std::string show =
+          route_table_ == RT_TABLE_MAIN ? "" : absl::StrCat(" table ", route_table_);
       return absl::AlreadyExistsError(
-          absl::StrCat(failure.message(), " (another route to ", prefix.ToString(),
-                       " is in the main table: see \"ip route show ", prefix.ToString(), "\")"));
+          absl::StrCat(failure.message(), " (another route to ", prefix.ToString(), " is in ",
+                       table, ": see \"ip route show ", prefix.ToString(), show, "\")"));
     }
     return failure;
   }
@@ -486,7 +491,7 @@ absl::Status LinkConfigurator::AddRoute(const Prefix& prefix) {
 
 absl::Status LinkConfigurator::DeleteRoute(const Prefix& prefix) {
   std::string action = absl::StrCat("removing route ", prefix.ToString(), " via ", interface_name_);
-  absl::StatusOr<RoutePtr> route = BuildRoute(prefix, interface_index_);
+  absl::StatusOr<RoutePtr> route = BuildRoute(prefix, interface_index_, route_table_);
   if (!route.ok())
     return absl::Status(route.status().code(),
                         absl::StrCat(action, ": ", route.status().message()));

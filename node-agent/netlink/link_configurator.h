@@ -57,11 +57,16 @@ class LinkConfigurator {
   // wait is event-driven (rtnetlink notifications) and bounded by 2 s (kDeadlineExceeded).
   [[nodiscard]] absl::Status SetUp();
 
-  // Makes the routes this object installed (main table, `dev <interface> scope link proto static`)
-  // equal to `prefixes`: adds the new ones first, then removes the ones no longer listed.
-  // Duplicates are ignored, and so is a prefix equal to the subnet of an address on this interface
-  // (its connected route already covers it). The link must be up (IPv4 refuses routes on a down
-  // link). Stops at the first error; installed_routes() then still tells what is in place.
+  // The routing table ReplaceRoutes uses from now on (default RT_TABLE_MAIN, 254): wg-quick's
+  // `Table = N`. Call before the first ReplaceRoutes.
+  void SetRouteTable(uint32_t table) { route_table_ = table; }
+
+  // Makes the routes this object installed (the route table, main by default, `dev <interface>
+  // scope link proto static`) equal to `prefixes`: adds the new ones first, then removes the ones
+  // no longer listed. Duplicates are ignored, and so is a prefix equal to the subnet of an address
+  // on this interface (its connected route already covers it). The link must be up (IPv4 refuses
+  // routes on a down link). Stops at the first error; installed_routes() then still tells what is
+  // in place.
   [[nodiscard]] absl::Status ReplaceRoutes(absl::Span<const Prefix> prefixes);
 
   // Removes the routes, then the addresses this object added. Idempotent; anything already gone
@@ -108,6 +113,7 @@ class LinkConfigurator {
   const int interface_index_;
   std::vector<OwnedAddress> addresses_;
   std::vector<Prefix> routes_;
+  uint32_t route_table_ = 254;  // RT_TABLE_MAIN.
   // Set by a successful SetUp().
   bool up_ = false;
 };

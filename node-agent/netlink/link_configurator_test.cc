@@ -95,12 +95,14 @@ struct Route {
   }
 };
 
-// Main-table routes through `device` of both families, kernel ones (connected subnets) included
-// and IPv6 link-local/multicast ones left out. Host routes are printed with their length.
-std::set<Route> Routes(const std::string& device) {
+// Routes of `table` (main by default) through `device` of both families, kernel ones (connected
+// subnets) included and IPv6 link-local/multicast ones left out. Host routes are printed with
+// their length.
+std::set<Route> Routes(const std::string& device, const std::string& table = "main") {
   std::set<Route> result;
   for (const char* family : {"-4", "-6"}) {
-    for (const Json& entry : IpJson(absl::StrCat(family, " route show table main dev ", device))) {
+    for (const Json& entry :
+         IpJson(absl::StrCat(family, " route show table ", table, " dev ", device))) {
       std::string destination = entry.value("dst", "");
       if (destination.rfind("fe80:", 0) == 0 || destination.rfind("ff00:", 0) == 0) continue;
       if (destination.find('/') == std::string::npos) {
@@ -207,6 +209,20 @@ TEST_F(LinkConfiguratorTest, ReplaceRoutesAddsNewAndRemovesGone) {
   EXPECT_THAT(link->installed_routes(), IsEmpty());
   EXPECT_THAT(Routes("tm0"),
               UnorderedElementsAre(Kernel("10.7.0.0/24"), Kernel("fd07::/64", true)));
+}
+
+// wg-quick's `Table = 1234`.
+TEST_F(LinkConfiguratorTest, RoutesGoIntoTheChosenTable) {
+  std::unique_ptr<LinkConfigurator> link = ConfigureTm0();
+  ASSERT_NE(link, nullptr);
+  link->SetRouteTable(1234);
+  ASSERT_TRUE(link->ReplaceRoutes({Pfx("10.8.0.0/16"), Pfx("fd08::/64")}).ok());
+  EXPECT_THAT(Routes("tm0", "1234"),
+              UnorderedElementsAre(Static("10.8.0.0/16"), Static("fd08::/64", true)));
+  EXPECT_THAT(Routes("tm0"),
+              UnorderedElementsAre(Kernel("10.7.0.0/24"), Kernel("fd07::/64", true)));
+  ASSERT_TRUE(link->Teardown().ok());
+  EXPECT_THAT(Routes("tm0", "1234"), IsEmpty());
 }
 
 TEST_F(LinkConfiguratorTest, DestructionRemovesWhatItAdded) {

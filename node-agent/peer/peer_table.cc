@@ -1,5 +1,6 @@
 #include "node-agent/peer/peer_table.h"
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 
@@ -185,6 +186,80 @@ absl::Status PeerTable::AddStatic(const StaticPeerConfig& config) {
   info.is_static = true;
   peers_[config.public_key] = std::move(info);
   return absl::OkStatus();
+}
+
+absl::Status PeerTable::ApplyStatic(const std::vector<StaticPeerUpdate>& updates,
+                                    const std::vector<PublicKey>& removals) {
+  // Checked first, so that a refused request changes nothing.
+  auto owned_by_map = [this](const PublicKey& key) {
+    auto it = peers_.find(key);
+    return it != peers_.end() && !it->second.is_static;
+  };
+  for (const StaticPeerUpdate& update : updates) {
+    if (update.public_key == self_) {
+      return absl::InvalidArgumentError("a peer has this interface's own key");
+    }
+    if (owned_by_map(update.public_key)) {
+      return absl::InvalidArgumentError("peer " + update.public_key.Short() +
+                                        " belongs to the coordinator's map");
+    }
+  }
+  for (const PublicKey& key : removals) {
+    if (owned_by_map(key)) {
+      return absl::InvalidArgumentError("peer " + key.Short() +
+                                        " belongs to the coordinator's map");
+    }
+  }
+  for (const StaticPeerUpdate& update : updates) {
+    const PublicKey& key = update.public_key;
+    auto it = peers_.find(key);
+    if (it == peers_.end()) {
+      StaticPeerConfig config;
+      config.public_key = key;
+      if (update.preshared_key) config.preshared_key = update.preshared_key->Clone();
+      config.endpoint = update.endpoint;
+      if (update.persistent_keepalive) config.persistent_keepalive = *update.persistent_keepalive;
+      if (absl::Status s = AddStatic(config); !s.ok()) return s;
+      it = peers_.find(key);
+      TM_LOG_INFO("peer {} added at run time (WireGuard socket)", key.Short());
+    } else {
+      if (update.preshared_key) {
+        noise::PresharedKeys keys;
+        keys.primary = update.preshared_key->Clone();
+        (void)device_->SetPresharedKeys(key, std::move(keys));
+      }
+      if (update.endpoint) {
+        if (noise::Peer* peer = device_->FindPeer(key)) peer->set_endpoint(*update.endpoint);
+        it->second.candidates = {*update.endpoint};
+      }
+      if (update.persistent_keepalive) {
+        (void)device_->SetPersistentKeepalive(key, *update.persistent_keepalive);
+      }
+    }
+    if (update.replace_allowed) it->second.allowed.clear();
+    for (const Prefix& prefix : update.allowed) {
+      for (auto& [other_key, other] : peers_) {
+        if (other_key == key) continue;
+        std::erase(other.allowed, prefix);
+      }
+      std::vector<Prefix>& allowed = it->second.allowed;
+      if (std::find(allowed.begin(), allowed.end(), prefix) == allowed.end()) {
+        allowed.push_back(prefix);
+      }
+    }
+  }
+  std::vector<PublicKey> removed;
+  for (const PublicKey& key : removals) {
+    auto it = peers_.find(key);
+    if (it == peers_.end()) continue;
+    peers_.erase(it);
+    removed.push_back(key);
+    TM_LOG_INFO("peer {} removed at run time (WireGuard socket)", key.Short());
+  }
+  // Routes first, so no data thread looks a removed peer up again, then the device forgets it.
+  absl::Status published = Publish();
+  for (const PublicKey& key : removed) device_->RemovePeer(key, clock_->Now());
+  return published;
 }
 
 absl::Status PeerTable::Publish() {

@@ -68,6 +68,17 @@ struct StaticPeerConfig {
   std::vector<Prefix> allowed;
 };
 
+// A change to a config file's peer made at run time (`wg set`, node-agent/uapi): what is given
+// replaces what the peer had; a peer not in the table is added.
+struct StaticPeerUpdate {
+  PublicKey public_key;
+  std::optional<SecretKey> preshared_key;  // All zero: none.
+  std::optional<Endpoint> endpoint;
+  std::optional<std::chrono::seconds> persistent_keepalive;
+  bool replace_allowed = false;  // Drop the old allowed prefixes before adding `allowed`.
+  std::vector<Prefix> allowed;
+};
+
 // What an Apply changed, for the path manager.
 struct PeerChanges {
   // Peers added or updated (their candidates may have changed), in map order.
@@ -100,6 +111,13 @@ class PeerTable {
 
   // Adds a config file's peer (no publish: call Publish after the last one).
   [[nodiscard]] absl::Status AddStatic(const StaticPeerConfig& config);
+
+  // Config mode at run time: adds or changes `updates` (in order), then removes `removals`, then
+  // publishes. A prefix that another peer holds moves to the peer that now lists it, as in
+  // WireGuard. Errors: kInvalidArgument for our own key or an agent peer (the coordinator owns
+  // those), or the link's error from Publish (the table has changed by then).
+  [[nodiscard]] absl::Status ApplyStatic(const std::vector<StaticPeerUpdate>& updates,
+                                         const std::vector<PublicKey>& removals);
 
   // Builds and publishes the route snapshot and replaces the link's outside-mesh routes; the error
   // is the link's.

@@ -191,6 +191,73 @@ TEST_F(PeerTableTest, StaticPeersFromAConfigFile) {
   EXPECT_EQ(table_.Publish().code(), absl::StatusCode::kUnavailable);
 }
 
+TEST_F(PeerTableTest, ApplyStaticAddsChangesMovesAndRemovesPeers) {
+  Member a, b;
+  StaticPeerConfig config;
+  config.public_key = a.key;
+  config.allowed = {P("10.44.0.2/32")};
+  ASSERT_TRUE(table_.AddStatic(config).ok());
+  ASSERT_TRUE(table_.Publish().ok());
+
+  // `wg set tm0 peer B allowed-ips 10.55.0.0/24,10.44.0.2/32 endpoint ... persistent-keepalive 7`:
+  // B is new, and 10.44.0.2/32 moves from A to B, as in WireGuard.
+  std::vector<StaticPeerUpdate> updates(1);
+  updates[0].public_key = b.key;
+  updates[0].endpoint = *Endpoint::Parse("192.0.2.9:51820");
+  updates[0].persistent_keepalive = std::chrono::seconds(7);
+  updates[0].preshared_key = SecretKey::Random();
+  updates[0].allowed = {P("10.55.0.0/24"), P("10.44.0.2/32")};
+  ASSERT_TRUE(table_.ApplyStatic(updates, {}).ok());
+  noise::Peer* peer_b = device_.FindPeer(b.key);
+  ASSERT_NE(peer_b, nullptr);
+  EXPECT_EQ(Owner("10.55.0.1"), peer_b);
+  EXPECT_EQ(Owner("10.44.0.2"), peer_b);
+  EXPECT_TRUE(table_.Find(a.key)->allowed.empty());
+  EXPECT_EQ(peer_b->persistent_keepalive(), std::chrono::seconds(7));
+  EXPECT_EQ(peer_b->endpoint()->udp(), *Endpoint::Parse("192.0.2.9:51820"));
+  EXPECT_TRUE(*device_.PresharedKey(b.key) == *updates[0].preshared_key);
+  EXPECT_EQ(link_.routes.size(), 2u);
+
+  // Changing an existing peer: replace its allowed IPs, a new endpoint and keepalive.
+  std::vector<StaticPeerUpdate> change(1);
+  change[0].public_key = b.key;
+  change[0].replace_allowed = true;
+  change[0].allowed = {P("10.66.0.0/24")};
+  change[0].endpoint = *Endpoint::Parse("192.0.2.10:51820");
+  change[0].persistent_keepalive = std::chrono::seconds(0);
+  ASSERT_TRUE(table_.ApplyStatic(change, {}).ok());
+  EXPECT_EQ(device_.FindPeer(b.key), peer_b) << "an update keeps the device peer";
+  EXPECT_EQ(Owner("10.55.0.1"), nullptr);
+  EXPECT_EQ(Owner("10.66.0.1"), peer_b);
+  EXPECT_EQ(peer_b->endpoint()->udp(), *Endpoint::Parse("192.0.2.10:51820"));
+  EXPECT_EQ(peer_b->persistent_keepalive(), std::chrono::seconds(0));
+
+  // Removal: routes and the device peer go.
+  ASSERT_TRUE(table_.ApplyStatic({}, {b.key}).ok());
+  EXPECT_EQ(table_.Find(b.key), nullptr);
+  EXPECT_EQ(device_.FindPeer(b.key), nullptr);
+  EXPECT_EQ(Owner("10.66.0.1"), nullptr);
+  EXPECT_TRUE(link_.routes.empty());
+}
+
+TEST_F(PeerTableTest, ApplyStaticRefusesOwnKeyAndTheCoordinatorsPeers) {
+  Member agent_peer, newcomer;
+  coord::MapUpdate update;
+  update.set_full(true);
+  *update.add_upsert_peers() = MapPeer(agent_peer, "agent", {"10.99.0.2/32"});
+  table_.Apply(update);
+  std::vector<StaticPeerUpdate> updates(2);
+  updates[0].public_key = newcomer.key;
+  updates[1].public_key = agent_peer.key;
+  EXPECT_EQ(table_.ApplyStatic(updates, {}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(table_.Find(newcomer.key), nullptr) << "a refused request changes nothing";
+  EXPECT_EQ(table_.ApplyStatic({}, {agent_peer.key}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(table_.Find(agent_peer.key), nullptr);
+  std::vector<StaticPeerUpdate> own(1);
+  own[0].public_key = self_.key;
+  EXPECT_EQ(table_.ApplyStatic(own, {}).code(), absl::StatusCode::kInvalidArgument);
+}
+
 // Runs one handshake from the table's device to `remote`'s device, which answers with `psk` (its
 // only key for us). True when the table's side accepted the response.
 bool HandshakeWith(noise::Device* ours, noise::Peer* peer, const Member& remote,
