@@ -1,7 +1,11 @@
 #include "node-agent/agent/coordinator_session.h"
 
+#include "absl/strings/str_cat.h"
 #include "lib/base/backoff.h"
 #include "lib/base/log.h"
+#include "lib/base/retry_log.h"
+#include "lib/net/connect_failure.h"
+#include "node-agent/agent/join_options.h"
 #include "node-agent/peer/peer_table.h"
 
 namespace tunnelmesh {
@@ -27,6 +31,13 @@ bool RefusedForGood(absl::StatusCode code) {
 }
 
 }  // namespace
+
+std::string DescribeCoordinatorFailure(const std::string& target, const absl::Status& status) {
+  std::optional<std::string> cause = ConnectFailureFromText(status.message());
+  if (!cause && status.code() == absl::StatusCode::kDeadlineExceeded) cause = "timed out";
+  if (cause) return "cannot reach the coordinator at " + target + " (" + *cause + ")";
+  return std::string(status.message());
+}
 
 CoordinatorSession::CoordinatorSession(std::string target, std::string ca_pem,
                                        SecretKey private_key, std::optional<TokenCheck> token_check,
@@ -71,11 +82,23 @@ absl::StatusOr<coord::RegisterResponse> CoordinatorSession::RegisterOnce() {
   const auto& ips = response->mesh_ips();
   TM_LOG_INFO("registered as {} with {}{}", response->name(), ips[0],
               ips.size() > 1 ? " and " + ips[1] : std::string());
-  if (!requested.empty() && response->name() != requested) {
-    TM_LOG_WARN(
-        "registered as \"{}\", not \"{}\": the coordinator makes names DNS labels and adds a "
-        "suffix when another member holds the name",
-        response->name(), requested);
+  if (!requested.empty() && response->name() != requested && !name_explained_.exchange(true)) {
+    const std::string label = MakeDnsLabel(requested);
+    if (response->name() == label) {
+      TM_LOG_INFO(
+          "registered as \"{}\", not \"{}\": member names are DNS labels (lowercase "
+          "letters, digits and '-')",
+          response->name(), requested);
+    } else if (!label.empty() && response->name().rfind(label + "-", 0) == 0) {
+      TM_LOG_WARN(
+          "registered as \"{}\", not \"{}\": another member (another node key) already holds "
+          "that name, so the coordinator added a suffix; pick another --name to choose this "
+          "member's name",
+          response->name(), label);
+    } else {
+      TM_LOG_WARN("registered as \"{}\", not \"{}\": the coordinator chose another name",
+                  response->name(), requested);
+    }
   }
   return response;
 }
@@ -83,11 +106,35 @@ absl::StatusOr<coord::RegisterResponse> CoordinatorSession::RegisterOnce() {
 absl::StatusOr<coord::RegisterResponse> CoordinatorSession::RegisterFirst(
     const std::function<bool(std::chrono::milliseconds)>& wait) {
   Backoff backoff(kBackoffStart, kBackoffMax, seed_, kBackoffJitter);
+  RetryLog retry_log(seed_ + 2);
   while (true) {
     absl::StatusOr<coord::RegisterResponse> response = RegisterOnce();
-    if (response.ok() || RefusedForGood(response.status().code())) return response;
-    TM_LOG_WARN("registering: {}; retrying", std::string(response.status().message()));
-    if (!wait(backoff.Next())) return absl::CancelledError("stopped before registering");
+    if (response.ok()) {
+      if (std::optional<RetryLog::Outage> outage = retry_log.OnSuccess(absl::Now())) {
+        TM_LOG_INFO("reached the coordinator at {} after {} failed attempts over {}", target_,
+                    outage->attempts, FormatOutageDuration(outage->elapsed));
+      }
+      return response;
+    }
+    if (RefusedForGood(response.status().code())) return response;
+    const std::string why = DescribeCoordinatorFailure(target_, response.status());
+    switch (retry_log.OnFailure(absl::Now())) {
+      case RetryLog::Say::kFirst:
+        TM_LOG_WARN("registering: {}; retrying (a summary follows while it lasts)", why);
+        break;
+      case RetryLog::Say::kSummary:
+        TM_LOG_WARN("still cannot register after {} attempts over {}: {}", retry_log.attempts(),
+                    FormatOutageDuration(retry_log.elapsed(absl::Now())), why);
+        break;
+      case RetryLog::Say::kNothing:
+        TM_LOG_DEBUG("registering: {}; retrying", why);
+        break;
+    }
+    if (!wait(backoff.Next())) {
+      return absl::CancelledError(absl::StrCat("stopped before registering after ",
+                                               retry_log.attempts(),
+                                               " attempts; last error: ", why));
+    }
   }
 }
 
@@ -128,6 +175,24 @@ bool CoordinatorSession::Sleep(std::chrono::milliseconds delay) {
 
 void CoordinatorSession::WatchLoop() {
   Backoff backoff(kBackoffStart, kBackoffMax, seed_ + 1, kBackoffJitter);
+  // Reconnects stay fast (back within a second of the coordinator's return); the log says the
+  // first failure, then a summary now and then, then the recovery.
+  RetryLog retry_log(seed_ + 3);
+  auto failed = [&](const std::string& first_line, const std::string& why) {
+    switch (retry_log.OnFailure(absl::Now())) {
+      case RetryLog::Say::kFirst:
+        TM_LOG_WARN("{}", first_line);
+        break;
+      case RetryLog::Say::kSummary:
+        TM_LOG_WARN("still cannot reach the coordinator after {} attempts over {}: {}",
+                    retry_log.attempts(), FormatOutageDuration(retry_log.elapsed(absl::Now())),
+                    why);
+        break;
+      case RetryLog::Say::kNothing:
+        TM_LOG_DEBUG("reconnecting to the coordinator: {}", why);
+        break;
+    }
+  };
   bool first = true;
   while (true) {
     {
@@ -145,9 +210,14 @@ void CoordinatorSession::WatchLoop() {
         break;
       }
       if (!response.ok()) {
-        TM_LOG_WARN("re-registering: {}", std::string(response.status().message()));
+        const std::string why = DescribeCoordinatorFailure(target_, response.status());
+        failed("re-registering: " + why + "; retrying (established tunnels keep working)", why);
         if (!Sleep(backoff.Next())) break;
         continue;
+      }
+      if (std::optional<RetryLog::Outage> outage = retry_log.OnSuccess(absl::Now())) {
+        TM_LOG_INFO("back in touch with the coordinator at {} after {} ({} attempts)", target_,
+                    FormatOutageDuration(outage->elapsed), outage->attempts);
       }
       if (hooks_.on_registered) hooks_.on_registered(*response);
     }
@@ -173,8 +243,10 @@ void CoordinatorSession::WatchLoop() {
     if (resync) {
       TM_LOG_WARN("a network map update could not be applied; reconnecting for a full map");
     } else {
-      TM_LOG_WARN("coordinator stream ended: {}; reconnecting (established tunnels keep working)",
-                  std::string(s.message()));
+      const std::string why = DescribeCoordinatorFailure(target_, s);
+      failed("lost the coordinator at " + target_ + " (" + why +
+                 "); reconnecting (established tunnels keep working)",
+             why);
     }
     if (!Sleep(backoff.Next())) break;
   }
@@ -265,11 +337,23 @@ absl::Status CoordinatorSession::Leave() {
   }
   coordinator->CancelWatch();
   absl::Status s = coordinator->Leave();
-  if (!s.ok()) {
+  if (s.ok()) return s;
+  {
     absl::MutexLock lock(&mu_);
     leaving_ = false;
   }
-  return s;
+  // Said to the person who ran `leave`: what happened and what to do, not the RPC's text.
+  std::optional<std::string> cause = ConnectFailureFromText(s.message());
+  if (!cause && (s.code() == absl::StatusCode::kDeadlineExceeded ||
+                 s.code() == absl::StatusCode::kUnavailable)) {
+    cause = "no answer";
+  }
+  if (cause) {
+    return absl::UnavailableError("cannot reach the coordinator at " + target_ + " (" + *cause +
+                                  "): the member stays registered; try again when it is up");
+  }
+  return absl::Status(s.code(), "the coordinator did not take the leave: " +
+                                    std::string(s.message()) + "; the member stays registered");
 }
 
 absl::StatusOr<coord::ExplainResponse> CoordinatorSession::Explain(
