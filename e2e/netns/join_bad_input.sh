@@ -254,9 +254,14 @@ tm_expect_eq "members after the attack" "$(counter coordinator members)" 3
 # expect_refusal DESCRIPTION CODE PATTERN COMMAND...: COMMAND exits CODE and prints PATTERN
 # (grep -E); the output is left in REFUSAL_OUT.
 expect_refusal() {
-  local what=$1 want=$2 pattern=$3 rc=0
+  local what=$1 want=$2 pattern=$3 rc=0 run=()
   shift 3
-  REFUSAL_OUT=$(timeout -k 2 20 "$@" 2>&1) || rc=$?
+  # `timeout` runs programs, not shell functions: tm_in NSID becomes ip netns exec NS.
+  if [[ "$1" == tm_in ]]; then
+    run=(ip netns exec "$(tm_ns "$2")")
+    shift 2
+  fi
+  REFUSAL_OUT=$(timeout -k 2 20 "${run[@]}" "$@" 2>&1) || rc=$?
   tm_log "$what: exit $rc: $REFUSAL_OUT"
   [[ "$rc" == "$want" ]] || tm_check_fail "$what: exit code $rc, want $want ($REFUSAL_OUT)"
   grep -Eq -- "$pattern" <<<"$REFUSAL_OUT" ||

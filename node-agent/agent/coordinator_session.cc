@@ -243,10 +243,14 @@ void CoordinatorSession::WatchLoop() {
     if (resync) {
       TM_LOG_WARN("a network map update could not be applied; reconnecting for a full map");
     } else {
-      const std::string why = DescribeCoordinatorFailure(target_, s);
+      // A stream that ends names no connect failure ("Cancelling all calls", "Socket closed"):
+      // the coordinator went away or restarts. The library's text goes to the debug log only.
+      std::optional<std::string> cause = ConnectFailureFromText(s.message());
+      TM_LOG_DEBUG("watch stream ended: {}", s.ToString());
+      const std::string why = cause ? *cause : "it closed the connection";
       failed("lost the coordinator at " + target_ + " (" + why +
                  "); reconnecting (established tunnels keep working)",
-             why);
+             "cannot reach the coordinator at " + target_ + " (" + why + ")");
     }
     if (!Sleep(backoff.Next())) break;
   }
@@ -321,6 +325,16 @@ void CoordinatorSession::RpcLoop() {
     // The coordinator no longer knows our session (it restarted, expired us, or another agent
     // with our key registered): end the watch, whose loop registers again at once.
     if (session_lost) {
+      bool leaving;
+      {
+        absl::MutexLock lock(&mu_);
+        leaving = leaving_;
+      }
+      // After our own leave the coordinator has forgotten the session, as it should.
+      if (leaving) {
+        TM_LOG_DEBUG("the coordinator no longer knows this member's session (it left the mesh)");
+        continue;
+      }
       TM_LOG_WARN("the coordinator no longer accepts this member's session; registering again");
       coordinator->CancelWatch();
     }
