@@ -14,6 +14,16 @@
 # joins during the held connections and another after the attack from a site that blocks UDP, so
 # that its traffic goes through the relay; all reach each other.
 #
+# Then mistakes at the command line, each with its message and exit code (2 usage, 1 runtime):
+# --version on both binaries; no subcommand (lists every one); COORDINATOR as a URL, a path or
+# empty; a token file that is missing (a token pasted as the path is not echoed), empty or
+# unreadable; a missing token flag, a bad --kind and a missing --config while alpha serves the same
+# socket (their own messages, not "another agent already serves"); join --timeout (bad value; 2 s
+# against a closed port); as nobody, a state dir and a manifest dir it may not use (Permission
+# denied); the operator without --standalone or a kubeconfig; join without --name (the host name)
+# and a second such member (suffix and warning); leave on a config-file agent; a normal leave that
+# logs no warning; leave while the coordinator is down.
+#
 # Usage: join_bad_input.sh [AGENT_PATH [OPERATOR_PATH]]   (needs root; exits 77 otherwise)
 
 # shellcheck source=nat_lib.sh

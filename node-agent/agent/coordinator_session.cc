@@ -1,5 +1,6 @@
 #include "node-agent/agent/coordinator_session.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "lib/base/backoff.h"
 #include "lib/base/log.h"
@@ -33,10 +34,20 @@ bool RefusedForGood(absl::StatusCode code) {
 }  // namespace
 
 std::string DescribeCoordinatorFailure(const std::string& target, const absl::Status& status) {
-  std::optional<std::string> cause = ConnectFailureFromText(status.message());
-  if (!cause && status.code() == absl::StatusCode::kDeadlineExceeded) cause = "timed out";
+  // Only the RPC library's own connection failures are put in words: a coordinator's refusal may
+  // mention a timeout of its own (an API server it asked), which is not ours to reword.
+  const std::string text(status.message());
+  std::optional<std::string> cause;
+  if (status.code() == absl::StatusCode::kDeadlineExceeded && text == "Deadline Exceeded") {
+    cause = "timed out";
+  } else if (status.code() == absl::StatusCode::kUnavailable &&
+             (absl::StrContains(text, "failed to connect to all addresses") ||
+              absl::StrContains(text, "DNS resolution failed"))) {
+    cause = ConnectFailureFromText(text);
+    if (!cause) cause = "no connection";
+  }
   if (cause) return "cannot reach the coordinator at " + target + " (" + *cause + ")";
-  return std::string(status.message());
+  return text;
 }
 
 CoordinatorSession::CoordinatorSession(std::string target, std::string ca_pem,
@@ -245,9 +256,15 @@ void CoordinatorSession::WatchLoop() {
     } else {
       // A stream that ends names no connect failure ("Cancelling all calls", "Socket closed"):
       // the coordinator went away or restarts. The library's text goes to the debug log only.
-      std::optional<std::string> cause = ConnectFailureFromText(s.message());
       TM_LOG_DEBUG("watch stream ended: {}", s.ToString());
-      const std::string why = cause ? *cause : "it closed the connection";
+      std::string why = std::string(s.message());
+      if (std::optional<std::string> cause = ConnectFailureFromText(why)) {
+        why = *cause;
+      } else if ((s.code() == absl::StatusCode::kUnavailable ||
+                  s.code() == absl::StatusCode::kCancelled) &&
+                 why.rfind("the coordinator", 0) != 0) {
+        why = "it closed the connection";  // the library's words for a server going away
+      }
       failed("lost the coordinator at " + target_ + " (" + why +
                  "); reconnecting (established tunnels keep working)",
              "cannot reach the coordinator at " + target_ + " (" + why + ")");
@@ -357,14 +374,10 @@ absl::Status CoordinatorSession::Leave() {
     leaving_ = false;
   }
   // Said to the person who ran `leave`: what happened and what to do, not the RPC's text.
-  std::optional<std::string> cause = ConnectFailureFromText(s.message());
-  if (!cause && (s.code() == absl::StatusCode::kDeadlineExceeded ||
-                 s.code() == absl::StatusCode::kUnavailable)) {
-    cause = "no answer";
-  }
-  if (cause) {
-    return absl::UnavailableError("cannot reach the coordinator at " + target_ + " (" + *cause +
-                                  "): the member stays registered; try again when it is up");
+  const std::string described = DescribeCoordinatorFailure(target_, s);
+  if (described != s.message()) {
+    return absl::UnavailableError(described +
+                                  ": the member stays registered; try again when it is up");
   }
   return absl::Status(s.code(), "the coordinator did not take the leave: " +
                                     std::string(s.message()) + "; the member stays registered");
