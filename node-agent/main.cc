@@ -13,9 +13,11 @@
 #include <iostream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/base/log.h"
 #include "lib/base/rlimit.h"
@@ -81,17 +83,65 @@ int PubKey() {
   return 0;
 }
 
-int Status(const Options& options) {
+// `status` fails: with --json the error is JSON on stdout too, so programs parse every answer.
+int StatusFail(const Options& options, const std::string& what) {
+  if (options.json) std::printf("%s\n", nlohmann::json{{"error", what}}.dump().c_str());
+  return Fail(what);
+}
+
+// One agent's status, parsed; the error names the socket and what to do.
+absl::StatusOr<nlohmann::json> AskStatus(const std::string& state_dir,
+                                         const std::string& interface_name) {
   absl::StatusOr<std::string> reply =
-      ControlRequest(ControlSocketPath(options.state_dir, options.interface_name), "status");
-  if (!reply.ok()) return Fail(std::string(reply.status().message()));
-  if (options.json) {
-    std::printf("%s\n", reply->c_str());
-    return 0;
-  }
+      ControlRequest(ControlSocketPath(state_dir, interface_name), "status");
+  if (!reply.ok()) return reply.status();
   nlohmann::json status = nlohmann::json::parse(*reply, nullptr, /*allow_exceptions=*/false);
-  if (status.is_discarded()) return Fail("the agent sent a status that is not JSON");
-  std::printf("%s", FormatStatus(status, absl::Now()).c_str());
+  if (status.is_discarded()) {
+    return absl::InternalError("the agent of " + interface_name +
+                               " sent a status that is not JSON");
+  }
+  return status;
+}
+
+// Without --interface: every agent with a control socket in the state directory (as `wg show`
+// shows every interface); --json then prints the one agent's object, or {"agents": [...]} when
+// several run.
+int Status(const Options& options, bool interface_given) {
+  std::vector<std::string> interfaces{options.interface_name};
+  if (!interface_given) {
+    absl::StatusOr<std::vector<std::string>> found = ListControlSockets(options.state_dir);
+    if (!found.ok()) return StatusFail(options, std::string(found.status().message()));
+    if (found->empty()) {
+      return StatusFail(options, "no agent is running with state directory " + options.state_dir +
+                                     " (no control socket there): start one with join or "
+                                     "--config, or pass the --state-dir it runs with");
+    }
+    interfaces = *std::move(found);
+  }
+  std::vector<nlohmann::json> statuses;
+  std::vector<std::string> errors;
+  for (const std::string& interface_name : interfaces) {
+    absl::StatusOr<nlohmann::json> status = AskStatus(options.state_dir, interface_name);
+    if (status.ok()) {
+      statuses.push_back(*std::move(status));
+    } else {
+      errors.push_back(std::string(status.status().message()));
+    }
+  }
+  // With several sockets, one of a killed agent (no one answers) is mentioned, not fatal.
+  if (statuses.empty()) return StatusFail(options, absl::StrJoin(errors, "; "));
+  if (options.json) {
+    const nlohmann::json out =
+        statuses.size() == 1 ? statuses[0] : nlohmann::json{{"agents", statuses}};
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    for (size_t i = 0; i < statuses.size(); ++i) {
+      std::printf("%s%s", i == 0 ? "" : "\n", FormatStatus(statuses[i], absl::Now()).c_str());
+    }
+  }
+  for (const std::string& error : errors) {
+    std::fprintf(stderr, "tunnelmesh-agent: %s\n", error.c_str());
+  }
   return 0;
 }
 
@@ -259,7 +309,8 @@ int main(int argc, char** argv) {
       app.add_subcommand("pubkey", "read a private key on stdin, print its public key");
   CLI::App* status = app.add_subcommand("status", "show the running agent's peers and counters");
   status->add_flag("--json", options.json, "print JSON");
-  status->add_option("--interface", options.interface_name, "interface of the agent to ask");
+  status->add_option("--interface", options.interface_name,
+                     "interface of the agent to ask (default: every agent of --state-dir)");
   status->add_option("--state-dir", options.state_dir, "state directory of the agent to ask");
   tunnelmesh::JoinOptions join_options;
   std::vector<std::string> labels;
@@ -331,7 +382,9 @@ int main(int argc, char** argv) {
   }
   if (genkey->parsed()) return tunnelmesh::GenKey();
   if (pubkey->parsed()) return tunnelmesh::PubKey();
-  if (status->parsed()) return tunnelmesh::Status(options);
+  if (status->parsed()) {
+    return tunnelmesh::Status(options, status->count("--interface") > 0);
+  }
   if (leave->parsed()) return tunnelmesh::Leave(options);
   if (explain->parsed()) {
     return tunnelmesh::Explain(options, explain_source, explain_destination);

@@ -206,8 +206,12 @@ void LogReady(const OperatorOptions& options, const Services& services, const st
     TM_LOG_INFO("central DNS on {} (UDP and TCP) and coredns.dns.DnsService on gRPC port {}",
                 services.dns->endpoints()[0].ToString(), services.grpc->port());
   }
-  TM_LOG_INFO("join with: tunnelmesh-agent join HOST:{} --token-file FILE --ca-hash {}",
-              services.grpc->port(), ca_hash);
+  // With several meshes the token picks its mesh; --mesh only when meshes share a token.
+  TM_LOG_INFO("join with: tunnelmesh-agent join HOST:{} --token-file FILE --ca-hash {}{}",
+              services.grpc->port(), ca_hash,
+              meshes > 1 ? " [--mesh NAME] (several meshes: a join token admits to its own mesh; "
+                           "--mesh picks one when meshes share a token)"
+                         : "");
 }
 
 }  // namespace tunnelmesh

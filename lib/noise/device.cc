@@ -365,6 +365,7 @@ void Device::HandleResponse(absl::Span<uint8_t> datagram, const TransportEndpoin
           : PresharedKeyUsed::kNone;
   if (used == PresharedKeyUsed::kNone) {
     drops_.Add(Drop::kHandshakeInvalid);
+    peer->stats_.handshake_responses_rejected.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   // The responder is a step ahead of (or behind) us in a preshared-key rollover.
@@ -582,6 +583,7 @@ void Device::TickPeerLocked(Peer* peer, MonoTime now, absl::Time wall_now, Emit 
     if (now - peer->first_initiation_attempt_ >= kRekeyAttemptTime) {
       // Give up (whitepaper 6.4): drop what waited, and try again only when new traffic asks.
       drops_.Add(Drop::kHandshakeTimeout, peer->staged_.size());
+      peer->stats_.handshake_timeouts.fetch_add(1, std::memory_order_relaxed);
       peer->staged_.clear();
       peer->ClearHandshake();
     } else {

@@ -61,6 +61,9 @@ class IndexTable {
 struct PeerStats {
   std::atomic<uint64_t> rx_bytes{0}, tx_bytes{0}, rx_packets{0}, tx_packets{0};
   std::atomic<uint64_t> handshakes_completed{0}, handshakes_initiated{0};
+  // Responses to our initiations that did not authenticate (the peer's key or the preshared key
+  // differs from ours), and initiations given up after REKEY_ATTEMPT_TIME without an answer.
+  std::atomic<uint64_t> handshake_responses_rejected{0}, handshake_timeouts{0};
   std::atomic<int64_t> last_handshake_unix_nanos{0};
 };
 

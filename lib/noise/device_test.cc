@@ -218,6 +218,8 @@ TEST_F(DeviceRolloverTest, ResponderUsesItsPrimaryAndAThirdKeyFails) {
   SetKeys(*b_, b_peer_, third, nullptr);
   EXPECT_FALSE(Rehandshake());
   EXPECT_EQ(a_->drops().Get(Drop::kHandshakeInvalid), 2u);
+  // Counted against the peer too, for `status`'s "preshared key mismatch?".
+  EXPECT_EQ(a_peer_->stats().handshake_responses_rejected.load(), 2u);
   // The established session is untouched by the failed handshakes.
   ExpectTraffic();
 }

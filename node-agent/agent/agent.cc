@@ -18,6 +18,7 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr auto kPathTickInterval = std::chrono::milliseconds(50);
 constexpr auto kStunInterval = std::chrono::seconds(15);
+constexpr auto kLivenessInterval = std::chrono::seconds(1);
 // How long `status` waits for the control loop before answering with an error.
 constexpr absl::Duration kStatusTimeout = absl::Seconds(5);
 // Foreign datagrams larger than this are neither discovery nor STUN replies we asked for.
@@ -153,6 +154,7 @@ void Agent::ConnectRelay() {
 
 absl::Status Agent::Start() {
   if (absl::Status s = plane_->Start(); !s.ok()) return s;
+  loop_.RunEvery(kLivenessInterval, [this] { SampleLiveness(); });
   loop_.Start();
   absl::StatusOr<std::unique_ptr<ControlServer>> control = ControlServer::Listen(
       ControlSocketPath(params_.state_dir, params_.interface_name),
@@ -276,13 +278,51 @@ std::string Agent::BuildStatusJson() {
   self.public_key = device_->identity().public_key;
   self.mesh_ips = mesh_ips_;
   self.listen_port = socket_ ? socket_->port() : 0;
+  AgentHealth health;
+  if (coordinated_) {
+    health.mesh = settings_.mesh();
+    health.coordinator = params_.coordinator_address;
+    health.coordinator_connected = coordinator_connected_;
+    health.coordinator_changed = coordinator_changed_;
+    health.coordinator_error = coordinator_error_;
+    health.has_relay = relay_ != nullptr;
+    health.relay_connected = relay_ != nullptr && relay_->connected();
+  }
+  health.liveness = &liveness_;
+  health.now = absl::Now();
   return BuildAgentStatusJson(
       self, *device_, plane_->drop_counts(), *peers_, paths_.get(), coordinated_, loop_.dropped(),
-      policy::FilterStatusJson(filter_, rule_sets_.rules(), rule_sets_.history()));
+      health, policy::FilterStatusJson(filter_, rule_sets_.rules(), rule_sets_.history()));
 }
 
 bool Agent::PostMapUpdate(coord::MapUpdate update) {
   return loop_.Post([this, update = std::move(update)] { ApplyUpdate(update); });
+}
+
+void Agent::PostDisconnected(const absl::Status& why) {
+  loop_.Post([this, why] {
+    if (coordinator_connected_) coordinator_changed_ = absl::Now();
+    coordinator_connected_ = false;
+    coordinator_error_ = std::string(why.message());
+  });
+}
+
+void Agent::SampleLiveness() {
+  const absl::Time now = absl::Now();
+  for (const auto& [key, info] : peers_->peers()) {
+    const noise::Peer* peer = device_->FindPeer(key);
+    if (peer == nullptr) continue;
+    const noise::PeerStats& stats = peer->stats();
+    PeerSample sample;
+    sample.rx_packets = stats.rx_packets.load(std::memory_order_relaxed);
+    sample.handshakes_completed = stats.handshakes_completed.load(std::memory_order_relaxed);
+    sample.handshake_responses_rejected =
+        stats.handshake_responses_rejected.load(std::memory_order_relaxed);
+    sample.handshake_timeouts = stats.handshake_timeouts.load(std::memory_order_relaxed);
+    sample.direct_path = paths_ != nullptr && paths_->HasPeer(key) &&
+                         paths_->PathOf(key).kind == disco::PathKind::kDirect;
+    liveness_.Sample(key, sample, now);
+  }
 }
 
 void Agent::PostRegistered(coord::RegisterResponse response) {
@@ -318,6 +358,22 @@ void Agent::ApplyUpdate(const coord::MapUpdate& update) {
     peers_->SetPresharedKeys(settings_.preshared_key(), settings_.accepted_preshared_key());
   }
   const PeerChanges changes = peers_->Apply(update);
+  for (const PublicKey& key : changes.removed) liveness_.Forget(key);
+  // Packets counted before this news are older than it: sample them now, or the next sample would
+  // date them after an "offline" and keep the peer online for the whole evidence window.
+  if (update.presence_size() > 0) SampleLiveness();
+  for (const coord::Presence& presence : update.presence()) {
+    liveness_.SetPresence(PublicKeyFromBytes(presence.public_key()), presence.online(),
+                          presence.last_seen_unix() > 0
+                              ? absl::FromUnixSeconds(presence.last_seen_unix())
+                              : absl::InfinitePast(),
+                          absl::Now());
+  }
+  if (update.full() && !coordinator_connected_) {
+    coordinator_connected_ = true;
+    coordinator_changed_ = absl::Now();
+    coordinator_error_.clear();
+  }
   if (update.version() != 0) map_version_ = update.version();
   if (update.full() || !changes.removed.empty() || !changes.upserted.empty() ||
       update.has_settings()) {

@@ -52,6 +52,7 @@
 #include "node-agent/nat/endpoint_reporter.h"
 #include "node-agent/nat/path_manager.h"
 #include "node-agent/netlink/link_configurator.h"
+#include "node-agent/peer/peer_liveness.h"
 #include "node-agent/peer/peer_table.h"
 #include "node-agent/policy/filter_status.h"
 #include "node-agent/policy/installer.h"
@@ -75,6 +76,8 @@ struct AgentParams {
   std::vector<Prefix> mesh_cidrs;
   // The coordinator host as dialed (join): fills in relay and STUN addresses without a host.
   std::string coordinator_host;
+  // HOST:PORT of the coordinator as dialed (join), for `status`.
+  std::string coordinator_address;
   // The coordinator's CA as pinned (join, PEM): the relay's certificate must lead to it.
   std::string coordinator_ca_pem;
   // The mesh DNS server (join; nullopt: none). Its addresses are served besides the mesh IPs.
@@ -119,6 +122,7 @@ class Agent {
   // False when the control loop's queue is full (the update was not taken).
   [[nodiscard]] bool PostMapUpdate(coord::MapUpdate update);
   void PostRegistered(coord::RegisterResponse response);
+  void PostDisconnected(const absl::Status& why);
   void OnRefused() { refused_ = true; }
 
  private:
@@ -153,6 +157,8 @@ class Agent {
   // the agent instead.
   void PublishResolved();
   void PathTick();
+  // Samples every peer's counters and path for liveness_ (every second).
+  void SampleLiveness();
   void SendStun();
   void MaybeReport();
   void OnForeignDatagram(const std::vector<uint8_t>& datagram, const Endpoint& from, bool disco);
@@ -175,6 +181,12 @@ class Agent {
   coord::Settings settings_;
   uint64_t map_version_ = 0;
   bool coordinated_ = false;
+  PeerLiveness liveness_;
+  // The watch stream to the coordinator (join): up since a map arrived, down since it ended (and
+  // why), for `status`.
+  bool coordinator_connected_ = false;
+  absl::Time coordinator_changed_ = absl::InfinitePast();
+  std::string coordinator_error_;
   // Consulted by both data-plane threads; rule sets swapped in by rule_sets_ (control thread).
   // Declared before plane_ so it outlives the data plane.
   filter::Filter filter_;

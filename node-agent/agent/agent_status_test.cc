@@ -62,7 +62,7 @@ TEST(AgentStatusTest, StatusDuringPeerChurnNeverHangs) {
     std::optional<std::string> status = loop.Call<std::string>(
         [&] {
           return BuildAgentStatusJson(self_info, device, DataplaneDropCounts{}, table, nullptr,
-                                      true, loop.dropped());
+                                      true, loop.dropped(), AgentHealth{});
         },
         absl::Seconds(5));
     return status ? *status : std::string("{\"error\": \"timeout\"}");
@@ -147,16 +147,47 @@ TEST(AgentStatusTest, ControlLoopDropsAreReported) {
   ASSERT_EQ(loop.dropped(), 2u);
 
   nlohmann::json status = nlohmann::json::parse(BuildAgentStatusJson(
-      self_info, device, DataplaneDropCounts{}, table, nullptr, true, loop.dropped()));
+      self_info, device, DataplaneDropCounts{}, table, nullptr, true, loop.dropped(), {}));
   EXPECT_EQ(status["control_loop"]["posts_dropped"], 2);
   const std::string text = FormatStatus(status, absl::Now());
   EXPECT_NE(text.find("control loop: 2 posts dropped (its queue was full)"), std::string::npos)
       << text;
 
   status = nlohmann::json::parse(
-      BuildAgentStatusJson(self_info, device, DataplaneDropCounts{}, table, nullptr, true, 0));
+      BuildAgentStatusJson(self_info, device, DataplaneDropCounts{}, table, nullptr, true, 0, {}));
   EXPECT_EQ(status["control_loop"]["posts_dropped"], 0);
   EXPECT_EQ(FormatStatus(status, absl::Now()).find("control loop"), std::string::npos);
+
+  // Join: the mesh, the coordinator's and the relay's state, and a warning for each one down.
+  AgentHealth health;
+  health.mesh = "demo";
+  health.coordinator = "198.51.100.1:7700";
+  health.coordinator_error = "connection refused";
+  health.coordinator_changed = absl::FromUnixSeconds(1'800'000'000);
+  health.has_relay = true;
+  status = nlohmann::json::parse(BuildAgentStatusJson(self_info, device, DataplaneDropCounts{},
+                                                      table, nullptr, true, 0, health));
+  EXPECT_EQ(status["self"]["mesh"], "demo");
+  EXPECT_EQ(status["self"]["coordinator"]["connected"], false);
+  EXPECT_EQ(status["self"]["coordinator"]["error"], "connection refused");
+  EXPECT_EQ(status["self"]["coordinator"]["since"], 1'800'000'000);
+  EXPECT_EQ(status["self"]["relay"], "disconnected");
+  ASSERT_EQ(status["self"]["warnings"].size(), 2u) << status["self"];
+  const std::string health_text = FormatStatus(status, absl::FromUnixSeconds(1'800'000'065));
+  EXPECT_NE(health_text.find("  mesh: demo\n"), std::string::npos) << health_text;
+  EXPECT_NE(health_text.find("  coordinator: 198.51.100.1:7700, not connected for 1 min, 5 s "
+                             "(connection refused)\n"),
+            std::string::npos)
+      << health_text;
+  EXPECT_NE(health_text.find("  relay: disconnected\n"), std::string::npos) << health_text;
+  EXPECT_NE(health_text.find("warning: not connected to the coordinator"), std::string::npos)
+      << health_text;
+  health.coordinator_connected = true;
+  health.relay_connected = true;
+  status = nlohmann::json::parse(BuildAgentStatusJson(self_info, device, DataplaneDropCounts{},
+                                                      table, nullptr, true, 0, health));
+  EXPECT_TRUE(status["self"]["warnings"].empty());
+  EXPECT_EQ(status["self"]["relay"], "connected");
 }
 
 // Every value of `json`, replaced in turn by `replacement` (a copy each time); `visit` sees each

@@ -222,6 +222,10 @@ void CoordinatorSession::WatchLoop() {
       }
       if (!response.ok()) {
         const std::string why = DescribeCoordinatorFailure(target_, response.status());
+        // `status` shows the reason: in words, as the log does.
+        if (hooks_.on_disconnected) {
+          hooks_.on_disconnected(absl::Status(response.status().code(), why));
+        }
         failed("re-registering: " + why + "; retrying (established tunnels keep working)", why);
         if (!Sleep(backoff.Next())) break;
         continue;
@@ -251,20 +255,24 @@ void CoordinatorSession::WatchLoop() {
       if (hooks_.on_refused) hooks_.on_refused(s);
       break;
     }
+    // A stream that ends names no connect failure ("Cancelling all calls", "Socket closed"):
+    // the coordinator went away or restarts. The library's text goes to the debug log only.
+    TM_LOG_DEBUG("watch stream ended: {}", s.ToString());
+    std::string why = std::string(s.message());
+    if (std::optional<std::string> cause = ConnectFailureFromText(why)) {
+      why = *cause;
+    } else if ((s.code() == absl::StatusCode::kUnavailable ||
+                s.code() == absl::StatusCode::kCancelled) &&
+               why.rfind("the coordinator", 0) != 0) {
+      why = "it closed the connection";  // the library's words for a server going away
+    }
+    if (hooks_.on_disconnected) {
+      hooks_.on_disconnected(
+          absl::Status(s.code(), "lost the coordinator at " + target_ + " (" + why + ")"));
+    }
     if (resync) {
       TM_LOG_WARN("a network map update could not be applied; reconnecting for a full map");
     } else {
-      // A stream that ends names no connect failure ("Cancelling all calls", "Socket closed"):
-      // the coordinator went away or restarts. The library's text goes to the debug log only.
-      TM_LOG_DEBUG("watch stream ended: {}", s.ToString());
-      std::string why = std::string(s.message());
-      if (std::optional<std::string> cause = ConnectFailureFromText(why)) {
-        why = *cause;
-      } else if ((s.code() == absl::StatusCode::kUnavailable ||
-                  s.code() == absl::StatusCode::kCancelled) &&
-                 why.rfind("the coordinator", 0) != 0) {
-        why = "it closed the connection";  // the library's words for a server going away
-      }
       failed("lost the coordinator at " + target_ + " (" + why +
                  "); reconnecting (established tunnels keep working)",
              "cannot reach the coordinator at " + target_ + " (" + why + ")");

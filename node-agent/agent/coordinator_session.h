@@ -54,6 +54,9 @@ class CoordinatorSession {
     std::function<bool(coord::MapUpdate)> on_update;
     // On the watch thread, when the coordinator refused this member for good.
     std::function<void(const absl::Status&)> on_refused;
+    // On the watch thread, when the stream to the coordinator ended or a re-registration failed
+    // (the session keeps trying): why. The next map update means it is back.
+    std::function<void(const absl::Status&)> on_disconnected;
   };
 
   // `target` is host:port for gRPC; `ca_pem` the coordinator's CA; `private_key` the member's

@@ -200,6 +200,9 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
     return agent_slot->PostMapUpdate(std::move(update));
   };
   hooks.on_refused = [&agent_slot](const absl::Status&) { agent_slot->OnRefused(); };
+  hooks.on_disconnected = [&agent_slot](const absl::Status& why) {
+    agent_slot->PostDisconnected(why);
+  };
   const std::string host = coordinator.host.find(':') != std::string::npos
                                ? "[" + coordinator.host + "]"
                                : coordinator.host;
@@ -255,6 +258,7 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
     params.addresses.emplace_back(*ip, length);
   }
   params.coordinator_host = coordinator.host;
+  params.coordinator_address = host + ":" + std::to_string(coordinator.port);
   params.coordinator_ca_pem = ca_pem;
   if (!options.no_dns) {
     params.dns = DnsServerOptions{{*checked.dns_listen}, options.dns_port, checked.dns_upstream};

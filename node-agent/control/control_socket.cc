@@ -1,5 +1,6 @@
 #include "node-agent/control/control_socket.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -8,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -44,6 +46,31 @@ bool WriteAll(int fd, std::string_view data) {
 
 std::string ControlSocketPath(std::string_view state_dir, std::string_view interface_name) {
   return std::string(state_dir) + "/" + std::string(interface_name) + ".sock";
+}
+
+absl::StatusOr<std::vector<std::string>> ListControlSockets(const std::string& state_dir) {
+  std::vector<std::string> interfaces;
+  DIR* dir = opendir(state_dir.c_str());
+  if (dir == nullptr) {
+    if (errno == ENOENT) return interfaces;
+    return absl::UnavailableError("cannot list " + state_dir + ": " + std::strerror(errno) +
+                                  (errno == EACCES ? " (run as root, or pass --state-dir)" : ""));
+  }
+  constexpr std::string_view kSuffix = ".sock";
+  while (const dirent* entry = readdir(dir)) {
+    const std::string_view name = entry->d_name;
+    if (name.size() <= kSuffix.size() || name.substr(name.size() - kSuffix.size()) != kSuffix) {
+      continue;
+    }
+    struct stat st;
+    if (stat((state_dir + "/" + std::string(name)).c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+      continue;
+    }
+    interfaces.emplace_back(name.substr(0, name.size() - kSuffix.size()));
+  }
+  closedir(dir);
+  std::sort(interfaces.begin(), interfaces.end());
+  return interfaces;
 }
 
 absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Listen(const std::string& path,

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -21,6 +22,11 @@ inline constexpr char kDefaultStateDir[] = "/var/lib/tunnelmesh";
 // DIR/INTERFACE.sock. Unix socket paths are shared across network namespaces, so two agents on one
 // host need different interface names or state directories.
 std::string ControlSocketPath(std::string_view state_dir, std::string_view interface_name);
+
+// The interfaces of the agents with a control socket in `state_dir` (INTERFACE.sock files that are
+// sockets, sorted); stale sockets of agents that were killed are listed too. An unreadable
+// directory is an error naming it and the errno; a missing one lists nothing.
+absl::StatusOr<std::vector<std::string>> ListControlSockets(const std::string& state_dir);
 
 class ControlServer {
  public:

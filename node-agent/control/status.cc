@@ -57,8 +57,8 @@ std::string JoinStrings(const nlohmann::json& array) {
   return out;
 }
 
-std::string Ago(uint64_t unix_seconds, absl::Time now) {
-  if (unix_seconds == 0) return "never";
+// "1 h, 2 min, 5 s" since `unix_seconds` (0 for a time in the future).
+std::string Since(uint64_t unix_seconds, absl::Time now) {
   const int64_t now_seconds = absl::ToUnixSeconds(now);
   // A time in the future (clock skew, or a malformed reply) reads as now.
   const int64_t seconds = now_seconds <= 0 || unix_seconds >= static_cast<uint64_t>(now_seconds)
@@ -67,8 +67,12 @@ std::string Ago(uint64_t unix_seconds, absl::Time now) {
   std::string out;
   if (seconds >= 3600) out += std::to_string(seconds / 3600) + " h, ";
   if (seconds >= 60) out += std::to_string(seconds / 60 % 60) + " min, ";
-  out += std::to_string(seconds % 60) + " s ago";
-  return out;
+  return out + std::to_string(seconds % 60) + " s";
+}
+
+std::string Ago(uint64_t unix_seconds, absl::Time now) {
+  if (unix_seconds == 0) return "never";
+  return Since(unix_seconds, now) + " ago";
 }
 
 }  // namespace
@@ -153,6 +157,21 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
   out += "  listening port: " + std::to_string(Unsigned(self, "listen_port")) + "\n";
   const std::string ips = JoinStrings(Field(self, "mesh_ips"));
   if (!ips.empty()) out += "  addresses: " + ips + "\n";
+  const std::string mesh = String(self, "mesh");
+  if (!mesh.empty()) out += "  mesh: " + mesh + "\n";
+  const nlohmann::json& coordinator = Field(self, "coordinator");
+  if (coordinator.is_object()) {
+    const bool connected = Field(coordinator, "connected") == true;
+    const uint64_t since = Unsigned(coordinator, "since");
+    out += "  coordinator: " + String(coordinator, "address") +
+           (connected ? ", connected" : ", not connected");
+    if (since > 0) out += " for " + Since(since, now);
+    const std::string error = String(coordinator, "error");
+    if (!connected && !error.empty()) out += " (" + error + ")";
+    out += "\n";
+  }
+  const std::string relay = String(self, "relay");
+  if (!relay.empty()) out += "  relay: " + relay + "\n";
   const nlohmann::json& peers = Field(status, "peers");
   for (const nlohmann::json& peer : peers.is_array() ? peers : nlohmann::json::array()) {
     out += "\npeer: " + String(peer, "public_key") + "\n";
@@ -167,6 +186,13 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
     const std::string allowed = JoinStrings(Field(peer, "allowed_ips"));
     out += "  allowed ips: " + (allowed.empty() ? std::string("(none)") : allowed) + "\n";
     out += "  path: " + String(peer, "path") + "\n";
+    if (const nlohmann::json& online = Field(peer, "online"); online.is_boolean()) {
+      out += online.get<bool>()
+                 ? std::string("  status: online\n")
+                 : "  status: offline, last seen " + Ago(Unsigned(peer, "last_seen"), now) + "\n";
+    }
+    const uint64_t failures = Unsigned(peer, "handshake_failures");
+    if (failures > 0) out += "  failed handshakes: " + std::to_string(failures) + "\n";
     out += "  latest handshake: " + Ago(Unsigned(peer, "latest_handshake"), now) + "\n";
     out += "  transfer: " + HumanBytes(Unsigned(peer, "rx_bytes")) + " received, " +
            HumanBytes(Unsigned(peer, "tx_bytes")) + " sent\n";
@@ -189,6 +215,13 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
   }
   if (auto filter = status.find("filter"); filter != status.end()) {
     out += "\n" + policy::FormatFilterStatus(*filter);
+  }
+  const nlohmann::json& warnings = Field(self, "warnings");
+  if (warnings.is_array() && !warnings.empty()) {
+    out += "\n";
+    for (const nlohmann::json& warning : warnings) {
+      if (warning.is_string()) out += "warning: " + warning.get<std::string>() + "\n";
+    }
   }
   return out;
 }

@@ -12,6 +12,7 @@
 
 #include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "lib/base/log.h"
 #include "lib/crypto/aead.h"
 #include "lib/crypto/blake2s.h"
@@ -351,6 +352,45 @@ const Coordinator::MeshState* Coordinator::MeshFor(const std::string& name) cons
   return it == meshes_.end() ? nullptr : &it->second;
 }
 
+absl::StatusOr<const Coordinator::MeshState*> Coordinator::MeshToJoinLocked(
+    const coord::RegisterRequest& request, const PublicKey& key, bool service_account) {
+  if (!request.mesh().empty()) {
+    if (const MeshState* named = MeshFor(request.mesh()); named != nullptr) return named;
+    return absl::NotFoundError("no Mesh named \"" + request.mesh() +
+                               "\" on this coordinator: check --mesh (kubectl get meshes lists "
+                               "them in a cluster; the manifests directory standalone)");
+  }
+  // A member keeps its mesh: it re-registers (after either side restarted) without --mesh, also
+  // once the coordinator serves more than one.
+  if (auto known = members_.find(key); known != members_.end()) {
+    if (const MeshState* own = MeshFor(known->second.mesh); own != nullptr) return own;
+  }
+  if (meshes_.size() == 1) return &meshes_.begin()->second;
+  if (meshes_.empty()) {
+    return absl::FailedPreconditionError(
+        "the coordinator serves no Mesh yet: check its manifests (or kubectl get meshes)");
+  }
+  std::vector<std::string> names;
+  const MeshState* match = nullptr;
+  for (const auto& [name, mesh] : meshes_) {
+    if (service_account || TokensEqual(request.join_token(), mesh.spec.join_token)) {
+      names.push_back(name);
+      match = &mesh;
+    }
+  }
+  if (names.size() == 1) return match;
+  if (names.empty()) {
+    return absl::PermissionDeniedError(
+        "the join token is not valid for any Mesh of this coordinator: check --token-file");
+  }
+  constexpr size_t kNamesShown = 10;
+  const size_t more = names.size() > kNamesShown ? names.size() - kNamesShown : 0;
+  names.resize(names.size() - more);
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the join token admits to ", names.size() + more, " meshes (", absl::StrJoin(names, ", "),
+      more > 0 ? absl::StrCat(" and ", more, " more") : "", "): name one with --mesh NAME"));
+}
+
 coord::Settings Coordinator::SettingsFor(const MeshState& mesh) const {
   coord::Settings s;
   s.set_mesh(mesh.spec.name);
@@ -594,13 +634,17 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(const coord::Regis
         request.name() + "\"");
   }
   Locked lock(this);
-  const MeshState* mesh = MeshFor(request.mesh());
-  if (mesh == nullptr) {
-    counters_.malformed_requests.fetch_add(1);
-    return absl::NotFoundError(request.mesh().empty()
-                                   ? "the coordinator serves several meshes (or none): name one"
-                                   : "no Mesh named \"" + request.mesh() + "\"");
+  absl::StatusOr<const MeshState*> to_join = MeshToJoinLocked(request, key, service_account);
+  if (!to_join.ok()) {
+    if (to_join.status().code() == absl::StatusCode::kPermissionDenied) {
+      counters_.rejected_tokens.fetch_add(1);
+      (void)wrong_token_limit_.Allow(source, now);
+    } else {
+      counters_.malformed_requests.fetch_add(1);
+    }
+    return to_join.status();
   }
+  const MeshState* mesh = *to_join;
   // The join token admits new members. A member the mesh already has proved above that it holds
   // its key, which is its identity from then on: it re-registers (after a coordinator restart,
   // say) without the token, so rotating the token disturbs no running member. Removing a member
@@ -758,7 +802,45 @@ absl::StatusOr<std::shared_ptr<Subscription>> Coordinator::Watch(const PublicKey
   auto subscription = std::make_shared<Subscription>(std::move(options));
   live.subscription = subscription;
   PushLocked(subscription, FullMapFor(member, *mesh));
+  FanOutPresenceLocked(record->second);
   return subscription;
+}
+
+void Coordinator::WatchEnded(const PublicKey& member, const Subscription* subscription) {
+  Locked lock(this);
+  auto live = live_.find(member);
+  auto record = members_.find(member);
+  if (live == live_.end() || record == members_.end()) return;  // It left or was removed.
+  std::shared_ptr<Subscription> current = live->second.subscription.lock();
+  if (current != nullptr && current.get() != subscription) return;  // A newer watch replaced it.
+  live->second.subscription.reset();
+  live->second.last_seen = absl::Now();
+  FanOutPresenceLocked(record->second);
+}
+
+bool Coordinator::OnlineLocked(const PublicKey& key) const {
+  auto live = live_.find(key);
+  if (live == live_.end()) return false;
+  std::shared_ptr<Subscription> sub = live->second.subscription.lock();
+  return sub != nullptr && !sub->cancelled();
+}
+
+coord::Presence Coordinator::PresenceOf(const PublicKey& key) const {
+  coord::Presence presence;
+  presence.set_public_key(std::string(reinterpret_cast<const char*>(key.bytes.data()), kKeySize));
+  presence.set_online(OnlineLocked(key));
+  if (auto live = live_.find(key); live != live_.end() && live->second.last_seen > started_) {
+    presence.set_last_seen_unix(absl::ToUnixSeconds(live->second.last_seen));
+  }
+  return presence;
+}
+
+void Coordinator::FanOutPresenceLocked(const MemberRecord& record) {
+  ++version_;
+  coord::MapUpdate update;
+  *update.add_presence() = PresenceOf(record.public_key);
+  update.set_version(version_);
+  FanOut(record.mesh, &record.public_key, update);
 }
 
 coord::MapUpdate Coordinator::FullMapFor(const PublicKey& member, const MeshState& mesh) const {
@@ -766,7 +848,10 @@ coord::MapUpdate Coordinator::FullMapFor(const PublicKey& member, const MeshStat
   full.set_full(true);
   *full.mutable_settings() = SettingsFor(mesh);
   for (const auto& [key, m] : members_) {
-    if (key != member && m.mesh == mesh.spec.name) *full.add_upsert_peers() = PeerOf(m);
+    if (key != member && m.mesh == mesh.spec.name) {
+      *full.add_upsert_peers() = PeerOf(m);
+      *full.add_presence() = PresenceOf(key);
+    }
   }
   if (auto self = members_.find(member); self != members_.end()) {
     *full.mutable_filter() = FilterFor(self->second, mesh);

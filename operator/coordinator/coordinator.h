@@ -230,6 +230,11 @@ class Coordinator {
   // Maps "Bearer TOKEN" to the member it was issued to.
   [[nodiscard]] absl::StatusOr<PublicKey> Authenticate(std::string_view authorization) const
       ABSL_LOCKS_EXCLUDED(mu_);
+  // The gRPC stream of `subscription` ended (the member's agent stopped or lost its connection):
+  // unless a newer watch replaced it, the member's peers learn that it went offline (Presence in
+  // their maps). Called by the Watch reactor when gRPC is done with the stream.
+  void WatchEnded(const PublicKey& member, const Subscription* subscription)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Starts a watch: the returned subscription holds the full map first. A member's previous watch
   // is cancelled.
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Subscription>> Watch(const PublicKey& member)
@@ -306,6 +311,18 @@ class Coordinator {
   class Locked;
 
   const MeshState* MeshFor(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether `key`'s agent holds an open watch, and the Presence its peers are told.
+  bool OnlineLocked(const PublicKey& key) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  coord::Presence PresenceOf(const PublicKey& key) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Tells the other watchers of `record`'s mesh its Presence now.
+  void FanOutPresenceLocked(const MemberRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The Mesh a registration joins, and whether the join token must still be checked against it.
+  // Without `mesh` in the request: a key the coordinator knows goes back to its own mesh, and a new
+  // key to the one mesh whose join token it presents (ServiceAccount joins: the only mesh). The
+  // errors name the meshes only to a caller whose token matched them (or who is a ServiceAccount).
+  absl::StatusOr<const MeshState*> MeshToJoinLocked(const coord::RegisterRequest& request,
+                                                    const PublicKey& key, bool service_account)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Time Now() const { return options_.now ? options_.now() : absl::Now(); }
   // Brings the preshared keys in line with desired_ (new meshes, rollovers started or due), saves
   // them, then serves desired_ with them. `meshes_changed`: desired_ was just replaced.

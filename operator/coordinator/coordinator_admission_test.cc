@@ -454,5 +454,66 @@ TEST_F(AdmissionTest, TheJoinTokenAdmitsNoMoreThanTheMeshsCap) {
   EXPECT_EQ(c->counters().refused_token_cap.load(), 2u);
 }
 
+// Mesh "lab" (10.77.0.0/24) with its own Secret holding `token`.
+std::string LabManifest(const std::string& token) {
+  return "---\napiVersion: tunnelmesh.io/v1alpha1\nkind: Mesh\nmetadata: {name: lab}\nspec:\n"
+         "  ipv4CIDR: 10.77.0.0/24\n"
+         "  joinTokenSecretRef: {namespace: tunnelmesh, name: lab-join, key: token}\n---\n"
+         "apiVersion: v1\nkind: Secret\nmetadata: {namespace: tunnelmesh, name: lab-join}\n"
+         "stringData: {token: \"" +
+         token + "\"}\n";
+}
+
+TEST_F(AdmissionTest, MembersKeepTheirMeshAndATokenPicksItsMesh) {
+  auto c = Make();
+  const PublicKey a = NewKey();
+  auto first = RegisterAs(*c, Request(a, "a"));  // No --mesh: the only mesh, demo.
+  ASSERT_TRUE(first.ok()) << first.status();
+  const std::string lab_token = "the lab's own join token";
+  c->SetMeshes(Meshes(MeshManifest(24) + LabManifest(lab_token)));
+
+  // The member registers again without --mesh (and without the token): back into demo.
+  auto again = RegisterAs(*c, Request(a, "a", ""));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->settings().mesh(), "demo");
+  EXPECT_EQ(again->mesh_ips(0), first->mesh_ips(0));
+  // A newcomer's token picks its mesh.
+  auto lab = RegisterAs(*c, Request(NewKey(), "l", lab_token));
+  ASSERT_TRUE(lab.ok()) << lab.status();
+  EXPECT_EQ(lab->settings().mesh(), "lab");
+  EXPECT_EQ(lab->mesh_ips(0).rfind("10.77.0.", 0), 0u) << lab->mesh_ips(0);
+  auto demo = RegisterAs(*c, Request(NewKey(), "d"));
+  ASSERT_TRUE(demo.ok()) << demo.status();
+  EXPECT_EQ(demo->settings().mesh(), "demo");
+
+  // A token of no mesh: refused as a wrong token, naming no mesh.
+  const uint64_t rejected = c->counters().rejected_tokens.load();
+  auto wrong = RegisterAs(*c, Request(NewKey(), "w", "a token of no mesh at all"));
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_NE(std::string(wrong.status().message()).find("not valid for any Mesh"), std::string::npos)
+      << wrong.status();
+  EXPECT_EQ(std::string(wrong.status().message()).find("lab"), std::string::npos);
+  EXPECT_EQ(c->counters().rejected_tokens.load(), rejected + 1);
+  // An unknown --mesh names the flag.
+  coord::RegisterRequest nope = Request(NewKey(), "n");
+  nope.set_mesh("nope");
+  auto unknown = RegisterAs(*c, nope);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(std::string(unknown.status().message()).find("--mesh"), std::string::npos);
+
+  // Meshes sharing a token: the newcomer is told their names and the flag.
+  c->SetMeshes(Meshes(MeshManifest(24) + LabManifest(kTestJoinToken)));
+  auto shared = RegisterAs(*c, Request(NewKey(), "s"));
+  EXPECT_EQ(shared.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(shared.status().message()).find("(demo, lab): name one with --mesh"),
+            std::string::npos)
+      << shared.status();
+  coord::RegisterRequest named = Request(NewKey(), "s");
+  named.set_mesh("lab");
+  EXPECT_TRUE(RegisterAs(*c, named).ok());
+  // ... and the members still need no --mesh.
+  EXPECT_TRUE(RegisterAs(*c, Request(a, "a", "")).ok());
+}
+
 }  // namespace
 }  // namespace tunnelmesh

@@ -197,6 +197,10 @@ TEST(CoordinatorTest, EvictEndsTheWatchAndTellsTheMesh) {
   coord::MapUpdate u;
   ASSERT_TRUE((*sa)->Next(&u, absl::Milliseconds(100)));
   ASSERT_TRUE((*sb)->Next(&u, absl::Milliseconds(100)));
+  // a learns that b's agent is connected now.
+  ASSERT_TRUE((*sa)->Next(&u, absl::Milliseconds(100)));
+  ASSERT_EQ(u.presence_size(), 1);
+  EXPECT_TRUE(u.presence(0).online());
   c.Evict(b, "MeshPeer b was deleted");
   EXPECT_TRUE((*sb)->cancelled());
   EXPECT_EQ((*sb)->reason().code(), absl::StatusCode::kPermissionDenied);
@@ -210,6 +214,41 @@ TEST(CoordinatorTest, EvictEndsTheWatchAndTellsTheMesh) {
   std::vector<MemberStatus> members = c.Members();
   ASSERT_EQ(members.size(), 1u);
   EXPECT_TRUE(members[0].connected);
+}
+
+TEST(CoordinatorTest, PeersLearnWhenAMembersWatchStartsAndEnds) {
+  auto store = *StateStore::Open(TempDir());
+  Coordinator c(store.get(), {});
+  c.SetMeshes(Meshes());
+  PublicKey a = NewKey(), b = NewKey();
+  ASSERT_TRUE(RegisterAs(c, Request(a, "a")).ok());
+  ASSERT_TRUE(RegisterAs(c, Request(b, "b")).ok());
+  auto sb = c.Watch(b);
+  ASSERT_TRUE(sb.ok());
+  auto sa = c.Watch(a);
+  ASSERT_TRUE(sa.ok());
+  coord::MapUpdate u;
+  // The full map carries b's presence: online.
+  ASSERT_TRUE((*sa)->Next(&u, absl::Milliseconds(100)));
+  ASSERT_TRUE(u.full());
+  ASSERT_EQ(u.presence_size(), 1);
+  EXPECT_EQ(u.presence(0).public_key(),
+            std::string(reinterpret_cast<const char*>(b.bytes.data()), kKeySize));
+  EXPECT_TRUE(u.presence(0).online());
+  EXPECT_GT(u.presence(0).last_seen_unix(), 0);
+  // b's agent watches again (a reconnect): the old stream's end is no news.
+  auto sb2 = c.Watch(b);
+  ASSERT_TRUE(sb2.ok());
+  c.WatchEnded(b, sb->get());
+  ASSERT_TRUE((*sa)->Next(&u, absl::Milliseconds(100)));
+  ASSERT_EQ(u.presence_size(), 1);
+  EXPECT_TRUE(u.presence(0).online()) << "the new watch";
+  EXPECT_FALSE((*sa)->Next(&u, absl::Milliseconds(20))) << "nothing for the replaced stream";
+  // The current stream ends: a learns that b went offline.
+  c.WatchEnded(b, sb2->get());
+  ASSERT_TRUE((*sa)->Next(&u, absl::Milliseconds(100)));
+  ASSERT_EQ(u.presence_size(), 1);
+  EXPECT_FALSE(u.presence(0).online());
 }
 
 TEST(CoordinatorTest, ServiceAccountTokensAndLabels) {

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 
 #include "absl/synchronization/mutex.h"
@@ -76,8 +77,11 @@ PublicKey KeyFromBytes(const std::string& bytes) {
 // calling StartWrite/Finish.
 class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
  public:
-  static WatchReactor* Start(std::shared_ptr<Subscription> subscription) {
-    auto reactor = std::shared_ptr<WatchReactor>(new WatchReactor(std::move(subscription)));
+  // `ended` runs once, from OnDone (without any lock): the coordinator learns the stream is gone.
+  static WatchReactor* Start(std::shared_ptr<Subscription> subscription,
+                             std::function<void(const Subscription*)> ended) {
+    auto reactor =
+        std::shared_ptr<WatchReactor>(new WatchReactor(std::move(subscription), std::move(ended)));
     {
       absl::MutexLock lock(&reactor->mu_);
       reactor->self_ = reactor;
@@ -109,14 +113,16 @@ class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
 
   void OnDone() override {
     subscription_->SetWakeHook(nullptr);
+    if (ended_) ended_(subscription_.get());
     std::shared_ptr<WatchReactor> self;
     absl::MutexLock lock(&mu_);
     self.swap(self_);  // Released after the lock: this may be the last reference.
   }
 
  private:
-  explicit WatchReactor(std::shared_ptr<Subscription> subscription)
-      : subscription_(std::move(subscription)) {}
+  WatchReactor(std::shared_ptr<Subscription> subscription,
+               std::function<void(const Subscription*)> ended)
+      : subscription_(std::move(subscription)), ended_(std::move(ended)) {}
 
   // Takes the write slot if it is free, then writes the next update or finishes the stream.
   void Pump() {
@@ -153,6 +159,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<coord::MapUpdate> {
   }
 
   const std::shared_ptr<Subscription> subscription_;
+  const std::function<void(const Subscription*)> ended_;
   absl::Mutex mu_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -197,7 +204,10 @@ class CoordinatorServer::Service final
       failed->Finish(ToGrpc(status));
       return failed;
     }
-    return WatchReactor::Start(*std::move(sub));
+    Coordinator* coordinator = coordinator_;
+    return WatchReactor::Start(
+        *std::move(sub),
+        [coordinator, key = *member](const Subscription* s) { coordinator->WatchEnded(key, s); });
   }
 
   grpc::Status ReportEndpoints(grpc::ServerContext* context,
@@ -308,6 +318,10 @@ void CoordinatorServer::BuildLocked(int port, int* bound) {
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 10'000);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 5 * 60'000);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 100);
+  // A member whose host vanished (no FIN, no RST) holds its Watch until this notices: a ping every
+  // 15 s, unanswered for 5 s, closes the connection, and the member's peers see it go offline.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 15'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5'000);
   // The synchronous calls (Register waits for the store) get at most 64 threads; calls beyond
   // that are refused with RESOURCE_EXHAUSTED, which agents retry.
   grpc::ResourceQuota quota("tunnelmesh-coordinator");

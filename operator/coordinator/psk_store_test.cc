@@ -287,7 +287,7 @@ TEST_F(RolloverTest, NothingIsServedOrStepsUntilTheKeysAreSaved) {
   c->SetMeshes(Generation(0));
   auto refused = RegisterAs(*c, Request(NewKey(), "early"));
   ASSERT_FALSE(refused.ok()) << "a mesh whose first key is not saved is not served";
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
 
   store.FailWith(absl::OkStatus());
   c->AdvancePresharedKeys();  // Loads (nothing), creates and saves the key, serves the mesh.
