@@ -9,10 +9,10 @@ constexpr char kTarget[] = "198.51.100.1:7700";
 
 TEST(DescribeCoordinatorFailureTest, PutsTheLibrarysConnectionFailuresInWords) {
   EXPECT_EQ(DescribeCoordinatorFailure(
-                kTarget, absl::UnavailableError(
-                             "failed to connect to all addresses; last error: UNKNOWN: "
-                             "ipv4:198.51.100.1:7700: Failed to connect to remote host: "
-                             "Connection refused")),
+                kTarget,
+                absl::UnavailableError("failed to connect to all addresses; last error: UNKNOWN: "
+                                       "ipv4:198.51.100.1:7700: Failed to connect to remote host: "
+                                       "Connection refused")),
             "cannot reach the coordinator at 198.51.100.1:7700 (connection refused)");
   EXPECT_EQ(DescribeCoordinatorFailure(
                 kTarget, absl::UnavailableError("DNS resolution failed for coord.invalid:7700")),
