@@ -29,6 +29,7 @@
 #include "node-agent/control/status.h"
 #include "node-agent/policy/rule_set.h"
 #include "node-agent/transport/relay_client.h"
+#include "tm_version.h"
 
 namespace tunnelmesh {
 namespace {
@@ -180,9 +181,8 @@ int Explain(const Options& options, const std::string& source, const std::string
   return answer->action == filter::Action::kAllow ? 0 : kExitExplainDeny;
 }
 
-// Checks, before any interface is touched, that --interface is a usable name and that no other
-// agent serves its control socket. Returns 0 or the exit code.
-int CheckAgentSlot(const Options& options) {
+// Checks that --interface is a usable name (a usage error). Returns 0 or the exit code.
+int CheckInterfaceName(const Options& options) {
   if (options.interface_name.empty() || options.interface_name.size() > 15 ||
       options.interface_name.find_first_of("/ \t\n:") != std::string::npos) {
     std::fprintf(stderr,
@@ -191,6 +191,13 @@ int CheckAgentSlot(const Options& options) {
                  options.interface_name.c_str());
     return kExitUsage;
   }
+  return 0;
+}
+
+// Checks, before any interface is touched but after the flags and files were checked (so that
+// their own messages show), that no other agent serves the control socket. Returns 0 or the exit
+// code.
+int CheckAgentSlot(const Options& options) {
   const std::string control_path = ControlSocketPath(options.state_dir, options.interface_name);
   if (ControlRequest(control_path, "ping").ok()) {
     return Fail("another agent already serves " + control_path +
@@ -202,10 +209,24 @@ int CheckAgentSlot(const Options& options) {
 int Leave(const Options& options) {
   absl::StatusOr<std::string> reply =
       ControlRequest(ControlSocketPath(options.state_dir, options.interface_name), "leave");
-  if (!reply.ok()) return Fail(std::string(reply.status().message()));
-  if (reply->find("\"left\"") == std::string::npos) return Fail("leave: " + *reply);
-  std::printf("left the mesh\n");
-  return 0;
+  if (!reply.ok()) return Fail("leave: " + std::string(reply.status().message()));
+  const nlohmann::json answer = nlohmann::json::parse(*reply, nullptr, /*allow_exceptions=*/false);
+  if (answer.is_object() && answer.value("left", false)) {
+    std::printf("left the mesh\n");
+    return 0;
+  }
+  const std::string error =
+      answer.is_object() && answer.contains("error") && answer["error"].is_string()
+          ? answer["error"].get<std::string>()
+          : std::string();
+  if (error == "unknown request") {
+    // Only `join` agents have a coordinator to leave.
+    return Fail("leave: the agent on " + options.interface_name +
+                " runs from a config file and has no coordinator; stop it instead (Ctrl-C, or "
+                "your service manager)");
+  }
+  if (error.empty()) return Fail("leave: the agent sent an answer this program does not know");
+  return Fail("leave: " + error);
 }
 
 // Signals are taken synchronously by the main thread; every thread started later inherits the
@@ -240,6 +261,7 @@ int Join(const Options& options, const JoinOptions& join_options) {
                  std::string(checked.status().message()).c_str());
     return kExitUsage;
   }
+  if (int code = CheckInterfaceName(options); code != 0) return code;
   if (int code = CheckAgentSlot(options); code != 0) return code;
   InitCrypto();
   RaiseFileLimit();
@@ -257,13 +279,15 @@ int Run(const Options& options) {
   InitCrypto();
   RaiseFileLimit();
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  if (int code = CheckAgentSlot(options); code != 0) return code;
+  if (int code = CheckInterfaceName(options); code != 0) return code;
+  // The file first: its mistakes (exit 2) must not hide behind a running agent's socket.
   absl::StatusOr<AgentConfig> config = LoadAgentConfig(options.config_path);
   if (!config.ok()) {
     std::fprintf(stderr, "tunnelmesh-agent: %s\n", std::string(config.status().message()).c_str());
     // A name server that did not answer may answer later: that is not a mistake in the file.
     return config.status().code() == absl::StatusCode::kUnavailable ? kExitFailure : kExitUsage;
   }
+  if (int code = CheckAgentSlot(options); code != 0) return code;
   const sigset_t signals = BlockStopSignals();
   return RunConfig(std::move(*config),
                    {options.config_path, options.interface_name, options.state_dir}, signals);
@@ -276,6 +300,9 @@ int main(int argc, char** argv) {
   using tunnelmesh::Options;
   Options options;
   CLI::App app{"tunnelmesh-agent: the TunnelMesh node agent (WireGuard-compatible data plane)"};
+  app.set_version_flag("--version",
+                       std::string("tunnelmesh-agent ") + tunnelmesh::kTunnelMeshVersion,
+                       "print the version and exit");
   app.add_option("--config", options.config_path,
                  "WireGuard INI config (wg-quick format) to run with");
   auto* interface_flag =
@@ -297,7 +324,8 @@ int main(int argc, char** argv) {
   tunnelmesh::JoinOptions join_options;
   std::vector<std::string> labels;
   CLI::App* join = app.add_subcommand("join", "join a mesh through its coordinator");
-  join->add_option("coordinator", join_options.coordinator, "coordinator HOST[:PORT] (port 7700)")
+  join->add_option("coordinator", join_options.coordinator,
+                   "the coordinator: HOST, HOST:PORT, [IPv6]:PORT or an IPv6 address (port 7700)")
       ->required();
   join->add_option("--token-file", join_options.token_file, "file holding the join token");
   join->add_option("--kubernetes-token-file", join_options.kubernetes_token_file,
@@ -309,7 +337,11 @@ int main(int argc, char** argv) {
   join->add_option("--ca-file", join_options.ca_file,
                    "the coordinator's CA certificate (PEM), instead of fetching and pinning it");
   join->add_option("--name", join_options.name,
-                   "member name (default: derived by the coordinator)");
+                   "member name, made a DNS label (default: this host's name; the coordinator "
+                   "adds a suffix when another member holds it)");
+  join->add_option("--timeout", join_options.timeout,
+                   "give up (exit 1) when not registered within this long, e.g. 30s or 5m "
+                   "(default: wait for ever)");
   join->add_option("--label", labels, "KEY=VALUE label, repeatable");
   join->add_option("--alias", join_options.aliases,
                    "another DNS name of this member (ALIAS.mesh), repeatable");
@@ -379,9 +411,14 @@ int main(int argc, char** argv) {
     return tunnelmesh::Join(options, join_options);
   }
   if (options.config_path.empty()) {
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
     std::fprintf(stderr,
-                 "tunnelmesh-agent: nothing to do: give --config FILE, or a subcommand "
-                 "(genkey, genpsk, pubkey, status); see --help\n");
+                 "tunnelmesh-agent: nothing to do: give --config FILE, or a subcommand (%s); see "
+                 "--help\n",
+                 names.c_str());
     return 2;
   }
   return tunnelmesh::Run(options);

@@ -31,6 +31,7 @@
 #include "operator/reconcilers/coordinator_identity.h"
 #include "operator/services.h"
 #include "operator/tls/tls_files.h"
+#include "tm_version.h"
 
 namespace tunnelmesh {
 namespace {
@@ -186,6 +187,9 @@ int main(int argc, char** argv) {
   if (tunnelmesh::IsAdminCommand(argc, argv)) return tunnelmesh::RunAdminCommand(argc, argv);
   tunnelmesh::OperatorOptions options;
   CLI::App app{"tunnelmesh-operator: the TunnelMesh coordinator (gRPC, STUN, relay, mesh DNS)"};
+  app.set_version_flag("--version",
+                       std::string("tunnelmesh-operator ") + tunnelmesh::kTunnelMeshVersion,
+                       "print the version and exit");
   app.add_flag("--standalone", options.standalone,
                "run without Kubernetes, from manifests in a directory");
   app.add_option("--manifests", options.manifests, "directory of Mesh and Secret YAML files");

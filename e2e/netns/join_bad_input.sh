@@ -14,11 +14,21 @@
 # joins during the held connections and another after the attack from a site that blocks UDP, so
 # that its traffic goes through the relay; all reach each other.
 #
+# Then mistakes at the command line, each with its message and exit code (2 usage, 1 runtime):
+# --version on both binaries; no subcommand (lists every one); COORDINATOR as a URL, a path or
+# empty; a token file that is missing (a token pasted as the path is not echoed), empty or
+# unreadable; a missing token flag, a bad --kind and a missing --config while alpha serves the same
+# socket (their own messages, not "another agent already serves"); join --timeout (bad value; 2 s
+# against a closed port); as nobody, a state dir and a manifest dir it may not use (Permission
+# denied); the operator without --standalone or a kubeconfig; join without --name (the host name)
+# and a second such member (suffix and warning); leave on a config-file agent; a normal leave that
+# logs no warning; leave while the coordinator is down.
+#
 # Usage: join_bad_input.sh [AGENT_PATH [OPERATOR_PATH]]   (needs root; exits 77 otherwise)
 
 # shellcheck source=nat_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/nat_lib.sh"
-tm_mesh_init join_bad_input 100 "$@"
+tm_mesh_init join_bad_input 160 "$@"
 
 SEED=${TM_SEED:-1}
 GARBAGE_PY="$TM_WORK/garbage.py"
@@ -246,3 +256,153 @@ tm_wait 5 "counters.json to show the garbage sent at the STUN and relay ports" c
 tm_log "counted: stun.malformed=$(counter stun malformed) relay.bad_upgrades=$(counter relay bad_upgrades)" \
   "relay.malformed=$(counter relay malformed) coordinator.members=$(counter coordinator members)"
 tm_expect_eq "members after the attack" "$(counter coordinator members)" 3
+
+# ---------------------------------------------------------------------------------------------
+# Mistakes at the command line: each refusal's message and exit code (2 usage: flags, config,
+# files; 1 runtime).
+
+# expect_refusal DESCRIPTION CODE PATTERN COMMAND...: COMMAND exits CODE and prints PATTERN
+# (grep -E); the output is left in REFUSAL_OUT.
+expect_refusal() {
+  local what=$1 want=$2 pattern=$3 rc=0 run=()
+  shift 3
+  # `timeout` runs programs, not shell functions: tm_in NSID becomes ip netns exec NS.
+  if [[ "$1" == tm_in ]]; then
+    run=(ip netns exec "$(tm_ns "$2")")
+    shift 2
+  fi
+  REFUSAL_OUT=$(timeout -k 2 20 "${run[@]}" "$@" 2>&1) || rc=$?
+  tm_log "$what: exit $rc: $REFUSAL_OUT"
+  [[ "$rc" == "$want" ]] || tm_check_fail "$what: exit code $rc, want $want ($REFUSAL_OUT)"
+  grep -Eq -- "$pattern" <<<"$REFUSAL_OUT" ||
+    tm_check_fail "$what: the output lacks /$pattern/: $REFUSAL_OUT"
+}
+COORD="$TM_COORD_ADDR:$TM_GRPC_PORT"
+TOKEN=$(tm_token_file)
+ALPHA_SLOT=(--interface "${TM_MEMBER_IF[alpha]}" --state-dir "$(tm_member_state alpha)")
+
+tm_step "--version, and no subcommand"
+expect_refusal "agent --version" 0 '^tunnelmesh-agent [0-9]+\.[0-9]+\.[0-9]+' "$TM_AGENT" --version
+expect_refusal "operator --version" 0 '^tunnelmesh-operator [0-9]+\.[0-9]+\.[0-9]+' \
+  "$TM_OPERATOR" --version
+expect_refusal "agent without arguments" 2 \
+  'nothing to do: give --config FILE, or a subcommand \(genkey, pubkey, status, join, leave' \
+  "$TM_AGENT"
+
+tm_step "COORDINATOR: a URL, a path and an empty string are refused with the accepted forms"
+FORMS='give HOST, HOST:PORT, \[IPv6\]:PORT or an IPv6 address'
+expect_refusal "join https://..." 2 "is not an address: $FORMS.*no https://" \
+  tm_in a "$TM_AGENT" join "https://$COORD" --token-file "$TOKEN"
+expect_refusal "join HOST/PATH" 2 "$FORMS.*without a path" \
+  tm_in a "$TM_AGENT" join "$TM_COORD_ADDR/mesh" --token-file "$TOKEN"
+expect_refusal "join ''" 2 "COORDINATOR \"\" is not an address: $FORMS" \
+  tm_in a "$TM_AGENT" join "" --token-file "$TOKEN"
+
+tm_step "token files: missing (a pasted token is not echoed), empty, unreadable"
+PASTED=$(cat "$TOKEN")
+expect_refusal "--token-file TOKEN_ITSELF" 2 '--token-file: cannot read the file: No such file' \
+  tm_in a "$TM_AGENT" join "$COORD" --token-file "$PASTED"
+if grep -qF -- "$PASTED" <<<"$REFUSAL_OUT"; then
+  tm_check_fail "the token given as --token-file was echoed: $REFUSAL_OUT"
+fi
+: >"$TM_WORK/empty-token"
+expect_refusal "empty token file" 2 '--token-file: the file is empty' \
+  tm_in a "$TM_AGENT" join "$COORD" --token-file "$TM_WORK/empty-token"
+NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+expect_refusal "token file this user may not read" 2 \
+  '--token-file: cannot read the file: Permission denied' \
+  tm_in a "${NOBODY[@]}" "$TM_AGENT" join "$COORD" --token-file "$TOKEN"
+
+tm_step "flag and file mistakes show before a running agent's socket check"
+expect_refusal "no token flag, on alpha's socket" 2 'give exactly one of --token-file' \
+  tm_in a "$TM_AGENT" join "$COORD" "${ALPHA_SLOT[@]}"
+expect_refusal "--kind node, on alpha's socket" 2 '--kind "node" is not one of' \
+  tm_in a "$TM_AGENT" join "$COORD" --token-file "$TOKEN" --kind node "${ALPHA_SLOT[@]}"
+expect_refusal "--config of a missing file, on alpha's socket" 2 '/nope\.conf' \
+  tm_in a "$TM_AGENT" --config /nope.conf "${ALPHA_SLOT[@]}"
+if grep -q 'another agent already serves' <<<"$REFUSAL_OUT"; then
+  tm_check_fail "the socket check hid the config error: $REFUSAL_OUT"
+fi
+expect_refusal "valid flags on alpha's socket" 1 'another agent already serves .*: pick another' \
+  tm_in a "$TM_AGENT" join "$COORD" --token-file "$TOKEN" "${ALPHA_SLOT[@]}"
+
+tm_step "join --timeout"
+expect_refusal "--timeout soon" 2 '--timeout "soon" is not a duration' \
+  tm_in a "$TM_AGENT" join "$COORD" --token-file "$TOKEN" --timeout soon
+START_MS=$(tm__now_ms)
+expect_refusal "--timeout 2s against a port where nothing listens" 1 \
+  'gave up after 2s \(--timeout\): could not fetch the CA certificate of the coordinator at .*connection refused' \
+  tm_in a "$TM_AGENT" join "$TM_COORD_ADDR:1" --token-file "$TOKEN" --timeout 2s \
+  --state-dir "$TM_WORK/timeout.state" --interface tmto --no-dns --listen-port 0
+TOOK_MS=$(( $(tm__now_ms) - START_MS ))
+(( TOOK_MS >= 1900 && TOOK_MS <= 6000 )) ||
+  tm_check_fail "join --timeout 2s took ${TOOK_MS} ms (want about 2 s)"
+
+tm_step "errno in the words: a state dir and a manifest dir this user may not use"
+NOBODY_DIR=$(mktemp -d /tmp/tm-nobody.XXXXXX)
+chmod 755 "$NOBODY_DIR"
+install -m 644 "$TOKEN" "$NOBODY_DIR/token"
+# Directories only root may use, under one this user may traverse (as /var/lib and /etc are).
+mkdir -m 700 "$NOBODY_DIR/root-only" "$NOBODY_DIR/manifests"
+cp "$TM_WORK/coord.manifests/mesh.yaml" "$NOBODY_DIR/manifests/"
+expect_refusal "join as a user who may not write --state-dir" 1 \
+  'the node key .*Permission denied.*join runs as root' \
+  tm_in a "${NOBODY[@]}" "$TM_AGENT" join "$COORD" --token-file "$NOBODY_DIR/token" \
+  --state-dir "$NOBODY_DIR/root-only/agent" --interface tmnb --no-dns
+expect_refusal "coordinator as a user who may not read --manifests" 2 \
+  'cannot read the manifest directory \(--manifests\) .*: Permission denied' \
+  "${NOBODY[@]}" "$TM_OPERATOR" --standalone --manifests "$NOBODY_DIR/manifests" \
+  --state-dir "$NOBODY_DIR/coord"
+expect_refusal "operator without --standalone or a kubeconfig" 2 \
+  'no Kubernetes API server configured.*pass --standalone --manifests DIR --state-dir DIR' \
+  env -u KUBECONFIG -u KUBERNETES_SERVICE_HOST -u KUBERNETES_SERVICE_PORT "$TM_OPERATOR" \
+  --state-dir "$NOBODY_DIR/kube"
+rm -rf "$NOBODY_DIR"
+
+tm_step "without --name a member is named after the host; a second one with that name is warned"
+HOST_LABEL=$(hostname | cut -d. -f1 | tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9]+/-/g; s/^-+//; s/-+$//' |
+  cut -c1-63)
+named_join() { # NAME: a join without --name for 4 s in namespace b, output in $TM_WORK/NAME.out
+  timeout -k 3 4 ip netns exec "$(tm_ns b)" "$TM_AGENT" join "$COORD" --token-file "$TOKEN" \
+    --ca-hash "$(tm_coord_ca_hash)" --state-dir "$TM_WORK/$1.state" --interface "$1" --no-dns \
+    --listen-port 0 --log-level info >"$TM_WORK/$1.out" 2>&1 || true
+  tm_log "join without --name ($1):"$'\n'"$(cat "$TM_WORK/$1.out")"
+}
+if [[ -n "$HOST_LABEL" ]]; then
+  named_join tmh1
+  grep -q "registered as $HOST_LABEL with" "$TM_WORK/tmh1.out" ||
+    tm_check_fail "join without --name did not register as \"$HOST_LABEL\" (the host name)"
+  named_join tmh2
+  grep -Eq "registered as \"$HOST_LABEL-[a-z0-9]+\", not \"$HOST_LABEL\": another member \(another node key\) already holds that name" \
+    "$TM_WORK/tmh2.out" ||
+    tm_check_fail "a second member named after the host was not warned about the renaming"
+  grep -Eq " W .*already holds that name" "$TM_WORK/tmh2.out" ||
+    tm_check_fail "the renaming is not logged at warning level"
+else
+  tm_log "the host name gives no DNS label; the coordinator names such members itself"
+fi
+
+tm_step "leave: an agent from a config file; a normal leave; the coordinator down"
+tm_node_new cfg agent b 51990 "10.77.0.1/24"
+tm_node_start cfg
+expect_refusal "leave on a config-file agent" 1 \
+  'runs from a config file and has no coordinator; stop it instead' \
+  tm_in b "$TM_AGENT" leave --interface "$(tm_if cfg)" --state-dir "$TM_WORK/cfg.state"
+if grep -q '{' <<<"$REFUSAL_OUT"; then tm_check_fail "leave printed JSON: $REFUSAL_OUT"; fi
+tm_node_stop cfg
+BETA_LINES=$(wc -l <"$(tm_member_log beta)")
+tm_member_leave beta 5
+tail -n +"$(( BETA_LINES + 1 ))" "$(tm_member_log beta)" >"$TM_WORK/beta.leave.log"
+if grep -E ' (W|E) ' "$TM_WORK/beta.leave.log"; then
+  tm_check_fail "a normal leave logged a warning or error (above)"
+fi
+tm_coord_stop
+expect_refusal "leave while the coordinator is down" 1 \
+  "leave: cannot reach the coordinator at $TM_COORD_ADDR:$TM_GRPC_PORT \(connection refused\): the member stays registered; try again when it is up" \
+  tm_in c "$TM_AGENT" leave --interface "${TM_MEMBER_IF[gamma]}" \
+  --state-dir "$(tm_member_state gamma)"
+if grep -Eq '\{|failed to connect to all addresses' <<<"$REFUSAL_OUT"; then
+  tm_check_fail "leave printed JSON or gRPC text: $REFUSAL_OUT"
+fi
+tm_member_alive gamma
+tm_checks_done

@@ -47,28 +47,7 @@ tm_member_alive beta
 tm_coord_start
 RESTART_LINE=$(grep -n '===== coordinator start' "$(tm_coord_log)" | tail -n 1 | cut -d: -f1)
 
-# reg_delays: "NAME SECONDS MESH_IPV4" for each member's first "member registered" line after the
-# last start, SECONDS counted from that start's "coordinator ready" line (negative if before it).
-reg_delays() {
-  tail -n +"$RESTART_LINE" "$(tm_coord_log)" | "$TM_PY" -c '
-import datetime, re, sys
-ready, first = None, {}
-for line in sys.stdin:
-    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+) \S+ (.*)", line)
-    if not m:
-        continue
-    t = datetime.datetime.fromisoformat(m.group(1))
-    if "coordinator ready" in m.group(2) and ready is None:
-        ready = t
-    r = re.search(r"member registered: name=(\S+) .*mesh_ips=(\S+)", m.group(2))
-    if r and r.group(1) not in first:
-        first[r.group(1)] = (t, r.group(2))
-if ready is None:
-    sys.exit("no coordinator ready line after the restart")
-for name, (t, ip) in sorted(first.items()):
-    print("%s %.3f %s" % (name, (t - ready).total_seconds(), ip))
-'
-}
+reg_delays() { tm_coord_reg_delays "$RESTART_LINE"; }
 both_registered() {
   local out
   out=$(reg_delays) || return 1

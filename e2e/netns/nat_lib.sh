@@ -398,6 +398,30 @@ print(round(datetime.datetime.fromisoformat(last).timestamp() * 1000))
 PYEOF
 }
 
+# tm_coord_reg_delays LINE: "NAME SECONDS MESH_IPV4" for each member's first "member registered"
+# line in the coordinator's log from LINE on (a "===== coordinator start" line), SECONDS counted
+# from that start's "coordinator ready" line (negative if before it).
+tm_coord_reg_delays() {
+  tail -n +"$1" "$(tm_coord_log)" | "$TM_PY" -c '
+import datetime, re, sys
+ready, first = None, {}
+for line in sys.stdin:
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+) \S+ (.*)", line)
+    if not m:
+        continue
+    t = datetime.datetime.fromisoformat(m.group(1))
+    if "coordinator ready" in m.group(2) and ready is None:
+        ready = t
+    r = re.search(r"member registered: name=(\S+) .*mesh_ips=(\S+)", m.group(2))
+    if r and r.group(1) not in first:
+        first[r.group(1)] = (t, r.group(2))
+if ready is None:
+    sys.exit("no coordinator ready line after the restart")
+for name, (t, ip) in sorted(first.items()):
+    print("%s %.3f %s" % (name, (t - ready).total_seconds(), ip))
+'
+}
+
 # tm_coord_member_ips NAME: the mesh IPs members.json records for member NAME (space-separated).
 tm_coord_member_ips() {
   "$TM_PY" - "$(tm_coord_state)/members.json" "$1" <<'PYEOF'

@@ -269,8 +269,10 @@ std::string Agent::HandleControlRequest(std::string_view request) {
   if (request.substr(0, 8) == "explain ") return HandleExplain(request);
   if (request == "leave" && session_) {
     // The RPC runs here, on the control socket's thread, not on the control loop.
+    if (relay_) relay_->SetLeaving(true);
     absl::Status s = session_->Leave();
     if (!s.ok()) {
+      if (relay_) relay_->SetLeaving(false);
       nlohmann::json error = {{"error", std::string(s.message())}};
       return error.dump();
     }

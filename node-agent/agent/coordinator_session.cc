@@ -2,8 +2,13 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "lib/base/backoff.h"
 #include "lib/base/log.h"
+#include "lib/base/retry_log.h"
+#include "lib/net/connect_failure.h"
+#include "node-agent/agent/join_options.h"
 #include "node-agent/peer/peer_table.h"
 
 namespace tunnelmesh {
@@ -58,6 +63,23 @@ class WatchTakeovers {
 
 }  // namespace
 
+std::string DescribeCoordinatorFailure(const std::string& target, const absl::Status& status) {
+  // Only the RPC library's own connection failures are put in words: a coordinator's refusal may
+  // mention a timeout of its own (an API server it asked), which is not ours to reword.
+  const std::string text(status.message());
+  std::optional<std::string> cause;
+  if (status.code() == absl::StatusCode::kDeadlineExceeded && text == "Deadline Exceeded") {
+    cause = "timed out";
+  } else if (status.code() == absl::StatusCode::kUnavailable &&
+             (absl::StrContains(text, "failed to connect to all addresses") ||
+              absl::StrContains(text, "DNS resolution failed"))) {
+    cause = ConnectFailureFromText(text);
+    if (!cause) cause = "no connection";
+  }
+  if (cause) return "cannot reach the coordinator at " + target + " (" + *cause + ")";
+  return text;
+}
+
 CoordinatorSession::CoordinatorSession(std::string target, std::string ca_pem,
                                        SecretKey private_key, std::optional<TokenCheck> token_check,
                                        Hooks hooks, uint64_t seed)
@@ -101,11 +123,23 @@ absl::StatusOr<coord::RegisterResponse> CoordinatorSession::RegisterOnce() {
   const auto& ips = response->mesh_ips();
   TM_LOG_INFO("registered as {} with {}{}", response->name(), ips[0],
               ips.size() > 1 ? " and " + ips[1] : std::string());
-  if (!requested.empty() && response->name() != requested) {
-    TM_LOG_WARN(
-        "registered as \"{}\", not \"{}\": the coordinator makes names DNS labels and adds a "
-        "suffix when another member holds the name",
-        response->name(), requested);
+  if (!requested.empty() && response->name() != requested && !name_explained_.exchange(true)) {
+    const std::string label = MakeDnsLabel(requested);
+    if (response->name() == label) {
+      TM_LOG_INFO(
+          "registered as \"{}\", not \"{}\": member names are DNS labels (lowercase "
+          "letters, digits and '-')",
+          response->name(), requested);
+    } else if (!label.empty() && response->name().rfind(label + "-", 0) == 0) {
+      TM_LOG_WARN(
+          "registered as \"{}\", not \"{}\": another member (another node key) already holds "
+          "that name, so the coordinator added a suffix; pick another --name to choose this "
+          "member's name",
+          response->name(), label);
+    } else {
+      TM_LOG_WARN("registered as \"{}\", not \"{}\": the coordinator chose another name",
+                  response->name(), requested);
+    }
   }
   return response;
 }
@@ -113,11 +147,35 @@ absl::StatusOr<coord::RegisterResponse> CoordinatorSession::RegisterOnce() {
 absl::StatusOr<coord::RegisterResponse> CoordinatorSession::RegisterFirst(
     const std::function<bool(std::chrono::milliseconds)>& wait) {
   Backoff backoff(kBackoffStart, kBackoffMax, seed_, kBackoffJitter);
+  RetryLog retry_log(seed_ + 2);
   while (true) {
     absl::StatusOr<coord::RegisterResponse> response = RegisterOnce();
-    if (response.ok() || RefusedForGood(response.status().code())) return response;
-    TM_LOG_WARN("registering: {}; retrying", std::string(response.status().message()));
-    if (!wait(backoff.Next())) return absl::CancelledError("stopped before registering");
+    if (response.ok()) {
+      if (std::optional<RetryLog::Outage> outage = retry_log.OnSuccess(absl::Now())) {
+        TM_LOG_INFO("reached the coordinator at {} after {} failed attempts over {}", target_,
+                    outage->attempts, FormatOutageDuration(outage->elapsed));
+      }
+      return response;
+    }
+    if (RefusedForGood(response.status().code())) return response;
+    const std::string why = DescribeCoordinatorFailure(target_, response.status());
+    switch (retry_log.OnFailure(absl::Now())) {
+      case RetryLog::Say::kFirst:
+        TM_LOG_WARN("registering: {}; retrying (a summary follows while it lasts)", why);
+        break;
+      case RetryLog::Say::kSummary:
+        TM_LOG_WARN("still cannot register after {} attempts over {}: {}", retry_log.attempts(),
+                    FormatOutageDuration(retry_log.elapsed(absl::Now())), why);
+        break;
+      case RetryLog::Say::kNothing:
+        TM_LOG_DEBUG("registering: {}; retrying", why);
+        break;
+    }
+    if (!wait(backoff.Next())) {
+      return absl::CancelledError(absl::StrCat("stopped before registering after ",
+                                               retry_log.attempts(),
+                                               " attempts; last error: ", why));
+    }
   }
 }
 
@@ -159,6 +217,24 @@ bool CoordinatorSession::Sleep(std::chrono::milliseconds delay) {
 void CoordinatorSession::WatchLoop() {
   Backoff backoff(kBackoffStart, kBackoffMax, seed_ + 1, kBackoffJitter);
   WatchTakeovers takeovers;
+  // Reconnects stay fast (back within a second of the coordinator's return); the log says the
+  // first failure, then a summary now and then, then the recovery.
+  RetryLog retry_log(seed_ + 3);
+  auto failed = [&](const std::string& first_line, const std::string& why) {
+    switch (retry_log.OnFailure(absl::Now())) {
+      case RetryLog::Say::kFirst:
+        TM_LOG_WARN("{}", first_line);
+        break;
+      case RetryLog::Say::kSummary:
+        TM_LOG_WARN("still cannot reach the coordinator after {} attempts over {}: {}",
+                    retry_log.attempts(), FormatOutageDuration(retry_log.elapsed(absl::Now())),
+                    why);
+        break;
+      case RetryLog::Say::kNothing:
+        TM_LOG_DEBUG("reconnecting to the coordinator: {}", why);
+        break;
+    }
+  };
   bool first = true;
   while (true) {
     {
@@ -176,10 +252,18 @@ void CoordinatorSession::WatchLoop() {
         break;
       }
       if (!response.ok()) {
-        if (hooks_.on_disconnected) hooks_.on_disconnected(response.status());
-        TM_LOG_WARN("re-registering: {}", std::string(response.status().message()));
+        const std::string why = DescribeCoordinatorFailure(target_, response.status());
+        // `status` shows the reason: in words, as the log does.
+        if (hooks_.on_disconnected) {
+          hooks_.on_disconnected(absl::Status(response.status().code(), why));
+        }
+        failed("re-registering: " + why + "; retrying (established tunnels keep working)", why);
         if (!Sleep(backoff.Next())) break;
         continue;
+      }
+      if (std::optional<RetryLog::Outage> outage = retry_log.OnSuccess(absl::Now())) {
+        TM_LOG_INFO("back in touch with the coordinator at {} after {} ({} attempts)", target_,
+                    FormatOutageDuration(outage->elapsed), outage->attempts);
       }
       if (hooks_.on_registered) hooks_.on_registered(*response);
     }
@@ -202,7 +286,21 @@ void CoordinatorSession::WatchLoop() {
       if (hooks_.on_refused) hooks_.on_refused(s);
       break;
     }
-    if (hooks_.on_disconnected) hooks_.on_disconnected(s);
+    // A stream that ends names no connect failure ("Cancelling all calls", "Socket closed"):
+    // the coordinator went away or restarts. The library's text goes to the debug log only.
+    TM_LOG_DEBUG("watch stream ended: {}", s.ToString());
+    std::string why = std::string(s.message());
+    if (std::optional<std::string> cause = ConnectFailureFromText(why)) {
+      why = *cause;
+    } else if ((s.code() == absl::StatusCode::kUnavailable ||
+                s.code() == absl::StatusCode::kCancelled) &&
+               why.rfind("the coordinator", 0) != 0) {
+      why = "it closed the connection";  // the library's words for a server going away
+    }
+    if (hooks_.on_disconnected) {
+      hooks_.on_disconnected(
+          absl::Status(s.code(), "lost the coordinator at " + target_ + " (" + why + ")"));
+    }
     if (takeovers.Ended(s, absl::Now())) {
       TM_LOG_WARN(
           "another agent is using this node key (a copied state dir?): the coordinator gave this "
@@ -213,8 +311,9 @@ void CoordinatorSession::WatchLoop() {
     if (resync) {
       TM_LOG_WARN("a network map update could not be applied; reconnecting for a full map");
     } else {
-      TM_LOG_WARN("coordinator stream ended: {}; reconnecting (established tunnels keep working)",
-                  std::string(s.message()));
+      failed("lost the coordinator at " + target_ + " (" + why +
+                 "); reconnecting (established tunnels keep working)",
+             "cannot reach the coordinator at " + target_ + " (" + why + ")");
     }
     if (!Sleep(backoff.Next())) break;
   }
@@ -289,6 +388,16 @@ void CoordinatorSession::RpcLoop() {
     // The coordinator no longer knows our session (it restarted, expired us, or another agent
     // with our key registered): end the watch, whose loop registers again at once.
     if (session_lost) {
+      bool leaving;
+      {
+        absl::MutexLock lock(&mu_);
+        leaving = leaving_;
+      }
+      // After our own leave the coordinator has forgotten the session, as it should.
+      if (leaving) {
+        TM_LOG_DEBUG("the coordinator no longer knows this member's session (it left the mesh)");
+        continue;
+      }
       TM_LOG_WARN("the coordinator no longer accepts this member's session; registering again");
       coordinator->CancelWatch();
     }
@@ -305,11 +414,19 @@ absl::Status CoordinatorSession::Leave() {
   }
   coordinator->CancelWatch();
   absl::Status s = coordinator->Leave();
-  if (!s.ok()) {
+  if (s.ok()) return s;
+  {
     absl::MutexLock lock(&mu_);
     leaving_ = false;
   }
-  return s;
+  // Said to the person who ran `leave`: what happened and what to do, not the RPC's text.
+  const std::string described = DescribeCoordinatorFailure(target_, s);
+  if (described != s.message()) {
+    return absl::UnavailableError(described +
+                                  ": the member stays registered; try again when it is up");
+  }
+  return absl::Status(s.code(), "the coordinator did not take the leave: " +
+                                    std::string(s.message()) + "; the member stays registered");
 }
 
 absl::StatusOr<coord::ExplainResponse> CoordinatorSession::Explain(

@@ -1,8 +1,9 @@
 // CoordinatorSession: this member's conversation with the coordinator. Registers (first on the
 // caller's thread, then again after every lost stream, with lib/base/backoff.h's jittered backoff
 // starting near 100 ms, so members are back within a second of the coordinator's return), follows
-// the watch stream, and makes the other RPCs (endpoint reports, call-me-maybe, leave) off the
-// agent's control thread.
+// the watch stream (logging an outage's first failure, then summaries at growing spacing from
+// lib/base/retry_log.h, then the recovery, rather than every attempt), and makes the other RPCs
+// (endpoint reports, call-me-maybe, leave) off the agent's control thread.
 //
 // Threads:
 // - "watch": registration retries and the blocking Watch read; each MapUpdate and each
@@ -35,6 +36,10 @@ namespace tunnelmesh {
 
 inline constexpr size_t kMaxQueuedCallMeMaybe = 64;
 
+// "cannot reach the coordinator at TARGET (connection refused)" when `status` is a failure to
+// connect (refused, timed out, name not resolved, ...); otherwise the status's message.
+std::string DescribeCoordinatorFailure(const std::string& target, const absl::Status& status);
+
 class CoordinatorSession {
  public:
   struct Hooks {
@@ -64,7 +69,8 @@ class CoordinatorSession {
   ~CoordinatorSession();
 
   // Registers on the caller's thread, retrying with backoff while `wait(delay)` returns true
-  // (false: give up, e.g. a signal arrived; the result is then Cancelled). Codes the coordinator
+  // (false: give up, e.g. a signal arrived or a timeout passed; the result is then Cancelled, its
+  // message naming the attempts and the last error). Codes the coordinator
   // means for good (PermissionDenied, InvalidArgument, NotFound, ResourceExhausted) are returned
   // at once.
   [[nodiscard]] absl::StatusOr<coord::RegisterResponse> RegisterFirst(
@@ -83,7 +89,8 @@ class CoordinatorSession {
   void CallMeMaybe(const PublicKey& to, std::vector<std::string> endpoints)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Leaves the mesh: stops following the map first (the coordinator ends our watch when we leave,
-  // and the watch thread must not take that for a disconnect and register again), then asks.
+  // and the watch thread must not take that for a disconnect and register again), then asks. An
+  // error's message is a sentence for the person who ran `leave` (what happened, what to do).
   [[nodiscard]] absl::Status Leave() ABSL_LOCKS_EXCLUDED(mu_);
   // Asks the coordinator which member enforces a flow and what decides it (one RPC, 5 s at most).
   [[nodiscard]] absl::StatusOr<coord::ExplainResponse> Explain(const coord::ExplainRequest& request)
@@ -112,6 +119,8 @@ class CoordinatorSession {
   const Hooks hooks_;
   const uint64_t seed_;
   std::atomic<bool> refused_{false};
+  // A name other than the one asked for is explained once, not at every re-registration.
+  std::atomic<bool> name_explained_{false};
   std::thread watch_thread_;
   std::thread rpc_thread_;
 

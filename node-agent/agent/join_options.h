@@ -7,9 +7,11 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "lib/crypto/keys.h"
 #include "lib/net/ip.h"
 
@@ -42,6 +44,8 @@ struct JoinOptions {
   uint16_t dns_port = 53;
   std::string dns_listen = "127.0.0.100";
   std::string dns_upstream;
+  // --timeout: give up when not registered within it (absl duration text); empty: wait for ever.
+  std::string timeout;
 };
 
 struct HostPort {
@@ -50,6 +54,8 @@ struct HostPort {
 };
 
 // "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 address; the port defaults to 7700.
+// Anything else (a URL, a path, an empty string, a name with characters no host name has) is
+// InvalidArgument with a message that shows the accepted forms.
 [[nodiscard]] absl::StatusOr<HostPort> ParseHostPort(const std::string& text);
 
 // What the checks found: the coordinator, the join token (empty with --kubernetes-token-file) and
@@ -63,10 +69,25 @@ struct CheckedJoinOptions {
   bool register_resolved = false;
   std::string join_token;
   std::string ca_pem;
+  std::optional<absl::Duration> timeout;  // --timeout; none: wait for ever
 };
 
 // Checks the flags; an InvalidArgument message names the flag to fix.
 [[nodiscard]] absl::StatusOr<CheckedJoinOptions> CheckJoinOptions(const JoinOptions& options);
+
+// The token in `path`, trimmed; InvalidArgument naming `flag` and the errno's text ("No such file
+// or directory", "Permission denied") or "is empty". The path itself is never in the message: a
+// token pasted where the path belongs must not be echoed.
+[[nodiscard]] absl::StatusOr<std::string> ReadTokenFile(const std::string& flag,
+                                                        const std::string& path);
+
+// `text` as a DNS label: lowercase letters and digits, other runs of characters made one '-',
+// at most 63 characters, no '-' at either end ("Bob's Laptop" -> "bob-s-laptop"); may be empty.
+std::string MakeDnsLabel(std::string_view text);
+// The member name join asks for without --name: the host name's first label as a DNS label
+// ("Build-Host-7.example.com" -> "build-host-7"); empty when nothing is left (the coordinator
+// then names the member member-XXXXXX).
+std::string DefaultMemberName(std::string_view host_name);
 
 // The node key in DIR/node.key, created (mode 0600, atomically) when missing.
 [[nodiscard]] absl::StatusOr<SecretKey> LoadOrCreateNodeKey(const std::string& state_dir);

@@ -44,6 +44,73 @@ TEST(ParseHostPortTest, AcceptsTheDocumentedForms) {
   }
 }
 
+TEST(ParseHostPortTest, RefusesUrlsPathsAndOtherTextWithTheAcceptedForms) {
+  EXPECT_EQ(ParseHostPort("fd00::1")->port, kDefaultCoordinatorPort);
+  EXPECT_EQ(ParseHostPort("coord_1.example:7700")->host, "coord_1.example");
+  for (const char* bad :
+       {"https://198.51.100.1:7700", "grpc://coord", "coord/path", "/var/run/x.sock", " coord",
+        "coord:7700:1", "user@coord", "co ord", "[coord]:7700", "fd00::zz", "[198.51.100.1]:1"}) {
+    absl::StatusOr<HostPort> parsed = ParseHostPort(bad);
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(
+        parsed.status().message().find("give HOST, HOST:PORT, [IPv6]:PORT or an IPv6 address"),
+        std::string::npos)
+        << parsed.status();
+  }
+  EXPECT_NE(ParseHostPort("https://198.51.100.1:7700").status().message().find("no https://"),
+            std::string::npos);
+  EXPECT_NE(ParseHostPort("coord/path").status().message().find("without a path"),
+            std::string::npos);
+}
+
+TEST(ReadTokenFileTest, NamesTheErrnoAndNeverThePath) {
+  const std::string dir = TempDir();
+  const std::string pasted = dir + "/8WnQOmM3mwIILOiuchVZTt1aHamRxcj";
+  absl::StatusOr<std::string> missing = ReadTokenFile("--token-file", pasted);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(missing.status().message().find("--token-file: cannot read the file: No such file"),
+            std::string::npos)
+      << missing.status();
+  EXPECT_EQ(missing.status().message().find("8WnQOmM3"), std::string::npos);
+  ASSERT_TRUE(WriteFileAtomically(dir + "/empty", " \n").ok());
+  absl::StatusOr<std::string> empty = ReadTokenFile("--token-file", dir + "/empty");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find("is empty"), std::string::npos);
+  absl::StatusOr<std::string> directory = ReadTokenFile("--kubernetes-token-file", dir);
+  ASSERT_FALSE(directory.ok());
+  EXPECT_NE(directory.status().message().find("--kubernetes-token-file: cannot read the file: "
+                                              "Is a directory"),
+            std::string::npos)
+      << directory.status();
+  ASSERT_TRUE(WriteFileAtomically(dir + "/token", "tok\n").ok());
+  EXPECT_EQ(*ReadTokenFile("--token-file", dir + "/token"), "tok");
+}
+
+TEST(CheckJoinOptionsTest, TimeoutIsADurationAboveZero) {
+  JoinOptions options = ValidOptions();
+  EXPECT_FALSE(CheckJoinOptions(options)->timeout.has_value());
+  options.timeout = "90s";
+  EXPECT_EQ(CheckJoinOptions(options)->timeout, absl::Seconds(90));
+  for (const char* bad : {"0s", "-1s", "30", "soon"}) {
+    options.timeout = bad;
+    absl::StatusOr<CheckedJoinOptions> checked = CheckJoinOptions(options);
+    ASSERT_FALSE(checked.ok()) << bad;
+    EXPECT_NE(checked.status().message().find("--timeout"), std::string::npos);
+  }
+}
+
+TEST(MemberNameTest, HostNamesBecomeDnsLabels) {
+  EXPECT_EQ(MakeDnsLabel("Bob's Laptop"), "bob-s-laptop");
+  EXPECT_EQ(MakeDnsLabel("--x__y--"), "x-y");
+  EXPECT_EQ(MakeDnsLabel(std::string(80, 'a')), std::string(63, 'a'));
+  EXPECT_EQ(DefaultMemberName("Build-Host-7.example.com"), "build-host-7");
+  EXPECT_EQ(DefaultMemberName("alice"), "alice");
+  EXPECT_EQ(DefaultMemberName("___"), "");
+  EXPECT_EQ(DefaultMemberName(""), "");
+}
+
 TEST(CheckJoinOptionsTest, NamesTheFlagToFix) {
   const std::string dir = TempDir();
   ASSERT_TRUE(WriteFileAtomically(dir + "/token", "secret-token\n").ok());
@@ -76,7 +143,7 @@ TEST(CheckJoinOptionsTest, NamesTheFlagToFix) {
   EXPECT_FALSE(message(hash).empty());
   JoinOptions address = options;
   address.coordinator = "coord:notaport";
-  EXPECT_NE(message(address).find("HOST[:PORT]"), std::string::npos);
+  EXPECT_NE(message(address).find("give HOST, HOST:PORT, [IPv6]:PORT"), std::string::npos);
   JoinOptions alias = options;
   alias.aliases = {"git", "Registry"};
   EXPECT_NE(message(alias).find("--alias \"Registry\""), std::string::npos);

@@ -1,11 +1,16 @@
 #include "node-agent/agent/run.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <random>
 
 #include "lib/base/backoff.h"
 #include "lib/base/file.h"
 #include "lib/base/log.h"
+#include "lib/base/retry_log.h"
 #include "node-agent/agent/agent.h"
 #include "node-agent/control/coordinator_client.h"
 #include "node-agent/tun/linux_tun_device.h"
@@ -29,24 +34,68 @@ bool WaitOrSignal(const sigset_t& signals, std::chrono::milliseconds delay) {
   return true;
 }
 
-// Fetches and checks the coordinator's CA until it answers; nullopt when told to stop or when the
-// CA does not match (logged).
+// When join gives up: --timeout after the start; none without the flag.
+struct JoinDeadline {
+  std::optional<absl::Time> at;
+  absl::Duration timeout;
+  bool passed() const { return at && absl::Now() >= *at; }
+  // `delay`, shortened so that the wait ends at the deadline.
+  std::chrono::milliseconds Clip(std::chrono::milliseconds delay) const {
+    if (!at) return delay;
+    const auto left = absl::ToChronoMilliseconds(*at - absl::Now());
+    return std::clamp(left, std::chrono::milliseconds(1), delay);
+  }
+  void Report(const HostPort& coordinator, const std::string& waited_for,
+              const std::string& last_error) const {
+    TM_LOG_ERROR("gave up after {} (--timeout): {} the coordinator at {}:{}; last error: {}",
+                 absl::FormatDuration(timeout), waited_for, coordinator.host, coordinator.port,
+                 last_error);
+  }
+};
+
+// Fetches and checks the coordinator's CA until it answers; nullopt when told to stop, when the
+// CA does not match, or when --timeout passed (logged).
 std::optional<CoordinatorCa> FetchCa(const JoinOptions& options, const HostPort& coordinator,
-                                     const sigset_t& signals, int* exit_code) {
+                                     const sigset_t& signals, const JoinDeadline& deadline,
+                                     int* exit_code) {
   Backoff backoff(std::chrono::milliseconds(100), std::chrono::milliseconds(600),
                   std::random_device{}(), 0.5);
+  RetryLog retry_log(std::random_device{}());
   while (true) {
     absl::StatusOr<CoordinatorCa> ca =
         FetchCoordinatorCa(coordinator.host, coordinator.port, options.ca_hash,
                            options.state_dir + "/coordinator-ca.pem");
-    if (ca.ok()) return *ca;
+    if (ca.ok()) {
+      if (std::optional<RetryLog::Outage> outage = retry_log.OnSuccess(absl::Now())) {
+        TM_LOG_INFO("reached the coordinator after {} failed attempts over {}", outage->attempts,
+                    FormatOutageDuration(outage->elapsed));
+      }
+      return *ca;
+    }
     if (ca.status().code() == absl::StatusCode::kPermissionDenied) {
       TM_LOG_ERROR("{}", std::string(ca.status().message()));
       *exit_code = kExitFailure;
       return std::nullopt;
     }
-    TM_LOG_WARN("{}; retrying", std::string(ca.status().message()));
-    if (!WaitOrSignal(signals, backoff.Next())) {
+    const std::string why(ca.status().message());
+    switch (retry_log.OnFailure(absl::Now())) {
+      case RetryLog::Say::kFirst:
+        TM_LOG_WARN("{}; retrying (a summary follows while it lasts)", why);
+        break;
+      case RetryLog::Say::kSummary:
+        TM_LOG_WARN("still cannot reach the coordinator after {} attempts over {}: {}",
+                    retry_log.attempts(), FormatOutageDuration(retry_log.elapsed(absl::Now())),
+                    why);
+        break;
+      case RetryLog::Say::kNothing:
+        break;
+    }
+    if (deadline.passed()) {
+      deadline.Report(coordinator, "could not fetch the CA certificate of", why);
+      *exit_code = kExitFailure;
+      return std::nullopt;
+    }
+    if (!WaitOrSignal(signals, deadline.Clip(backoff.Next()))) {
       *exit_code = 0;
       return std::nullopt;
     }
@@ -64,13 +113,24 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
   }
   const PublicKey public_key = DerivePublicKey(*key);
   const HostPort& coordinator = checked.coordinator;
+  JoinDeadline deadline;
+  if (checked.timeout) {
+    deadline.at = absl::Now() + *checked.timeout;
+    deadline.timeout = *checked.timeout;
+  }
+  // Without --name, the member asks to be named after this host.
+  std::string name = options.name;
+  if (name.empty()) {
+    char host_name[256] = {};
+    if (gethostname(host_name, sizeof(host_name) - 1) == 0) name = DefaultMemberName(host_name);
+  }
   TM_LOG_INFO("connecting to coordinator {}:{}", coordinator.host, coordinator.port);
   std::string ca_pem = checked.ca_pem;
   std::optional<TokenCheck> token_check;
   const std::string pin_path = options.state_dir + "/coordinator-ca.pem";
   if (ca_pem.empty()) {
     int exit_code = 0;
-    std::optional<CoordinatorCa> ca = FetchCa(options, coordinator, signals, &exit_code);
+    std::optional<CoordinatorCa> ca = FetchCa(options, coordinator, signals, deadline, &exit_code);
     if (!ca) return exit_code;
     ca_pem = ca->pem;
     if (ca->unverified) {
@@ -111,7 +171,7 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
   // The session's hooks reach the agent once it exists; they run only after Start.
   Agent* agent_slot = nullptr;
   CoordinatorSession::Hooks hooks;
-  hooks.make_request = [&options, &checked, public_key,
+  hooks.make_request = [&options, &checked, &name, public_key,
                         port]() -> absl::StatusOr<coord::RegisterRequest> {
     coord::RegisterRequest request;
     if (!options.kubernetes_token_file.empty()) {
@@ -125,7 +185,7 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
       request.set_join_token(checked.join_token);
     }
     request.set_public_key(PublicKeyBytes(public_key));
-    request.set_name(options.name);
+    request.set_name(name);
     request.set_mesh(options.mesh);
     for (const auto& [k, v] : options.labels) (*request.mutable_labels())[k] = v;
     for (const std::string& alias : options.aliases) request.add_aliases(alias);
@@ -149,9 +209,21 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
   auto session = std::make_unique<CoordinatorSession>(host + ":" + std::to_string(coordinator.port),
                                                       ca_pem, key->Clone(), token_check,
                                                       std::move(hooks), std::random_device{}());
-  absl::StatusOr<coord::RegisterResponse> registration = session->RegisterFirst(
-      [&signals](std::chrono::milliseconds delay) { return WaitOrSignal(signals, delay); });
+  bool timed_out = false;
+  absl::StatusOr<coord::RegisterResponse> registration =
+      session->RegisterFirst([&](std::chrono::milliseconds delay) {
+        if (deadline.passed()) {
+          timed_out = true;
+          return false;
+        }
+        return WaitOrSignal(signals, deadline.Clip(delay));
+      });
   if (!registration.ok()) {
+    if (timed_out) {
+      deadline.Report(coordinator, "not registered with",
+                      std::string(registration.status().message()));
+      return kExitFailure;
+    }
     if (registration.status().code() == absl::StatusCode::kCancelled) return 0;
     TM_LOG_ERROR("the coordinator refused to register this member: {}",
                  std::string(registration.status().message()));

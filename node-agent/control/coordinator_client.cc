@@ -16,6 +16,7 @@
 #include "lib/crypto/aead.h"
 #include "lib/crypto/control_proofs.h"
 #include "lib/crypto/x509.h"
+#include "lib/net/connect_failure.h"
 #include "proto/coordinator.grpc.pb.h"
 
 namespace tunnelmesh {
@@ -31,9 +32,11 @@ absl::StatusOr<int> Dial(const std::string& host, uint16_t port) {
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
   if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || !found) {
-    return absl::UnavailableError("cannot resolve coordinator host \"" + host + "\"");
+    return absl::UnavailableError("cannot reach the coordinator at " + host +
+                                  " (the name did not resolve): check the host name");
   }
   int fd = -1;
+  int error = 0;
   for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
     fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) continue;
@@ -41,13 +44,16 @@ absl::StatusOr<int> Dial(const std::string& host, uint16_t port) {
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
     if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
+    error = errno;
     close(fd);
     fd = -1;
   }
   freeaddrinfo(found);
   if (fd < 0) {
-    return absl::UnavailableError("cannot connect to the coordinator at " + host + ":" +
-                                  std::to_string(port) + ": is it running and reachable?");
+    const std::string where = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+    return absl::UnavailableError("cannot reach the coordinator at " + where + ":" +
+                                  std::to_string(port) + " (" + ConnectErrnoWords(error) +
+                                  "): is it running, and is this its gRPC port?");
   }
   return fd;
 }

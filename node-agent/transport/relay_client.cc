@@ -30,12 +30,15 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cpprest/containerstream.h"
 #include "cpprest/ws_client.h"
 #include "lib/base/backoff.h"
 #include "lib/base/log.h"
+#include "lib/base/retry_log.h"
+#include "lib/net/connect_failure.h"
 #include "lib/wire/relay_frame.h"
 #include "pplx/threadpool.h"
 
@@ -160,6 +163,8 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
 
   RelayClientCounters counters;
   std::atomic<bool> connected{false};
+  // Set while the member leaves the mesh: the relay's refusal that follows is expected.
+  std::atomic<bool> left{false};
   std::atomic<size_t> in_flight{0};
 
   absl::Mutex mu;
@@ -196,8 +201,10 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
     Backoff backoff(options.initial_backoff, options.max_backoff, seed);
     Backoff untrusted_backoff(options.untrusted_initial_backoff, options.untrusted_max_backoff,
                               seed + 1);
+    // Reconnects stay fast; the log gets an outage's first failure, summaries at growing
+    // spacing, and the reconnection (OnReady's line).
+    RetryLog retry_log(seed + 2);
     bool first = true;
-    int failures_in_a_row = 0;
     while (true) {
       {
         absl::MutexLock lock(&mu);
@@ -214,20 +221,27 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
       if (was_ready) {
         backoff.Reset();
         untrusted_backoff.Reset();
-        failures_in_a_row = 0;
+        retry_log.OnSuccess(absl::Now());
       }
       std::chrono::milliseconds delay;
       if (next == Retry::kUntrusted) {
         // Loud every time: someone may be posing as the relay to drop what members relay.
         delay = untrusted_backoff.Next();
-        ++failures_in_a_row;
         TM_LOG_WARN("relay not used: {}; retrying in {} ms", std::string(status.message()),
                     delay.count());
       } else {
         delay = next == Retry::kSlow ? backoff.max() : backoff.Next();
-        if (was_ready || failures_in_a_row++ == 0) {
-          TM_LOG_WARN("relay connection lost, reconnecting url={} delay_ms={} reason={}", url,
-                      delay.count(), std::string(status.message()));
+        const RetryLog::Say say = retry_log.OnFailure(absl::Now());
+        if (left.load(std::memory_order_acquire)) {
+          TM_LOG_DEBUG("relay closed after this member left the mesh: {}",
+                       std::string(status.message()));
+        } else if (say == RetryLog::Say::kFirst) {
+          TM_LOG_WARN("relay {}: {}; reconnecting (peers with a direct path are not affected)",
+                      was_ready ? "connection lost" : "not reachable", Describe(status));
+        } else if (say == RetryLog::Say::kSummary) {
+          TM_LOG_WARN("still cannot reach the relay after {} attempts over {}: {}",
+                      retry_log.attempts(), FormatOutageDuration(retry_log.elapsed(absl::Now())),
+                      Describe(status));
         } else {
           TM_LOG_DEBUG("relay reconnect failed url={} delay_ms={} reason={}", url, delay.count(),
                        std::string(status.message()));
@@ -237,6 +251,30 @@ struct RelayClient::Core : std::enable_shared_from_this<RelayClient::Core> {
       auto stopped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return stopping; };
       if (mu.AwaitWithTimeout(absl::Condition(&stopped), absl::FromChrono(delay))) return;
     }
+  }
+
+  // A failed attempt's cause for a log line. A failure to connect is put in plain words (connection
+  // refused, timed out, ...), found by a TCP probe of the relay's address when the WebSocket
+  // library's text does not say (it reports "Underlying Transport Error" for all of them).
+  // Worker thread; the probe blocks it for at most 2 s, only when a line is logged.
+  std::string Describe(const absl::Status& status) {
+    const std::string text(status.message());
+    if (status.code() != absl::StatusCode::kUnavailable) return text;
+    const std::string host = utility::conversions::to_utf8string(uri.host());
+    const int port = uri.port() > 0 ? uri.port() : 443;
+    const std::string where = host.find(':') != std::string::npos
+                                  ? "[" + host + "]:" + std::to_string(port)
+                                  : host + ":" + std::to_string(port);
+    std::optional<std::string> cause = ConnectFailureFromText(text);
+    if (!cause && absl::StrContains(text, "cannot connect to relay")) {
+      cause = ProbeTcpConnect(host, static_cast<uint16_t>(port), absl::Seconds(2));
+      if (!cause) {
+        return "cannot connect to the relay at " + where +
+               ": TCP connects, but the TLS or WebSocket handshake failed";
+      }
+    }
+    if (cause) return "cannot reach the relay at " + where + " (" + *cause + ")";
+    return text;
   }
 
   // One connection from start to end. Returns how to retry; `status` says why it ended.
@@ -679,6 +717,10 @@ bool RelayClient::Send(const PublicKey& destination, absl::Span<const uint8_t> p
   }
   core.in_flight.fetch_sub(1, std::memory_order_acq_rel);
   return false;
+}
+
+void RelayClient::SetLeaving(bool leaving) {
+  core_->left.store(leaving, std::memory_order_release);
 }
 
 bool RelayClient::connected() const { return core_->connected.load(std::memory_order_acquire); }

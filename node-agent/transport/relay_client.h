@@ -8,8 +8,10 @@
 // kCoordinatorServerName, whatever address the URL dials; then it must send a Challenge carrying
 // the public key the network map gives for it. The client proves ownership of our key (Hello) and
 // waits for Ready. After that it keeps the connection up by itself: when it drops, it reconnects
-// with jittered exponential backoff starting near 100 ms. A relay that fails either check (an
-// impostor, or a stale network map) is logged as a warning on every attempt and retried with a
+// with jittered exponential backoff starting near 100 ms, and logs an outage's first failure (in
+// words: connection refused, timed out, ...), then summaries at growing spacing (at most one
+// about every 30 s; lib/base/retry_log.h), then the reconnection. A relay that fails either check
+// (an impostor, or a stale network map) is logged as a warning on every attempt and retried with a
 // slower backoff (about 1 s doubling to 30 s), never given up on. Send() never blocks: while
 // disconnected, or when too many messages are in flight, it drops and counts.
 //
@@ -109,6 +111,11 @@ class RelayClient {
   // Queues `payload` (1..65535 bytes) for `destination`. Returns false, and counts why, when it is
   // dropped instead. Never blocks.
   bool Send(const PublicKey& destination, absl::Span<const uint8_t> payload);
+
+  // True while the member leaves the mesh (false again if the leave failed): the relay's refusal
+  // that follows a leave (not_member) is expected, so losing the connection is logged at debug
+  // level only. Any thread.
+  void SetLeaving(bool leaving);
 
   // True between the relay's Ready and the loss of that connection.
   bool connected() const;

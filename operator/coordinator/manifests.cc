@@ -43,6 +43,11 @@ absl::StatusOr<std::vector<MeshSpec>> LoadManifests(const std::string& dir,
                                                     ManifestPolicies* policies) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
+    // A directory this user may not reach (a parent without x) fails the same test: say why.
+    if (ec && ec != std::errc::no_such_file_or_directory) {
+      return absl::UnavailableError("cannot read the manifest directory (--manifests) " + dir +
+                                    ": " + ec.message());
+    }
     return absl::InvalidArgumentError("--manifests " + dir + " is not a directory");
   }
   absl::StatusOr<std::vector<fs::path>> files = YamlFiles(dir);

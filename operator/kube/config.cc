@@ -229,7 +229,8 @@ absl::StatusOr<ClusterConfig> ResolveClusterConfig(const std::string& kubeconfig
     return absl::FailedPreconditionError(
         "no Kubernetes API server configured: pass --kubeconfig FILE, set $KUBECONFIG, or run in "
         "a pod with a service account (in-cluster: " +
-        std::string(config.status().message()) + ")");
+        std::string(config.status().message()) +
+        "); to run without Kubernetes, pass --standalone --manifests DIR --state-dir DIR");
   }
   return config;
 }
