@@ -41,8 +41,7 @@ PeerLivenessView PeerLiveness::View(const PublicKey& key, absl::Time now) const 
   view.online = state.coordinator_online || evidence(state.local_seen, kLocalEvidenceWindow) ||
                 evidence(state.direct_seen, kDirectPathEvidence);
   view.last_seen =
-      view.online ? now
-                  : std::max({state.local_seen, state.direct_seen, state.coordinator_seen});
+      view.online ? now : std::max({state.local_seen, state.direct_seen, state.coordinator_seen});
   view.handshake_failures = state.failures;
   // A failure is news until a handshake completes after it, or for kHandshakeWarningWindow.
   auto recent = [&](absl::Time failed) {
