@@ -286,7 +286,7 @@ expect_refusal "agent --version" 0 '^tunnelmesh-agent [0-9]+\.[0-9]+\.[0-9]+' "$
 expect_refusal "operator --version" 0 '^tunnelmesh-operator [0-9]+\.[0-9]+\.[0-9]+' \
   "$TM_OPERATOR" --version
 expect_refusal "agent without arguments" 2 \
-  'nothing to do: give --config FILE, or a subcommand \(genkey, pubkey, status, join, leave' \
+  'nothing to do: give --config FILE, or a subcommand \(genkey, genpsk, pubkey, status, join, leave' \
   "$TM_AGENT"
 
 tm_step "COORDINATOR: a URL, a path and an empty string are refused with the accepted forms"
