@@ -91,6 +91,7 @@ WORK=$(mktemp -d "/tmp/tm-$TEST-$$.XXXXXX")
 trap cleanup EXIT
 trap 'fail "interrupted by SIGINT"' INT
 trap 'fail "terminated by SIGTERM"' TERM
+# shellcheck disable=SC2064 # the budget is fixed now
 trap "fail \"time budget of ${BUDGET}s exceeded\"" USR1
 trap 'log "command failed (status $?) at line $LINENO: $BASH_COMMAND"' ERR
 ( trap 'kill "$s" 2>/dev/null; exit 0' TERM
