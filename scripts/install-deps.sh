@@ -20,6 +20,9 @@ packages=(
   etcd-server golang-go rsync golang-github-modern-go-reflect2-dev dpkg-dev
   # e2e/cluster talks to the API server with curl and makes its certificates with openssl
   curl openssl ca-certificates
+  # scripts/build-image.sh (strip; ldd comes with every Debian) and e2e/cluster/image.sh,
+  # which runs the image in a private containerd (with runc)
+  binutils containerd runc
 )
 
 missing=()

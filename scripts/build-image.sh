@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# build-image.sh OUT.tar [BUILD_DIR]: the TunnelMesh container image, built offline from a build
+# tree (default: build), written as a docker-archive tarball that `ctr images import`,
+# `docker load` and `podman load` accept. No container daemon, registry or network is needed.
+#
+# The image holds one layer with exactly:
+#   /usr/bin/tunnelmesh-agent, /usr/bin/tunnelmesh-operator   debug info stripped
+#   the shared libraries both load (ldd) and the dynamic loader, under /usr/lib..., with /lib and
+#   /lib64 as symlinks into /usr (Debian 12's merged /usr)
+#   /etc/ssl/certs/ca-certificates.crt, /etc/passwd and /etc/group (root and nobody), /tmp (1777)
+# No shell and no other program: neither binary runs one. (The agent runs `resolvectl` only when
+# systemd-resolved listens in its network namespace, which a container does not see; without it
+# the agent logs the DNS commands to run instead, see docs/dns.md.)
+# The config matches the Containerfile's image: no entrypoint, Cmd
+# ["/usr/bin/tunnelmesh-operator", "--help"], user 65532:65532, Debian's default PATH.
+#
+# Reproducible: the same binaries and libraries give the same bytes (entries sorted, uid/gid 0,
+# every mtime SOURCE_DATE_EPOCH, default 0, no timestamp in the JSON).
+#   TM_IMAGE_NAME  repository with a domain part (default k8s.local/tunnelmesh)
+#   TM_IMAGE_TAG   tag (default: the version `tunnelmesh-agent --version` prints, or dev)
+# Needs bash, python3, ldd (libc-bin), strip (binutils), ca-certificates: scripts/install-deps.sh.
+set -euo pipefail
+
+usage() {
+  echo "usage: $0 OUT.tar [BUILD_DIR]   (BUILD_DIR defaults to build)" >&2
+  exit 2
+}
+[[ $# -ge 1 && $# -le 2 ]] || usage
+[[ $1 != -* ]] || usage
+out=$1
+build_dir=${2:-build}
+name=${TM_IMAGE_NAME:-k8s.local/tunnelmesh}
+epoch=${SOURCE_DATE_EPOCH:-0}
+
+die() {
+  echo "build-image: $*" >&2
+  exit 1
+}
+[[ $epoch =~ ^[0-9]+$ ]] || { echo "build-image: SOURCE_DATE_EPOCH must be whole seconds, not '$epoch'" >&2; exit 2; }
+[[ $name == */* && ${name%%/*} == *.* ]] ||
+  { echo "build-image: TM_IMAGE_NAME '$name' needs a domain part, e.g. k8s.local/tunnelmesh" >&2; exit 2; }
+for tool in python3 ldd strip; do
+  command -v "$tool" >/dev/null || die "'$tool' is not installed (run scripts/install-deps.sh)"
+done
+ca_bundle=/etc/ssl/certs/ca-certificates.crt
+[[ -f $ca_bundle ]] || die "$ca_bundle is missing (install the ca-certificates package)"
+binaries=(tunnelmesh-agent tunnelmesh-operator)
+for b in "${binaries[@]}"; do
+  [[ -x $build_dir/bin/$b ]] ||
+    die "$build_dir/bin/$b is missing: build it (ninja -C $build_dir $b) or pass the build folder"
+done
+
+tag=${TM_IMAGE_TAG:-}
+if [[ -z $tag ]]; then
+  # "tunnelmesh-agent 0.1.0 (git abc1234)" -> 0.1.0
+  tag=$("$build_dir/bin/tunnelmesh-agent" --version 2>/dev/null | awk 'NR == 1 {print $2}') || true
+  [[ $tag =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || tag=dev
+fi
+
+root=$(mktemp -d "${TMPDIR:-/tmp}/tm-image.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root/usr/bin" "$root/etc/ssl/certs" "$root/tmp"
+for b in "${binaries[@]}"; do
+  strip --strip-debug -o "$root/usr/bin/$b" "$build_dir/bin/$b"
+done
+
+# Libraries at the path ldd resolves them to, moved under /usr (merged /usr: /lib -> usr/lib), the
+# file's content under the name the binary asks for (symlinks followed). The loader is the line
+# without "=>" that names an absolute path; "FILE:" lines head each binary's list.
+libs=$(ldd "${binaries[@]/#/$build_dir/bin/}" | awk '
+  /:$/ { next }
+  / not found/ { print "MISSING " $1; next }
+  $2 == "=>" && $3 ~ /^\// { print $3; next }
+  $1 ~ /^\// { print $1 }' | sort -u)
+if grep -q '^MISSING ' <<<"$libs"; then
+  die "ldd finds no $(grep '^MISSING ' <<<"$libs" | cut -d' ' -f2 | paste -sd' ') (run scripts/install-deps.sh)"
+fi
+while read -r lib; do
+  dest=$root/usr${lib#/usr}
+  mkdir -p "$(dirname "$dest")"
+  cp -L "$lib" "$dest"
+done <<<"$libs"
+for dir in "$root"/usr/lib*; do
+  ln -s "usr/$(basename "$dir")" "$root/$(basename "$dir")"
+done
+
+cp -L "$ca_bundle" "$root/etc/ssl/certs/"
+printf '%s\n' 'root:x:0:0:root:/root:/usr/sbin/nologin' \
+  'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin' >"$root/etc/passwd"
+printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$root/etc/group"
+
+case $(uname -m) in
+  x86_64) arch=amd64 ;;
+  aarch64) arch=arm64 ;;
+  *) arch=$(uname -m) ;;
+esac
+
+mkdir -p "$(dirname "$out")"
+python3 - "$root" "$out.tmp" "$name:$tag" "$arch" "$epoch" <<'PY'
+import hashlib, io, json, os, stat, sys, tarfile
+
+root, out, ref, arch, epoch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+
+def entry(name, kind, mode, size=0, linkname=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size, info.linkname = kind, mode, size, linkname
+    info.mtime, info.uid, info.gid, info.uname, info.gname = epoch, 0, 0, "", ""
+    return info
+
+# The layer: every path under root, sorted, with modes fixed (no umask or source mode leaks in).
+layer = io.BytesIO()
+with tarfile.open(fileobj=layer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            paths.append(os.path.relpath(os.path.join(dirpath, n), root))
+    for rel in sorted(paths):
+        full = os.path.join(root, rel)
+        st = os.lstat(full)
+        if stat.S_ISLNK(st.st_mode):
+            tar.addfile(entry(rel, tarfile.SYMTYPE, 0o777, linkname=os.readlink(full)))
+        elif stat.S_ISDIR(st.st_mode):
+            tar.addfile(entry(rel + "/", tarfile.DIRTYPE, 0o1777 if rel == "tmp" else 0o755))
+        else:
+            executable = rel.startswith("usr/bin/") or "/ld-linux" in rel
+            with open(full, "rb") as f:
+                tar.addfile(entry(rel, tarfile.REGTYPE, 0o755 if executable else 0o644,
+                                  st.st_size), f)
+layer_bytes = layer.getvalue()
+layer_digest = hashlib.sha256(layer_bytes).hexdigest()
+
+# The image config (OCI image spec / docker): no "created", so no timestamp.
+config = {
+    "architecture": arch,
+    "os": "linux",
+    "config": {
+        "User": "65532:65532",
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Entrypoint": None,
+        "Cmd": ["/usr/bin/tunnelmesh-operator", "--help"],
+        "WorkingDir": "/",
+    },
+    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + layer_digest]},
+    "history": [{"created_by": "scripts/build-image.sh"}],
+}
+config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+config_digest = hashlib.sha256(config_bytes).hexdigest()
+manifest = [{
+    "Config": config_digest + ".json",
+    "RepoTags": [ref],
+    "Layers": [layer_digest + "/layer.tar"],
+}]
+manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+
+members = sorted([
+    (layer_digest + "/layer.tar", layer_bytes),
+    (config_digest + ".json", config_bytes),
+    ("manifest.json", manifest_bytes),
+])
+with tarfile.open(out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    tar.addfile(entry(layer_digest + "/", tarfile.DIRTYPE, 0o755))
+    for name, data in members:
+        tar.addfile(entry(name, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
+print(f"{ref} sha256:{config_digest} ({len(layer_bytes)} bytes unpacked)")
+PY
+mv "$out.tmp" "$out"
+echo "build-image: wrote $out ($(stat -c %s "$out") bytes)"
