@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -12,6 +14,7 @@
 #include "absl/time/time.h"
 #include "lib/base/file.h"
 #include "lib/base/log.h"
+#include "nlohmann/json.hpp"
 #include "operator/coordinator/psk_store.h"
 #include "operator/dns/coredns_config_reconciler.h"
 #include "operator/kube/config.h"
@@ -23,11 +26,18 @@
 #include "operator/kube/work_queue.h"
 #include "operator/reconcilers/coordinator_identity.h"
 #include "operator/reconcilers/manager.h"
+#include "operator/reconcilers/mesh_reconciler.h"
 #include "operator/reconcilers/psk_secret_store.h"
 #include "operator/store/meshpeer_store.h"
 
 namespace tunnelmesh {
 namespace {
+
+// Errors of the API server that may pass (busy, restarting) rather than refusals.
+bool Transient(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kUnknown ||
+         s.code() == absl::StatusCode::kDeadlineExceeded;
+}
 
 std::string FirstNonEmpty(std::initializer_list<std::string> values) {
   for (const std::string& v : values) {
@@ -76,6 +86,36 @@ absl::StatusOr<CorednsTarget> CorednsTargetOf(const OperatorOptions& options,
   target.service_namespace = ns;
   target.service_name = options.dns_service;
   return target;
+}
+
+// --label-pod: the operator's own pod carries tunnelmesh.io/role, "standby" from the start and
+// "leader" once this replica leads and serves. The chart's Service selects role=leader, so that
+// every replica is Ready (its process runs) while members reach only the leader; a replica that
+// restarts after losing the Lease labels itself standby again before anything else.
+absl::Status LabelPodRole(kube::Api* api, const std::string& ns, const std::string& pod,
+                          const char* role, const std::atomic<bool>& stop) {
+  const nlohmann::json patch = {{"metadata", {{"labels", {{"tunnelmesh.io/role", role}}}}}};
+  // The API server may still be out of reach when the pod starts: a minute of tries, 1 s apart.
+  absl::Status last;
+  for (int attempt = 0; attempt < 60 && !stop; ++attempt) {
+    absl::StatusOr<nlohmann::json> patched = api->Patch(kube::kPods, ns, pod, patch);
+    if (patched.ok()) {
+      TM_LOG_INFO("pod {}/{} labelled tunnelmesh.io/role={}", ns, pod, role);
+      return absl::OkStatus();
+    }
+    last = patched.status();
+    if (last.code() == absl::StatusCode::kPermissionDenied ||
+        last.code() == absl::StatusCode::kNotFound) {
+      break;
+    }
+    if (attempt == 0) {
+      TM_LOG_WARN("labelling pod {}/{}: {} (trying again)", ns, pod, std::string(last.message()));
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  return absl::Status(last.code(), "cannot label pod " + ns + "/" + pod + " tunnelmesh.io/role=" +
+                                       role + " (--label-pod): " + std::string(last.message()) +
+                                       "; the operator's Role needs patch on pods");
 }
 
 std::vector<coredns::MeshZones> MeshZonesOf(const std::vector<MeshZoneInput>& zones) {
@@ -133,6 +173,11 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   if (!http.ok()) return Usage(std::string(http.status().message()));
   kube::Api* api = http->get();
 
+  if (!options.label_pod.empty()) {
+    if (absl::Status s = LabelPodRole(api, ns, options.label_pod, "standby", stop); !s.ok()) {
+      return stop ? 0 : Fail(std::string(s.message()));
+    }
+  }
   kube::LeaderElector elector(api, lease);
   TM_LOG_INFO("waiting to lead: Lease {}/{} as {}", ns, options.lease_name, identity);
   if (absl::Status s = elector.Acquire(&stop); !s.ok()) return stop ? 0 : Fail(s.ToString());
@@ -219,6 +264,14 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   if (!services.ok()) return Fail(std::string(services.status().message()));
   (void)WriteFileAtomically(options.state_dir + "/ca-hash", keys->ca_hash + "\n", 0644);
   LogReady(options, *services, keys->ca_hash, manager.mesh_count(), coordinator.member_count());
+  if (!options.label_pod.empty()) {
+    if (absl::Status s = LabelPodRole(api, ns, options.label_pod, "leader", stop); !s.ok()) {
+      services->grpc->Shutdown();
+      manager.Stop();
+      elector.Release();
+      return stop ? 0 : Fail(std::string(s.message()));
+    }
+  }
 
   int exit_code = 0;
   while (!stop) {
@@ -255,16 +308,79 @@ int RunCorednsRemoval(const OperatorOptions& options) {
   while (true) {
     absl::Status s = RemoveCorednsConfig(http->get(), *target);
     if (s.ok()) return 0;
-    const bool transient = s.code() == absl::StatusCode::kUnavailable ||
-                           s.code() == absl::StatusCode::kUnknown ||
-                           s.code() == absl::StatusCode::kDeadlineExceeded;
-    if (!transient || absl::Now() > deadline) {
+    if (!Transient(s) || absl::Now() > deadline) {
       return Fail("removing the CoreDNS server blocks of release " + target->release + ": " +
                   std::string(s.message()));
     }
     TM_LOG_WARN("removing the CoreDNS server blocks: {} (trying again)", std::string(s.message()));
     absl::SleepFor(absl::Seconds(1));
   }
+}
+
+namespace {
+
+// Polls until Mesh `name` is gone or `deadline`; true when it is gone.
+bool WaitMeshGone(kube::Api* api, const std::string& name, absl::Time deadline) {
+  while (absl::Now() < deadline) {
+    absl::StatusOr<nlohmann::json> mesh = api->Get(kube::kMeshes, "", name);
+    if (absl::IsNotFound(mesh.status())) return true;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  return false;
+}
+
+}  // namespace
+
+int RunMeshDeletion(const OperatorOptions& options) {
+  const std::string& name = options.delete_mesh;
+  const absl::Duration wait = options.delete_mesh_wait;
+  absl::StatusOr<kube::ClusterConfig> config = kube::ResolveClusterConfig(options.kubeconfig);
+  if (!config.ok()) return Usage(std::string(config.status().message()));
+  absl::StatusOr<std::unique_ptr<kube::HttpApi>> http = kube::HttpApi::Create(*config);
+  if (!http.ok()) return Usage(std::string(http.status().message()));
+  kube::Api* api = http->get();
+  // As for CoreDNS: errors that may pass are tried again for a minute.
+  const absl::Time retry_until = absl::Now() + absl::Minutes(1);
+  while (true) {
+    absl::Status s = api->Delete(kube::kMeshes, "", name);
+    if (absl::IsNotFound(s)) {
+      TM_LOG_INFO("Mesh {} does not exist: nothing to delete", name);
+      return 0;
+    }
+    if (s.ok()) break;
+    if (!Transient(s) || absl::Now() > retry_until) {
+      return Fail("deleting Mesh " + name + ": " + std::string(s.message()));
+    }
+    TM_LOG_WARN("deleting Mesh {}: {} (trying again)", name, std::string(s.message()));
+    absl::SleepFor(absl::Seconds(1));
+  }
+  // The running operator removes the members, then its finalizer.
+  if (WaitMeshGone(api, name, absl::Now() + wait)) {
+    TM_LOG_INFO("Mesh {} deleted; the operator removed its members", name);
+    return 0;
+  }
+  // No operator finalized it (none runs, or none leads): without this the Mesh would stay
+  // Terminating for ever, and `helm uninstall --wait` with it.
+  TM_LOG_WARN(
+      "Mesh {} was not finalized within {}: no operator removed its members. Removing the "
+      "finalizer {}; the Mesh's MeshPeers stay (delete them with kubectl)",
+      name, absl::FormatDuration(wait), kMeshFinalizer);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    absl::StatusOr<nlohmann::json> mesh = api->Get(kube::kMeshes, "", name);
+    if (absl::IsNotFound(mesh.status())) return 0;
+    if (!mesh.ok()) {
+      if (!Transient(mesh.status())) {
+        return Fail("reading Mesh " + name + ": " + std::string(mesh.status().message()));
+      }
+      absl::SleepFor(absl::Seconds(1));
+      continue;
+    }
+    absl::Status s = RemoveMeshFinalizer(api, *mesh);
+    if (s.ok() || absl::IsNotFound(s)) break;
+    if (!kube::IsConflict(s) && !Transient(s)) return Fail(std::string(s.message()));
+  }
+  if (WaitMeshGone(api, name, absl::Now() + absl::Seconds(10))) return 0;
+  return Fail("Mesh " + name + " is still there after its finalizer was removed");
 }
 
 }  // namespace tunnelmesh

@@ -35,4 +35,9 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop);
 // or there was nothing to remove; kExitFailure (printed) otherwise; kExitUsage for bad flags.
 int RunCorednsRemoval(const OperatorOptions& options);
 
+// `delete-mesh NAME`: deletes the Mesh and waits up to --wait for the running operator to remove
+// its members and finalizer; without one, removes the finalizer itself (the members' MeshPeers
+// stay) so that the Mesh does not stay Terminating. The chart's pre-delete hook.
+int RunMeshDeletion(const OperatorOptions& options);
+
 }  // namespace tunnelmesh

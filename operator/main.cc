@@ -167,6 +167,7 @@ int Run(const OperatorOptions& options) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   if (options.coredns_remove) return RunCorednsRemoval(options);
+  if (!options.delete_mesh.empty()) return RunMeshDeletion(options);
   if (options.standalone) return RunStandalone(options, signals);
   // SIGINT/SIGTERM set `stop` from their own thread, so that every wait of Kubernetes mode can end.
   std::atomic<bool> stop{false};
@@ -245,6 +246,10 @@ int main(int argc, char** argv) {
                  "Secret holding the coordinator's CA and relay keys (created if missing)");
   app.add_option("--ca-configmap", options.ca_configmap,
                  "ConfigMap the CA certificate and its hash are published in");
+  app.add_option("--label-pod", options.label_pod,
+                 "Kubernetes mode: label this pod (in --namespace) tunnelmesh.io/role=standby, "
+                 "and =leader once this replica leads and serves, for a Service that selects the "
+                 "leader");
   app.add_option("--agent-service-account", options.agent_service_account,
                  "NAMESPACE/NAME of the ServiceAccount whose tokens may join (TokenReview)");
   app.add_flag("--configure-coredns", options.configure_coredns,
@@ -264,6 +269,15 @@ int main(int argc, char** argv) {
                  "remove this release's server blocks (the chart's uninstall hook)")
       ->required();
   coredns->fallthrough();  // --namespace, --dns-service, ... may follow the subcommand
+  std::string delete_mesh_wait = "60s";
+  CLI::App* delete_mesh = app.add_subcommand(
+      "delete-mesh",
+      "Kubernetes: delete a Mesh and wait for the operator to remove its members, then exit (the "
+      "chart's uninstall hook); without a running operator, remove its finalizer");
+  delete_mesh->add_option("name", options.delete_mesh, "the Mesh")->required();
+  delete_mesh->add_option("--wait", delete_mesh_wait,
+                          "how long to wait for the operator (60s; 1s to 10m)");
+  delete_mesh->fallthrough();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -286,6 +300,13 @@ int main(int argc, char** argv) {
                  "tunnelmesh-operator: --psk-rollover-step \"%s\" is not a duration from 2s to "
                  "24h: every member must get each step of a rollover before the next one\n",
                  psk_rollover_step.c_str());
+    return 2;
+  }
+  if (!absl::ParseDuration(delete_mesh_wait, &options.delete_mesh_wait) ||
+      options.delete_mesh_wait < absl::Seconds(1) || options.delete_mesh_wait > absl::Minutes(10)) {
+    std::fprintf(
+        stderr, "tunnelmesh-operator: delete-mesh --wait \"%s\" is not a duration from 1s to 10m\n",
+        delete_mesh_wait.c_str());
     return 2;
   }
   return tunnelmesh::Run(options);

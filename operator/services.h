@@ -63,6 +63,11 @@ struct OperatorOptions {
   std::string coordinator_secret = "tunnelmesh-coordinator";
   std::string ca_configmap = "tunnelmesh-ca";
   std::string agent_service_account;  // NAMESPACE/NAME
+  // The operator's own pod, labelled tunnelmesh.io/role=standby|leader (--label-pod).
+  std::string label_pod;
+  // `delete-mesh NAME`: the Mesh to delete, then exit; how long the operator gets to finalize it.
+  std::string delete_mesh;
+  absl::Duration delete_mesh_wait = absl::Seconds(60);
   // Kubernetes mode: keep the cluster's CoreDNS forwarding the mesh domains to dns_service
   // (operator/dns/coredns_config_reconciler.h); `coredns --remove` removes that forwarding.
   bool configure_coredns = false;

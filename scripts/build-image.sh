@@ -96,72 +96,8 @@ case $(uname -m) in
 esac
 
 mkdir -p "$(dirname "$out")"
-python3 - "$root" "$out.tmp" "$name:$tag" "$arch" "$epoch" <<'PY'
-import hashlib, io, json, os, stat, sys, tarfile
-
-root, out, ref, arch, epoch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-
-def entry(name, kind, mode, size=0, linkname=""):
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.size, info.linkname = kind, mode, size, linkname
-    info.mtime, info.uid, info.gid, info.uname, info.gname = epoch, 0, 0, "", ""
-    return info
-
-# The layer: every path under root, sorted, with modes fixed (no umask or source mode leaks in).
-layer = io.BytesIO()
-with tarfile.open(fileobj=layer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-    paths = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in dirnames + filenames:
-            paths.append(os.path.relpath(os.path.join(dirpath, n), root))
-    for rel in sorted(paths):
-        full = os.path.join(root, rel)
-        st = os.lstat(full)
-        if stat.S_ISLNK(st.st_mode):
-            tar.addfile(entry(rel, tarfile.SYMTYPE, 0o777, linkname=os.readlink(full)))
-        elif stat.S_ISDIR(st.st_mode):
-            tar.addfile(entry(rel + "/", tarfile.DIRTYPE, 0o1777 if rel == "tmp" else 0o755))
-        else:
-            executable = rel.startswith("usr/bin/") or "/ld-linux" in rel
-            with open(full, "rb") as f:
-                tar.addfile(entry(rel, tarfile.REGTYPE, 0o755 if executable else 0o644,
-                                  st.st_size), f)
-layer_bytes = layer.getvalue()
-layer_digest = hashlib.sha256(layer_bytes).hexdigest()
-
-# The image config (OCI image spec / docker): no "created", so no timestamp.
-config = {
-    "architecture": arch,
-    "os": "linux",
-    "config": {
-        "User": "65532:65532",
-        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-        "Entrypoint": None,
-        "Cmd": ["/usr/bin/tunnelmesh-operator", "--help"],
-        "WorkingDir": "/",
-    },
-    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + layer_digest]},
-    "history": [{"created_by": "scripts/build-image.sh"}],
-}
-config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-config_digest = hashlib.sha256(config_bytes).hexdigest()
-manifest = [{
-    "Config": config_digest + ".json",
-    "RepoTags": [ref],
-    "Layers": [layer_digest + "/layer.tar"],
-}]
-manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
-
-members = sorted([
-    (layer_digest + "/layer.tar", layer_bytes),
-    (config_digest + ".json", config_bytes),
-    ("manifest.json", manifest_bytes),
-])
-with tarfile.open(out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-    tar.addfile(entry(layer_digest + "/", tarfile.DIRTYPE, 0o755))
-    for name, data in members:
-        tar.addfile(entry(name, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
-print(f"{ref} sha256:{config_digest} ({len(layer_bytes)} bytes unpacked)")
-PY
+config='{"User": "65532:65532", "Entrypoint": null, "Cmd": ["/usr/bin/tunnelmesh-operator", "--help"]}'
+python3 "$(dirname "$0")/docker-archive.py" "$root" "$out.tmp" "$name:$tag" "$arch" "$epoch" "$config" \
+  "scripts/build-image.sh"
 mv "$out.tmp" "$out"
 echo "build-image: wrote $out ($(stat -c %s "$out") bytes)"

@@ -23,6 +23,9 @@ packages=(
   # scripts/build-image.sh (strip; ldd comes with every Debian) and e2e/cluster/image.sh,
   # which runs the image in a private containerd (with runc)
   binutils containerd runc
+  # e2e/cluster/nodes.sh: real nodes (kubelet, kube-proxy, containerd) with the standard CNI
+  # plugins, kube-proxy's iptables (nft backend) and conntrack, and busybox for the test pods
+  containernetworking-plugins iptables conntrack busybox-static
 )
 
 missing=()

@@ -7,14 +7,20 @@
 # first prints the tail of both daemons' logs. Conventions follow e2e/netns/lib.sh: exit 77 when
 # not root, a time budget watchdog shorter than the CTest TIMEOUT, polling with deadlines.
 #
-# kube-apiserver is built once from Debian's own kubernetes source package (1.20.2, dependencies
+# The Kubernetes binaries are built once from Debian's own kubernetes source package (1.20.2, dependencies
 # vendored) and cached outside the clone, so later runs start in seconds:
-#   TM_KUBE_CACHE   cache folder (default /var/cache/tunnelmesh/kube), holds kube-apiserver.
+#   TM_KUBE_CACHE   cache folder (default /var/cache/tunnelmesh/kube); one subfolder per build's
+#                   inputs holds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy.
 #   TM_LOG_LINES    log lines per daemon printed on failure (default 200).
 #   TM_KEEP_WORK=1  keep the work directory even on success.
 #   KUBE_APISERVER_EXTRA_ARGS  more kube-apiserver flags, split at spaces (e.g. --tls-cert-file F
 #                   --tls-private-key-file K for a CA-signed serving certificate).
 #   KUBE_EXTRA_TOKENS  more lines for the static token file (TOKEN,USER,UID[,"GROUP,..."]).
+#   KUBE_AUTHORIZATION_MODE  --authorization-mode (default RBAC).
+#   KUBE_BIND_ADDRESS  the API server's address (default 127.0.0.1); nodes.sh uses one that pods
+#                   on its nodes reach.
+# Hooks a script (or nodes.sh) may define: kube_before_down (runs on exit before the control plane
+# stops) and kube_more_diagnostics (runs on failure after the daemons' logs).
 #
 # Why the reflect2 replacement: the vendored modern-go/reflect2 1.0.1 crashes the API server on
 # the first custom resource when built with Go >= 1.18; Debian's 1.0.2 does not.
@@ -34,6 +40,8 @@ KUBE_APISERVER_PID=""
 KUBE_APISERVER=""
 KUBECONFIG_FILE=""
 KUBE_PORT=""
+KUBE_SERVER=""
+KUBE_TOKEN=""
 
 # Messages go to the script's original stderr (fd KUBE_ERR), so that a kube_fail inside a polled
 # command, whose output kube_wait captures, is still seen.
@@ -88,6 +96,7 @@ kube__on_exit() {
   exec 1>&"$KUBE_OUT" 2>&"$KUBE_ERR" # the exit may come from inside a redirected, polled command
   [[ -n "$KUBE_WATCHDOG_PID" ]] && kill "$KUBE_WATCHDOG_PID" 2>/dev/null
   (( rc == 0 )) || kube_dump_diagnostics
+  if declare -F kube_before_down >/dev/null; then kube_before_down; fi
   kube_down
   if (( rc == 0 )); then
     [[ "${TM_KEEP_WORK:-0}" == 1 ]] || rm -rf "$KUBE_WORK"
@@ -137,6 +146,7 @@ kube_dump_diagnostics() {
     timeout 10 kubectl --kubeconfig "$KUBECONFIG_FILE" get crds,meshes,meshpeers,peerpolicies -A \
       >&2 2>&1
   fi
+  if declare -F kube_more_diagnostics >/dev/null; then kube_more_diagnostics; fi
   echo "################ end of diagnostics ################" >&2
 }
 
@@ -169,30 +179,58 @@ kube_free_port() {
 # ---------------------------------------------------------------------------------------------
 # kube-apiserver binary
 
-# kube_apiserver_binary: sets KUBE_APISERVER to the cached binary, building it first if absent.
-# A lock on the cache folder keeps two runs from building at once; the second waits and uses
-# the first one's result.
-kube_apiserver_binary() {
-  KUBE_APISERVER=$KUBE_CACHE/kube-apiserver
-  if [[ -x "$KUBE_APISERVER" ]]; then return 0; fi
+# kube_binaries: sets KUBE_BIN to the cache folder holding kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet and kube-proxy, and KUBE_APISERVER to the first, building all five if
+# any is absent. The folder is named after the build's inputs (Debian's kubernetes version, the
+# reflect2 package that replaces the vendored one, the Go toolchain), so a change of any of them
+# builds anew instead of reusing binaries of other inputs. A lock on the cache folder keeps two
+# runs from building at once; the second waits and uses the first one's result.
+kube_binaries() {
+  local key
+  key=$(kube__build_key)
+  KUBE_BIN=$KUBE_CACHE/$key
+  KUBE_APISERVER=$KUBE_BIN/kube-apiserver
+  if kube__binaries_present; then return 0; fi
   mkdir -p "$KUBE_CACHE"
   local lockfd
   exec {lockfd}>"$KUBE_CACHE/.lock"
   kube_log "waiting for the build lock $KUBE_CACHE/.lock"
   flock "$lockfd"
-  if [[ ! -x "$KUBE_APISERVER" ]]; then
+  if ! kube__binaries_present; then
     local start
     start=$(kube__now_ms)
-    kube_step "building kube-apiserver from Debian's kubernetes source (first run only, ~5 min)"
+    kube_step "building Kubernetes 1.20 from Debian's source into $KUBE_BIN (first run only, ~5 min on 2 cores)"
     # A plain call, not in an `||` list, so that errexit stays on inside; a failure ends the
     # script through the ERR and EXIT traps (the lock goes with the process).
-    kube__build_apiserver
-    kube_log "kube-apiserver built in $(( ($(kube__now_ms) - start) / 1000 ))s"
+    kube__build
+    kube_log "Kubernetes built in $(( ($(kube__now_ms) - start) / 1000 ))s"
   fi
   exec {lockfd}>&-
 }
+# The old name, for the scripts that need only the API server.
+kube_apiserver_binary() { kube_binaries; }
 
-kube__build_apiserver() (
+KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+
+kube__binaries_present() {
+  local c
+  for c in "${KUBE_COMPONENTS[@]}"; do [[ -x "$KUBE_BIN/$c" ]] || return 1; done
+}
+
+# kube__build_key: "k8s-" and the first 16 hex digits of a hash over the inputs' versions.
+kube__build_key() {
+  local k8s reflect go_version
+  k8s=$(apt-cache policy kubernetes-client 2>/dev/null | awk '$1 == "Candidate:" {print $2}')
+  [[ -n "$k8s" && "$k8s" != "(none)" ]] ||
+    kube_fail "apt knows no kubernetes-client package: Debian's kubernetes source is what the tests build (run apt-get update)"
+  reflect=$(dpkg-query -W -f '${Version}' golang-github-modern-go-reflect2-dev 2>/dev/null) ||
+    kube_fail "golang-github-modern-go-reflect2-dev is missing (run scripts/install-deps.sh)"
+  go_version=$(go version 2>/dev/null) || kube_fail "go is missing (run scripts/install-deps.sh)"
+  printf 'k8s-%s\n' "$(printf '%s|%s|%s|%s' "$k8s" "$reflect" "$go_version" "${KUBE_COMPONENTS[*]}" |
+    sha256sum | cut -c1-16)"
+}
+
+kube__build() (
   set -Eeuo pipefail
   local src=/etc/apt/sources.list.d/tunnelmesh-deb-src.sources
   local src_list=/etc/apt/sources.list.d/tunnelmesh-deb-src.list tmp tree
@@ -235,13 +273,18 @@ kube__build_apiserver() (
   export GOPATH=$PWD/.go CGO_ENABLED=0 GOFLAGS=-mod=vendor GOCACHE=$PWD/.gocache
   mkdir -p .go/src/k8s.io
   ln -s ../../.. .go/src/k8s.io/kubernetes
-  if ! make WHAT=cmd/kube-apiserver >"$tmp/build.log" 2>&1; then
+  local what="" c
+  for c in "${KUBE_COMPONENTS[@]}"; do what+=" cmd/$c"; done
+  if ! make WHAT="${what# }" >"$tmp/build.log" 2>&1; then
     tail -n 60 "$tmp/build.log" >&2
     return 1
   fi
-  cp _output/bin/kube-apiserver "$KUBE_CACHE/kube-apiserver.tmp.$$"
-  chmod 755 "$KUBE_CACHE/kube-apiserver.tmp.$$"
-  mv -f "$KUBE_CACHE/kube-apiserver.tmp.$$" "$KUBE_CACHE/kube-apiserver"
+  # Into a fresh folder beside the final one, renamed into place: no half-filled cache folder.
+  rm -rf "$KUBE_BIN.tmp.$$"
+  mkdir -p "$KUBE_BIN.tmp.$$"
+  for c in "${KUBE_COMPONENTS[@]}"; do install -m 755 "_output/bin/$c" "$KUBE_BIN.tmp.$$/$c"; done
+  rm -rf "$KUBE_BIN"
+  mv "$KUBE_BIN.tmp.$$" "$KUBE_BIN"
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -275,14 +318,16 @@ kube_up() {
   read -r -a extra_args <<<"${KUBE_APISERVER_EXTRA_ARGS:-}"
 
   KUBE_PORT=$(kube_free_port)
-  kube_step "starting kube-apiserver on 127.0.0.1:$KUBE_PORT"
+  local addr=${KUBE_BIND_ADDRESS:-127.0.0.1}
+  KUBE_SERVER=https://$addr:$KUBE_PORT
+  kube_step "starting kube-apiserver on $addr:$KUBE_PORT"
   start=$(kube__now_ms)
   "$KUBE_APISERVER" \
     --etcd-servers "http://127.0.0.1:$etcd_client" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$KUBE_PORT" \
+    --bind-address "$addr" --advertise-address "$addr" --secure-port "$KUBE_PORT" \
     --cert-dir "$w/certs" \
     --token-auth-file "$w/tokens.csv" \
-    --authorization-mode RBAC \
+    --authorization-mode "${KUBE_AUTHORIZATION_MODE:-RBAC}" \
     --service-account-key-file "$w/sa.pub" \
     --service-account-signing-key-file "$w/sa.key" \
     --service-account-issuer https://kubernetes.default.svc \
@@ -298,7 +343,7 @@ kind: Config
 clusters:
 - name: tmkube
   cluster:
-    server: https://127.0.0.1:$KUBE_PORT
+    server: $KUBE_SERVER
     insecure-skip-tls-verify: true
 users:
 - name: admin
@@ -311,6 +356,7 @@ current-context: tmkube
 EOF
   chmod 600 "$KUBECONFIG_FILE"
   export KUBECONFIG=$KUBECONFIG_FILE
+  KUBE_TOKEN=$token
   kube_wait 60 "kube-apiserver /readyz" kube__ready "$token"
   kube_log "kube-apiserver ready after $(( ($(kube__now_ms) - start) / 1000 ))s"
 }
@@ -322,7 +368,7 @@ kube__etcd_healthy() {
 
 kube__ready() {
   kill -0 "$KUBE_APISERVER_PID" 2>/dev/null || kube_fail "kube-apiserver exited"
-  curl -fsSk -H "Authorization: Bearer $1" "https://127.0.0.1:$KUBE_PORT/readyz"
+  curl -fsSk -H "Authorization: Bearer $1" "$KUBE_SERVER/readyz"
 }
 
 # kube_kubectl ARGS...: kubectl against this control plane, with a 30 s request timeout.

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/algorithm/container.h"
@@ -21,6 +22,9 @@
 
 namespace tunnelmesh {
 namespace {
+
+// How long one registration attempt waits for the channel to connect before asking anyway.
+constexpr absl::Duration kConnectWait = absl::Seconds(2);
 
 absl::Status FromGrpc(const grpc::Status& s) {
   if (s.ok()) return absl::OkStatus();
@@ -168,6 +172,13 @@ absl::StatusOr<coord::RegisterResponse> CoordinatorClient::Register(coord::Regis
                                                                     absl::Duration timeout,
                                                                     const TokenCheck* token_check) {
   const absl::Time deadline = absl::Now() + timeout;
+  // gRPC advances a connection attempt only while some thread polls the channel, and a fail-fast
+  // call on a channel in TRANSIENT_FAILURE returns at once without polling. After the coordinator
+  // was unreachable once, only gRPC's backup poller (every 5 s) would drive the next attempt, and
+  // it loses the race against the 5 s connect timeout, so the agent never connects again (seen
+  // with real pods: agents that start before the coordinator's Service has an endpoint). Waiting
+  // for the channel polls it; the fail-fast Hello below then says why it is still unreachable.
+  channel_->WaitForConnected(absl::ToChronoTime(std::min(deadline, absl::Now() + kConnectWait)));
   auto stub = coord::Coordinator::NewStub(channel_);
   coord::HelloRequest hello;
   std::string nonce(32, '\0');

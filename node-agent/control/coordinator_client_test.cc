@@ -31,9 +31,9 @@ class CoordinatorClientTest : public ::testing::Test {
     options.ca_hash = ca_hash_;
     coordinator_ = std::make_unique<Coordinator>(store_.get(), std::move(options));
     coordinator_->SetMeshes(Meshes(MeshManifest(24)));
-    const TlsIdentity tls{ca->cert_pem, cert->cert_pem + ca->cert_pem, cert->key_pem};
+    tls_ = TlsIdentity{ca->cert_pem, cert->cert_pem + ca->cert_pem, cert->key_pem};
     absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
-        CoordinatorServer::Start(coordinator_.get(), tls, "127.0.0.1", 0);
+        CoordinatorServer::Start(coordinator_.get(), tls_, "127.0.0.1", 0);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     client_ = std::make_unique<CoordinatorClient>("127.0.0.1:" + std::to_string(server_->port()),
@@ -48,6 +48,7 @@ class CoordinatorClientTest : public ::testing::Test {
     return Request(DerivePublicKey(key), name, token);
   }
 
+  TlsIdentity tls_;
   std::string ca_pem_;
   std::string ca_hash_;
   std::unique_ptr<StateStore> store_;
@@ -118,6 +119,36 @@ TEST_F(CoordinatorClientTest, TheCaIsPinnedOnlyAfterRegistration) {
   absl::StatusOr<CoordinatorCa> wrong = FetchCoordinatorCa(
       "127.0.0.1", server_->port(), "sha256:" + std::string(64, 'a'), dir + "/other-pin.pem");
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kPermissionDenied);
+}
+
+// An agent that found nothing listening keeps trying; once the coordinator listens, the next
+// attempt registers. (gRPC connects only while some thread polls the channel: with fail-fast calls
+// alone, a channel that failed once never connected again.)
+TEST_F(CoordinatorClientTest, RegistersSoonAfterTheCoordinatorStartsListening) {
+  const int port = server_->port();
+  server_->Shutdown();
+  server_.reset();
+  CoordinatorClient client("127.0.0.1:" + std::to_string(port), ca_pem_);
+  const SecretKey key = SecretKey::GeneratePrivate();
+  // Refused for long enough that gRPC's reconnect backoff has grown to its maximum.
+  for (const absl::Time until = absl::Now() + absl::Seconds(6); absl::Now() < until;) {
+    EXPECT_FALSE(client.Register(RequestFor(key, "late"), key, absl::Milliseconds(300)).ok());
+    absl::SleepFor(absl::Milliseconds(300));
+  }
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
+      CoordinatorServer::Start(coordinator_.get(), tls_, "127.0.0.1", port);
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = *std::move(server);
+  // As the agent's session retries: attempts half a second apart, each allowed 5 s.
+  const absl::Time start = absl::Now();
+  absl::StatusOr<coord::RegisterResponse> response;
+  while (absl::Now() - start < absl::Seconds(12)) {
+    response = client.Register(RequestFor(key, "late"), key, absl::Seconds(5));
+    if (response.ok()) break;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(4));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@ const Resource kMeshes{"tunnelmesh.io", "v1alpha1", "meshes", false, "Mesh"};
 const Resource kMeshPeers{"tunnelmesh.io", "v1alpha1", "meshpeers", false, "MeshPeer"};
 const Resource kPeerPolicies{"tunnelmesh.io", "v1alpha1", "peerpolicies", false, "PeerPolicy"};
 const Resource kNodes{"", "v1", "nodes", false, "Node"};
+const Resource kPods{"", "v1", "pods", true, "Pod"};
 const Resource kSecrets{"", "v1", "secrets", true, "Secret"};
 const Resource kConfigMaps{"", "v1", "configmaps", true, "ConfigMap"};
 const Resource kEvents{"", "v1", "events", true, "Event"};

@@ -28,6 +28,7 @@ extern const Resource kMeshes;        // tunnelmesh.io/v1alpha1, cluster-scoped
 extern const Resource kMeshPeers;     // tunnelmesh.io/v1alpha1, cluster-scoped
 extern const Resource kPeerPolicies;  // tunnelmesh.io/v1alpha1, cluster-scoped
 extern const Resource kNodes;         // v1, cluster-scoped
+extern const Resource kPods;          // v1 (a bound token's pod; the operator's own pod's label)
 extern const Resource kSecrets;       // v1
 extern const Resource kConfigMaps;    // v1
 extern const Resource kEvents;        // v1

@@ -12,10 +12,6 @@
 namespace tunnelmesh::kube {
 namespace {
 
-// Pods are read only here (a bound token's pod, for its node); resource.h lists what the
-// reconcilers use.
-const Resource kPods{"", "v1", "pods", true, "Pod"};
-
 // "system:serviceaccount:NS:NAME" -> NS; empty for any other user.
 std::string ServiceAccountNamespace(const std::string& user) {
   constexpr std::string_view kPrefix = "system:serviceaccount:";

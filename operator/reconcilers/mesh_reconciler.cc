@@ -139,17 +139,25 @@ absl::Status MeshReconciler::Finalize(const nlohmann::json& object) {
   if (!coordinator_->FlushStore(absl::Seconds(10))) {
     return absl::UnavailableError("deleting the MeshPeers of Mesh " + name + " takes long");
   }
-  finalizers.erase(std::remove(finalizers.begin(), finalizers.end(), kMeshFinalizer),
-                   finalizers.end());
-  absl::StatusOr<nlohmann::json> patched = api_->Patch(
-      kube::kMeshes, "", name, FinalizersPatch(object, finalizers), kube::PatchType::kJson);
-  if (patched.ok()) {
+  absl::Status removed = RemoveMeshFinalizer(api_, object);
+  if (removed.ok()) {
     TM_LOG_INFO("Mesh {} deleted: its members were removed", name);
-  } else if (!absl::IsNotFound(patched.status())) {
-    return absl::Status(patched.status().code(), "removing the finalizer of Mesh " + name + ": " +
-                                                     std::string(patched.status().message()));
+  } else if (!absl::IsNotFound(removed)) {
+    return removed;
   }
   return absl::OkStatus();
+}
+
+absl::Status RemoveMeshFinalizer(kube::Api* api, const nlohmann::json& mesh) {
+  const std::string name = ObjectName(mesh);
+  std::vector<std::string> finalizers = FinalizersOf(mesh);
+  finalizers.erase(std::remove(finalizers.begin(), finalizers.end(), kMeshFinalizer),
+                   finalizers.end());
+  absl::StatusOr<nlohmann::json> patched = api->Patch(
+      kube::kMeshes, "", name, FinalizersPatch(mesh, finalizers), kube::PatchType::kJson);
+  if (patched.ok()) return absl::OkStatus();
+  return absl::Status(patched.status().code(), "removing the finalizer of Mesh " + name + ": " +
+                                                   std::string(patched.status().message()));
 }
 
 void MeshReconciler::Apply(const std::string& name, const MeshSpec* spec) {

@@ -29,6 +29,10 @@ namespace tunnelmesh {
 
 inline constexpr char kMeshFinalizer[] = "tunnelmesh.io/members";
 
+// Removes kMeshFinalizer from `mesh` (as read, with its resourceVersion: a changed object is
+// kAborted) and keeps other finalizers.
+[[nodiscard]] absl::Status RemoveMeshFinalizer(kube::Api* api, const nlohmann::json& mesh);
+
 class MeshReconciler final : public Reconciler {
  public:
   struct Options {

@@ -135,3 +135,78 @@ for 10.99.0.0/16), none for a range shorter than /8 (IPv4) or /4 (IPv6).
 {{- end }}
 {{- join " " $zones }}
 {{- end }}
+
+{{/*
+tunnelmesh.hookJob: a pre-delete hook Job that runs tunnelmesh-operator once with .args, as the
+operator's ServiceAccount, with the operator's image, security context, resources and scheduling.
+helm runs it before deleting anything of the release (so the ServiceAccount and its Roles still
+exist). The Job goes when it succeeded, and before the next attempt; a failed one stays for
+`kubectl logs`. Called with (dict "ctx" . "component" NAME "args" LIST).
+*/}}
+{{- define "tunnelmesh.hookJob" -}}
+{{- $ := .ctx }}
+{{- $op := $.Values.operator }}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ include "tunnelmesh.fullname" $ }}-{{ .component }}
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "tunnelmesh.labels" (dict "ctx" $ "component" .component) | nindent 4 }}
+  annotations:
+    helm.sh/hook: pre-delete
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+spec:
+  backoffLimit: 2
+  activeDeadlineSeconds: 300
+  template:
+    metadata:
+      labels:
+        {{- include "tunnelmesh.selectorLabels" (dict "ctx" $ "component" .component) | nindent 8 }}
+    spec:
+      serviceAccountName: {{ include "tunnelmesh.operatorName" $ }}
+      restartPolicy: Never
+      {{- with $.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $op.priorityClassName }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      {{- with $op.podSecurityContext }}
+      securityContext:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      containers:
+        - name: {{ .component }}
+          image: {{ include "tunnelmesh.image" $ }}
+          imagePullPolicy: {{ $.Values.image.pullPolicy }}
+          command:
+            - /usr/bin/tunnelmesh-operator
+            {{- range .args }}
+            - {{ . | quote }}
+            {{- end }}
+            - --log-level
+            - {{ $op.logLevel }}
+          env:
+            - name: POD_NAMESPACE
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.namespace
+          {{- with $op.securityContext }}
+          securityContext:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          {{- with $op.resources }}
+          resources:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+      {{- with $op.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $op.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end }}
