@@ -46,6 +46,7 @@ struct Options {
   std::string state_dir = kDefaultStateDir;
   std::string log_level = "info";
   bool json = false;
+  bool check = false;
 };
 
 int Fail(const std::string& what) {
@@ -148,6 +149,15 @@ int Status(const Options& options, bool interface_given) {
   }
   for (const std::string& error : errors) {
     std::fprintf(stderr, "tunnelmesh-agent: %s\n", error.c_str());
+  }
+  if (options.check) {
+    std::vector<std::string> problems;
+    for (const nlohmann::json& status : statuses) {
+      for (std::string& p : StatusProblems(status)) problems.push_back(std::move(p));
+    }
+    for (const std::string& p : problems)
+      std::fprintf(stderr, "tunnelmesh-agent: check: %s\n", p.c_str());
+    if (!problems.empty() || !errors.empty()) return kExitFailure;
   }
   return 0;
 }
@@ -318,6 +328,9 @@ int main(int argc, char** argv) {
       app.add_subcommand("pubkey", "read a private key on stdin, print its public key");
   CLI::App* status = app.add_subcommand("status", "show the running agent's peers and counters");
   status->add_flag("--json", options.json, "print JSON");
+  status->add_flag("--check", options.check,
+                   "exit 1 unless every agent asked has a mesh address and is connected to its "
+                   "coordinator (for probes and `helm test`)");
   status->add_option("--interface", options.interface_name,
                      "interface of the agent to ask (default: every agent of --state-dir)");
   status->add_option("--state-dir", options.state_dir, "state directory of the agent to ask");

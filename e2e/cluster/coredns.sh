@@ -94,6 +94,7 @@ pod_script() {
 # operator_start ID: the Deployment's pod, in the background, once its ServiceAccount exists; its
 # log is operator-ID.log.
 operator_start() {
+  kube_placeholder_pod "$NS" "$REL-operator" "$REL-operator"
   mkdir -p "$SA_DIR"
   k -n "$NS" create token "$REL-operator" --duration 1h >"$SA_DIR/token"
   cp "$KUBE_WORK/certs/apiserver.crt" "$SA_DIR/ca.crt"
@@ -111,6 +112,24 @@ operator_stop() { # SIGTERM, as the kubelet does when helm deletes the Deploymen
   wait "$OP_PID" || rc=$?
   OP_PID=""
   (( rc == 0 )) || kube_fail "the operator exited with $rc on SIGTERM"
+}
+
+# job_complete JOB: what the Job controller would write; helm v4 waits for condition Complete=True.
+job_complete() {
+  local now
+  now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  k -n "$NS" patch job "$1" --subresource=status --type=merge -p "{\"status\":{\"startTime\":\"$now\",\"completionTime\":\"$now\",\"succeeded\":1,\"conditions\":[{\"type\":\"Complete\",\"status\":\"True\",\"lastProbeTime\":\"$now\",\"lastTransitionTime\":\"$now\"}]}}" >/dev/null
+}
+# mesh_hook_run: the chart's other pre-delete hook, mesh-cleanup (`delete-mesh default`), run as
+# the kubelet would while the operator still runs; the operator removes the Mesh's finalizer.
+mesh_hook_run() {
+  local job=$REL-mesh-cleanup
+  kube_wait 30 "helm to create the hook Job $job" k -n "$NS" get job "$job"
+  pod_script "job/$job" mesh-cleanup mesh-cleanup
+  ip netns exec "$PODNS" sh "$KUBE_WORK/mesh-cleanup.sh" >"$KUBE_WORK/mesh-cleanup.log" 2>&1 ||
+    kube_fail "the mesh-cleanup hook's container failed:"$'\n'"$(cat "$KUBE_WORK/mesh-cleanup.log")"
+  kube_log "mesh-cleanup hook: $(tr '\n' ' ' <"$KUBE_WORK/mesh-cleanup.log" | cut -c1-300)"
+  job_complete "$job"
 }
 
 kube_step "NOTES.txt and the operator write the same server block keys"
@@ -224,17 +243,15 @@ got=$(k -n "$NS" get service "$REL" -o "jsonpath={.metadata.annotations.tunnelme
 kube_wait 15 "the operator to see the removal request" \
   grep -q 'CoreDNSRemovalRequested' "$OP_LOG"
 corefile_is "$KUBE_WORK/want4" || kube_fail "the operator put the block back during the uninstall"
-# What the Job controller would write; helm v4 waits for condition Complete=True.
-now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-k -n "$NS" patch job "$JOB" --subresource=status --type=merge -p "{\"status\":{\"startTime\":\"$now\",\"completionTime\":\"$now\",\"succeeded\":1,\"conditions\":[{\"type\":\"Complete\",\"status\":\"True\",\"lastProbeTime\":\"$now\",\"lastTransitionTime\":\"$now\"}]}}" >/dev/null
+job_complete "$JOB"
+mesh_hook_run
 wait "$uninstall_pid" || kube_fail "helm uninstall failed:"$'\n'"$(cat "$KUBE_WORK/uninstall.out")"
 k -n "$NS" get job "$JOB" >/dev/null 2>&1 && kube_fail "the hook Job was not deleted after it succeeded (hook-delete-policy)"
 k -n kube-system get role "$role" >/dev/null 2>&1 && kube_fail "Role $role outlived the release"
 # Helm deleted the Deployment: a kubelet would stop the pod now.
 operator_stop
 corefile_is "$KUBE_WORK/want4" || kube_fail "the block came back after the hook"
-# helm deleted the Mesh together with the operator; its finalizer may stay (docs/helm.md).
-k patch mesh default --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+k get mesh default >/dev/null 2>&1 && kube_fail "Mesh default outlived the uninstall (the mesh-cleanup hook deletes it)"
 
 kube_step "dns.configureCoreDNS=false: NOTES print the stanza, the ConfigMap is left alone"
 rv=$(k -n kube-system get configmap coredns -o jsonpath='{.metadata.resourceVersion}')
@@ -260,6 +277,9 @@ sleep 2
   kube_fail "the operator changed ConfigMap kube-system/coredns with dns.configureCoreDNS=false"
 grep -q 'CoreDNS' "$OP_LOG" &&
   kube_fail "the operator mentions CoreDNS with dns.configureCoreDNS=false: $(grep CoreDNS "$OP_LOG")"
-out=$(helm_quiet uninstall "$REL" -n "$NS" --timeout 60s 2>&1) || kube_fail "helm uninstall failed:"$'\n'"$out"
+helm_quiet uninstall "$REL" -n "$NS" --timeout 60s >"$KUBE_WORK/uninstall2.out" 2>&1 &
+uninstall_pid=$!
+mesh_hook_run
+wait "$uninstall_pid" || kube_fail "helm uninstall failed:"$'\n'"$(cat "$KUBE_WORK/uninstall2.out")"
 operator_stop
 corefile_is "$KUBE_WORK/want4" || kube_fail "ConfigMap kube-system/coredns changed"

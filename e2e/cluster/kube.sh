@@ -385,3 +385,19 @@ kube_link_namespace() {
   ip -n "$netns" link set "$netns_if" up
 }
 kube_kubectl() { kubectl --kubeconfig "$KUBECONFIG_FILE" --request-timeout=30s "$@"; }
+
+# kube_placeholder_pod NS NAME SERVICE_ACCOUNT: a Pod object NAME (no kubelet runs it) for a
+# container that pod_launcher.py starts in its place, so that what the container does to its own
+# pod (the operator labels it, --label-pod) has an object to act on.
+kube_placeholder_pod() {
+  kube_kubectl -n "$1" get pod "$2" >/dev/null 2>&1 && return 0
+  kube_kubectl -n "$1" create -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $2}
+spec:
+  serviceAccountName: $3
+  automountServiceAccountToken: false
+  containers: [{name: placeholder, image: k8s.local/placeholder}]
+EOF
+}

@@ -127,6 +127,7 @@ EOF
 # op_start ID: a replica of the operator Deployment, as pod tunnelmesh-operator-ID.
 op_start() {
   local id=$1 script=$TM_WORK/operator-$1.sh
+  kube_placeholder_pod "$NS" "tunnelmesh-operator-$id" tunnelmesh-operator
   k -n "$NS" get deployment tunnelmesh-operator -o json |
     "$TM_PY" "$HERE/pod_launcher.py" --container operator \
       --field "metadata.namespace=$NS" --field "metadata.name=tunnelmesh-operator-$id" \

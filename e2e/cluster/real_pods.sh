@@ -171,6 +171,24 @@ body=$(k logs -n default fetch-a)
 kube_log "tm-a's pod got '$body' from ${IP[tm-c]}:18080; tm-b's pod was refused ($(k logs -n default fetch-b 2>&1 | tail -n 1))"
 k delete pod -n default fetch-a fetch-b --wait=false >/dev/null
 
+kube_step "3b. helm test: the chart's own check of a node's agent"
+helm test "$RELEASE" --namespace "$NS" --timeout 120s >"$KUBE_WORK/helm-test.log" 2>&1 ||
+  { cat "$KUBE_WORK/helm-test.log" >&2; kube_fail "helm test failed"; }
+kube_log "helm test: $(grep -E 'TEST SUITE|Phase' "$KUBE_WORK/helm-test.log" | tr -s ' ' | tr '\n' ' ')"
+# What the pods use, as the kubelet measures it (for the chart's requests and limits).
+for n in tm-a tm-b; do
+  k get --raw "/api/v1/nodes/$n/proxy/stats/summary" | python3 -c '
+import json, sys
+for pod in json.load(sys.stdin)["pods"]:
+    if pod["podRef"]["namespace"] != "tunnelmesh":
+        continue
+    for c in pod.get("containers", []):
+        mem = c.get("memory", {}).get("workingSetBytes", 0) / 2**20
+        cpu = c.get("cpu", {}).get("usageNanoCores", 0) / 1e6
+        print("%s/%s: %.1f MiB working set, %.1f mCPU" % (pod["podRef"]["name"], c["name"], mem, cpu))
+' >&2 || kube_log "(no stats summary from $n)"
+done
+
 # ---------------------------------------------------------------------------------------------
 kube_step "4. deleting tm-c's agent pod: a new one, the same mesh IP"
 agent_pod() { # NODE: the name of the agent pod on NODE

@@ -84,5 +84,28 @@ TEST(StatusTest, ReportsPeersRoutesAndDrops) {
   EXPECT_NE(text.find("malformed=3"), std::string::npos) << text;
 }
 
+// `status --check`: registered and connected passes; no address or no coordinator connection is
+// named; a member run from a config file (no coordinator object) passes; offline peers do not
+// count.
+TEST(StatusTest, CheckNamesWhatIsMissing) {
+  nlohmann::json status = {
+      {"self",
+       {{"interface", "tm0"},
+        {"mesh_ips", {"10.99.0.1"}},
+        {"coordinator", {{"address", "10.96.0.77:7700"}, {"connected", true}}}}},
+      {"peers", {{{"name", "laptop"}, {"online", false}}}}};
+  EXPECT_TRUE(StatusProblems(status).empty());
+  status["self"]["coordinator"]["connected"] = false;
+  status["self"]["coordinator"]["error"] = "connection refused";
+  status["self"]["mesh_ips"] = nlohmann::json::array();
+  const std::vector<std::string> problems = StatusProblems(status);
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_EQ(problems[0], "tm0: no mesh address yet (not registered)");
+  EXPECT_EQ(problems[1],
+            "tm0: not connected to the coordinator at 10.96.0.77:7700 (connection refused)");
+  status["self"].erase("coordinator");
+  EXPECT_TRUE(StatusProblems(status).empty());
+}
+
 }  // namespace
 }  // namespace tunnelmesh

@@ -226,4 +226,21 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
   return out;
 }
 
+std::vector<std::string> StatusProblems(const nlohmann::json& status) {
+  std::vector<std::string> problems;
+  const nlohmann::json& self = Field(status, "self");
+  const std::string interface_name = String(self, "interface");
+  const nlohmann::json& coordinator = Field(self, "coordinator");
+  if (!coordinator.is_object()) return problems;
+  if (JoinStrings(Field(self, "mesh_ips")).empty()) {
+    problems.push_back(interface_name + ": no mesh address yet (not registered)");
+  }
+  if (Field(coordinator, "connected") != true) {
+    const std::string error = String(coordinator, "error");
+    problems.push_back(interface_name + ": not connected to the coordinator at " +
+                       String(coordinator, "address") + (error.empty() ? "" : " (" + error + ")"));
+  }
+  return problems;
+}
+
 }  // namespace tunnelmesh

@@ -46,4 +46,9 @@ nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
 // `wg show`-like text; `now` renders "latest handshake: 5 seconds ago".
 std::string FormatStatus(const nlohmann::json& status, absl::Time now);
 
+// What `status --check` fails on, in words: no mesh address yet, or not connected to the
+// coordinator (a member outside a mesh, run from a config file, has no coordinator and passes).
+// Offline peers are not problems: laptops come and go.
+std::vector<std::string> StatusProblems(const nlohmann::json& status);
+
 }  // namespace tunnelmesh
