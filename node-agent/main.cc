@@ -54,8 +54,9 @@ int Fail(const std::string& what) {
   return kExitFailure;
 }
 
-// Each peer's SSH fallback and the relay hold a TCP connection, each attached pod a few more: the
-// soft descriptor limit (often 1024) goes up to the hard limit the administrator set.
+// The relay, the coordinator, the control and UAPI sockets and the DNS server hold descriptors,
+// more with many peers: the soft descriptor limit (often 1024) goes up to the hard limit the
+// administrator set.
 void RaiseFileLimit() {
   absl::StatusOr<DescriptorLimit> limit = RaiseDescriptorLimit();
   if (!limit.ok()) {
