@@ -147,7 +147,7 @@ TEST(HistogramTest, ConcurrentObservationsAreAllCounted) {
   const Histogram::Snapshot s = h.Take();
   EXPECT_EQ(s.count, 40000u);
   EXPECT_NEAR(s.sum, 80.0, 1e-6);
-  EXPECT_EQ(s.cumulative[0], 0u);  // 0.001
+  EXPECT_EQ(s.cumulative[0], 0u);      // 0.001
   EXPECT_EQ(s.cumulative[1], 40000u);  // 0.0025
 }
 

@@ -38,7 +38,8 @@ bool ParseRequestLine(std::string_view line, HttpRequest* request) {
   const std::string_view target = line.substr(first + 1, second - first - 1);
   const std::string_view version = line.substr(second + 1);
   if (!IsToken(method)) return false;
-  if (target.empty() || target[0] != '/' || !std::all_of(target.begin(), target.end(), IsTargetChar))
+  if (target.empty() || target[0] != '/' ||
+      !std::all_of(target.begin(), target.end(), IsTargetChar))
     return false;
   if (version != "HTTP/1.1" && version != "HTTP/1.0") return false;
   request->method = std::string(method);
@@ -120,6 +121,7 @@ HttpResponse ErrorResponse(int status) {
   response.reason = Reason(status);
   response.content_type = "text/plain; charset=utf-8";
   response.body = response.reason + "\n";
+  if (status == 503) response.body = "Service Unavailable: the metrics were not ready in time\n";
   if (status == 404) response.body = "Not Found: the metrics are at /metrics\n";
   if (status == 405) {
     response.allow = "GET, HEAD";

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -28,7 +29,7 @@ enum class HeadState {
 
 struct ParsedHead {
   HeadState state = HeadState::kIncomplete;
-  HttpRequest request;  // Set when kComplete.
+  HttpRequest request;   // Set when kComplete.
   size_t head_size = 0;  // Bytes of the head, the empty line included (kComplete).
 };
 
@@ -47,8 +48,9 @@ struct HttpResponse {
   bool head_only = false;  // HEAD: the headers of the GET answer, no body.
 };
 
-// The answer to a parsed head. `render` produces the metrics body (called only for GET and HEAD on
-// `path`).
+// The answer to a parsed head. `render` produces the metrics body as std::optional<std::string>
+// (called only for GET and HEAD on `path`); nullopt answers 503 (the component did not answer in
+// time).
 template <typename Render>
 HttpResponse Answer(const ParsedHead& head, std::string_view path, Render&& render);
 
@@ -69,11 +71,13 @@ HttpResponse Answer(const ParsedHead& head, std::string_view path, Render&& rend
   if (TargetPath(head.request.target) != path) return ErrorResponse(404);
   const std::string& method = head.request.method;
   if (method != "GET" && method != "HEAD") return ErrorResponse(405);
+  std::optional<std::string> body = render();
+  if (!body.has_value()) return ErrorResponse(503);
   HttpResponse response;
   response.status = 200;
   response.reason = "OK";
   response.content_type = kContentType;
-  response.body = render();
+  response.body = *std::move(body);
   response.head_only = method == "HEAD";
   return response;
 }

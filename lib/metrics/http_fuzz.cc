@@ -31,7 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (head.state == HeadState::kTooLarge) Check(input.size() >= limit);
   if (head.state == HeadState::kIncomplete) Check(input.size() < limit);
-  const HttpResponse response = Answer(head, "/metrics", [] { return std::string("x 1\n"); });
+  const HttpResponse response =
+      Answer(head, "/metrics", [] { return std::optional<std::string>("x 1\n"); });
   const std::string bytes = SerializeResponse(response);
   Check(bytes.rfind("HTTP/1.1 ", 0) == 0);
   Check(response.status == 200 || head.state != HeadState::kComplete ||

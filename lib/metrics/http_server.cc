@@ -88,10 +88,10 @@ absl::StatusOr<Endpoint> ParseListenAddress(std::string_view text, std::string_v
 }
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Endpoint& address,
-                                                                     std::string_view flag,
-                                                                     std::string_view disable_flag,
-                                                                     Render render,
-                                                                     ServerLimits limits) {
+                                                                    std::string_view flag,
+                                                                    std::string_view disable_flag,
+                                                                    Render render,
+                                                                    ServerLimits limits) {
   const bool v4 = address.address().family() == IpAddress::Family::kV4;
   const int fd = socket(v4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   const std::string flag_name(flag);
@@ -175,9 +175,9 @@ void MetricsServer::Serve() {
     }
     int timeout_ms = -1;
     if (wake != SteadyClock::time_point::max()) {
-      timeout_ms = static_cast<int>(
-          std::chrono::ceil<std::chrono::milliseconds>(std::max(wake - now, SteadyClock::duration{}))
-              .count());
+      timeout_ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(
+                                        std::max(wake - now, SteadyClock::duration{}))
+                                        .count());
     }
     if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) return;
     if (fds[0].revents != 0) break;

@@ -5,8 +5,8 @@
 // more is answered 503 and closed). Each answer closes its connection.
 //
 // The body comes from a Render callback that runs on the server's thread, once per GET or HEAD
-// of /metrics; it must not take long (the agent's builds a snapshot on its control thread with a
-// timeout, the operator's reads atomics).
+// of /metrics (nullopt: 503); it must not take long (the agent's builds a snapshot on its control
+// thread with a timeout, the operator's reads atomics).
 //
 // Thread-safety: Start and the destructor from the owner's thread; endpoint() and the counters
 // from any thread.
@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -42,14 +43,15 @@ struct ServerLimits {
 
 class MetricsServer {
  public:
-  using Render = std::function<std::string()>;
+  // nullopt answers 503.
+  using Render = std::function<std::optional<std::string>()>;
 
   // Listens on `address` (port 0: a free one). A port in use is kAlreadyExists, an address that is
   // not local kFailedPrecondition; both messages name `flag` and how to turn metrics off
   // (`disable_flag`, when not empty).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
-      const Endpoint& address, std::string_view flag, std::string_view disable_flag,
-      Render render, ServerLimits limits = {});
+      const Endpoint& address, std::string_view flag, std::string_view disable_flag, Render render,
+      ServerLimits limits = {});
   ~MetricsServer();  // Stops the thread and closes every socket.
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;

@@ -19,7 +19,9 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-Endpoint Loopback(uint16_t port = 0) { return Endpoint(IpAddress::Parse("127.0.0.1").value(), port); }
+Endpoint Loopback(uint16_t port = 0) {
+  return Endpoint(IpAddress::Parse("127.0.0.1").value(), port);
+}
 
 int Connect(const Endpoint& to) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -54,8 +56,8 @@ std::string Request(const Endpoint& to, const std::string& bytes) {
 }
 
 std::unique_ptr<MetricsServer> StartOrDie(MetricsServer::Render render, ServerLimits limits = {}) {
-  absl::StatusOr<std::unique_ptr<MetricsServer>> server =
-      MetricsServer::Start(Loopback(), "--metrics-address", "--no-metrics", std::move(render), limits);
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server = MetricsServer::Start(
+      Loopback(), "--metrics-address", "--no-metrics", std::move(render), limits);
   EXPECT_TRUE(server.ok()) << server.status();
   return server.ok() ? *std::move(server) : nullptr;
 }
@@ -64,6 +66,8 @@ TEST(ParseListenAddressTest, Forms) {
   EXPECT_EQ(ParseListenAddress("127.0.0.1:7710", "--f")->ToString(), "127.0.0.1:7710");
   EXPECT_EQ(ParseListenAddress("[::1]:0", "--f")->port(), 0);
   EXPECT_EQ(ParseListenAddress("0.0.0.0:65535", "--f")->port(), 65535);
+  // Brackets around IPv4 too: the chart writes "[$(POD_IP)]:PORT" for either family.
+  EXPECT_EQ(ParseListenAddress("[10.0.0.5]:7710", "--f")->ToString(), "10.0.0.5:7710");
   for (const char* bad : {"", "127.0.0.1", "localhost:7710", "::1:7710", "[::1]", "1.2.3.4:65536",
                           "1.2.3.4:-1", "1.2.3.4:+80", "1.2.3.4:"}) {
     absl::StatusOr<Endpoint> parsed = ParseListenAddress(bad, "--metrics-address");

@@ -12,7 +12,8 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 HttpResponse AnswerText(std::string_view bytes) {
-  return Answer(ParseRequestHead(bytes), "/metrics", [] { return std::string("body\n"); });
+  return Answer(ParseRequestHead(bytes), "/metrics",
+                [] { return std::optional<std::string>("body\n"); });
 }
 
 TEST(HttpTest, GetMetrics) {
@@ -50,22 +51,21 @@ TEST(HttpTest, OtherPathsAre404AndOtherMethods405) {
 TEST(HttpTest, IncompleteUntilTheEmptyLine) {
   EXPECT_EQ(ParseRequestHead("").state, HeadState::kIncomplete);
   EXPECT_EQ(ParseRequestHead("GET /metr").state, HeadState::kIncomplete);
-  EXPECT_EQ(ParseRequestHead("GET /metrics HTTP/1.1\r\nHost: x\r\n").state,
-            HeadState::kIncomplete);
+  EXPECT_EQ(ParseRequestHead("GET /metrics HTTP/1.1\r\nHost: x\r\n").state, HeadState::kIncomplete);
 }
 
 TEST(HttpTest, MalformedHeads) {
   for (const char* bad : {
-           "GET /metrics\r\n\r\n",                            // No version.
-           "GET /metrics HTTP/2.0\r\n\r\n",                   // Not HTTP/1.
-           "GET  /metrics HTTP/1.1\r\n\r\n",                  // Two spaces.
-           "G(T /metrics HTTP/1.1\r\n\r\n",                   // Method not a token.
-           "GET http://x/metrics HTTP/1.1\r\n\r\n",           // Absolute form.
-           "GET /me\x01trics HTTP/1.1\r\n\r\n",               // Control character.
-           "GET /metrics HTTP/1.1\r\nNo colon\r\n\r\n",       // Header without a colon.
+           "GET /metrics\r\n\r\n",                              // No version.
+           "GET /metrics HTTP/2.0\r\n\r\n",                     // Not HTTP/1.
+           "GET  /metrics HTTP/1.1\r\n\r\n",                    // Two spaces.
+           "G(T /metrics HTTP/1.1\r\n\r\n",                     // Method not a token.
+           "GET http://x/metrics HTTP/1.1\r\n\r\n",             // Absolute form.
+           "GET /me\x01trics HTTP/1.1\r\n\r\n",                 // Control character.
+           "GET /metrics HTTP/1.1\r\nNo colon\r\n\r\n",         // Header without a colon.
            "GET /metrics HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",  // Obsolete folding.
-           "GET /metrics HTTP/1.1\r\nBad Name: b\r\n\r\n",    // Space in the name.
-           "GET /metrics HTTP/1.1\r\nA: b\x7f\r\n\r\n",       // DEL in a value.
+           "GET /metrics HTTP/1.1\r\nBad Name: b\r\n\r\n",      // Space in the name.
+           "GET /metrics HTTP/1.1\r\nA: b\x7f\r\n\r\n",         // DEL in a value.
        }) {
     EXPECT_EQ(ParseRequestHead(bad).state, HeadState::kMalformed) << bad;
     EXPECT_EQ(AnswerText(bad).status, 400) << bad;
@@ -82,9 +82,16 @@ TEST(HttpTest, HeadOverTheLimitIsTooLarge) {
   EXPECT_EQ(ParseRequestHead("GET /metrics HTTP/1.1\r\n\r\n", 10).state, HeadState::kTooLarge);
 }
 
+TEST(HttpTest, RenderFailureIs503) {
+  const HttpResponse response = Answer(ParseRequestHead("GET /metrics HTTP/1.1\r\n\r\n"),
+                                       "/metrics", [] { return std::optional<std::string>(); });
+  EXPECT_EQ(response.status, 503);
+}
+
 TEST(HttpTest, ErrorResponsesSayWhatToDo) {
   EXPECT_THAT(SerializeResponse(ErrorResponse(404)), HasSubstr("/metrics"));
-  EXPECT_THAT(SerializeResponse(ErrorResponse(503)), StartsWith("HTTP/1.1 503 Service Unavailable"));
+  EXPECT_THAT(SerializeResponse(ErrorResponse(503)),
+              StartsWith("HTTP/1.1 503 Service Unavailable"));
 }
 
 }  // namespace
