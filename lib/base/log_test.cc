@@ -1,6 +1,5 @@
-#include "lib/base/log_format.h"
-
 #include "gtest/gtest.h"
+#include "lib/base/log_format.h"
 
 namespace tunnelmesh {
 namespace {

@@ -226,6 +226,12 @@ absl::Status Agent::StartMetrics() {
           params_.metrics_address->port(), (*server)->endpoint().ToString());
     }
   }
+  if (!server.ok() && !params_.metrics_address_given) {
+    // Metrics are not worth stopping the tunnel for when nobody asked for an address: without a
+    // loopback interface, for one.
+    TM_LOG_WARN("{}: running without metrics", std::string(server.status().message()));
+    return absl::OkStatus();
+  }
   if (!server.ok()) return server.status();
   metrics_ = *std::move(server);
   TM_LOG_INFO("metrics on http://{}/metrics", metrics_->endpoint().ToString());

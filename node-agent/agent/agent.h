@@ -98,7 +98,8 @@ struct AgentParams {
   bool register_resolved = false;
   // The Prometheus endpoint (nullopt: --no-metrics). When the address is the default (not
   // `metrics_address_given`) and its port is taken, by another agent on this host most likely,
-  // the agent takes a free port and logs it; a given address that is busy fails Start.
+  // the agent takes a free port and logs it, and any other failure is a warning (the agent runs
+  // without metrics); a given address that cannot be used fails Start.
   std::optional<Endpoint> metrics_address;
   bool metrics_address_given = false;
   std::string version;  // For tunnelmesh_agent_info.

@@ -53,15 +53,15 @@ constexpr std::array<const char*, 7> kPeerCounterHelp{
     "Changes of the path to the peer after the first (relay to direct and back).",
 };
 
-void AddPeers(const nlohmann::json& peers, absl::Time now, size_t max_peer_series,
-              Exposition* e) {
+void AddPeers(const nlohmann::json& peers, absl::Time now, size_t max_peer_series, Exposition* e) {
   std::vector<const nlohmann::json*> sorted;
   if (peers.is_array()) {
     for (const nlohmann::json& peer : peers) sorted.push_back(&peer);
   }
-  std::stable_sort(sorted.begin(), sorted.end(), [](const nlohmann::json* a, const nlohmann::json* b) {
-    return Text(Field(*a, "name")) < Text(Field(*b, "name"));
-  });
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const nlohmann::json* a, const nlohmann::json* b) {
+                     return Text(Field(*a, "name")) < Text(Field(*b, "name"));
+                   });
   std::map<std::string, uint64_t> by_path;
   Family& path = e->Gauge("tunnelmesh_agent_peer_path",
                           "1 for the path each peer is reached on (direct, relay or none).");
@@ -165,8 +165,8 @@ void AddFilter(const nlohmann::json& filter, Exposition* e) {
     verdicts.AddCount({{"policy", ""}, {"verdict", "allow"}}, Count(Field(by_default, "allowed")));
     verdicts.AddCount({{"policy", ""}, {"verdict", "deny"}}, Count(Field(by_default, "denied")));
   }
-  Family& drops = e->Counter("tunnelmesh_agent_filter_drops",
-                             "Packets the filter dropped, by reason.");
+  Family& drops =
+      e->Counter("tunnelmesh_agent_filter_drops", "Packets the filter dropped, by reason.");
   if (const nlohmann::json& d = Field(filter, "drops"); d.is_object()) {
     for (const auto& [name, value] : d.items()) drops.AddCount({{"reason", name}}, Count(value));
   }
@@ -203,8 +203,9 @@ std::string RenderAgentMetrics(const nlohmann::json& status, const AgentMetricsE
                                absl::Time now, size_t max_peer_series) {
   Exposition e;
   const nlohmann::json& self = Field(status, "self");
-  e.Gauge("tunnelmesh_agent_info", "1, labelled with the agent's interface, member name, mesh and "
-                                   "version.")
+  e.Gauge("tunnelmesh_agent_info",
+          "1, labelled with the agent's interface, member name, mesh and "
+          "version.")
       .AddCount({{"interface", Text(Field(self, "interface"))},
                  {"name", Text(Field(self, "name"))},
                  {"mesh", Text(Field(self, "mesh"))},
@@ -229,7 +230,8 @@ std::string RenderAgentMetrics(const nlohmann::json& status, const AgentMetricsE
       .AddCount({}, Count(Field(Field(status, "control_loop"), "posts_dropped")));
   Family& dns = e.Counter("tunnelmesh_agent_dns_queries",
                           "Queries the agent's mesh DNS server answered, by outcome.");
-  for (const auto& [outcome, count] : extras.dns_queries) dns.AddCount({{"outcome", outcome}}, count);
+  for (const auto& [outcome, count] : extras.dns_queries)
+    dns.AddCount({{"outcome", outcome}}, count);
   Family& scrapes = e.Counter("tunnelmesh_agent_metrics_requests",
                               "Requests to this metrics endpoint, by HTTP status class.");
   scrapes.AddCount({{"code", "200"}}, extras.metrics_scrapes);

@@ -18,18 +18,12 @@ using ::testing::Not;
 const absl::Time kNow = absl::FromUnixSeconds(1'000'000);
 
 nlohmann::json Peer(const std::string& name, const std::string& path, uint64_t rx_bytes) {
-  return {{"name", name},
-          {"public_key", "key-of-" + name},
-          {"path", path},
-          {"latest_handshake", 1'000'000 - 7},
-          {"rx_bytes", rx_bytes},
-          {"tx_bytes", 2 * rx_bytes},
-          {"rx_packets", 3},
-          {"tx_packets", 4},
-          {"handshakes", 5},
-          {"handshake_failures", 1},
-          {"path_changes", 2},
-          {"online", true}};
+  return {{"name", name},         {"public_key", "key-of-" + name},
+          {"path", path},         {"latest_handshake", 1'000'000 - 7},
+          {"rx_bytes", rx_bytes}, {"tx_bytes", 2 * rx_bytes},
+          {"rx_packets", 3},      {"tx_packets", 4},
+          {"handshakes", 5},      {"handshake_failures", 1},
+          {"path_changes", 2},    {"online", true}};
 }
 
 // What BuildAgentStatus makes for a joined agent with every optional part present.
@@ -65,15 +59,17 @@ AgentMetricsExtras Extras() {
 
 TEST(AgentMetricsTest, PeersPathsRttAndCounters) {
   const std::string text = RenderAgentMetrics(FullStatus(), Extras(), kNow);
-  EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_info{interface=\"tm0\",name=\"alpha\",mesh=\"demo\","
-                              "version=\"1.2.3\"} 1\n"));
+  EXPECT_THAT(text,
+              HasSubstr("tunnelmesh_agent_info{interface=\"tm0\",name=\"alpha\",mesh=\"demo\","
+                        "version=\"1.2.3\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peer_path{peer=\"beta\",path=\"direct\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peer_path{peer=\"gamma\",path=\"relay\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peer_rtt_seconds{peer=\"beta\"} 0.0015\n"));
   EXPECT_THAT(text, Not(HasSubstr("tunnelmesh_agent_peer_rtt_seconds{peer=\"gamma\"}")));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peer_receive_bytes_total{peer=\"beta\"} 100\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peer_transmit_bytes_total{peer=\"gamma\"} 20\n"));
-  EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peer_last_handshake_age_seconds{peer=\"beta\"} 7\n"));
+  EXPECT_THAT(text,
+              HasSubstr("tunnelmesh_agent_peer_last_handshake_age_seconds{peer=\"beta\"} 7\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peer_path_changes_total{peer=\"beta\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peers{path=\"direct\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peers{path=\"none\"} 0\n"));
@@ -93,7 +89,8 @@ TEST(AgentMetricsTest, DropsOutcomesFilterAndDns) {
                               "\"allow\"} 9\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_filter_verdicts_total{policy=\"\",verdict="
                               "\"deny\"} 4\n"));
-  EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_filter_drops_total{reason=\"default_denied\"} 4\n"));
+  EXPECT_THAT(text,
+              HasSubstr("tunnelmesh_agent_filter_drops_total{reason=\"default_denied\"} 4\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_dns_queries_total{outcome=\"answered\"} 6\n"));
 }
 

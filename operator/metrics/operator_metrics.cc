@@ -17,9 +17,9 @@ uint64_t Load(const std::atomic<uint64_t>& counter) {
 
 void AddCoordinator(Coordinator& coordinator, Exposition* e) {
   Family& members = e->Gauge("tunnelmesh_operator_members", "Members by mesh and kind.");
-  Family& watching = e->Gauge(
-      "tunnelmesh_operator_watch_streams",
-      "Open Watch streams (members following the network map), by mesh and kind.");
+  Family& watching =
+      e->Gauge("tunnelmesh_operator_watch_streams",
+               "Open Watch streams (members following the network map), by mesh and kind.");
   for (const MemberCount& c : coordinator.MemberCounts()) {
     const metrics::Labels labels{{"mesh", c.mesh}, {"kind", MemberKindName(c.kind)}};
     members.AddCount(labels, c.members);
@@ -79,8 +79,8 @@ void AddRelay(const RelayServer& relay, Exposition* e) {
       .AddCount({}, Load(r.frames_relayed));
   e->Counter("tunnelmesh_operator_relay_bytes", "Payload bytes the relay forwarded.")
       .AddCount({}, Load(r.bytes_relayed));
-  Family& drops = e->Counter("tunnelmesh_operator_relay_drops",
-                             "Frames the relay dropped, by reason.");
+  Family& drops =
+      e->Counter("tunnelmesh_operator_relay_drops", "Frames the relay dropped, by reason.");
   for (const auto& [reason, counter] :
        std::initializer_list<std::pair<const char*, const std::atomic<uint64_t>*>>{
            {"unknown_destination", &r.unknown_destination},

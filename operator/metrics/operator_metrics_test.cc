@@ -58,8 +58,8 @@ TEST_F(OperatorMetricsTest, MembersWatchesRegistrationsRefusalsAndFanout) {
   EXPECT_THAT(text,
               HasSubstr("tunnelmesh_operator_watch_streams{mesh=\"demo\",kind=\"External\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_operator_registrations_total 2\n"));
-  EXPECT_THAT(text,
-              HasSubstr("tunnelmesh_operator_registration_refusals_total{reason=\"malformed\"} 1\n"));
+  EXPECT_THAT(
+      text, HasSubstr("tunnelmesh_operator_registration_refusals_total{reason=\"malformed\"} 1\n"));
   // The full map and the delta, each taken by a's stream.
   EXPECT_THAT(text, HasSubstr("tunnelmesh_operator_fanout_seconds_count 2\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_operator_fanout_seconds_bucket{le=\"+Inf\"} 2\n"));
