@@ -129,8 +129,8 @@ class Exposition {
   std::string Text() const;
   // Samples refused: over the cap, bad label names, or on a refused family.
   size_t dropped_series() const { return dropped_series_; }
-  // The family names that Text() renders, with the names of the lines they write (a counter's
-  // `_total`, a histogram's `_bucket`, `_sum`, `_count`), for tests and docs checks.
+  // The names of the families Text() renders, as their TYPE lines spell them (a counter's with
+  // `_total`), in order; for tests and docs checks.
   std::vector<std::string> FamilyNames() const;
 
  private:
