@@ -34,7 +34,8 @@ done
 
 # Daemons log at their quietest levels: logging must not be what is measured.
 export TM_AGENT_LOG_LEVEL=${TM_AGENT_LOG_LEVEL:-error}
-export TM_OPERATOR_LOG_LEVEL=${TM_OPERATOR_LOG_LEVEL:-error}
+# The operator at info: the harness waits for its "coordinator ready" line.
+export TM_OPERATOR_LOG_LEVEL=${TM_OPERATOR_LOG_LEVEL:-info}
 # shellcheck source=../e2e/netns/nat_lib.sh
 source "$BENCH_DIR/../e2e/netns/nat_lib.sh"
 tm_mesh_init metrics_cost $(( RUNS * 2 * (TIME_S + 15) + 120 )) "${PATHS[@]}"
