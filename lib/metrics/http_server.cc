@@ -196,7 +196,9 @@ void MetricsServer::Serve() {
           const ParsedHead head = ParseRequestHead(c.in, limits_.max_request_head);
           if (head.state != HeadState::kIncomplete) {
             const HttpResponse response = Answer(head, "/metrics", render_);
-            (response.status == 200 ? scrapes_ : bad_requests_)
+            (response.status == 200   ? scrapes_
+             : response.status == 503 ? unavailable_
+                                      : bad_requests_)
                 .fetch_add(1, std::memory_order_relaxed);
             c.out = SerializeResponse(response);
             c.in.clear();

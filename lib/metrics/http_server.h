@@ -59,10 +59,12 @@ class MetricsServer {
   // Where it listens, with the port the kernel chose for port 0.
   const Endpoint& endpoint() const { return endpoint_; }
 
-  // Requests answered 200; requests answered with an error (400, 404, 405, 431); connections
-  // refused because `max_connections` were open; connections closed at a deadline.
+  // Requests answered 200; requests answered with a client error (400, 404, 405, 431); scrapes
+  // answered 503 because Render gave nothing; connections refused because `max_connections` were
+  // open; connections closed at a deadline.
   uint64_t scrapes() const { return scrapes_.load(std::memory_order_relaxed); }
   uint64_t bad_requests() const { return bad_requests_.load(std::memory_order_relaxed); }
+  uint64_t unavailable() const { return unavailable_.load(std::memory_order_relaxed); }
   uint64_t refused_connections() const { return refused_.load(std::memory_order_relaxed); }
   uint64_t timeouts() const { return timeouts_.load(std::memory_order_relaxed); }
 
@@ -77,6 +79,7 @@ class MetricsServer {
   const ServerLimits limits_;
   std::atomic<uint64_t> scrapes_{0};
   std::atomic<uint64_t> bad_requests_{0};
+  std::atomic<uint64_t> unavailable_{0};
   std::atomic<uint64_t> refused_{0};
   std::atomic<uint64_t> timeouts_{0};
   std::thread thread_;

@@ -97,6 +97,15 @@ TEST(MetricsServerTest, ServesMetricsAndErrors) {
   EXPECT_EQ(server->bad_requests(), 4u);
 }
 
+TEST(MetricsServerTest, RenderFailureIs503AndCounted) {
+  auto server = StartOrDie([] { return std::optional<std::string>(); });
+  ASSERT_NE(server, nullptr);
+  EXPECT_THAT(Request(server->endpoint(), "GET /metrics HTTP/1.1\r\n\r\n"),
+              StartsWith("HTTP/1.1 503"));
+  EXPECT_EQ(server->unavailable(), 1u);
+  EXPECT_EQ(server->scrapes(), 0u);
+}
+
 TEST(MetricsServerTest, RequestInPiecesAndLargeBody) {
   const std::string big(3 << 20, 'x');  // Larger than any socket buffer: written in pieces.
   auto server = StartOrDie([&] { return big; });

@@ -254,6 +254,7 @@ std::string Agent::BuildMetricsText() {
   if (metrics_ != nullptr) {
     extras.metrics_scrapes = metrics_->scrapes();
     extras.metrics_bad_requests = metrics_->bad_requests();
+    extras.metrics_unavailable = metrics_->unavailable();
   }
   return RenderAgentMetrics(BuildStatus(), extras, absl::Now());
 }

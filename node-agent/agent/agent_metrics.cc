@@ -236,6 +236,7 @@ std::string RenderAgentMetrics(const nlohmann::json& status, const AgentMetricsE
                               "Requests to this metrics endpoint, by HTTP status class.");
   scrapes.AddCount({{"code", "200"}}, extras.metrics_scrapes);
   scrapes.AddCount({{"code", "4xx"}}, extras.metrics_bad_requests);
+  scrapes.AddCount({{"code", "503"}}, extras.metrics_unavailable);
   return e.Text();
 }
 

@@ -47,6 +47,7 @@ struct AgentMetricsExtras {
   // The metrics endpoint's own answers (MetricsServer counters).
   uint64_t metrics_scrapes = 0;
   uint64_t metrics_bad_requests = 0;
+  uint64_t metrics_unavailable = 0;
 };
 
 // `status`: the object BuildAgentStatus made (a missing or mistyped field reads as absent or 0).
