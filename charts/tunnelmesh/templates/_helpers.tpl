@@ -135,3 +135,17 @@ for 10.99.0.0/16), none for a range shorter than /8 (IPv4) or /4 (IPv6).
 {{- end }}
 {{- join " " $zones }}
 {{- end }}
+
+{{/*
+Metrics and log format, read with defaults for the same reason (values kept by --reuse-values from
+a chart without them). Pass the component's values (.Values.operator or .Values.agent) and its
+default port: tunnelmesh.metricsOn is "true" or "", tunnelmesh.metricsPort the port.
+*/}}
+{{- define "tunnelmesh.metricsOn" -}}
+{{- $m := .values.metrics | default dict }}
+{{- if or (not (hasKey $m "enabled")) $m.enabled }}true{{ end }}
+{{- end }}
+{{- define "tunnelmesh.metricsPort" -}}
+{{- $m := .values.metrics | default dict }}{{ $m.port | default .port }}
+{{- end }}
+{{- define "tunnelmesh.logFormat" -}}{{ .logFormat | default "text" }}{{- end }}
