@@ -14,6 +14,8 @@
 #     least what was sent; the path is direct with an RTT; malformed datagrams at alpha's UDP port
 #     raise tunnelmesh_agent_drops_total{reason="malformed"} by their number; the operator counts
 #     3 members and 3 watch streams, and a join with a wrong token raises its wrong_token refusals;
+#   - every family the chart's Grafana dashboard queries is one the binaries export (the
+#     Kubernetes-only reconcile metrics: as docs/metrics.md lists them);
 #   - the endpoint answers 404 off /metrics and 405 to POST; an agent given the operator's metrics
 #     address with --metrics-address exits 1 naming the flag;
 #   - `status` shows the path with its RTT and the metrics address; `status --watch` repeats;
@@ -150,6 +152,17 @@ for kind in agent operator; do
     tm_fail "$from exports other families than docs/metrics.md lists:" \
       "$(diff <(echo "$want") <(echo "$got"))"
 done
+
+tm_step "the Grafana dashboard queries only exported families"
+DASHBOARD="$TM_LIB_DIR/../../charts/tunnelmesh/dashboards/tunnelmesh.json"
+K8S_ONLY=$(grep ' k8s$' "$TM_WORK/operator.documented" | cut -d' ' -f1)
+USED=$("$TM_PY" "$PROM" dashboard "$DASHBOARD")
+tm_expect_gt "families the dashboard uses" "$(wc -l <<<"$USED")" 20
+while read -r name; do
+  grep -qx "$name" "$TM_WORK/alpha.families" "$TM_WORK/operator.families" ||
+    grep -qx "$name" <<<"$K8S_ONLY" ||
+    tm_fail "the dashboard queries $name, which neither binary exports"
+done <<<"$USED"
 
 tm_step "HTTP: 404 off /metrics, 405 for POST"
 tm_expect_eq "GET /" "$(tm_in coord curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:7710/)" 404

@@ -10,6 +10,8 @@
   prom.py docs DOCS PREFIX     print the metric names docs/metrics.md lists with PREFIX; a line
                                of its table that says "Kubernetes mode only" is marked with a
                                trailing " k8s"
+  prom.py dashboard FILE       print the families the Grafana dashboard's queries use (a
+                               histogram's _bucket, _sum and _count series name the histogram)
 """
 import re
 import sys
@@ -67,6 +69,14 @@ def docs(path, prefix):
             print(m.group(1) + (" k8s" if "Kubernetes mode only" in line else ""))
 
 
+def dashboard(path):
+    names = set()
+    for name in re.findall(r"tunnelmesh_(?:agent|operator)_[a-z_]+", open(path).read()):
+        names.add(re.sub(r"_(bucket|sum|count)$", "", name))
+    for name in sorted(names):
+        print(name)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "check":
@@ -75,5 +85,7 @@ if __name__ == "__main__":
         value(sys.argv[2], sys.argv[3], sys.argv[4:])
     elif cmd == "docs":
         docs(sys.argv[2], sys.argv[3])
+    elif cmd == "dashboard":
+        dashboard(sys.argv[2])
     else:
         sys.exit("unknown command " + cmd)

@@ -104,5 +104,49 @@ TEST_F(OperatorMetricsTest, DocsListEveryRenderedMetric) {
   EXPECT_GT(checked, 10);
 }
 
+std::string ReadSourceFile(const std::string& path) {
+  std::ifstream file(std::string(TM_SOURCE_DIR) + "/" + path);
+  std::stringstream buffer;
+  buffer << file.rdbuf();
+  return buffer.str();
+}
+
+// Every query of the chart's Grafana dashboard uses families docs/metrics.md lists (which the
+// tests above and e2e/netns/metrics.sh hold to what the binaries export); a histogram's _bucket,
+// _sum and _count series count as the histogram.
+TEST(DashboardTest, QueriesUseDocumentedMetrics) {
+  const std::string docs = ReadSourceFile("docs/metrics.md");
+  const std::string text = ReadSourceFile("charts/tunnelmesh/dashboards/tunnelmesh.json");
+  ASSERT_FALSE(docs.empty());
+  const nlohmann::json dashboard = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(dashboard.is_discarded()) << "the dashboard is not JSON";
+  ASSERT_TRUE(dashboard.contains("panels"));
+  // Every panel but the rows has a title and at least one query.
+  int queries = 0;
+  for (const nlohmann::json& panel : dashboard["panels"]) {
+    EXPECT_FALSE(panel.value("title", std::string()).empty());
+    if (panel.value("type", std::string()) == "row") continue;
+    ASSERT_TRUE(panel.contains("targets")) << panel.value("title", std::string());
+    EXPECT_FALSE(panel["targets"].empty()) << panel.value("title", std::string());
+    for (const nlohmann::json& target : panel["targets"]) {
+      EXPECT_NE(target.value("expr", std::string()).find("tunnelmesh_"), std::string::npos)
+          << panel.value("title", std::string());
+      ++queries;
+    }
+  }
+  EXPECT_GE(queries, 20);
+  const std::regex name("tunnelmesh_(agent|operator)_[a-z_]+");
+  const std::regex histogram_series("_(bucket|sum|count)$");
+  std::set<std::string> used;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), name); it != std::sregex_iterator();
+       ++it) {
+    used.insert(std::regex_replace((*it)[0].str(), histogram_series, ""));
+  }
+  EXPECT_GT(used.size(), 20u);
+  for (const std::string& metric : used) {
+    EXPECT_THAT(docs, HasSubstr("| `" + metric + "` |")) << "the dashboard queries " << metric;
+  }
+}
+
 }  // namespace
 }  // namespace tunnelmesh
