@@ -179,7 +179,7 @@ void MetricsServer::Serve() {
                                         std::max(wake - now, SteadyClock::duration{}))
                                         .count());
     }
-    if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) return;
+    if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) break;
     if (fds[0].revents != 0) break;
     const SteadyClock::time_point after = SteadyClock::now();
     // Connections first (their indexes in fds are stable until accept appends).
