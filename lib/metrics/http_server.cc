@@ -56,8 +56,8 @@ absl::StatusOr<Endpoint> ParseListenAddress(std::string_view text, std::string_v
   auto bad = [&](std::string_view why) {
     return absl::InvalidArgumentError(std::string(flag) + " \"" + std::string(text) + "\" " +
                                       std::string(why) +
-                                      ": expected HOST:PORT like 127.0.0.1:7710 or [::1]:7710 "
-                                      "(port 0 picks a free one)");
+                                      ": expected IP:PORT, an IPv6 address in brackets (like "
+                                      "127.0.0.1:PORT or [::1]:PORT; port 0 picks a free one)");
   };
   std::string_view host;
   std::string_view port_text;
