@@ -1,13 +1,15 @@
 // tunnelmesh-agent: parses flags, wires the components together, handles signals. Subcommands:
 //   tunnelmesh-agent --config FILE [--interface NAME] [--state-dir DIR]   run with a wg-quick
 //   config tunnelmesh-agent genkey | genpsk | pubkey                             keys, as `wg`
-//   makes them tunnelmesh-agent status [--json] [--interface NAME] [--state-dir DIR] query a
-//   running agent tunnelmesh-agent join HOST[:PORT] --token-file FILE [--name N] [--label K=V ...]
+//   makes them tunnelmesh-agent status [--json] [--watch [--interval 2s]] [--interface NAME]
+//   [--state-dir DIR] query a running agent tunnelmesh-agent join HOST[:PORT] --token-file FILE
+//   [--name N] [--label K=V ...]
 //                    [--state-dir DIR] [--interface NAME] [--ca-hash sha256:...]
 //   tunnelmesh-agent leave [--interface NAME] [--state-dir DIR]       leave the mesh and stop
 //   tunnelmesh-agent explain SRC DST:PORT/PROTO [--json] [--interface NAME] [--state-dir DIR]
 //                    what PeerPolicy decides a flow (exit 0 allow, 1 deny, 2 usage, 3 error)
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <iostream>
@@ -19,9 +21,13 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "lib/base/log.h"
+#include "lib/base/log_format.h"
 #include "lib/base/rlimit.h"
 #include "lib/crypto/keys.h"
+#include "node-agent/agent/agent_metrics.h"
 #include "node-agent/agent/join_options.h"
 #include "node-agent/agent/run.h"
 #include "node-agent/config/agent_config.h"
@@ -45,8 +51,12 @@ struct Options {
   std::string interface_name = "tm0";
   std::string state_dir = kDefaultStateDir;
   std::string log_level = "info";
+  std::string log_format = "text";
   bool json = false;
   bool check = false;
+  // --metrics-address (empty: the default) and --no-metrics, for join and config mode.
+  std::string metrics_address;
+  bool no_metrics = false;
 };
 
 int Fail(const std::string& what) {
@@ -163,6 +173,33 @@ int Status(const Options& options, bool interface_given) {
   return 0;
 }
 
+// `status --watch`: the status again every `interval` until interrupted (Ctrl-C). On a terminal
+// the screen is cleared first, like watch(1); otherwise (and with --json) each report follows the
+// last, so a program can read them as they come. An agent that is not (yet) running is reported
+// each time and the watch goes on.
+int StatusWatch(const Options& options, bool interface_given, const std::string& interval_text) {
+  absl::Duration interval;
+  if (!absl::ParseDuration(interval_text, &interval) || interval < absl::Milliseconds(100) ||
+      interval > absl::Hours(1)) {
+    std::fprintf(stderr,
+                 "tunnelmesh-agent: status: --interval \"%s\" is not a duration from 100ms to 1h "
+                 "(e.g. 2s)\n",
+                 interval_text.c_str());
+    return kExitUsage;
+  }
+  const bool clear = !options.json && isatty(STDOUT_FILENO) == 1;
+  while (true) {
+    if (clear) {
+      std::printf("\033[H\033[2J");
+      std::printf("every %s: tunnelmesh-agent status (Ctrl-C to stop)\n\n",
+                  absl::FormatDuration(interval).c_str());
+    }
+    (void)Status(options, interface_given);
+    std::fflush(stdout);
+    absl::SleepFor(interval);
+  }
+}
+
 int Explain(const Options& options, const std::string& source, const std::string& destination) {
   absl::StatusOr<policy::ExplainQuery> query = policy::ParseExplainArgs(source, destination);
   if (!query.ok()) {
@@ -252,12 +289,19 @@ sigset_t BlockStopSignals() {
 }
 
 bool SetUpLogging(const Options& options) {
-  if (InitLogging(options.log_level)) return true;
-  std::fprintf(stderr,
-               "tunnelmesh-agent: --log-level \"%s\" is not one of trace, debug, info, "
-               "warn, error\n",
-               options.log_level.c_str());
-  return false;
+  if (!InitLogging(options.log_level)) {
+    std::fprintf(stderr,
+                 "tunnelmesh-agent: --log-level \"%s\" is not one of trace, debug, info, "
+                 "warn, error\n",
+                 options.log_level.c_str());
+    return false;
+  }
+  if (!SetLogFormat(options.log_format)) {
+    std::fprintf(stderr, "tunnelmesh-agent: --log-format \"%s\" is not text or json\n",
+                 options.log_format.c_str());
+    return false;
+  }
+  return true;
 }
 
 int Join(const Options& options, const JoinOptions& join_options) {
@@ -272,6 +316,13 @@ int Join(const Options& options, const JoinOptions& join_options) {
                  std::string(checked.status().message()).c_str());
     return kExitUsage;
   }
+  absl::StatusOr<MetricsFlags> metrics =
+      CheckMetricsFlags(options.metrics_address, options.no_metrics);
+  if (!metrics.ok()) {
+    std::fprintf(stderr, "tunnelmesh-agent: join: %s\n",
+                 std::string(metrics.status().message()).c_str());
+    return kExitUsage;
+  }
   if (int code = CheckInterfaceName(options); code != 0) return code;
   if (int code = CheckAgentSlot(options); code != 0) return code;
   InitCrypto();
@@ -282,7 +333,7 @@ int Join(const Options& options, const JoinOptions& join_options) {
   const sigset_t signals = BlockStopSignals();
   // cpprestsdk's pool serves only the relay connection here.
   InitCpprestThreadPool(2);
-  return RunJoin(resolved, *checked, signals);
+  return RunJoin(resolved, *checked, *metrics, signals);
 }
 
 int Run(const Options& options) {
@@ -291,6 +342,12 @@ int Run(const Options& options) {
   RaiseFileLimit();
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (int code = CheckInterfaceName(options); code != 0) return code;
+  absl::StatusOr<MetricsFlags> metrics =
+      CheckMetricsFlags(options.metrics_address, options.no_metrics);
+  if (!metrics.ok()) {
+    std::fprintf(stderr, "tunnelmesh-agent: %s\n", std::string(metrics.status().message()).c_str());
+    return kExitUsage;
+  }
   // The file first: its mistakes (exit 2) must not hide behind a running agent's socket.
   absl::StatusOr<AgentConfig> config = LoadAgentConfig(options.config_path);
   if (!config.ok()) {
@@ -301,7 +358,8 @@ int Run(const Options& options) {
   if (int code = CheckAgentSlot(options); code != 0) return code;
   const sigset_t signals = BlockStopSignals();
   return RunConfig(std::move(*config),
-                   {options.config_path, options.interface_name, options.state_dir}, signals);
+                   {options.config_path, options.interface_name, options.state_dir, *metrics},
+                   signals);
 }
 
 }  // namespace
@@ -322,6 +380,11 @@ int main(int argc, char** argv) {
       app.add_option("--state-dir", options.state_dir,
                      "directory for the control socket (default /var/lib/tunnelmesh)");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn or error");
+  app.add_option("--log-format", options.log_format, "text (default) or json (one object a line)");
+  app.add_option("--metrics-address", options.metrics_address,
+                 "HOST:PORT of the Prometheus endpoint /metrics (default 127.0.0.1:7710; when "
+                 "that port is taken, a free one)");
+  app.add_flag("--no-metrics", options.no_metrics, "run without the metrics endpoint");
   CLI::App* genkey = app.add_subcommand("genkey", "print a new private key (base64)");
   CLI::App* genpsk = app.add_subcommand(
       "genpsk", "print a new random preshared key (base64), for PresharedKey, as wg genpsk");
@@ -335,6 +398,10 @@ int main(int argc, char** argv) {
   status->add_option("--interface", options.interface_name,
                      "interface of the agent to ask (default: every agent of --state-dir)");
   status->add_option("--state-dir", options.state_dir, "state directory of the agent to ask");
+  bool status_watch = false;
+  std::string status_interval = "2s";
+  status->add_flag("--watch", status_watch, "show the status again every --interval until Ctrl-C");
+  status->add_option("--interval", status_interval, "how often --watch refreshes (default 2s)");
   tunnelmesh::JoinOptions join_options;
   std::vector<std::string> labels;
   CLI::App* join = app.add_subcommand("join", "join a mesh through its coordinator");
@@ -376,6 +443,12 @@ int main(int argc, char** argv) {
   join->add_flag("--no-resolved", join_options.no_resolved,
                  "do not register the mesh domain on the interface with systemd-resolved");
   join->add_option("--log-level", options.log_level, "trace, debug, info, warn or error");
+  join->add_option("--log-format", options.log_format,
+                   "text (default) or json (one object a line)");
+  join->add_option("--metrics-address", options.metrics_address,
+                   "HOST:PORT of the Prometheus endpoint /metrics (default 127.0.0.1:7710; when "
+                   "that port is taken, a free one)");
+  join->add_flag("--no-metrics", options.no_metrics, "run without the metrics endpoint");
   CLI::App* leave = app.add_subcommand("leave", "tell the running agent to leave the mesh");
   leave->add_option("--interface", options.interface_name, "interface of the agent");
   leave->add_option("--state-dir", options.state_dir, "state directory of the agent");
@@ -407,6 +480,9 @@ int main(int argc, char** argv) {
   if (genpsk->parsed()) return tunnelmesh::GenPsk();
   if (pubkey->parsed()) return tunnelmesh::PubKey();
   if (status->parsed()) {
+    if (status_watch) {
+      return tunnelmesh::StatusWatch(options, status->count("--interface") > 0, status_interval);
+    }
     return tunnelmesh::Status(options, status->count("--interface") > 0);
   }
   if (leave->parsed()) return tunnelmesh::Leave(options);

@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/time/time.h"
 #include "lib/base/file.h"
 #include "lib/base/log.h"
@@ -29,6 +30,7 @@
 #include "operator/reconcilers/mesh_reconciler.h"
 #include "operator/reconcilers/psk_secret_store.h"
 #include "operator/store/meshpeer_store.h"
+#include "tm_version.h"
 
 namespace tunnelmesh {
 namespace {
@@ -173,17 +175,24 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   if (!http.ok()) return Usage(std::string(http.status().message()));
   kube::Api* api = http->get();
 
+  // Metrics before the election: a standby reports that it does not lead.
+  OperatorMetrics operator_metrics(kTunnelMeshVersion);
+  absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> metrics_server =
+      StartMetricsServer(options, &operator_metrics);
+  if (!metrics_server.ok()) return FailStart(metrics_server.status());
   if (!options.label_pod.empty()) {
     if (absl::Status s = LabelPodRole(api, ns, options.label_pod, "standby", stop); !s.ok()) {
       return stop ? 0 : Fail(std::string(s.message()));
     }
   }
+
   kube::LeaderElector elector(api, lease);
   TM_LOG_INFO("waiting to lead: Lease {}/{} as {}", ns, options.lease_name, identity);
   if (absl::Status s = elector.Acquire(&stop); !s.ok()) return stop ? 0 : Fail(s.ToString());
   std::atomic<bool> lost{false};
   elector.StartRenewing([&lost] { lost = true; });
   TM_LOG_INFO("leading: Lease {}/{}", ns, options.lease_name);
+  operator_metrics.SetLeader(true);
 
   absl::StatusOr<CoordinatorIdentity> keys = LoadOrCreateIdentity(
       api, {ns, options.coordinator_secret, options.ca_configmap, options.state_dir});
@@ -262,6 +271,12 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   absl::StatusOr<Services> services =
       StartServices(options, &coordinator, keys->tls, keys->relay_key, &revoker, dns_changes);
   if (!services.ok()) return Fail(std::string(services.status().message()));
+  OperatorMetricsSources sources = MetricsSourcesOf(&coordinator, *services);
+  sources.controllers = manager.controllers();
+  if (coredns_controller) sources.controllers.push_back(coredns_controller.get());
+  operator_metrics.Attach(std::move(sources));
+  // Every return from here on detaches the sources before they are destroyed.
+  absl::Cleanup detach_metrics = [&operator_metrics] { operator_metrics.Detach(); };
   (void)WriteFileAtomically(options.state_dir + "/ca-hash", keys->ca_hash + "\n", 0644);
   LogReady(options, *services, keys->ca_hash, manager.mesh_count(), coordinator.member_count());
   if (!options.label_pod.empty()) {
@@ -276,6 +291,7 @@ int RunKubernetesMode(OperatorOptions options, const std::atomic<bool>& stop) {
   int exit_code = 0;
   while (!stop) {
     if (lost) {
+      operator_metrics.SetLeader(false);
       TM_LOG_ERROR("lost the Lease {}/{}: exiting so that only one operator acts", ns,
                    options.lease_name);
       exit_code = kExitFailure;

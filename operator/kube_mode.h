@@ -25,6 +25,11 @@ inline int Fail(const std::string& message) {
   std::fprintf(stderr, "tunnelmesh-operator: %s\n", message.c_str());
   return kExitFailure;
 }
+// A start-up error: a usage error (2) for kInvalidArgument, else a runtime error (1).
+inline int FailStart(const absl::Status& status) {
+  const std::string message(status.message());
+  return absl::IsInvalidArgument(status) ? Usage(message) : Fail(message);
+}
 
 // The process exit code: 0 after `stop`, kExitUsage for a bad flag (printed), kExitFailure on
 // failure (printed) or when the Lease was lost. Blocks the calling thread.

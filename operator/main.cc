@@ -17,8 +17,10 @@
 #include <tuple>
 
 #include "CLI/CLI.hpp"
+#include "absl/cleanup/cleanup.h"
 #include "lib/base/file.h"
 #include "lib/base/log.h"
+#include "lib/base/log_format.h"
 #include "lib/base/rlimit.h"
 #include "lib/crypto/keys.h"
 #include "lib/crypto/x509.h"
@@ -79,6 +81,12 @@ int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
   if (options.manifests.empty() || options.state_dir.empty()) {
     return Usage("--standalone needs --manifests DIR and --state-dir DIR");
   }
+  // The metrics port first: a busy one stops the start before anything else is opened.
+  OperatorMetrics operator_metrics(kTunnelMeshVersion);
+  operator_metrics.SetLeader(true);  // Standalone: the only coordinator.
+  absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> metrics_server =
+      StartMetricsServer(options, &operator_metrics);
+  if (!metrics_server.ok()) return FailStart(metrics_server.status());
   ManifestPolicies policies;
   absl::StatusOr<std::vector<MeshSpec>> meshes = LoadManifests(options.manifests, &policies);
   if (!meshes.ok()) return Usage(std::string(meshes.status().message()));
@@ -119,6 +127,9 @@ int RunStandalone(const OperatorOptions& options, const sigset_t& signals) {
   absl::StatusOr<Services> services =
       StartServices(options, &coordinator, *tls, *relay_key, &revoker, dns_changes);
   if (!services.ok()) return Fail(std::string(services.status().message()));
+  operator_metrics.Attach(MetricsSourcesOf(&coordinator, *services));
+  // Every return from here on detaches the sources before they are destroyed.
+  absl::Cleanup detach_metrics = [&operator_metrics] { operator_metrics.Detach(); };
   AdminRequests admin_requests(&coordinator, removed_keys->get());
   absl::StatusOr<std::unique_ptr<ControlServer>> admin_socket =
       ServeAdminSocket(options.state_dir, &admin_requests);
@@ -158,6 +169,9 @@ int Run(const OperatorOptions& options) {
   if (!InitLogging(options.log_level)) {
     return Usage("--log-level \"" + options.log_level +
                  "\" is not one of trace, debug, info, warn, error");
+  }
+  if (!SetLogFormat(options.log_format)) {
+    return Usage("--log-format \"" + options.log_format + "\" is not text or json");
   }
   InitCrypto();
   RaiseFileLimit();
@@ -219,6 +233,10 @@ int main(int argc, char** argv) {
   app.add_flag("--no-dns", options.no_dns,
                "run without the central mesh DNS server (plain DNS and the gRPC DnsService)");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn or error");
+  app.add_option("--log-format", options.log_format, "text (default) or json (one object a line)");
+  app.add_option("--metrics-address", options.metrics_address,
+                 "HOST:PORT of the Prometheus endpoint /metrics (default 127.0.0.1:7702)");
+  app.add_flag("--no-metrics", options.no_metrics, "run without the metrics endpoint");
   std::string ip_quarantine = "24h";
   std::string member_expiry = "0s";
   app.add_option("--ip-quarantine", ip_quarantine,

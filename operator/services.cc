@@ -199,6 +199,41 @@ void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
   (void)WriteFileAtomically(state_dir + "/counters.json", doc.dump(2) + "\n", 0644);
 }
 
+absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> StartMetricsServer(
+    const OperatorOptions& options, const OperatorMetrics* metrics) {
+  if (options.no_metrics) {
+    if (!options.metrics_address.empty()) {
+      return absl::InvalidArgumentError(
+          "--metrics-address and --no-metrics contradict each other: give one of them");
+    }
+    return nullptr;
+  }
+  const std::string address = options.metrics_address.empty()
+                                  ? "127.0.0.1:" + std::to_string(kDefaultOperatorMetricsPort)
+                                  : options.metrics_address;
+  absl::StatusOr<Endpoint> endpoint = metrics::ParseListenAddress(address, "--metrics-address");
+  if (!endpoint.ok()) return endpoint.status();
+  absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> server = metrics::MetricsServer::Start(
+      *endpoint, "--metrics-address", "--no-metrics",
+      [metrics] { return std::optional<std::string>(metrics->Render()); });
+  if (!server.ok()) {
+    // Not a usage error: the flag may be right and the port taken.
+    return absl::UnavailableError(std::string(server.status().message()));
+  }
+  TM_LOG_INFO("metrics on http://{}/metrics", (*server)->endpoint().ToString());
+  return server;
+}
+
+OperatorMetricsSources MetricsSourcesOf(Coordinator* coordinator, const Services& services) {
+  OperatorMetricsSources sources;
+  sources.coordinator = coordinator;
+  sources.grpc = services.grpc.get();
+  sources.relay = services.relay.get();
+  sources.stun = services.stun.get();
+  sources.dns = services.dns.get();
+  return sources;
+}
+
 void LogReady(const OperatorOptions& options, const Services& services, const std::string& ca_hash,
               size_t meshes, size_t members) {
   TM_LOG_INFO(

@@ -12,9 +12,11 @@
 #include "absl/time/time.h"
 #include "lib/crypto/keys.h"
 #include "lib/crypto/x509.h"
+#include "lib/metrics/http_server.h"
 #include "operator/coordinator/coordinator.h"
 #include "operator/coordinator/grpc_service.h"
 #include "operator/dns/central_dns_server.h"
+#include "operator/metrics/operator_metrics.h"
 #include "operator/relay/relay_server.h"
 #include "operator/stun/stun_server.h"
 
@@ -46,6 +48,10 @@ struct OperatorOptions {
   int dns_port = kDefaultDnsPort;  // 0 picks a free port; --no-dns turns the server off.
   bool no_dns = false;
   std::string log_level = "info";
+  std::string log_format = "text";  // --log-format: text or json (lib/base/log.h).
+  // --metrics-address (empty: 127.0.0.1 and kDefaultOperatorMetricsPort) and --no-metrics.
+  std::string metrics_address;
+  bool no_metrics = false;
   // Coordinator::Options::quarantine and member_expiry (--ip-quarantine, --member-expiry).
   absl::Duration ip_quarantine = absl::Hours(24);
   absl::Duration member_expiry = absl::ZeroDuration();
@@ -114,6 +120,15 @@ Coordinator::Options BaseCoordinatorOptions(const OperatorOptions& options,
 // Called about once a second.
 void WriteCounters(const std::string& state_dir, Coordinator& coordinator,
                    const Services& services);
+
+// The Prometheus endpoint (--metrics-address, --no-metrics): null when turned off. A bad address
+// is kInvalidArgument (a usage error); a busy port or an address that is not local names the
+// flag. `metrics` must outlive the server.
+[[nodiscard]] absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> StartMetricsServer(
+    const OperatorOptions& options, const OperatorMetrics* metrics);
+
+// What a scrape reads once the coordinator and the listeners run.
+OperatorMetricsSources MetricsSourcesOf(Coordinator* coordinator, const Services& services);
 
 void LogReady(const OperatorOptions& options, const Services& services, const std::string& ca_hash,
               size_t meshes, size_t members);

@@ -16,6 +16,8 @@ packages=(
   clang-14 libclang-rt-14-dev clang-format-14
   # Run and test: real network namespaces, TUN, NAT, a real WireGuard peer, traffic tools
   iproute2 iputils-ping bind9-dnsutils dnsmasq-base nftables wireguard-go wireguard-tools iperf3 netcat-openbsd python3 procps stun-client
+  # e2e/netns/metrics.sh parses every scraped line with a Prometheus text parser (and scrapes with curl)
+  python3-prometheus-client
   # e2e/cluster: etcd and the toolchain to build kube-apiserver from Debian's kubernetes source
   etcd-server golang-go rsync golang-github-modern-go-reflect2-dev dpkg-dev
   # e2e/cluster talks to the API server with curl and makes its certificates with openssl

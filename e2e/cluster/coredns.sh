@@ -86,6 +86,7 @@ pod_script() {
   k -n "$NS" get "$1" -o json |
     python3 "$HERE/pod_launcher.py" --container "$2" \
       --field "metadata.namespace=$NS" --field "metadata.name=$REL-$3" \
+      --field "status.podIP=10.252.0.2" \
       --env "KUBERNETES_SERVICE_HOST=$API_ADDR" --env "KUBERNETES_SERVICE_PORT=$KUBE_PORT" \
       --serviceaccount "$SA_DIR" --binary "/usr/bin/tunnelmesh-operator=$OPERATOR" \
       >"$KUBE_WORK/$3.sh"

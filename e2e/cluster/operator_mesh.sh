@@ -124,6 +124,11 @@ EOF
   echo "$dir"
 }
 
+# op_pod_ip ID: the replica's pod IP, where it binds its metrics port. Real pods each have their
+# own; here the replicas share the operator's namespace, so each gets a loopback address of its
+# own (127.0.1.N, N the ID's first character code).
+op_pod_ip() { printf '127.0.1.%d' "'$1"; }
+
 # op_start ID: a replica of the operator Deployment, as pod tunnelmesh-operator-ID.
 op_start() {
   local id=$1 script=$TM_WORK/operator-$1.sh
@@ -131,6 +136,7 @@ op_start() {
   k -n "$NS" get deployment tunnelmesh-operator -o json |
     "$TM_PY" "$HERE/pod_launcher.py" --container operator \
       --field "metadata.namespace=$NS" --field "metadata.name=tunnelmesh-operator-$id" \
+      --field "status.podIP=$(op_pod_ip "$id")" \
       --env "KUBERNETES_SERVICE_HOST=$API_ADDR" --env "KUBERNETES_SERVICE_PORT=$KUBE_PORT" \
       --serviceaccount "$SA_OPERATOR" \
       --binary "/usr/bin/tunnelmesh-operator=$TM_OPERATOR" >"$script"
@@ -177,7 +183,8 @@ node_start() {
   mkdir -p "$(tm_member_state "$node")"
   k -n "$NS" get daemonset tunnelmesh-agent -o json |
     "$TM_PY" "$HERE/pod_launcher.py" --container agent \
-      --field "spec.nodeName=$node" --env "TUNNELMESH_COORDINATOR=$COORD:7700" \
+      --field "spec.nodeName=$node" --field "status.podIP=${TM_NET_ADDR[$node]}" \
+      --env "TUNNELMESH_COORDINATOR=$COORD:7700" \
       --volume "state=$(tm_member_state "$node")" --volume "ca=$TM_WORK/ca" \
       --volume "coordinator-token=$(agent_pod_token_dir "$node")" \
       --binary "/usr/bin/tunnelmesh-agent=$TM_AGENT" >"$script"

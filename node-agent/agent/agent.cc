@@ -10,6 +10,7 @@
 #include "lib/disco/path_selector.h"
 #include "lib/dns/mesh_zone.h"
 #include "lib/wire/stun.h"
+#include "node-agent/agent/agent_metrics.h"
 #include "node-agent/agent/agent_status.h"
 
 namespace tunnelmesh {
@@ -51,6 +52,7 @@ Agent::Agent(AgentParams params)
 }
 
 Agent::~Agent() {
+  metrics_.reset();
   if (session_) session_->Stop();
   control_.reset();
   uapi_.reset();
@@ -157,6 +159,7 @@ void Agent::ConnectRelay() {
 
 absl::Status Agent::Start() {
   if (absl::Status s = plane_->Start(); !s.ok()) return s;
+  if (absl::Status s = StartMetrics(); !s.ok()) return s;
   loop_.RunEvery(kLivenessInterval, [this] { SampleLiveness(); });
   loop_.Start();
   absl::StatusOr<std::unique_ptr<ControlServer>> control = ControlServer::Listen(
@@ -205,6 +208,55 @@ absl::Status Agent::Start() {
   }
   if (session_) session_->Start();
   return absl::OkStatus();
+}
+
+absl::Status Agent::StartMetrics() {
+  if (!params_.metrics_address.has_value()) return absl::OkStatus();
+  auto render = [this] { return MetricsText(kStatusTimeout); };
+  absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> server = metrics::MetricsServer::Start(
+      *params_.metrics_address, "--metrics-address", "--no-metrics", render);
+  if (!server.ok() && absl::IsAlreadyExists(server.status()) && !params_.metrics_address_given) {
+    // The default port of the first agent on this host: another one takes a free port.
+    server = metrics::MetricsServer::Start(Endpoint(params_.metrics_address->address(), 0),
+                                           "--metrics-address", "--no-metrics", render);
+    if (server.ok()) {
+      TM_LOG_WARN(
+          "metrics: TCP port {} is in use (another agent on this host?); serving /metrics on {} "
+          "instead (choose one with --metrics-address; `status` shows it)",
+          params_.metrics_address->port(), (*server)->endpoint().ToString());
+    }
+  }
+  if (!server.ok() && !params_.metrics_address_given) {
+    // Metrics are not worth stopping the tunnel for when nobody asked for an address: without a
+    // loopback interface, for one.
+    TM_LOG_WARN("{}: running without metrics", std::string(server.status().message()));
+    return absl::OkStatus();
+  }
+  if (!server.ok()) return server.status();
+  metrics_ = *std::move(server);
+  TM_LOG_INFO("metrics on http://{}/metrics", metrics_->endpoint().ToString());
+  return absl::OkStatus();
+}
+
+std::optional<std::string> Agent::MetricsText(absl::Duration timeout) {
+  return loop_.Call<std::string>([this] { return BuildMetricsText(); }, timeout);
+}
+
+std::string Agent::BuildMetricsText() {
+  AgentMetricsExtras extras;
+  extras.version = params_.version;
+  if (dns_ != nullptr) {
+    for (int i = 0; i < dns::kOutcomeCount; ++i) {
+      const auto outcome = static_cast<dns::Outcome>(i);
+      extras.dns_queries[dns::OutcomeName(outcome)] = dns_->queries(outcome);
+    }
+  }
+  if (metrics_ != nullptr) {
+    extras.metrics_scrapes = metrics_->scrapes();
+    extras.metrics_bad_requests = metrics_->bad_requests();
+    extras.metrics_unavailable = metrics_->unavailable();
+  }
+  return RenderAgentMetrics(BuildStatus(), extras, absl::Now());
 }
 
 void Agent::PublishZone() {
@@ -283,10 +335,10 @@ std::string Agent::HandleControlRequest(std::string_view request) {
 }
 
 std::optional<std::string> Agent::StatusJson(absl::Duration timeout) {
-  return loop_.Call<std::string>([this] { return BuildStatusJson(); }, timeout);
+  return loop_.Call<std::string>([this] { return BuildStatus().dump(); }, timeout);
 }
 
-std::string Agent::BuildStatusJson() {
+nlohmann::json Agent::BuildStatus() {
   SelfInfo self;
   self.name = name_;
   self.interface_name = params_.interface_name;
@@ -305,9 +357,11 @@ std::string Agent::BuildStatusJson() {
   }
   health.liveness = &liveness_;
   health.now = absl::Now();
-  return BuildAgentStatusJson(
+  nlohmann::json status = BuildAgentStatus(
       self, *device_, plane_->drop_counts(), *peers_, paths_.get(), coordinated_, loop_.dropped(),
       health, policy::FilterStatusJson(filter_, rule_sets_.rules(), rule_sets_.history()));
+  status["self"]["metrics"] = metrics_ != nullptr ? metrics_->endpoint().ToString() : "off";
+  return status;
 }
 
 bool Agent::PostMapUpdate(coord::MapUpdate update) {
@@ -586,6 +640,7 @@ int Agent::Run(const sigset_t& signals, bool member) {
   }
   if (leave_requested_) TM_LOG_INFO("left the mesh: shutting down");
   if (session_) session_->Stop();
+  metrics_.reset();
   control_.reset();
   uapi_.reset();
   loop_.Stop();

@@ -25,6 +25,8 @@
 // - the WireGuard socket's thread (uapi_, /var/run/wireguard/IFACE.sock): `wg show` is answered
 //   by a Call on the control loop; `wg set` is applied there (config mode) or refused (join: the
 //   coordinator owns the peers). See agent_uapi.cc.
+// - the metrics endpoint's thread (metrics_, lib/metrics/http_server.h): each scrape is a Call on
+//   the control loop that renders the status snapshot as Prometheus text (agent_metrics.h).
 // - the main thread (Run): signals, leave and refusal, data-plane failure.
 // Lock order: none is held across another component's call; the control loop's queue lock and the
 // session's lock are leaves.
@@ -44,6 +46,7 @@
 #include "lib/crypto/keys.h"
 #include "lib/dns/server.h"
 #include "lib/filter/filter.h"
+#include "lib/metrics/http_server.h"
 #include "lib/net/ip.h"
 #include "lib/noise/device.h"
 #include "node-agent/agent/control_loop.h"
@@ -93,6 +96,13 @@ struct AgentParams {
   // Join with `dns`: register the mesh domain on the interface with systemd-resolved where it runs
   // in this network namespace; elsewhere log once how to point the host's resolver at the agent.
   bool register_resolved = false;
+  // The Prometheus endpoint (nullopt: --no-metrics). When the address is the default (not
+  // `metrics_address_given`) and its port is taken, by another agent on this host most likely,
+  // the agent takes a free port and logs it, and any other failure is a warning (the agent runs
+  // without metrics); a given address that cannot be used fails Start.
+  std::optional<Endpoint> metrics_address;
+  bool metrics_address_given = false;
+  std::string version;  // For tunnelmesh_agent_info.
 };
 
 class Agent {
@@ -125,6 +135,9 @@ class Agent {
   // The `status --json` report, built on the control thread (any other thread; nullopt when the
   // loop did not answer within `timeout`).
   std::optional<std::string> StatusJson(absl::Duration timeout);
+  // The Prometheus text (agent_metrics.h), built on the control thread like the status (any other
+  // thread; nullopt when the loop did not answer within `timeout`).
+  std::optional<std::string> MetricsText(absl::Duration timeout);
 
   // Hooks for the coordinator session's threads: post to the control loop.
   // False when the control loop's queue is full (the update was not taken).
@@ -171,7 +184,9 @@ class Agent {
   void SendStun();
   void MaybeReport();
   void OnForeignDatagram(const std::vector<uint8_t>& datagram, const Endpoint& from, bool disco);
-  std::string BuildStatusJson();
+  nlohmann::json BuildStatus();
+  std::string BuildMetricsText();
+  [[nodiscard]] absl::Status StartMetrics();
   std::string ResolveServiceHost(const std::string& address) const;
   void ConnectRelay();
   std::string HandleControlRequest(std::string_view request);
@@ -219,6 +234,8 @@ class Agent {
   std::unique_ptr<CoordinatorSession> session_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<uapi::UapiServer> uapi_;
+  // Set in Start before the control loop runs; its thread asks the loop for each scrape.
+  std::unique_ptr<metrics::MetricsServer> metrics_;
   // Its own thread; zones are published to it from the control thread.
   std::unique_ptr<DnsServer> dns_;
   // What Start found (before the loop's first PublishZone) and the registrar, when resolved runs

@@ -50,11 +50,11 @@ void AddHealth(const AgentHealth& health, nlohmann::json* status) {
 
 }  // namespace
 
-std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& device,
-                                 const DataplaneDropCounts& plane_drops, const PeerTable& peers,
-                                 const PathManager* paths, bool coordinated,
-                                 uint64_t control_posts_dropped, const AgentHealth& health,
-                                 nlohmann::json filter) {
+nlohmann::json BuildAgentStatus(const SelfInfo& self, const noise::Device& device,
+                                const DataplaneDropCounts& plane_drops, const PeerTable& peers,
+                                const PathManager* paths, bool coordinated,
+                                uint64_t control_posts_dropped, const AgentHealth& health,
+                                nlohmann::json filter) {
   PeerDescriptions descriptions;
   if (coordinated) {
     for (const auto& [key, info] : peers.peers()) {
@@ -63,9 +63,16 @@ std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& devi
       d.dns_name = info.dns_name;
       d.mesh_ips = info.mesh_ips;
       if (paths != nullptr && paths->HasPeer(key)) {
-        const disco::PathKind kind = paths->PathOf(key).kind;
+        const PathStats stats = paths->StatsOf(key);
+        const disco::PathKind kind = stats.path.kind;
         d.path = disco::PathKindName(kind);
         d.via_relay = kind == disco::PathKind::kRelay;
+        d.path_changes = stats.changes;
+        if (stats.rtt && kind == disco::PathKind::kDirect) {
+          // Microsecond precision is all a ping through two schedulers can give.
+          d.rtt_ms =
+              std::chrono::duration_cast<std::chrono::microseconds>(*stats.rtt).count() / 1000.0;
+        }
       }
     }
   }
@@ -73,7 +80,17 @@ std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& devi
   AddHealth(health, &status);
   status["control_loop"] = {{"posts_dropped", control_posts_dropped}};
   if (!filter.is_null()) status["filter"] = std::move(filter);
-  return status.dump();
+  return status;
+}
+
+std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& device,
+                                 const DataplaneDropCounts& plane_drops, const PeerTable& peers,
+                                 const PathManager* paths, bool coordinated,
+                                 uint64_t control_posts_dropped, const AgentHealth& health,
+                                 nlohmann::json filter) {
+  return BuildAgentStatus(self, device, plane_drops, peers, paths, coordinated,
+                          control_posts_dropped, health, std::move(filter))
+      .dump();
 }
 
 }  // namespace tunnelmesh

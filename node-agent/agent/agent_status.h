@@ -38,7 +38,14 @@ struct AgentHealth {
 // (ControlLoop::dropped()), reported as control_loop.posts_dropped.
 // `filter`: the report's "filter" object (node-agent/policy/filter_status.h); null leaves it out.
 // `health`: self's mesh, coordinator and relay state and warnings, and each peer's online,
-// last_seen, handshake_failures and warnings (docs/configuration.md, "status").
+// last_seen, handshake_failures and warnings (docs/configuration.md, "status"). Peers on a path
+// the PathManager follows also get path_changes, and rtt_ms while the path is direct.
+nlohmann::json BuildAgentStatus(const SelfInfo& self, const noise::Device& device,
+                                const DataplaneDropCounts& plane_drops, const PeerTable& peers,
+                                const PathManager* paths, bool coordinated,
+                                uint64_t control_posts_dropped, const AgentHealth& health,
+                                nlohmann::json filter = nullptr);
+// BuildAgentStatus, as text.
 std::string BuildAgentStatusJson(const SelfInfo& self, const noise::Device& device,
                                  const DataplaneDropCounts& plane_drops, const PeerTable& peers,
                                  const PathManager* paths, bool coordinated,

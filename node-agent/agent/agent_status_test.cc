@@ -213,7 +213,8 @@ TEST(AgentStatusTest, FormatStatusSurvivesMalformedReplies) {
                             {"interface", "tm0"},
                             {"public_key", "AAAA"},
                             {"mesh_ips", {"10.99.0.1"}},
-                            {"listen_port", 51820}}},
+                            {"listen_port", 51820},
+                            {"metrics", "127.0.0.1:7710"}}},
                           {"peers",
                            {{{"name", "db"},
                              {"public_key", "BBBB"},
@@ -221,6 +222,7 @@ TEST(AgentStatusTest, FormatStatusSurvivesMalformedReplies) {
                              {"allowed_ips", {"10.99.0.2/32"}},
                              {"endpoint", "192.0.2.7:51820"},
                              {"path", "direct"},
+                             {"rtt_ms", 1.25},
                              {"latest_handshake", 1700000000},
                              {"rx_bytes", 10},
                              {"tx_bytes", 20},
@@ -237,6 +239,8 @@ TEST(AgentStatusTest, FormatStatusSurvivesMalformedReplies) {
                             {"rule_sets_rejected", 1}}}};
   const std::string text = FormatStatus(valid, absl::FromUnixSeconds(1700000065));
   EXPECT_NE(text.find("latest handshake: 1 min, 5 s ago"), std::string::npos) << text;
+  EXPECT_NE(text.find("  path: direct, rtt 1.2 ms\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("  metrics: 127.0.0.1:7710\n"), std::string::npos) << text;
   EXPECT_NE(text.find("malformed=3"), std::string::npos) << text;
   EXPECT_NE(text.find("filter: on, default deny, 3 rules"), std::string::npos) << text;
 

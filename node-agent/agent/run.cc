@@ -15,6 +15,7 @@
 #include "node-agent/control/coordinator_client.h"
 #include "node-agent/tun/linux_tun_device.h"
 #include "proto/member_kind.h"
+#include "tm_version.h"
 
 namespace tunnelmesh {
 namespace {
@@ -105,7 +106,7 @@ std::optional<CoordinatorCa> FetchCa(const JoinOptions& options, const HostPort&
 }  // namespace
 
 int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
-            const sigset_t& signals) {
+            const MetricsFlags& metrics, const sigset_t& signals) {
   absl::StatusOr<SecretKey> key = LoadOrCreateNodeKey(options.state_dir);
   if (!key.ok()) {
     TM_LOG_ERROR("{}", std::string(key.status().message()));
@@ -264,6 +265,9 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
     params.dns = DnsServerOptions{{*checked.dns_listen}, options.dns_port, checked.dns_upstream};
     params.register_resolved = checked.register_resolved;
   }
+  params.metrics_address = metrics.address;
+  params.metrics_address_given = metrics.given;
+  params.version = kTunnelMeshVersion;
   Agent agent(std::move(params));
   agent_slot = &agent;
   if (absl::Status s = agent.BringUp(std::move(*tun), std::move(*socket)); !s.ok()) {
@@ -291,6 +295,9 @@ int RunConfig(AgentConfig config, const ConfigRunOptions& options, const sigset_
   for (const InterfaceAddress& address : config.addresses) {
     params.addresses.emplace_back(address.address, address.prefix_length);
   }
+  params.metrics_address = options.metrics.address;
+  params.metrics_address_given = options.metrics.given;
+  params.version = kTunnelMeshVersion;
   Agent agent(std::move(params));
   for (PeerConfig& peer : config.peers) {
     StaticPeerConfig static_peer;

@@ -8,18 +8,21 @@
 
 #include <string>
 
+#include "node-agent/agent/agent_metrics.h"
 #include "node-agent/agent/join_options.h"
 #include "node-agent/config/agent_config.h"
 
 namespace tunnelmesh {
 
-// Options already checked by CheckJoinOptions.
-int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked, const sigset_t& signals);
+// Options already checked by CheckJoinOptions and CheckMetricsFlags.
+int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
+            const MetricsFlags& metrics, const sigset_t& signals);
 
 struct ConfigRunOptions {
   std::string config_path;  // For messages.
   std::string interface_name;
   std::string state_dir;
+  MetricsFlags metrics;
 };
 int RunConfig(AgentConfig config, const ConfigRunOptions& options, const sigset_t& signals);
 

@@ -123,6 +123,8 @@ nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
       fields["dns_name"] = d.dns_name;
       if (d.path) fields["path"] = *d.path;
       if (d.via_relay) fields["endpoint"] = "relay";
+      if (d.rtt_ms) fields["rtt_ms"] = *d.rtt_ms;
+      if (d.path_changes) fields["path_changes"] = *d.path_changes;
     }
     peers.push_back(std::move(fields));
   });
@@ -172,6 +174,8 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
   }
   const std::string relay = String(self, "relay");
   if (!relay.empty()) out += "  relay: " + relay + "\n";
+  const std::string metrics = String(self, "metrics");
+  if (!metrics.empty()) out += "  metrics: " + metrics + "\n";
   const nlohmann::json& peers = Field(status, "peers");
   for (const nlohmann::json& peer : peers.is_array() ? peers : nlohmann::json::array()) {
     out += "\npeer: " + String(peer, "public_key") + "\n";
@@ -185,7 +189,13 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
     if (!endpoint.empty()) out += "  endpoint: " + endpoint + "\n";
     const std::string allowed = JoinStrings(Field(peer, "allowed_ips"));
     out += "  allowed ips: " + (allowed.empty() ? std::string("(none)") : allowed) + "\n";
-    out += "  path: " + String(peer, "path") + "\n";
+    out += "  path: " + String(peer, "path");
+    if (const nlohmann::json& rtt = Field(peer, "rtt_ms"); rtt.is_number()) {
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), ", rtt %.1f ms", rtt.get<double>());
+      out += buf;
+    }
+    out += "\n";
     if (const nlohmann::json& online = Field(peer, "online"); online.is_boolean()) {
       out += online.get<bool>()
                  ? std::string("  status: online\n")

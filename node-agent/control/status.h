@@ -31,8 +31,10 @@ struct PeerDescription {
   std::string name;
   std::string dns_name;
   std::vector<std::string> mesh_ips;
-  std::optional<std::string> path;  // "direct", "relay" or "none"; unset: "direct".
-  bool via_relay = false;           // The endpoint field then says "relay".
+  std::optional<std::string> path;       // "direct", "relay" or "none"; unset: "direct".
+  bool via_relay = false;                // The endpoint field then says "relay".
+  std::optional<double> rtt_ms;          // Direct path: the last discovery ping's round trip.
+  std::optional<uint64_t> path_changes;  // Paths applied after the first (join only).
 };
 using PeerDescriptions = std::map<PublicKey, PeerDescription>;
 

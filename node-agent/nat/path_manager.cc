@@ -69,6 +69,8 @@ void PathManager::ApplyPath(const PublicKey& key, PeerPaths& peer) {
     transport_->UseRelay(key);
     TM_LOG_INFO("path to {}: relay", peer.name);
   }
+  if (peer.applied_once) ++peer.changes;
+  peer.applied_once = true;
   peer.applied = path;
 }
 
@@ -139,6 +141,13 @@ std::vector<PublicKey> PathManager::TakeCallMeMaybe() {
 disco::Path PathManager::PathOf(const PublicKey& key) const {
   auto it = peers_.find(key);
   return it == peers_.end() ? disco::Path{} : it->second->selector.CurrentPath();
+}
+
+PathStats PathManager::StatsOf(const PublicKey& key) const {
+  auto it = peers_.find(key);
+  if (it == peers_.end()) return {};
+  const PeerPaths& peer = *it->second;
+  return {peer.selector.CurrentPath(), peer.selector.DirectLatency(), peer.changes};
 }
 
 std::pair<uint32_t, uint32_t> PathManager::PathCounts() const {

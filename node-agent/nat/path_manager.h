@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,6 +30,13 @@ namespace tunnelmesh {
 struct DiscoDrops {
   uint64_t unknown_peer = 0;  // Sender not in the map, or a static peer.
   uint64_t bad_seal = 0;      // Did not open with the sender's key.
+};
+
+// What PathManager knows of one peer's path, for `status` and metrics.
+struct PathStats {
+  disco::Path path;             // As PathOf says (kind kNone for unknown peers).
+  std::optional<Duration> rtt;  // The last ping/pong round trip on the direct path.
+  uint64_t changes = 0;         // Paths applied after the first (relay <-> direct, ...).
 };
 
 class PathManager {
@@ -58,6 +66,8 @@ class PathManager {
   std::vector<PublicKey> TakeCallMeMaybe();
   // The current path to `key` (kind kNone for unknown peers).
   disco::Path PathOf(const PublicKey& key) const;
+  // The applied path, its RTT when direct, and how often it changed (default for unknown peers).
+  PathStats StatsOf(const PublicKey& key) const;
   // Peers reached directly and through the relay, as applied.
   std::pair<uint32_t, uint32_t> PathCounts() const;
   const DiscoDrops& drops() const { return drops_; }
@@ -69,6 +79,8 @@ class PathManager {
     disco::BoxKey box;
     bool box_ok = false;
     disco::Path applied;
+    bool applied_once = false;
+    uint64_t changes = 0;
     explicit PeerPaths(disco::PathSelector::TxIdGenerator tx_ids)
         : selector(tx_ids ? disco::PathSelector(std::move(tx_ids)) : disco::PathSelector()) {}
   };

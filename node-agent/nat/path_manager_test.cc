@@ -117,6 +117,13 @@ TEST_F(PathManagerTest, PongConfirmsADirectPath) {
   EXPECT_EQ(manager_.PathOf(peer_.key).kind, disco::PathKind::kDirect);
   EXPECT_EQ(transport_.direct, std::vector<Endpoint>{candidate});
   EXPECT_EQ(manager_.PathCounts(), std::make_pair(1u, 0u));
+  // The round trip of the ping that proved the path, and one change (relay -> direct).
+  const PathStats stats = manager_.StatsOf(peer_.key);
+  EXPECT_EQ(stats.path.kind, disco::PathKind::kDirect);
+  ASSERT_TRUE(stats.rtt.has_value());
+  EXPECT_EQ(*stats.rtt, std::chrono::milliseconds(20));
+  EXPECT_EQ(stats.changes, 1u);
+  EXPECT_EQ(manager_.StatsOf(us_.key).path.kind, disco::PathKind::kNone);  // Unknown peer.
 }
 
 TEST_F(PathManagerTest, ForgedOrUnknownPongsConfirmNothing) {
@@ -159,6 +166,9 @@ TEST_F(PathManagerTest, SilenceFallsBackToTheRelay) {
   EXPECT_EQ(manager_.PathOf(peer_.key).kind, disco::PathKind::kRelay);
   EXPECT_EQ(transport_.relay, relay_before + 1);
   EXPECT_EQ(manager_.PathCounts(), std::make_pair(0u, 1u));
+  // relay -> direct -> relay; no RTT on the relay path.
+  EXPECT_EQ(manager_.StatsOf(peer_.key).changes, 2u);
+  EXPECT_FALSE(manager_.StatsOf(peer_.key).rtt.has_value());
 }
 
 TEST_F(PathManagerTest, ProbeRoundsQueueOneCallMeMaybe) {

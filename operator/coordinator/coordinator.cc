@@ -802,6 +802,7 @@ absl::StatusOr<std::shared_ptr<Subscription>> Coordinator::Watch(const PublicKey
   Subscription::Options options;
   options.max_pending = options_.max_pending_updates;
   options.collapses = &counters_.watch_collapses;
+  options.fanout_seconds = &counters_.fanout_seconds;
   options.refill = [this, member](Subscription* sub) { Refill(member, sub); };
   auto subscription = std::make_shared<Subscription>(std::move(options));
   live.subscription = subscription;
@@ -1238,6 +1239,24 @@ std::optional<std::string> Coordinator::MeshOf(const PublicKey& key) const {
   auto it = members_.find(key);
   if (it == members_.end()) return std::nullopt;
   return it->second.mesh;
+}
+
+std::vector<MemberCount> Coordinator::MemberCounts() const {
+  std::map<std::pair<std::string, int>, MemberCount> counts;
+  absl::ReaderMutexLock lock(&mu_);
+  for (const auto& [key, m] : members_) {
+    MemberCount& c = counts[{m.mesh, static_cast<int>(m.kind)}];
+    c.mesh = m.mesh;
+    c.kind = m.kind;
+    ++c.members;
+    auto live = live_.find(key);
+    if (live == live_.end()) continue;
+    std::shared_ptr<Subscription> sub = live->second.subscription.lock();
+    if (sub != nullptr && !sub->cancelled()) ++c.watching;
+  }
+  std::vector<MemberCount> out;
+  for (auto& [k, c] : counts) out.push_back(std::move(c));
+  return out;
 }
 
 size_t Coordinator::member_count() const {

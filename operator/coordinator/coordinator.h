@@ -79,6 +79,15 @@ struct PathCounts {
   bool operator==(const PathCounts&) const = default;
 };
 
+// How many members a mesh has of one kind, and how many of them hold an open watch (metrics).
+struct MemberCount {
+  std::string mesh;
+  coord::MemberKind kind = coord::MEMBER_KIND_EXTERNAL;
+  size_t members = 0;
+  size_t watching = 0;
+  bool operator==(const MemberCount&) const = default;
+};
+
 struct MemberStatus {
   MemberRecord record;
   bool connected = false;  // It holds an open watch.
@@ -138,6 +147,8 @@ struct CoordinatorCounters {
   std::atomic<uint64_t> admin_removals{0};
   std::atomic<uint64_t> refused_removed_keys{0};
   MemberWriterCounters store;
+  // Seconds from a delta's push to a member's queue until its Watch stream takes it to write.
+  metrics::Histogram fanout_seconds{metrics::LatencyBuckets()};
 };
 
 class Coordinator {
@@ -295,6 +306,8 @@ class Coordinator {
   RefusedJoins& refused_joins() { return refused_joins_; }
   std::vector<PublicKey> MembersOf(const std::string& mesh) const ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<MemberStatus> Members() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Members by mesh and kind (sorted by both), counted under a read lock without copying records.
+  std::vector<MemberCount> MemberCounts() const ABSL_LOCKS_EXCLUDED(mu_);
   // Replaces the validated PeerPolicy specs (of every mesh) and recompiles what they change;
   // members whose rule sets changed get them. A policy naming a Mesh the coordinator does not
   // have is kept and applies once that Mesh appears.

@@ -187,10 +187,12 @@ TEST(MemberWriterTest, CoalescesPerKeyAndKeepsTheLatestRecord) {
 
 TEST(SubscriptionTest, SlowReaderBacklogCollapsesIntoOneFullMap) {
   std::atomic<uint64_t> collapses{0};
+  metrics::Histogram fanout(metrics::LatencyBuckets());
   int refills = 0;
   Subscription::Options options;
   options.max_pending = 4;
   options.collapses = &collapses;
+  options.fanout_seconds = &fanout;
   options.refill = [&refills](Subscription* s) {
     ++refills;
     coord::MapUpdate full;
@@ -219,11 +221,17 @@ TEST(SubscriptionTest, SlowReaderBacklogCollapsesIntoOneFullMap) {
   EXPECT_EQ(out.version(), 100u);
   EXPECT_EQ(refills, 1);
   EXPECT_EQ(sub.TryNext(&out), Subscription::Poll::kEmpty);
+  EXPECT_EQ(fanout.Take().count, 0u) << "refills and dropped deltas are not observed";
   // Deltas after the full map queue normally again.
   delta.set_version(101);
   EXPECT_TRUE(sub.Push(delta));
   ASSERT_EQ(sub.TryNext(&out), Subscription::Poll::kUpdate);
   EXPECT_EQ(out.version(), 101u);
+  // The delta's time in the queue was observed once.
+  const metrics::Histogram::Snapshot observed = fanout.Take();
+  EXPECT_EQ(observed.count, 1u);
+  EXPECT_GE(observed.sum, 0.0);
+  EXPECT_LT(observed.sum, 10.0);
   EXPECT_TRUE(sub.Cancel(absl::OkStatus()));
   EXPECT_EQ(sub.TryNext(&out), Subscription::Poll::kEnded);
 }

@@ -115,6 +115,10 @@ TEST(CoordinatorTest, WatchGetsFullMapThenDeltas) {
   EXPECT_EQ(u.upsert_peers(0).allowed_ips(0), "10.99.0.2/32");
   EXPECT_EQ(u.upsert_peers(0).dns_name(), "b.mesh");
 
+  // Two members of the mesh, one of them watching; the full map and the delta reached a's stream.
+  EXPECT_EQ(c.MemberCounts(),
+            (std::vector<MemberCount>{{"demo", coord::MEMBER_KIND_EXTERNAL, 2, 1}}));
+  EXPECT_EQ(c.counters().fanout_seconds.Take().count, 2u);
   ASSERT_TRUE(c.ReportEndpoints(b, {"192.0.2.5:51820", "[2001:db8::5]:51820"}, {3, 1}).ok());
   for (const MemberStatus& m : c.Members()) {
     if (m.record.public_key == b) {

@@ -11,12 +11,14 @@ bool Subscription::Push(coord::MapUpdate update) {
   if (cancelled_ || needs_full_map_) return false;  // A full map will carry this change.
   if (queue_.size() >= options_.max_pending) {
     queue_.clear();
+    pushed_at_.clear();
     needs_full_map_ = true;
     ++collapses_;
     if (options_.collapses != nullptr) options_.collapses->fetch_add(1, std::memory_order_relaxed);
     return true;
   }
   queue_.push_back(std::move(update));
+  pushed_at_.push_back(std::chrono::steady_clock::now());
   return queue_.size() == 1;
 }
 
@@ -24,6 +26,7 @@ bool Subscription::RequestFullMap() {
   absl::MutexLock lock(&mu_);
   if (cancelled_ || needs_full_map_) return false;
   queue_.clear();
+  pushed_at_.clear();
   needs_full_map_ = true;
   return true;
 }
@@ -60,6 +63,12 @@ Subscription::Poll Subscription::TakeLocked(coord::MapUpdate* out, bool* refill)
   if (queue_.empty()) return Poll::kEmpty;
   *out = std::move(queue_.front());
   queue_.pop_front();
+  const std::optional<std::chrono::steady_clock::time_point> pushed = pushed_at_.front();
+  pushed_at_.pop_front();
+  if (pushed && options_.fanout_seconds != nullptr) {
+    options_.fanout_seconds->Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - *pushed).count());
+  }
   return Poll::kUpdate;
 }
 
@@ -96,8 +105,12 @@ bool Subscription::Next(coord::MapUpdate* out, absl::Duration timeout) {
 void Subscription::ResetWithFullMap(coord::MapUpdate full) {
   absl::MutexLock lock(&mu_);
   queue_.clear();
+  pushed_at_.clear();
   needs_full_map_ = false;
-  if (!cancelled_) queue_.push_back(std::move(full));
+  if (!cancelled_) {
+    queue_.push_back(std::move(full));
+    pushed_at_.push_back(std::nullopt);
+  }
 }
 
 bool Subscription::cancelled() const {

@@ -14,15 +14,18 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lib/metrics/exposition.h"
 #include "proto/coordinator.pb.h"
 
 namespace tunnelmesh {
@@ -39,6 +42,10 @@ class Subscription {
     std::function<void(Subscription*)> refill;
     // Counts collapses (may be null).
     std::atomic<uint64_t>* collapses = nullptr;
+    // Observes, for each pushed update the reader takes (deltas, and the full map a watch starts
+    // with), the seconds since it was pushed: how long a change took to reach this member's
+    // stream. Full maps that refill a collapsed backlog are not observed. May be null.
+    metrics::Histogram* fanout_seconds = nullptr;
   };
 
   enum class Poll { kUpdate, kEmpty, kEnded };
@@ -85,6 +92,8 @@ class Subscription {
   const Options options_;
   mutable absl::Mutex mu_;
   std::deque<coord::MapUpdate> queue_ ABSL_GUARDED_BY(mu_);
+  // When each entry of queue_ was pushed; nullopt for refills. Same length as queue_.
+  std::deque<std::optional<std::chrono::steady_clock::time_point>> pushed_at_ ABSL_GUARDED_BY(mu_);
   bool needs_full_map_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status reason_ ABSL_GUARDED_BY(mu_);

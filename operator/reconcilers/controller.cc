@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 
+#include <chrono>
+
 #include "lib/base/log.h"
 #include "operator/kube/object.h"
 
@@ -51,7 +53,11 @@ int Controller::RunUntilIdle() {
 bool Controller::ProcessOne(absl::Duration wait) {
   std::optional<std::string> key = queue_->Get(wait);
   if (!key) return false;
+  const auto started = std::chrono::steady_clock::now();
   absl::StatusOr<Result> result = reconciler_->Reconcile(*key);
+  stats_.seconds.Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  (result.ok() ? stats_.succeeded : stats_.failed).fetch_add(1, std::memory_order_relaxed);
   queue_->Done(*key);
   if (!result.ok()) {
     TM_LOG_WARN("reconcile {} {}: {} (retried with backoff)", name_, *key,

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "lib/metrics/exposition.h"
 #include "operator/kube/informer.h"
 #include "operator/kube/work_queue.h"
 
@@ -39,6 +40,14 @@ kube::Informer::Handlers EnqueueHandlers(kube::WorkQueue* queue,
 // Enqueues the key of every object in `informer`'s cache.
 void EnqueueAll(const kube::Informer& informer, kube::WorkQueue* queue);
 
+// How a controller's reconciles went, for metrics: their durations, and how many succeeded and
+// failed. Written by the worker, read from any thread.
+struct ReconcileStats {
+  metrics::Histogram seconds{metrics::LatencyBuckets()};
+  std::atomic<uint64_t> succeeded{0};
+  std::atomic<uint64_t> failed{0};
+};
+
 class Controller {
  public:
   // `queue` and `reconciler` must outlive the controller.
@@ -55,6 +64,9 @@ class Controller {
   // the number of reconciles.
   int RunUntilIdle();
 
+  const std::string& name() const { return name_; }
+  const ReconcileStats& stats() const { return stats_; }
+
  private:
   // One key off the queue, reconciled; false when none came within `wait`.
   bool ProcessOne(absl::Duration wait);
@@ -63,6 +75,7 @@ class Controller {
   kube::WorkQueue* const queue_;
   Reconciler* const reconciler_;
   std::atomic<bool> stopping_{false};
+  ReconcileStats stats_;
   std::thread worker_;
 };
 

@@ -49,6 +49,10 @@ class Manager {
 
   Coordinator& coordinator() { return coordinator_; }
   size_t mesh_count() const { return meshes_.mesh_count(); }
+  // The controllers (Mesh, MeshPeer, PeerPolicy, Node), for their reconcile metrics.
+  std::vector<const Controller*> controllers() const {
+    return {&mesh_controller_, &peer_controller_, &policy_controller_, &node_controller_};
+  }
   // The Mesh informer's cache (for components that record Events on Meshes).
   const kube::Informer& mesh_informer() const { return mesh_informer_; }
 

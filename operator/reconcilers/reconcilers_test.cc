@@ -435,6 +435,14 @@ TEST(ManagerTest, WiresTheKindsTogether) {
   // Start reconciled the existing objects before returning: the mesh is served, the peer admitted.
   EXPECT_EQ(manager.mesh_count(), 1u);
   EXPECT_TRUE(manager.coordinator().IsMember(key));
+  // Reconciles are counted and timed per controller.
+  uint64_t reconciles = 0;
+  for (const Controller* c : manager.controllers()) {
+    const uint64_t done = c->stats().succeeded.load() + c->stats().failed.load();
+    EXPECT_GE(c->stats().seconds.Take().count, done) << c->name();  // Observed, then counted.
+    reconciles += done;
+  }
+  EXPECT_GE(reconciles, 2u) << "at least the Mesh and the MeshPeer";
   // Then events drive it: the MeshPeer deleted, its member goes.
   ASSERT_TRUE(api.Delete(kube::kMeshPeers, "", "laptop").ok());
   EXPECT_TRUE(WaitFor([&] { return !manager.coordinator().IsMember(key); }));

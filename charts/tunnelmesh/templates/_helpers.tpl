@@ -210,3 +210,17 @@ spec:
         {{- toYaml . | nindent 8 }}
       {{- end }}
 {{- end }}
+
+{{/*
+Metrics and log format, read with defaults for the same reason (values kept by --reuse-values from
+a chart without them). Pass the component's values (.Values.operator or .Values.agent) and its
+default port: tunnelmesh.metricsOn is "true" or "", tunnelmesh.metricsPort the port.
+*/}}
+{{- define "tunnelmesh.metricsOn" -}}
+{{- $m := .values.metrics | default dict }}
+{{- if or (not (hasKey $m "enabled")) $m.enabled }}true{{ end }}
+{{- end }}
+{{- define "tunnelmesh.metricsPort" -}}
+{{- $m := .values.metrics | default dict }}{{ $m.port | default .port }}
+{{- end }}
+{{- define "tunnelmesh.logFormat" -}}{{ .logFormat | default "text" }}{{- end }}
