@@ -4,6 +4,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "lib/base/decimal.h"
 
 namespace tunnelmesh::config_syntax {
 namespace {
@@ -51,14 +52,7 @@ std::string Escaped(absl::string_view text) {
 
 // Decimal digits only: no sign, no spaces, no hex. Empty when not a number or above `max`.
 std::optional<uint32_t> ParseDecimal(absl::string_view text, uint32_t max) {
-  if (text.empty() || text.size() > 10) return std::nullopt;
-  uint64_t value = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return std::nullopt;
-    value = value * 10 + static_cast<uint64_t>(c - '0');
-  }
-  if (value > max) return std::nullopt;
-  return static_cast<uint32_t>(value);
+  return tunnelmesh::ParseDecimal(Std(text), max);
 }
 
 bool IsUnspecified(const IpAddress& address) {

@@ -36,7 +36,7 @@ inline std::string_view Std(absl::string_view text) {
 std::string Quote(absl::string_view text);
 // A key or section name as written by the user, made safe to print.
 std::string Escaped(absl::string_view text);
-// Decimal digits only: no sign, no spaces, no hex. Empty when not a number or above `max`.
+// lib/base/decimal.h's ParseDecimal, for absl::string_view.
 std::optional<uint32_t> ParseDecimal(absl::string_view text, uint32_t max);
 bool IsUnspecified(const IpAddress& address);
 absl::string_view FamilyName(const IpAddress& address);

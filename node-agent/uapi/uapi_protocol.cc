@@ -5,6 +5,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "lib/base/decimal.h"
 
 namespace tunnelmesh::uapi {
 namespace {
@@ -45,17 +46,6 @@ void AppendHex(const uint8_t* bytes, std::string* out) {
   }
 }
 
-std::optional<uint64_t> ParseUnsigned(std::string_view text, uint64_t max) {
-  if (text.empty() || text.size() > 10) return std::nullopt;
-  uint64_t value = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return std::nullopt;
-    value = value * 10 + static_cast<uint64_t>(c - '0');
-  }
-  if (value > max) return std::nullopt;
-  return value;
-}
-
 class SetParser {
  public:
   absl::Status Line(size_t number, std::string_view key, std::string_view value) {
@@ -85,13 +75,13 @@ class SetParser {
         return absl::OkStatus();
       }
       if (key == "listen_port") {
-        std::optional<uint64_t> port = ParseUnsigned(value, 65535);
+        std::optional<uint32_t> port = ParseDecimal(value, 65535);
         if (!port) return error(absl::StrCat(Quoted(value), " is not a port (0-65535)"));
         set_.listen_port = static_cast<uint16_t>(*port);
         return absl::OkStatus();
       }
       if (key == "fwmark") {
-        std::optional<uint64_t> mark = ParseUnsigned(value, UINT32_MAX);
+        std::optional<uint32_t> mark = ParseDecimal(value, UINT32_MAX);
         if (!mark) return error(absl::StrCat(Quoted(value), " is not a 32-bit number"));
         set_.fwmark = static_cast<uint32_t>(*mark);
         return absl::OkStatus();
@@ -119,7 +109,7 @@ class SetParser {
       return absl::OkStatus();
     }
     if (key == "persistent_keepalive_interval") {
-      std::optional<uint64_t> seconds = ParseUnsigned(value, 65535);
+      std::optional<uint32_t> seconds = ParseDecimal(value, 65535);
       if (!seconds) return error(absl::StrCat(Quoted(value), " is not seconds (0-65535)"));
       peer.persistent_keepalive = static_cast<uint16_t>(*seconds);
       return absl::OkStatus();
