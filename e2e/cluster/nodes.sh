@@ -49,7 +49,6 @@ declare -A NODES_SYSCTL_SAVED=()
 NODES_MADE_DIRS=()
 NODES_PAUSE_IMAGE=k8s.local/pause:1
 NODES_BUSYBOX_IMAGE=k8s.local/busybox:1
-NODES_STARTED=0
 
 nodes__netns() { echo "tmk8s-$1"; }
 
@@ -130,7 +129,6 @@ EOF
 nodes_up() {
   local w=$KUBE_WORK n start
   start=$(kube__now_ms)
-  NODES_STARTED=1
   nodes__kubeconfig "$w/admin.kubeconfig" admin
   kube_step "starting kube-controller-manager and kube-scheduler"
   "$KUBE_BIN/kube-controller-manager" --kubeconfig "$w/admin.kubeconfig" \
@@ -424,7 +422,7 @@ kube_more_diagnostics() {
 
 kube_before_down() {
   local n p pid id
-  [[ $NODES_STARTED == 1 || -n $NODES_DIR ]] || return 0
+  [[ -n $NODES_DIR ]] || return 0 # nodes_init did not get as far as making anything
   if [[ ${TM_NODES_KEEP:-0} =~ ^[1-9][0-9]*$ ]]; then
     kube_log "TM_NODES_KEEP=$TM_NODES_KEEP: the cluster stays up that many seconds (KUBECONFIG=$KUBECONFIG_FILE)"
     sleep "$TM_NODES_KEEP"
@@ -461,6 +459,5 @@ kube_before_down() {
   # Folders the shims or the kubelet left mounted below the work folder.
   while read -r p; do umount -l "$p" 2>/dev/null || true; done < <(
     awk -v w="$KUBE_WORK" 'index($2, w) == 1 {print $2}' /proc/self/mounts | sort -r)
-  NODES_STARTED=0
   NODES_DIR=""
 }
