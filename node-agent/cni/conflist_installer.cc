@@ -93,7 +93,8 @@ absl::StatusOr<json> WithPlugin(const json& config, const json& entry) {
            {"plugins", json::array({single})}};
   }
   if (!out["plugins"].is_array() || out["plugins"].empty()) {
-    return absl::InvalidArgumentError("the CNI configuration's \"plugins\" is not a non-empty list");
+    return absl::InvalidArgumentError(
+        "the CNI configuration's \"plugins\" is not a non-empty list");
   }
   out["plugins"].push_back(entry);
   return out;
@@ -131,8 +132,8 @@ absl::StatusOr<std::string> PrimaryConfig(const std::string& conf_dir) {
 
 absl::Status Install(const InstallOptions& options) {
   if (absl::Status s = CopyBinary(options.binary, options.bin_dir + "/" + kPluginType); !s.ok()) {
-    return absl::Status(s.code(), "copying the plugin into " + options.bin_dir + ": " +
-                                      std::string(s.message()));
+    return absl::Status(
+        s.code(), "copying the plugin into " + options.bin_dir + ": " + std::string(s.message()));
   }
   absl::StatusOr<std::string> path = PrimaryConfig(options.conf_dir);
   if (!path.ok()) return path.status();
@@ -141,7 +142,8 @@ absl::Status Install(const InstallOptions& options) {
   const json entry = PluginEntry(options);
   if (HasPlugin(*config, entry)) return absl::OkStatus();
   absl::StatusOr<json> patched = WithPlugin(*config, entry);
-  if (!patched.ok()) return absl::InvalidArgumentError(*path + ": " + std::string(patched.status().message()));
+  if (!patched.ok())
+    return absl::InvalidArgumentError(*path + ": " + std::string(patched.status().message()));
   std::string target = *path;
   const bool single = !config->contains("plugins");
   if (single) target = path->substr(0, path->rfind('.')) + ".conflist";

@@ -53,10 +53,9 @@ TEST_F(InstallerTest, AppendsToTheFirstConfigurationAndTakesItBack) {
   ASSERT_TRUE(Install(options_).ok());
   json patched = Read("10-k8s.conflist");
   ASSERT_EQ(patched["plugins"].size(), 3u);
-  EXPECT_EQ(patched["plugins"][2],
-            json({{"type", "tunnelmesh-cni"},
-                  {"mesh", "demo"},
-                  {"agentSocket", "/var/lib/tunnelmesh/tm0.sock"}}));
+  EXPECT_EQ(patched["plugins"][2], json({{"type", "tunnelmesh-cni"},
+                                         {"mesh", "demo"},
+                                         {"agentSocket", "/var/lib/tunnelmesh/tm0.sock"}}));
   EXPECT_EQ(Read("20-other.conflist"), json::parse(kBridge)) << "only the first file";
   EXPECT_EQ(*ReadFile(options_.bin_dir + "/tunnelmesh-cni"), "binary bytes");
   // Again: nothing changes (still one entry).

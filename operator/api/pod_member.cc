@@ -88,8 +88,10 @@ absl::StatusOr<PodIdentity> ParsePodIdentity(const nlohmann::json& json, const s
     return absl::OkStatus();
   };
   std::string host;
-  for (auto [key, out] : {std::pair{"host", &host}, {"namespace", &pod.namespace_name},
-                          {"name", &pod.pod_name}, {"uid", &pod.uid}}) {
+  for (auto [key, out] : {std::pair{"host", &host},
+                          {"namespace", &pod.namespace_name},
+                          {"name", &pod.pod_name},
+                          {"uid", &pod.uid}}) {
     if (absl::Status s = text(key, out); !s.ok()) return s;
   }
   absl::StatusOr<PublicKey> key = PublicKey::FromBase64(host);
@@ -101,7 +103,8 @@ absl::StatusOr<PodIdentity> ParsePodIdentity(const nlohmann::json& json, const s
     return absl::InvalidArgumentError(where + ": " + std::string(s.message()));
   }
   if (auto it = json.find("namespaceLabels"); it != json.end() && !it->is_null()) {
-    if (!it->is_object()) return absl::InvalidArgumentError(where + ".namespaceLabels must be a map");
+    if (!it->is_object())
+      return absl::InvalidArgumentError(where + ".namespaceLabels must be a map");
     for (const auto& [k, v] : it->items()) {
       if (!v.is_string()) {
         return absl::InvalidArgumentError(where + ".namespaceLabels." + k + " must be a string");

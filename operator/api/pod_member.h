@@ -13,10 +13,10 @@
 namespace tunnelmesh {
 
 struct PodIdentity {
-  PublicKey host;               // The member whose tunnel carries the pod.
-  std::string namespace_name;   // Kubernetes namespace ("default" outside Kubernetes).
-  std::string pod_name;         // Pod name (outside Kubernetes: from the container).
-  std::string uid;              // Pod metadata.uid, or the runtime's container ID.
+  PublicKey host;              // The member whose tunnel carries the pod.
+  std::string namespace_name;  // Kubernetes namespace ("default" outside Kubernetes).
+  std::string pod_name;        // Pod name (outside Kubernetes: from the container).
+  std::string uid;             // Pod metadata.uid, or the runtime's container ID.
   std::map<std::string, std::string> namespace_labels;  // For PeerPolicy namespaceSelector.
 
   bool operator==(const PodIdentity&) const = default;

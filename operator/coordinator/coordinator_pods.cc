@@ -80,8 +80,8 @@ absl::StatusOr<coord::AttachPodResponse> Coordinator::AttachPod(
     mesh = record->second.mesh;
   }
   const std::string text = PodText(request.pod());
-  absl::StatusOr<PodFacts> facts = options_.lookup_pod(request.pod().namespace_(),
-                                                       request.pod().name());
+  absl::StatusOr<PodFacts> facts =
+      options_.lookup_pod(request.pod().namespace_(), request.pod().name());
   if (!facts.ok()) {
     if (absl::IsNotFound(facts.status())) {
       counters_.pods_refused.fetch_add(1);
@@ -142,9 +142,8 @@ absl::StatusOr<coord::AttachPodResponse> Coordinator::AttachPodChecked(
     record.labels.insert(request.labels().begin(), request.labels().end());
   }
   // Keys under tunnelmesh.io/ are the coordinator's (kNodeLabel marks Node members).
-  std::erase_if(record.labels, [](const auto& label) {
-    return label.first.rfind("tunnelmesh.io/", 0) == 0;
-  });
+  std::erase_if(record.labels,
+                [](const auto& label) { return label.first.rfind("tunnelmesh.io/", 0) == 0; });
   if (pod.namespace_labels.empty()) {
     pod.namespace_labels[policy::kNamespaceNameLabel] = pod.namespace_name;
   }
@@ -231,8 +230,8 @@ absl::StatusOr<coord::DetachPodResponse> Coordinator::DetachPod(
   return response;
 }
 
-absl::StatusOr<coord::SyncPodsResponse> Coordinator::SyncPods(const PublicKey& host,
-                                                             const coord::SyncPodsRequest& request) {
+absl::StatusOr<coord::SyncPodsResponse> Coordinator::SyncPods(
+    const PublicKey& host, const coord::SyncPodsRequest& request) {
   if (request.pods_size() > kMaxPodsPerHost) {
     counters_.malformed_requests.fetch_add(1);
     return absl::InvalidArgumentError(

@@ -11,8 +11,8 @@
 namespace tunnelmesh {
 namespace {
 
-coord::AttachPodRequest Pod(const std::string& ns, const std::string& name,
-                            const std::string& uid, const std::string& app = "") {
+coord::AttachPodRequest Pod(const std::string& ns, const std::string& name, const std::string& uid,
+                            const std::string& app = "") {
   coord::AttachPodRequest r;
   r.mutable_pod()->set_namespace_(ns);
   r.mutable_pod()->set_name(name);
@@ -85,8 +85,8 @@ TEST_F(CoordinatorPodsTest, AttachedPodIsReachedThroughItsHost) {
   const coord::Peer& pod = seen["runner-1.ci.pod"];
   EXPECT_EQ(pod.kind(), coord::MEMBER_KIND_POD);
   EXPECT_EQ(pod.dns_name(), "runner-1.ci.pod.mesh");
-  EXPECT_EQ(pod.host_public_key(), std::string(reinterpret_cast<const char*>(node_a_.bytes.data()),
-                                               32));
+  EXPECT_EQ(pod.host_public_key(),
+            std::string(reinterpret_cast<const char*>(node_a_.bytes.data()), 32));
   EXPECT_TRUE(pod.allowed_ips().empty());
   EXPECT_TRUE(pod.endpoints().empty());
   EXPECT_EQ(pod.labels().at("app"), "runner");

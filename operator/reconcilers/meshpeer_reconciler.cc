@@ -120,6 +120,23 @@ nlohmann::json MeshPeerReconciler::DesiredStatus(const nlohmann::json& object,
   status["endpoints"] = m.endpoints.empty() ? m.record.static_endpoints : m.endpoints;
   if (m.last_seen != absl::InfinitePast()) status["lastSeen"] = kube::FormatRfc3339(m.last_seen);
   const std::string address = ips.empty() ? "" : ips[0].get<std::string>();
+  if (m.record.pod) {
+    // A pod is as reachable as its host, whose tunnel carries it.
+    auto host = members.find(m.record.pod->host);
+    const std::string host_name = host != members.end() ? host->second.record.name : "?";
+    status["pathSummary"] = "via " + host_name;
+    if (host != members.end() && host->second.connected) {
+      kube::SetCondition(&status, "Ready", true, "Attached",
+                         "Attached as " + address + " through its host " + host_name + ".",
+                         generation);
+    } else {
+      kube::SetCondition(
+          &status, "Ready", false, "HostDisconnected",
+          "Its host " + host_name + " has no agent connected; established tunnels may still work.",
+          generation);
+    }
+    return status;
+  }
   if (m.connected) {
     status["pathSummary"] =
         std::to_string(m.paths.direct) + " direct, " + std::to_string(m.paths.relayed) + " relay";
