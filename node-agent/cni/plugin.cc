@@ -133,8 +133,8 @@ class Plugin {
     }
     absl::StatusOr<std::string> mac = CreatePodNetwork(spec);
     if (!mac.ok()) {
-      return Undo(CniError(kCniErrorAttachFailed,
-                           absl::StrCat("making the pod's mesh interface: ", mac.status().message())));
+      return Undo(CniError(kCniErrorAttachFailed, absl::StrCat("making the pod's mesh interface: ",
+                                                               mac.status().message())));
     }
     PodResult ours;
     ours.interface_name = spec.pod_interface;
@@ -190,7 +190,8 @@ class Plugin {
       spec.addresses.push_back(*address);
     }
     if (absl::Status s = CheckPodNetwork(spec); !s.ok()) {
-      return CniError(kCniErrorAttachFailed, absl::StrCat("the pod's mesh interface: ", s.message()));
+      return CniError(kCniErrorAttachFailed,
+                      absl::StrCat("the pod's mesh interface: ", s.message()));
     }
     return absl::OkStatus();
   }

@@ -73,12 +73,13 @@ absl::Status CheckCidr(const json& value, const std::string& field) {
   if (!value.is_string()) return ConfigError(field, "must be a string like \"10.1.0.5/24\"");
   const std::string text = value.get<std::string>();
   std::pair<absl::string_view, absl::string_view> parts = absl::StrSplit(text, '/');
-  absl::StatusOr<IpAddress> address = IpAddress::Parse(std::string_view(parts.first.data(), parts.first.size()));
+  absl::StatusOr<IpAddress> address =
+      IpAddress::Parse(std::string_view(parts.first.data(), parts.first.size()));
   int length = -1;
   if (!address.ok() || !absl::SimpleAtoi(parts.second, &length) || length < 0 ||
       length > address->bit_length()) {
-    return ConfigError(field, absl::StrCat("is not an address with a prefix length: \"", text,
-                                           "\""));
+    return ConfigError(field,
+                       absl::StrCat("is not an address with a prefix length: \"", text, "\""));
   }
   return absl::OkStatus();
 }
@@ -167,10 +168,10 @@ std::string CniErrorDetails(const absl::Status& status) {
 }
 
 std::string EncodeError(std::string_view cni_version, const absl::Status& status) {
-  json error = {{"cniVersion", cni_version.empty() ? SupportedVersions().back()
-                                                   : std::string(cni_version)},
-                {"code", CniErrorCode(status)},
-                {"msg", std::string(status.message())}};
+  json error = {
+      {"cniVersion", cni_version.empty() ? SupportedVersions().back() : std::string(cni_version)},
+      {"code", CniErrorCode(status)},
+      {"msg", std::string(status.message())}};
   if (std::string details = CniErrorDetails(status); !details.empty()) error["details"] = details;
   return error.dump(-1, ' ', false, json::error_handler_t::replace);
 }
@@ -223,7 +224,8 @@ absl::StatusOr<Environment> ParseEnvironment(const Getenv& getenv) {
     if (env.if_name.empty()) return CniError(kCniErrorInvalidEnvironment, "CNI_IFNAME is not set");
     if (env.netns.empty() && env.command != "DEL") {
       return CniError(kCniErrorInvalidEnvironment,
-                      absl::StrCat("CNI_NETNS is not set (", env.command, " needs the pod's network "
+                      absl::StrCat("CNI_NETNS is not set (", env.command,
+                                   " needs the pod's network "
                                    "namespace path)"));
     }
   }
@@ -278,7 +280,8 @@ absl::StatusOr<NetworkConfig> ParseNetworkConfig(std::string_view text, std::str
   std::string type;
   if (absl::Status s = ReadConfigString(config, "type", &type); !s.ok()) return s;
   if (type != kPluginType) {
-    return ConfigError("type", absl::StrCat("must be \"", Sv(kPluginType), "\", not \"", type, "\""));
+    return ConfigError("type",
+                       absl::StrCat("must be \"", Sv(kPluginType), "\", not \"", type, "\""));
   }
   if (absl::Status s = ReadConfigString(config, "mesh", &result.mesh); !s.ok()) return s;
   if (absl::Status s = ReadConfigString(config, "agentSocket", &result.agent_socket); !s.ok()) {

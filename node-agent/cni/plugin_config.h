@@ -73,8 +73,8 @@ struct NetworkConfig {
 };
 
 // Parses the configuration on stdin for `command`. Errors: code 6 (not JSON), code 7 naming the
-// field (missing name, wrong type, a bad agentSocket or podInterface, a malformed prevResult), code 1
-// (a cniVersion this plugin does not speak; VERSION accepts any).
+// field (missing name, wrong type, a bad agentSocket or podInterface, a malformed prevResult), code
+// 1 (a cniVersion this plugin does not speak; VERSION accepts any).
 [[nodiscard]] absl::StatusOr<NetworkConfig> ParseNetworkConfig(std::string_view text,
                                                                std::string_view command);
 
@@ -96,8 +96,7 @@ struct PodResult {
 // addresses (their "interface" index pointing at it) and routes (IPv6 through fe80::1). Without
 // prevResult the result holds only ours (or nothing). prevResult was checked by ParseNetworkConfig.
 nlohmann::json BuildResult(std::string_view cni_version,
-                           const std::optional<nlohmann::json>& prev_result,
-                           const PodResult* ours);
+                           const std::optional<nlohmann::json>& prev_result, const PodResult* ours);
 
 // Whether `name` can be a Linux interface name (1-15 bytes, no '/', ':', whitespace; not "." or
 // "..").

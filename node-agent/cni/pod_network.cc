@@ -109,16 +109,15 @@ absl::StatusOr<SocketPtr> OpenSocket() {
 // Enters a network namespace for its lifetime (this thread only), then returns to the original.
 class NetnsGuard {
  public:
-  static absl::StatusOr<std::unique_ptr<NetnsGuard>> Enter(int target_fd,
-                                                           const std::string& path) {
-    Fd original(open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  static absl::StatusOr<std::unique_ptr<NetnsGuard>> Enter(int target_fd, const std::string& path) {
+    Fd original(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
     if (original.get() < 0) {
       return absl::InternalError(
-          absl::StrCat("opening /proc/self/ns/net: ", std::strerror(errno)));
+          absl::StrCat("opening /proc/thread-self/ns/net: ", std::strerror(errno)));
     }
     if (setns(target_fd, CLONE_NEWNET) != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "entering the pod's network namespace ", path, ": ", std::strerror(errno)));
+      return absl::FailedPreconditionError(
+          absl::StrCat("entering the pod's network namespace ", path, ": ", std::strerror(errno)));
     }
     return std::unique_ptr<NetnsGuard>(new NetnsGuard(std::move(original)));
   }
@@ -136,10 +135,10 @@ absl::StatusOr<Fd> OpenNetns(const std::string& path) {
   Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) {
     const int error = errno;
-    return absl::Status(error == ENOENT ? absl::StatusCode::kNotFound
-                                        : absl::StatusCode::kFailedPrecondition,
-                        absl::StrCat("opening the pod's network namespace ", path, " (CNI_NETNS): ",
-                                     std::strerror(error)));
+    return absl::Status(
+        error == ENOENT ? absl::StatusCode::kNotFound : absl::StatusCode::kFailedPrecondition,
+        absl::StrCat("opening the pod's network namespace ", path,
+                     " (CNI_NETNS): ", std::strerror(error)));
   }
   return fd;
 }
@@ -173,8 +172,8 @@ absl::Status SetUp(nl_sock* sock, rtnl_link* link) {
 }
 
 NlAddrPtr ToNlAddr(const IpAddress& address, int prefix_length) {
-  NlAddrPtr result(nl_addr_build(address.is_v4() ? AF_INET : AF_INET6, address.bytes(),
-                                 address.byte_length()));
+  NlAddrPtr result(
+      nl_addr_build(address.is_v4() ? AF_INET : AF_INET6, address.bytes(), address.byte_length()));
   if (result != nullptr) nl_addr_set_prefixlen(result.get(), prefix_length);
   return result;
 }
@@ -201,8 +200,8 @@ absl::Status AddAddress(nl_sock* sock, int ifindex, const std::string& ifname,
 
 struct RouteSpec {
   Prefix destination;
-  std::optional<IpAddress> gateway;     // IPv6: fe80::1, on-link
-  std::optional<IpAddress> source;      // preferred source address
+  std::optional<IpAddress> gateway;  // IPv6: fe80::1, on-link
+  std::optional<IpAddress> source;   // preferred source address
 };
 
 absl::Status AddRoute(nl_sock* sock, int ifindex, const std::string& ifname,
@@ -289,8 +288,8 @@ absl::StatusOr<std::string> ConfigurePodEnd(const PodNetworkSpec& spec, const Ip
   std::optional<IpAddress> v4;
   std::optional<IpAddress> v6;
   for (const IpAddress& address : spec.addresses) {
-    if (absl::Status s = AddAddress(sock->get(), ifindex, spec.pod_interface, address,
-                                    address.bit_length());
+    if (absl::Status s =
+            AddAddress(sock->get(), ifindex, spec.pod_interface, address, address.bit_length());
         !s.ok()) {
       return s;
     }
@@ -398,16 +397,17 @@ absl::StatusOr<std::string> CreatePodNetwork(const PodNetworkSpec& spec) {
   // A repeated ADD: the old pair goes with its host end.
   if (absl::Status s = DeleteHostInterface(spec.host_interface); !s.ok()) return s;
   {
-    absl::StatusOr<std::unique_ptr<NetnsGuard>> inside = NetnsGuard::Enter(netns->get(), spec.netns);
+    absl::StatusOr<std::unique_ptr<NetnsGuard>> inside =
+        NetnsGuard::Enter(netns->get(), spec.netns);
     if (!inside.ok()) return inside.status();
     absl::StatusOr<SocketPtr> sock = OpenSocket();
     if (!sock.ok()) return sock.status();
     absl::StatusOr<LinkPtr> existing = FindLink(sock->get(), spec.pod_interface);
     if (!existing.ok()) return existing.status();
     if (*existing != nullptr) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "the pod already has an interface named ", spec.pod_interface,
-          ": choose another \"podInterface\" in the network configuration"));
+      return absl::AlreadyExistsError(
+          absl::StrCat("the pod already has an interface named ", spec.pod_interface,
+                       ": choose another \"podInterface\" in the network configuration"));
     }
   }
   absl::StatusOr<SocketPtr> sock = OpenSocket();
@@ -452,10 +452,10 @@ absl::Status CheckPodNetwork(const PodNetworkSpec& spec) {
          object = nl_cache_get_next(object)) {
       auto* addr = reinterpret_cast<rtnl_addr*>(object);
       nl_addr* local = rtnl_addr_get_local(addr);
-      found = rtnl_addr_get_ifindex(addr) == ifindex && local != nullptr &&
-              nl_addr_get_len(local) == static_cast<unsigned>(address.byte_length()) &&
-              std::memcmp(nl_addr_get_binary_addr(local), address.bytes(),
-                          address.byte_length()) == 0;
+      found =
+          rtnl_addr_get_ifindex(addr) == ifindex && local != nullptr &&
+          nl_addr_get_len(local) == static_cast<unsigned>(address.byte_length()) &&
+          std::memcmp(nl_addr_get_binary_addr(local), address.bytes(), address.byte_length()) == 0;
     }
     if (!found) {
       return absl::NotFoundError(absl::StrCat("interface ", spec.pod_interface,
