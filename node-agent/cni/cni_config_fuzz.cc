@@ -80,9 +80,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ours.routes = {"10.99.0.0/16"};
     for (const std::string& version : SupportedVersions()) {
       json result = BuildResult(version, config->prev_result, &ours);
-      const size_t prev_ips = config->prev_result.has_value() && config->prev_result->contains("ips")
-                                  ? (*config->prev_result)["ips"].size()
-                                  : 0;
+      const size_t prev_ips =
+          config->prev_result.has_value() && config->prev_result->contains("ips")
+              ? (*config->prev_result)["ips"].size()
+              : 0;
       if (!result.contains("ips") || result["ips"].size() != prev_ips + 1) std::abort();
       // Converting back to the configuration's version keeps every address.
       json back = BuildResult(config->cni_version, result, nullptr);

@@ -131,15 +131,14 @@ TEST(ConfigTest, BadConfigsNameTheField) {
             kCniErrorIncompatibleVersion, "cniVersion \"0.3.1\" is not supported"},
            {R"({"cniVersion": "1.0.0", "type": "tunnelmesh-cni"})", kCniErrorInvalidConfig,
             "\"name\" is missing"},
-           {R"({"cniVersion": "1.0.0", "name": "pods", "type": "bridge"})",
-            kCniErrorInvalidConfig, "\"type\" must be \"tunnelmesh-cni\""},
+           {R"({"cniVersion": "1.0.0", "name": "pods", "type": "bridge"})", kCniErrorInvalidConfig,
+            "\"type\" must be \"tunnelmesh-cni\""},
            {"{" + head + R"(, "mesh": 7})", kCniErrorInvalidConfig, "\"mesh\" must be a string"},
            {"{" + head + R"(, "agentSocket": "tm0.sock"})", kCniErrorInvalidConfig,
             "\"agentSocket\" must be an absolute path"},
            {"{" + head + R"(, "podInterface": "a-name-far-too-long"})", kCniErrorInvalidConfig,
             "\"podInterface\""},
-           {"{" + head + R"(, "podInterface": "a/b"})", kCniErrorInvalidConfig,
-            "\"podInterface\""},
+           {"{" + head + R"(, "podInterface": "a/b"})", kCniErrorInvalidConfig, "\"podInterface\""},
            {"{" + head + R"(, "prevResult": []})", kCniErrorInvalidConfig,
             "\"prevResult\" must be an object"},
            {"{" + head + R"(, "prevResult": {"ips": {}}})", kCniErrorInvalidConfig,
@@ -150,7 +149,8 @@ TEST(ConfigTest, BadConfigsNameTheField) {
             kCniErrorInvalidConfig, "\"prevResult.ips[1].address\" is missing"},
            {"{" + head + R"(, "prevResult": {"ips": [{"address": "10.0.0.1/33"}]}})",
             kCniErrorInvalidConfig, "\"prevResult.ips[0].address\" is not an address"},
-           {"{" + head + R"(, "prevResult": {"ips": [{"address": "10.0.0.1/8", "interface": -1}]}})",
+           {"{" + head +
+                R"(, "prevResult": {"ips": [{"address": "10.0.0.1/8", "interface": -1}]}})",
             kCniErrorInvalidConfig, "\"prevResult.ips[0].interface\""},
        }) {
     absl::StatusOr<NetworkConfig> config = ParseNetworkConfig(c.config, "ADD");
@@ -176,7 +176,8 @@ TEST(ConfigTest, GcAndStatusNeedVersion110) {
 }
 
 TEST(ConfigTest, VersionAcceptsAnyConfig) {
-  absl::StatusOr<NetworkConfig> config = ParseNetworkConfig(R"({"cniVersion": "0.2.0"})", "VERSION");
+  absl::StatusOr<NetworkConfig> config =
+      ParseNetworkConfig(R"({"cniVersion": "0.2.0"})", "VERSION");
   ASSERT_TRUE(config.ok());
   EXPECT_EQ(json::parse(EncodeVersionResult(config->cni_version)),
             json::parse(R"({"cniVersion": "1.1.0",

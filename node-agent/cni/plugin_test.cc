@@ -239,22 +239,22 @@ TEST_F(PluginTest, AgentErrorsComeBackAsCniErrors) {
                                       "details": "10.99.0.0/16"}})");
   PluginOutput out = Run("ADD", Config());
   EXPECT_EQ(out.exit_code, 1);
-  EXPECT_EQ(json::parse(out.stdout_text),
-            json::parse(R"({"cniVersion": "1.0.0", "code": 102,
+  EXPECT_EQ(json::parse(out.stdout_text), json::parse(R"({"cniVersion": "1.0.0", "code": 102,
                             "msg": "mesh demo has no free IPv4 address",
                             "details": "10.99.0.0/16"})"));
 }
 
 TEST_F(PluginTest, FailedInterfacesDetachThePodAgain) {
   agent_->Answer("ADD", kAttached);
-  ASSERT_EQ(system(absl::StrCat("ip -n ", pod_, " link add mesh0 type veth peer name other0").c_str()), 0);
+  ASSERT_EQ(
+      system(absl::StrCat("ip -n ", pod_, " link add mesh0 type veth peer name other0").c_str()),
+      0);
   PluginOutput out = Run("ADD", Config());
   EXPECT_EQ(out.exit_code, 1);
   EXPECT_THAT(out.stdout_text, HasSubstr("already has an interface named mesh0"));
   EXPECT_THAT(out.stdout_text, HasSubstr("podInterface"));
   EXPECT_EQ(agent_->commands(), (std::vector<std::string>{"ADD", "DEL"}));
-  EXPECT_EQ(Shell("ip -o link show " + HostInterfaceName("c0ffee0123456789") + " 2>/dev/null"),
-            "");
+  EXPECT_EQ(Shell("ip -o link show " + HostInterfaceName("c0ffee0123456789") + " 2>/dev/null"), "");
 }
 
 TEST_F(PluginTest, ForwardingOffIsAnErrorNamingTheSysctl) {
@@ -275,8 +275,7 @@ TEST_F(PluginTest, GcRemovesHostEndsOfForgottenContainersAndTellsTheAgent) {
   ASSERT_EQ(system(absl::StrCat("ip netns add ", pod_).c_str()), 0);
   ASSERT_EQ(Run("ADD", Config(), "gone0002").exit_code, 0);
   agent_->Answer("GC", R"({"attached": false})");
-  PluginOutput out = Run(
-      "GC", Config("1.1.0", R"(, "cni.dev/valid-attachments": [
+  PluginOutput out = Run("GC", Config("1.1.0", R"(, "cni.dev/valid-attachments": [
           {"containerID": "keep0001", "ifname": "eth0"}])"));
   EXPECT_EQ(out.exit_code, 0) << out.stdout_text;
   EXPECT_NE(Shell("ip -o link show " + HostInterfaceName("keep0001") + " 2>/dev/null"), "");
