@@ -45,7 +45,9 @@ class Plugin {
     request.mesh = config_.mesh;
     request.container_id = env_.container_id;
     request.netns = env_.netns;
-    request.if_name = config_.pod_interface;
+    // The attachment is the runtime's (container ID, CNI_IFNAME), as in GC's valid-attachments;
+    // podInterface is only the name of our interface in the pod.
+    request.if_name = env_.if_name;
     request.pod_namespace = env_.pod_namespace;
     request.pod_name = env_.pod_name;
     request.pod_uid = env_.pod_uid;
@@ -241,12 +243,14 @@ PluginOutput RunPlugin(const Getenv& getenv, std::string_view stdin_text) {
   };
   absl::StatusOr<Environment> env = ParseEnvironment(getenv);
   if (!env.ok()) return fail(LooseVersion(stdin_text), env.status());
-  absl::StatusOr<NetworkConfig> config = ParseNetworkConfig(stdin_text, env->command);
-  if (!config.ok()) return fail(LooseVersion(stdin_text), config.status());
   if (env->command == "VERSION") {
-    out.stdout_text = EncodeVersionResult(config->cni_version);
+    // Any configuration, even none: VERSION is how a runtime finds out what to send.
+    absl::StatusOr<NetworkConfig> config = ParseNetworkConfig(stdin_text, "VERSION");
+    out.stdout_text = EncodeVersionResult(config.ok() ? config->cni_version : "");
     return out;
   }
+  absl::StatusOr<NetworkConfig> config = ParseNetworkConfig(stdin_text, env->command);
+  if (!config.ok()) return fail(LooseVersion(stdin_text), config.status());
   const std::string version = config->cni_version;
   Plugin plugin(*std::move(env), *std::move(config), &out);
   if (absl::Status status = plugin.Run(); !status.ok()) return fail(version, status);

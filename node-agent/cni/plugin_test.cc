@@ -175,7 +175,7 @@ TEST_F(PluginTest, AddMakesInterfacesAndRoutesAndDelRemovesThem) {
   EXPECT_EQ(request.mesh, "demo");
   EXPECT_EQ(request.container_id, "c0ffee0123456789");
   EXPECT_EQ(request.netns, "/run/netns/" + pod_);
-  EXPECT_EQ(request.if_name, "mesh0");
+  EXPECT_EQ(request.if_name, "eth0");  // the runtime's attachment, not our interface
   EXPECT_EQ(request.pod_name, "web");
   EXPECT_EQ(request.pod_namespace, "default");
   EXPECT_EQ(request.pod_uid, "u-1");
