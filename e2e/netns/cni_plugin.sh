@@ -90,6 +90,10 @@ for ip in r.get("ips", []):
 EOF
 }
 
+# cni_agent_records NAME CONTAINER_ID: whether member NAME's attachment file lists the container.
+cni_agent_records() { grep -qF "\"$2\"" "$(tm_member_state "$1")/${TM_MEMBER_IF[$1]}.pods.json" 2>/dev/null; }
+cni_agent_forgot() { ! cni_agent_records "$@"; }
+
 # The host end of a container's pod veth: "tmp" + 12 hex digits of BLAKE2s-256(container ID).
 cni_host_if() {
   "$TM_PY" -c 'import hashlib, sys; print("tmp" + hashlib.blake2s(sys.argv[1].encode()).hexdigest()[:12])' "$1"
@@ -191,8 +195,12 @@ RESULT2=$CNI_OUT
 mapfile -t IPS1 < <(cni_mesh_ips "$RESULT1")
 mapfile -t IPS2 < <(cni_mesh_ips "$RESULT2")
 tm_log "pod1 ${IPS1[*]}, pod2 ${IPS2[*]}"
-P1_4=${IPS1[0]:-}
-P2_4=${IPS2[0]:-}
+P1_4=$(printf '%s\n' "${IPS1[@]}" | grep -v : | head -n1 || true)
+P2_4=$(printf '%s\n' "${IPS2[@]}" | grep -v : | head -n1 || true)
+P1_6=$(printf '%s\n' "${IPS1[@]}" | grep : | head -n1 || true)
+P2_6=$(printf '%s\n' "${IPS2[@]}" | grep : | head -n1 || true)
+[[ "$P1_6" == fd99:99:* && "$P2_6" == fd99:99:* ]] ||
+  tm_check_fail "pods did not get mesh IPv6 addresses in $TM_MESH_V6: pod1 '${IPS1[*]}', pod2 '${IPS2[*]}'"
 [[ "$P1_4" == 10.99.* && "$P2_4" == 10.99.* && "$P1_4" != "$P2_4" ]] ||
   tm_fail "pods did not get distinct mesh IPv4 addresses: pod1 '${IPS1[*]}', pod2 '${IPS2[*]}'"
 tm_expect_eq "pod1's result keeps the bridge's address first" \
@@ -202,6 +210,7 @@ tm_expect_eq "pod2's 0.4.0 result carries ip versions" \
 tm_expect_eq "pod1's mesh0 sandbox" \
   "$(cni_field "$RESULT1" "[i['sandbox'] for i in r['interfaces'] if i['name'] == 'mesh0'][0]")" \
   "/run/netns/$(tm_ns pod1)"
+cni_agent_records alpha pod1c0ffee || tm_check_fail "alpha's attachment file does not list pod1"
 grep -q " $P1_4/32 " <<<" $(tm_in pod1 ip -br addr show dev mesh0) " ||
   tm_check_fail "pod1's mesh0 lacks $P1_4/32: $(tm_in pod1 ip -br addr show dev mesh0 2>&1)"
 tm_expect_eq "pod1's default route stays the bridge's" \
@@ -216,9 +225,9 @@ tm_step "pods reach each other by mesh IP across the tunnel"
 tm_wait_ping pod1 "$P2_4" 10
 tm_ping pod1 "$P2_4" 3
 tm_ping pod2 "$P1_4" 3
-if [[ -n "${IPS1[1]:-}" && -n "${IPS2[1]:-}" ]]; then
-  tm_wait_ping pod1 "${IPS2[1]}" 10
-  tm_ping pod2 "${IPS1[1]}" 3
+if [[ -n "$P1_6" && -n "$P2_6" ]]; then
+  tm_wait_ping pod1 "$P2_6" 10
+  tm_ping pod2 "$P1_6" 3
 fi
 tm_ping pod1 "$(tm_member_ip beta 4)" 2
 
@@ -243,8 +252,7 @@ tm_expect_eq "node a: no tmp* veth left" "$(tm_in a ip -o link show | grep -c ':
 tm_expect_eq "node a: no route to $P1_4" "$(tm_in a ip route show "$P1_4/32" | wc -l)" 0
 tm_expect_eq "pod1: mesh0 gone" "$(tm_in pod1 ip -o link show mesh0 2>/dev/null | wc -l)" 0
 tm_expect_eq "pod1: no mesh address" "$(tm_in pod1 ip -o addr show | grep -c "$P1_4" || true)" 0
-grep -q pod1c0ffee "$(tm_member_state alpha)"/*.pods.json 2>/dev/null &&
-  tm_check_fail "alpha's state still records pod1 after DEL"
+tm_wait 5 "alpha to forget pod1 after DEL" cni_agent_forgot alpha pod1c0ffee
 tm_wait 5 "pod1's mesh IP unreachable from pod2" \
   bash -c "! ip netns exec $(tm_ns pod2) ping -n -c1 -W1 $P1_4 >/dev/null 2>&1"
 
@@ -254,13 +262,11 @@ cni_runtime a ADD "$TM_WORK/a.conflist" pod3c0ffee "/run/netns/$(tm_ns pod3)" et
 tm_expect_eq "ADD pod3: exit code ($CNI_OUT)" "$CNI_RC" 0
 HOST3=$(cni_host_if pod3c0ffee)
 tm_in a ip link show "$HOST3" >/dev/null 2>&1 || tm_check_fail "node a has no host end $HOST3"
-grep -q pod3c0ffee "$(tm_member_state alpha)"/*.pods.json ||
-  tm_check_fail "alpha's state does not record pod3"
+cni_agent_records alpha pod3c0ffee || tm_check_fail "alpha's attachment file does not list pod3"
 cni_runtime a GC "$TM_WORK/a-gc.conflist" "$TM_WORK/cni-cache" otherc0ffee:eth0
 tm_expect_eq "GC: exit code ($CNI_OUT)" "$CNI_RC" 0
 tm_expect_eq "GC removed $HOST3" "$(tm_in a ip -o link show "$HOST3" 2>/dev/null | wc -l)" 0
-grep -q pod3c0ffee "$(tm_member_state alpha)"/*.pods.json &&
-  tm_check_fail "alpha's state still records pod3 after GC"
+tm_wait 5 "alpha to forget pod3 after GC" cni_agent_forgot alpha pod3c0ffee
 cni_runtime b DEL "$TM_WORK/b.conflist" pod2c0ffee "/run/netns/$(tm_ns pod2)" eth0 "$TM_WORK/cni-cache"
 tm_expect_eq "DEL pod2: exit code ($CNI_OUT)" "$CNI_RC" 0
 tm_expect_eq "node b: no tmp* veth left" "$(tm_in b ip -o link show | grep -c ': tmp' || true)" 0
