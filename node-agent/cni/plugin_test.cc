@@ -300,5 +300,28 @@ TEST_F(PluginTest, StatusAsksTheAgent) {
   EXPECT_THAT(out.stdout_text, HasSubstr("is tunnelmesh-agent running on this node?"));
 }
 
+TEST_F(PluginTest, CheckFailsForAnInterfaceTheAgentDoesNotKnow) {
+  agent_->Answer("ADD", kAttached);
+  ASSERT_EQ(Run("ADD", Config()).exit_code, 0);
+  agent_->Answer("CHECK", R"({"attached": false, "reason": "no attachment"})");
+  PluginOutput out = Run("CHECK", Config());
+  EXPECT_EQ(out.exit_code, 1);
+  EXPECT_THAT(out.stdout_text, HasSubstr("does not know this pod's attachment"));
+  // Nothing attached and nothing made: nothing to complain about.
+  EXPECT_EQ(Run("CHECK", Config(), "other0001").exit_code, 0);
+}
+
+TEST_F(PluginTest, VersionNeedsNoConfiguration) {
+  std::map<std::string, std::string> vars = {{"CNI_COMMAND", "VERSION"}};
+  PluginOutput out = RunPlugin(
+      [&vars](const char* name) -> const char* {
+        auto it = vars.find(name);
+        return it == vars.end() ? nullptr : it->second.c_str();
+      },
+      "");
+  EXPECT_EQ(out.exit_code, 0);
+  EXPECT_EQ(json::parse(out.stdout_text)["supportedVersions"].size(), 3u);
+}
+
 }  // namespace
 }  // namespace tunnelmesh::cni
