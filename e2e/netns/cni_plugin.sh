@@ -4,7 +4,8 @@
 # result as prevResult), chained after Debian's `bridge` + `host-local` (containernetworking-plugins,
 # /usr/lib/cni); pods are network namespaces.
 #
-# Checks, with no agent: VERSION; bad configurations (code 7 naming the field, code 6 for non-JSON,
+# Checks, with no agent: VERSION; `tunnelmesh-cni install` appends the plugin to the first conflist
+# of a folder and copies the binary there, and takes both out on SIGTERM; bad configurations (code 7 naming the field, code 6 for non-JSON,
 # code 4 naming a missing variable); an unsupported cniVersion (code 1); ADD through the chain with
 # no agent on the socket fails with code 100 naming the socket and asking whether tunnelmesh-agent
 # runs, and the runtime's DEL still succeeds (and removes the bridge's veth); STATUS is code 50.
@@ -133,6 +134,41 @@ cni_plugin_call ADD "{\"cniVersion\": \"0.3.1\", $BASE}"
 cni_expect_error "cniVersion 0.3.1" 1 'cniVersion "0.3.1" is not supported by tunnelmesh-cni'
 cni_plugin_call STATUS "{\"cniVersion\": \"1.0.0\", $BASE}"
 cni_expect_error "STATUS with 1.0.0" 1 "STATUS needs cniVersion 1.1.0"
+
+tm_step "tunnelmesh-cni install adds itself to the first conflist and leaves on SIGTERM"
+mkdir -p "$TM_WORK/net.d" "$TM_WORK/opt-cni-bin"
+# The primary plugin alone, as a cluster's CNI writes its file.
+cat >"$TM_WORK/net.d/10-pods.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "pods",
+ "plugins": [{"type": "bridge", "bridge": "cni9", "ipam": {"type": "host-local",
+              "dataDir": "$TM_WORK/ipam-inst", "ranges": [[{"subnet": "10.22.9.0/24"}]]}}]}
+EOF
+"$TM_CNI" install --conf-dir "$TM_WORK/net.d" --bin-dir "$TM_WORK/opt-cni-bin" --mesh demo \
+  --agent-socket /var/lib/tunnelmesh/tm0.sock >"$TM_WORK/installer.log" 2>&1 &
+INSTALLER=$!
+TM_BG_PIDS+=("$INSTALLER")
+# cni_chain: the plugin types of the installer's conflist, then the last entry's mesh and socket.
+cni_chain() {
+  "$TM_PY" -c 'import json, sys
+c = json.load(open(sys.argv[1]))
+print([p["type"] for p in c["plugins"]], c["plugins"][-1].get("mesh"), c["plugins"][-1].get("agentSocket"))' \
+    "$TM_WORK/net.d/10-pods.conflist"
+}
+cni_installed() {
+  [[ -x "$TM_WORK/opt-cni-bin/tunnelmesh-cni" ]] &&
+    [[ "$(cni_chain)" == "['bridge', 'tunnelmesh-cni'] demo /var/lib/tunnelmesh/tm0.sock" ]]
+}
+tm_wait 5 "the installer to add tunnelmesh-cni (chain: $(cni_chain))" cni_installed
+CNI_RC=0
+CNI_OUT=$(CNI_COMMAND=VERSION "$TM_WORK/opt-cni-bin/tunnelmesh-cni" <<<'{}') || CNI_RC=$?
+tm_expect_eq "the installed binary answers VERSION" "$CNI_RC" 0
+kill -TERM "$INSTALLER"
+INSTALLER_RC=0
+wait "$INSTALLER" || INSTALLER_RC=$?
+tm__bg_forget "$INSTALLER"
+tm_expect_eq "installer exit code on SIGTERM ($(cat "$TM_WORK/installer.log"))" "$INSTALLER_RC" 0
+tm_expect_eq "binary removed" "$(find "$TM_WORK/opt-cni-bin" -type f | wc -l)" 0
+tm_expect_eq "chain after uninstall" "$(cni_chain | cut -d']' -f1)]" "['bridge']"
 
 tm_step "topology: a coordinator and two nodes"
 tm_net_public coord

@@ -30,6 +30,19 @@ bool ValidLabel(std::string_view label) {
   return true;
 }
 
+// A member's name: one label, or dotted labels for a pod ("web-1.shop.pod").
+bool ValidMemberName(std::string_view name) {
+  if (name.size() > 200) return false;
+  for (size_t start = 0;;) {
+    const size_t dot = name.find('.', start);
+    if (!ValidLabel(name.substr(start, dot == std::string_view::npos ? dot : dot - start))) {
+      return false;
+    }
+    if (dot == std::string_view::npos) return true;
+    start = dot + 1;
+  }
+}
+
 // The reverse zone apex that holds `range`: its whole octets (IPv4) or nibbles (IPv6), reversed,
 // under in-addr.arpa or ip6.arpa. A range that is not octet- or nibble-aligned gets the apex of
 // the aligned range around it.
@@ -56,7 +69,8 @@ Zone::Zone(ZoneConfig config, const std::vector<ZoneMember>& members)
   if (config_.server_name.empty()) config_.server_name = absl::StrCat("ns.", config_.domain);
   auto add_name = [&](const std::string& label, const std::vector<IpAddress>& addresses,
                       const char* what) {
-    if (!ValidLabel(label)) {
+    // Aliases are single labels; members may be dotted (pods).
+    if (!(what == std::string_view("member") ? ValidMemberName(label) : ValidLabel(label))) {
       skipped_.push_back(absl::StrCat(what, " '", label, "': not a DNS label"));
       return false;
     }
@@ -64,6 +78,13 @@ Zone::Zone(ZoneConfig config, const std::vector<ZoneMember>& members)
     if (!forward_.try_emplace(full, Owner{addresses}).second) {
       skipped_.push_back(absl::StrCat(what, " '", label, "': the name is taken"));
       return false;
+    }
+    // The names between a dotted member and the apex ("shop.pod.mesh", "pod.mesh") exist without
+    // records: NODATA, not NXDOMAIN.
+    for (size_t dot = full.find('.');
+         dot != std::string::npos && full.size() - dot - 1 > apex_.size();
+         dot = full.find('.', dot + 1)) {
+      forward_nonterminals_.insert(full.substr(dot + 1));
     }
     for (const IpAddress& address : addresses) {
       const std::string reverse = CanonicalName(ReverseName(address));
@@ -176,6 +197,7 @@ bool Zone::Answer(const Message& query, Message* response) const {
   }
   if (apex == apex_) {
     const auto it = forward_.find(name);
+    if (it == forward_.end() && forward_nonterminals_.contains(name)) return nodata();
     if (it == forward_.end()) {
       r.authority.push_back(SoaRecord(apex));
       return finish(Rcode::kNxDomain);

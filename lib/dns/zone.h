@@ -22,7 +22,7 @@
 namespace tunnelmesh::dns {
 
 struct ZoneMember {
-  std::string name;                  // A single label ("bob").
+  std::string name;  // A label ("bob"), or dotted labels for a pod ("web.shop.pod").
   std::vector<std::string> aliases;  // More single labels answering with the same addresses.
   std::vector<IpAddress> addresses;  // Its mesh IPs (v4 and v6).
 };
@@ -81,6 +81,7 @@ class Zone {
   absl::flat_hash_map<std::string, std::string> reverse_;
   // The names between those and their reverse apex (empty non-terminals: NODATA).
   absl::flat_hash_set<std::string> reverse_nonterminals_;
+  absl::flat_hash_set<std::string> forward_nonterminals_;
   std::vector<std::string> reverse_apexes_;  // Canonical, one per range.
   std::vector<std::string> skipped_;
 };

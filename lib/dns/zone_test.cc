@@ -29,9 +29,10 @@ std::vector<ZoneMember> Members() {
   return {
       {"alice", {"git", "registry"}, {Ip("100.64.0.7"), Ip("fd7a:115c:a1e0::7")}},
       {"bob", {}, {Ip("100.64.1.9")}},
-      {"bad.name", {}, {Ip("100.64.0.8")}},     // Two labels: not served.
-      {"Alice", {}, {Ip("100.64.0.9")}},        // Clashes with alice.
-      {"carol", {"bob"}, {Ip("100.64.0.10")}},  // Its alias clashes with a member.
+      {"bad..name", {}, {Ip("100.64.0.8")}},        // An empty label: not served.
+      {"web-1.shop.pod", {}, {Ip("100.64.0.11")}},  // A pod: dotted labels.
+      {"Alice", {}, {Ip("100.64.0.9")}},            // Clashes with alice.
+      {"carol", {"bob"}, {Ip("100.64.0.10")}},      // Its alias clashes with a member.
   };
 }
 
@@ -108,6 +109,22 @@ TEST_F(ZoneTest, ExistingNamesOfOtherTypesAreNodata) {
   EXPECT_EQ(r.header.rcode, Rcode::kNoError);
   EXPECT_TRUE(r.answers.empty());
   ExpectSoaAuthority(r, "mesh");
+}
+
+TEST_F(ZoneTest, PodNamesAndTheNamesAboveThem) {
+  Message r = Ask("web-1.shop.pod.mesh", kTypeA);
+  EXPECT_EQ(r.header.rcode, Rcode::kNoError);
+  ASSERT_EQ(r.answers.size(), 1u);
+  EXPECT_EQ(r.answers[0].data, RData(Ip("100.64.0.11")));
+  // The names between the pod and the apex exist without records.
+  for (const char* name : {"shop.pod.mesh", "pod.mesh"}) {
+    r = Ask(name, kTypeA);
+    EXPECT_EQ(r.header.rcode, Rcode::kNoError) << name;
+    EXPECT_TRUE(r.answers.empty());
+    ExpectSoaAuthority(r, "mesh");
+  }
+  r = Ask("web-2.shop.pod.mesh", kTypeA);
+  EXPECT_EQ(r.header.rcode, Rcode::kNxDomain);
 }
 
 TEST_F(ZoneTest, UnknownNamesAreNxdomainWithTheSoa) {
@@ -198,11 +215,11 @@ TEST_F(ZoneTest, MalformedQueries) {
 
 TEST_F(ZoneTest, SkippedMembersAreListed) {
   ASSERT_EQ(zone_.skipped().size(), 3u);
-  EXPECT_NE(zone_.skipped()[0].find("bad.name"), std::string::npos);
+  EXPECT_NE(zone_.skipped()[0].find("bad..name"), std::string::npos);
   EXPECT_NE(zone_.skipped()[1].find("Alice"), std::string::npos);
   EXPECT_NE(zone_.skipped()[2].find("alias 'bob'"), std::string::npos);
-  // alice, git, registry, bob, carol and the server name.
-  EXPECT_EQ(zone_.name_count(), 6u);
+  // alice, git, registry, bob, carol, the pod and the server name.
+  EXPECT_EQ(zone_.name_count(), 7u);
 }
 
 TEST(ZoneAliasTest, AContestedAliasGoesToTheSameMemberWhateverTheMapOrder) {

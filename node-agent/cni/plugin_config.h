@@ -17,7 +17,7 @@
 
 namespace tunnelmesh::cni {
 
-inline constexpr std::string_view kPluginType = "tunnelmesh-cni";
+inline constexpr char kPluginType[] = "tunnelmesh-cni";
 // The default agent's control socket (kDefaultStateDir, interface tm0).
 inline constexpr std::string_view kDefaultAgentSocket = "/var/lib/tunnelmesh/tm0.sock";
 inline constexpr std::string_view kDefaultPodInterface = "mesh0";
