@@ -78,6 +78,13 @@ class Plugin {
                                    response.status().message(),
                                    "): are the agent and the plugin the same version?"));
     }
+    if (response->failed() && response->error.msg == "unknown request") {
+      // An agent from before pods were members answers "cni ..." like any request it does not know.
+      return CniError(kCniErrorNotAvailable,
+                      absl::StrCat("the tunnelmesh agent at ", socket,
+                                   " does not attach pods: upgrade tunnelmesh-agent to the version "
+                                   "of tunnelmesh-cni"));
+    }
     if (response->failed()) {
       return CniError(response->error.code, response->error.msg, response->error.details);
     }

@@ -244,6 +244,14 @@ TEST_F(PluginTest, AgentErrorsComeBackAsCniErrors) {
                             "details": "10.99.0.0/16"})"));
 }
 
+TEST_F(PluginTest, AnAgentWithoutPodsSaysToUpgrade) {
+  agent_->Answer("ADD", R"({"error": "unknown request"})");
+  PluginOutput out = Run("ADD", Config());
+  EXPECT_EQ(out.exit_code, 1);
+  EXPECT_EQ(json::parse(out.stdout_text)["code"], kCniErrorNotAvailable);
+  EXPECT_THAT(out.stdout_text, HasSubstr("does not attach pods: upgrade tunnelmesh-agent"));
+}
+
 TEST_F(PluginTest, FailedInterfacesDetachThePodAgain) {
   agent_->Answer("ADD", kAttached);
   ASSERT_EQ(
