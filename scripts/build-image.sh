@@ -4,11 +4,12 @@
 # `docker load` and `podman load` accept. No container daemon, registry or network is needed.
 #
 # The image holds one layer with exactly:
-#   /usr/bin/tunnelmesh-agent, /usr/bin/tunnelmesh-operator   debug info stripped
-#   the shared libraries both load (ldd) and the dynamic loader, under /usr/lib..., with /lib and
+#   /usr/bin/tunnelmesh-agent, /usr/bin/tunnelmesh-operator, /usr/bin/tunnelmesh-cni
+#                                                             debug info stripped
+#   the shared libraries they load (ldd) and the dynamic loader, under /usr/lib..., with /lib and
 #   /lib64 as symlinks into /usr (Debian 12's merged /usr)
 #   /etc/ssl/certs/ca-certificates.crt, /etc/passwd and /etc/group (root and nobody), /tmp (1777)
-# No shell and no other program: neither binary runs one. (The agent runs `resolvectl` only when
+# No shell and no other program: no binary runs one. (The agent runs `resolvectl` only when
 # systemd-resolved listens in its network namespace, which a container does not see; without it
 # the agent logs the DNS commands to run instead, see docs/dns.md.)
 # The config matches the Containerfile's image: no entrypoint, Cmd
@@ -44,7 +45,7 @@ for tool in python3 ldd strip; do
 done
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 [[ -f $ca_bundle ]] || die "$ca_bundle is missing (install the ca-certificates package)"
-binaries=(tunnelmesh-agent tunnelmesh-operator)
+binaries=(tunnelmesh-agent tunnelmesh-operator tunnelmesh-cni)
 for b in "${binaries[@]}"; do
   [[ -x $build_dir/bin/$b ]] ||
     die "$build_dir/bin/$b is missing: build it (ninja -C $build_dir $b) or pass the build folder"

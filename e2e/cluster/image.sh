@@ -2,7 +2,7 @@
 # image.sh: the image scripts/build-image.sh writes works in a real containerd.
 #
 # Builds the image twice from this build's binaries and compares the tarballs' sha256 (it must be
-# reproducible), checks that its one layer holds nothing but what build-image.sh lists (the two
+# reproducible), checks that its one layer holds nothing but what build-image.sh lists (the three
 # binaries, the libraries ldd names for them and the loader, the CA bundle, passwd, group, /tmp,
 # the /lib and /lib64 links), then starts a private containerd (its own root, state and socket in
 # a temp dir, the CRI plugin disabled, so no system containerd is touched), imports the tarball
@@ -44,8 +44,9 @@ agent=${TM_AGENT:-$REPO_ROOT/build/bin/tunnelmesh-agent}
 bin_dir=$(dirname "$agent")
 build_dir=$(dirname "$bin_dir")
 operator=$bin_dir/tunnelmesh-operator
-for b in "$agent" "$operator"; do
-  [[ -x $b ]] || fail "$b is missing: build it (ninja -C $build_dir tunnelmesh-agent tunnelmesh-operator)"
+cni=$bin_dir/tunnelmesh-cni
+for b in "$agent" "$operator" "$cni"; do
+  [[ -x $b ]] || fail "$b is missing: build it (ninja -C $build_dir tunnelmesh-agent tunnelmesh-operator tunnelmesh-cni)"
 done
 
 ctr_() { timeout 60 ctr -a "$SOCK" -n "$NS" "$@"; }
@@ -119,9 +120,9 @@ layer=$(tar -tf "$tarball" | grep '/layer.tar$')
 tar -xOf "$tarball" "$layer" | tar -tf - | sed 's,/$,,' | sort >"$WORK/layer.list"
 # Allowed: these paths, their parent folders, and each library ldd names (under usr/lib*).
 {
-  printf '%s\n' usr/bin/tunnelmesh-agent usr/bin/tunnelmesh-operator etc/passwd etc/group \
-    etc/ssl/certs/ca-certificates.crt tmp lib lib64
-  ldd "$agent" "$operator" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\/.*[^:]$/ {print $1}' |
+  printf '%s\n' usr/bin/tunnelmesh-agent usr/bin/tunnelmesh-operator usr/bin/tunnelmesh-cni \
+    etc/passwd etc/group etc/ssl/certs/ca-certificates.crt tmp lib lib64
+  ldd "$agent" "$operator" "$cni" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\/.*[^:]$/ {print $1}' |
     sed -E 's,^(/usr)?/,usr/,'
 } | sort -u >"$WORK/expected.list"
 while read -r path; do

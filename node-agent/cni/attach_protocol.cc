@@ -63,7 +63,8 @@ std::string EncodeRequest(const AttachRequest& request) {
                  {"containerId", request.container_id}, {"netns", request.netns},
                  {"ifName", request.if_name},           {"podNamespace", request.pod_namespace},
                  {"podName", request.pod_name},         {"podUid", request.pod_uid}};
-  if (!request.valid_attachments.empty()) {
+  // GC always carries the list: an empty one means that no attachment is valid.
+  if (!request.valid_attachments.empty() || request.command == "GC") {
     json list = json::array();
     for (const Attachment& a : request.valid_attachments) {
       list.push_back({{"containerId", a.container_id}, {"ifName", a.if_name}});

@@ -11,10 +11,9 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "node-agent/cni/plugin_config.h"
 
 namespace tunnelmesh::cni {
-
-inline constexpr char kPluginType[] = "tunnelmesh-cni";
 
 struct InstallOptions {
   std::string conf_dir = "/etc/cni/net.d";
