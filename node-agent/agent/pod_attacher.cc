@@ -29,10 +29,9 @@ cni::AttachResponse RpcError(const absl::Status& s, const std::string& what) {
     case absl::StatusCode::kUnauthenticated:  // The session is being renewed.
     case absl::StatusCode::kAborted:
     case absl::StatusCode::kCancelled:
-      return cni::ErrorResponse(
-          cni::kCniErrorTryLater,
-          absl::StrCat(what, ": the coordinator did not answer (", s.message(),
-                       "); the runtime retries the pod"));
+      return cni::ErrorResponse(cni::kCniErrorTryLater,
+                                absl::StrCat(what, ": the coordinator did not answer (",
+                                             s.message(), "); the runtime retries the pod"));
     case absl::StatusCode::kUnimplemented:
       return cni::ErrorResponse(cni::kCniErrorAttachFailed,
                                 absl::StrCat(what,
@@ -65,7 +64,7 @@ void PodAttacher::Publish() {
 }
 
 cni::AttachResponse PodAttacher::Answer(const PodAttachment& a,
-                                          const PodRequestContext& context) const {
+                                        const PodRequestContext& context) const {
   cni::AttachResponse response;
   response.attached = true;
   response.name = a.name;
@@ -113,10 +112,10 @@ cni::AttachResponse PodAttacher::Handle(const cni::AttachRequest& request,
     return cni::AttachResponse();
   }
   if (request.container_id.empty() || request.if_name.empty()) {
-    return cni::ErrorResponse(
-        cni::kCniErrorInvalidEnvironment,
-        request.container_id.empty() ? "\"containerId\" is empty: the runtime sets CNI_CONTAINERID"
-                                     : "\"ifName\" is empty: the runtime sets CNI_IFNAME");
+    return cni::ErrorResponse(cni::kCniErrorInvalidEnvironment,
+                              request.container_id.empty()
+                                  ? "\"containerId\" is empty: the runtime sets CNI_CONTAINERID"
+                                  : "\"ifName\" is empty: the runtime sets CNI_IFNAME");
   }
   const PodAttachmentKey key{request.container_id, request.if_name};
   const PodAttachment* known = store_.Find(key);
@@ -124,9 +123,9 @@ cni::AttachResponse PodAttacher::Handle(const cni::AttachRequest& request,
   if (command == "CHECK") {
     if (known != nullptr && !known->detaching) return Answer(*known, context);
     cni::AttachResponse response;
-    response.reason = absl::StrCat("the agent of ", context.interface_name,
-                                   " has no attachment of container ", request.container_id,
-                                   " interface ", request.if_name);
+    response.reason =
+        absl::StrCat("the agent of ", context.interface_name, " has no attachment of container ",
+                     request.container_id, " interface ", request.if_name);
     return response;
   }
   // DEL: always success; a detach the coordinator did not confirm is retried later.
@@ -209,8 +208,9 @@ void PodAttacher::Detach(const PodAttachmentKey& key, const std::string& why) {
     }
   } else {
     if (!a.detaching) {
-      TM_LOG_WARN("{}: {}, but the coordinator did not confirm the detach ({}): retrying every 30 s",
-                  PodLabel(a), why, std::string(answer.status().message()));
+      TM_LOG_WARN(
+          "{}: {}, but the coordinator did not confirm the detach ({}): retrying every 30 s",
+          PodLabel(a), why, std::string(answer.status().message()));
     }
     a.detaching = true;
     if (absl::Status s = store_.Put(a); !s.ok()) {
@@ -296,7 +296,8 @@ void PodAttacher::Collect(absl::Time now) {
   for (const auto& [key, a] : store_.records()) {
     if (a.detaching) detaching.push_back(key);
   }
-  for (const PodAttachmentKey& key : detaching) Detach(key, "the coordinator confirmed an earlier detach");
+  for (const PodAttachmentKey& key : detaching)
+    Detach(key, "the coordinator confirmed an earlier detach");
   if (sync_needed_) Sync();
 }
 

@@ -43,9 +43,9 @@ class PodCoordinator {
 struct PodRequestContext {
   std::string interface_name;
   std::string mesh;
-  bool connected = false;         // The watch stream to the coordinator is up.
-  std::string disconnected_why;   // Why not, when not.
-  uint32_t mtu = 0;               // The mesh interface's MTU: the pod interface's.
+  bool connected = false;           // The watch stream to the coordinator is up.
+  std::string disconnected_why;     // Why not, when not.
+  uint32_t mtu = 0;                 // The mesh interface's MTU: the pod interface's.
   std::vector<std::string> routes;  // The mesh's ranges.
 };
 
@@ -75,9 +75,7 @@ class PodAttacher {
   void Collect(absl::Time now);
 
   // The attachments as last changed (detaching ones included). Any thread.
-  std::shared_ptr<const std::vector<PodAttachment>> attachments() const {
-    return snapshot_.Load();
-  }
+  std::shared_ptr<const std::vector<PodAttachment>> attachments() const { return snapshot_.Load(); }
 
  private:
   cni::AttachResponse Add(const cni::AttachRequest& request, const PodRequestContext& context,

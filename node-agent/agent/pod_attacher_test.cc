@@ -133,10 +133,9 @@ class PodAttacherTest : public ::testing::Test {
   void Restart() {
     absl::StatusOr<PodAttachmentStore> store = PodAttachmentStore::Load(path(), max_records_);
     ASSERT_TRUE(store.ok()) << store.status();
-    attacher_ = std::make_unique<PodAttacher>(*std::move(store), &coordinator_,
-                                              [this](const std::string& name) {
-                                                return interfaces_.count(name) > 0;
-                                              });
+    attacher_ = std::make_unique<PodAttacher>(
+        *std::move(store), &coordinator_,
+        [this](const std::string& name) { return interfaces_.count(name) > 0; });
   }
   void SetUp() override { Restart(); }
   cni::AttachResponse Handle(const cni::AttachRequest& r, absl::Time now = kNow) {
@@ -162,7 +161,7 @@ TEST_F(PodAttacherTest, AddAttachesRecordsAndAnswersTheInterfaceSettings) {
   EXPECT_EQ(r.host_interface, cni::HostInterfaceName("c1"));
   ASSERT_EQ(Recorded(), 1u);
   EXPECT_EQ(coordinator_.attached.count("uid-c1"), 1u);
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(stat(path().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 

@@ -39,19 +39,19 @@ std::string PodAttachmentsPath(const std::string& state_dir, const std::string& 
 std::string PodAttachmentStore::Encode(const std::map<PodAttachmentKey, PodAttachment>& records) {
   json pods = json::array();
   for (const auto& [key, a] : records) {
-    pods.push_back({{"containerId", a.container_id},
-                    {"ifName", a.if_name},
-                    {"netns", a.netns},
-                    {"podNamespace", a.pod_namespace},
-                    {"podName", a.pod_name},
-                    {"podUid", a.pod_uid},
-                    {"name", a.name},
-                    {"addresses", a.addresses},
-                    {"hostInterface", a.host_interface},
-                    {"attachedAt", a.attached_at == absl::InfinitePast()
-                                       ? int64_t{0}
-                                       : absl::ToUnixSeconds(a.attached_at)},
-                    {"detaching", a.detaching}});
+    pods.push_back(
+        {{"containerId", a.container_id},
+         {"ifName", a.if_name},
+         {"netns", a.netns},
+         {"podNamespace", a.pod_namespace},
+         {"podName", a.pod_name},
+         {"podUid", a.pod_uid},
+         {"name", a.name},
+         {"addresses", a.addresses},
+         {"hostInterface", a.host_interface},
+         {"attachedAt",
+          a.attached_at == absl::InfinitePast() ? int64_t{0} : absl::ToUnixSeconds(a.attached_at)},
+         {"detaching", a.detaching}});
   }
   return json{{"version", kFileVersion}, {"pods", std::move(pods)}}.dump(1) + "\n";
 }
@@ -81,11 +81,14 @@ absl::StatusOr<std::map<PodAttachmentKey, PodAttachment>> PodAttachmentStore::De
     const json& p = (*pods)[i];
     if (!p.is_object()) return absl::InvalidArgumentError(absl::StrCat("pod ", i, " is no object"));
     PodAttachment a;
-    for (auto [field, out, required] :
-         {std::tuple{"containerId", &a.container_id, true}, {"ifName", &a.if_name, true},
-          {"netns", &a.netns, false}, {"podNamespace", &a.pod_namespace, false},
-          {"podName", &a.pod_name, false}, {"podUid", &a.pod_uid, true},
-          {"name", &a.name, false}, {"hostInterface", &a.host_interface, true}}) {
+    for (auto [field, out, required] : {std::tuple{"containerId", &a.container_id, true},
+                                        {"ifName", &a.if_name, true},
+                                        {"netns", &a.netns, false},
+                                        {"podNamespace", &a.pod_namespace, false},
+                                        {"podName", &a.pod_name, false},
+                                        {"podUid", &a.pod_uid, true},
+                                        {"name", &a.name, false},
+                                        {"hostInterface", &a.host_interface, true}}) {
       if (absl::Status s = ReadString(p, i, field, required, out); !s.ok()) return s;
     }
     auto addresses = p.find("addresses");
@@ -107,8 +110,8 @@ absl::StatusOr<std::map<PodAttachmentKey, PodAttachment>> PodAttachmentStore::De
     }
     PodAttachmentKey key = a.key();
     if (!records.emplace(key, std::move(a)).second) {
-      return absl::InvalidArgumentError(absl::StrCat("pod ", i, " repeats container ", key.first,
-                                                     " interface ", key.second));
+      return absl::InvalidArgumentError(
+          absl::StrCat("pod ", i, " repeats container ", key.first, " interface ", key.second));
     }
   }
   return records;
@@ -142,17 +145,17 @@ const PodAttachment* PodAttachmentStore::Find(const PodAttachmentKey& key) const
 absl::Status PodAttachmentStore::Write(
     const std::map<PodAttachmentKey, PodAttachment>& records) const {
   if (absl::Status s = WriteFileAtomically(path_, Encode(records), 0600); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat("recording pod attachments in ", path_, ": ",
-                                               s.message()));
+    return absl::Status(s.code(),
+                        absl::StrCat("recording pod attachments in ", path_, ": ", s.message()));
   }
   return absl::OkStatus();
 }
 
 absl::Status PodAttachmentStore::CheckRoom(const PodAttachmentKey& key) const {
   if (records_.count(key) == 0 && records_.size() >= max_records_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "this agent has attached ", records_.size(), " pods, its limit (", max_records_,
-        "): schedule fewer mesh pods on this node"));
+    return absl::ResourceExhaustedError(absl::StrCat("this agent has attached ", records_.size(),
+                                                     " pods, its limit (", max_records_,
+                                                     "): schedule fewer mesh pods on this node"));
   }
   return absl::OkStatus();
 }
