@@ -21,6 +21,11 @@ TEST(ControlSocketTest, ServesRequestsAndRefusesSecondServer) {
   auto reply = ControlRequest(path, "status");
   ASSERT_TRUE(reply.ok()) << reply.status();
   EXPECT_EQ(*reply, "got status");
+  // A CNI GC lists every attachment: far more than a status request.
+  const std::string gc = "cni " + std::string(150 * 1024, 'x');
+  auto long_reply = ControlRequest(path, gc);
+  ASSERT_TRUE(long_reply.ok()) << long_reply.status();
+  EXPECT_EQ(*long_reply, "got " + gc);
   auto second = ControlServer::Listen(path, [](std::string_view) { return std::string(); });
   ASSERT_FALSE(second.ok());
   EXPECT_NE(std::string(second.status().message()).find("--interface"), std::string::npos);
