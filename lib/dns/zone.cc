@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace tunnelmesh::dns {
 namespace {
@@ -54,9 +55,13 @@ std::string ReverseApex(const Prefix& range) {
 Zone::Zone(ZoneConfig config, const std::vector<ZoneMember>& members)
     : config_(std::move(config)), apex_(CanonicalName(config_.domain)) {
   if (config_.server_name.empty()) config_.server_name = absl::StrCat("ns.", config_.domain);
+  // A member's name is a label, or labels for a pod ("runner.ci.pod"); an alias is one label.
   auto add_name = [&](const std::string& label, const std::vector<IpAddress>& addresses,
                       const char* what) {
-    if (!ValidLabel(label)) {
+    const bool member = std::string_view(what) == "member";
+    std::vector<std::string> labels = {label};
+    if (member) labels = absl::StrSplit(label, '.');
+    if (label.size() > 200 || !std::all_of(labels.begin(), labels.end(), ValidLabel)) {
       skipped_.push_back(absl::StrCat(what, " '", label, "': not a DNS label"));
       return false;
     }
@@ -64,6 +69,11 @@ Zone::Zone(ZoneConfig config, const std::vector<ZoneMember>& members)
     if (!forward_.try_emplace(full, Owner{addresses}).second) {
       skipped_.push_back(absl::StrCat(what, " '", label, "': the name is taken"));
       return false;
+    }
+    // "ci.pod.mesh" and "pod.mesh" above "runner.ci.pod.mesh" exist, empty: NODATA.
+    for (size_t dot = full.find('.'); dot + 1 < full.size() - apex_.size();
+         dot = full.find('.', dot + 1)) {
+      forward_nonterminals_.insert(full.substr(dot + 1));
     }
     for (const IpAddress& address : addresses) {
       const std::string reverse = CanonicalName(ReverseName(address));
@@ -177,6 +187,7 @@ bool Zone::Answer(const Message& query, Message* response) const {
   if (apex == apex_) {
     const auto it = forward_.find(name);
     if (it == forward_.end()) {
+      if (forward_nonterminals_.contains(name)) return nodata();
       r.authority.push_back(SoaRecord(apex));
       return finish(Rcode::kNxDomain);
     }

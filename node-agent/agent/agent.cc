@@ -173,18 +173,35 @@ absl::Status Agent::StartPods() {
     TM_LOG_INFO("{} pods attached before this start (in {}): stating them to the coordinator",
                 store->size(), store->path());
   }
-  pods_ =
-      std::make_unique<PodAttacher>(*std::move(store), session_.get(), [](const std::string& name) {
+  // Test hook (e2e/netns/pods_attach.sh): collect every few seconds, and attachments that young,
+  // instead of every 30 s and after 60 s. Not for production.
+  std::chrono::seconds collect_every = kPodCollectInterval;
+  absl::Duration grace = kPodInterfaceGrace;
+  if (const char* every = std::getenv("TUNNELMESH_TEST_POD_COLLECT_SECONDS"); every != nullptr) {
+    const int seconds = std::atoi(every);
+    if (seconds > 0) {
+      collect_every = std::chrono::seconds(seconds);
+      grace = absl::Seconds(seconds);
+      TM_LOG_WARN(
+          "TUNNELMESH_TEST_POD_COLLECT_SECONDS={}: pod attachments are collected every {} s "
+          "(tests only)",
+          seconds, seconds);
+    }
+  }
+  pods_ = std::make_unique<PodAttacher>(
+      *std::move(store), session_.get(),
+      [](const std::string& name) {
         // The agent runs in the host's network namespace.
         return if_nametoindex(name.c_str()) != 0;
-      });
+      },
+      grace);
   // Registered already (FollowCoordinator): collect what vanished while the agent was away, then
   // state the rest.
   pods_loop_.Post([this] {
     pods_->Collect(clock_.WallNow());
     pods_->Sync();
   });
-  pods_loop_.RunEvery(kPodCollectInterval, [this] { pods_->Collect(clock_.WallNow()); });
+  pods_loop_.RunEvery(collect_every, [this] { pods_->Collect(clock_.WallNow()); });
   pods_loop_.Start();
   return absl::OkStatus();
 }

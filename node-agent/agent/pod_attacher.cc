@@ -50,10 +50,11 @@ cni::AttachResponse RpcError(const absl::Status& s, const std::string& what) {
 }  // namespace
 
 PodAttacher::PodAttacher(PodAttachmentStore store, PodCoordinator* coordinator,
-                         InterfaceExists interface_exists)
+                         InterfaceExists interface_exists, absl::Duration grace)
     : store_(std::move(store)),
       coordinator_(coordinator),
-      interface_exists_(std::move(interface_exists)) {
+      interface_exists_(std::move(interface_exists)),
+      grace_(grace) {
   Publish();
 }
 
@@ -286,7 +287,7 @@ void PodAttacher::Sync() {
 
 void PodAttacher::Collect(absl::Time now) {
   for (const PodAttachmentKey& key :
-       VanishedAttachments(store_.records(), interface_exists_, now, kPodInterfaceGrace)) {
+       VanishedAttachments(store_.records(), interface_exists_, now, grace_)) {
     const PodAttachment* a = store_.Find(key);
     if (a == nullptr) continue;
     Detach(key, absl::StrCat("its host interface ", a->host_interface,

@@ -58,9 +58,10 @@ class PodAttacher {
   using InterfaceExists = std::function<bool(const std::string& name)>;
 
   // `coordinator` must outlive the attacher. `interface_exists` tells whether a host interface is
-  // there (if_nametoindex in the agent).
+  // there (if_nametoindex in the agent). `grace`: how young an attachment without its interface
+  // is left alone.
   PodAttacher(PodAttachmentStore store, PodCoordinator* coordinator,
-              InterfaceExists interface_exists);
+              InterfaceExists interface_exists, absl::Duration grace = kPodInterfaceGrace);
 
   // One request from the plugin; the response it gets (errors carry CNI codes).
   cni::AttachResponse Handle(const cni::AttachRequest& request, const PodRequestContext& context,
@@ -91,6 +92,7 @@ class PodAttacher {
   PodAttachmentStore store_;
   PodCoordinator* const coordinator_;
   const InterfaceExists interface_exists_;
+  const absl::Duration grace_;
   bool sync_needed_ = false;
   Snapshot<std::vector<PodAttachment>> snapshot_{
       std::make_shared<const std::vector<PodAttachment>>()};
