@@ -219,7 +219,11 @@ nodes__start_node() {
   ns=$(nodes__netns "$n")
   dir=$NODES_DIR/$n
   ip=${NODE_IP[$n]}
-  mkdir -p "$dir"/{containerd,run,opt,net.d,kubelet,state,pod-logs,container-logs,cni-data}
+  mkdir -p "$dir"/{containerd,run,opt,net.d,cni-bin,kubelet,state,pod-logs,container-logs,cni-data}
+  # The node's own CNI folders (seen at /opt/cni/bin and /etc/cni/net.d in its mount namespace, as
+  # on a real node, where the chart's CNI installer writes): Debian's plugins linked in.
+  local plugin
+  for plugin in /usr/lib/cni/*; do ln -sf "$plugin" "$dir/cni-bin/"; done
   chmod 700 "$dir/state"
   ip netns add "$ns"
   ip -n "$ns" link set lo up
@@ -277,8 +281,8 @@ state = "$dir/containerd/state"
   netns_mounts_under_state_dir = true
   stream_server_address = "127.0.0.1"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$dir/net.d"
+    bin_dir = "/opt/cni/bin"
+    conf_dir = "/etc/cni/net.d"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
@@ -318,6 +322,8 @@ EOF
   cat >"$dir/run.sh" <<EOF
 set -u
 mount --bind "$dir/state" /var/lib/tunnelmesh
+mount --bind "$dir/cni-bin" /opt/cni/bin
+mount --bind "$dir/net.d" /etc/cni/net.d
 mount --bind "$dir/pod-logs" /var/log/pods
 mount --bind "$dir/container-logs" /var/log/containers
 containerd --config "$dir/containerd.toml" >"$dir/containerd.log" 2>&1 &
@@ -333,6 +339,8 @@ echo \$! >"$dir/kubelet.pid"
 wait -n
 EOF
   nodes__host_dir /var/lib/tunnelmesh
+  nodes__host_dir /opt/cni/bin
+  nodes__host_dir /etc/cni/net.d
   nodes__host_dir /var/log/pods
   nodes__host_dir /var/log/containers
   unshare --mount --propagation slave -- nsenter --net="/run/netns/$ns" -- \
@@ -348,9 +356,16 @@ EOF
 # nodes__host_dir DIR: DIR on the host as a mount point for the nodes' bind mounts; created (and
 # removed again on exit) if missing.
 nodes__host_dir() {
-  [[ -d $1 ]] && return 0
+  local d=$1 made=()
+  while [[ ! -d $d ]]; do
+    made=("$d" "${made[@]}")
+    d=$(dirname "$d")
+  done
+  ((${#made[@]})) || return 0
   mkdir -p "$1"
-  NODES_MADE_DIRS+=("$1")
+  # Deepest first, so that the removal on exit goes bottom-up.
+  local i
+  for ((i = ${#made[@]} - 1; i >= 0; i--)); do NODES_MADE_DIRS+=("${made[i]}"); done
 }
 
 # nodes__cgroup_root NODE create|remove: the kubelet's cgroup root in every v1 hierarchy (or the

@@ -5,7 +5,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 
 namespace tunnelmesh::dns {
 namespace {
@@ -29,6 +28,19 @@ bool ValidLabel(std::string_view label) {
     if (!ok) return false;
   }
   return true;
+}
+
+// A member's name: one label, or dotted labels for a pod ("web-1.shop.pod").
+bool ValidMemberName(std::string_view name) {
+  if (name.size() > 200) return false;
+  for (size_t start = 0;;) {
+    const size_t dot = name.find('.', start);
+    if (!ValidLabel(name.substr(start, dot == std::string_view::npos ? dot : dot - start))) {
+      return false;
+    }
+    if (dot == std::string_view::npos) return true;
+    start = dot + 1;
+  }
 }
 
 // The reverse zone apex that holds `range`: its whole octets (IPv4) or nibbles (IPv6), reversed,
@@ -55,13 +67,10 @@ std::string ReverseApex(const Prefix& range) {
 Zone::Zone(ZoneConfig config, const std::vector<ZoneMember>& members)
     : config_(std::move(config)), apex_(CanonicalName(config_.domain)) {
   if (config_.server_name.empty()) config_.server_name = absl::StrCat("ns.", config_.domain);
-  // A member's name is a label, or labels for a pod ("runner.ci.pod"); an alias is one label.
   auto add_name = [&](const std::string& label, const std::vector<IpAddress>& addresses,
                       const char* what) {
-    const bool member = std::string_view(what) == "member";
-    std::vector<std::string> labels = {label};
-    if (member) labels = absl::StrSplit(label, '.');
-    if (label.size() > 200 || !std::all_of(labels.begin(), labels.end(), ValidLabel)) {
+    // Aliases are single labels; members may be dotted (pods).
+    if (!(what == std::string_view("member") ? ValidMemberName(label) : ValidLabel(label))) {
       skipped_.push_back(absl::StrCat(what, " '", label, "': not a DNS label"));
       return false;
     }
@@ -70,8 +79,10 @@ Zone::Zone(ZoneConfig config, const std::vector<ZoneMember>& members)
       skipped_.push_back(absl::StrCat(what, " '", label, "': the name is taken"));
       return false;
     }
-    // "ci.pod.mesh" and "pod.mesh" above "runner.ci.pod.mesh" exist, empty: NODATA.
-    for (size_t dot = full.find('.'); dot + 1 < full.size() - apex_.size();
+    // The names between a dotted member and the apex ("shop.pod.mesh", "pod.mesh") exist without
+    // records: NODATA, not NXDOMAIN.
+    for (size_t dot = full.find('.');
+         dot != std::string::npos && full.size() - dot - 1 > apex_.size();
          dot = full.find('.', dot + 1)) {
       forward_nonterminals_.insert(full.substr(dot + 1));
     }
@@ -186,8 +197,8 @@ bool Zone::Answer(const Message& query, Message* response) const {
   }
   if (apex == apex_) {
     const auto it = forward_.find(name);
+    if (it == forward_.end() && forward_nonterminals_.contains(name)) return nodata();
     if (it == forward_.end()) {
-      if (forward_nonterminals_.contains(name)) return nodata();
       r.authority.push_back(SoaRecord(apex));
       return finish(Rcode::kNxDomain);
     }

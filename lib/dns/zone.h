@@ -22,7 +22,7 @@
 namespace tunnelmesh::dns {
 
 struct ZoneMember {
-  std::string name;                  // A label ("bob"), or labels for a pod ("web.ci.pod").
+  std::string name;  // A label ("bob"), or dotted labels for a pod ("web.shop.pod").
   std::vector<std::string> aliases;  // More single labels answering with the same addresses.
   std::vector<IpAddress> addresses;  // Its mesh IPs (v4 and v6).
 };
@@ -42,9 +42,9 @@ struct ZoneConfig {
 
 class Zone {
  public:
-  // Members whose name (a label, or dotted labels for a pod) or alias (a label) is not valid, or
-  // clashes with one already taken (names first, in map order; then aliases, by their members'
-  // names), are left out and listed in skipped().
+  // Members whose name or alias is not a valid label, or clashes with one already taken (names
+  // first, in map order; then aliases, by their members' names), are left out and listed in
+  // skipped().
   Zone(ZoneConfig config, const std::vector<ZoneMember>& members);
 
   // Whether `name` is at or under the apex or one of the reverse zones (so this zone answers it).
@@ -81,7 +81,6 @@ class Zone {
   absl::flat_hash_map<std::string, std::string> reverse_;
   // The names between those and their reverse apex (empty non-terminals: NODATA).
   absl::flat_hash_set<std::string> reverse_nonterminals_;
-  // The names between a pod's name and the apex ("ci.pod.mesh", "pod.mesh"): NODATA too.
   absl::flat_hash_set<std::string> forward_nonterminals_;
   std::vector<std::string> reverse_apexes_;  // Canonical, one per range.
   std::vector<std::string> skipped_;

@@ -15,7 +15,8 @@ using nlohmann::json;
 absl::Status ReadString(const json& object, const char* key, std::string* out) {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_string()) return absl::InvalidArgumentError(absl::StrCat("\"", key, "\" must be a string"));
+  if (!it->is_string())
+    return absl::InvalidArgumentError(absl::StrCat("\"", key, "\" must be a string"));
   *out = it->get<std::string>();
   return absl::OkStatus();
 }
@@ -23,7 +24,8 @@ absl::Status ReadString(const json& object, const char* key, std::string* out) {
 absl::Status ReadStrings(const json& object, const char* key, std::vector<std::string>* out) {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_array()) return absl::InvalidArgumentError(absl::StrCat("\"", key, "\" must be a list"));
+  if (!it->is_array())
+    return absl::InvalidArgumentError(absl::StrCat("\"", key, "\" must be a list"));
   for (const json& item : *it) {
     if (!item.is_string()) {
       return absl::InvalidArgumentError(absl::StrCat("\"", key, "\" must list strings"));
@@ -45,7 +47,8 @@ absl::StatusOr<json> ParseObject(std::string_view text) {
 
 std::string HostInterfaceName(std::string_view container_id) {
   uint8_t hash[kHashSize];
-  Blake2s({Bytes(reinterpret_cast<const uint8_t*>(container_id.data()), container_id.size())}, hash);
+  Blake2s({Bytes(reinterpret_cast<const uint8_t*>(container_id.data()), container_id.size())},
+          hash);
   std::string name = "tmp";
   for (int i = 0; i < 6; ++i) {
     char hex[3];
@@ -56,7 +59,7 @@ std::string HostInterfaceName(std::string_view container_id) {
 }
 
 std::string EncodeRequest(const AttachRequest& request) {
-  json object = {{"command", request.command},         {"mesh", request.mesh},
+  json object = {{"command", request.command},          {"mesh", request.mesh},
                  {"containerId", request.container_id}, {"netns", request.netns},
                  {"ifName", request.if_name},           {"podNamespace", request.pod_namespace},
                  {"podName", request.pod_name},         {"podUid", request.pod_uid}};
@@ -74,10 +77,14 @@ absl::StatusOr<AttachRequest> DecodeRequest(std::string_view text) {
   absl::StatusOr<json> object = ParseObject(text);
   if (!object.ok()) return absl::InvalidArgumentError("cni request: not a JSON object");
   AttachRequest request;
-  for (auto [key, out] : {std::pair{"command", &request.command}, {"mesh", &request.mesh},
-                          {"containerId", &request.container_id}, {"netns", &request.netns},
-                          {"ifName", &request.if_name}, {"podNamespace", &request.pod_namespace},
-                          {"podName", &request.pod_name}, {"podUid", &request.pod_uid}}) {
+  for (auto [key, out] : {std::pair{"command", &request.command},
+                          {"mesh", &request.mesh},
+                          {"containerId", &request.container_id},
+                          {"netns", &request.netns},
+                          {"ifName", &request.if_name},
+                          {"podNamespace", &request.pod_namespace},
+                          {"podName", &request.pod_name},
+                          {"podUid", &request.pod_uid}}) {
     if (absl::Status s = ReadString(*object, key, out); !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("cni request: ", s.message()));
     }
@@ -133,7 +140,8 @@ absl::StatusOr<AttachResponse> DecodeResponse(std::string_view text) {
     response.error.code = (*it)["code"].get<int>();
     if (!ReadString(*it, "msg", &response.error.msg).ok() ||
         !ReadString(*it, "details", &response.error.details).ok()) {
-      return absl::InvalidArgumentError("the agent's error has a non-string \"msg\" or \"details\"");
+      return absl::InvalidArgumentError(
+          "the agent's error has a non-string \"msg\" or \"details\"");
     }
     if (response.error.code == 0) response.error.code = kCniErrorAttachFailed;
     return response;
@@ -142,7 +150,8 @@ absl::StatusOr<AttachResponse> DecodeResponse(std::string_view text) {
     if (!it->is_boolean()) return absl::InvalidArgumentError("\"attached\" must be true or false");
     response.attached = it->get<bool>();
   }
-  for (auto [key, out] : {std::pair{"reason", &response.reason}, {"name", &response.name},
+  for (auto [key, out] : {std::pair{"reason", &response.reason},
+                          {"name", &response.name},
                           {"hostInterface", &response.host_interface}}) {
     if (absl::Status s = ReadString(*object, key, out); !s.ok()) return s;
   }

@@ -69,9 +69,9 @@ struct AttachResponse {
   // Set: the request failed (the plugin returns it in the CNI error format).
   AttachError error;
   bool attached = false;
-  std::string reason;             // Why not attached (e.g. not opted in).
-  std::string name;               // "<pod>.<namespace>.pod"
-  std::string host_interface;     // HostInterfaceName(container_id)
+  std::string reason;                  // Why not attached (e.g. not opted in).
+  std::string name;                    // "<pod>.<namespace>.pod"
+  std::string host_interface;          // HostInterfaceName(container_id)
   std::vector<std::string> addresses;  // Mesh IPs, e.g. "10.99.0.9", "fd99::9".
   std::vector<std::string> routes;     // The mesh's ranges, e.g. "10.99.0.0/16".
   uint32_t mtu = 0;

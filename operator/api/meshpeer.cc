@@ -72,6 +72,16 @@ absl::StatusOr<MeshPeer> ParseMeshPeer(const nlohmann::json& object) {
       peer.aliases.push_back(a.get<std::string>());
     }
   }
+  if (const nlohmann::json& pod = Field(spec, "pod"); !pod.is_null()) {
+    absl::StatusOr<PodIdentity> parsed_pod = ParsePodIdentity(pod, "spec.pod");
+    if (!parsed_pod.ok()) return parsed_pod.status();
+    if (PodMemberId(*parsed_pod) != peer.public_key) {
+      return absl::InvalidArgumentError(
+          "spec.publicKey of a pod member must be the identifier its coordinator derived from "
+          "spec.pod; pod members are made by the coordinator, not by hand");
+    }
+    peer.pod = *std::move(parsed_pod);
+  }
   const nlohmann::json& ips = Field(status, "meshIPs");
   if (ips.is_array()) {
     for (const nlohmann::json& ip : ips) {
@@ -95,6 +105,7 @@ nlohmann::json MeshPeerObject(const MeshPeer& peer) {
   for (const auto& [k, v] : peer.labels) object["metadata"]["labels"][k] = v;
   if (!peer.endpoints.empty()) object["spec"]["endpoints"] = peer.endpoints;
   if (!peer.aliases.empty()) object["spec"]["aliases"] = peer.aliases;
+  if (peer.pod) object["spec"]["pod"] = PodIdentityJson(*peer.pod);
   return object;
 }
 

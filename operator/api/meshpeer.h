@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "lib/crypto/keys.h"
 #include "lib/net/ip.h"
 #include "nlohmann/json.hpp"
+#include "operator/api/pod_member.h"
 #include "proto/coordinator.pb.h"
 
 // proto/member_kind.h uses this alias without declaring it.
@@ -32,6 +34,9 @@ struct MeshPeer {
   PublicKey public_key;
   std::vector<std::string> endpoints;  // static "IP:PORT" for members without an agent
   std::vector<std::string> aliases;    // more DNS labels, "<alias>.<mesh domain>"
+  // Kind Pod: the pod and its host (spec.pod); public_key is then the pod's identifier
+  // (PodMemberId), not a key anyone holds.
+  std::optional<PodIdentity> pod;
   // status.meshIPs; unparsable entries are dropped (the coordinator allocates anew).
   std::vector<IpAddress> mesh_ips;
 

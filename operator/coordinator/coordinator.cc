@@ -20,6 +20,7 @@
 #include "lib/dns/message.h"
 #include "operator/api/peer_policy.h"
 #include "operator/coordinator/address_allocator.h"
+#include "operator/coordinator/coordinator_locked.h"
 #include "proto/member_kind.h"  // NOLINT(build/include_order)
 
 namespace tunnelmesh {
@@ -69,37 +70,6 @@ std::string KeyBytes(const PublicKey& key) {
 
 }  // namespace
 
-// Holds mu_ and wakes the subscribers queued while it was held once it is released, so that a
-// reader's wake hook (which may take its own locks and start a gRPC write) never runs under mu_;
-// the same for Options::on_change when the state's version moved.
-class ABSL_SCOPED_LOCKABLE Coordinator::Locked {
- public:
-  explicit Locked(Coordinator* c) ABSL_EXCLUSIVE_LOCK_FUNCTION(c->mu_) : c_(c) {
-    c_->mu_.Lock();
-    version_ = c_->version_;
-  }
-  ~Locked() ABSL_UNLOCK_FUNCTION() {
-    if (!released_) Release();
-  }
-  // Unlocks early (the destructor then does nothing).
-  void Release() ABSL_UNLOCK_FUNCTION() {
-    released_ = true;
-    std::vector<std::shared_ptr<Subscription>> wake;
-    wake.swap(c_->to_wake_);
-    const bool changed = c_->version_ != version_;
-    c_->mu_.Unlock();
-    for (const std::shared_ptr<Subscription>& sub : wake) sub->Wake();
-    if (changed && c_->options_.on_change) c_->options_.on_change();
-  }
-  Locked(const Locked&) = delete;
-  Locked& operator=(const Locked&) = delete;
-
- private:
-  Coordinator* const c_;
-  uint64_t version_ = 0;
-  bool released_ = false;
-};
-
 Coordinator::Coordinator(MemberStore* store, Options options)
     : options_(std::move(options)),
       challenges_(options_.challenges),
@@ -108,6 +78,7 @@ Coordinator::Coordinator(MemberStore* store, Options options)
       wrong_token_limit_(options_.wrong_tokens_per_source),
       report_limit_(options_.reports_per_member),
       call_me_maybe_limit_(options_.call_me_maybe_per_pair),
+      pod_limit_(options_.pod_calls_per_member),
       members_(store->members()),
       writer_(store, &counters_.store, options_.writer) {
   {
@@ -117,6 +88,9 @@ Coordinator::Coordinator(MemberStore* store, Options options)
     std::vector<QuarantineEntry> kept = store->quarantine();
     TrimQuarantine(&kept, absl::Now(), options_.max_quarantined);
     for (const QuarantineEntry& e : kept) quarantine_[e.ip] = Quarantined{e.key, e.name, e.until};
+    for (const auto& [key, record] : members_) {
+      if (record.pod) pods_by_host_[record.pod->host].insert(key);
+    }
   }
   if (options_.psk_tick_interval > absl::ZeroDuration()) {
     psk_ticker_ = std::thread([this] {
@@ -422,7 +396,18 @@ coord::Peer Coordinator::PeerOf(const MemberRecord& record) const {
   if (mesh != meshes_.end()) peer.set_dns_name(record.name + "." + mesh->second.spec.domain);
   for (const IpAddress& ip : record.mesh_ips) {
     peer.add_mesh_ips(ip.ToString());
-    peer.add_allowed_ips(Prefix(ip, ip.bit_length()).ToString());
+    // A pod is reached through its host: its addresses are the host's allowed IPs, not its own.
+    if (!record.pod) peer.add_allowed_ips(Prefix(ip, ip.bit_length()).ToString());
+  }
+  if (record.pod) peer.set_host_public_key(KeyBytes(record.pod->host));
+  if (auto pods = pods_by_host_.find(record.public_key); pods != pods_by_host_.end()) {
+    for (const PublicKey& pod_key : pods->second) {
+      auto pod = members_.find(pod_key);
+      if (pod == members_.end()) continue;
+      for (const IpAddress& ip : pod->second.mesh_ips) {
+        peer.add_allowed_ips(Prefix(ip, ip.bit_length()).ToString());
+      }
+    }
   }
   auto live = live_.find(record.public_key);
   const std::vector<std::string>& endpoints = live != live_.end() && !live->second.endpoints.empty()
@@ -981,7 +966,8 @@ void Coordinator::QuarantineLocked(const MemberRecord& record) {
   bool changed = quarantine_.size() != before;
   if (options_.quarantine > absl::ZeroDuration()) {
     for (const IpAddress& ip : record.mesh_ips) {
-      quarantine_[ip] = Quarantined{record.public_key, record.name, now + options_.quarantine};
+      const absl::Duration period = record.pod ? options_.pod_quarantine : options_.quarantine;
+      quarantine_[ip] = Quarantined{record.public_key, record.name, now + period};
       changed = true;
     }
     // Bounded: beyond the cap the entries that expire first go.
@@ -1018,6 +1004,8 @@ void Coordinator::MovedLocked(const MemberRecord& old) {
     if (!absl::c_linear_search(now.mesh_ips, ip)) left.mesh_ips.push_back(ip);
   }
   if (!left.mesh_ips.empty()) QuarantineLocked(left);
+  // Its pods joined the old mesh through it: they go.
+  RemovePodsOfLocked(old.public_key);
   // Its old mesh no longer has it as a peer.
   ++version_;
   coord::MapUpdate update;
@@ -1030,6 +1018,13 @@ void Coordinator::MovedLocked(const MemberRecord& old) {
 void Coordinator::RemoveLocked(const PublicKey& member, absl::Status reason) {
   auto record = members_.find(member);
   if (record == members_.end()) return;
+  if (record->second.pod) {
+    RemovePodLocked(member);
+    SendFiltersLocked();
+    return;
+  }
+  RemovePodsOfLocked(member);
+  record = members_.find(member);
   const std::string mesh = record->second.mesh;
   QuarantineLocked(record->second);
   SyncFilterLocked(&record->second, nullptr);
@@ -1044,7 +1039,8 @@ size_t Coordinator::ExpireIdle(absl::Time now) {
   Locked lock(this);
   std::vector<PublicKey> idle;
   for (const auto& [key, record] : members_) {
-    if (!record.static_endpoints.empty()) continue;
+    // Pods live as long as their host says (it expires with them).
+    if (!record.static_endpoints.empty() || record.pod) continue;
     absl::Time seen = started_;  // Nobody is seen before the coordinator starts.
     if (auto live = live_.find(key); live != live_.end()) {
       std::shared_ptr<Subscription> sub = live->second.subscription.lock();
@@ -1141,6 +1137,7 @@ absl::Status Coordinator::Admit(MemberRecord record) {
   std::optional<MemberRecord> old;
   if (existing != members_.end()) old = existing->second;
   members_[record.public_key] = record;
+  if (record.pod) pods_by_host_[record.pod->host].insert(record.public_key);
   SyncFilterLocked(old ? &*old : nullptr, &record);
   if (old && old->mesh != record.mesh) MovedLocked(*old);
   ++version_;
@@ -1156,10 +1153,22 @@ void Coordinator::Evict(const PublicKey& member, const std::string& why) {
   Locked lock(this);
   auto record = members_.find(member);
   if (record == members_.end()) return;
+  std::optional<PublicKey> host;
+  if (record->second.pod) {
+    host = record->second.pod->host;
+    if (auto pods = pods_by_host_.find(*host); pods != pods_by_host_.end()) {
+      pods->second.erase(member);
+      if (pods->second.empty()) pods_by_host_.erase(pods);
+    }
+  } else {
+    RemovePodsOfLocked(member);
+    record = members_.find(member);
+  }
   const std::string mesh = record->second.mesh;
   SyncFilterLocked(&record->second, nullptr);
   members_.erase(record);
   writer_.Observe(member, nullptr);
+  if (host) FanOutHostLocked(*host, nullptr, nullptr);
   DropLocked(member, mesh, absl::PermissionDeniedError("evicted: " + why));
   SendFiltersLocked();
   TM_LOG_INFO("member evicted: key={} why={}", member.Short(), why);

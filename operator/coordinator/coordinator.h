@@ -45,6 +45,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -109,6 +110,19 @@ struct ServiceAccountToken {
   std::string node;  // The Node of the pod the token is bound to; empty when not bound to one.
 };
 
+// What the API server says of a pod a member asks to attach (Coordinator::Options::lookup_pod).
+struct PodFacts {
+  std::string node;  // spec.nodeName
+  std::string uid;   // metadata.uid
+  std::map<std::string, std::string> labels;
+  // The `tunnelmesh.io/mesh` annotation of the Pod, else of its namespace; "" when neither has it.
+  std::string mesh_annotation;
+  std::map<std::string, std::string> namespace_labels;
+};
+
+// The annotation by which a pod (or every pod of a namespace) opts in to a mesh.
+inline constexpr char kPodMeshAnnotation[] = "tunnelmesh.io/mesh";
+
 struct CoordinatorCounters {
   std::atomic<uint64_t> registrations{0};
   std::atomic<uint64_t> rejected_tokens{0};
@@ -131,6 +145,11 @@ struct CoordinatorCounters {
   std::atomic<uint64_t> refused_token_cap{0};
   // Call-me-maybe endpoints dropped because the sender had not reported them.
   std::atomic<uint64_t> call_me_maybe_endpoints_dropped{0};
+  // Pods attached (new or again) and detached, and attach requests refused (not opted in, not on
+  // the caller's Node, bad input).
+  std::atomic<uint64_t> pods_attached{0};
+  std::atomic<uint64_t> pods_detached{0};
+  std::atomic<uint64_t> pods_refused{0};
   // Members removed by ExpireIdle.
   std::atomic<uint64_t> expired_members{0};
   // Preshared-key rollover steps taken (each step of each mesh), and failed saves of the keys
@@ -172,6 +191,18 @@ class Coordinator {
     std::string agent_service_account;
     // Kubernetes mode: members of kind Node must name an existing Node.
     std::function<bool(const std::string& node)> node_exists;
+    // Kubernetes mode: reads a pod and its namespace (NOT_FOUND when the pod does not exist).
+    // Set, only members of kind Node may host pods, and only pods the API server says run on
+    // their Node and opted in; unset (standalone), a member is trusted for the pods it names.
+    // Called without the coordinator's lock.
+    std::function<absl::StatusOr<PodFacts>(const std::string& namespace_name,
+                                           const std::string& pod_name)>
+        lookup_pod;
+    // Pod addresses are kept from other pods this long after a pod leaves (shorter than
+    // `quarantine`: pods come and go by the hundred, and their names are short-lived in DNS).
+    absl::Duration pod_quarantine = absl::Minutes(1);
+    // Attach, detach and sync calls per hosting member.
+    KeyedRateLimiter::Options pod_calls_per_member{.rate = 50, .burst = 400};
     // A member left or was evicted (its relay session is closed). Called under the coordinator's
     // lock: it must not block or call back.
     std::function<void(const PublicKey& member)> on_member_removed;
@@ -279,6 +310,15 @@ class Coordinator {
                                          const std::vector<std::string>& endpoints)
       ABSL_LOCKS_EXCLUDED(mu_);
   [[nodiscard]] absl::Status Leave(const PublicKey& member) ABSL_LOCKS_EXCLUDED(mu_);
+  // Pods as members (coordinator_pods.cc): `host` attaches a pod it runs (again: the same
+  // addresses), detaches one, or states the whole set it hosts (the others are detached). Like
+  // Register, an attach answers once the pod's record is durable.
+  [[nodiscard]] absl::StatusOr<coord::AttachPodResponse> AttachPod(
+      const PublicKey& host, const coord::AttachPodRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
+  [[nodiscard]] absl::StatusOr<coord::DetachPodResponse> DetachPod(
+      const PublicKey& host, const coord::DetachPodRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
+  [[nodiscard]] absl::StatusOr<coord::SyncPodsResponse> SyncPods(
+      const PublicKey& host, const coord::SyncPodsRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
   bool IsMember(const PublicKey& key) const ABSL_LOCKS_EXCLUDED(mu_);
   // Removes the members not seen for Options::member_expiry (see there); returns how many.
   size_t ExpireIdle(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
@@ -413,6 +453,23 @@ class Coordinator {
   // `now` null: gone) and sends rule sets to the members whose rules changed.
   void SyncFilterLocked(const MemberRecord* old, const MemberRecord* now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes a pod member (detached, its host gone or moved): its addresses are quarantined for
+  // Options::pod_quarantine, its record deleted, and its host's peers get the host without it.
+  void RemovePodLocked(const PublicKey& pod) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes every pod `host` hosts.
+  void RemovePodsOfLocked(const PublicKey& host) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends the mesh the host's Peer (its allowed_ips list its pods) with `pod` upserted or
+  // `removed_pod` removed (either may be null); the host itself gets only the pod's change.
+  void FanOutHostLocked(const PublicKey& host, const MemberRecord* pod,
+                        const PublicKey* removed_pod) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // AttachPod after the API server was asked (`facts` null outside Kubernetes).
+  absl::StatusOr<coord::AttachPodResponse> AttachPodChecked(const PublicKey& host,
+                                                            const coord::AttachPodRequest& request,
+                                                            const PodFacts* facts)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The policy engine's view of a record (its host's name for a pod).
+  policy::Member PolicyMemberLocked(const MemberRecord& record) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Sends each watching member whose rule set changed a MapUpdate with it (every mesh).
   void SendFiltersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After SetMeshes: engines for new meshes (with their members and policies), default actions,
@@ -459,6 +516,7 @@ class Coordinator {
   KeyedRateLimiter wrong_token_limit_;
   KeyedRateLimiter report_limit_;
   KeyedRateLimiter call_me_maybe_limit_;
+  KeyedRateLimiter pod_limit_;
   RefusedJoins refused_joins_;
   const absl::Time started_ = absl::Now();
   // Preshared keys and the meshes they are for (see the header comment); taken before mu_.
@@ -475,6 +533,8 @@ class Coordinator {
   mutable absl::Mutex mu_;
   // The authoritative member map; the store follows it through writer_.
   std::map<PublicKey, MemberRecord> members_ ABSL_GUARDED_BY(mu_);
+  // Host -> the pod members it hosts (records in members_ with `pod` set).
+  std::map<PublicKey, std::set<PublicKey>> pods_by_host_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, MeshState> meshes_ ABSL_GUARDED_BY(mu_);
   std::map<PublicKey, Live> live_ ABSL_GUARDED_BY(mu_);
   // BLAKE2s(session token) -> member: a lookup by hash leaks nothing about the tokens.

@@ -13,17 +13,6 @@ namespace {
 
 constexpr size_t kMaxExplainText = 253;
 
-policy::Member PolicyMember(const MemberRecord& record) {
-  policy::Member m;
-  m.name = record.name;
-  m.kind = record.kind;
-  m.labels = record.labels;
-  for (const IpAddress& ip : record.mesh_ips) m.addresses.emplace_back(ip, ip.bit_length());
-  // A member an admin gave static endpoints is a plain WireGuard peer: it runs no agent.
-  m.runs_agent = record.static_endpoints.empty();
-  return m;
-}
-
 coord::FilterAction DefaultActionOf(const MeshSpec& spec) {
   return spec.default_action == "Allow" ? coord::FILTER_ACTION_ALLOW : coord::FILTER_ACTION_DENY;
 }
@@ -84,6 +73,28 @@ absl::StatusOr<FlowEnd> Resolve(const policy::Engine& engine, const std::string&
 
 }  // namespace
 
+policy::Member Coordinator::PolicyMemberLocked(const MemberRecord& record) const {
+  policy::Member m;
+  m.name = record.name;
+  m.kind = record.kind;
+  m.labels = record.labels;
+  for (const IpAddress& ip : record.mesh_ips) m.addresses.emplace_back(ip, ip.bit_length());
+  // A member an admin gave static endpoints is a plain WireGuard peer: it runs no agent.
+  m.runs_agent = record.static_endpoints.empty();
+  if (record.pod) {
+    // Its host filters for it; a pod runs no agent of its own.
+    m.runs_agent = false;
+    m.namespace_name = record.pod->namespace_name;
+    m.namespace_labels = record.pod->namespace_labels;
+    if (m.namespace_labels.empty())
+      m.namespace_labels[policy::kNamespaceNameLabel] = m.namespace_name;
+    if (auto host = members_.find(record.pod->host); host != members_.end()) {
+      m.host = host->second.name;
+    }
+  }
+  return m;
+}
+
 std::vector<PeerPolicySpec> Coordinator::PoliciesOf(const std::string& mesh) const {
   std::vector<PeerPolicySpec> out;
   for (const PeerPolicySpec& p : policies_) {
@@ -98,7 +109,15 @@ void Coordinator::SyncFilterLocked(const MemberRecord* old, const MemberRecord* 
   }
   if (now != nullptr) {
     if (auto e = engines_.find(now->mesh); e != engines_.end()) {
-      e->second.UpsertMember(PolicyMember(*now));
+      e->second.UpsertMember(PolicyMemberLocked(*now));
+      // Its pods name it as their host (a rename reaches them).
+      if (auto pods = pods_by_host_.find(now->public_key); pods != pods_by_host_.end()) {
+        for (const PublicKey& pod : pods->second) {
+          if (auto it = members_.find(pod); it != members_.end()) {
+            e->second.UpsertMember(PolicyMemberLocked(it->second));
+          }
+        }
+      }
     }
   }
 }
@@ -113,7 +132,7 @@ void Coordinator::SyncEnginesLocked() {
     if (engine == engines_.end()) {
       engine = engines_.emplace(name, policy::Engine(action)).first;
       for (const auto& [key, record] : members_) {
-        if (record.mesh == name) engine->second.UpsertMember(PolicyMember(record));
+        if (record.mesh == name) engine->second.UpsertMember(PolicyMemberLocked(record));
       }
       engine->second.SetPolicies(PoliciesOf(name));
     } else {

@@ -262,7 +262,35 @@ class CoordinatorServer::Service final
     return ToGrpc(coordinator_->Leave(*member));
   }
 
+  // Pods: the caller is their host. An attach may read the Pod from the API server and waits for
+  // its record to be durable, like Register.
+  grpc::Status AttachPod(grpc::ServerContext* context, const coord::AttachPodRequest* request,
+                         coord::AttachPodResponse* response) override {
+    return AsHost(context, &Coordinator::AttachPod, *request, response);
+  }
+  grpc::Status DetachPod(grpc::ServerContext* context, const coord::DetachPodRequest* request,
+                         coord::DetachPodResponse* response) override {
+    return AsHost(context, &Coordinator::DetachPod, *request, response);
+  }
+  grpc::Status SyncPods(grpc::ServerContext* context, const coord::SyncPodsRequest* request,
+                        coord::SyncPodsResponse* response) override {
+    return AsHost(context, &Coordinator::SyncPods, *request, response);
+  }
+
  private:
+  template <typename Request, typename Response>
+  grpc::Status AsHost(grpc::ServerContext* context,
+                      absl::StatusOr<Response> (Coordinator::*call)(const PublicKey&,
+                                                                    const Request&),
+                      const Request& request, Response* response) {
+    absl::StatusOr<PublicKey> member = Caller(coordinator_, context);
+    if (!member.ok()) return ToGrpc(member.status());
+    absl::StatusOr<Response> result = (coordinator_->*call)(*member, request);
+    if (!result.ok()) return ToGrpc(result.status());
+    *response = *std::move(result);
+    return grpc::Status::OK;
+  }
+
   // A Watch refused before it started: finishes at once and deletes itself when gRPC is done.
   class FailedWatch final : public grpc::ServerWriteReactor<coord::MapUpdate> {
    public:

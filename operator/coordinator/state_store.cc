@@ -147,6 +147,12 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
     for (const auto& alias : m.value("aliases", nlohmann::json::array())) {
       if (alias.is_string()) record.aliases.push_back(alias.get<std::string>());
     }
+    if (m.contains("pod")) {
+      absl::StatusOr<PodIdentity> pod =
+          ParsePodIdentity(m["pod"], path + ": " + record.name + ".pod");
+      if (!pod.ok()) return absl::DataLossError(pod.status().message());
+      record.pod = *std::move(pod);
+    }
     store->members_[record.public_key] = std::move(record);
   }
   return store;
@@ -190,6 +196,7 @@ absl::Status StateStore::Save() const {
                        {"labels", m.labels},
                        {"kind", MemberKindName(m.kind)}});
     if (!m.aliases.empty()) members.back()["aliases"] = m.aliases;
+    if (m.pod) members.back()["pod"] = PodIdentityJson(*m.pod);
   }
   nlohmann::json doc = {{"version", 1}, {"members", members}};
   return WriteFileAtomically(dir_ + "/" + kMembersFile, doc.dump(2) + "\n", 0600);

@@ -14,6 +14,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "absl/time/time.h"
 #include "lib/crypto/keys.h"
 #include "lib/net/ip.h"
+#include "operator/api/pod_member.h"
 #include "proto/coordinator.pb.h"
 
 namespace tunnelmesh {
@@ -40,6 +42,8 @@ struct MemberRecord {
   std::vector<std::string> static_endpoints;
   // More DNS labels of the member (MeshPeer spec.aliases, `join --alias`).
   std::vector<std::string> aliases;
+  // Kind Pod: the pod and the member that hosts it; public_key is then PodMemberId(*pod).
+  std::optional<PodIdentity> pod;
 
   bool operator==(const MemberRecord&) const = default;
 };

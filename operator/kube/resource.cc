@@ -7,6 +7,7 @@ const Resource kMeshPeers{"tunnelmesh.io", "v1alpha1", "meshpeers", false, "Mesh
 const Resource kPeerPolicies{"tunnelmesh.io", "v1alpha1", "peerpolicies", false, "PeerPolicy"};
 const Resource kNodes{"", "v1", "nodes", false, "Node"};
 const Resource kPods{"", "v1", "pods", true, "Pod"};
+const Resource kNamespaces{"", "v1", "namespaces", false, "Namespace"};
 const Resource kSecrets{"", "v1", "secrets", true, "Secret"};
 const Resource kConfigMaps{"", "v1", "configmaps", true, "ConfigMap"};
 const Resource kEvents{"", "v1", "events", true, "Event"};

@@ -29,6 +29,7 @@ extern const Resource kMeshPeers;     // tunnelmesh.io/v1alpha1, cluster-scoped
 extern const Resource kPeerPolicies;  // tunnelmesh.io/v1alpha1, cluster-scoped
 extern const Resource kNodes;         // v1, cluster-scoped
 extern const Resource kPods;          // v1 (a bound token's pod; the operator's own pod's label)
+extern const Resource kNamespaces;    // v1, cluster-scoped (pods opting in to a mesh)
 extern const Resource kSecrets;       // v1
 extern const Resource kConfigMaps;    // v1
 extern const Resource kEvents;        // v1

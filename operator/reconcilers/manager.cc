@@ -2,13 +2,17 @@
 
 #include <thread>
 
+#include "operator/reconcilers/pod_lookup.h"
+
 namespace tunnelmesh {
 namespace {
 
-Coordinator::Options WithNodeCheck(Coordinator::Options options, const kube::Informer* nodes) {
+Coordinator::Options WithClusterChecks(Coordinator::Options options, kube::Api* api,
+                                       const kube::Informer* nodes) {
   options.node_exists = [nodes](const std::string& name) {
     return nodes->Find("", name).has_value();
   };
+  options.lookup_pod = PodLookup(api);
   return options;
 }
 
@@ -40,7 +44,7 @@ Manager::Manager(kube::Api* api, kube::EventRecorder* events, MemberStore* store
       node_informer_(api, kube::kNodes,
                      EnqueueHandlers(&node_queue_, [this] { return nodes_.NodeNames(); }),
                      options.watch),
-      coordinator_(store, WithNodeCheck(options.coordinator, &node_informer_)),
+      coordinator_(store, WithClusterChecks(options.coordinator, api, &node_informer_)),
       peers_(api, events, &coordinator_, &peer_informer_, options.peer),
       meshes_(api, events, &coordinator_, &mesh_informer_,
               WithMeshHook(options.mesh, &peer_informer_, &peer_queue_, &policy_informer_,

@@ -30,8 +30,9 @@ namespace tunnelmesh {
 class Manager {
  public:
   struct Options {
-    Coordinator::Options coordinator;  // node_exists is the manager's (Node members need a Node)
-    MeshReconciler::Options mesh;      // on_meshes_changed: called after the manager's own
+    // node_exists and lookup_pod are the manager's (Node members need a Node; pods are read).
+    Coordinator::Options coordinator;
+    MeshReconciler::Options mesh;  // on_meshes_changed: called after the manager's own
     MeshPeerReconciler::Options peer;
     kube::Informer::Options watch;
     kube::WorkQueue::Options queue;

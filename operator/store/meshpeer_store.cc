@@ -22,6 +22,7 @@ absl::StatusOr<MemberRecord> MeshPeerToRecord(const nlohmann::json& object) {
   record.kind = static_cast<decltype(record.kind)>(peer->kind);
   record.static_endpoints = peer->endpoints;
   record.aliases = peer->aliases;
+  record.pod = peer->pod;
   return record;
 }
 
@@ -34,6 +35,7 @@ nlohmann::json MeshPeerFor(const MemberRecord& record) {
   peer.public_key = record.public_key;
   peer.endpoints = record.static_endpoints;
   peer.aliases = record.aliases;
+  peer.pod = record.pod;
   return MeshPeerObject(peer);
 }
 
