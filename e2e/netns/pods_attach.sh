@@ -184,7 +184,9 @@ pods_add alpha ca1
 tm_expect_eq "ADD after the restart" "$POD_ANSWER" "$ANSWER_A"
 grep -q "1 pods attached before this start" "$(tm_member_log alpha)" ||
   tm_check_fail "alpha did not log the pods it found at start"
-tm_wait_ping pb "$POD_A4" 10
+# The restarted side sends first: beta still holds the old session until its handshake timers
+# run out (15 s), as after any peer restart.
+tm_wait_ping pa "$POD_B4" 20
 tm_ping pb "$POD_A4" 3
 
 tm_step "a pod whose namespace goes away is collected"
