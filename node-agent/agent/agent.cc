@@ -1,5 +1,6 @@
 #include "node-agent/agent/agent.h"
 
+#include <net/if.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,6 +13,7 @@
 #include "lib/wire/stun.h"
 #include "node-agent/agent/agent_metrics.h"
 #include "node-agent/agent/agent_status.h"
+#include "node-agent/cni/attach_protocol.h"
 
 namespace tunnelmesh {
 namespace {
@@ -22,6 +24,11 @@ constexpr auto kStunInterval = std::chrono::seconds(15);
 constexpr auto kLivenessInterval = std::chrono::seconds(1);
 // How long `status` waits for the control loop before answering with an error.
 constexpr absl::Duration kStatusTimeout = absl::Seconds(5);
+// Attachments whose host interface vanished are collected this often (and at start).
+constexpr auto kPodCollectInterval = std::chrono::seconds(30);
+// How long a plugin's request waits for the pods thread (busy with other pods' RPCs, 5 s each at
+// most) before it is told to try later.
+constexpr absl::Duration kPodRequestTimeout = absl::Seconds(20);
 // Foreign datagrams larger than this are neither discovery nor STUN replies we asked for.
 constexpr size_t kMaxForeignDatagram = 1500;
 
@@ -55,6 +62,7 @@ Agent::~Agent() {
   metrics_.reset();
   if (session_) session_->Stop();
   control_.reset();
+  pods_loop_.Stop();
   uapi_.reset();
   loop_.Stop();
   resolved_.reset();  // Reverts the link if Run did not.
@@ -157,7 +165,51 @@ void Agent::ConnectRelay() {
   }
 }
 
+absl::Status Agent::StartPods() {
+  absl::StatusOr<PodAttachmentStore> store =
+      PodAttachmentStore::Load(PodAttachmentsPath(params_.state_dir, params_.interface_name));
+  if (!store.ok()) return store.status();
+  if (store->size() > 0) {
+    TM_LOG_INFO("{} pods attached before this start (in {}): stating them to the coordinator",
+                store->size(), store->path());
+  }
+  // Test hook (e2e/netns/pods_attach.sh): collect every few seconds, and attachments that young,
+  // instead of every 30 s and after 60 s. Not for production.
+  std::chrono::seconds collect_every = kPodCollectInterval;
+  absl::Duration grace = kPodInterfaceGrace;
+  if (const char* every = std::getenv("TUNNELMESH_TEST_POD_COLLECT_SECONDS"); every != nullptr) {
+    const int seconds = std::atoi(every);
+    if (seconds > 0) {
+      collect_every = std::chrono::seconds(seconds);
+      grace = absl::Seconds(seconds);
+      TM_LOG_WARN(
+          "TUNNELMESH_TEST_POD_COLLECT_SECONDS={}: pod attachments are collected every {} s "
+          "(tests only)",
+          seconds, seconds);
+    }
+  }
+  pods_ = std::make_unique<PodAttacher>(
+      *std::move(store), session_.get(),
+      [](const std::string& name) {
+        // The agent runs in the host's network namespace.
+        return if_nametoindex(name.c_str()) != 0;
+      },
+      grace);
+  // Registered already (FollowCoordinator): collect what vanished while the agent was away, then
+  // state the rest.
+  pods_loop_.Post([this] {
+    pods_->Collect(clock_.WallNow());
+    pods_->Sync();
+  });
+  pods_loop_.RunEvery(collect_every, [this] { pods_->Collect(clock_.WallNow()); });
+  pods_loop_.Start();
+  return absl::OkStatus();
+}
+
 absl::Status Agent::Start() {
+  if (session_) {
+    if (absl::Status s = StartPods(); !s.ok()) return s;
+  }
   if (absl::Status s = plane_->Start(); !s.ok()) return s;
   if (absl::Status s = StartMetrics(); !s.ok()) return s;
   loop_.RunEvery(kLivenessInterval, [this] { SampleLiveness(); });
@@ -277,6 +329,9 @@ void Agent::PublishZone() {
   for (const auto& [key, info] : peers_->peers()) {
     input.members.push_back({info.name, info.aliases, info.mesh_ips});
   }
+  for (const auto& [key, pod] : peers_->pod_peers()) {
+    input.members.push_back({pod.name, pod.aliases, pod.mesh_ips});
+  }
   for (const Endpoint& e : dns_->endpoints()) input.server_addresses.push_back(e.address());
   dns_->SetZone(BuildMeshZone(input));
   PublishResolved();
@@ -319,6 +374,9 @@ std::string Agent::HandleControlRequest(std::string_view request) {
     return "{\"error\": \"the agent's control loop did not answer within 5 s\"}";
   }
   if (request.substr(0, 8) == "explain ") return HandleExplain(request);
+  if (request.substr(0, cni::kRequestPrefix.size()) == cni::kRequestPrefix) {
+    return HandleCni(request.substr(cni::kRequestPrefix.size()));
+  }
   if (request == "leave" && session_) {
     // The RPC runs here, on the control socket's thread, not on the control loop.
     if (relay_) relay_->SetLeaving(true);
@@ -332,6 +390,53 @@ std::string Agent::HandleControlRequest(std::string_view request) {
     return "{\"left\": true}";
   }
   return "{\"error\": \"unknown request\"}";
+}
+
+PodRequestContext Agent::BuildPodContext() const {
+  PodRequestContext context;
+  context.interface_name = params_.interface_name;
+  context.mesh = settings_.mesh();
+  context.connected = coordinator_connected_;
+  context.disconnected_why = coordinator_error_;
+  context.mtu = static_cast<uint32_t>(params_.mtu);
+  for (const Prefix& cidr : params_.mesh_cidrs) context.routes.push_back(cidr.ToString());
+  return context;
+}
+
+std::string Agent::HandleCni(std::string_view json) {
+  absl::StatusOr<cni::AttachRequest> request = cni::DecodeRequest(json);
+  if (!request.ok()) {
+    return cni::EncodeResponse(
+        cni::ErrorResponse(cni::kCniErrorDecode, std::string(request.status().message())));
+  }
+  if (pods_ == nullptr) {
+    // Nothing was attached here, so there is nothing to delete.
+    if (request->command == "DEL") return cni::EncodeResponse(cni::AttachResponse());
+    return cni::EncodeResponse(
+        cni::ErrorResponse(cni::kCniErrorNotAvailable,
+                           "the agent of " + params_.interface_name +
+                               " runs from a config file: only an agent that joined a mesh "
+                               "(tunnelmesh-agent join) attaches pods"));
+  }
+  std::optional<PodRequestContext> context =
+      loop_.Call<PodRequestContext>([this] { return BuildPodContext(); }, kStatusTimeout);
+  if (!context) {
+    return cni::EncodeResponse(cni::ErrorResponse(
+        cni::kCniErrorTryLater, "the agent's control loop did not answer within 5 s"));
+  }
+  // The RPCs run on the pods thread, one request at a time, never on the control loop.
+  std::optional<cni::AttachResponse> response = pods_loop_.Call<cni::AttachResponse>(
+      [this, r = *std::move(request), c = *std::move(context)] {
+        return pods_->Handle(r, c, clock_.WallNow());
+      },
+      kPodRequestTimeout);
+  if (!response) {
+    return cni::EncodeResponse(cni::ErrorResponse(
+        cni::kCniErrorTryLater,
+        "the agent did not finish the request within 20 s (the coordinator is slow, or many "
+        "pods start at once); the runtime retries the pod"));
+  }
+  return cni::EncodeResponse(*response);
 }
 
 std::optional<std::string> Agent::StatusJson(absl::Duration timeout) {
@@ -361,6 +466,20 @@ nlohmann::json Agent::BuildStatus() {
       self, *device_, plane_->drop_counts(), *peers_, paths_.get(), coordinated_, loop_.dropped(),
       health, policy::FilterStatusJson(filter_, rule_sets_.rules(), rule_sets_.history()));
   status["self"]["metrics"] = metrics_ != nullptr ? metrics_->endpoint().ToString() : "off";
+  if (pods_ != nullptr) {
+    nlohmann::json attached = nlohmann::json::array();
+    for (const PodAttachment& a : *pods_->attachments()) {
+      attached.push_back({{"name", a.name},
+                          {"namespace", a.pod_namespace},
+                          {"pod", a.pod_name},
+                          {"container_id", a.container_id},
+                          {"addresses", a.addresses},
+                          {"host_interface", a.host_interface},
+                          {"detaching", a.detaching}});
+    }
+    status["attached_pods"] = std::move(attached);
+  }
+  if (coordinated_) status["pod_peers"] = peers_->pod_peers().size();
   return status;
 }
 
@@ -396,6 +515,9 @@ void Agent::SampleLiveness() {
 
 void Agent::PostRegistered(coord::RegisterResponse response) {
   loop_.Post([this, response = std::move(response)] { ApplyRegistration(response); });
+  // A coordinator that restarted or expired this member may have forgotten its pods. (The queue
+  // holds 256 tasks; the plugin's requests wait for their answer, so it does not fill up.)
+  if (pods_ != nullptr) pods_loop_.Post([this] { pods_->Sync(); });
 }
 
 void Agent::ApplyRegistration(const coord::RegisterResponse& response) {
@@ -479,14 +601,18 @@ std::optional<IpAddress> Agent::ResolveMember(const std::string& text,
   if (text == name_) {
     candidates = mesh_ips_;
   } else {
-    for (const auto& [key, info] : peers_->peers()) {
-      if (info.name != text) continue;
-      for (const std::string& ip : info.mesh_ips) {
+    auto add = [&](const std::vector<std::string>& ips) {
+      for (const std::string& ip : ips) {
         if (absl::StatusOr<IpAddress> parsed = IpAddress::Parse(ip); parsed.ok()) {
           candidates.push_back(*parsed);
         }
       }
-      break;
+    };
+    for (const auto& [key, info] : peers_->peers()) {
+      if (info.name == text) add(info.mesh_ips);
+    }
+    for (const auto& [key, pod] : peers_->pod_peers()) {
+      if (pod.name == text) add(pod.mesh_ips);
     }
   }
   for (const IpAddress& ip : candidates) {
@@ -504,6 +630,14 @@ Agent::ExplainPlan Agent::PlanExplain(const policy::ExplainQuery& query) {
   bool local = false;
   if (destination) {
     for (const IpAddress& ip : mesh_ips_) local = local || ip == *destination;
+    // This member's filter enforces for the pods it hosts.
+    if (pods_ != nullptr) {
+      for (const PodAttachment& pod : *pods_->attachments()) {
+        for (const std::string& ip : pod.addresses) {
+          local = local || ip == destination->ToString();
+        }
+      }
+    }
     if (const filter::RuleSet* rules = rule_sets_.rules()) {
       for (const Prefix& prefix : rules->egress) {
         local = local || prefix.Contains(*destination);
@@ -642,6 +776,7 @@ int Agent::Run(const sigset_t& signals, bool member) {
   if (session_) session_->Stop();
   metrics_.reset();
   control_.reset();
+  pods_loop_.Stop();
   uapi_.reset();
   loop_.Stop();
   // Before the interface goes: `resolvectl revert`.

@@ -13,6 +13,12 @@
 //   there, with a timeout); `leave` makes the Leave RPC itself; `explain` resolves names and asks
 //   the filter on the control loop (a Call), and makes the coordinator's Explain RPC itself when
 //   another member enforces the flow.
+//   `cni ...` (tunnelmesh-cni, join only) copies what it needs from the control loop (a Call),
+//   then waits for the pods thread's answer (a Call there).
+// - "pods" (pods_loop_, join only): owns the PodAttacher (the pods attached for tunnelmesh-cni and
+//   their file); answers the plugin's requests, syncs after every registration (posted by the
+//   watch thread's hook) and collects vanished attachments every 30 s, making the pod RPCs there,
+//   never on the control loop. `status` reads its snapshot of the attachments.
 // - the packet filter (filter_): its rule set is converted and swapped in on the control thread
 //   (SetRules), read by both data-plane threads; its counters are atomics read by `status`.
 // - the data plane's outbound and inbound threads read the route snapshot (swapped atomically);
@@ -52,6 +58,7 @@
 #include "node-agent/agent/control_loop.h"
 #include "node-agent/agent/coordinator_session.h"
 #include "node-agent/agent/dataplane_adapter.h"
+#include "node-agent/agent/pod_attacher.h"
 #include "node-agent/control/control_socket.h"
 #include "node-agent/dataplane/dataplane.h"
 #include "node-agent/dns/resolved.h"
@@ -190,6 +197,12 @@ class Agent {
   std::string ResolveServiceHost(const std::string& address) const;
   void ConnectRelay();
   std::string HandleControlRequest(std::string_view request);
+  // "cni " + JSON (node-agent/cni/attach_protocol.h), on the control socket's thread.
+  std::string HandleCni(std::string_view json);
+  // On the control thread: what a pod request needs of its state.
+  PodRequestContext BuildPodContext() const;
+  // Join, in Start: loads the pod attachments (a bad file fails Start) and starts the pods thread.
+  [[nodiscard]] absl::Status StartPods();
   // The WireGuard socket (agent_uapi.cc): HandleUapi on the socket's thread, the rest on the
   // control thread.
   std::string HandleUapi(uapi::Request request);
@@ -232,6 +245,9 @@ class Agent {
   std::unique_ptr<RelayClient> relay_;
   ControlLoop loop_{&clock_};
   std::unique_ptr<CoordinatorSession> session_;
+  // The pods thread and what it owns (join only; pods_ is set before either thread starts).
+  ControlLoop pods_loop_{&clock_, 256};
+  std::unique_ptr<PodAttacher> pods_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<uapi::UapiServer> uapi_;
   // Set in Start before the control loop runs; its thread asks the loop for each scrape.

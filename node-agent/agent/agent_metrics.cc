@@ -223,6 +223,13 @@ std::string RenderAgentMetrics(const nlohmann::json& status, const AgentMetricsE
         .AddCount({}, relay == "connected" ? 1 : 0);
   }
   AddPeers(Field(status, "peers"), now, max_peer_series, &e);
+  if (const nlohmann::json& pods = Field(status, "attached_pods"); pods.is_array()) {
+    uint64_t attached = 0;
+    for (const nlohmann::json& pod : pods) attached += Field(pod, "detaching") == true ? 0 : 1;
+    e.Gauge("tunnelmesh_agent_attached_pods",
+            "Pods this agent attached to the mesh for tunnelmesh-cni (join only).")
+        .AddCount({}, attached);
+  }
   AddDrops(Field(status, "drops"), &e);
   AddFilter(Field(status, "filter"), &e);
   e.Counter("tunnelmesh_agent_control_posts_dropped",

@@ -46,6 +46,10 @@ nlohmann::json FullStatus() {
                       {"rule_sets_applied", 1},
                       {"rule_sets_rejected", 0}};
   status["control_loop"] = {{"posts_dropped", 0}};
+  status["attached_pods"] = {{{"name", "runner.ci.pod"}, {"detaching", false}},
+                             {{"name", "db.ci.pod"}, {"detaching", false}},
+                             {{"name", "old.ci.pod"}, {"detaching", true}}};
+  status["pod_peers"] = 7;
   return status;
 }
 
@@ -113,10 +117,18 @@ TEST(AgentMetricsTest, ConfigModeStatusHasNoCoordinatorSeries) {
   status["self"].erase("coordinator");
   status["self"].erase("relay");
   status.erase("filter");
+  status.erase("attached_pods");
   const std::string text = RenderAgentMetrics(status, {}, kNow);
   EXPECT_THAT(text, Not(HasSubstr("tunnelmesh_agent_coordinator_connected")));
   EXPECT_THAT(text, Not(HasSubstr("tunnelmesh_agent_relay_connected")));
   EXPECT_THAT(text, Not(HasSubstr("tunnelmesh_agent_filter")));
+  EXPECT_THAT(text, Not(HasSubstr("tunnelmesh_agent_attached_pods")));
+}
+
+TEST(AgentMetricsTest, AttachedPodsLeaveDetachingOnesOut) {
+  nlohmann::json status = FullStatus();
+  EXPECT_THAT(RenderAgentMetrics(status, Extras(), kNow),
+              HasSubstr("\ntunnelmesh_agent_attached_pods 2\n"));
 }
 
 TEST(AgentMetricsTest, MalformedStatusRendersWithoutThrowing) {

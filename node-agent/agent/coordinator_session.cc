@@ -434,4 +434,19 @@ absl::StatusOr<coord::ExplainResponse> CoordinatorSession::Explain(
   return client()->Explain(request);
 }
 
+absl::StatusOr<coord::AttachPodResponse> CoordinatorSession::AttachPod(
+    const coord::AttachPodRequest& request) {
+  return client()->AttachPod(request);
+}
+
+absl::StatusOr<coord::DetachPodResponse> CoordinatorSession::DetachPod(
+    const coord::DetachPodRequest& request) {
+  return client()->DetachPod(request);
+}
+
+absl::StatusOr<coord::SyncPodsResponse> CoordinatorSession::SyncPods(
+    const coord::SyncPodsRequest& request) {
+  return client()->SyncPods(request);
+}
+
 }  // namespace tunnelmesh

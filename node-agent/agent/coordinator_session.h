@@ -10,7 +10,8 @@
 //   re-registration goes to the hooks, which post it to the control loop (never block there).
 // - "rpc": endpoint reports and call-me-maybe, from a bounded queue (a new report replaces one
 //   not yet sent; call-me-maybe beyond kMaxQueuedCallMeMaybe are dropped and counted).
-// - Leave and Explain run on the caller's thread (the control socket's).
+// - Leave and Explain run on the caller's thread (the control socket's); the pod RPCs on the
+//   agent's pods thread (PodAttacher).
 // mu_ guards the client, the queues and the flags; no RPC runs under it.
 #pragma once
 
@@ -29,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/crypto/keys.h"
+#include "node-agent/agent/pod_attacher.h"
 #include "node-agent/control/coordinator_client.h"
 #include "node-agent/nat/endpoint_reporter.h"
 
@@ -40,7 +42,7 @@ inline constexpr size_t kMaxQueuedCallMeMaybe = 64;
 // connect (refused, timed out, name not resolved, ...); otherwise the status's message.
 std::string DescribeCoordinatorFailure(const std::string& target, const absl::Status& status);
 
-class CoordinatorSession {
+class CoordinatorSession final : public PodCoordinator {
  public:
   struct Hooks {
     // Builds a registration request; called before every attempt (a Kubernetes token is re-read
@@ -66,7 +68,7 @@ class CoordinatorSession {
   CoordinatorSession(std::string target, std::string ca_pem, SecretKey private_key,
                      std::optional<TokenCheck> token_check, Hooks hooks, uint64_t seed);
   // Stops the threads.
-  ~CoordinatorSession();
+  ~CoordinatorSession() override;
 
   // Registers on the caller's thread, retrying with backoff while `wait(delay)` returns true
   // (false: give up, e.g. a signal arrived or a timeout passed; the result is then Cancelled, its
@@ -94,6 +96,13 @@ class CoordinatorSession {
   [[nodiscard]] absl::Status Leave() ABSL_LOCKS_EXCLUDED(mu_);
   // Asks the coordinator which member enforces a flow and what decides it (one RPC, 5 s at most).
   [[nodiscard]] absl::StatusOr<coord::ExplainResponse> Explain(const coord::ExplainRequest& request)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The pod RPCs (PodAttacher's thread), with the current session: one RPC each, 5 s at most.
+  absl::StatusOr<coord::AttachPodResponse> AttachPod(
+      const coord::AttachPodRequest& request) override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<coord::DetachPodResponse> DetachPod(
+      const coord::DetachPodRequest& request) override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<coord::SyncPodsResponse> SyncPods(const coord::SyncPodsRequest& request) override
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // The coordinator refused this member for good (MeshPeer deleted, token revoked).

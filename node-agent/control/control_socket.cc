@@ -19,7 +19,9 @@
 namespace tunnelmesh {
 namespace {
 
-constexpr size_t kMaxRequest = 4096;
+// A request line's limit: a CNI GC lists every attachment the runtime keeps (up to 1024 container
+// IDs of 64 characters and their interface names: about 110 KiB).
+constexpr size_t kMaxRequest = 256 * 1024;
 
 absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
   sockaddr_un addr{};
@@ -131,7 +133,7 @@ void ControlServer::Serve() {
     setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
     setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
     std::string request;
-    char buf[512];
+    char buf[4096];
     while (request.size() < kMaxRequest && request.find('\n') == std::string::npos) {
       ssize_t n = recv(client, buf, sizeof(buf), 0);
       if (n <= 0) break;

@@ -21,6 +21,11 @@ TEST(ControlSocketTest, ServesRequestsAndRefusesSecondServer) {
   auto reply = ControlRequest(path, "status");
   ASSERT_TRUE(reply.ok()) << reply.status();
   EXPECT_EQ(*reply, "got status");
+  // A CNI GC lists every attachment: far more than a status request.
+  const std::string gc = "cni " + std::string(150 * 1024, 'x');
+  auto long_reply = ControlRequest(path, gc);
+  ASSERT_TRUE(long_reply.ok()) << long_reply.status();
+  EXPECT_EQ(*long_reply, "got " + gc);
   auto second = ControlServer::Listen(path, [](std::string_view) { return std::string(); });
   ASSERT_FALSE(second.ok());
   EXPECT_NE(std::string(second.status().message()).find("--interface"), std::string::npos);
@@ -82,6 +87,18 @@ TEST(StatusTest, ReportsPeersRoutesAndDrops) {
   EXPECT_NE(text.find("endpoint: 192.0.2.7:51820"), std::string::npos) << text;
   EXPECT_NE(text.find("latest handshake: never"), std::string::npos) << text;
   EXPECT_NE(text.find("malformed=3"), std::string::npos) << text;
+  EXPECT_EQ(text.find("attached pods"), std::string::npos) << text;
+
+  status["attached_pods"] = {
+      {{"name", "runner.ci.pod"}, {"addresses", {"10.99.1.1", "fd99::1:1"}}},
+      {{"name", "old.ci.pod"}, {"addresses", {"10.99.1.2"}}, {"detaching", true}}};
+  status["pod_peers"] = 5;
+  text = FormatStatus(status, absl::Now());
+  EXPECT_NE(text.find("attached pods:\n  runner.ci.pod: 10.99.1.1, fd99::1:1\n  old.ci.pod: "
+                      "10.99.1.2 (detaching"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("pods in the mesh: 5"), std::string::npos) << text;
 }
 
 // `status --check`: registered and connected passes; no address or no coordinator connection is

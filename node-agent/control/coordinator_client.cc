@@ -293,15 +293,36 @@ absl::Status CoordinatorClient::Leave() {
       coord::Coordinator::NewStub(channel_)->Leave(&context, coord::LeaveRequest(), &response));
 }
 
-absl::StatusOr<coord::ExplainResponse> CoordinatorClient::Explain(
-    const coord::ExplainRequest& request) {
+template <typename Response, typename Request, typename Method>
+absl::StatusOr<Response> CoordinatorClient::Unary(Method method, const Request& request) {
   grpc::ClientContext context;
   Authorize(&context);
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  coord::ExplainResponse response;
-  grpc::Status s = coord::Coordinator::NewStub(channel_)->Explain(&context, request, &response);
+  Response response;
+  auto stub = coord::Coordinator::NewStub(channel_);
+  grpc::Status s = ((*stub).*method)(&context, request, &response);
   if (!s.ok()) return FromGrpc(s);
   return response;
+}
+
+absl::StatusOr<coord::ExplainResponse> CoordinatorClient::Explain(
+    const coord::ExplainRequest& request) {
+  return Unary<coord::ExplainResponse>(&coord::Coordinator::Stub::Explain, request);
+}
+
+absl::StatusOr<coord::AttachPodResponse> CoordinatorClient::AttachPod(
+    const coord::AttachPodRequest& request) {
+  return Unary<coord::AttachPodResponse>(&coord::Coordinator::Stub::AttachPod, request);
+}
+
+absl::StatusOr<coord::DetachPodResponse> CoordinatorClient::DetachPod(
+    const coord::DetachPodRequest& request) {
+  return Unary<coord::DetachPodResponse>(&coord::Coordinator::Stub::DetachPod, request);
+}
+
+absl::StatusOr<coord::SyncPodsResponse> CoordinatorClient::SyncPods(
+    const coord::SyncPodsRequest& request) {
+  return Unary<coord::SyncPodsResponse>(&coord::Coordinator::Stub::SyncPods, request);
 }
 
 }  // namespace tunnelmesh

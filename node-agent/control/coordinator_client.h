@@ -77,9 +77,20 @@ class CoordinatorClient {
   // Which member enforces a flow and what its rules decide (`tunnelmesh-agent explain`).
   [[nodiscard]] absl::StatusOr<coord::ExplainResponse> Explain(
       const coord::ExplainRequest& request);
+  // Pods this member hosts (docs/pods.md): admit one, remove one, or state the whole set (after
+  // every Register). 5 s each at most.
+  [[nodiscard]] absl::StatusOr<coord::AttachPodResponse> AttachPod(
+      const coord::AttachPodRequest& request);
+  [[nodiscard]] absl::StatusOr<coord::DetachPodResponse> DetachPod(
+      const coord::DetachPodRequest& request);
+  [[nodiscard]] absl::StatusOr<coord::SyncPodsResponse> SyncPods(
+      const coord::SyncPodsRequest& request);
 
  private:
   void Authorize(grpc::ClientContext* context) const;
+  // One authorized unary call on a fresh stub, 5 s at most.
+  template <typename Response, typename Request, typename Method>
+  absl::StatusOr<Response> Unary(Method method, const Request& request);
 
   std::shared_ptr<grpc::Channel> channel_;
   mutable absl::Mutex mu_;

@@ -209,6 +209,18 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
     const uint64_t keepalive = Unsigned(peer, "persistent_keepalive");
     if (keepalive > 0) out += "  persistent keepalive: every " + std::to_string(keepalive) + " s\n";
   }
+  const nlohmann::json& pods = Field(status, "attached_pods");
+  if (pods.is_array() && !pods.empty()) {
+    out += "\nattached pods:\n";
+    for (const nlohmann::json& pod : pods) {
+      out += "  " + String(pod, "name") + ": " + JoinStrings(Field(pod, "addresses"));
+      if (Field(pod, "detaching") == true) out += " (detaching: the coordinator has not confirmed)";
+      out += "\n";
+    }
+  }
+  if (const uint64_t pod_peers = Unsigned(status, "pod_peers"); pod_peers > 0) {
+    out += "\npods in the mesh: " + std::to_string(pod_peers) + "\n";
+  }
   std::string drops;
   const nlohmann::json& drop_counts = Field(status, "drops");
   if (drop_counts.is_object()) {

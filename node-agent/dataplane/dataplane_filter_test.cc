@@ -179,5 +179,47 @@ TEST_F(DataplaneFilterTest, EgressDestinationsAreCheckedBeforeSealing) {
   EXPECT_GE(counts[0].allowed, 1u);
 }
 
+TEST_F(DataplaneFilterTest, HostedPodAddressesFlowBothWaysUnderTheHostsFilter) {
+  // b hosts a pod, 10.0.1.9 (tunnelmesh-cni): the coordinator lists the pod's address in b's
+  // allowed IPs, and b's filter decides for it. Nothing checks that a packet is for b's own
+  // address: b writes it to its TUN, and the kernel forwards it to the pod's veth.
+  noise::Peer* a_to_b = a_->device.FindPeer(b_->device.identity().public_key);
+  ASSERT_NE(a_to_b, nullptr);
+  auto a_routes = std::make_shared<RouteTable>();
+  a_routes->Insert(P("10.0.0.2/32"), a_to_b);
+  a_routes->Insert(P("10.0.1.9/32"), a_to_b);
+  a_->plane->SetRoutes(a_routes);
+  filter::RuleSet rules;
+  rules.policies = {"a-to-pod-web"};
+  filter::Rule web;
+  web.sources = {P("10.0.0.1/32")};
+  web.destinations = {P("10.0.1.9/32")};
+  web.protocol = filter::Protocol::kTcp;
+  web.ports = {{80, 80}};
+  rules.rules = {web};
+  b_->filter.SetRules(std::make_shared<const filter::Matcher>(rules));
+
+  const auto syn = Tcp("10.0.0.1", "10.0.1.9", 40000, 80, kSyn);
+  a_->tun.InjectPacket(Tcp("10.0.0.1", "10.0.1.9", 40001, 22, kSyn));  // No policy allows it.
+  a_->tun.InjectPacket(syn);
+  ASSERT_TRUE(WaitFor([&] {
+    return b_->tun.write_count() == 1 && b_->filter.drops().Get(filter::Drop::kDefaultDenied) == 1;
+  }));
+  EXPECT_EQ(*b_->tun.PopWrittenPacket(), syn);
+
+  // The pod's reply leaves b from the pod's address (no source check on send) and passes a's
+  // inner-source check, since the pod's address is b's.
+  const auto reply = Tcp("10.0.1.9", "10.0.0.1", 80, 40000, kSyn | kAck);
+  b_->tun.InjectPacket(reply);
+  ASSERT_TRUE(WaitFor([&] { return a_->tun.write_count() == 1; }));
+  EXPECT_EQ(*a_->tun.PopWrittenPacket(), reply);
+
+  // An address b does not host is refused by a: b may send only from its own and its pods'.
+  b_->tun.InjectPacket(Tcp("10.0.1.77", "10.0.0.1", 80, 40000, kSyn | kAck));
+  ASSERT_TRUE(WaitFor([&] { return a_->device.drops().Get(noise::Drop::kSourceNotAllowed) == 1; }));
+  EXPECT_EQ(a_->tun.write_count(), 1u);
+  EXPECT_EQ(b_->plane->drop_counts().Get(DataplaneDrop::kNoRoute), 0u);
+}
+
 }  // namespace
 }  // namespace tunnelmesh

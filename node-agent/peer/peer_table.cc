@@ -70,6 +70,21 @@ bool PeerTable::Upsert(const coord::Peer& peer, PeerChanges* changes) {
     return false;
   }
   if (key == self_) return false;
+  if (!peer.host_public_key().empty()) {
+    // A pod: its host's tunnel carries it. Were it a device peer, it would take its addresses
+    // from the host's allowed IPs.
+    PodPeerInfo pod;
+    pod.name = peer.name();
+    pod.dns_name = peer.dns_name();
+    pod.aliases.assign(peer.aliases().begin(), peer.aliases().end());
+    pod.mesh_ips.assign(peer.mesh_ips().begin(), peer.mesh_ips().end());
+    pod.host = PublicKeyFromBytes(peer.host_public_key());
+    // A device peer of the same key (listed before as a member with a tunnel of its own) is
+    // removed by Apply, after the routes.
+    pod_peers_[key] = std::move(pod);
+    return false;
+  }
+  pod_peers_.erase(key);
   PeerInfo info;
   info.name = peer.name();
   info.dns_name = peer.dns_name();
@@ -153,9 +168,15 @@ PeerChanges PeerTable::Apply(const coord::MapUpdate& update) {
     for (const auto& [key, info] : peers_) {
       if (!listed.count(key)) gone.push_back(key);
     }
+    std::erase_if(pod_peers_, [&](const auto& entry) { return listed.count(entry.first) == 0; });
   }
   for (const std::string& k : update.removed_peers()) gone.push_back(PublicKeyFromBytes(k));
+  for (const coord::Peer& p : update.upsert_peers()) {
+    // A pod now: any device peer of its key goes.
+    if (!p.host_public_key().empty()) gone.push_back(PublicKeyFromBytes(p.public_key()));
+  }
   for (const coord::Peer& p : update.upsert_peers()) Upsert(p, &changes);
+  for (const std::string& k : update.removed_peers()) pod_peers_.erase(PublicKeyFromBytes(k));
   std::vector<PublicKey> removed_from_device;
   for (const PublicKey& key : gone) {
     if (peers_.count(key) == 0) continue;

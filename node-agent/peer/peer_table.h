@@ -79,7 +79,18 @@ struct StaticPeerUpdate {
   std::vector<Prefix> allowed;
 };
 
-// What an Apply changed, for the path manager.
+// A pod the map lists (kind Pod, with host_public_key): a member reached through its host's
+// tunnel, whose addresses are in the host's allowed IPs. It is no WireGuard peer: only its names
+// and addresses matter here (mesh DNS, `status`, `explain`).
+struct PodPeerInfo {
+  std::string name;
+  std::string dns_name;
+  std::vector<std::string> aliases;
+  std::vector<std::string> mesh_ips;
+  PublicKey host;
+};
+
+// What an Apply changed, for the path manager (pod peers are not in it).
 struct PeerChanges {
   // Peers added or updated (their candidates may have changed), in map order.
   std::vector<PublicKey> upserted;
@@ -105,7 +116,8 @@ class PeerTable {
   void SetPresharedKeys(const std::string& primary, const std::string& secondary);
 
   // Applies a full map (every peer not listed leaves) or a delta, then publishes routes. A peer
-  // whose kind changed (static <-> agent) gets a new device peer. Entries with a zero or own key
+  // whose kind changed (static <-> agent) gets a new device peer. Pods (a host_public_key) are
+  // kept apart (pod_peers()) and never become device peers. Entries with a zero or own key
   // are ignored; allowed prefixes and endpoints that do not parse are skipped and counted.
   PeerChanges Apply(const coord::MapUpdate& update);
 
@@ -125,6 +137,8 @@ class PeerTable {
 
   const PeerInfo* Find(const PublicKey& key) const;
   const std::map<PublicKey, PeerInfo>& peers() const { return peers_; }
+  // The pods in the map, by their identifier (Peer.public_key).
+  const std::map<PublicKey, PodPeerInfo>& pod_peers() const { return pod_peers_; }
   // The snapshot last published (empty before the first Publish).
   std::shared_ptr<const RouteTable> routes() const { return routes_; }
   // Map entries skipped for a bad key, prefix or endpoint.
@@ -146,6 +160,7 @@ class PeerTable {
   std::optional<SecretKey> preshared_key_;
   std::optional<SecretKey> accepted_preshared_key_;
   std::map<PublicKey, PeerInfo> peers_;
+  std::map<PublicKey, PodPeerInfo> pod_peers_;
   std::shared_ptr<const RouteTable> routes_ = std::make_shared<RouteTable>();
   uint64_t skipped_ = 0;
 };

@@ -328,5 +328,66 @@ TEST_F(PeerTableTest, ChangedPresharedKeysReachExistingAgentPeersButNeverStaticO
       HandshakeWith(&device_, device_.FindPeer(late.key), late, self_.key, new_psk, &clock_));
 }
 
+TEST_F(PeerTableTest, PodsAreNoDevicePeersButKeepTheirNames) {
+  Member host, pod, other_pod;
+  coord::MapUpdate update;
+  update.set_full(true);
+  // The host's allowed IPs carry its pod's address.
+  *update.add_upsert_peers() = MapPeer(host, "node-a", {"10.99.0.2/32", "10.99.1.1/32"});
+  coord::Peer p = MapPeer(pod, "runner.ci.pod", {"10.99.1.1/32"});
+  p.set_kind(coord::MEMBER_KIND_POD);
+  p.set_host_public_key(PublicKeyBytes(host.key));
+  p.add_aliases("git");
+  *update.add_upsert_peers() = p;
+  coord::Peer q = MapPeer(other_pod, "db.ci.pod", {"10.99.1.2/32"});
+  q.set_host_public_key(PublicKeyBytes(self_.key));  // One of this member's own pods.
+  *update.add_upsert_peers() = q;
+  PeerChanges changes = table_.Apply(update);
+  EXPECT_EQ(changes.upserted, std::vector<PublicKey>{host.key});
+  EXPECT_EQ(device_.FindPeer(pod.key), nullptr);
+  EXPECT_EQ(device_.FindPeer(other_pod.key), nullptr);
+  EXPECT_EQ(table_.peers().size(), 1u);
+  ASSERT_EQ(table_.pod_peers().size(), 2u);
+  const PodPeerInfo& info = table_.pod_peers().at(pod.key);
+  EXPECT_EQ(info.name, "runner.ci.pod");
+  EXPECT_EQ(info.dns_name, "runner.ci.pod.mesh");
+  EXPECT_EQ(info.mesh_ips, std::vector<std::string>{"10.99.1.1"});
+  EXPECT_EQ(info.aliases, std::vector<std::string>{"git"});
+  EXPECT_EQ(info.host, host.key);
+  // The pod's address routes to its host.
+  EXPECT_EQ(Owner("10.99.1.1"), device_.FindPeer(host.key));
+
+  // A delta removes one pod; a full map without the other drops it too.
+  coord::MapUpdate removal;
+  removal.add_removed_peers(PublicKeyBytes(pod.key));
+  EXPECT_TRUE(table_.Apply(removal).removed.empty());
+  EXPECT_EQ(table_.pod_peers().count(pod.key), 0u);
+  EXPECT_EQ(table_.pod_peers().count(other_pod.key), 1u);
+  coord::MapUpdate full;
+  full.set_full(true);
+  *full.add_upsert_peers() = MapPeer(host, "node-a", {"10.99.0.2/32"});
+  table_.Apply(full);
+  EXPECT_TRUE(table_.pod_peers().empty());
+  EXPECT_NE(device_.FindPeer(host.key), nullptr);
+}
+
+TEST_F(PeerTableTest, MemberThatBecomesAPodLosesItsDevicePeer) {
+  Member host, member;
+  coord::MapUpdate first;
+  *first.add_upsert_peers() = MapPeer(member, "m", {"10.99.1.1/32"});
+  table_.Apply(first);
+  ASSERT_NE(device_.FindPeer(member.key), nullptr);
+  coord::MapUpdate second;
+  coord::Peer p = MapPeer(member, "m.ci.pod", {"10.99.1.1/32"});
+  p.set_host_public_key(PublicKeyBytes(host.key));
+  *second.add_upsert_peers() = p;
+  PeerChanges changes = table_.Apply(second);
+  EXPECT_EQ(changes.removed, std::vector<PublicKey>{member.key});
+  EXPECT_EQ(device_.FindPeer(member.key), nullptr);
+  EXPECT_TRUE(table_.peers().empty());
+  EXPECT_EQ(table_.pod_peers().count(member.key), 1u);
+  EXPECT_EQ(Owner("10.99.1.1"), nullptr);
+}
+
 }  // namespace
 }  // namespace tunnelmesh
