@@ -190,6 +190,30 @@ expect_schema_error() {
   kube_log "$desc rejected: $(grep -F "$key" <<<"$out" | head -n1 | sed 's/^ *//')"
 }
 
+kube_step "helm template: cni.enabled adds the installer container, its host folders and the pod rule"
+render cni --set cni.enabled=true --set cni.binDir=/usr/libexec/cni --set mesh.name=lab
+python3 - "$KUBE_WORK/default.json" "$KUBE_WORK/cni.json" <<'EOF' || kube_fail "the CNI objects of the chart are wrong"
+import json, sys
+off, on = (json.load(open(f)) for f in sys.argv[1:3])
+def pod_spec(objs):
+    return [o for o in objs if o["kind"] == "DaemonSet"][0]["spec"]["template"]["spec"]
+def pod_rules(objs):
+    role = [o for o in objs if o["kind"] == "ClusterRole"][0]
+    return [r for r in role["rules"] if "pods" in r["resources"]]
+assert [c["name"] for c in pod_spec(off)["containers"]] == ["agent"], "an installer when off"
+assert not pod_rules(off), "the operator may read pods cluster-wide when cni is off"
+spec = pod_spec(on)
+installer = [c for c in spec["containers"] if c["name"] == "cni-installer"][0]
+assert installer["command"] == ["/usr/bin/tunnelmesh-cni", "install", "--conf-dir", "/host/cni/net.d",
+    "--bin-dir", "/host/cni/bin", "--mesh", "lab", "--agent-socket", "/var/lib/tunnelmesh/tm0.sock",
+    "--pod-interface", "mesh0"], installer["command"]
+assert installer["securityContext"]["capabilities"] == {"drop": ["ALL"]}, installer["securityContext"]
+paths = {v["name"]: v.get("hostPath", {}).get("path") for v in spec["volumes"]}
+assert paths["cni-bin"] == "/usr/libexec/cni" and paths["cni-conf"] == "/etc/cni/net.d", paths
+assert pod_rules(on) == [{"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get"]}], pod_rules(on)
+EOF
+kube_log "cni.enabled: a cni-installer container with the node's CNI folders; the operator may get pods and namespaces"
+
 kube_step "values.schema.json rejects bad values"
 expect_schema_error "service.type=Foo" "/service/type" --set service.type=Foo
 expect_schema_error "operator.grpcPort=70000" "/operator/grpcPort" --set operator.grpcPort=70000
@@ -207,6 +231,9 @@ expect_schema_error "operator.dnsPort=0" "/operator/dnsPort" --set operator.dnsP
 expect_schema_error "dns.configureCoreDNS=yes" "/dns/configureCoreDNS" --set-string dns.configureCoreDNS=yes
 expect_schema_error "dns.coreDNSConfigMap.namespace=Kube_System" "/dns/coreDNSConfigMap/namespace" \
   --set dns.coreDNSConfigMap.namespace=Kube_System
+expect_schema_error "cni.binDir=opt/cni/bin" "/cni/binDir" --set cni.binDir=opt/cni/bin
+expect_schema_error "cni.podInterface=a-very-long-interface" "/cni/podInterface" \
+  --set cni.podInterface=a-very-long-interface
 
 # ---------------------------------------------------------------------------------------------
 # Online: a real API server
