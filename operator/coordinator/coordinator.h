@@ -462,6 +462,9 @@ class Coordinator {
   // `removed_pod` removed (either may be null); the host itself gets only the pod's change.
   void FanOutHostLocked(const PublicKey& host, const MemberRecord* pod,
                         const PublicKey* removed_pod) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // AttachPod without the per-member rate limit (SyncPods counts once for all its pods).
+  absl::StatusOr<coord::AttachPodResponse> AttachPodUnlimited(
+      const PublicKey& host, const coord::AttachPodRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
   // AttachPod after the API server was asked (`facts` null outside Kubernetes).
   absl::StatusOr<coord::AttachPodResponse> AttachPodChecked(const PublicKey& host,
                                                             const coord::AttachPodRequest& request,

@@ -44,6 +44,11 @@ absl::StatusOr<coord::AttachPodResponse> Coordinator::AttachPod(
     counters_.rate_limited.fetch_add(1);
     return absl::ResourceExhaustedError("too many pod attach calls from this member; retry later");
   }
+  return AttachPodUnlimited(host, request);
+}
+
+absl::StatusOr<coord::AttachPodResponse> Coordinator::AttachPodUnlimited(
+    const PublicKey& host, const coord::AttachPodRequest& request) {
   if (absl::Status s = CheckRequest(request.pod()); !s.ok()) {
     counters_.pods_refused.fetch_add(1);
     return s;
@@ -232,6 +237,11 @@ absl::StatusOr<coord::DetachPodResponse> Coordinator::DetachPod(
 
 absl::StatusOr<coord::SyncPodsResponse> Coordinator::SyncPods(
     const PublicKey& host, const coord::SyncPodsRequest& request) {
+  // One call of the limit, however many pods it states (up to kMaxPodsPerHost).
+  if (!pod_limit_.Allow(KeyString(host), absl::Now())) {
+    counters_.rate_limited.fetch_add(1);
+    return absl::ResourceExhaustedError("too many pod calls from this member; retry later");
+  }
   if (request.pods_size() > kMaxPodsPerHost) {
     counters_.malformed_requests.fetch_add(1);
     return absl::InvalidArgumentError(
@@ -241,7 +251,7 @@ absl::StatusOr<coord::SyncPodsResponse> Coordinator::SyncPods(
   std::set<std::string> listed;
   for (const coord::AttachPodRequest& pod : request.pods()) {
     listed.insert(PodMemberName(pod.pod().namespace_(), pod.pod().name()));
-    absl::StatusOr<coord::AttachPodResponse> attached = AttachPod(host, pod);
+    absl::StatusOr<coord::AttachPodResponse> attached = AttachPodUnlimited(host, pod);
     if (attached.ok()) {
       *response.add_pods() = *std::move(attached);
       continue;

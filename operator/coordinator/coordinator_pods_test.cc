@@ -177,6 +177,29 @@ TEST_F(CoordinatorPodsTest, PodsSurviveRestartsAndGoWithTheirHost) {
   EXPECT_EQ(c_->member_count(), 1u);
 }
 
+TEST_F(CoordinatorPodsTest, ASyncOfManyPodsIsOneCallOfTheRateLimit) {
+  Coordinator::Options options;
+  options.pod_calls_per_member = {.rate = 1, .burst = 5};
+  Start(std::move(options));
+  Join(node_a_, "node-a");
+  coord::SyncPodsRequest sync;
+  for (int i = 0; i < 100; ++i) {
+    *sync.add_pods() = Pod("ci", "runner-" + std::to_string(i), "u" + std::to_string(i));
+  }
+  auto synced = c_->SyncPods(node_a_, sync);
+  ASSERT_TRUE(synced.ok()) << synced.status();
+  ASSERT_EQ(synced->pods_size(), 100);
+  for (const coord::AttachPodResponse& pod : synced->pods()) EXPECT_TRUE(pod.attached());
+  EXPECT_EQ(c_->member_count(), 101u);
+  // Single attaches count one each: 4 more fit the burst of 5, the next one does not.
+  for (int i = 0; i < 4; ++i) {
+    const std::string n = std::to_string(i);
+    ASSERT_TRUE(c_->AttachPod(node_a_, Pod("ci", "runner-" + n, "u" + n)).ok());
+  }
+  EXPECT_EQ(c_->AttachPod(node_a_, Pod("ci", "runner-9", "u9")).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
 TEST_F(CoordinatorPodsTest, NewIncarnationReplacesTheOldOne) {
   Start();
   Join(node_a_, "node-a");
