@@ -31,27 +31,16 @@ done
 
 # shellcheck source=../e2e/netns/nat_lib.sh
 source "$BENCH_DIR/../e2e/netns/nat_lib.sh"
+# shellcheck source=../e2e/netns/cni_lib.sh
+source "$BENCH_DIR/../e2e/netns/cni_lib.sh"
 export TM_AGENT_LOG_LEVEL=${TM_AGENT_LOG_LEVEL:-error}
 export TM_OPERATOR_LOG_LEVEL=${TM_OPERATOR_LOG_LEVEL:-info}
 tm_mesh_init pod_first_packet $(( RUNS * 30 + 120 )) "${POSITIONAL[@]}"
-TM_CNI=${TM_CNI:-$(dirname "$TM_AGENT")/tunnelmesh-cni}
-[[ -x "$TM_CNI" ]] || tm_fail "plugin binary '$TM_CNI' does not exist (ninja -C build tunnelmesh-cni)"
-RUNTIME="$BENCH_DIR/../e2e/netns/cni_runtime.py"
-CNI_BIN=$TM_WORK/cni-bin
-mkdir -p "$CNI_BIN" "$TM_WORK/cache"
-ln -s /usr/lib/cni/bridge /usr/lib/cni/host-local "$CNI_BIN/"
-ln -s "$TM_CNI" "$CNI_BIN/tunnelmesh-cni"
+cni_lib_init
+mkdir -p "$TM_WORK/cache"
 
 tm_step "setup: a coordinator, nodes a and b, a pod on b"
-tm_net_public coord
-tm_coord_setup coord
-tm_coord_start
-for node in a b; do
-  tm_net_public "$node"
-  tm_in "$node" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-done
-tm_member_new alpha a
-tm_member_new beta b
+cni_two_nodes
 tm_member_start alpha
 tm_member_start beta
 tm_members_wait_ping 10 alpha beta

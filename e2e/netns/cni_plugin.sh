@@ -22,18 +22,11 @@
 
 # shellcheck source=nat_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/nat_lib.sh"
+# shellcheck source=cni_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cni_lib.sh"
 tm_mesh_init cni_plugin 150 "$@"
-TM_CNI=${TM_CNI:-$(dirname "$TM_AGENT")/tunnelmesh-cni}
-[[ -x "$TM_CNI" ]] || tm_fail "plugin binary '$TM_CNI' does not exist (ninja -C build tunnelmesh-cni)"
-for p in bridge host-local; do
-  [[ -x /usr/lib/cni/$p ]] ||
-    tm_fail "/usr/lib/cni/$p is missing (apt-get install containernetworking-plugins)"
-done
-RUNTIME="$(dirname "${BASH_SOURCE[0]}")/cni_runtime.py"
-CNI_BIN=$TM_WORK/cni-bin
-mkdir -p "$CNI_BIN" "$TM_WORK/cni-cache"
-ln -s /usr/lib/cni/bridge /usr/lib/cni/host-local "$CNI_BIN/"
-ln -s "$TM_CNI" "$CNI_BIN/tunnelmesh-cni"
+cni_lib_init
+mkdir -p "$TM_WORK/cni-cache"
 export CNI_PATH=$CNI_BIN
 
 # cni_conflist FILE VERSION NODE SUBNET SOCKET: bridge + host-local, then tunnelmesh-cni.
@@ -173,15 +166,7 @@ tm_expect_eq "binary removed" "$(find "$TM_WORK/opt-cni-bin" -type f | wc -l)" 0
 tm_expect_eq "chain after uninstall" "$(cni_chain | cut -d']' -f1)]" "['bridge']"
 
 tm_step "topology: a coordinator and two nodes"
-tm_net_public coord
-tm_coord_setup coord
-tm_coord_start
-for node in a b; do
-  tm_net_public "$node"
-  tm_in "$node" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-done
-tm_member_new alpha a
-tm_member_new beta b
+cni_two_nodes
 SOCK_A=$(tm_member_state alpha)/${TM_MEMBER_IF[alpha]}.sock
 SOCK_B=$(tm_member_state beta)/${TM_MEMBER_IF[beta]}.sock
 cni_conflist "$TM_WORK/a.conflist" 1.0.0 a 10.22.1.0/24 "$SOCK_A"

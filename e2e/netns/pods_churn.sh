@@ -11,30 +11,16 @@
 
 # shellcheck source=nat_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/nat_lib.sh"
+# shellcheck source=cni_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cni_lib.sh"
 tm_mesh_init pods_churn 300 "$@"
-TM_CNI=${TM_CNI:-$(dirname "$TM_AGENT")/tunnelmesh-cni}
-[[ -x "$TM_CNI" ]] || tm_fail "plugin binary '$TM_CNI' does not exist (ninja -C build tunnelmesh-cni)"
-for p in bridge host-local; do
-  [[ -x /usr/lib/cni/$p ]] || tm_fail "/usr/lib/cni/$p is missing (apt-get install containernetworking-plugins)"
-done
-RUNTIME="$(dirname "${BASH_SOURCE[0]}")/cni_runtime.py"
-CNI_BIN=$TM_WORK/cni-bin
-mkdir -p "$CNI_BIN" "$TM_WORK/cache"
-ln -s /usr/lib/cni/bridge /usr/lib/cni/host-local "$CNI_BIN/"
-ln -s "$TM_CNI" "$CNI_BIN/tunnelmesh-cni"
+cni_lib_init
+mkdir -p "$TM_WORK/cache"
 PODS=200
 BATCH=20
 
 tm_step "topology: a coordinator and two nodes"
-tm_net_public coord
-tm_coord_setup coord
-tm_coord_start
-for node in a b; do
-  tm_net_public "$node"
-  tm_in "$node" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-done
-tm_member_new alpha a
-tm_member_new beta b
+cni_two_nodes
 tm_member_start alpha
 tm_member_start beta
 tm_members_wait_ping 10 alpha beta
