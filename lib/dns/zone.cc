@@ -67,10 +67,10 @@ std::string ReverseApex(const Prefix& range) {
 Zone::Zone(ZoneConfig config, const std::vector<ZoneMember>& members)
     : config_(std::move(config)), apex_(CanonicalName(config_.domain)) {
   if (config_.server_name.empty()) config_.server_name = absl::StrCat("ns.", config_.domain);
+  // `dotted`: a member's name, which may be dotted labels (a pod); aliases are single labels.
   auto add_name = [&](const std::string& label, const std::vector<IpAddress>& addresses,
-                      const char* what) {
-    // Aliases are single labels; members may be dotted (pods).
-    if (!(what == std::string_view("member") ? ValidMemberName(label) : ValidLabel(label))) {
+                      const char* what, bool dotted) {
+    if (!(dotted ? ValidMemberName(label) : ValidLabel(label))) {
       skipped_.push_back(absl::StrCat(what, " '", label, "': not a DNS label"));
       return false;
     }
@@ -98,7 +98,7 @@ Zone::Zone(ZoneConfig config, const std::vector<ZoneMember>& members)
     }
     return true;
   };
-  for (const ZoneMember& m : members) add_name(m.name, m.addresses, "member");
+  for (const ZoneMember& m : members) add_name(m.name, m.addresses, "member", /*dotted=*/true);
   // Aliases in the order of their members' names, not the map's (which puts each agent itself
   // first): two servers of one mesh then give a contested alias to the same member.
   std::vector<const ZoneMember*> by_name;
@@ -108,7 +108,8 @@ Zone::Zone(ZoneConfig config, const std::vector<ZoneMember>& members)
     return CanonicalName(a->name) < CanonicalName(b->name);
   });
   for (const ZoneMember* m : by_name) {
-    for (const std::string& alias : m->aliases) add_name(alias, m->addresses, "alias");
+    for (const std::string& alias : m->aliases)
+      add_name(alias, m->addresses, "alias", /*dotted=*/false);
   }
   const std::string server = CanonicalName(config_.server_name);
   if (!config_.server_addresses.empty() && NameInZone(server, apex_) && server != apex_) {
