@@ -6,10 +6,13 @@
 # The image holds one layer with exactly:
 #   /usr/bin/tunnelmesh-agent, /usr/bin/tunnelmesh-operator, /usr/bin/tunnelmesh-cni
 #                                                             debug info stripped
-#   the shared libraries they load (ldd) and the dynamic loader, under /usr/lib..., with /lib and
-#   /lib64 as symlinks into /usr (Debian 12's merged /usr)
+#   /usr/sbin/ip and /usr/sbin/nft (iproute2, nftables): the agent runs them for exit peers
+#   (docs/remote-access.md)
+#   the shared libraries they all load (ldd) and the dynamic loader, under /usr/lib..., with /lib
+#   and /lib64 as symlinks into /usr (Debian 12's merged /usr)
 #   /etc/ssl/certs/ca-certificates.crt, /etc/passwd and /etc/group (root and nobody), /tmp (1777)
-# No shell and no other program: no binary runs one. (The agent runs `resolvectl` only when
+# No shell and no other program: no binary runs one. (The agent runs `ip` and `nft` directly, no
+# shell in between; it runs `resolvectl` only when
 # systemd-resolved listens in its network namespace, which a container does not see; without it
 # the agent logs the DNS commands to run instead, see docs/dns.md.)
 # The config matches the Containerfile's image: no entrypoint, Cmd
@@ -19,7 +22,8 @@
 # every mtime SOURCE_DATE_EPOCH, default 0, no timestamp in the JSON).
 #   TM_IMAGE_NAME  repository with a domain part (default k8s.local/tunnelmesh)
 #   TM_IMAGE_TAG   tag (default: the version `tunnelmesh-agent --version` prints, or dev)
-# Needs bash, python3, ldd (libc-bin), strip (binutils), ca-certificates: scripts/install-deps.sh.
+# Needs bash, python3, ldd (libc-bin), strip (binutils), ca-certificates, iproute2 and nftables:
+# scripts/install-deps.sh.
 set -euo pipefail
 
 usage() {
@@ -40,7 +44,7 @@ die() {
 [[ $epoch =~ ^[0-9]+$ ]] || { echo "build-image: SOURCE_DATE_EPOCH must be whole seconds, not '$epoch'" >&2; exit 2; }
 [[ $name == */* && ${name%%/*} == *.* ]] ||
   { echo "build-image: TM_IMAGE_NAME '$name' needs a domain part, e.g. k8s.local/tunnelmesh" >&2; exit 2; }
-for tool in python3 ldd strip; do
+for tool in python3 ldd strip ip nft; do
   command -v "$tool" >/dev/null || die "'$tool' is not installed (run scripts/install-deps.sh)"
 done
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
@@ -49,6 +53,12 @@ binaries=(tunnelmesh-agent tunnelmesh-operator tunnelmesh-cni)
 for b in "${binaries[@]}"; do
   [[ -x $build_dir/bin/$b ]] ||
     die "$build_dir/bin/$b is missing: build it (ninja -C $build_dir $b) or pass the build folder"
+done
+
+# The tools the agent runs, as Debian installs them (/usr/sbin/ip is a link to /bin/ip).
+tools=()
+for t in ip nft; do
+  tools+=("$(readlink -f "$(command -v "$t")")")
 done
 
 tag=${TM_IMAGE_TAG:-}
@@ -60,15 +70,18 @@ fi
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/tm-image.XXXXXX")
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root/usr/bin" "$root/etc/ssl/certs" "$root/tmp"
+mkdir -p "$root/usr/bin" "$root/usr/sbin" "$root/etc/ssl/certs" "$root/tmp"
 for b in "${binaries[@]}"; do
   strip --strip-debug -o "$root/usr/bin/$b" "$build_dir/bin/$b"
+done
+for t in "${tools[@]}"; do
+  cp -L "$t" "$root/usr/sbin/$(basename "$t")"
 done
 
 # Libraries at the path ldd resolves them to, moved under /usr (merged /usr: /lib -> usr/lib), the
 # file's content under the name the binary asks for (symlinks followed). The loader is the line
 # without "=>" that names an absolute path; "FILE:" lines head each binary's list.
-libs=$(ldd "${binaries[@]/#/$build_dir/bin/}" | awk '
+libs=$(ldd "${binaries[@]/#/$build_dir/bin/}" "${tools[@]}" | awk '
   /:$/ { next }
   / not found/ { print "MISSING " $1; next }
   $2 == "=>" && $3 ~ /^\// { print $3; next }

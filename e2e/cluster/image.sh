@@ -121,8 +121,8 @@ tar -xOf "$tarball" "$layer" | tar -tf - | sed 's,/$,,' | sort >"$WORK/layer.lis
 # Allowed: these paths, their parent folders, and each library ldd names (under usr/lib*).
 {
   printf '%s\n' usr/bin/tunnelmesh-agent usr/bin/tunnelmesh-operator usr/bin/tunnelmesh-cni \
-    etc/passwd etc/group etc/ssl/certs/ca-certificates.crt tmp lib lib64
-  ldd "$agent" "$operator" "$cni" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\/.*[^:]$/ {print $1}' |
+    usr/sbin/ip usr/sbin/nft etc/passwd etc/group etc/ssl/certs/ca-certificates.crt tmp lib lib64
+  ldd "$agent" "$operator" "$cni" "$(readlink -f "$(command -v ip)")" "$(readlink -f "$(command -v nft)")" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\/.*[^:]$/ {print $1}' |
     sed -E 's,^(/usr)?/,usr/,'
 } | sort -u >"$WORK/expected.list"
 while read -r path; do
@@ -187,6 +187,14 @@ for b in tunnelmesh-agent tunnelmesh-operator; do
   got=$(run "${b#tunnelmesh-}" "/usr/bin/$b" --version) ||
     fail "$b --version in the container failed: $got"
   [[ $got == "$want" ]] || fail "$b --version in the container says '$got', the host binary '$want'"
+  log "in the container: $got"
+done
+# The tools the agent runs for exit peers start too (their libraries are all there).
+for t in "ip -V" "nft --version"; do
+  want=$(${t} 2>&1)
+  want=${want%%, libbpf*} # ip reports the libbpf version it found in its own way
+  got=$(run "${t%% *}" "/usr/sbin/${t%% *}" "${t#* }") || fail "$t in the container failed: $got"
+  [[ $got == "$want"* ]] || fail "$t in the container says '$got', the host's '$want'"
   log "in the container: $got"
 done
 if out=$(run sh /bin/sh -c true); then
