@@ -1,5 +1,6 @@
 #include "node-agent/exit/exit_controller.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "lib/base/log.h"
@@ -39,8 +40,14 @@ void ExitController::ApplyConfig(const coordinator::v1::ExitConfig& config, absl
     const PublicKey key = PublicKeyFromBytes(bytes);
     if (!key.IsZero()) keys.push_back(key);
   }
+  const std::vector<PublicKey> before = selector_.candidates();
   selector_.SetCandidates(keys);
-  for (const PublicKey& key : keys) selector_.SetInMap(key, peers_->Find(key) != nullptr);
+  for (const PublicKey& key : keys) {
+    selector_.SetInMap(key, peers_->Find(key) != nullptr);
+    auto presence = presence_.find(key);
+    const bool known = std::find(before.begin(), before.end(), key) != before.end();
+    if (!known && presence != presence_.end()) selector_.SetPresence(key, presence->second);
+  }
   std::vector<std::pair<std::string, std::string>> refused;
   for (const auto& r : config.refused()) refused.emplace_back(r.name(), r.reason());
   if (refused != refused_) {
@@ -59,11 +66,16 @@ void ExitController::ApplyConfig(const coordinator::v1::ExitConfig& config, absl
 }
 
 void ExitController::SetPresence(const PublicKey& key, bool online, absl::Time now) {
+  presence_[key] = online;
+  const std::vector<PublicKey>& candidates = selector_.candidates();
+  if (std::find(candidates.begin(), candidates.end(), key) == candidates.end()) return;
   selector_.SetPresence(key, online);
   Reconcile(now);
 }
 
 void ExitController::OnPeersChanged(absl::Time now) {
+  std::erase_if(presence_,
+                [this](const auto& entry) { return peers_->Find(entry.first) == nullptr; });
   for (const PublicKey& key : selector_.candidates()) {
     selector_.SetInMap(key, peers_->Find(key) != nullptr);
   }
@@ -106,8 +118,9 @@ void ExitController::Reconcile(absl::Time now) {
       TM_LOG_INFO("exit: internet traffic goes through {}{}", NameOf(*active),
                   before ? ", instead of " + NameOf(*before) + why : "");
     } else if (!selector_.candidates().empty()) {
-      TM_LOG_WARN("exit: no healthy exit peer{}: internet traffic is {}", why,
-                  options_.fail_open ? "sent directly (--exit-fail-open)" : "dropped (fail-closed)");
+      TM_LOG_WARN(
+          "exit: no healthy exit peer{}: internet traffic is {}", why,
+          options_.fail_open ? "sent directly (--exit-fail-open)" : "dropped (fail-closed)");
     } else if (before.has_value()) {
       TM_LOG_INFO("exit: no exit peer in use: internet traffic goes out directly");
     }

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -95,6 +96,7 @@ class ExitController {
   std::vector<Prefix> mesh_cidrs_;
   bool ipv6_ = false;
   std::vector<IpAddress> services_;
+  std::map<PublicKey, bool> presence_;  // The coordinator's word on every peer, for new candidates.
   std::vector<Prefix> client_prefixes_;
   std::vector<std::pair<std::string, std::string>> refused_;
   bool static_full_tunnel_ = false;

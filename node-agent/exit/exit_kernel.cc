@@ -231,8 +231,8 @@ absl::Status ExitClientKernel::SetSysctl(const std::string& path, const std::str
 absl::Status ExitClientKernel::PurgeStale() {
   for (IpAddress::Family family : {IpAddress::Family::kV4, IpAddress::Family::kV6}) {
     const char* flag = family == IpAddress::Family::kV4 ? "-4" : "-6";
-    absl::StatusOr<CommandResult> shown = runner_->Run({"ip", flag, "rule", "show"},
-                                                        kCommandTimeout);
+    absl::StatusOr<CommandResult> shown =
+        runner_->Run({"ip", flag, "rule", "show"}, kCommandTimeout);
     if (!shown.ok()) return shown.status();
     std::vector<std::string> deletes;
     std::istringstream lines(shown->output);
@@ -298,9 +298,9 @@ absl::Status ExitClientKernel::Apply(const ClientRoutes& routes) {
   }
   if (!routes.route_all && table_routes_) {
     for (IpAddress::Family family : {IpAddress::Family::kV4, IpAddress::Family::kV6}) {
-      (void)runner_->Run({"ip", family == IpAddress::Family::kV4 ? "-4" : "-6", "route", "flush",
-                          "table", table},
-                         kCommandTimeout);
+      (void)runner_->Run(
+          {"ip", family == IpAddress::Family::kV4 ? "-4" : "-6", "route", "flush", "table", table},
+          kCommandTimeout);
     }
     table_routes_ = false;
   }
@@ -320,8 +320,8 @@ absl::Status ExitClientKernel::Remove() { return Apply(ClientRoutes{}); }
 
 // ---------------------------------------------------------------------------------------------
 
-ExitForwarder::ExitForwarder(std::string interface_name, CommandRunner* runner,
-                             std::string scratch, std::string proc_sys)
+ExitForwarder::ExitForwarder(std::string interface_name, CommandRunner* runner, std::string scratch,
+                             std::string proc_sys)
     : interface_name_(std::move(interface_name)),
       runner_(runner),
       scratch_(std::move(scratch)),

@@ -55,12 +55,12 @@ std::string ExitTableName(const std::string& interface_name);
 std::string ExitDnsTableName(const std::string& interface_name);
 
 struct ClientRoutes {
-  bool route_all = false;           // False: no rules at all (no exit, or fail-open lifted them).
-  std::set<IpAddress> bypass;       // Kept out of the tunnel.
-  std::vector<Prefix> lan;          // --exit-allow-lan: directly connected prefixes.
-  bool ipv6 = false;                // The interface has an IPv6 address.
-  std::optional<IpAddress> dns;     // --exit-dns: every DNS query of the host goes there.
-  std::vector<Prefix> mesh_cidrs;   // Not redirected (the mesh's own resolvers).
+  bool route_all = false;          // False: no rules at all (no exit, or fail-open lifted them).
+  std::set<IpAddress> bypass;      // Kept out of the tunnel.
+  std::vector<Prefix> lan;         // --exit-allow-lan: directly connected prefixes.
+  bool ipv6 = false;               // The interface has an IPv6 address.
+  std::optional<IpAddress> dns;    // --exit-dns: every DNS query of the host goes there.
+  std::vector<Prefix> mesh_cidrs;  // Not redirected (the mesh's own resolvers).
   bool operator==(const ClientRoutes&) const = default;
 };
 

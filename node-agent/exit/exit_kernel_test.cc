@@ -71,13 +71,14 @@ TEST(ClientDnsScript, RedirectsEveryQueryButLoopbackAndMesh) {
   EXPECT_TRUE(absl::StrContains(script, "udp dport 53 counter dnat ip to 203.0.113.53:53"));
   EXPECT_TRUE(absl::StrContains(script, "tcp dport 53 counter dnat ip to 203.0.113.53:53"));
   routes.dns = A("2001:db8::53");
-  EXPECT_TRUE(absl::StrContains(ClientDnsScript("tm0", routes),
-                                "meta nfproto ipv6 udp dport 53 counter dnat ip6 to [2001:db8::53]:53"));
+  EXPECT_TRUE(
+      absl::StrContains(ClientDnsScript("tm0", routes),
+                        "meta nfproto ipv6 udp dport 53 counter dnat ip6 to [2001:db8::53]:53"));
 }
 
 TEST(ExitForwardScript, AcceptsAndMasqueradesOnlyClients) {
-  const std::string script = ExitForwardScript(
-      "tm0", {P("10.99.0.5/32"), P("fd99:99::5/128")}, {P("10.99.0.0/16"), P("fd99:99::/48")});
+  const std::string script = ExitForwardScript("tm0", {P("10.99.0.5/32"), P("fd99:99::5/128")},
+                                               {P("10.99.0.0/16"), P("fd99:99::/48")});
   // Replaced atomically: the old table goes in the same transaction.
   EXPECT_TRUE(absl::StartsWith(
       script, "table inet tunnelmesh_exit_tm0 {}\ndelete table inet tunnelmesh_exit_tm0\n"));

@@ -8,9 +8,9 @@
 // - it is not a peer in the network map;
 // - the coordinator says its agent is offline (a killed agent's watch stream ends at once);
 // - this member sent it packets (or handshake initiations) and nothing authenticated came back,
-//   and no direct path answered, within kExitAnswerTimeout (a host that vanished without closing its stream). This
-//   verdict holds until the peer shows life again: a packet or handshake from it, its agent
-//   coming back online after the coordinator said offline, or kExitRetryAfter has passed.
+//   and no direct path answered, within kExitAnswerTimeout (a host that vanished without closing
+//   its stream). This verdict holds until the peer shows life again: a packet or handshake from it,
+//   its agent coming back online after the coordinator said offline, or kExitRetryAfter has passed.
 // The active exit is the first healthy candidate in preference order, so a preferred exit that
 // recovers takes over again.
 //
