@@ -109,8 +109,8 @@ absl::Status Agent::StartExit() {
         " (the agent needs CAP_NET_ADMIN)");
   }
   if (absl::Status s = exit_->Start(); !s.ok()) {
-    return absl::Status(s.code(), "removing a previous run's exit routing: " +
-                                      std::string(s.message()));
+    return absl::Status(s.code(),
+                        "removing a previous run's exit routing: " + std::string(s.message()));
   }
   bool ipv6 = false;
   for (const auto& [ip, length] : params_.addresses) ipv6 = ipv6 || ip.is_v6();
