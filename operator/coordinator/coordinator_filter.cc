@@ -81,6 +81,8 @@ policy::Member Coordinator::PolicyMemberLocked(const MemberRecord& record) const
   for (const IpAddress& ip : record.mesh_ips) m.addresses.emplace_back(ip, ip.bit_length());
   // A member an admin gave static endpoints is a plain WireGuard peer: it runs no agent.
   m.runs_agent = record.static_endpoints.empty();
+  // Only a member with an agent can forward for others.
+  m.exit = record.exit_peer && m.runs_agent && !record.pod;
   if (record.pod) {
     // Its host filters for it; a pod runs no agent of its own.
     m.runs_agent = false;
@@ -129,14 +131,18 @@ void Coordinator::SyncEnginesLocked() {
   for (const auto& [name, mesh] : meshes_) {
     const coord::FilterAction action = DefaultActionOf(mesh.spec);
     auto engine = engines_.find(name);
+    std::vector<Prefix> ranges = {mesh.spec.ipv4_cidr};
+    if (mesh.spec.ipv6_cidr) ranges.push_back(*mesh.spec.ipv6_cidr);
     if (engine == engines_.end()) {
       engine = engines_.emplace(name, policy::Engine(action)).first;
+      engine->second.SetMeshRanges(ranges);
       for (const auto& [key, record] : members_) {
         if (record.mesh == name) engine->second.UpsertMember(PolicyMemberLocked(record));
       }
       engine->second.SetPolicies(PoliciesOf(name));
     } else {
       engine->second.SetDefaultAction(action);
+      engine->second.SetMeshRanges(ranges);
     }
     // Every watcher of a new or changed mesh gets a full map (SetMeshes), which carries its rule
     // set: nothing to send separately.
@@ -166,6 +172,7 @@ void Coordinator::SendFiltersLocked() {
   uint64_t recompiled = 0;
   for (const auto& [mesh, engine] : engines_) recompiled += engine.counters().recompiled;
   counters_.filter_recompiles.store(recompiled, std::memory_order_relaxed);
+  SendExitConfigsLocked();
 }
 
 coord::FilterRules Coordinator::FilterFor(const MemberRecord& record, const MeshState& mesh) const {
