@@ -12,7 +12,7 @@
 # the stranger is refused (status names exit1 and why) and, fail-closed, fetches nothing; exit1
 # killed (SIGKILL): the laptop's traffic moves to exit2 within EXIT_FAILOVER_S (measured); exit1
 # restarted removes its own stale table and the laptop moves back to it (preferred); exit1 stopped
-# cleanly removes its nftables table and turns ip_forward off again; the laptop restarted with
+# cleanly removes its nftables table and leaves forwarding as it found it; the laptop restarted with
 # `--exit-dns` answers a query to an address that serves no DNS from web's resolver; the laptop
 # stopped removes its rules and table, and its traffic goes out directly again.
 #
@@ -70,6 +70,8 @@ seen_by_web() { ip netns exec "$(tm_ns "$1")" curl -s -m 3 "http://$WEB:$WEB_POR
 tm_expect_eq "web sees the laptop's NAT before any exit" "$(seen_by_web lap)" "$S1"
 
 tm_step "exits and members join"
+FWD4_BEFORE=$(tm_in ex1 cat /proc/sys/net/ipv4/ip_forward)
+FWD6_BEFORE=$(tm_in ex1 cat /proc/sys/net/ipv6/conf/all/forwarding)
 tm_member_new exit1 ex1
 tm_member_start exit1 --advertise-exit
 tm_member_new exit2 ex2
@@ -138,7 +140,10 @@ tm_step "exit1 stops cleanly: its table and forwarding are gone"
 tm_member_stop exit1
 tm_in ex1 nft list table inet "tunnelmesh_exit_$EX1_IF" >/dev/null 2>&1 &&
   tm_fail "exit1 left its nftables table after SIGTERM"
-tm_expect_eq "exit1's net.ipv4.ip_forward" "$(tm_in ex1 cat /proc/sys/net/ipv4/ip_forward)" 0
+tm_expect_eq "exit1's net.ipv4.ip_forward (as before the agent)" \
+  "$(tm_in ex1 cat /proc/sys/net/ipv4/ip_forward)" "$FWD4_BEFORE"
+tm_expect_eq "exit1's net.ipv6.conf.all.forwarding (as before the agent)" \
+  "$(tm_in ex1 cat /proc/sys/net/ipv6/conf/all/forwarding)" "$FWD6_BEFORE"
 tm_wait 10 "web to see exit2's address" web_sees lap "$EX2"
 
 tm_step "--exit-dns: every DNS query goes to the chosen resolver, through the tunnel"

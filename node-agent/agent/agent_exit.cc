@@ -101,6 +101,14 @@ absl::Status Agent::StartExit() {
         return sample;
       },
       [this] { return ConnectedPrefixes(params_.interface_name); });
+  exit_->SetHandshakeHook([this](const PublicKey& key) {
+    noise::Peer* peer = device_->FindPeer(key);
+    if (peer == nullptr || plane_ == nullptr) return;
+    device_->Initiate(peer, clock_.Now(), clock_.WallNow(),
+                      [this](const TransportEndpoint& to, absl::Span<const uint8_t> bytes) {
+                        plane_->SendRaw(bytes, to);
+                      });
+  });
   // The agent's own datagrams (to peers, STUN) never enter the tunnel, wherever they go.
   const uint32_t mark = exit_->fwmark();
   if (setsockopt(socket_->readable_fd(), SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) {

@@ -46,7 +46,9 @@ void ExitController::ApplyConfig(const coordinator::v1::ExitConfig& config, absl
     selector_.SetInMap(key, peers_->Find(key) != nullptr);
     auto presence = presence_.find(key);
     const bool known = std::find(before.begin(), before.end(), key) != before.end();
-    if (!known && presence != presence_.end()) selector_.SetPresence(key, presence->second);
+    if (!known && presence != presence_.end()) {
+      selector_.SetPresence(key, presence->second, now);
+    }
   }
   std::vector<std::pair<std::string, std::string>> refused;
   for (const auto& r : config.refused()) refused.emplace_back(r.name(), r.reason());
@@ -69,7 +71,7 @@ void ExitController::SetPresence(const PublicKey& key, bool online, absl::Time n
   presence_[key] = online;
   const std::vector<PublicKey>& candidates = selector_.candidates();
   if (std::find(candidates.begin(), candidates.end(), key) == candidates.end()) return;
-  selector_.SetPresence(key, online);
+  selector_.SetPresence(key, online, now);
   Reconcile(now);
 }
 
@@ -85,6 +87,8 @@ void ExitController::OnPeersChanged(absl::Time now) {
 void ExitController::Tick(absl::Time now) {
   for (const PublicKey& key : selector_.candidates()) selector_.Sample(key, sampler_(key), now);
   Reconcile(now);
+  const std::optional<PublicKey> active = selector_.active();
+  if (active && on_switch_ && selector_.NeedsHandshake(*active, now)) on_switch_(*active);
 }
 
 void ExitController::SetStaticFullTunnel(bool on, absl::Time now) {
@@ -114,6 +118,7 @@ void ExitController::Reconcile(absl::Time now) {
         if (view.key == *before && !view.healthy) why = " (" + view.reason + ")";
       }
     }
+    if (active.has_value() && on_switch_) on_switch_(*active);
     if (active.has_value()) {
       TM_LOG_INFO("exit: internet traffic goes through {}{}", NameOf(*active),
                   before ? ", instead of " + NameOf(*before) + why : "");

@@ -72,6 +72,13 @@ class ExitController {
   void Tick(absl::Time now);
   // Config mode: a static peer owns the default route; the kernel sends everything to it.
   void SetStaticFullTunnel(bool on, absl::Time now);
+  // Called when traffic moves to exit `key`, and every second while packets to it go unanswered
+  // (ExitSelector::NeedsHandshake): the agent starts a fresh handshake (WireGuard sends at most one
+  // per REKEY_TIMEOUT), since a restarted exit has forgotten the session this member may still
+  // hold; its packets would be dropped until WireGuard's own timers renew it, some 15 s later.
+  void SetHandshakeHook(std::function<void(const PublicKey&)> hook) {
+    on_switch_ = std::move(hook);
+  }
   // Takes every kernel change back.
   void Stop();
 
@@ -90,6 +97,7 @@ class ExitController {
   PeerTable* const peers_;
   const Sampler sampler_;
   const LanLister lan_;
+  std::function<void(const PublicKey&)> on_switch_;
   ExitClientKernel client_;
   ExitForwarder forwarder_;
   ExitSelector selector_;

@@ -130,6 +130,7 @@ TEST_F(ExitControllerTest, FailClosedKeepsRulesFailOpenLiftsThem) {
   EXPECT_EQ(status["routing"], false);
   EXPECT_EQ(status["state"], "no healthy exit: internet traffic goes out directly (fail-open)");
   open->SetPresence(exit1_.key, true, now_);
+  open->Tick(now_ + kExitSettle);  // A restarted exit settles first.
   EXPECT_EQ(open->Status(now_)["routing"], true);
   EXPECT_EQ(InternetOwner(), device_.FindPeer(exit1_.key));
 }

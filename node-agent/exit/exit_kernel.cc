@@ -327,7 +327,21 @@ ExitForwarder::ExitForwarder(std::string interface_name, CommandRunner* runner, 
       scratch_(std::move(scratch)),
       proc_sys_(std::move(proc_sys)) {}
 
+std::string ExitForwarder::MarkerPath(const std::string& key) const {
+  std::string name = key;
+  for (char& c : name) c = c == '/' ? '_' : c;
+  return scratch_ + "." + name + ".on";
+}
+
 absl::Status ExitForwarder::PurgeStale() {
+  // A run that turned forwarding on and then crashed left a marker: turn it off again (Apply
+  // turns it on again when this run serves clients).
+  for (const char* key : {"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"}) {
+    if (access(MarkerPath(key).c_str(), F_OK) != 0) continue;
+    std::ofstream(proc_sys_ + "/" + key) << "0\n";
+    unlink(MarkerPath(key).c_str());
+    TM_LOG_INFO("exit: turned {} off again (a previous run turned it on)", key);
+  }
   return RunNft(runner_, scratch_, DeleteTable(ExitTableName(interface_name_)),
                 "removing the exit table");
 }
@@ -348,6 +362,10 @@ absl::Status ExitForwarder::EnableForwarding(const std::string& key, bool* chang
                      " (the agent needs CAP_NET_ADMIN and a writable /proc/sys)"));
   }
   *changed = true;
+  // Remembered on disk, so that a crashed run's setting is undone by the next start.
+  if (absl::Status s = WriteScratch(MarkerPath(key), "1\n"); !s.ok()) {
+    TM_LOG_WARN("exit: {}", std::string(s.message()));
+  }
   TM_LOG_INFO("exit: turned {} on (it is turned off again when the agent stops)", key);
   return absl::OkStatus();
 }
@@ -396,6 +414,7 @@ absl::Status ExitForwarder::Remove() {
     if (!*enabled) return;
     std::ofstream out(proc_sys_ + "/" + key);
     out << "0\n";
+    unlink(MarkerPath(key).c_str());
     *enabled = false;
   };
   restore("net/ipv4/ip_forward", &enabled_v4_);

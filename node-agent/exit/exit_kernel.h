@@ -107,7 +107,7 @@ class ExitForwarder {
  public:
   ExitForwarder(std::string interface_name, CommandRunner* runner, std::string scratch,
                 std::string proc_sys = "/proc/sys");
-  // Removes a table a crashed agent left.
+  // Removes a table a crashed agent left, and turns forwarding off again where it turned it on.
   [[nodiscard]] absl::Status PurgeStale();
   // Forwards and masquerades for `client_prefixes` (empty: removes the table).
   [[nodiscard]] absl::Status Apply(const std::vector<Prefix>& client_prefixes,
@@ -117,6 +117,8 @@ class ExitForwarder {
 
  private:
   [[nodiscard]] absl::Status EnableForwarding(const std::string& key, bool* changed);
+  // The file that records that this agent turned `key` on.
+  std::string MarkerPath(const std::string& key) const;
 
   const std::string interface_name_;
   CommandRunner* const runner_;

@@ -183,6 +183,20 @@ TEST_F(ExitKernelTest, ForwarderTurnsForwardingOnAndRestoresIt) {
   EXPECT_FALSE(forwarder.active());
   EXPECT_TRUE(absl::StrContains(runner_.All(), "delete table inet tunnelmesh_exit_tm0"));
   EXPECT_EQ(read("net/ipv4/ip_forward"), "0");
+  // A run that crashed with forwarding on: the next one's PurgeStale turns it off again.
+  {
+    ExitForwarder crashed("tm0", &runner_, scratch_, root);
+    ASSERT_TRUE(crashed.Apply({P("10.99.0.5/32")}, {P("10.99.0.0/16")}).ok());
+    EXPECT_EQ(read("net/ipv4/ip_forward"), "1");
+  }
+  ExitForwarder next("tm0", &runner_, scratch_, root);
+  ASSERT_TRUE(next.PurgeStale().ok());
+  EXPECT_EQ(read("net/ipv4/ip_forward"), "0");
+  // Forwarding that was on before the agent is left on.
+  std::ofstream(root + "/net/ipv4/ip_forward") << "1\n";
+  ASSERT_TRUE(next.Apply({P("10.99.0.5/32")}, {P("10.99.0.0/16")}).ok());
+  ASSERT_TRUE(next.Remove().ok());
+  EXPECT_EQ(read("net/ipv4/ip_forward"), "1");
   std::filesystem::remove_all(root);
 }
 

@@ -18,7 +18,7 @@ void ExitSelector::SetInMap(const PublicKey& key, bool in_map) {
   if (it != states_.end()) it->second.in_map = in_map;
 }
 
-void ExitSelector::SetPresence(const PublicKey& key, bool online) {
+void ExitSelector::SetPresence(const PublicKey& key, bool online, absl::Time now) {
   auto it = states_.find(key);
   if (it == states_.end()) return;
   State& state = it->second;
@@ -29,6 +29,7 @@ void ExitSelector::SetPresence(const PublicKey& key, bool online) {
   if (came_back) {
     state.dead_since = absl::InfinitePast();
     state.unanswered_since = absl::InfinitePast();
+    state.back_since = now;
   }
 }
 
@@ -41,23 +42,38 @@ void ExitSelector::Sample(const PublicKey& key, const ExitSample& sample, absl::
     state.last = sample;
     return;
   }
-  const bool answered = sample.rx_packets > state.last.rx_packets ||
-                        sample.handshakes_completed > state.last.handshakes_completed ||
-                        sample.direct_path;
+  const bool heard = sample.rx_packets > state.last.rx_packets ||
+                     sample.handshakes_completed > state.last.handshakes_completed;
+  const bool answered = heard || sample.direct_path;
   const bool sent = sample.tx_packets > state.last.tx_packets ||
                     sample.handshakes_initiated > state.last.handshakes_initiated;
   state.last = sample;
+  if (heard) {
+    state.silent_since = absl::InfinitePast();
+  } else if (sent && state.silent_since == absl::InfinitePast()) {
+    state.silent_since = now;
+  }
   if (answered) {
     state.unanswered_since = absl::InfinitePast();
     state.dead_since = absl::InfinitePast();
+    state.back_since = absl::InfinitePast();
   } else if (sent && state.unanswered_since == absl::InfinitePast()) {
     state.unanswered_since = now;
   }
 }
 
+bool ExitSelector::NeedsHandshake(const PublicKey& key, absl::Time now) const {
+  auto it = states_.find(key);
+  return it != states_.end() && it->second.silent_since != absl::InfinitePast() &&
+         now - it->second.silent_since >= kExitRehandshakeAfter;
+}
+
 std::string ExitSelector::Unhealthy(const State& state, absl::Time now) const {
   if (!state.in_map) return "not a peer in the network map";
   if (state.presence_known && !state.online) return "its agent is offline (coordinator)";
+  if (state.back_since != absl::InfinitePast() && now - state.back_since < kExitSettle) {
+    return "its agent restarted " + absl::FormatDuration(now - state.back_since) + " ago";
+  }
   if (state.dead_since != absl::InfinitePast() && now - state.dead_since < kExitRetryAfter) {
     return "did not answer for " + absl::FormatDuration(kExitAnswerTimeout) +
            " while traffic was sent to it";

@@ -33,6 +33,13 @@ namespace tunnelmesh {
 inline constexpr absl::Duration kExitAnswerTimeout = absl::Seconds(3);
 // How long an exit found dead by the data plane stays out unless it shows life before.
 inline constexpr absl::Duration kExitRetryAfter = absl::Seconds(60);
+// How long an exit whose agent came back (offline, then online) waits before it carries traffic
+// again, unless it answers before: the restarted agent registers before it has applied the map,
+// and a handshake sent to it then would be dropped and retried only after REKEY_TIMEOUT (5 s).
+inline constexpr absl::Duration kExitSettle = absl::Seconds(2);
+// How long packets to the active exit may go without an authenticated answer before the agent
+// starts a new handshake (WireGuard itself waits KEEPALIVE_TIMEOUT + REKEY_TIMEOUT, 15 s).
+inline constexpr absl::Duration kExitRehandshakeAfter = absl::Seconds(1);
 
 // One second's counters of a candidate (noise::PeerStats).
 struct ExitSample {
@@ -58,14 +65,18 @@ class ExitSelector {
   void SetCandidates(std::vector<PublicKey> keys);
   // Whether `key` is a peer of the network map now (a candidate that is not cannot carry traffic).
   void SetInMap(const PublicKey& key, bool in_map);
-  // The coordinator's presence for `key`.
-  void SetPresence(const PublicKey& key, bool online);
+  // The coordinator's presence for `key`, received at `now`.
+  void SetPresence(const PublicKey& key, bool online, absl::Time now);
   // A sample of `key`'s counters at `now` (the first is its baseline).
   void Sample(const PublicKey& key, const ExitSample& sample, absl::Time now);
   // Re-decides the active exit at `now`; true when it changed.
   bool Update(absl::Time now);
 
   std::optional<PublicKey> active() const { return active_; }
+  // Whether packets sent to `key` got no authenticated answer (a direct path does not count here)
+  // for kExitRehandshakeAfter: its session may be one a restarted agent forgot, and a new
+  // handshake is due.
+  bool NeedsHandshake(const PublicKey& key, absl::Time now) const;
   const std::vector<PublicKey>& candidates() const { return order_; }
   std::vector<ExitCandidateView> View(absl::Time now) const;
   // How often the active exit changed because one failed or recovered.
@@ -80,8 +91,12 @@ class ExitSelector {
     ExitSample last;
     // The first send since the last answer (InfinitePast: none pending).
     absl::Time unanswered_since = absl::InfinitePast();
+    // The same, counting only authenticated packets and handshakes as answers.
+    absl::Time silent_since = absl::InfinitePast();
     // Found dead by the data plane at this time (InfinitePast: not).
     absl::Time dead_since = absl::InfinitePast();
+    // Its agent came back online at this time and has not answered since (InfinitePast: not).
+    absl::Time back_since = absl::InfinitePast();
   };
   // Empty when healthy.
   std::string Unhealthy(const State& state, absl::Time now) const;

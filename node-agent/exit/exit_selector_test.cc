@@ -45,13 +45,17 @@ TEST_F(ExitSelectorTest, NoCandidateInTheMapMeansNone) {
 }
 
 TEST_F(ExitSelectorTest, OfflinePresenceFailsOverAndBack) {
-  selector_.SetPresence(a_, true);
+  selector_.SetPresence(a_, true, now_);
   selector_.Update(now_);
-  selector_.SetPresence(a_, false);
+  selector_.SetPresence(a_, false, now_);
   EXPECT_TRUE(selector_.Update(now_));
   EXPECT_EQ(*selector_.active(), b_);
   EXPECT_EQ(selector_.View(now_)[0].reason, "its agent is offline (coordinator)");
-  selector_.SetPresence(a_, true);
+  selector_.SetPresence(a_, true, now_);
+  // Back, but it settles first (or answers).
+  EXPECT_FALSE(selector_.Update(now_));
+  EXPECT_EQ(*selector_.active(), b_);
+  now_ += kExitSettle;
   EXPECT_TRUE(selector_.Update(now_));
   EXPECT_EQ(*selector_.active(), a_);
   EXPECT_EQ(selector_.switches(), 3u);
@@ -103,6 +107,12 @@ TEST_F(ExitSelectorTest, DirectPathCountsAsAnswerForOneWayTraffic) {
     EXPECT_FALSE(selector_.Update(now_));
   }
   EXPECT_EQ(*selector_.active(), a_);
+  // Alive, but nothing authenticated came back: a new handshake is due (a restarted exit forgot
+  // the session), and one packet from it ends that.
+  EXPECT_TRUE(selector_.NeedsHandshake(a_, now_));
+  Step(1);
+  selector_.Sample(a_, {.tx_packets = 1000, .rx_packets = 1, .direct_path = true}, now_);
+  EXPECT_FALSE(selector_.NeedsHandshake(a_, now_));
 }
 
 TEST_F(ExitSelectorTest, UnansweredHandshakesFailOver) {
@@ -129,8 +139,8 @@ TEST_F(ExitSelectorTest, DeadExitIsRetriedAfterAWhile) {
   EXPECT_EQ(*selector_.active(), a_);
 }
 
-TEST_F(ExitSelectorTest, RestartedAgentIsTriedAgainAtOnce) {
-  selector_.SetPresence(a_, true);
+TEST_F(ExitSelectorTest, RestartedAgentIsTriedAgainSoon) {
+  selector_.SetPresence(a_, true, now_);
   selector_.Update(now_);
   selector_.Sample(a_, {}, now_);
   Step(1);
@@ -138,8 +148,12 @@ TEST_F(ExitSelectorTest, RestartedAgentIsTriedAgainAtOnce) {
   Step(3);
   selector_.Update(now_);
   EXPECT_EQ(*selector_.active(), b_);
-  selector_.SetPresence(a_, false);
-  selector_.SetPresence(a_, true);
+  selector_.SetPresence(a_, false, now_);
+  selector_.SetPresence(a_, true, now_);
+  EXPECT_FALSE(selector_.Update(now_));
+  // A packet from it ends the settling at once.
+  Step(1);
+  selector_.Sample(a_, {.tx_packets = 1, .rx_packets = 1}, now_);
   EXPECT_TRUE(selector_.Update(now_));
   EXPECT_EQ(*selector_.active(), a_);
 }

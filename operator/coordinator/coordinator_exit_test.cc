@@ -72,8 +72,7 @@ class CoordinatorExitTest : public ::testing::Test {
   std::string dir_;
   std::unique_ptr<StateStore> store_;
   std::unique_ptr<Coordinator> c_;
-  PublicKey laptop_ = NewKey(), eu1_ = NewKey(), eu2_ = NewKey(), us_ = NewKey(),
-            guest_ = NewKey();
+  PublicKey laptop_ = NewKey(), eu1_ = NewKey(), eu2_ = NewKey(), us_ = NewKey(), guest_ = NewKey();
   std::map<std::string, std::shared_ptr<Subscription>> subs_;
   std::map<std::string, coord::MapUpdate> full_;
 };
