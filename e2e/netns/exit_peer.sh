@@ -11,7 +11,9 @@
 # through the tunnel (dnsmasq sees exit1's address, the laptop's NAT router forwards no DNS);
 # the stranger is refused (status names exit1 and why) and, fail-closed, fetches nothing; exit1
 # killed (SIGKILL): the laptop's traffic moves to exit2 within EXIT_FAILOVER_S (measured); exit1
-# restarted removes its own stale table and the laptop moves back to it (preferred); exit1 stopped
+# restarted removes its own stale table and the laptop moves back to it (preferred); exit1's host
+# vanishing without closing anything (its link down) moves the traffic to exit2 within
+# EXIT_FAILOVER_S too, through the data plane's evidence (measured); exit1 stopped
 # cleanly removes its nftables table and leaves forwarding as it found it; the laptop restarted with
 # `--exit-dns` answers a query to an address that serves no DNS from web's resolver; the laptop
 # stopped removes its rules and table, and its traffic goes out directly again.
@@ -135,6 +137,18 @@ tm_wait 20 "the laptop to use exit1 again" using_is laptop exit1
 tm_wait 10 "web to see exit1's address again" web_sees lap "$EX1"
 tm_expect_eq "exit1's tables (one)" \
   "$(tm_in ex1 nft list tables | grep -c "tunnelmesh_exit_$EX1_IF")" 1
+
+tm_step "exit1's host vanishes (no connection closed): the data plane notices, traffic moves"
+tm_in ex1 ip link set pub0 down
+START=$(tm__now_ms)
+if ! tm_poll "$EXIT_FAILOVER_S" web_sees lap "$EX2"; then
+  tm_fail "the laptop's traffic did not move to exit2 within ${EXIT_FAILOVER_S}s of exit1's host" \
+    "vanishing (web sees '$(seen_by_web lap)'; exit state: $(tm__mjson laptop "s.get('exit')" || true))"
+fi
+tm_log "failover to exit2 after $(tm_elapsed_since "$START")s; exit1: $(tm_mjson laptop \
+  "[p['reason'] for p in s['exit']['peers'] if p['name'] == 'exit1'][0]")"
+tm_in ex1 ip link set pub0 up
+tm_in ex1 ip route replace default via "$TM_NET_GW"
 
 tm_step "exit1 stops cleanly: its table and forwarding are gone"
 tm_member_stop exit1
