@@ -66,7 +66,8 @@ PRIO=$(grep -oE '^[0-9]+:[[:space:]]*not from all fwmark' <<<"$RULES" | cut -d: 
 
 tm_step "a killed agent's rules are removed by the next start"
 tm_node_kill laptop
-tm_in lap ip -4 rule show | grep -q "^$PRIO:" || tm_fail "a killed agent should leave its rule"
+RULES=$(tm_in lap ip -4 rule show)
+grep -q "^$PRIO:" <<<"$RULES" || tm_fail "a killed agent should leave its rule: $RULES"
 tm_in lap ip -4 rule add to 192.0.2.77 lookup main priority $((PRIO - 3))
 tm_node_start laptop
 tm_wait 15 "web to see the exit's address again" web_sees lap "$EX"

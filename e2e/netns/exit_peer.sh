@@ -175,7 +175,8 @@ tm_step "the laptop stops: rules and table gone, traffic direct again"
 tm_member_stop laptop
 RULES=$(tm_in lap ip rule show)
 tm_expect_eq "ip rules left on the laptop" "$(grep -vc -E '^(0|32766|32767):' <<<"$RULES")" 0
-tm_in lap nft list tables | grep -q tunnelmesh_exitdns && tm_fail "the DNS redirect table is left"
+TABLES=$(tm_in lap nft list tables)
+grep -q tunnelmesh_exitdns <<<"$TABLES" && tm_fail "the DNS redirect table is left: $TABLES"
 tm_expect_eq "web sees the laptop's NAT again" "$(seen_by_web lap)" "$S1"
 
 tm_checks_done
