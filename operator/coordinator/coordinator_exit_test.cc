@@ -165,6 +165,37 @@ TEST_F(CoordinatorExitTest, PolicyAndMemberChangesSendDeltasToThoseAffected) {
   EXPECT_TRUE(Exits("laptop").empty()) << "unchanged";
 }
 
+TEST_F(CoordinatorExitTest, ExplainNamesTheExitThatDecides) {
+  c_->SetPolicies({Policy(R"({"metadata": {"name": "laptops-web"}, "spec": {
+    "mesh": "demo", "action": "Allow",
+    "from": [{"peerSelector": {"matchLabels": {"role": "laptop"}}}],
+    "to": [{"internet": {}}], "ports": [{"protocol": "TCP", "port": 443}]}})")});
+  Join(Req(eu1_, "eu1", {{"region", "eu"}}, true, {}));
+  Join(Req(eu2_, "eu2", {{"region", "eu"}}, true, {}));
+  Join(Req(laptop_, "laptop", {{"role", "laptop"}}, false, {"eu2", "eu1"}));
+  Join(Req(guest_, "guest", {}, false, {}));
+  coord::ExplainRequest request;
+  request.set_source("laptop");
+  request.set_destination("192.0.2.80");
+  request.set_protocol(coord::FILTER_PROTOCOL_TCP);
+  request.set_port(443);
+  absl::StatusOr<coord::ExplainResponse> r = c_->Explain(laptop_, request);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->action(), coord::FILTER_ACTION_ALLOW);
+  EXPECT_EQ(r->policy(), "laptops-web");
+  EXPECT_EQ(r->enforced_by(), "eu2") << "the laptop's first choice";
+  EXPECT_EQ(r->source_ip(), "10.99.0.3");
+  request.set_port(22);
+  r = c_->Explain(laptop_, request);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->action(), coord::FILTER_ACTION_DENY);
+  EXPECT_EQ(r->policy(), "") << "the default";
+  request.set_source("guest");
+  r = c_->Explain(guest_, request);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("uses no exit peer"), std::string::npos) << r.status();
+}
+
 TEST_F(CoordinatorExitTest, RegistrationChecksAndSshFields) {
   coord::RegisterRequest bad = Req(laptop_, "laptop", {}, false, {"Not A Name"});
   absl::StatusOr<coord::RegisterResponse> r = RegisterAs(*c_, bad);

@@ -2,6 +2,7 @@
 // keep each file readable): keeping one policy::Engine per mesh in line with the member map, the
 // Mesh specs and the PeerPolicies; sending changed rule sets to the members they belong to; and
 // the Explain RPC's evaluation. Everything here runs under mu_ and does no I/O.
+#include <cstring>
 #include <string>
 
 #include "lib/base/log.h"
@@ -69,6 +70,34 @@ absl::StatusOr<FlowEnd> Resolve(const policy::Engine& engine, const std::string&
                                "\" (tunnelmesh-agent status lists them)");
   }
   return e;
+}
+
+// Whether `ip` is outside the mesh's ranges (the internet of PeerPolicy `internet` entries).
+bool IsInternet(const MeshSpec& spec, const IpAddress& ip) {
+  if (spec.ipv4_cidr.Contains(ip)) return false;
+  return !(spec.ipv6_cidr && spec.ipv6_cidr->Contains(ip));
+}
+
+// What `enforcer`'s rule set decides for the flow.
+absl::StatusOr<coord::ExplainResponse> Decide(const policy::Engine& engine,
+                                              const std::string& enforcer, const IpAddress& source,
+                                              const IpAddress& destination,
+                                              const coord::ExplainRequest& request) {
+  const coord::FilterRules* rules = engine.RulesFor(enforcer);
+  if (rules == nullptr) {
+    return absl::FailedPreconditionError("member \"" + enforcer +
+                                         "\", which filters this traffic, is not in the mesh");
+  }
+  if (request.port() > 65535) return absl::InvalidArgumentError("port must be at most 65535");
+  const policy::Decision decision = policy::Evaluate(
+      *rules, source, destination, request.protocol(), static_cast<uint16_t>(request.port()));
+  coord::ExplainResponse response;
+  response.set_action(decision.action);
+  response.set_policy(decision.policy);
+  response.set_enforced_by(enforcer);
+  response.set_source_ip(source.ToString());
+  response.set_destination_ip(destination.ToString());
+  return response;
 }
 
 }  // namespace
@@ -221,6 +250,33 @@ absl::StatusOr<coord::ExplainResponse> Coordinator::Explain(const PublicKey& cal
   if (!source.ok()) return source.status();
   absl::StatusOr<FlowEnd> destination = Resolve(engine, request.destination(), "destination", mesh);
   if (!destination.ok()) return destination.status();
+  // The internet: the source's exit peer enforces, the first one it may use.
+  auto mesh_state = meshes_.find(mesh);
+  if (destination->member == nullptr && destination->ip && source->member != nullptr &&
+      mesh_state != meshes_.end() && IsInternet(mesh_state->second.spec, *destination->ip)) {
+    const MemberRecord* client = nullptr;
+    for (const auto& [key, m] : members_) {
+      if (m.mesh == mesh && m.name == source->member->name) client = &m;
+    }
+    const coord::ExitConfig exits =
+        client == nullptr ? coord::ExitConfig() : ExitConfigLocked(*client);
+    if (exits.use_public_keys().empty()) {
+      return absl::FailedPreconditionError(
+          "destination " + request.destination() + " is outside the mesh, and \"" +
+          source->member->name +
+          "\" uses no exit peer it may use (MeshPeer spec.useExitPeer, join --exit-peer; its "
+          "`tunnelmesh-agent status` says why one is refused)");
+    }
+    PublicKey exit_key;
+    std::memcpy(exit_key.bytes.data(), exits.use_public_keys(0).data(), kKeySize);
+    destination->member = engine.FindMember(members_.at(exit_key).name);
+    if (!source->ip) source->ip = AddressOf(*source->member, &*destination->ip);
+    if (destination->member == nullptr || !source->ip) {
+      return absl::FailedPreconditionError("source \"" + request.source() +
+                                           "\" has no address of the destination's IP family");
+    }
+    return Decide(engine, destination->member->name, *source->ip, *destination->ip, request);
+  }
   if (destination->member == nullptr) {
     return absl::NotFoundError("destination " + request.destination() +
                                " is no address of a member of Mesh \"" + mesh +
@@ -253,22 +309,7 @@ absl::StatusOr<coord::ExplainResponse> Coordinator::Explain(const PublicKey& cal
                                          request.source() +
                                          "\" runs an agent: no member's filter sees this traffic");
   }
-  const coord::FilterRules* rules = engine.RulesFor(enforcer);
-  if (rules == nullptr) {
-    return absl::FailedPreconditionError("member \"" + enforcer +
-                                         "\", which filters this traffic, is not in the mesh");
-  }
-  if (request.port() > 65535) return absl::InvalidArgumentError("port must be at most 65535");
-  const policy::Decision decision =
-      policy::Evaluate(*rules, *source->ip, *destination->ip, request.protocol(),
-                       static_cast<uint16_t>(request.port()));
-  coord::ExplainResponse response;
-  response.set_action(decision.action);
-  response.set_policy(decision.policy);
-  response.set_enforced_by(enforcer);
-  response.set_source_ip(source->ip->ToString());
-  response.set_destination_ip(destination->ip->ToString());
-  return response;
+  return Decide(engine, enforcer, *source->ip, *destination->ip, request);
 }
 
 }  // namespace tunnelmesh

@@ -9,8 +9,8 @@
 //   - when it offers itself as an exit peer, for each policy whose `to` has an `internet` entry
 //     covering it (compiler.h, InternetThrough): rules from the addresses `from` selects to the
 //     internet (every address outside the mesh's ranges, SetMeshRanges), one per protocol; the
-//     sources of such Allow policies are its exit clients (ExitClientsFor). The Mesh's default
-//     action never reaches the internet: the exit forwards only for its clients;
+//     sources of such Allow policies are its exit clients (ExitClientsFor), the only members it
+//     forwards for whatever the Mesh's default action;
 //   - egress_prefixes: the addresses of every member that runs no agent, and rules from this
 //     member's own addresses to those that a policy's `to` selects;
 //   - the Mesh's default action.
