@@ -13,9 +13,11 @@
 # killed (SIGKILL): the laptop's traffic moves to exit2 within EXIT_FAILOVER_S (measured); exit1
 # restarted removes its own stale table and the laptop moves back to it (preferred); exit1's host
 # vanishing without closing anything (its link down) moves the traffic to exit2 within
-# EXIT_FAILOVER_S too, through the data plane's evidence (measured); exit1 stopped
+# EXIT_FAILOVER_S too (measured; the data plane's evidence or the coordinator's, whichever comes
+# first); exit1 stopped
 # cleanly removes its nftables table and leaves forwarding as it found it; the laptop restarted with
-# `--exit-dns` answers a query to an address that serves no DNS from web's resolver; the laptop
+# `--exit-dns` answers a query to an address that serves no DNS from web's resolver, and with
+# `--exit-allow-lan` reaches a host on its LAN that it could not reach before; the laptop
 # stopped removes its rules and table, and its traffic goes out directly again.
 #
 # Usage: exit_peer.sh [AGENT_PATH [OPERATOR_PATH]]   (needs root; exits 77 otherwise)
@@ -36,6 +38,7 @@ tm_net_public ex1
 tm_net_public ex2
 tm_net_site s1 eim
 tm_net_site_host s1 lap
+tm_net_site_host s1 prn   # a "printer" on the laptop's LAN
 tm_net_site s2 eim
 tm_net_site_host s2 str
 WEB=${TM_NET_ADDR[web]}
@@ -60,6 +63,9 @@ tm_step "the internet: an HTTP server that says who asked, and dnsmasq"
 ip netns exec "$(tm_ns web)" "$TM_PY" "$TM_LIB_DIR/echo_http.py" "$WEB" "$WEB_PORT" \
   >"$TM_WORK/web.log" 2>&1 &
 TM_BG_PIDS+=("$!")
+ip netns exec "$(tm_ns prn)" "$TM_PY" "$TM_LIB_DIR/echo_http.py" "${TM_NET_ADDR[prn]}" \
+  "$WEB_PORT" >"$TM_WORK/prn.log" 2>&1 &
+TM_BG_PIDS+=("$!")
 ip netns exec "$(tm_ns web)" dnsmasq --keep-in-foreground --no-resolv --no-hosts \
   --listen-address="$WEB" --bind-interfaces --address=/example.test/198.51.100.80 \
   --log-queries --log-facility="$TM_WORK/dnsmasq.log" --pid-file="$TM_WORK/dnsmasq.pid" \
@@ -69,7 +75,14 @@ web_up() { tm_in web curl -s -m 1 "http://$WEB:$WEB_PORT/" >/dev/null; }
 tm_wait 10 "the web server to answer" web_up
 # Who web sees when NSID fetches a page ("" when the fetch fails).
 seen_by_web() { ip netns exec "$(tm_ns "$1")" curl -s -m 3 "http://$WEB:$WEB_PORT/" || true; }
+seen_by_printer() {
+  ip netns exec "$(tm_ns lap)" curl -s -m 2 "http://${TM_NET_ADDR[prn]}:$WEB_PORT/" || true
+}
 tm_expect_eq "web sees the laptop's NAT before any exit" "$(seen_by_web lap)" "$S1"
+# LAN hosts talk to each other across the router's bridge (where the host's br_netfilter makes
+# bridged packets pass the forward chain, the NAT's drop policy would stop them).
+tm_in s1 nft insert rule ip filter forward iifname lan0 oifname lan0 accept
+tm_expect_eq "the printer sees the laptop before any exit" "$(seen_by_printer)" "${TM_NET_ADDR[lap]}"
 
 tm_step "exits and members join"
 FWD4_BEFORE=$(tm_in ex1 cat /proc/sys/net/ipv4/ip_forward)
@@ -99,6 +112,8 @@ tm_expect_eq "the laptop's interface is the route to the internet" \
   "$(tm_in lap ip -4 route get "$WEB" | grep -o "dev [a-z0-9]*" | head -n1)" "dev $LAP_IF"
 tm_wait_ping lap "$(tm_member_ip exit2 4)" 5
 tm_log "mesh traffic still reaches exit2 by its mesh IP"
+tm_expect_eq "the printer on the laptop's LAN, without --exit-allow-lan (not reachable)" \
+  "$(seen_by_printer)" ""
 
 tm_step "DNS goes through the tunnel"
 tm_in s1 nft insert rule ip filter forward udp dport 53 counter comment '"dns from the LAN"'
@@ -138,7 +153,7 @@ tm_wait 10 "web to see exit1's address again" web_sees lap "$EX1"
 tm_expect_eq "exit1's tables (one)" \
   "$(tm_in ex1 nft list tables | grep -c "tunnelmesh_exit_$EX1_IF")" 1
 
-tm_step "exit1's host vanishes (no connection closed): the data plane notices, traffic moves"
+tm_step "exit1's host vanishes (link cut, no connection closed): traffic moves"
 tm_in ex1 ip link set pub0 down
 START=$(tm__now_ms)
 if ! tm_poll "$EXIT_FAILOVER_S" web_sees lap "$EX2"; then
@@ -160,9 +175,10 @@ tm_expect_eq "exit1's net.ipv6.conf.all.forwarding (as before the agent)" \
   "$(tm_in ex1 cat /proc/sys/net/ipv6/conf/all/forwarding)" "$FWD6_BEFORE"
 tm_wait 10 "web to see exit2's address" web_sees lap "$EX2"
 
-tm_step "--exit-dns: every DNS query goes to the chosen resolver, through the tunnel"
+tm_step "--exit-dns and --exit-allow-lan: DNS to the chosen resolver through the tunnel, LAN direct"
 tm_member_stop laptop
-tm_member_start laptop --label role=laptop --exit-peer exit1 --exit-peer exit2 --exit-dns "$WEB"
+tm_member_start laptop --label role=laptop --exit-peer exit1 --exit-peer exit2 --exit-dns "$WEB" \
+  --exit-allow-lan
 tm_wait 15 "the laptop to use exit2" using_is laptop exit2
 # 192.0.2.53 serves no DNS anywhere: the redirect answers.
 ANSWER=$(tm_in lap dig +short +time=2 +tries=2 @192.0.2.53 example.test A)
@@ -170,6 +186,9 @@ tm_expect_eq "a query to 192.0.2.53 answered by web's resolver" "$ANSWER" "198.5
 grep -q "query\[A\] example.test from $EX2" "$TM_WORK/dnsmasq.log" ||
   tm_fail "dnsmasq did not see the redirected query from exit2 ($EX2)"
 tm_expect_eq "DNS packets the laptop's NAT forwarded" "$(tm_nat_counter s1 "dns from the LAN")" 0
+tm_expect_eq "the printer sees the laptop's LAN address (--exit-allow-lan)" "$(seen_by_printer)" \
+  "${TM_NET_ADDR[lap]}"
+tm_expect_eq "web still sees exit2" "$(seen_by_web lap)" "$EX2"
 
 tm_step "the laptop stops: rules and table gone, traffic direct again"
 tm_member_stop laptop
