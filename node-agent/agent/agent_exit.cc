@@ -109,16 +109,28 @@ absl::Status Agent::StartExit() {
                         plane_->SendRaw(bytes, to);
                       });
   });
+  // Asked for here (--exit-peer, or a full-tunnel config file): what cannot be set up fails the
+  // start, since traffic would otherwise leave outside the tunnel. Otherwise (an exit role may
+  // come from the MeshPeer later) it is a warning, and `status` shows the error if the role comes.
+  const bool asked = params_.full_tunnel || params_.exit->requested;
+  auto problem = [asked](const absl::Status& s, const std::string& what) {
+    if (asked) return absl::Status(s.code(), what + ": " + std::string(s.message()));
+    TM_LOG_WARN("{}: {}; exit peers will not work on this host", what, std::string(s.message()));
+    return absl::OkStatus();
+  };
   // The agent's own datagrams (to peers, STUN) never enter the tunnel, wherever they go.
   const uint32_t mark = exit_->fwmark();
   if (setsockopt(socket_->readable_fd(), SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) {
-    return absl::PermissionDeniedError(
-        std::string("marking the UDP socket for exit routing (SO_MARK): ") + std::strerror(errno) +
-        " (the agent needs CAP_NET_ADMIN)");
+    absl::Status s = problem(absl::PermissionDeniedError(std::string(std::strerror(errno)) +
+                                                         " (the agent needs CAP_NET_ADMIN)"),
+                             "marking the UDP socket for exit routing (SO_MARK)");
+    if (!s.ok()) return s;
   }
   if (absl::Status s = exit_->Start(); !s.ok()) {
-    return absl::Status(s.code(),
-                        "removing a previous run's exit routing: " + std::string(s.message()));
+    s = problem(s,
+                "removing a previous run's exit routing (it needs `ip` from iproute2 and `nft` "
+                "from nftables)");
+    if (!s.ok()) return s;
   }
   bool ipv6 = false;
   for (const auto& [ip, length] : params_.addresses) ipv6 = ipv6 || ip.is_v6();
