@@ -133,6 +133,8 @@ tm_log "refused: $(tm_mjson stranger "s['exit']['refused']")"
 tm_expect_eq "the stranger's exit state" "$(tm_mjson stranger "s['exit']['state']")" \
   "no healthy exit: internet traffic is dropped (fail-closed)"
 tm_expect_eq "what web sees from the stranger (nothing: fail-closed)" "$(seen_by_web str)" ""
+tm_expect_eq "exit1 serves the stranger" \
+  "$(tm_mjson exit1 "'$(tm_member_ip stranger 4)/32' in s['exit']['serving']")" false
 
 tm_step "exit1 dies: the laptop's traffic moves to exit2"
 START=$(tm__now_ms)
