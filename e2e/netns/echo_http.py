@@ -1,8 +1,9 @@
 """An HTTP server that answers every GET with the client address it sees, one line.
 
-Usage: echo_http.py ADDRESS PORT   (the exit-peer scenarios run it on their "internet" host)
+Usage: echo_http.py ADDRESS PORT   (ADDRESS IPv4 or IPv6)   (the exit-peer scenarios run it on their "internet" host)
 """
 import http.server
+import socket
 import sys
 
 
@@ -18,4 +19,8 @@ class Echo(http.server.BaseHTTPRequestHandler):
         sys.stderr.write("%s %s\n" % (self.client_address[0], fmt % args))
 
 
-http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Echo).serve_forever()
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+
+
+Server((sys.argv[1], int(sys.argv[2])), Echo).serve_forever()

@@ -7,7 +7,7 @@
 # default (Allow) lets the members reach each other but never the internet.
 #
 # Checks: the laptop uses exit1 (status), fetches a page from web and web sees exit1's public
-# address; mesh traffic still reaches the other members; a DNS query to web's resolver goes
+# address, over IPv4 and over IPv6 (the laptop's only IPv6 is its mesh address); mesh traffic still reaches the other members; a DNS query to web's resolver goes
 # through the tunnel (dnsmasq sees exit1's address, the laptop's NAT router forwards no DNS);
 # the stranger is refused (status names exit1 and why) and, fail-closed, fetches nothing; exit1
 # killed (SIGKILL): the laptop's traffic moves to exit2 within EXIT_FAILOVER_S (measured); exit1
@@ -45,6 +45,15 @@ WEB=${TM_NET_ADDR[web]}
 EX1=${TM_NET_ADDR[ex1]}
 EX2=${TM_NET_ADDR[ex2]}
 S1=${TM_NET_ADDR[s1]}
+# IPv6 on the public segment for web and the exits only (the laptop's LAN has none): the
+# laptop's IPv6 internet traffic can only leave through the tunnel, from its mesh address.
+V6NET=2001:db8:99
+ip -n "$(tm_ns inet)" addr add "$V6NET::254/64" dev br0 nodad
+for id in web:80 ex1:12 ex2:13; do
+  ip -n "$(tm_ns "${id%%:*}")" addr add "$V6NET::${id#*:}/64" dev pub0 nodad
+done
+WEB6=$V6NET::80
+EX1_6=$V6NET::12
 tm_coord_setup coord
 cat >"$TM_WORK/coord.manifests/laptops-internet.yaml" <<'YAML'
 apiVersion: tunnelmesh.io/v1alpha1
@@ -70,6 +79,9 @@ ip netns exec "$(tm_ns web)" dnsmasq --keep-in-foreground --no-resolv --no-hosts
   --listen-address="$WEB" --bind-interfaces --address=/example.test/198.51.100.80 \
   --log-queries --log-facility="$TM_WORK/dnsmasq.log" --pid-file="$TM_WORK/dnsmasq.pid" \
   --user=root &
+TM_BG_PIDS+=("$!")
+ip netns exec "$(tm_ns web)" "$TM_PY" "$TM_LIB_DIR/echo_http.py" "$WEB6" "$WEB_PORT" \
+  >"$TM_WORK/web6.log" 2>&1 &
 TM_BG_PIDS+=("$!")
 web_up() { tm_in web curl -s -m 1 "http://$WEB:$WEB_PORT/" >/dev/null; }
 tm_wait 10 "the web server to answer" web_up
@@ -108,6 +120,10 @@ tm_wait 10 "exit1 to serve the laptop's mesh IP" serves exit1 "$(tm_member_ip la
 web_sees() { [[ "$(seen_by_web "$1")" == "$2" ]]; }
 tm_wait 15 "web to see exit1's address ($EX1) when the laptop fetches" web_sees lap "$EX1"
 tm_log "web sees $EX1 (exit1), not the laptop's NAT $S1"
+seen_by_web6() { ip netns exec "$(tm_ns "$1")" curl -s -g -m 3 "http://[$WEB6]:$WEB_PORT/" || true; }
+tm_wait 10 "web to see exit1's IPv6 address ($EX1_6) over IPv6" \
+  eval '[[ "$(seen_by_web6 lap)" == "$EX1_6" ]]'
+tm_log "IPv6 too: web sees $EX1_6 (exit1)"
 tm_expect_eq "the laptop's interface is the route to the internet" \
   "$(tm_in lap ip -4 route get "$WEB" | grep -o "dev [a-z0-9]*" | head -n1)" "dev $LAP_IF"
 tm_wait_ping lap "$(tm_member_ip exit2 4)" 5
