@@ -185,7 +185,10 @@ std::string ExitForwardScript(const std::string& interface_name,
       << "    type filter hook forward priority 0; policy accept;\n"
       // Forwarding inside the mesh (pods behind this node) is not the exit's business.
       << "    iifname " << iif << " ip daddr @mesh4 accept\n"
-      << "    iifname " << iif << " ip6 daddr @mesh6 accept\n"
+      << "    iifname " << iif
+      << " ip6 daddr @mesh6 accept\n"
+      // Back into the tunnel (a static peer's prefixes): not the internet either.
+      << "    iifname " << iif << " oifname " << iif << " accept\n"
       << "    iifname " << iif << " ip saddr @clients4 counter accept\n"
       << "    iifname " << iif << " ip6 saddr @clients6 counter accept\n"
       << "    iifname " << iif << " counter drop comment \"not a client of this exit\"\n"

@@ -86,6 +86,8 @@ TEST(ExitForwardScript, AcceptsAndMasqueradesOnlyClients) {
   EXPECT_TRUE(absl::StrContains(script, "elements = { fd99:99::5/128 }"));
   EXPECT_TRUE(absl::StrContains(script, "iifname \"tm0\" ip saddr @clients4 counter accept"));
   EXPECT_TRUE(absl::StrContains(script, "iifname \"tm0\" counter drop"));
+  EXPECT_LT(script.find("iifname \"tm0\" oifname \"tm0\" accept"),
+            script.find("iifname \"tm0\" counter drop"));
   EXPECT_TRUE(absl::StrContains(
       script, "oifname != \"tm0\" ip saddr @clients4 ip daddr != @mesh4 masquerade"));
   EXPECT_TRUE(absl::StrContains(
