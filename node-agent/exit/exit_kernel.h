@@ -22,7 +22,8 @@
 // Exit (a member that forwards other members' internet traffic): IPv4 forwarding on (and IPv6
 // when a client has an IPv6 prefix), each restored on Remove if the agent turned it on, and an
 // nftables table `tunnelmesh_exit_IFACE`: forwarded packets from IFACE are accepted when their
-// source is a client prefix or their destination is in the mesh, dropped (counted) otherwise, and
+// source is a client prefix, their destination is in the mesh or they go back out of IFACE, and
+// dropped (counted) otherwise; and
 // the clients' packets leaving by another interface are masqueraded.
 //
 // Threads: each object belongs to the agent's control thread; the commands block that thread for
