@@ -9,7 +9,8 @@
 # Checks: the laptop uses exit1 (status), fetches a page from web and web sees exit1's public
 # address, over IPv4 and over IPv6 (the laptop's only IPv6 is its mesh address); mesh traffic still reaches the other members; a DNS query to web's resolver goes
 # through the tunnel (dnsmasq sees exit1's address, the laptop's NAT router forwards no DNS);
-# the stranger is refused (status names exit1 and why) and, fail-closed, fetches nothing; exit1
+# the stranger is refused (status names exit1 and why) and, fail-closed, fetches nothing (with
+# --exit-fail-open it goes out directly, through its own NAT); exit1
 # killed (SIGKILL): the laptop's traffic moves to exit2 within EXIT_FAILOVER_S (measured); exit1
 # restarted removes its own stale table and the laptop moves back to it (preferred); exit1's host
 # vanishing without closing anything (its link down) moves the traffic to exit2 within
@@ -151,6 +152,13 @@ tm_expect_eq "the stranger's exit state" "$(tm_mjson stranger "s['exit']['state'
 tm_expect_eq "what web sees from the stranger (nothing: fail-closed)" "$(seen_by_web str)" ""
 tm_expect_eq "exit1 serves the stranger" \
   "$(tm_mjson exit1 "'$(tm_member_ip stranger 4)/32' in s['exit']['serving']")" false
+tm_member_stop stranger
+tm_member_start stranger --exit-peer exit1 --exit-fail-open
+state_is() { [[ "$(tm__mjson "$1" "(s.get('exit') or {}).get('state')")" == "$2" ]]; }
+tm_wait 10 "the stranger to fail open" state_is stranger \
+  "no healthy exit: internet traffic goes out directly (fail-open)"
+tm_expect_eq "what web sees from the stranger with --exit-fail-open (its own NAT)" \
+  "$(seen_by_web str)" "${TM_NET_ADDR[s2]}"
 
 tm_step "exit1 dies: the laptop's traffic moves to exit2"
 START=$(tm__now_ms)
