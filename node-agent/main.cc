@@ -442,6 +442,21 @@ int main(int argc, char** argv) {
                  "run without the mesh DNS server (implies --no-resolved)");
   join->add_flag("--no-resolved", join_options.no_resolved,
                  "do not register the mesh domain on the interface with systemd-resolved");
+  join->add_flag("--advertise-exit", join_options.advertise_exit,
+                 "offer this member as an exit peer: forward and masquerade the internet traffic "
+                 "of the members a PeerPolicy lets use it (docs/remote-access.md)");
+  join->add_option("--exit-peer", join_options.exit_peers,
+                   "route this member's internet traffic through exit peer NAME; repeat for "
+                   "failover, most preferred first");
+  join->add_flag("--exit-allow-lan", join_options.exit_allow_lan,
+                 "with an exit peer: keep directly connected networks out of the tunnel (DNS to "
+                 "them still goes through it)");
+  join->add_flag("--exit-fail-open", join_options.exit_fail_open,
+                 "with an exit peer: when none is healthy, send internet traffic out directly "
+                 "instead of dropping it");
+  join->add_option("--exit-dns", join_options.exit_dns,
+                   "with an exit peer: send every DNS query of this host to this resolver IP, "
+                   "through the tunnel (default: the host's resolvers, through the tunnel)");
   join->add_option("--log-level", options.log_level, "trace, debug, info, warn or error");
   join->add_option("--log-format", options.log_format,
                    "text (default) or json (one object a line)");

@@ -40,7 +40,7 @@ Agent::Agent(AgentParams params)
       name_(params_.name) {
   for (const auto& [ip, length] : params_.addresses) mesh_ips_.push_back(ip);
   peers_ = std::make_unique<PeerTable>(
-      device_.get(), device_->identity().public_key, &link_routes_,
+      device_.get(), device_->identity().public_key, &route_filter_,
       [this](std::shared_ptr<const RouteTable> routes) {
         if (adapter_) adapter_->PublishRoutes(std::move(routes));
       },
@@ -65,6 +65,7 @@ Agent::~Agent() {
   pods_loop_.Stop();
   uapi_.reset();
   loop_.Stop();
+  if (exit_) exit_->Stop();
   resolved_.reset();  // Reverts the link if Run did not.
   if (plane_) plane_->Stop();
 }
@@ -89,6 +90,7 @@ absl::Status Agent::BringUp(std::unique_ptr<TunDevice> tun, std::unique_ptr<UdpB
   if (configured.ok()) configured = link_->SetUp();
   if (!configured.ok()) return configured;
   link_routes_.link = link_.get();
+  if (absl::Status s = StartExit(); !s.ok()) return s;
   relay_bind_ = std::make_unique<RelayBind>(
       [this](const PublicKey& destination, absl::Span<const uint8_t> frame) {
         return relay_ != nullptr && relay_->Send(destination, frame);
@@ -113,6 +115,7 @@ void Agent::FollowCoordinator(std::unique_ptr<CoordinatorSession> session,
   aliases_.assign(registration.aliases().begin(), registration.aliases().end());
   settings_ = registration.settings();
   peers_->SetPresharedKeys(settings_.preshared_key(), settings_.accepted_preshared_key());
+  UpdateExitServices();
   paths_ = std::make_unique<PathManager>(params_.private_key, device_->identity().public_key,
                                          adapter_.get());
   reporter_ = std::make_unique<EndpointReporter>(adapter_.get());
@@ -480,6 +483,7 @@ nlohmann::json Agent::BuildStatus() {
     status["attached_pods"] = std::move(attached);
   }
   if (coordinated_) status["pod_peers"] = peers_->pod_peers().size();
+  if (exit_) status["exit"] = exit_->Status(absl::Now());
   return status;
 }
 
@@ -511,6 +515,7 @@ void Agent::SampleLiveness() {
                          paths_->PathOf(key).kind == disco::PathKind::kDirect;
     liveness_.Sample(key, sample, now);
   }
+  if (exit_) exit_->Tick(now);
 }
 
 void Agent::PostRegistered(coord::RegisterResponse response) {
@@ -537,6 +542,7 @@ void Agent::ApplyRegistration(const coord::RegisterResponse& response) {
   peers_->SetPresharedKeys(settings_.preshared_key(), settings_.accepted_preshared_key());
   // A restarted coordinator has forgotten our endpoints.
   if (reporter_) reporter_->MarkDirty();
+  UpdateExitServices();
   MaybeReport();
   PublishZone();
 }
@@ -564,6 +570,14 @@ void Agent::ApplyUpdate(const coord::MapUpdate& update) {
     coordinator_connected_ = true;
     coordinator_changed_ = absl::Now();
     coordinator_error_.clear();
+  }
+  if (exit_) {
+    const absl::Time wall = absl::Now();
+    for (const coord::Presence& presence : update.presence()) {
+      exit_->SetPresence(PublicKeyFromBytes(presence.public_key()), presence.online(), wall);
+    }
+    if (update.has_exit()) exit_->ApplyConfig(update.exit(), wall);
+    if (!changes.removed.empty() || !changes.upserted.empty()) exit_->OnPeersChanged(wall);
   }
   if (update.version() != 0) map_version_ = update.version();
   if (update.full() || !changes.removed.empty() || !changes.upserted.empty() ||
@@ -779,6 +793,7 @@ int Agent::Run(const sigset_t& signals, bool member) {
   pods_loop_.Stop();
   uapi_.reset();
   loop_.Stop();
+  if (exit_) exit_->Stop();
   // Before the interface goes: `resolvectl revert`.
   if (resolved_) resolved_->Stop();
   plane_->Stop();

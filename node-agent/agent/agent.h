@@ -62,6 +62,7 @@
 #include "node-agent/control/control_socket.h"
 #include "node-agent/dataplane/dataplane.h"
 #include "node-agent/dns/resolved.h"
+#include "node-agent/exit/exit_controller.h"
 #include "node-agent/nat/endpoint_reporter.h"
 #include "node-agent/nat/path_manager.h"
 #include "node-agent/netlink/link_configurator.h"
@@ -110,6 +111,11 @@ struct AgentParams {
   std::optional<Endpoint> metrics_address;
   bool metrics_address_given = false;
   std::string version;  // For tunnelmesh_agent_info.
+  // Exit peers (node-agent/exit/exit_controller.h; nullopt: no exit role, e.g. a config file
+  // without a default route). `full_tunnel`: config mode with `AllowedIPs = 0.0.0.0/0` (or ::/0):
+  // the kernel routes everything into the tunnel by policy routing, not by a default route.
+  std::optional<ExitOptions> exit;
+  bool full_tunnel = false;
 };
 
 class Agent {
@@ -163,6 +169,16 @@ class Agent {
     LinkConfigurator* link = nullptr;
     bool enabled = true;  // False with `Table = off`.
   };
+  // With a full tunnel the exit's policy routing carries the default routes: the link gets none.
+  class NoDefaultRoutes final : public RouteInstaller {
+   public:
+    explicit NoDefaultRoutes(RouteInstaller* next) : next_(next) {}
+    absl::Status ReplaceRoutes(absl::Span<const Prefix> prefixes) override;
+    bool enabled = false;
+
+   private:
+    RouteInstaller* const next_;
+  };
 
   // What `explain` does next: answer now (this member enforces the flow), ask the coordinator, or
   // report an error.
@@ -190,6 +206,10 @@ class Agent {
   void SampleLiveness();
   void SendStun();
   void MaybeReport();
+  // Exit peers: the agent's UDP socket is marked and stale kernel state removed (BringUp); the
+  // coordinator, relay and STUN addresses are kept out of the tunnel (after each registration).
+  [[nodiscard]] absl::Status StartExit();
+  void UpdateExitServices();
   void OnForeignDatagram(const std::vector<uint8_t>& datagram, const Endpoint& from, bool disco);
   nlohmann::json BuildStatus();
   std::string BuildMetricsText();
@@ -213,6 +233,7 @@ class Agent {
   SystemClock clock_;
   std::unique_ptr<noise::Device> device_;
   LinkRoutes link_routes_;
+  NoDefaultRoutes route_filter_{&link_routes_};
   // Control-thread state (before Start: the constructing thread's).
   std::unique_ptr<PeerTable> peers_;
   std::unique_ptr<PathManager> paths_;
@@ -259,6 +280,8 @@ class Agent {
   ResolvedDetection resolved_detection_;
   std::unique_ptr<ResolvedRegistrar> resolved_;
   bool resolved_advice_logged_ = false;
+  // The exit-peer role (control thread; nullopt params_.exit: none).
+  std::unique_ptr<ExitController> exit_;
 
   std::atomic<bool> report_in_flight_{false};
   std::atomic<bool> leave_requested_{false};

@@ -210,6 +210,22 @@ absl::StatusOr<CheckedJoinOptions> CheckJoinOptions(const JoinOptions& options) 
     }
     checked.register_resolved = !options.no_resolved;
   }
+  for (const std::string& exit : options.exit_peers) {
+    if (exit.empty() || MakeDnsLabel(exit) != exit) {
+      return absl::InvalidArgumentError("--exit-peer \"" + exit +
+                                        "\" is not a member name (lowercase letters, digits and "
+                                        "'-', as `status` lists members)");
+    }
+  }
+  if (!options.exit_dns.empty()) {
+    absl::StatusOr<IpAddress> dns = IpAddress::Parse(options.exit_dns);
+    if (!dns.ok()) {
+      return absl::InvalidArgumentError("--exit-dns \"" + options.exit_dns +
+                                        "\" is not an IP address (e.g. 9.9.9.9); the resolver "
+                                        "is asked on port 53 through the exit peer");
+    }
+    checked.exit_dns = *dns;
+  }
   return checked;
 }
 

@@ -46,6 +46,14 @@ struct JoinOptions {
   std::string dns_upstream;
   // --timeout: give up when not registered within it (absl duration text); empty: wait for ever.
   std::string timeout;
+  // Exit peers (docs/remote-access.md): --advertise-exit offers this member as one; --exit-peer
+  // NAME (repeatable, failover order) routes its internet traffic through one. Either flag sends
+  // RegisterRequest.exit, which replaces what the member's MeshPeer spec says.
+  bool advertise_exit = false;
+  std::vector<std::string> exit_peers;
+  bool exit_allow_lan = false;  // --exit-allow-lan
+  bool exit_fail_open = false;  // --exit-fail-open
+  std::string exit_dns;         // --exit-dns IP
 };
 
 struct HostPort {
@@ -70,6 +78,7 @@ struct CheckedJoinOptions {
   std::string join_token;
   std::string ca_pem;
   std::optional<absl::Duration> timeout;  // --timeout; none: wait for ever
+  std::optional<IpAddress> exit_dns;      // --exit-dns
 };
 
 // Checks the flags; an InvalidArgument message names the flag to fix.

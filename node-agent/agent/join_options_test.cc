@@ -187,3 +187,34 @@ TEST(NodeKeyTest, CreatedOnceWithMode0600) {
 
 }  // namespace
 }  // namespace tunnelmesh
+
+namespace tunnelmesh {
+namespace {
+
+TEST(CheckJoinOptionsTest, ExitFlagsAreCheckedAndNamed) {
+  JoinOptions options = ValidOptions();
+  options.exit_peers = {"home", "office-2"};
+  options.exit_dns = "9.9.9.9";
+  absl::StatusOr<CheckedJoinOptions> checked = CheckJoinOptions(options);
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  ASSERT_TRUE(checked->exit_dns.has_value());
+  EXPECT_EQ(checked->exit_dns->ToString(), "9.9.9.9");
+
+  options.exit_dns = "dns.example";
+  checked = CheckJoinOptions(options);
+  ASSERT_FALSE(checked.ok());
+  EXPECT_NE(checked.status().message().find("--exit-dns \"dns.example\" is not an IP address"),
+            std::string::npos)
+      << checked.status();
+
+  options.exit_dns.clear();
+  options.exit_peers = {"Home Laptop"};
+  checked = CheckJoinOptions(options);
+  ASSERT_FALSE(checked.ok());
+  EXPECT_NE(checked.status().message().find("--exit-peer \"Home Laptop\" is not a member name"),
+            std::string::npos)
+      << checked.status();
+}
+
+}  // namespace
+}  // namespace tunnelmesh

@@ -192,6 +192,10 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
     for (const std::string& alias : options.aliases) request.add_aliases(alias);
     request.set_kind(*MemberKindFromName(options.kind));
     request.set_listen_port(port);
+    if (options.advertise_exit || !options.exit_peers.empty()) {
+      request.mutable_exit()->set_advertise(options.advertise_exit);
+      for (const std::string& exit : options.exit_peers) request.mutable_exit()->add_use(exit);
+    }
     return request;
   };
   hooks.on_registered = [&agent_slot](const coord::RegisterResponse& response) {
@@ -268,6 +272,8 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
   params.metrics_address = metrics.address;
   params.metrics_address_given = metrics.given;
   params.version = kTunnelMeshVersion;
+  params.exit = ExitOptions{options.exit_allow_lan, options.exit_fail_open, checked.exit_dns,
+                            !options.exit_peers.empty()};
   Agent agent(std::move(params));
   agent_slot = &agent;
   if (absl::Status s = agent.BringUp(std::move(*tun), std::move(*socket)); !s.ok()) {
@@ -298,6 +304,17 @@ int RunConfig(AgentConfig config, const ConfigRunOptions& options, const sigset_
   params.metrics_address = options.metrics.address;
   params.metrics_address_given = options.metrics.given;
   params.version = kTunnelMeshVersion;
+  // wg-quick's full tunnel: a default route in the main table would carry the encrypted packets
+  // too, so the default routes go into a table of their own behind policy rules (as wg-quick does).
+  // With `Table = N` the routes go into table N as given, and with `Table = off` nowhere.
+  for (const PeerConfig& peer : config.peers) {
+    for (const Prefix& prefix : peer.allowed_ips) {
+      if (prefix.length() == 0 && config.table_mode == TableMode::kAuto) {
+        params.full_tunnel = true;
+        params.exit = ExitOptions{};
+      }
+    }
+  }
   Agent agent(std::move(params));
   for (PeerConfig& peer : config.peers) {
     StaticPeerConfig static_peer;
@@ -310,15 +327,6 @@ int RunConfig(AgentConfig config, const ConfigRunOptions& options, const sigset_
       std::fprintf(stderr, "tunnelmesh-agent: %s:%d: %s\n", options.config_path.c_str(), peer.line,
                    std::string(s.message()).c_str());
       return kExitUsage;
-    }
-    for (const Prefix& prefix : peer.allowed_ips) {
-      if (prefix.length() == 0 && config.table_mode != TableMode::kOff) {
-        TM_LOG_WARN(
-            "{}:{}: AllowedIPs {} routes all traffic into the tunnel, including the "
-            "encrypted packets to the peer's endpoint unless a more specific route to it "
-            "exists; add a host route to the endpoint via your uplink",
-            options.config_path, peer.line, prefix.ToString());
-      }
     }
   }
   auto fail = [](const std::string& what) {

@@ -101,6 +101,32 @@ TEST(StatusTest, ReportsPeersRoutesAndDrops) {
   EXPECT_NE(text.find("pods in the mesh: 5"), std::string::npos) << text;
 }
 
+// The exit section: shown when this member uses, asked for or serves an exit peer.
+TEST(StatusTest, ShowsTheExitInUseRefusalsAndClients) {
+  nlohmann::json status = {{"self", {{"name", "laptop"}}}};
+  status["exit"] = {{"state", "none"},
+                    {"peers", nlohmann::json::array()},
+                    {"refused", nlohmann::json::array()},
+                    {"serving", nlohmann::json::array()}};
+  EXPECT_EQ(FormatStatus(status, absl::Now()).find("exit:"), std::string::npos);
+  status["exit"]["state"] = "using exit2";
+  status["exit"]["peers"] = {
+      {{"name", "exit1"}, {"healthy", false}, {"reason", "its agent is offline (coordinator)"}},
+      {{"name", "exit2"}, {"healthy", true}, {"active", true}}};
+  status["exit"]["refused"] = {{{"name", "exit3"}, {"reason", "no PeerPolicy allows it"}}};
+  const std::string text = FormatStatus(status, absl::Now());
+  EXPECT_NE(text.find("exit: using exit2\n  exit1: not healthy (its agent is offline "
+                      "(coordinator))\n  exit2: healthy, in use\n  exit3: refused (no PeerPolicy "
+                      "allows it)\n"),
+            std::string::npos)
+      << text;
+  status["exit"] = {{"state", "none"}, {"serving", {"10.99.0.5/32", "fd99:99::5/128"}}};
+  EXPECT_NE(FormatStatus(status, absl::Now())
+                .find("exit: none\n  exit for: 10.99.0.5/32, "
+                      "fd99:99::5/128\n"),
+            std::string::npos);
+}
+
 // `status --check`: registered and connected passes; no address or no coordinator connection is
 // named; a member run from a config file (no coordinator object) passes; offline peers do not
 // count.

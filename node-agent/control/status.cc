@@ -146,6 +146,42 @@ nlohmann::json BuildStatus(const SelfInfo& self, const noise::Device& device,
   return out;
 }
 
+namespace {
+
+// The "exit" object (node-agent/exit/exit_controller.h): empty when this member neither uses nor
+// serves an exit peer.
+std::string FormatExitStatus(const nlohmann::json& exit) {
+  if (!exit.is_object()) return "";
+  const nlohmann::json& peers = Field(exit, "peers");
+  const nlohmann::json& refused = Field(exit, "refused");
+  const nlohmann::json& serving = Field(exit, "serving");
+  const std::string state = String(exit, "state");
+  auto none = [](const nlohmann::json& a) { return !a.is_array() || a.empty(); };
+  if (state == "none" && none(refused) && none(serving)) return "";
+  std::string out = "\nexit: " + state + "\n";
+  if (peers.is_array()) {
+    for (const nlohmann::json& peer : peers) {
+      out += "  " + String(peer, "name") + ": " +
+             (Field(peer, "healthy") == true ? std::string("healthy")
+                                             : "not healthy (" + String(peer, "reason") + ")") +
+             (Field(peer, "active") == true ? ", in use" : "") + "\n";
+    }
+  }
+  if (refused.is_array()) {
+    for (const nlohmann::json& r : refused) {
+      out += "  " + String(r, "name") + ": refused (" + String(r, "reason") + ")\n";
+    }
+  }
+  if (!none(serving)) {
+    out += "  exit for: " + JoinStrings(serving) + "\n";
+  }
+  const std::string error = String(exit, "error");
+  if (!error.empty()) out += "  error: " + error + "\n";
+  return out;
+}
+
+}  // namespace
+
 std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
   // The reply comes from another process: every field is checked (a missing or mistyped one reads
   // as empty or zero), so a malformed reply prints what it can and never throws.
@@ -238,6 +274,7 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
   if (auto filter = status.find("filter"); filter != status.end()) {
     out += "\n" + policy::FormatFilterStatus(*filter);
   }
+  out += FormatExitStatus(Field(status, "exit"));
   const nlohmann::json& warnings = Field(self, "warnings");
   if (warnings.is_array() && !warnings.empty()) {
     out += "\n";

@@ -180,6 +180,7 @@ PeerChanges PeerTable::Apply(const coord::MapUpdate& update) {
   std::vector<PublicKey> removed_from_device;
   for (const PublicKey& key : gone) {
     if (peers_.count(key) == 0) continue;
+    if (exit_peer_ == key) exit_peer_.reset();
     Forget(key);
     removed_from_device.push_back(key);
     changes.removed.push_back(key);
@@ -283,6 +284,16 @@ absl::Status PeerTable::ApplyStatic(const std::vector<StaticPeerUpdate>& updates
   return published;
 }
 
+bool PeerTable::SetExitPeer(std::optional<PublicKey> key) {
+  if (key.has_value() && peers_.count(*key) == 0) return false;
+  if (key == exit_peer_) return true;
+  exit_peer_ = key;
+  if (absl::Status s = Publish(); !s.ok()) {
+    TM_LOG_WARN("updating routes: {}", std::string(s.message()));
+  }
+  return true;
+}
+
 absl::Status PeerTable::Publish() {
   auto routes = std::make_shared<RouteTable>();
   std::vector<Prefix> outside_mesh;
@@ -296,6 +307,11 @@ absl::Status PeerTable::Publish() {
         inside = inside || (cidr.Contains(prefix.address()) && prefix.length() >= cidr.length());
       }
       if (!inside) outside_mesh.push_back(prefix);
+    }
+  }
+  if (exit_peer_.has_value()) {
+    if (noise::Peer* exit = device_->FindPeer(*exit_peer_); exit != nullptr) {
+      for (const char* all : {"0.0.0.0/0", "::/0"}) routes->Insert(*Prefix::Parse(all), exit);
     }
   }
   routes_ = routes;

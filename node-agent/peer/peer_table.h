@@ -135,6 +135,14 @@ class PeerTable {
   // is the link's.
   [[nodiscard]] absl::Status Publish();
 
+  // The exit peer this member sends its internet traffic through (docs/remote-access.md), or none.
+  // In the route snapshot it also owns 0.0.0.0/0 and ::/0 (mesh prefixes still route to their own
+  // peers by longest prefix), so packets to the internet go to it and packets from the internet
+  // pass its inner-source check. These routes never go to the link (the exit's kernel routing is
+  // node-agent/exit/exit_kernel.h). Publishes when it changed; false when the key is no peer.
+  bool SetExitPeer(std::optional<PublicKey> key);
+  const std::optional<PublicKey>& exit_peer() const { return exit_peer_; }
+
   const PeerInfo* Find(const PublicKey& key) const;
   const std::map<PublicKey, PeerInfo>& peers() const { return peers_; }
   // The pods in the map, by their identifier (Peer.public_key).
@@ -162,6 +170,7 @@ class PeerTable {
   std::map<PublicKey, PeerInfo> peers_;
   std::map<PublicKey, PodPeerInfo> pod_peers_;
   std::shared_ptr<const RouteTable> routes_ = std::make_shared<RouteTable>();
+  std::optional<PublicKey> exit_peer_;
   uint64_t skipped_ = 0;
 };
 

@@ -391,3 +391,44 @@ TEST_F(PeerTableTest, MemberThatBecomesAPodLosesItsDevicePeer) {
 
 }  // namespace
 }  // namespace tunnelmesh
+
+namespace tunnelmesh {
+namespace {
+
+TEST_F(PeerTableTest, ExitPeerOwnsTheInternetButNotTheMesh) {
+  Member a, b;
+  coord::MapUpdate full;
+  full.set_full(true);
+  *full.add_upsert_peers() = MapPeer(a, "alpha", {"10.99.0.2/32"});
+  *full.add_upsert_peers() = MapPeer(b, "beta", {"10.99.0.3/32", "192.168.5.0/24"});
+  table_.Apply(full);
+  EXPECT_EQ(Owner("93.184.216.34"), nullptr);
+  const int routes_before = link_.calls;
+  EXPECT_TRUE(table_.SetExitPeer(a.key));
+  EXPECT_EQ(Owner("93.184.216.34"), device_.FindPeer(a.key));
+  EXPECT_EQ(Owner("2001:db8::1"), device_.FindPeer(a.key));
+  // Longest prefix: mesh members and other peers' prefixes keep their owners.
+  EXPECT_EQ(Owner("10.99.0.3"), device_.FindPeer(b.key));
+  EXPECT_EQ(Owner("192.168.5.9"), device_.FindPeer(b.key));
+  // The link never gets a default route from the exit.
+  EXPECT_EQ(link_.calls, routes_before + 1);
+  EXPECT_TRUE(std::none_of(link_.routes.begin(), link_.routes.end(),
+                           [](const Prefix& p) { return p.length() == 0; }));
+  // Moves with the exit, goes with it.
+  EXPECT_TRUE(table_.SetExitPeer(b.key));
+  EXPECT_EQ(Owner("93.184.216.34"), device_.FindPeer(b.key));
+  EXPECT_TRUE(table_.SetExitPeer(std::nullopt));
+  EXPECT_EQ(Owner("93.184.216.34"), nullptr);
+  Member stranger;
+  EXPECT_FALSE(table_.SetExitPeer(stranger.key));
+  // A peer that leaves the map stops being the exit.
+  EXPECT_TRUE(table_.SetExitPeer(a.key));
+  coord::MapUpdate gone;
+  gone.add_removed_peers(PublicKeyBytes(a.key));
+  table_.Apply(gone);
+  EXPECT_FALSE(table_.exit_peer().has_value());
+  EXPECT_EQ(Owner("93.184.216.34"), nullptr);
+}
+
+}  // namespace
+}  // namespace tunnelmesh
