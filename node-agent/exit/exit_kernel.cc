@@ -384,8 +384,9 @@ absl::Status ExitForwarder::Apply(const std::vector<Prefix>& client_prefixes,
   enabled_v4_ = enabled_v4_ || changed;
   if (v6) {
     changed = false;
+    // IPv4 still works without it (a container's /proc/sys is read-only): warn, do not fail.
     if (absl::Status s = EnableForwarding("net/ipv6/conf/all/forwarding", &changed); !s.ok()) {
-      return s;
+      TM_LOG_WARN("exit: {}; the exit forwards IPv4 only", std::string(s.message()));
     }
     enabled_v6_ = enabled_v6_ || changed;
   }
