@@ -726,7 +726,8 @@ void Agent::PathTick() {
     session_->CallMeMaybe(peer, reporter_->reported());
   }
   // The coordinator shows how this member reaches its peers (MeshPeer status.pathSummary).
-  reporter_->SetPathCounts(paths_->PathCounts());
+  const PathManager::Counts counts = paths_->PathCounts();
+  reporter_->SetPathCounts({counts.direct, counts.relayed}, counts.ssh);
   MaybeReport();
 }
 

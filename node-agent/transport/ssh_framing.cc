@@ -12,8 +12,7 @@ bool AppendSshFrame(absl::Span<const uint8_t> payload, std::vector<uint8_t>* out
   return true;
 }
 
-SshFrameReader::SshFrameReader(size_t max_frame)
-    : max_frame_(std::min(max_frame, kSshMaxFrame)) {
+SshFrameReader::SshFrameReader(size_t max_frame) : max_frame_(std::min(max_frame, kSshMaxFrame)) {
   partial_.reserve(kSshFrameHeaderSize + max_frame_);
 }
 

@@ -21,9 +21,8 @@ TEST(SshFraming, RoundTripsWholeAndByteByByte) {
 
   Frames whole;
   SshFrameReader r1(kSshMaxFrame);
-  ASSERT_TRUE(r1.Feed(stream, [&](absl::Span<const uint8_t> f) {
-    whole.emplace_back(f.begin(), f.end());
-  }));
+  ASSERT_TRUE(r1.Feed(
+      stream, [&](absl::Span<const uint8_t> f) { whole.emplace_back(f.begin(), f.end()); }));
   EXPECT_EQ(whole, (Frames{a, b}));
 
   Frames bytewise;

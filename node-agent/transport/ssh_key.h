@@ -1,8 +1,9 @@
 // The SSH identity of a member, derived from its node (WireGuard) private key so that nothing new
 // has to be stored or distributed: seed = HMAC-BLAKE2s(node private key, kSshKeyLabel), and the
-// Ed25519 key pair of that seed (RFC 8032). The Ed25519 key is the member's SSH host key and the key
-// it logs in to peers with; its public half travels in RegisterRequest.ssh_public_key and
-// Peer.ssh_public_key. Knowing the public SSH key reveals nothing of the node key (HMAC is one-way).
+// Ed25519 key pair of that seed (RFC 8032). The Ed25519 key is the member's SSH host key and the
+// key it logs in to peers with; its public half travels in RegisterRequest.ssh_public_key and
+// Peer.ssh_public_key. Knowing the public SSH key reveals nothing of the node key (HMAC is
+// one-way).
 //
 // Also the glue between these raw 32-byte keys and libssh's ssh_key objects.
 #pragma once

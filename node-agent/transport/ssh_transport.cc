@@ -251,8 +251,7 @@ void SshTransport::AcceptLoop() {
     const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
     if (!Spawn([this, fd] { ServeAccepted(fd); })) {
-      TM_LOG_WARN("SSH server: too many connections ({}); refused one",
-                  options_.max_connections);
+      TM_LOG_WARN("SSH server: too many connections ({}); refused one", options_.max_connections);
       close(fd);
     }
   }
@@ -317,9 +316,8 @@ void SshTransport::ServeAccepted(int fd) {
         authenticated = handled;
       } else if (!known) {
         Count(&SshCounters::unknown_clients);
-        TM_LOG_WARN(
-            "SSH server: refused a login with key {} (not the SSH key of any current peer)",
-            ssh_key_raw.ToBase64());
+        TM_LOG_WARN("SSH server: refused a login with key {} (not the SSH key of any current peer)",
+                    ssh_key_raw.ToBase64());
       }
     } else if (type == SSH_REQUEST_CHANNEL_OPEN && subtype == SSH_CHANNEL_SESSION &&
                authenticated && connection->channel == nullptr) {
@@ -334,7 +332,8 @@ void SshTransport::ServeAccepted(int fd) {
       }
     }
     if (!handled) {
-      if (type == SSH_REQUEST_AUTH) ssh_message_auth_set_methods(message, SSH_AUTH_METHOD_PUBLICKEY);
+      if (type == SSH_REQUEST_AUTH)
+        ssh_message_auth_set_methods(message, SSH_AUTH_METHOD_PUBLICKEY);
       ssh_message_reply_default(message);
     }
     ssh_message_free(message);
@@ -433,6 +432,17 @@ void SshTransport::RunConnection(const std::shared_ptr<Connection>& connection) 
     ++counters_.connects;
   }
   const PublicKey peer = connection->peer;
+  Endpoint remote;
+  {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof(addr);
+    if (getpeername(ssh_get_fd(connection->session), reinterpret_cast<sockaddr*>(&addr), &len) ==
+        0) {
+      absl::StatusOr<Endpoint> parsed =
+          Endpoint::FromSockaddr(reinterpret_cast<sockaddr*>(&addr), len);
+      if (parsed.ok()) remote = *parsed;
+    }
+  }
   TM_LOG_INFO("SSH connection with {} up ({})", connection->name,
               connection->outbound ? "dialed" : "accepted");
   ssh_set_blocking(connection->session, 1);
@@ -487,7 +497,7 @@ void SshTransport::RunConnection(const std::shared_ptr<Connection>& connection) 
       if (n <= 0) break;
       last_activity = Clock::now();
       if (!reader.Feed(absl::Span<const uint8_t>(in.data(), static_cast<size_t>(n)),
-                       [&](absl::Span<const uint8_t> frame) { receive_(peer, frame); })) {
+                       [&](absl::Span<const uint8_t> frame) { receive_(peer, remote, frame); })) {
         Count(&SshCounters::stream_errors);
         why = "malformed frame stream";
         failed = true;

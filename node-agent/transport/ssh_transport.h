@@ -42,19 +42,19 @@ inline constexpr char kSshSubsystem[] = "tunnelmesh";
 
 // What the map says about a peer's SSH server.
 struct SshPeer {
-  std::string name;                 // For logs.
-  PublicKey host_key;               // Its Ed25519 SSH key (host key and login key).
-  uint16_t port = 0;                // Its SSH port.
-  std::vector<IpAddress> hosts;     // Addresses to dial, in order (its endpoints' hosts).
+  std::string name;              // For logs.
+  PublicKey host_key;            // Its Ed25519 SSH key (host key and login key).
+  uint16_t port = 0;             // Its SSH port.
+  std::vector<IpAddress> hosts;  // Addresses to dial, in order (its endpoints' hosts).
 };
 
 struct SshCounters {
-  uint64_t connects = 0;            // Connections established (either direction).
-  uint64_t dial_failures = 0;       // Dials that reached no usable server.
-  uint64_t host_key_mismatches = 0; // Servers whose host key was not the published one.
-  uint64_t unknown_clients = 0;     // Logins with a key of no current peer.
-  uint64_t send_dropped = 0;        // Frames dropped: no connection, queue full, or too large.
-  uint64_t stream_errors = 0;       // Connections closed for a malformed frame stream.
+  uint64_t connects = 0;             // Connections established (either direction).
+  uint64_t dial_failures = 0;        // Dials that reached no usable server.
+  uint64_t host_key_mismatches = 0;  // Servers whose host key was not the published one.
+  uint64_t unknown_clients = 0;      // Logins with a key of no current peer.
+  uint64_t send_dropped = 0;         // Frames dropped: no connection, queue full, or too large.
+  uint64_t stream_errors = 0;        // Connections closed for a malformed frame stream.
 };
 
 class SshTransport {
@@ -73,8 +73,10 @@ class SshTransport {
     // After a failed dial, the next waits this long, doubling up to 30 s.
     std::chrono::milliseconds redial_backoff{1000};
   };
-  // A frame from `peer` (its node public key), on a connection's thread.
-  using Receive = std::function<void(const PublicKey& peer, absl::Span<const uint8_t> frame)>;
+  // A frame from `peer` (its node public key) over the connection whose TCP remote end is
+  // `remote`, on a connection's thread.
+  using Receive = std::function<void(const PublicKey& peer, const Endpoint& remote,
+                                     absl::Span<const uint8_t> frame)>;
 
   SshTransport(const SecretKey& node_private_key, Options options, Receive receive);
   ~SshTransport();

@@ -70,12 +70,14 @@ struct Node {
     SshTransport::Options options;
     options.port = 0;
     options.redial_backoff = 50ms;
-    ssh = std::make_unique<SshTransport>(key, options,
-                                         [this](const PublicKey& peer, absl::Span<const uint8_t> f) {
-                                           absl::MutexLock lock(&mu);
-                                           received.emplace_back(f.begin(), f.end());
-                                           from.push_back(peer);
-                                         });
+    ssh = std::make_unique<SshTransport>(
+        key, options,
+        [this](const PublicKey& peer, const Endpoint& remote, absl::Span<const uint8_t> f) {
+          EXPECT_TRUE(remote.valid());
+          absl::MutexLock lock(&mu);
+          received.emplace_back(f.begin(), f.end());
+          from.push_back(peer);
+        });
   }
   size_t count() {
     absl::MutexLock lock(&mu);
