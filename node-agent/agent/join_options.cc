@@ -184,6 +184,10 @@ absl::StatusOr<CheckedJoinOptions> CheckJoinOptions(const JoinOptions& options) 
                                         "'-', at most 63 (e.g. --alias git)");
     }
   }
+  if (!options.no_ssh && options.ssh_port == 0) {
+    return absl::InvalidArgumentError(
+        "--ssh-port must be 1-65535 (or turn the SSH path off: --no-ssh)");
+  }
   if (!options.no_dns) {
     if (options.dns_port == 0) {
       return absl::InvalidArgumentError("--dns-port must be 1-65535 (or turn DNS off: --no-dns)");

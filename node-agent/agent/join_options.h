@@ -36,6 +36,9 @@ struct JoinOptions {
   std::string interface_name = "tm0";
   std::string ca_hash;
   uint16_t listen_port = 51820;
+  // The SSH path's server (TCP; docs/ports.md); `no_ssh` runs none and dials none.
+  uint16_t ssh_port = 7722;
+  bool no_ssh = false;
   // The mesh DNS server: on the mesh IPs and `dns_listen`, port `dns_port`; `dns_upstream`
   // (IP[:port]) answers what is outside the mesh zone; `no_dns` turns it off. `no_resolved`: do
   // not register the mesh domain with systemd-resolved (implied by `no_dns`).
