@@ -36,6 +36,42 @@ long TimeoutSeconds(std::chrono::milliseconds timeout) {
 
 std::string SshError(void* session) { return ssh_get_error(session); }
 
+// A listening TCP socket on `port` (0: any): IPv6 accepting IPv4 too, or IPv4 only where IPv6 is
+// off. Returns the descriptor, or -errno.
+int Listen(uint16_t port) {
+  int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const bool v6 = fd >= 0;
+  const int one = 1, zero = 0;
+  if (v6) {
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+  } else {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  }
+  if (fd < 0) return -errno;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_any;
+    a->sin6_port = htons(port);
+    len = sizeof(*a);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&addr);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_ANY);
+    a->sin_port = htons(port);
+    len = sizeof(*a);
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd, 64) != 0) {
+    const int err = errno;
+    close(fd);
+    return -err;
+  }
+  return fd;
+}
+
 }  // namespace
 
 struct SshTransport::Connection {
@@ -77,39 +113,19 @@ absl::Status SshTransport::Start() {
   stop_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (stop_fd_ < 0) return absl::InternalError("SSH server: eventfd failed");
 
-  int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1, zero = 0;
-  bool v6 = fd >= 0;
-  if (v6) {
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-  } else {
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = Listen(options_.port);
+  if (fd == -EADDRINUSE && options_.fall_back_to_any) {
+    fd = Listen(0);
+    if (fd >= 0)
+      TM_LOG_INFO("TCP port {} is in use; the SSH server takes a free port", options_.port);
   }
-  if (fd < 0) return absl::InternalError(absl::StrCat("SSH server: socket: ", strerror(errno)));
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_storage addr{};
-  socklen_t len = 0;
-  if (v6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
-    a->sin6_family = AF_INET6;
-    a->sin6_addr = in6addr_any;
-    a->sin6_port = htons(options_.port);
-    len = sizeof(*a);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&addr);
-    a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_ANY);
-    a->sin_port = htons(options_.port);
-    len = sizeof(*a);
-  }
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd, 64) != 0) {
-    const int err = errno;
-    close(fd);
+  if (fd < 0) {
     return absl::FailedPreconditionError(
-        absl::StrCat("SSH server: cannot listen on TCP port ", options_.port, ": ", strerror(err),
+        absl::StrCat("SSH server: cannot listen on TCP port ", options_.port, ": ", strerror(-fd),
                      " (choose another with --ssh-port, or turn the SSH path off with --no-ssh)"));
   }
-  len = sizeof(addr);
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   port_ = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
                                            : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);

@@ -62,6 +62,9 @@ class SshTransport {
   struct Options {
     // TCP port to listen on (0: any free port, for tests; port() says which).
     uint16_t port = kDefaultSshPort;
+    // When `port` is taken (another agent on this host), listen on a free port instead; the
+    // registration tells peers which. As the UDP port does.
+    bool fall_back_to_any = false;
     // Frames waiting per connection; beyond this Send drops.
     size_t queue_frames = 1024;
     // Connections at once (both directions); beyond this new ones are refused.
