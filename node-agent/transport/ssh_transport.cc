@@ -189,7 +189,6 @@ SshCounters SshTransport::counters() const {
 }
 
 void SshTransport::SetPeers(std::map<PublicKey, SshPeer> peers) {
-  std::vector<std::shared_ptr<Connection>> gone;
   absl::MutexLock lock(&mu_);
   peer_by_ssh_key_.clear();
   for (const auto& [key, info] : peers) peer_by_ssh_key_[info.host_key] = key;
@@ -206,6 +205,10 @@ void SshTransport::SetPeers(std::map<PublicKey, SshPeer> peers) {
     } else {
       ++it;
     }
+  }
+  // Dial backoff is kept only for current peers.
+  for (auto it = backoff_.begin(); it != backoff_.end();) {
+    it = peers.count(it->first) != 0 ? std::next(it) : backoff_.erase(it);
   }
   peers_ = std::move(peers);
 }

@@ -163,5 +163,23 @@ TEST(SshTransport, RefusesALoginWithAKeyOfNoPeer) {
   }));
 }
 
+TEST(SshTransport, ATakenPortFailsOrFallsBackToAFreeOne) {
+  Node first(1);
+  ASSERT_TRUE(first.ssh->Start().ok());
+  SshTransport::Options options;
+  options.port = first.ssh->port();
+  SshTransport strict(NodeKey(2), options, nullptr);
+  const absl::Status s = strict.Start();
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("--ssh-port"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("--no-ssh"), std::string::npos) << s;
+
+  options.fall_back_to_any = true;
+  SshTransport lenient(NodeKey(3), options, nullptr);
+  ASSERT_TRUE(lenient.Start().ok());
+  EXPECT_NE(lenient.port(), 0);
+  EXPECT_NE(lenient.port(), first.ssh->port());
+}
+
 }  // namespace
 }  // namespace tunnelmesh
