@@ -130,6 +130,16 @@ spec:
   mesh: demo
   kind: Toaster' 'spec\.kind'
 
+expect_rejected "MeshPeer with useExitPeer as a bare name and sshPort 0" meshpeer/bad-exit '
+apiVersion: tunnelmesh.io/v1alpha1
+kind: MeshPeer
+metadata: {name: bad-exit}
+spec:
+  mesh: demo
+  kind: External
+  useExitPeer: home-exit
+  sshPort: 0' 'spec\.useExitPeer' 'spec\.sshPort'
+
 kube_step "a valid PeerPolicy and MeshPeer are accepted"
 expect_accepted "valid PeerPolicy" '
 apiVersion: tunnelmesh.io/v1alpha1
@@ -147,4 +157,14 @@ kind: MeshPeer
 metadata: {name: laptop}
 spec:
   mesh: demo
-  kind: External'
+  kind: External
+  useExitPeer: [home-exit, office-exit]'
+expect_accepted "PeerPolicy with an internet destination" '
+apiVersion: tunnelmesh.io/v1alpha1
+kind: PeerPolicy
+metadata: {name: laptops-out}
+spec:
+  mesh: demo
+  action: Allow
+  from: [{peerSelector: {matchLabels: {role: laptop}}}]
+  to: [{internet: {exitSelector: {matchLabels: {region: eu}}}}]'

@@ -52,10 +52,12 @@ constexpr KnownField kMatchExpression[] = {{"key"}, {"operator"}, {"values"}};
 constexpr KnownField kLabelSelector[] = {{"matchLabels"},
                                          {"matchExpressions", kMatchExpression, true}};
 constexpr KnownField kIpBlock[] = {{"cidr"}, {"except"}};
+constexpr KnownField kInternet[] = {{"exitSelector", kLabelSelector}};
 constexpr KnownField kPeerTerm[] = {
     {"names"},
     {"kinds"},
     {"ipBlock", kIpBlock},
+    {"internet", kInternet},
     {"peerSelector", kLabelSelector},
     {"namespaceSelector", kLabelSelector},
     {"podSelector", kLabelSelector},

@@ -9,6 +9,26 @@ namespace tunnelmesh {
 
 using kube::Field;
 
+absl::Status CheckExitPeerNames(const std::vector<std::string>& names, const std::string& field) {
+  if (names.size() > kMaxExitPeers) {
+    return absl::InvalidArgumentError(field + ": at most " + std::to_string(kMaxExitPeers) +
+                                      " exit peers");
+  }
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (!dns::IsDnsLabel(names[i])) {
+      return absl::InvalidArgumentError(field + ": \"" + names[i] +
+                                        "\" is not a member name (lowercase letters, digits and "
+                                        "'-', e.g. home-exit)");
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (names[j] == names[i]) {
+        return absl::InvalidArgumentError(field + ": \"" + names[i] + "\" is listed twice");
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<MeshPeer> ParseMeshPeer(const nlohmann::json& object) {
   if (!object.is_object()) return absl::InvalidArgumentError("a MeshPeer must be an object");
   const nlohmann::json& metadata = Field(object, "metadata");
@@ -82,6 +102,38 @@ absl::StatusOr<MeshPeer> ParseMeshPeer(const nlohmann::json& object) {
     }
     peer.pod = *std::move(parsed_pod);
   }
+  if (const nlohmann::json& exit = Field(spec, "exitPeer"); !exit.is_null()) {
+    if (!exit.is_boolean())
+      return absl::InvalidArgumentError("spec.exitPeer must be true or false");
+    peer.exit_peer = exit.get<bool>();
+  }
+  if (const nlohmann::json& use = Field(spec, "useExitPeer"); !use.is_null()) {
+    // One name is a list of one (standalone manifests; the CRD takes lists only).
+    const nlohmann::json list = use.is_string() ? nlohmann::json::array({use}) : use;
+    if (!list.is_array()) {
+      return absl::InvalidArgumentError(
+          "spec.useExitPeer must be a list of member names, most preferred first (e.g. "
+          "[home-exit])");
+    }
+    for (const nlohmann::json& name : list) {
+      peer.use_exit_peers.push_back(name.is_string() ? name.get<std::string>() : std::string());
+    }
+    if (absl::Status s = CheckExitPeerNames(peer.use_exit_peers, "spec.useExitPeer"); !s.ok()) {
+      return s;
+    }
+  }
+  if (const std::string ssh = kube::StringAt(spec, "sshPublicKey"); !ssh.empty()) {
+    absl::StatusOr<PublicKey> ssh_key = PublicKey::FromBase64(ssh);
+    if (!ssh_key.ok()) {
+      return absl::InvalidArgumentError("spec.sshPublicKey is not a base64 Ed25519 public key");
+    }
+    peer.ssh_key = *ssh_key;
+    const nlohmann::json& port = Field(spec, "sshPort");
+    if (!port.is_number_unsigned() || port.get<uint64_t>() == 0 || port.get<uint64_t>() > 65535) {
+      return absl::InvalidArgumentError("spec.sshPort must be a TCP port (1-65535)");
+    }
+    peer.ssh_port = static_cast<uint16_t>(port.get<uint64_t>());
+  }
   const nlohmann::json& ips = Field(status, "meshIPs");
   if (ips.is_array()) {
     for (const nlohmann::json& ip : ips) {
@@ -106,6 +158,12 @@ nlohmann::json MeshPeerObject(const MeshPeer& peer) {
   if (!peer.endpoints.empty()) object["spec"]["endpoints"] = peer.endpoints;
   if (!peer.aliases.empty()) object["spec"]["aliases"] = peer.aliases;
   if (peer.pod) object["spec"]["pod"] = PodIdentityJson(*peer.pod);
+  if (peer.exit_peer) object["spec"]["exitPeer"] = true;
+  if (!peer.use_exit_peers.empty()) object["spec"]["useExitPeer"] = peer.use_exit_peers;
+  if (!peer.ssh_key.IsZero()) {
+    object["spec"]["sshPublicKey"] = peer.ssh_key.ToBase64();
+    object["spec"]["sshPort"] = peer.ssh_port;
+  }
   return object;
 }
 

@@ -37,11 +37,25 @@ struct MeshPeer {
   // Kind Pod: the pod and its host (spec.pod); public_key is then the pod's identifier
   // (PodMemberId), not a key anyone holds.
   std::optional<PodIdentity> pod;
+  // Exit peers (docs/remote-access.md): spec.exitPeer, and spec.useExitPeer (member names, most
+  // preferred first).
+  bool exit_peer = false;
+  std::vector<std::string> use_exit_peers;
+  // spec.sshPublicKey (the agent's Ed25519 SSH key, base64; zero: none) and spec.sshPort.
+  PublicKey ssh_key;
+  uint16_t ssh_port = 0;
   // status.meshIPs; unparsable entries are dropped (the coordinator allocates anew).
   std::vector<IpAddress> mesh_ips;
 
   bool operator==(const MeshPeer&) const = default;
 };
+
+// The most exit peers one member may list (spec.useExitPeer, `join --exit-peer`).
+inline constexpr size_t kMaxExitPeers = 8;
+
+// Checks a list of exit peer names; the error names `field` and the entry.
+[[nodiscard]] absl::Status CheckExitPeerNames(const std::vector<std::string>& names,
+                                              const std::string& field);
 
 // Parses a MeshPeer object (from the cluster: any shape).
 [[nodiscard]] absl::StatusOr<MeshPeer> ParseMeshPeer(const nlohmann::json& object);

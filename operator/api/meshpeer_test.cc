@@ -15,6 +15,10 @@ MeshPeer Peer() {
   p.public_key = DerivePublicKey(SecretKey::GeneratePrivate());
   p.endpoints = {"198.51.100.7:51820"};
   p.aliases = {"git", "ci-cache"};
+  p.exit_peer = true;
+  p.use_exit_peers = {"home", "office"};
+  p.ssh_key = DerivePublicKey(SecretKey::GeneratePrivate());
+  p.ssh_port = 7722;
   return p;
 }
 
@@ -30,6 +34,32 @@ TEST(MeshPeerTest, RoundTrips) {
   EXPECT_EQ(MeshIpsJson(back->mesh_ips), nlohmann::json({"10.99.0.7"}));
   back->mesh_ips.clear();
   EXPECT_EQ(*back, p);
+}
+
+TEST(MeshPeerTest, ExitAndSshFields) {
+  InitCrypto();
+  nlohmann::json object = MeshPeerObject(Peer());
+  EXPECT_EQ(object["spec"]["useExitPeer"], nlohmann::json({"home", "office"}));
+  object["spec"]["useExitPeer"] = "home";
+  absl::StatusOr<MeshPeer> one = ParseMeshPeer(object);
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->use_exit_peers, std::vector<std::string>{"home"}) << "one name is a list of one";
+  const std::pair<const char*, nlohmann::json> bad[] = {
+      {"useExitPeer", nlohmann::json({"home", "home"})},
+      {"useExitPeer", nlohmann::json({"Home Exit"})},
+      {"useExitPeer", nlohmann::json(7)},
+      {"exitPeer", nlohmann::json("yes")},
+      {"sshPort", nlohmann::json(70000)},
+      {"sshPublicKey", nlohmann::json("not base64")},
+  };
+  for (const auto& [field, value] : bad) {
+    object = MeshPeerObject(Peer());
+    object["spec"][field] = value;
+    absl::StatusOr<MeshPeer> parsed = ParseMeshPeer(object);
+    ASSERT_FALSE(parsed.ok()) << field << "=" << value.dump();
+    EXPECT_NE(parsed.status().message().find(std::string("spec.") + field), std::string::npos)
+        << parsed.status();
+  }
 }
 
 TEST(MeshPeerTest, ErrorsNameTheField) {

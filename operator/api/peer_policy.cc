@@ -167,16 +167,37 @@ absl::StatusOr<std::vector<PeerSelectorTerm>> ParseTerms(const nlohmann::json& s
       if (!block.ok()) return block.status();
       term.ip_block = *std::move(block);
     }
+    if (auto it = t.find("internet"); it != t.end()) {
+      if (field != "to") {
+        return Invalid(where + ".internet",
+                       "is a destination: it belongs in spec.to (the members allowed to use an "
+                       "exit peer go in spec.from)");
+      }
+      if (!it->is_object())
+        return Invalid(where + ".internet", "must be an object ({} for any exit)");
+      InternetTerm internet;
+      if (auto selector = it->find("exitSelector"); selector != it->end()) {
+        absl::StatusOr<LabelSelector> parsed =
+            ParseSelector(*selector, where + ".internet.exitSelector");
+        if (!parsed.ok()) return parsed.status();
+        internet.exit_selector = *std::move(parsed);
+      }
+      term.internet = std::move(internet);
+    }
     const bool member_fields = term.peer || term.namespace_selector || term.pod ||
                                !term.names.empty() || !term.kinds.empty();
-    if (!member_fields && !term.ip_block) {
+    if (!member_fields && !term.ip_block && !term.internet) {
       return Invalid(where,
-                     "needs peerSelector, names, kinds, ipBlock, or podSelector and/or "
+                     "needs peerSelector, names, kinds, ipBlock, internet, or podSelector and/or "
                      "namespaceSelector (peerSelector: {} selects all)");
     }
-    if (term.ip_block && member_fields) {
+    if (term.ip_block && (member_fields || term.internet)) {
       return Invalid(where + ".ipBlock",
                      "stands alone in its entry: move the other fields to an entry of their own");
+    }
+    if (term.internet && member_fields) {
+      return Invalid(where + ".internet",
+                     "stands alone in its entry: pick the exit peers with internet.exitSelector");
     }
     if (term.peer && (term.namespace_selector || term.pod)) {
       return Invalid(where,

@@ -37,9 +37,17 @@ struct IpBlock {
   bool operator==(const IpBlock&) const = default;
 };
 
+// `to: [{internet: {}}]`: the internet (every address outside the mesh's ranges) through an exit
+// peer, for the members `from` selects (docs/remote-access.md). The exits it covers are the members
+// that offer themselves as one and whose labels `exit_selector` matches (absent: every exit).
+struct InternetTerm {
+  std::optional<LabelSelector> exit_selector;
+  bool operator==(const InternetTerm&) const = default;
+};
+
 // One entry of `from` or `to`. The fields present are ANDed: MeshPeers by label (`peer`), by name,
 // by kind; or members of kind Pod by their namespace's labels and their own labels. An ipBlock
-// stands alone in its entry and selects addresses, not members.
+// stands alone in its entry and selects addresses, not members; so does `internet` (only in `to`).
 struct PeerSelectorTerm {
   std::optional<LabelSelector> peer;
   std::optional<LabelSelector> namespace_selector;
@@ -47,6 +55,7 @@ struct PeerSelectorTerm {
   std::vector<std::string> names;  // Member names; empty: any.
   std::vector<std::string> kinds;  // "Node", "Pod", "External"; empty: any.
   std::optional<IpBlock> ip_block;
+  std::optional<InternetTerm> internet;
   bool operator==(const PeerSelectorTerm&) const = default;
 };
 

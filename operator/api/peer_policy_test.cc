@@ -106,6 +106,38 @@ TEST(PolicyTest, ParsesNamesKindsIpBlocksAndAny) {
   EXPECT_EQ(p->ports[1].end_port, 2000);
 }
 
+TEST(PolicyTest, InternetDestinations) {
+  nlohmann::json s = Valid();
+  s["to"] = {{{"internet", nlohmann::json::object()}},
+             {{"internet", {{"exitSelector", {{"matchLabels", {{"region", "eu"}}}}}}}}};
+  auto p = ParsePeerPolicy(Policy(s));
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(p->to.size(), 2u);
+  ASSERT_TRUE(p->to[0].internet.has_value());
+  EXPECT_FALSE(p->to[0].internet->exit_selector.has_value());
+  ASSERT_TRUE(p->to[1].internet->exit_selector.has_value());
+  EXPECT_EQ(p->to[1].internet->exit_selector->match_labels.at("region"), "eu");
+
+  s = Valid();
+  s["from"] = {{{"internet", nlohmann::json::object()}}};
+  EXPECT_NE(ErrorOf(s).find("spec.from[0].internet: is a destination"), std::string::npos)
+      << ErrorOf(s);
+  s = Valid();
+  s["to"] = {{{"internet", nlohmann::json::object()}, {"names", {"db"}}}};
+  EXPECT_NE(ErrorOf(s).find("spec.to[0].internet: stands alone"), std::string::npos) << ErrorOf(s);
+  s = Valid();
+  s["to"] = {{{"internet", nlohmann::json::object()}, {"ipBlock", {{"cidr", "10.0.0.0/8"}}}}};
+  EXPECT_NE(ErrorOf(s).find("stands alone"), std::string::npos) << ErrorOf(s);
+  s = Valid();
+  s["to"] = {{{"internet", true}}};
+  EXPECT_NE(ErrorOf(s).find("spec.to[0].internet: must be an object"), std::string::npos)
+      << ErrorOf(s);
+  s = Valid();
+  s["to"] = {{{"internet", {{"exitSelectr", nlohmann::json::object()}}}}};
+  EXPECT_NE(ErrorOf(s).find("exitSelectr"), std::string::npos)
+      << "a misspelt field: " << ErrorOf(s);
+}
+
 TEST(PolicyTest, NewFieldErrorsNameTheField) {
   nlohmann::json s = Valid();
   s["from"][0]["kinds"] = {"Node", "Toaster"};

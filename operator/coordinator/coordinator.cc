@@ -18,6 +18,7 @@
 #include "lib/crypto/blake2s.h"
 #include "lib/crypto/control_proofs.h"
 #include "lib/dns/message.h"
+#include "operator/api/meshpeer.h"
 #include "operator/api/peer_policy.h"
 #include "operator/coordinator/address_allocator.h"
 #include "operator/coordinator/coordinator_locked.h"
@@ -418,6 +419,11 @@ coord::Peer Coordinator::PeerOf(const MemberRecord& record) const {
   for (const std::string& alias : record.aliases) peer.add_aliases(alias);
   peer.set_kind(record.kind);
   peer.set_static_peer(!record.static_endpoints.empty());
+  peer.set_exit_peer(record.exit_peer);
+  if (!record.ssh_key.IsZero()) {
+    peer.set_ssh_public_key(KeyBytes(record.ssh_key));
+    peer.set_ssh_port(record.ssh_port);
+  }
   return peer;
 }
 
@@ -538,6 +544,20 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(const coord::Regis
                                         "\" is not a DNS label (lowercase letters, digits and "
                                         "'-', e.g. git)");
     }
+  }
+  if (request.has_exit()) {
+    const std::vector<std::string> use(request.exit().use().begin(), request.exit().use().end());
+    if (absl::Status s = CheckExitPeerNames(use, "--exit-peer"); !s.ok()) {
+      counters_.malformed_requests.fetch_add(1);
+      return s;
+    }
+  }
+  if (!request.ssh_public_key().empty() &&
+      (request.ssh_public_key().size() != kKeySize || request.ssh_port() == 0 ||
+       request.ssh_port() > 65535)) {
+    counters_.malformed_requests.fetch_add(1);
+    return absl::InvalidArgumentError(
+        "ssh_public_key must be 32 bytes with an ssh_port from 1 to 65535 (--ssh-port)");
   }
   for (const auto& [k, v] : request.labels()) {
     absl::Status s = CheckLabel(k, v);
@@ -694,6 +714,16 @@ absl::StatusOr<coord::RegisterResponse> Coordinator::Register(const coord::Regis
   record.labels.clear();
   for (const auto& [k, v] : request.labels()) record.labels[k] = v;
   if (node) record.labels[kNodeLabel] = request.name();
+  if (request.has_exit()) {
+    record.exit_peer = request.exit().advertise();
+    record.use_exit_peers.assign(request.exit().use().begin(), request.exit().use().end());
+  }
+  record.ssh_key = PublicKey();
+  record.ssh_port = 0;
+  if (!request.ssh_public_key().empty()) {
+    std::memcpy(record.ssh_key.bytes.data(), request.ssh_public_key().data(), kKeySize);
+    record.ssh_port = static_cast<uint16_t>(request.ssh_port());
+  }
   // An agent now speaks for the member (it may have been a static one): it reports endpoints.
   record.static_endpoints.clear();
   // Anything but Node or Pod (no kind, or a value this coordinator does not know) is External.
@@ -791,7 +821,9 @@ absl::StatusOr<std::shared_ptr<Subscription>> Coordinator::Watch(const PublicKey
   options.refill = [this, member](Subscription* sub) { Refill(member, sub); };
   auto subscription = std::make_shared<Subscription>(std::move(options));
   live.subscription = subscription;
-  PushLocked(subscription, FullMapFor(member, *mesh));
+  coord::MapUpdate full = FullMapFor(member, *mesh);
+  NoteExitSentLocked(member, full.exit());
+  PushLocked(subscription, std::move(full));
   FanOutPresenceLocked(record->second);
   return subscription;
 }
@@ -845,6 +877,7 @@ coord::MapUpdate Coordinator::FullMapFor(const PublicKey& member, const MeshStat
   }
   if (auto self = members_.find(member); self != members_.end()) {
     *full.mutable_filter() = FilterFor(self->second, mesh);
+    *full.mutable_exit() = ExitConfigLocked(self->second);
   }
   full.set_version(version_);
   return full;
@@ -862,7 +895,9 @@ void Coordinator::Refill(const PublicKey& member, Subscription* subscription) {
     CancelLocked(sub, absl::FailedPreconditionError("the member's Mesh no longer exists"));
     return;
   }
-  subscription->ResetWithFullMap(FullMapFor(member, *mesh));
+  coord::MapUpdate full = FullMapFor(member, *mesh);
+  NoteExitSentLocked(member, full.exit());
+  subscription->ResetWithFullMap(std::move(full));
   counters_.updates_sent.fetch_add(1, std::memory_order_relaxed);
 }
 

@@ -77,6 +77,7 @@ namespace tunnelmesh {
 struct PathCounts {
   uint32_t direct = 0;
   uint32_t relayed = 0;
+  uint32_t ssh = 0;
   bool operator==(const PathCounts&) const = default;
 };
 
@@ -473,8 +474,19 @@ class Coordinator {
   // The policy engine's view of a record (its host's name for a pod).
   policy::Member PolicyMemberLocked(const MemberRecord& record) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Sends each watching member whose rule set changed a MapUpdate with it (every mesh).
+  // Sends each watching member whose rule set changed a MapUpdate with it (every mesh), then
+  // SendExitConfigsLocked.
   void SendFiltersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The member's exit-peer role (coordinator_exit.cc): the exits it may use, in its order, those
+  // refused and why, and its exit clients when it is one.
+  coord::ExitConfig ExitConfigLocked(const MemberRecord& record) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Sends each watching member whose ExitConfig changed since it was last computed a MapUpdate
+  // with it. Only members that use or offer an exit, or did, are computed.
+  void SendExitConfigsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A full map carried `config` to the member.
+  void NoteExitSentLocked(const PublicKey& member, const coord::ExitConfig& config)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After SetMeshes: engines for new meshes (with their members and policies), default actions,
   // engines of removed meshes dropped. Watchers of changed meshes get full maps anyway.
   void SyncEnginesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -547,6 +559,8 @@ class Coordinator {
   std::vector<PeerPolicySpec> policies_ ABSL_GUARDED_BY(mu_);
   // Mesh name -> its incremental policy compiler (members by name).
   std::map<std::string, policy::Engine> engines_ ABSL_GUARDED_BY(mu_);
+  // Member -> its ExitConfig (serialized) as last sent, when that was not empty (absent: empty).
+  std::map<PublicKey, std::string> exit_configs_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   // Subscribers to wake once mu_ is released (see Locked).
   std::vector<std::shared_ptr<Subscription>> to_wake_ ABSL_GUARDED_BY(mu_);

@@ -2,6 +2,7 @@
 // keep each file readable): keeping one policy::Engine per mesh in line with the member map, the
 // Mesh specs and the PeerPolicies; sending changed rule sets to the members they belong to; and
 // the Explain RPC's evaluation. Everything here runs under mu_ and does no I/O.
+#include <cstring>
 #include <string>
 
 #include "lib/base/log.h"
@@ -71,6 +72,34 @@ absl::StatusOr<FlowEnd> Resolve(const policy::Engine& engine, const std::string&
   return e;
 }
 
+// Whether `ip` is outside the mesh's ranges (the internet of PeerPolicy `internet` entries).
+bool IsInternet(const MeshSpec& spec, const IpAddress& ip) {
+  if (spec.ipv4_cidr.Contains(ip)) return false;
+  return !(spec.ipv6_cidr && spec.ipv6_cidr->Contains(ip));
+}
+
+// What `enforcer`'s rule set decides for the flow.
+absl::StatusOr<coord::ExplainResponse> Decide(const policy::Engine& engine,
+                                              const std::string& enforcer, const IpAddress& source,
+                                              const IpAddress& destination,
+                                              const coord::ExplainRequest& request) {
+  const coord::FilterRules* rules = engine.RulesFor(enforcer);
+  if (rules == nullptr) {
+    return absl::FailedPreconditionError("member \"" + enforcer +
+                                         "\", which filters this traffic, is not in the mesh");
+  }
+  if (request.port() > 65535) return absl::InvalidArgumentError("port must be at most 65535");
+  const policy::Decision decision = policy::Evaluate(
+      *rules, source, destination, request.protocol(), static_cast<uint16_t>(request.port()));
+  coord::ExplainResponse response;
+  response.set_action(decision.action);
+  response.set_policy(decision.policy);
+  response.set_enforced_by(enforcer);
+  response.set_source_ip(source.ToString());
+  response.set_destination_ip(destination.ToString());
+  return response;
+}
+
 }  // namespace
 
 policy::Member Coordinator::PolicyMemberLocked(const MemberRecord& record) const {
@@ -81,6 +110,8 @@ policy::Member Coordinator::PolicyMemberLocked(const MemberRecord& record) const
   for (const IpAddress& ip : record.mesh_ips) m.addresses.emplace_back(ip, ip.bit_length());
   // A member an admin gave static endpoints is a plain WireGuard peer: it runs no agent.
   m.runs_agent = record.static_endpoints.empty();
+  // Only a member with an agent can forward for others.
+  m.exit = record.exit_peer && m.runs_agent && !record.pod;
   if (record.pod) {
     // Its host filters for it; a pod runs no agent of its own.
     m.runs_agent = false;
@@ -129,14 +160,18 @@ void Coordinator::SyncEnginesLocked() {
   for (const auto& [name, mesh] : meshes_) {
     const coord::FilterAction action = DefaultActionOf(mesh.spec);
     auto engine = engines_.find(name);
+    std::vector<Prefix> ranges = {mesh.spec.ipv4_cidr};
+    if (mesh.spec.ipv6_cidr) ranges.push_back(*mesh.spec.ipv6_cidr);
     if (engine == engines_.end()) {
       engine = engines_.emplace(name, policy::Engine(action)).first;
+      engine->second.SetMeshRanges(ranges);
       for (const auto& [key, record] : members_) {
         if (record.mesh == name) engine->second.UpsertMember(PolicyMemberLocked(record));
       }
       engine->second.SetPolicies(PoliciesOf(name));
     } else {
       engine->second.SetDefaultAction(action);
+      engine->second.SetMeshRanges(ranges);
     }
     // Every watcher of a new or changed mesh gets a full map (SetMeshes), which carries its rule
     // set: nothing to send separately.
@@ -166,6 +201,7 @@ void Coordinator::SendFiltersLocked() {
   uint64_t recompiled = 0;
   for (const auto& [mesh, engine] : engines_) recompiled += engine.counters().recompiled;
   counters_.filter_recompiles.store(recompiled, std::memory_order_relaxed);
+  SendExitConfigsLocked();
 }
 
 coord::FilterRules Coordinator::FilterFor(const MemberRecord& record, const MeshState& mesh) const {
@@ -214,6 +250,33 @@ absl::StatusOr<coord::ExplainResponse> Coordinator::Explain(const PublicKey& cal
   if (!source.ok()) return source.status();
   absl::StatusOr<FlowEnd> destination = Resolve(engine, request.destination(), "destination", mesh);
   if (!destination.ok()) return destination.status();
+  // The internet: the source's exit peer enforces, the first one it may use.
+  auto mesh_state = meshes_.find(mesh);
+  if (destination->member == nullptr && destination->ip && source->member != nullptr &&
+      mesh_state != meshes_.end() && IsInternet(mesh_state->second.spec, *destination->ip)) {
+    const MemberRecord* client = nullptr;
+    for (const auto& [key, m] : members_) {
+      if (m.mesh == mesh && m.name == source->member->name) client = &m;
+    }
+    const coord::ExitConfig exits =
+        client == nullptr ? coord::ExitConfig() : ExitConfigLocked(*client);
+    if (exits.use_public_keys().empty()) {
+      return absl::FailedPreconditionError(
+          "destination " + request.destination() + " is outside the mesh, and \"" +
+          source->member->name +
+          "\" uses no exit peer it may use (MeshPeer spec.useExitPeer, join --exit-peer; its "
+          "`tunnelmesh-agent status` says why one is refused)");
+    }
+    PublicKey exit_key;
+    std::memcpy(exit_key.bytes.data(), exits.use_public_keys(0).data(), kKeySize);
+    destination->member = engine.FindMember(members_.at(exit_key).name);
+    if (!source->ip) source->ip = AddressOf(*source->member, &*destination->ip);
+    if (destination->member == nullptr || !source->ip) {
+      return absl::FailedPreconditionError("source \"" + request.source() +
+                                           "\" has no address of the destination's IP family");
+    }
+    return Decide(engine, destination->member->name, *source->ip, *destination->ip, request);
+  }
   if (destination->member == nullptr) {
     return absl::NotFoundError("destination " + request.destination() +
                                " is no address of a member of Mesh \"" + mesh +
@@ -246,22 +309,7 @@ absl::StatusOr<coord::ExplainResponse> Coordinator::Explain(const PublicKey& cal
                                          request.source() +
                                          "\" runs an agent: no member's filter sees this traffic");
   }
-  const coord::FilterRules* rules = engine.RulesFor(enforcer);
-  if (rules == nullptr) {
-    return absl::FailedPreconditionError("member \"" + enforcer +
-                                         "\", which filters this traffic, is not in the mesh");
-  }
-  if (request.port() > 65535) return absl::InvalidArgumentError("port must be at most 65535");
-  const policy::Decision decision =
-      policy::Evaluate(*rules, *source->ip, *destination->ip, request.protocol(),
-                       static_cast<uint16_t>(request.port()));
-  coord::ExplainResponse response;
-  response.set_action(decision.action);
-  response.set_policy(decision.policy);
-  response.set_enforced_by(enforcer);
-  response.set_source_ip(source->ip->ToString());
-  response.set_destination_ip(destination->ip->ToString());
-  return response;
+  return Decide(engine, enforcer, *source->ip, *destination->ip, request);
 }
 
 }  // namespace tunnelmesh

@@ -229,7 +229,7 @@ class CoordinatorServer::Service final
     if (!member.ok()) return ToGrpc(member.status());
     return ToGrpc(coordinator_->ReportEndpoints(
         *member, {request->endpoints().begin(), request->endpoints().end()},
-        PathCounts{request->direct_peers(), request->relayed_peers()}));
+        PathCounts{request->direct_peers(), request->relayed_peers(), request->ssh_peers()}));
   }
 
   grpc::Status CallMeMaybe(grpc::ServerContext* context, const coord::CallMeMaybeRequest* request,

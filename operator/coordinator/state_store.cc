@@ -147,6 +147,17 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
     for (const auto& alias : m.value("aliases", nlohmann::json::array())) {
       if (alias.is_string()) record.aliases.push_back(alias.get<std::string>());
     }
+    record.exit_peer = m.value("exit_peer", false);
+    for (const auto& exit : m.value("use_exit_peers", nlohmann::json::array())) {
+      if (exit.is_string()) record.use_exit_peers.push_back(exit.get<std::string>());
+    }
+    if (const std::string ssh = m.value("ssh_key", std::string()); !ssh.empty()) {
+      absl::StatusOr<PublicKey> ssh_key = PublicKey::FromBase64(ssh);
+      if (!ssh_key.ok())
+        return absl::DataLossError(path + ": bad ssh_key in record " + record.name);
+      record.ssh_key = *ssh_key;
+      record.ssh_port = static_cast<uint16_t>(m.value("ssh_port", 0u) & 0xffffu);
+    }
     if (m.contains("pod")) {
       absl::StatusOr<PodIdentity> pod =
           ParsePodIdentity(m["pod"], path + ": " + record.name + ".pod");
@@ -197,6 +208,12 @@ absl::Status StateStore::Save() const {
                        {"kind", MemberKindName(m.kind)}});
     if (!m.aliases.empty()) members.back()["aliases"] = m.aliases;
     if (m.pod) members.back()["pod"] = PodIdentityJson(*m.pod);
+    if (m.exit_peer) members.back()["exit_peer"] = true;
+    if (!m.use_exit_peers.empty()) members.back()["use_exit_peers"] = m.use_exit_peers;
+    if (!m.ssh_key.IsZero()) {
+      members.back()["ssh_key"] = m.ssh_key.ToBase64();
+      members.back()["ssh_port"] = m.ssh_port;
+    }
   }
   nlohmann::json doc = {{"version", 1}, {"members", members}};
   return WriteFileAtomically(dir_ + "/" + kMembersFile, doc.dump(2) + "\n", 0600);

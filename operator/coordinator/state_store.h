@@ -44,6 +44,15 @@ struct MemberRecord {
   std::vector<std::string> aliases;
   // Kind Pod: the pod and the member that hosts it; public_key is then PodMemberId(*pod).
   std::optional<PodIdentity> pod;
+  // Exit peers (docs/remote-access.md): it offers itself as one (MeshPeer spec.exitPeer, `join
+  // --advertise-exit`), and the ones it routes its internet traffic through, by name, most
+  // preferred first (spec.useExitPeer, `join --exit-peer`).
+  bool exit_peer = false;
+  std::vector<std::string> use_exit_peers;
+  // Its SSH server (the SSH path, docs/protocol.md): the Ed25519 host key (32 bytes in the
+  // PublicKey type; zero: no SSH server) and its TCP port, as its agent registered them.
+  PublicKey ssh_key;
+  uint16_t ssh_port = 0;
 
   bool operator==(const MemberRecord&) const = default;
 };

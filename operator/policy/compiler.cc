@@ -76,7 +76,7 @@ bool SelectorMatches(const LabelSelector& selector,
 }
 
 bool TermSelects(const PeerSelectorTerm& term, const Member& member) {
-  if (term.ip_block) return false;
+  if (term.ip_block || term.internet) return false;
   if (!term.names.empty() &&
       std::find(term.names.begin(), term.names.end(), member.name) == term.names.end()) {
     return false;
@@ -113,6 +113,26 @@ std::vector<Prefix> SideBlocks(const std::vector<PeerSelectorTerm>& side) {
     std::vector<Prefix> parts = Subtract(term.ip_block->cidr, term.ip_block->except);
     out.insert(out.end(), parts.begin(), parts.end());
   }
+  Normalize(&out);
+  return out;
+}
+
+bool InternetThrough(const std::vector<PeerSelectorTerm>& side, const Member& member) {
+  if (!member.exit) return false;
+  for (const PeerSelectorTerm& term : side) {
+    if (!term.internet) continue;
+    const std::optional<LabelSelector>& selector = term.internet->exit_selector;
+    if (!selector || SelectorMatches(*selector, member.labels)) return true;
+  }
+  return false;
+}
+
+std::vector<Prefix> InternetPrefixes(const std::vector<Prefix>& mesh_ranges) {
+  std::vector<Prefix> v4, v6;
+  for (const Prefix& range : mesh_ranges) (range.address().is_v4() ? v4 : v6).push_back(range);
+  std::vector<Prefix> out = Subtract(*Prefix::Parse("0.0.0.0/0"), v4);
+  std::vector<Prefix> six = Subtract(*Prefix::Parse("::/0"), v6);
+  out.insert(out.end(), six.begin(), six.end());
   Normalize(&out);
   return out;
 }

@@ -40,6 +40,8 @@ struct Member {
   std::string namespace_name;
   std::map<std::string, std::string> namespace_labels;
   std::string host;
+  // It offers itself as an exit peer (MeshPeer spec.exitPeer, `join --advertise-exit`).
+  bool exit = false;
 
   bool operator==(const Member&) const = default;
 };
@@ -54,6 +56,12 @@ bool TermSelects(const PeerSelectorTerm& term, const Member& member);
 bool SideSelects(const std::vector<PeerSelectorTerm>& side, const Member& member);
 // The ipBlocks of a side as prefixes, their excepts cut out.
 std::vector<Prefix> SideBlocks(const std::vector<PeerSelectorTerm>& side);
+
+// Whether an `internet` entry of the side (a policy's `to`) covers the member as an exit peer: it
+// offers itself as one and the entry's exitSelector (if any) matches its labels.
+bool InternetThrough(const std::vector<PeerSelectorTerm>& side, const Member& member);
+// "The internet" of a mesh: every IPv4 and IPv6 address outside its ranges, as disjoint prefixes.
+std::vector<Prefix> InternetPrefixes(const std::vector<Prefix>& mesh_ranges);
 
 // The member that filters traffic to `member`: itself, its host (a Pod), or "" (nobody: a static
 // peer, whose senders check on send).

@@ -130,6 +130,11 @@ void Engine::UpsertMember(Member member) {
     const bool is_source = SideSelects(p.spec.from, m);
     const bool was_destination = p.destinations.count(name) > 0;
     const bool is_destination = SideSelects(p.spec.to, m);
+    if (InternetThrough(p.spec.to, m)) {
+      p.exits.insert(name);  // Its own enforcer is a candidate already.
+    } else {
+      p.exits.erase(name);
+    }
     if (is_source) {
       p.sources.insert(name);
     } else {
@@ -143,6 +148,7 @@ void Engine::UpsertMember(Member member) {
     if (was_source != is_source || (is_source && addresses_changed)) {
       p.sources_stale = true;
       AddEnforcersOf(p.destinations, &candidates);
+      AddEnforcersOf(p.exits, &candidates);
       everyone = everyone || !p.to_blocks.empty();
     }
     (void)was_destination;  // Its own enforcer is a candidate already.
@@ -163,9 +169,11 @@ void Engine::RemoveMember(const std::string& name) {
   bool everyone = unenforced_.erase(name) > 0;
   for (auto& [policy_name, p] : policies_) {
     p.destinations.erase(name);
+    p.exits.erase(name);
     if (p.sources.erase(name) > 0) {
       p.sources_stale = true;
       AddEnforcersOf(p.destinations, &candidates);
+      AddEnforcersOf(p.exits, &candidates);
       everyone = everyone || !p.to_blocks.empty();
     }
   }
@@ -188,6 +196,7 @@ void Engine::RemoveMember(const std::string& name) {
 
 void Engine::CandidatesOfPolicy(const PolicyState& policy, std::set<std::string>* out) const {
   AddEnforcersOf(policy.destinations, out);
+  AddEnforcersOf(policy.exits, out);
   bool everyone = !policy.to_blocks.empty();
   for (const std::string& d : policy.destinations) everyone = everyone || unenforced_.count(d) > 0;
   if (everyone) {
@@ -198,9 +207,11 @@ void Engine::CandidatesOfPolicy(const PolicyState& policy, std::set<std::string>
 void Engine::Evaluate(PolicyState* policy, std::set<std::string>* candidates) {
   policy->sources.clear();
   policy->destinations.clear();
+  policy->exits.clear();
   for (const auto& [name, m] : members_) {
     if (SideSelects(policy->spec.from, m)) policy->sources.insert(name);
     if (SideSelects(policy->spec.to, m)) policy->destinations.insert(name);
+    if (InternetThrough(policy->spec.to, m)) policy->exits.insert(name);
   }
   policy->from_blocks = SideBlocks(policy->spec.from);
   policy->to_blocks = SideBlocks(policy->spec.to);
@@ -249,8 +260,18 @@ void Engine::SetDefaultAction(coord::FilterAction action) {
   Recompile({all.begin(), all.end()});
 }
 
+void Engine::SetMeshRanges(const std::vector<Prefix>& ranges) {
+  std::vector<Prefix> internet = InternetPrefixes(ranges);
+  if (internet == internet_) return;
+  internet_ = std::move(internet);
+  std::set<std::string> exits;
+  for (const auto& [name, policy] : policies_) AddEnforcersOf(policy.exits, &exits);
+  Recompile(exits);
+}
+
 coord::FilterRules Engine::Compile(const std::string& enforcer,
-                                   std::map<std::string, size_t>* counts) {
+                                   std::map<std::string, size_t>* counts,
+                                   std::vector<Prefix>* exit_clients) {
   coord::FilterRules out;
   out.set_default_action(default_action_);
   const std::vector<Prefix> guarded = GuardedBy(enforcer);
@@ -294,6 +315,13 @@ coord::FilterRules Engine::Compile(const std::string& enforcer,
       const std::vector<Prefix> own = Intersect(sources, guarded);
       if (!egress.empty() && !own.empty()) AddRules(policy.spec, index, own, egress, &out);
     }
+    // Exit: from the policy's sources to the internet through this member.
+    if (policy.exits.count(enforcer) && !internet_.empty() && !sources.empty()) {
+      AddRules(policy.spec, index, sources, internet_, &out);
+      if (!policy.spec.deny) {
+        exit_clients->insert(exit_clients->end(), sources.begin(), sources.end());
+      }
+    }
     if (out.rules_size() > before) {
       out.add_policies(name);
       (*counts)[name] = static_cast<size_t>(out.rules_size() - before);
@@ -319,7 +347,8 @@ void Engine::Recompile(const std::set<std::string>& candidates) {
       continue;
     }
     Compiled next;
-    next.rules = Compile(name, &next.per_policy);
+    next.rules = Compile(name, &next.per_policy, &next.exit_clients);
+    Normalize(&next.exit_clients);
     next.bytes = next.rules.SerializeAsString();
     ++counters_.recompiled;
     for (const auto& [policy_name, count] : next.per_policy) {
@@ -347,12 +376,17 @@ const coord::FilterRules* Engine::RulesFor(const std::string& member) const {
   return it == compiled_.end() ? nullptr : &it->second.rules;
 }
 
+std::vector<Prefix> Engine::ExitClientsFor(const std::string& member) const {
+  auto it = compiled_.find(member);
+  return it == compiled_.end() ? std::vector<Prefix>() : it->second.exit_clients;
+}
+
 std::optional<PolicyStats> Engine::StatsFor(const std::string& policy) const {
   auto it = policies_.find(policy);
   if (it == policies_.end()) return std::nullopt;
   const PolicyState& p = it->second;
-  return PolicyStats{p.sources.size(), p.destinations.size(), !p.from_blocks.empty(),
-                     !p.to_blocks.empty(), p.compiled_rules};
+  return PolicyStats{p.sources.size(), p.destinations.size() + p.exits.size(),
+                     !p.from_blocks.empty(), !p.to_blocks.empty(), p.compiled_rules};
 }
 
 const Member* Engine::FindMember(const std::string& name) const {

@@ -6,6 +6,11 @@
 //   - for each policy whose `to` selects this member or a Pod it hosts (or whose `to` ipBlocks
 //     cover its addresses): rules from the addresses `from` selects (members' addresses and
 //     ipBlocks minus their excepts) to those destinations, one rule per protocol of `ports`;
+//   - when it offers itself as an exit peer, for each policy whose `to` has an `internet` entry
+//     covering it (compiler.h, InternetThrough): rules from the addresses `from` selects to the
+//     internet (every address outside the mesh's ranges, SetMeshRanges), one per protocol; the
+//     sources of such Allow policies are its exit clients (ExitClientsFor), the only members it
+//     forwards for whatever the Mesh's default action;
 //   - egress_prefixes: the addresses of every member that runs no agent, and rules from this
 //     member's own addresses to those that a policy's `to` selects;
 //   - the Mesh's default action.
@@ -39,7 +44,7 @@ namespace tunnelmesh::policy {
 // What a policy selects and compiled to, for its status.
 struct PolicyStats {
   size_t selected_sources = 0;       // Members `from` selects.
-  size_t selected_destinations = 0;  // Members `to` selects.
+  size_t selected_destinations = 0;  // Members `to` selects, exit peers of `internet` included.
   bool source_blocks = false;        // `from` has ipBlocks (it may select no member on purpose).
   bool destination_blocks = false;
   size_t compiled_rules = 0;  // Rules in all members' rule sets.
@@ -64,12 +69,17 @@ class Engine {
   void UpsertPolicy(const PeerPolicySpec& policy);
   void RemovePolicy(const std::string& name);
   void SetDefaultAction(coord::FilterAction action);
+  // The mesh's address ranges: what is not in them is the internet of `internet` destinations.
+  void SetMeshRanges(const std::vector<Prefix>& ranges);
 
   // The members whose rule sets changed since the last call, with their new rule sets (a member's
   // first rule set counts as a change). Members that left are not listed.
   std::map<std::string, coord::FilterRules> TakeDirty();
   // The member's current rule set; null when it enforces nothing (a static or unknown member).
   const coord::FilterRules* RulesFor(const std::string& member) const;
+  // The source prefixes an exit peer forwards to the internet for (the `from` sides of the Allow
+  // policies whose `internet` entries cover it), sorted; empty for every other member.
+  std::vector<Prefix> ExitClientsFor(const std::string& member) const;
   std::optional<PolicyStats> StatsFor(const std::string& policy) const;
   const Member* FindMember(const std::string& name) const;
   const std::map<std::string, Member>& members() const { return members_; }
@@ -80,6 +90,8 @@ class Engine {
     PeerPolicySpec spec;
     std::set<std::string> sources;
     std::set<std::string> destinations;
+    // Exit peers its `internet` entries cover: their rule sets hold its internet rules.
+    std::set<std::string> exits;
     std::vector<Prefix> from_blocks;
     std::vector<Prefix> to_blocks;
     // Addresses of `sources` plus from_blocks; rebuilt when sources_stale.
@@ -91,6 +103,7 @@ class Engine {
     coord::FilterRules rules;
     std::string bytes;
     std::map<std::string, size_t> per_policy;  // Rules from each policy.
+    std::vector<Prefix> exit_clients;
   };
 
   // Members that filter for themselves or hosted pods.
@@ -103,9 +116,11 @@ class Engine {
   void Evaluate(PolicyState* policy, std::set<std::string>* candidates);
   void CandidatesOfPolicy(const PolicyState& policy, std::set<std::string>* out) const;
   void Recompile(const std::set<std::string>& candidates);
-  coord::FilterRules Compile(const std::string& enforcer, std::map<std::string, size_t>* counts);
+  coord::FilterRules Compile(const std::string& enforcer, std::map<std::string, size_t>* counts,
+                             std::vector<Prefix>* exit_clients);
 
   coord::FilterAction default_action_;
+  std::vector<Prefix> internet_;
   std::map<std::string, Member> members_;
   std::map<std::string, PolicyState> policies_;
   // Host -> the Pod members it filters for.

@@ -10,6 +10,7 @@
 namespace tunnelmesh::policy {
 namespace {
 
+using testing::Ip;
 using testing::Labels;
 using testing::MakeMember;
 using testing::MakePod;
@@ -133,11 +134,67 @@ TEST_F(EngineTest, PodsDirtyTheirHost) {
 
 // Random joins, leaves, label edits and policy edits: the incremental rule sets always equal a
 // fresh engine's over the same members and policies, and every change is reported.
+TEST(EngineExitTest, InternetRulesGoToCoveredExitsWithTheirClients) {
+  Engine engine;
+  engine.SetMeshRanges({*Prefix::Parse("10.99.0.0/16"), *Prefix::Parse("fd99:99::/48")});
+  Member eu = MakeMember("eu", "10.99.0.1/32", {{"region", "eu"}});
+  eu.exit = true;
+  Member us = MakeMember("us", "10.99.0.2/32", {{"region", "us"}});
+  us.exit = true;
+  Member plain = MakeMember("plain", "10.99.0.3/32", {{"region", "eu"}});  // Not an exit.
+  engine.UpsertMember(eu);
+  engine.UpsertMember(us);
+  engine.UpsertMember(plain);
+  engine.UpsertMember(MakeMember("laptop", "10.99.0.4/32", {{"role", "laptop"}}));
+  engine.SetPolicies({MakePolicy(
+      "laptops-out",
+      {{"from", Labels("role", "laptop")},
+       {"to", {{{"internet", {{"exitSelector", {{"matchLabels", {{"region", "eu"}}}}}}}}}},
+       {"ports", {{{"protocol", "TCP"}, {"port", 443}}}}})});
+  EXPECT_EQ(DirtyNames(&engine), (Names{"eu", "laptop", "plain", "us"}));
+  EXPECT_EQ(engine.ExitClientsFor("eu"), std::vector<Prefix>{*Prefix::Parse("10.99.0.4/32")});
+  EXPECT_TRUE(engine.ExitClientsFor("us").empty()) << "the exitSelector leaves it out";
+  EXPECT_TRUE(engine.ExitClientsFor("plain").empty()) << "offers no exit";
+  const coord::FilterRules* rules = engine.RulesFor("eu");
+  ASSERT_NE(rules, nullptr);
+  ASSERT_EQ(rules->rules_size(), 1);
+  EXPECT_EQ(rules->rules(0).protocol(), coord::FILTER_PROTOCOL_TCP);
+  EXPECT_EQ(rules->rules(0).ports(0).first(), 443u);
+  // Every address outside the mesh: 16 IPv4 prefixes around 10.99/16, 48 IPv6 ones around /48.
+  EXPECT_EQ(rules->rules(0).destinations_size(), 16 + 48);
+  EXPECT_EQ(
+      Evaluate(*rules, Ip("10.99.0.4"), Ip("192.0.2.7"), coord::FILTER_PROTOCOL_TCP, 443).action,
+      coord::FILTER_ACTION_ALLOW);
+  EXPECT_EQ(
+      Evaluate(*rules, Ip("10.99.0.4"), Ip("10.99.0.1"), coord::FILTER_PROTOCOL_TCP, 443).policy,
+      "")
+      << "the exit itself is no part of the internet";
+  EXPECT_EQ(engine.StatsFor("laptops-out")->selected_destinations, 1u);
+
+  // A new client dirties the exits that serve it; a Deny adds rules but no client.
+  engine.UpsertMember(MakeMember("laptop-2", "10.99.0.5/32", {{"role", "laptop"}}));
+  EXPECT_EQ(DirtyNames(&engine), (Names{"eu", "laptop-2"}));
+  EXPECT_EQ(engine.ExitClientsFor("eu").size(), 2u);
+  engine.UpsertPolicy(
+      MakePolicy("no-laptop-2", {{"action", "Deny"},
+                                 {"from", {{{"names", {"laptop-2"}}}}},
+                                 {"to", {{{"internet", nlohmann::json::object()}}}}}));
+  EXPECT_EQ(DirtyNames(&engine), (Names{"eu", "us"}));
+  EXPECT_EQ(engine.ExitClientsFor("eu").size(), 2u);
+  EXPECT_TRUE(engine.ExitClientsFor("us").empty());
+  // The exit stops offering itself.
+  eu.exit = false;
+  engine.UpsertMember(eu);
+  EXPECT_EQ(DirtyNames(&engine), (Names{"eu"}));
+  EXPECT_TRUE(engine.ExitClientsFor("eu").empty());
+}
+
 TEST(EngineModelTest, IncrementalEqualsFreshCompile) {
   std::mt19937 rng(9);
   auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<uint32_t>(n)); };
   const std::vector<std::string> values = {"a", "b", "c"};
   Engine engine;
+  engine.SetMeshRanges({*Prefix::Parse("10.99.0.0/24")});
   std::map<std::string, Member> members;
   std::map<std::string, PeerPolicySpec> policies;
   std::map<std::string, std::string> last_bytes;
@@ -147,6 +204,7 @@ TEST(EngineModelTest, IncrementalEqualsFreshCompile) {
     if (op < 5) {
       Member m = MakeMember(name, "10.99.0." + std::to_string(pick(200) + 1) + "/32",
                             {{"role", values[pick(3)]}});
+      m.exit = pick(3) == 0;
       if (pick(6) == 0) m = MakeStatic(name, m.addresses[0].ToString(), m.labels);
       if (pick(6) == 0)
         m = MakePod(name, m.addresses[0].ToString(), "ns" + values[pick(3)],
@@ -163,6 +221,10 @@ TEST(EngineModelTest, IncrementalEqualsFreshCompile) {
       if (pick(3) == 0) spec["from"] = {{{"ipBlock", {{"cidr", "10.99.0.0/25"}}}}};
       if (pick(3) == 0) spec["to"] = {{{"ipBlock", {{"cidr", "10.99.0.64/26"}}}}};
       if (pick(3) == 0) spec["to"] = {{{"namespaceSelector", nlohmann::json::object()}}};
+      if (pick(4) == 0) {
+        spec["to"] = {
+            {{"internet", {{"exitSelector", {{"matchLabels", {{"role", values[pick(3)]}}}}}}}}};
+      }
       if (pick(2) == 0) spec["ports"] = {{{"protocol", "TCP"}, {"port", 1 + pick(100)}}};
       if (pick(4) == 0) spec["action"] = "Deny";
       policies[policy] = MakePolicy(policy, spec);
@@ -177,6 +239,7 @@ TEST(EngineModelTest, IncrementalEqualsFreshCompile) {
     }
     for (auto& [n, rules] : engine.TakeDirty()) last_bytes[n] = rules.SerializeAsString();
     Engine fresh;
+    fresh.SetMeshRanges({*Prefix::Parse("10.99.0.0/24")});
     for (const auto& [n, m] : members) fresh.UpsertMember(m);
     std::vector<PeerPolicySpec> list;
     for (const auto& [n, p] : policies) list.push_back(p);
@@ -190,6 +253,7 @@ TEST(EngineModelTest, IncrementalEqualsFreshCompile) {
           << "step " << step << " member " << n;
       ASSERT_EQ(last_bytes[n], want->SerializeAsString())
           << "step " << step << ": a change to " << n << " was not reported";
+      ASSERT_EQ(engine.ExitClientsFor(n), fresh.ExitClientsFor(n)) << "step " << step << " " << n;
     }
     for (const auto& [n, p] : policies) {
       ASSERT_EQ(engine.StatsFor(n), fresh.StatsFor(n)) << "step " << step << " policy " << n;

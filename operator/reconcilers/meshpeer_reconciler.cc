@@ -138,8 +138,9 @@ nlohmann::json MeshPeerReconciler::DesiredStatus(const nlohmann::json& object,
     return status;
   }
   if (m.connected) {
-    status["pathSummary"] =
-        std::to_string(m.paths.direct) + " direct, " + std::to_string(m.paths.relayed) + " relay";
+    status["pathSummary"] = std::to_string(m.paths.direct) + " direct, " +
+                            (m.paths.ssh > 0 ? std::to_string(m.paths.ssh) + " ssh, " : "") +
+                            std::to_string(m.paths.relayed) + " relay";
     kube::SetCondition(&status, "Ready", true, "Connected",
                        "The member's agent follows the network map as " + address + ".",
                        generation);

@@ -23,6 +23,10 @@ absl::StatusOr<MemberRecord> MeshPeerToRecord(const nlohmann::json& object) {
   record.static_endpoints = peer->endpoints;
   record.aliases = peer->aliases;
   record.pod = peer->pod;
+  record.exit_peer = peer->exit_peer;
+  record.use_exit_peers = peer->use_exit_peers;
+  record.ssh_key = peer->ssh_key;
+  record.ssh_port = peer->ssh_port;
   return record;
 }
 
@@ -36,6 +40,10 @@ nlohmann::json MeshPeerFor(const MemberRecord& record) {
   peer.endpoints = record.static_endpoints;
   peer.aliases = record.aliases;
   peer.pod = record.pod;
+  peer.exit_peer = record.exit_peer;
+  peer.use_exit_peers = record.use_exit_peers;
+  peer.ssh_key = record.ssh_key;
+  peer.ssh_port = record.ssh_port;
   return MeshPeerObject(peer);
 }
 
@@ -67,6 +75,12 @@ absl::Status KubeMemberStore::WriteObject(const MemberRecord& record, bool creat
     }
     if (record.static_endpoints.empty()) patch["spec"]["endpoints"] = nullptr;
     if (record.aliases.empty()) patch["spec"]["aliases"] = nullptr;
+    if (!record.exit_peer) patch["spec"]["exitPeer"] = nullptr;
+    if (record.use_exit_peers.empty()) patch["spec"]["useExitPeer"] = nullptr;
+    if (record.ssh_key.IsZero()) {
+      patch["spec"]["sshPublicKey"] = nullptr;
+      patch["spec"]["sshPort"] = nullptr;
+    }
     absl::StatusOr<nlohmann::json> patched =
         client_->Patch(kube::kMeshPeers, "", record.name, patch);
     if (!patched.ok()) return patched.status();
