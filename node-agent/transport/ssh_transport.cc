@@ -4,6 +4,7 @@
 #include <libssh/libssh.h>
 #include <libssh/server.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -269,6 +270,9 @@ void SshTransport::AcceptLoop() {
     if ((fds[0].revents & POLLIN) == 0) continue;
     const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
+    // Datagrams must not wait for Nagle's algorithm (up to a delayed ACK, 40 ms, per ping).
+    const int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (!Spawn([this, fd] { ServeAccepted(fd); })) {
       TM_LOG_WARN("SSH server: too many connections ({}); refused one", options_.max_connections);
       close(fd);
@@ -386,6 +390,8 @@ void SshTransport::Dial(PublicKey peer, SshPeer info) {
     ssh_options_set(c->session, SSH_OPTIONS_HOSTKEYS, "ssh-ed25519");
     ssh_options_set(c->session, SSH_OPTIONS_KNOWNHOSTS, "/dev/null");
     ssh_options_set(c->session, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
+    const int nodelay = 1;
+    ssh_options_set(c->session, SSH_OPTIONS_NODELAY, &nodelay);
     if (ssh_connect(c->session) != SSH_OK) {
       TM_LOG_DEBUG("SSH to {} at {}:{}: {}", info.name, address, port, SshError(c->session));
       continue;
