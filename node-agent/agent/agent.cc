@@ -500,7 +500,8 @@ nlohmann::json Agent::BuildStatus() {
                      {"host_key_mismatches", c.host_key_mismatches},
                      {"unknown_clients", c.unknown_clients},
                      {"send_dropped", c.send_dropped},
-                     {"stream_errors", c.stream_errors}};
+                     {"stream_errors", c.stream_errors},
+                     {"refused_busy", c.refused_busy}};
   }
   return status;
 }

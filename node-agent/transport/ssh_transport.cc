@@ -270,10 +270,17 @@ void SshTransport::AcceptLoop() {
     if ((fds[0].revents & POLLIN) == 0) continue;
     const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
+    if (pending_logins_.load() >= options_.max_pending_logins) {
+      Count(&SshCounters::refused_busy);
+      close(fd);
+      continue;
+    }
     // Datagrams must not wait for Nagle's algorithm (up to a delayed ACK, 40 ms, per ping).
     const int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    pending_logins_.fetch_add(1);
     if (!Spawn([this, fd] { ServeAccepted(fd); })) {
+      pending_logins_.fetch_sub(1);
       TM_LOG_WARN("SSH server: too many connections ({}); refused one", options_.max_connections);
       close(fd);
     }
@@ -285,6 +292,16 @@ void SshTransport::AcceptLoop() {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 void SshTransport::ServeAccepted(int fd) {
+  // Until the subsystem is up (or this fails), the connection counts as a pending login.
+  struct Pending {
+    std::atomic<size_t>* count;
+    bool done = false;
+    void Release() {
+      if (!done) count->fetch_sub(1);
+      done = true;
+    }
+    ~Pending() { Release(); }
+  } pending{&pending_logins_};
   auto connection = std::make_shared<Connection>();
   ssh_bind bind = ssh_bind_new();
   bool no = false;
@@ -362,6 +379,7 @@ void SshTransport::ServeAccepted(int fd) {
     ssh_message_free(message);
   }
   if (!ready) return;
+  pending.Release();
   connection->outbound = false;
   RunConnection(connection);
 }

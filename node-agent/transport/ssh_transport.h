@@ -55,6 +55,7 @@ struct SshCounters {
   uint64_t unknown_clients = 0;      // Logins with a key of no current peer.
   uint64_t send_dropped = 0;         // Frames dropped: no connection, queue full, or too large.
   uint64_t stream_errors = 0;        // Connections closed for a malformed frame stream.
+  uint64_t refused_busy = 0;         // Accepted connections closed: too many logins pending.
 };
 
 class SshTransport {
@@ -69,6 +70,9 @@ class SshTransport {
     size_t queue_frames = 1024;
     // Connections at once (both directions); beyond this new ones are refused.
     size_t max_connections = 128;
+    // Accepted connections still in their handshake or login; beyond this new ones are closed at
+    // once, so that whoever can reach the port cannot take every thread (dials keep working).
+    size_t max_pending_logins = 16;
     // Per dial attempt and for the server's handshake and login.
     std::chrono::milliseconds handshake_timeout{3000};
     // A connection with nothing sent or received for this long closes.
@@ -127,6 +131,7 @@ class SshTransport {
   int stop_fd_ = -1;  // An eventfd, readable once Stop begins.
   std::thread accept_thread_;
   std::atomic<bool> stopping_{false};
+  std::atomic<size_t> pending_logins_{0};
 
   mutable absl::Mutex mu_;
   std::map<PublicKey, SshPeer> peers_ ABSL_GUARDED_BY(mu_);

@@ -1,7 +1,11 @@
 #include "node-agent/transport/ssh_transport.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <libssh/libssh.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <thread>
@@ -161,6 +165,36 @@ TEST(SshTransport, RefusesALoginWithAKeyOfNoPeer) {
     a.ssh->Connect(b.node_public);
     return a.ssh->Connected(b.node_public);
   }));
+}
+
+TEST(SshTransport, AFloodOfSilentConnectionsDoesNotStopDials) {
+  Node a(1), b(2);
+  SshTransport::Options options;
+  options.port = 0;
+  options.max_pending_logins = 4;
+  options.handshake_timeout = std::chrono::milliseconds(2000);
+  SshTransport flooded(NodeKey(2), options, nullptr);
+  ASSERT_TRUE(flooded.Start().ok());
+  ASSERT_TRUE(a.ssh->Start().ok());
+  // Ten connections that never speak: four take the login slots, the rest are closed at once.
+  std::vector<int> silent;
+  for (int i = 0; i < 10; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(flooded.port());
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
+    silent.push_back(fd);
+  }
+  EXPECT_TRUE(WaitFor([&] { return flooded.counters().refused_busy >= 6; }));
+  // The flooded side still dials out.
+  SshPeer peer_a = a.AsPeer("a");
+  flooded.SetPeers({{a.node_public, peer_a}});
+  a.ssh->SetPeers({{b.node_public, SshPeer{"b", flooded.public_key(), flooded.port(), {}}}});
+  flooded.Connect(a.node_public);
+  EXPECT_TRUE(WaitFor([&] { return flooded.Connected(a.node_public); }));
+  for (int fd : silent) close(fd);
 }
 
 TEST(SshTransport, ATakenPortFailsOrFallsBackToAFreeOne) {
