@@ -178,6 +178,7 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
     SshTransport::Options ssh_options;
     ssh_options.port = options.ssh_port;
     ssh_options.fall_back_to_any = true;
+    ssh_options.proxy_command = options.ssh_proxy_command;
     ssh =
         std::make_unique<SshTransport>(*key, ssh_options,
                                        [&agent_slot](const PublicKey& peer, const Endpoint& remote,

@@ -82,6 +82,7 @@ struct SshTransport::Connection {
   ssh_session session = nullptr;
   ssh_channel channel = nullptr;
   int wake_fd = -1;
+  Endpoint dialed;  // Outbound: the peer's address and SSH port.
   std::atomic<bool> evicted{false};
   absl::Mutex mu;
   std::deque<std::vector<uint8_t>> queue ABSL_GUARDED_BY(mu);
@@ -395,6 +396,7 @@ void SshTransport::Dial(PublicKey peer, SshPeer info) {
     c->peer = peer;
     c->name = info.name;
     c->outbound = true;
+    c->dialed = Endpoint(host, info.port);
     c->session = ssh_new();
     const std::string address = host.ToString();
     const unsigned int port = info.port;
@@ -410,6 +412,11 @@ void SshTransport::Dial(PublicKey peer, SshPeer info) {
     ssh_options_set(c->session, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
     const int nodelay = 1;
     ssh_options_set(c->session, SSH_OPTIONS_NODELAY, &nodelay);
+    // Through a jump host: OpenSSH's ProxyCommand, %h and %p expanded by libssh. The peer's host
+    // key is checked the same way, end to end.
+    if (!options_.proxy_command.empty()) {
+      ssh_options_set(c->session, SSH_OPTIONS_PROXYCOMMAND, options_.proxy_command.c_str());
+    }
     if (ssh_connect(c->session) != SSH_OK) {
       TM_LOG_DEBUG("SSH to {} at {}:{}: {}", info.name, address, port, SshError(c->session));
       continue;
@@ -475,7 +482,8 @@ void SshTransport::RunConnection(const std::shared_ptr<Connection>& connection) 
     ++counters_.connects;
   }
   const PublicKey peer = connection->peer;
-  Endpoint remote;
+  // The TCP remote end; through a proxy command (a pipe) the address dialed instead.
+  Endpoint remote = connection->dialed;
   {
     sockaddr_storage addr{};
     socklen_t len = sizeof(addr);

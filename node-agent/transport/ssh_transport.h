@@ -77,6 +77,10 @@ class SshTransport {
     std::chrono::milliseconds handshake_timeout{3000};
     // A connection with nothing sent or received for this long closes.
     std::chrono::milliseconds idle_timeout{15000};
+    // Dial every peer through this command instead of a TCP connection, as OpenSSH's ProxyCommand
+    // (`%h`, `%p`: the peer's address and SSH port), typically an OpenSSH jump host:
+    // `ssh -W [%h]:%p user@jump` (its direct-tcpip channel). Empty: connect directly.
+    std::string proxy_command;
     // After a failed dial, the next waits this long, doubling up to 30 s.
     std::chrono::milliseconds redial_backoff{1000};
   };
