@@ -13,8 +13,9 @@
 # shellcheck source=nat_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/nat_lib.sh"
 tm_mesh_init ssh_jump 150 "$@"
-command -v ssh >/dev/null && [[ -x /usr/sbin/sshd ]] ||
+if ! command -v ssh >/dev/null || [[ ! -x /usr/sbin/sshd ]]; then
   tm_fail "ssh_jump needs OpenSSH's client and server (apt-get install openssh-client openssh-server)"
+fi
 
 tm_step "topology: alpha and beta cut off from each other, a jump host between"
 tm_net_public coord
