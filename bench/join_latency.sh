@@ -148,7 +148,9 @@ if has_leg direct || has_leg relay; then
   tm_wait_ping a "${DST[direct]}" 10
   if has_leg relay; then
     tm_member_new relayed r
-    tm_member_start relayed
+    # Without SSH: behind its UDP-blocking router it would otherwise reach the anchor over the SSH
+    # path (TCP out is open), which bench/path_throughput.sh measures.
+    tm_member_start relayed --no-ssh
     DST[relay]=$(tm_member_ip relayed 4)
     if tm_poll 15 tm_ping_once a "${DST[relay]}" && tm_poll 10 tm__path_is anchor relayed relay
     then

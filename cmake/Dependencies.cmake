@@ -2,6 +2,8 @@
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
 pkg_check_modules(LIBNL REQUIRED IMPORTED_TARGET libnl-3.0 libnl-route-3.0)
+# The agent's SSH path (node-agent/transport/ssh_transport.cc): Debian's libssh-dev, 0.10 or later.
+pkg_check_modules(LIBSSH REQUIRED IMPORTED_TARGET libssh>=0.10)
 find_package(OpenSSL 3 REQUIRED)
 find_package(absl CONFIG REQUIRED)
 find_package(spdlog CONFIG REQUIRED)

@@ -432,6 +432,13 @@ int main(int argc, char** argv) {
   join->add_option("--ca-hash", join_options.ca_hash,
                    "sha256:... of the coordinator's CA, as tunnelmesh-operator prints it");
   join->add_option("--listen-port", join_options.listen_port, "UDP data port (default 51820)");
+  join->add_option("--ssh-port", join_options.ssh_port,
+                   "TCP port of the SSH path's server, used where UDP is blocked (default 7722)");
+  join->add_option("--ssh-proxy-command", join_options.ssh_proxy_command,
+                   "dial peers' SSH servers through this command, as OpenSSH's ProxyCommand "
+                   "(e.g. 'ssh -W [%h]:%p user@jump')");
+  join->add_flag("--no-ssh", join_options.no_ssh,
+                 "run no SSH server and reach no peer over SSH (direct UDP, else the relay)");
   join->add_option("--dns-port", join_options.dns_port,
                    "port of the mesh DNS server on the mesh IPs and --dns-listen (default 53)");
   join->add_option("--dns-listen", join_options.dns_listen,

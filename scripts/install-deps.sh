@@ -12,12 +12,16 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libyaml-cpp-dev
   libcpprest-dev libboost-dev zlib1g-dev
+  # The agent's SSH path (node-agent/transport/ssh_transport.cc)
+  libssh-dev
   # CI legs (scripts/ci/leg.sh): clang with its sanitizer runtimes, and the format check
   clang-14 libclang-rt-14-dev clang-format-14
   # Run and test: real network namespaces, TUN, NAT, a real WireGuard peer, traffic tools
   iproute2 iputils-ping bind9-dnsutils dnsmasq-base nftables wireguard-go wireguard-tools iperf3 netcat-openbsd python3 procps stun-client
   # e2e/netns/metrics.sh parses every scraped line with a Prometheus text parser (and scrapes with curl)
   python3-prometheus-client
+  # e2e/netns/ssh_path.sh: an OpenSSH server with another host key poses as a peer (ssh-keygen, sshd)
+  openssh-server openssh-client
   # e2e/cluster: etcd and the toolchain to build kube-apiserver from Debian's kubernetes source
   etcd-server golang-go rsync golang-github-modern-go-reflect2-dev dpkg-dev
   # e2e/cluster talks to the API server with curl and makes its certificates with openssl

@@ -237,7 +237,9 @@ tm__wait_exit "$HOLD_PID" 5 || true
 tm__bg_forget "$HOLD_PID"
 tm_coord_alive
 tm_member_new gamma c
-tm_member_start gamma
+# --no-ssh: behind the UDP-blocking site gamma would otherwise reach alpha over the SSH path (TCP
+# out is open); this checks the relay.
+tm_member_start gamma --no-ssh
 for m in alpha beta; do tm_member_wait_peer 5 "$m" gamma; done
 tm_wait_ping c "$(tm_member_ip alpha 4)" 15
 tm_ping c "$(tm_member_ip beta 4)" 3

@@ -45,6 +45,8 @@ const char* PathKindName(PathKind kind) {
       return "relay";
     case PathKind::kDirect:
       return "direct";
+    case PathKind::kSsh:
+      return "ssh";
   }
   return "unknown";
 }
@@ -83,12 +85,65 @@ void PathSelector::SetCandidates(absl::Span<const Endpoint> candidates, MonoTime
 
 void PathSelector::SetRelayAvailable(bool available) { relay_available_ = available; }
 
+void PathSelector::SetSsh(bool offered, bool connected, MonoTime now) {
+  ssh_offered_ = offered;
+  connected = connected && offered;
+  if (connected && !ssh_connected_) next_ssh_ping_ = now;  // Ping over a new connection at once.
+  ssh_connected_ = connected;
+  if (!connected) SshDown();
+  TickSsh(now);
+}
+
+void PathSelector::SshDown() {
+  if (ssh_ok_ && !direct_) ++stats_.ssh_fallbacks;
+  ssh_ok_ = false;
+  ssh_latency_ = Duration::zero();
+}
+
+void PathSelector::TickSsh(MonoTime now) {
+  if (direct_ || !ssh_offered_) {
+    // Not needed while direct: its heartbeats stop and the idle connection closes; after a direct
+    // path dies the SSH path must answer again before it carries traffic.
+    ssh_ok_ = false;
+    return;
+  }
+  if (!ssh_connected_) {
+    pending_.connect_ssh = true;
+    return;
+  }
+  if (ssh_ok_ && now - ssh_last_proof_ >= kPathTimeout) SshDown();
+  if (now >= next_ssh_ping_) {
+    SendPing(Endpoint(), now, /*ssh=*/true);
+    next_ssh_ping_ = now + kHeartbeatInterval;
+  }
+}
+
+void PathSelector::OnSshPong(const TxId& tx_id, MonoTime now) {
+  auto it = std::find_if(outstanding_.begin(), outstanding_.end(),
+                         [&](const OutstandingPing& p) { return p.tx_id == tx_id; });
+  if (it == outstanding_.end() || !it->ssh) {
+    ++stats_.pongs_ignored;
+    return;
+  }
+  const Duration latency = now - it->sent_at;
+  outstanding_.erase(it);
+  if (latency > kPingTimeout || latency < Duration::zero() || !ssh_connected_ || direct_) {
+    ++stats_.pongs_ignored;
+    return;
+  }
+  ++stats_.pongs_accepted;
+  if (!ssh_ok_) ++stats_.ssh_upgrades;
+  ssh_ok_ = true;
+  ssh_latency_ = latency;
+  ssh_last_proof_ = std::max(ssh_last_proof_, now);
+}
+
 void PathSelector::OnPong(const Endpoint& from, const TxId& tx_id, MonoTime now) {
   auto it = std::find_if(outstanding_.begin(), outstanding_.end(),
                          [&](const OutstandingPing& p) { return p.tx_id == tx_id; });
   // A pong from another endpoint than the ping went to does not prove that endpoint; keep waiting
   // for the right one.
-  if (it == outstanding_.end() || !(it->endpoint == from)) {
+  if (it == outstanding_.end() || it->ssh || !(it->endpoint == from)) {
     ++stats_.pongs_ignored;
     return;
   }
@@ -144,6 +199,7 @@ void PathSelector::OnCallMeMaybe(absl::Span<const Endpoint> candidates, MonoTime
 
 void PathSelector::Tick(MonoTime now) {
   ExpirePings(now);
+  TickSsh(now);
   if (direct_) {
     if (now - last_proof_ >= kPathTimeout) {
       Fallback(now);
@@ -163,11 +219,18 @@ PathActions PathSelector::TakeActions() { return std::exchange(pending_, PathAct
 
 std::optional<MonoTime> PathSelector::NextDeadline() const {
   if (direct_) return std::min(next_heartbeat_, last_proof_ + kPathTimeout);
-  return next_probe_;
+  std::optional<MonoTime> deadline = next_probe_;
+  if (ssh_connected_) {
+    MonoTime ssh =
+        ssh_ok_ ? std::min(next_ssh_ping_, ssh_last_proof_ + kPathTimeout) : next_ssh_ping_;
+    deadline = deadline ? std::min(*deadline, ssh) : ssh;
+  }
+  return deadline;
 }
 
 Path PathSelector::CurrentPath() const {
   if (direct_) return {PathKind::kDirect, direct_endpoint_};
+  if (ssh_ok_) return {PathKind::kSsh, Endpoint()};
   if (relay_available_) return {PathKind::kRelay, Endpoint()};
   return {PathKind::kNone, Endpoint()};
 }
@@ -177,11 +240,16 @@ std::optional<Duration> PathSelector::DirectLatency() const {
   return direct_latency_;
 }
 
-void PathSelector::SendPing(const Endpoint& endpoint, MonoTime now) {
+std::optional<Duration> PathSelector::SshLatency() const {
+  if (direct_ || !ssh_ok_) return std::nullopt;
+  return ssh_latency_;
+}
+
+void PathSelector::SendPing(const Endpoint& endpoint, MonoTime now, bool ssh) {
   if (outstanding_.size() >= kMaxOutstandingPings) outstanding_.erase(outstanding_.begin());
   TxId tx_id = tx_id_generator_();
-  outstanding_.push_back({tx_id, endpoint, now});
-  pending_.pings.push_back({endpoint, tx_id});
+  outstanding_.push_back({tx_id, endpoint, now, ssh});
+  pending_.pings.push_back({endpoint, tx_id, ssh});
   ++stats_.pings_requested;
 }
 
@@ -223,6 +291,7 @@ void PathSelector::Upgrade(const Endpoint& endpoint, Duration latency, MonoTime 
   next_heartbeat_ = now + kHeartbeatInterval;
   next_probe_.reset();
   probe_interval_ = kProbeIntervalMin;
+  ssh_ok_ = false;
 }
 
 void PathSelector::Fallback(MonoTime now) {
@@ -231,6 +300,9 @@ void PathSelector::Fallback(MonoTime now) {
   direct_endpoint_ = Endpoint();
   direct_latency_ = Duration::zero();
   ++stats_.fallbacks;
+  // SSH, if offered, is asked for (or pinged) at once.
+  next_ssh_ping_ = now;
+  TickSsh(now);
   // Probe at once, the lost endpoint included: most outages are short (a NAT rebinding, a Wi-Fi
   // roam), and the peer, which sees the same silence, is about to do the same.
   probe_interval_ = kProbeIntervalMin;

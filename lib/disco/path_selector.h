@@ -1,5 +1,6 @@
-// PathSelector decides, for one peer, which path carries traffic: the relay or a direct UDP
-// endpoint (ARCHITECTURE.md, "Data flow" step 4). It is sans-IO: the agent feeds it the peer's
+// PathSelector decides, for one peer, which path carries traffic: a direct UDP endpoint, the SSH
+// connection to the peer, or the relay, in that order of preference (ARCHITECTURE.md, "Data flow"
+// step 4; docs/protocol.md, "SSH path"). It is sans-IO: the agent feeds it the peer's
 // candidate endpoints, the relay's availability, received pongs, pings and authenticated direct
 // packets, and the time; it answers with pings to send, whether to send a call-me-maybe, and the
 // current path.
@@ -83,8 +84,8 @@ inline constexpr size_t kMaxCandidates = kMaxCallMeMaybeEndpoints;
 inline constexpr int kSwitchMinGainPercent = 10;
 inline constexpr Duration kSwitchMinGain = std::chrono::milliseconds(1);
 
-enum class PathKind : uint8_t { kNone, kRelay, kDirect };
-// "none", "relay", "direct": the words `tunnelmesh-agent status` prints.
+enum class PathKind : uint8_t { kNone, kRelay, kDirect, kSsh };
+// "none", "relay", "direct", "ssh": the words `tunnelmesh-agent status` prints.
 const char* PathKindName(PathKind kind);
 
 struct Path {
@@ -95,8 +96,9 @@ struct Path {
 
 // A ping the agent should seal and send now to `endpoint` with this transaction id.
 struct PingRequest {
-  Endpoint endpoint;
+  Endpoint endpoint;  // Unset when `ssh`.
   TxId tx_id{};
+  bool ssh = false;  // Over the SSH connection to the peer instead of UDP.
   friend bool operator==(const PingRequest&, const PingRequest&) = default;
 };
 
@@ -105,7 +107,9 @@ struct PathActions {
   std::vector<PingRequest> pings;
   // Send a CallMeMaybe listing our own candidate endpoints to the peer through the coordinator.
   bool send_call_me_maybe = false;
-  bool empty() const { return pings.empty() && !send_call_me_maybe; }
+  // Open an SSH connection to the peer (no-op if one exists or a dial is running).
+  bool connect_ssh = false;
+  bool empty() const { return pings.empty() && !send_call_me_maybe && !connect_ssh; }
 };
 
 // Counters for `status` and for tests.
@@ -121,9 +125,11 @@ struct PathStats {
   // source faster than that).
   uint64_t call_me_maybe_deferred = 0;
   uint64_t hint_pings = 0;
-  uint64_t upgrades = 0;   // Relay (or none) to direct.
-  uint64_t switches = 0;   // Direct to a faster direct endpoint.
-  uint64_t fallbacks = 0;  // Direct to relay (or none) after kPathTimeout of silence.
+  uint64_t upgrades = 0;       // Relay (or none) to direct.
+  uint64_t switches = 0;       // Direct to a faster direct endpoint.
+  uint64_t fallbacks = 0;      // Direct to relay (or none) after kPathTimeout of silence.
+  uint64_t ssh_upgrades = 0;   // Relay (or none) to SSH.
+  uint64_t ssh_fallbacks = 0;  // SSH to relay (or none): silence or the connection dropped.
 };
 
 class PathSelector {
@@ -142,9 +148,14 @@ class PathSelector {
   // Whether a relay connection to the peer is up; decides between kRelay and kNone while no direct
   // path is confirmed.
   void SetRelayAvailable(bool available);
+  // Whether the peer offers SSH (and this agent runs it), and whether a connection to it is up now.
+  // A dropped connection ends the SSH path at once.
+  void SetSsh(bool offered, bool connected, MonoTime now);
 
   // A sealed Pong from the peer arrived directly from `from`, echoing `tx_id`.
   void OnPong(const Endpoint& from, const TxId& tx_id, MonoTime now);
+  // A sealed Pong from the peer arrived over its SSH connection, echoing `tx_id`.
+  void OnSshPong(const TxId& tx_id, MonoTime now);
   // A WireGuard packet from the peer arrived directly from `from` and passed decryption and the
   // replay window (only then is it proof that the path works now; a replayed packet is not). Cheap
   // when `from` is the current path: call it for every such packet.
@@ -171,6 +182,8 @@ class PathSelector {
   Path CurrentPath() const;
   // The last measured round-trip time of the current direct path, or nullopt when not direct.
   std::optional<Duration> DirectLatency() const;
+  // The last measured round-trip time over SSH while the SSH path is in use, or nullopt.
+  std::optional<Duration> SshLatency() const;
   const PathStats& stats() const { return stats_; }
 
  private:
@@ -178,6 +191,7 @@ class PathSelector {
     TxId tx_id;
     Endpoint endpoint;
     MonoTime sent_at;
+    bool ssh = false;
   };
   struct HintSlot {
     Endpoint endpoint;
@@ -188,7 +202,10 @@ class PathSelector {
   // Network-map candidates, then call-me-maybe candidates not already among them.
   std::vector<Endpoint> ProbeSet() const;
   bool InProbeSet(const Endpoint& endpoint) const;
-  void SendPing(const Endpoint& endpoint, MonoTime now);
+  void SendPing(const Endpoint& endpoint, MonoTime now, bool ssh = false);
+  // Runs the SSH path's timers (heartbeat, silence) and asks for a connection when needed.
+  void TickSsh(MonoTime now);
+  void SshDown();
   // Pings every candidate (and `extra`, if valid and not a candidate); asks for a call-me-maybe
   // when `ask_peer`.
   void ProbeRound(MonoTime now, bool ask_peer, const Endpoint& extra = Endpoint());
@@ -209,6 +226,13 @@ class PathSelector {
   Duration direct_latency_{};
   MonoTime last_proof_{};
   MonoTime next_heartbeat_{};
+
+  bool ssh_offered_ = false;
+  bool ssh_connected_ = false;
+  bool ssh_ok_ = false;  // A pong over SSH within kPathTimeout.
+  Duration ssh_latency_{};
+  MonoTime ssh_last_proof_{};
+  MonoTime next_ssh_ping_{};
 
   std::optional<MonoTime> next_probe_;
   Duration probe_interval_ = kProbeIntervalMin;

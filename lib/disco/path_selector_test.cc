@@ -51,6 +51,7 @@ class PathSelectorTest : public ::testing::Test {
       on_actions(actions);
       all.pings.insert(all.pings.end(), actions.pings.begin(), actions.pings.end());
       all.send_call_me_maybe |= actions.send_call_me_maybe;
+      all.connect_ssh |= actions.connect_ssh;
     }
     return all;
   }
@@ -495,6 +496,121 @@ TEST_F(PathSelectorTest, PathKindNames) {
   EXPECT_STREQ(PathKindName(PathKind::kDirect), "direct");
   EXPECT_STREQ(PathKindName(PathKind::kRelay), "relay");
   EXPECT_STREQ(PathKindName(PathKind::kNone), "none");
+  EXPECT_STREQ(PathKindName(PathKind::kSsh), "ssh");
+}
+
+const PingRequest* SshPing(const PathActions& actions) {
+  for (const PingRequest& p : actions.pings) {
+    if (p.ssh) return &p;
+  }
+  return nullptr;
+}
+
+TEST_F(PathSelectorTest, SshBeatsTheRelayOnceAPongComesBackOverIt) {
+  selector_.SetRelayAvailable(true);
+  selector_.SetCandidates({kA}, Now());
+  (void)selector_.TakeActions();
+  // Offered but not connected: the selector asks for a connection, and traffic stays on the relay.
+  selector_.SetSsh(true, false, Now());
+  EXPECT_TRUE(selector_.TakeActions().connect_ssh);
+  EXPECT_EQ(selector_.CurrentPath().kind, PathKind::kRelay);
+
+  // Connected: a ping goes over SSH at once; until its pong arrives the relay carries traffic.
+  selector_.SetSsh(true, true, Now());
+  PathActions actions = selector_.TakeActions();
+  EXPECT_FALSE(actions.connect_ssh);
+  const PingRequest* ping = SshPing(actions);
+  ASSERT_NE(ping, nullptr);
+  EXPECT_EQ(selector_.CurrentPath().kind, PathKind::kRelay);
+  // A UDP pong with that id proves nothing about SSH (and the reverse).
+  selector_.OnPong(kA, ping->tx_id, Now());
+  EXPECT_EQ(selector_.CurrentPath().kind, PathKind::kRelay);
+  // The next heartbeat over SSH.
+  clock_.Advance(kHeartbeatInterval);
+  selector_.Tick(Now());
+  actions = selector_.TakeActions();
+  ping = SshPing(actions);
+  ASSERT_NE(ping, nullptr);
+  clock_.Advance(milliseconds(4));
+  selector_.OnSshPong(ping->tx_id, Now());
+  EXPECT_EQ(selector_.CurrentPath(), (Path{PathKind::kSsh, Endpoint()}));
+  EXPECT_EQ(selector_.SshLatency(), milliseconds(4));
+  EXPECT_EQ(selector_.stats().ssh_upgrades, 1u);
+
+  // Heartbeats over SSH keep it; direct probing goes on meanwhile.
+  RunFor(seconds(3), milliseconds(10), [&](const PathActions& a) {
+    if (const PingRequest* p = SshPing(a)) selector_.OnSshPong(p->tx_id, Now());
+  });
+  EXPECT_EQ(selector_.CurrentPath().kind, PathKind::kSsh);
+
+  // A direct path that answers (the next probe round's ping to A) takes over from SSH.
+  bool answered = false;
+  for (int i = 0; i < 3000 && !answered; ++i) {
+    clock_.Advance(milliseconds(10));
+    selector_.Tick(Now());
+    PathActions a = selector_.TakeActions();
+    if (const PingRequest* p = SshPing(a)) selector_.OnSshPong(p->tx_id, Now());
+    if (const PingRequest* d = PingTo(a, kA)) {
+      answered = true;
+      selector_.OnPong(kA, d->tx_id, Now());
+    }
+  }
+  ASSERT_TRUE(answered);
+  EXPECT_EQ(selector_.CurrentPath(), (Path{PathKind::kDirect, kA}));
+  // No SSH heartbeats while direct.
+  PathActions while_direct = RunFor(seconds(1), milliseconds(10), [&](const PathActions& a) {
+    for (const PingRequest& p : a.pings) {
+      if (!p.ssh) selector_.OnPong(p.endpoint, p.tx_id, Now());
+    }
+  });
+  EXPECT_EQ(SshPing(while_direct), nullptr);
+}
+
+TEST_F(PathSelectorTest, SilentSshFallsBackToTheRelayWithinAboutASecond) {
+  selector_.SetRelayAvailable(true);
+  selector_.SetSsh(true, true, Now());
+  const PingRequest* ping = SshPing(selector_.TakeActions());
+  ASSERT_NE(ping, nullptr);
+  selector_.OnSshPong(ping->tx_id, Now());
+  ASSERT_EQ(selector_.CurrentPath().kind, PathKind::kSsh);
+  // No more pongs: dead after kPathTimeout.
+  const MonoTime silent_since = Now();
+  while (selector_.CurrentPath().kind == PathKind::kSsh) {
+    clock_.Advance(milliseconds(10));
+    selector_.SetSsh(true, true, Now());
+    selector_.Tick(Now());
+    (void)selector_.TakeActions();
+  }
+  EXPECT_LE(Now() - silent_since, kPathTimeout + milliseconds(10));
+  EXPECT_EQ(selector_.CurrentPath().kind, PathKind::kRelay);
+  EXPECT_EQ(selector_.stats().ssh_fallbacks, 1u);
+  // Pings continue over the connection, and an answer brings SSH back.
+  clock_.Advance(kHeartbeatInterval);
+  selector_.Tick(Now());
+  ping = SshPing(selector_.TakeActions());
+  ASSERT_NE(ping, nullptr);
+  selector_.OnSshPong(ping->tx_id, Now());
+  EXPECT_EQ(selector_.CurrentPath().kind, PathKind::kSsh);
+
+  // A dropped connection ends the SSH path at once.
+  selector_.SetSsh(true, false, Now());
+  EXPECT_EQ(selector_.CurrentPath().kind, PathKind::kRelay);
+  EXPECT_EQ(selector_.stats().ssh_fallbacks, 2u);
+  // A pong arriving late over the old connection changes nothing.
+  selector_.OnSshPong(ping->tx_id, Now());
+  EXPECT_EQ(selector_.CurrentPath().kind, PathKind::kRelay);
+}
+
+TEST_F(PathSelectorTest, DirectFailureAsksForSsh) {
+  GoDirectViaA();
+  selector_.SetSsh(true, false, Now());
+  // While direct, no SSH connection is wanted.
+  EXPECT_FALSE(selector_.TakeActions().connect_ssh);
+  PathActions after = RunFor(kPathTimeout + milliseconds(20));
+  (void)after;
+  EXPECT_EQ(selector_.CurrentPath().kind, PathKind::kRelay);
+  selector_.Tick(Now());
+  EXPECT_TRUE(selector_.TakeActions().connect_ssh || after.connect_ssh);
 }
 
 TEST_F(PathSelectorTest, DefaultConstructorDrawsRandomIds) {

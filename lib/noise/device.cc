@@ -16,11 +16,11 @@ namespace {
 using wire::kTransportHeaderSize;
 
 // Our encoding of a sender for cookies: the 16 address bytes (IPv4 in the first 4) and the port.
-// A relayed sender is named by its peer id in the first 4 bytes and port 0, which no UDP sender
-// has, so the two never share a cookie.
+// A relayed (or SSH) sender is named by its peer id in the first 4 bytes and port 0, which no UDP
+// sender has, so the two never share a cookie.
 std::array<uint8_t, 18> SourceId(const TransportEndpoint& from) {
   std::array<uint8_t, 18> id{};
-  if (from.is_relay()) {
+  if (!from.is_udp()) {
     const uint32_t peer_id = from.relay_peer_id();
     id[0] = static_cast<uint8_t>(peer_id >> 24);
     id[1] = static_cast<uint8_t>(peer_id >> 16);

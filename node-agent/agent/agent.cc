@@ -3,8 +3,10 @@
 #include <net/if.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include "lib/base/log.h"
 #include "lib/disco/message.h"
@@ -59,6 +61,7 @@ Agent::Agent(AgentParams params)
 }
 
 Agent::~Agent() {
+  if (ssh_) ssh_->Stop();
   metrics_.reset();
   if (session_) session_->Stop();
   control_.reset();
@@ -91,16 +94,24 @@ absl::Status Agent::BringUp(std::unique_ptr<TunDevice> tun, std::unique_ptr<UdpB
   if (!configured.ok()) return configured;
   link_routes_.link = link_.get();
   if (absl::Status s = StartExit(); !s.ok()) return s;
+  RelayBind::SendFrame send_ssh;
+  if (ssh_) {
+    send_ssh = [ssh = ssh_.get()](const PublicKey& destination, absl::Span<const uint8_t> frame) {
+      return ssh->Send(destination, frame);
+    };
+  }
   relay_bind_ = std::make_unique<RelayBind>(
       [this](const PublicKey& destination, absl::Span<const uint8_t> frame) {
         return relay_ != nullptr && relay_->Send(destination, frame);
-      });
+      },
+      RelayBind::Options(), std::move(send_ssh));
   plane_ = std::make_unique<Dataplane>(device_.get(), tun_.get(), socket_.get(), relay_bind_.get(),
                                        params_.mtu, &clock_);
   // Off (everything passes) until the coordinator sends a rule set; a config-file agent never
   // gets one.
   plane_->SetFilter(&filter_);
-  adapter_ = std::make_unique<DataplaneAdapter>(plane_.get(), device_.get(), relay_bind_.get());
+  adapter_ = std::make_unique<DataplaneAdapter>(plane_.get(), device_.get(), relay_bind_.get(),
+                                                ssh_.get());
   adapter_->PublishRoutes(peers_->routes());
   return absl::OkStatus();
 }
@@ -484,6 +495,18 @@ nlohmann::json Agent::BuildStatus() {
   }
   if (coordinated_) status["pod_peers"] = peers_->pod_peers().size();
   if (exit_) status["exit"] = exit_->Status(absl::Now());
+  if (ssh_) {
+    const SshCounters c = ssh_->counters();
+    status["ssh"] = {{"port", ssh_->port()},
+                     {"public_key", ssh_->public_key().ToBase64()},
+                     {"connects", c.connects},
+                     {"dial_failures", c.dial_failures},
+                     {"host_key_mismatches", c.host_key_mismatches},
+                     {"unknown_clients", c.unknown_clients},
+                     {"send_dropped", c.send_dropped},
+                     {"stream_errors", c.stream_errors},
+                     {"refused_busy", c.refused_busy}};
+  }
   return status;
 }
 
@@ -597,6 +620,7 @@ void Agent::ApplyUpdate(const coord::MapUpdate& update) {
       paths_->UpsertPeer(key, info->name, info->candidates, now);
     }
   }
+  if (!changes.upserted.empty() || !changes.removed.empty()) PublishSshPeers(changes.upserted);
   if (update.has_call_me_maybe()) {
     std::vector<Endpoint> endpoints;
     for (const std::string& e : update.call_me_maybe().endpoints()) {
@@ -733,6 +757,43 @@ void Agent::OnForeignDatagram(const std::vector<uint8_t>& datagram, const Endpoi
   }
 }
 
+void Agent::PublishSshPeers(const std::vector<PublicKey>& upserted) {
+  if (!ssh_) return;
+  std::map<PublicKey, SshPeer> ssh_peers;
+  for (const auto& [key, info] : peers_->peers()) {
+    if (info.is_static || info.ssh_port == 0 || info.ssh_key.IsZero()) continue;
+    SshPeer& peer = ssh_peers[key];
+    peer.name = info.name;
+    peer.host_key = info.ssh_key;
+    peer.port = info.ssh_port;
+    // The hosts of its endpoints, in the map's order, each once.
+    for (const Endpoint& e : info.candidates) {
+      if (std::find(peer.hosts.begin(), peer.hosts.end(), e.address()) == peer.hosts.end()) {
+        peer.hosts.push_back(e.address());
+      }
+    }
+  }
+  const MonoTime now = clock_.Now();
+  for (const PublicKey& key : upserted) {
+    if (paths_->HasPeer(key)) paths_->SetSshOffered(key, ssh_peers.count(key) != 0, now);
+  }
+  ssh_->SetPeers(std::move(ssh_peers));
+}
+
+void Agent::OnSshFrame(const PublicKey& peer, const Endpoint& remote,
+                       absl::Span<const uint8_t> frame) {
+  if (!disco::IsDiscoMessage(frame)) {
+    relay_bind_->Deliver(peer, frame, Transport::kSsh);
+    return;
+  }
+  if (frame.size() > kMaxForeignDatagram) return;
+  std::vector<uint8_t> copy(frame.begin(), frame.end());
+  // A full queue drops it (counted by the loop); the next heartbeat resends.
+  loop_.Post([this, peer, remote, copy = std::move(copy)] {
+    if (paths_) paths_->OnSshDiscoDatagram(peer, remote, copy, clock_.Now());
+  });
+}
+
 void Agent::PathTick() {
   paths_->SetRelayAvailable(relay_ != nullptr && relay_->connected());
   paths_->Tick(clock_.Now());
@@ -740,7 +801,8 @@ void Agent::PathTick() {
     session_->CallMeMaybe(peer, reporter_->reported());
   }
   // The coordinator shows how this member reaches its peers (MeshPeer status.pathSummary).
-  reporter_->SetPathCounts(paths_->PathCounts());
+  const PathManager::Counts counts = paths_->PathCounts();
+  reporter_->SetPathCounts({counts.direct, counts.relayed}, counts.ssh);
   MaybeReport();
 }
 
@@ -787,6 +849,7 @@ int Agent::Run(const sigset_t& signals, bool member) {
     }
   }
   if (leave_requested_) TM_LOG_INFO("left the mesh: shutting down");
+  if (ssh_) ssh_->Stop();
   if (session_) session_->Stop();
   metrics_.reset();
   control_.reset();

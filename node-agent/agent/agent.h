@@ -73,6 +73,7 @@
 #include "node-agent/policy/rule_set.h"
 #include "node-agent/transport/relay_bind.h"
 #include "node-agent/transport/relay_client.h"
+#include "node-agent/transport/ssh_transport.h"
 #include "node-agent/transport/udp_bind.h"
 #include "node-agent/tun/tun_device.h"
 #include "node-agent/uapi/uapi_server.h"
@@ -159,6 +160,13 @@ class Agent {
   void PostDisconnected(const absl::Status& why);
   void OnRefused() { refused_ = true; }
 
+  // Join, before BringUp: the SSH path's transport, started already (run.cc). The agent tells it
+  // the peers, and stops it before its own parts go.
+  void UseSsh(std::unique_ptr<SshTransport> ssh) { ssh_ = std::move(ssh); }
+  // A frame from an SSH connection (on that connection's thread): discovery goes to the control
+  // loop as a copy, WireGuard to the peer-addressed Bind.
+  void OnSshFrame(const PublicKey& peer, const Endpoint& remote, absl::Span<const uint8_t> frame);
+
  private:
   // Forwards the peer table's outside-mesh routes to the link once it exists.
   class LinkRoutes final : public RouteInstaller {
@@ -211,6 +219,8 @@ class Agent {
   [[nodiscard]] absl::Status StartExit();
   void UpdateExitServices();
   void OnForeignDatagram(const std::vector<uint8_t>& datagram, const Endpoint& from, bool disco);
+  // Tells the SSH transport the peers that publish SSH, and the path manager which offer it.
+  void PublishSshPeers(const std::vector<PublicKey>& upserted);
   nlohmann::json BuildStatus();
   std::string BuildMetricsText();
   [[nodiscard]] absl::Status StartMetrics();
@@ -257,8 +267,10 @@ class Agent {
 
   std::unique_ptr<TunDevice> tun_;
   std::unique_ptr<UdpBind> socket_;
-  // Carries datagrams for peers on the relay path; its send function uses relay_, which exists
-  // before the data plane starts (or never) and is reset only after it stops.
+  // The SSH path (join without --no-ssh; else null). Stopped first in Run and the destructor.
+  std::unique_ptr<SshTransport> ssh_;
+  // Carries datagrams for peers on the relay path (and the SSH path); its send function uses
+  // relay_, which exists before the data plane starts (or never) and is reset only after it stops.
   std::unique_ptr<RelayBind> relay_bind_;
   std::unique_ptr<LinkConfigurator> link_;
   std::unique_ptr<Dataplane> plane_;

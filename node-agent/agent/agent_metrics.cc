@@ -50,7 +50,7 @@ constexpr std::array<const char*, 7> kPeerCounterHelp{
     "Packets sent to the peer.",
     "WireGuard handshakes completed with the peer.",
     "Handshakes with the peer that failed (timed out or rejected).",
-    "Changes of the path to the peer after the first (relay to direct and back).",
+    "Changes of the path to the peer after the first (relay, ssh, direct and back).",
 };
 
 void AddPeers(const nlohmann::json& peers, absl::Time now, size_t max_peer_series, Exposition* e) {
@@ -64,10 +64,10 @@ void AddPeers(const nlohmann::json& peers, absl::Time now, size_t max_peer_serie
                    });
   std::map<std::string, uint64_t> by_path;
   Family& path = e->Gauge("tunnelmesh_agent_peer_path",
-                          "1 for the path each peer is reached on (direct, relay or none).");
+                          "1 for the path each peer is reached on (direct, ssh, relay or none).");
   Family& rtt = e->Gauge("tunnelmesh_agent_peer_rtt_seconds",
-                         "Round trip of the last discovery ping on the direct path to the peer "
-                         "(absent while the peer is reached through the relay).");
+                         "Round trip of the last discovery ping on the direct or SSH path to the "
+                         "peer (absent while the peer is reached through the relay).");
   Family& age = e->Gauge("tunnelmesh_agent_peer_last_handshake_age_seconds",
                          "Seconds since the last completed handshake with the peer (absent before "
                          "the first).");
@@ -118,7 +118,7 @@ void AddPeers(const nlohmann::json& peers, absl::Time now, size_t max_peer_serie
     }
   }
   Family& peer_count = e->Gauge("tunnelmesh_agent_peers", "Peers by the path they are reached on.");
-  for (const char* kind : {"direct", "relay", "none"}) by_path.emplace(kind, 0);
+  for (const char* kind : {"direct", "ssh", "relay", "none"}) by_path.emplace(kind, 0);
   for (const auto& [kind, count] : by_path) peer_count.AddCount({{"path", kind}}, count);
 }
 

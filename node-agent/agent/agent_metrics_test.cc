@@ -77,6 +77,7 @@ TEST(AgentMetricsTest, PeersPathsRttAndCounters) {
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peer_path_changes_total{peer=\"beta\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peers{path=\"direct\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peers{path=\"none\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_peers{path=\"ssh\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_coordinator_connected 1\n"));
   EXPECT_THAT(text, HasSubstr("tunnelmesh_agent_relay_connected 0\n"));
 }

@@ -68,7 +68,7 @@ nlohmann::json BuildAgentStatus(const SelfInfo& self, const noise::Device& devic
         d.path = disco::PathKindName(kind);
         d.via_relay = kind == disco::PathKind::kRelay;
         d.path_changes = stats.changes;
-        if (stats.rtt && kind == disco::PathKind::kDirect) {
+        if (stats.rtt && (kind == disco::PathKind::kDirect || kind == disco::PathKind::kSsh)) {
           // Microsecond precision is all a ping through two schedulers can give.
           d.rtt_ms =
               std::chrono::duration_cast<std::chrono::microseconds>(*stats.rtt).count() / 1000.0;

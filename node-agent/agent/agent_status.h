@@ -39,7 +39,7 @@ struct AgentHealth {
 // `filter`: the report's "filter" object (node-agent/policy/filter_status.h); null leaves it out.
 // `health`: self's mesh, coordinator and relay state and warnings, and each peer's online,
 // last_seen, handshake_failures and warnings (docs/configuration.md, "status"). Peers on a path
-// the PathManager follows also get path_changes, and rtt_ms while the path is direct.
+// the PathManager follows also get path_changes, and rtt_ms while the path is direct or ssh.
 nlohmann::json BuildAgentStatus(const SelfInfo& self, const noise::Device& device,
                                 const DataplaneDropCounts& plane_drops, const PeerTable& peers,
                                 const PathManager* paths, bool coordinated,

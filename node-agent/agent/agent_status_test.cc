@@ -228,6 +228,7 @@ TEST(AgentStatusTest, FormatStatusSurvivesMalformedReplies) {
                              {"tx_bytes", 20},
                              {"persistent_keepalive", 25}}}},
                           {"drops", {{"malformed", 3}}},
+                          {"ssh", {{"port", 7722}, {"host_key_mismatches", 2}}},
                           {"control_loop", {{"posts_dropped", 1}}},
                           {"filter",
                            {{"enabled", true},
@@ -241,6 +242,7 @@ TEST(AgentStatusTest, FormatStatusSurvivesMalformedReplies) {
   EXPECT_NE(text.find("latest handshake: 1 min, 5 s ago"), std::string::npos) << text;
   EXPECT_NE(text.find("  path: direct, rtt 1.2 ms\n"), std::string::npos) << text;
   EXPECT_NE(text.find("  metrics: 127.0.0.1:7710\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("  ssh: port 7722, 2 wrong host keys refused\n"), std::string::npos) << text;
   EXPECT_NE(text.find("malformed=3"), std::string::npos) << text;
   EXPECT_NE(text.find("filter: on, default deny, 3 rules"), std::string::npos) << text;
 

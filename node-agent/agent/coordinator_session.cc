@@ -367,8 +367,8 @@ void CoordinatorSession::RpcLoop() {
     std::shared_ptr<CoordinatorClient> coordinator = client();
     bool session_lost = false;
     if (report) {
-      absl::Status s =
-          coordinator->ReportEndpoints(report->endpoints, report->direct, report->relayed);
+      absl::Status s = coordinator->ReportEndpoints(report->endpoints, report->direct,
+                                                    report->relayed, report->ssh);
       if (!s.ok()) TM_LOG_DEBUG("reporting endpoints: {}", std::string(s.message()));
       session_lost = s.code() == absl::StatusCode::kUnauthenticated;
       if (done) done(s.ok());

@@ -16,6 +16,24 @@ void DataplaneAdapter::UseRelay(const PublicKey& peer) {
   }
 }
 
+void DataplaneAdapter::UseSsh(const PublicKey& peer) {
+  if (noise::Peer* p = device_->FindPeer(peer); p != nullptr) {
+    p->set_endpoint(TransportEndpoint::Ssh(p->id()));
+  }
+}
+
+void DataplaneAdapter::SendSshDatagram(absl::Span<const uint8_t> bytes, const PublicKey& peer) {
+  if (ssh_ != nullptr) (void)ssh_->Send(peer, bytes);
+}
+
+void DataplaneAdapter::ConnectSsh(const PublicKey& peer) {
+  if (ssh_ != nullptr) ssh_->Connect(peer);
+}
+
+bool DataplaneAdapter::SshConnected(const PublicKey& peer) const {
+  return ssh_ != nullptr && ssh_->Connected(peer);
+}
+
 void DataplaneAdapter::SuggestEndpoint(const PublicKey& peer, const Endpoint& endpoint) {
   if (noise::Peer* p = device_->FindPeer(peer); p != nullptr && !p->endpoint()) {
     p->set_endpoint(endpoint);

@@ -184,6 +184,21 @@ absl::StatusOr<CheckedJoinOptions> CheckJoinOptions(const JoinOptions& options) 
                                         "'-', at most 63 (e.g. --alias git)");
     }
   }
+  if (options.no_ssh && !options.ssh_proxy_command.empty()) {
+    return absl::InvalidArgumentError(
+        "--ssh-proxy-command needs the SSH path: drop --no-ssh or --ssh-proxy-command");
+  }
+  if (!options.ssh_proxy_command.empty() &&
+      (options.ssh_proxy_command.find("%h") == std::string::npos ||
+       options.ssh_proxy_command.find("%p") == std::string::npos)) {
+    return absl::InvalidArgumentError(
+        "--ssh-proxy-command must contain %h and %p (the peer's address and SSH port), e.g. "
+        "--ssh-proxy-command 'ssh -W [%h]:%p user@jump.example.com'");
+  }
+  if (!options.no_ssh && options.ssh_port == 0) {
+    return absl::InvalidArgumentError(
+        "--ssh-port must be 1-65535 (or turn the SSH path off: --no-ssh)");
+  }
   if (!options.no_dns) {
     if (options.dns_port == 0) {
       return absl::InvalidArgumentError("--dns-port must be 1-65535 (or turn DNS off: --no-dns)");

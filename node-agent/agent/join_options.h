@@ -36,6 +36,11 @@ struct JoinOptions {
   std::string interface_name = "tm0";
   std::string ca_hash;
   uint16_t listen_port = 51820;
+  // The SSH path's server (TCP; docs/ports.md); `no_ssh` runs none and dials none.
+  uint16_t ssh_port = 7722;
+  bool no_ssh = false;
+  // Dial peers' SSH servers through this command (OpenSSH ProxyCommand syntax), e.g. a jump host.
+  std::string ssh_proxy_command;
   // The mesh DNS server: on the mesh IPs and `dns_listen`, port `dns_port`; `dns_upstream`
   // (IP[:port]) answers what is outside the mesh zone; `no_dns` turns it off. `no_resolved`: do
   // not register the mesh domain with systemd-resolved (implied by `no_dns`).

@@ -101,6 +101,29 @@ TEST(CheckJoinOptionsTest, TimeoutIsADurationAboveZero) {
   }
 }
 
+TEST(CheckJoinOptionsTest, SshFlagsNameWhatToFix) {
+  JoinOptions options = ValidOptions();
+  EXPECT_TRUE(CheckJoinOptions(options).ok());
+  options.ssh_port = 0;
+  absl::StatusOr<CheckedJoinOptions> checked = CheckJoinOptions(options);
+  ASSERT_FALSE(checked.ok());
+  EXPECT_NE(checked.status().message().find("--ssh-port"), std::string::npos);
+  options.no_ssh = true;  // Port 0 does not matter without SSH.
+  EXPECT_TRUE(CheckJoinOptions(options).ok());
+
+  options.ssh_proxy_command = "ssh -W [%h]:%p jump";
+  checked = CheckJoinOptions(options);
+  ASSERT_FALSE(checked.ok());
+  EXPECT_NE(checked.status().message().find("--no-ssh"), std::string::npos);
+  options.no_ssh = false;
+  options.ssh_port = 7722;
+  EXPECT_TRUE(CheckJoinOptions(options).ok());
+  options.ssh_proxy_command = "ssh jump";
+  checked = CheckJoinOptions(options);
+  ASSERT_FALSE(checked.ok());
+  EXPECT_NE(checked.status().message().find("%h and %p"), std::string::npos);
+}
+
 TEST(MemberNameTest, HostNamesBecomeDnsLabels) {
   EXPECT_EQ(MakeDnsLabel("Bob's Laptop"), "bob-s-laptop");
   EXPECT_EQ(MakeDnsLabel("--x__y--"), "x-y");

@@ -171,9 +171,31 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
 
   // The session's hooks reach the agent once it exists; they run only after Start.
   Agent* agent_slot = nullptr;
+  // The SSH path's server listens before registering, which publishes its key and port. Frames
+  // arrive only once the agent has told it the peers (after agent_slot is set).
+  std::unique_ptr<SshTransport> ssh;
+  if (!options.no_ssh) {
+    SshTransport::Options ssh_options;
+    ssh_options.port = options.ssh_port;
+    ssh_options.fall_back_to_any = true;
+    ssh_options.proxy_command = options.ssh_proxy_command;
+    ssh =
+        std::make_unique<SshTransport>(*key, ssh_options,
+                                       [&agent_slot](const PublicKey& peer, const Endpoint& remote,
+                                                     absl::Span<const uint8_t> frame) {
+                                         agent_slot->OnSshFrame(peer, remote, frame);
+                                       });
+    if (absl::Status s = ssh->Start(); !s.ok()) {
+      TM_LOG_ERROR("{}", std::string(s.message()));
+      return kExitFailure;
+    }
+    TM_LOG_INFO("SSH path: listening on TCP port {}", ssh->port());
+  }
+  const PublicKey ssh_key = ssh ? ssh->public_key() : PublicKey();
+  const uint16_t ssh_port = ssh ? ssh->port() : 0;
   CoordinatorSession::Hooks hooks;
-  hooks.make_request = [&options, &checked, &name, public_key,
-                        port]() -> absl::StatusOr<coord::RegisterRequest> {
+  hooks.make_request = [&options, &checked, &name, public_key, port, ssh_key,
+                        ssh_port]() -> absl::StatusOr<coord::RegisterRequest> {
     coord::RegisterRequest request;
     if (!options.kubernetes_token_file.empty()) {
       absl::StatusOr<std::string> token = ReadTrimmedFile(options.kubernetes_token_file);
@@ -195,6 +217,10 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
     if (options.advertise_exit || !options.exit_peers.empty()) {
       request.mutable_exit()->set_advertise(options.advertise_exit);
       for (const std::string& exit : options.exit_peers) request.mutable_exit()->add_use(exit);
+    }
+    if (ssh_port != 0) {
+      request.set_ssh_public_key(PublicKeyBytes(ssh_key));
+      request.set_ssh_port(ssh_port);
     }
     return request;
   };
@@ -276,6 +302,7 @@ int RunJoin(const JoinOptions& options, const CheckedJoinOptions& checked,
                             !options.exit_peers.empty()};
   Agent agent(std::move(params));
   agent_slot = &agent;
+  if (ssh) agent.UseSsh(std::move(ssh));
   if (absl::Status s = agent.BringUp(std::move(*tun), std::move(*socket)); !s.ok()) {
     TM_LOG_ERROR("{}", std::string(s.message()));
     return kExitFailure;

@@ -259,7 +259,7 @@ void CoordinatorClient::CancelWatch() {
 }
 
 absl::Status CoordinatorClient::ReportEndpoints(const std::vector<std::string>& endpoints,
-                                                uint32_t direct, uint32_t relayed) {
+                                                uint32_t direct, uint32_t relayed, uint32_t ssh) {
   grpc::ClientContext context;
   Authorize(&context);
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -267,6 +267,7 @@ absl::Status CoordinatorClient::ReportEndpoints(const std::vector<std::string>& 
   for (const std::string& e : endpoints) request.add_endpoints(e);
   request.set_direct_peers(direct);
   request.set_relayed_peers(relayed);
+  request.set_ssh_peers(ssh);
   coord::ReportEndpointsResponse response;
   return FromGrpc(
       coord::Coordinator::NewStub(channel_)->ReportEndpoints(&context, request, &response));

@@ -68,9 +68,10 @@ class CoordinatorClient {
   [[nodiscard]] absl::Status Watch(const std::function<void(const coord::MapUpdate&)>& on_update);
   void CancelWatch();
 
-  // `direct` and `relayed`: how many peers this member reaches each way now.
+  // `direct`, `relayed` and `ssh`: how many peers this member reaches each way now.
   [[nodiscard]] absl::Status ReportEndpoints(const std::vector<std::string>& endpoints,
-                                             uint32_t direct = 0, uint32_t relayed = 0);
+                                             uint32_t direct = 0, uint32_t relayed = 0,
+                                             uint32_t ssh = 0);
   [[nodiscard]] absl::Status CallMeMaybe(const PublicKey& to,
                                          const std::vector<std::string>& endpoints);
   [[nodiscard]] absl::Status Leave();

@@ -212,6 +212,17 @@ std::string FormatStatus(const nlohmann::json& status, absl::Time now) {
   if (!relay.empty()) out += "  relay: " + relay + "\n";
   const std::string metrics = String(self, "metrics");
   if (!metrics.empty()) out += "  metrics: " + metrics + "\n";
+  // The SSH path's server (join without --no-ssh): its port, and refusals worth a look.
+  if (const nlohmann::json& ssh = Field(status, "ssh"); ssh.is_object()) {
+    out += "  ssh: port " + std::to_string(Unsigned(ssh, "port"));
+    if (const uint64_t n = Unsigned(ssh, "host_key_mismatches"); n > 0) {
+      out += ", " + std::to_string(n) + " wrong host keys refused";
+    }
+    if (const uint64_t n = Unsigned(ssh, "unknown_clients"); n > 0) {
+      out += ", " + std::to_string(n) + " unknown logins refused";
+    }
+    out += "\n";
+  }
   const nlohmann::json& peers = Field(status, "peers");
   for (const nlohmann::json& peer : peers.is_array() ? peers : nlohmann::json::array()) {
     out += "\npeer: " + String(peer, "public_key") + "\n";

@@ -143,7 +143,7 @@ void Dataplane::OutboundLoop() {
           noise::Device::SealResult::kSealed) {
         return;
       }
-      OutgoingDatagram& out = to.is_relay() ? relay_out[relay_count++] : udp_out[udp_count++];
+      OutgoingDatagram& out = to.is_udp() ? udp_out[udp_count++] : relay_out[relay_count++];
       out.data = at;
       out.length = message_length;
       out.to = to;

@@ -35,8 +35,9 @@ using RouteTable = AllowedIps<noise::Peer*>;
 
 class Dataplane {
  public:
-  // Packets up to `mtu` bytes move through. `udp` is required; `relay` may be null (datagrams for
-  // relay endpoints are then dropped as send_failed). Everything must outlive the data plane.
+  // Packets up to `mtu` bytes move through. `udp` is required; `relay` (the peer-addressed Bind,
+  // carrying relay and SSH endpoints) may be null (datagrams for relay and SSH endpoints are then
+  // dropped as send_failed). Everything must outlive the data plane.
   Dataplane(noise::Device* device, TunDevice* tun, Bind* udp, Bind* relay, size_t mtu,
             const Clock* clock);
   ~Dataplane();
@@ -77,7 +78,7 @@ class Dataplane {
   void OutboundLoop();
   void InboundLoop();
   void Fail(absl::Status status);
-  Bind* BindFor(const TransportEndpoint& to) const { return to.is_relay() ? relay_ : udp_; }
+  Bind* BindFor(const TransportEndpoint& to) const { return to.is_udp() ? udp_ : relay_; }
   void SendNow(const TransportEndpoint& to, absl::Span<const uint8_t> bytes);
   void ProcessDatagram(absl::Span<uint8_t> datagram, const TransportEndpoint& from,
                        const RouteTable& routes, MonoTime now, absl::Time wall, GroCoalescer* gro);

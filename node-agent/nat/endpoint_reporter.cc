@@ -42,9 +42,10 @@ bool EndpointReporter::OnStunDatagram(absl::Span<const uint8_t> datagram) {
   return true;
 }
 
-void EndpointReporter::SetPathCounts(std::pair<uint32_t, uint32_t> counts) {
-  if (counts == path_counts_) return;
+void EndpointReporter::SetPathCounts(std::pair<uint32_t, uint32_t> counts, uint32_t ssh) {
+  if (counts == path_counts_ && ssh == ssh_count_) return;
   path_counts_ = counts;
+  ssh_count_ = ssh;
   dirty_ = true;
 }
 
@@ -54,6 +55,7 @@ EndpointReport EndpointReporter::TakeReport(absl::Span<const IpAddress> local_ad
   EndpointReport report;
   report.direct = path_counts_.first;
   report.relayed = path_counts_.second;
+  report.ssh = ssh_count_;
   if (reflexive_) report.endpoints.push_back(reflexive_->ToString());
   for (const IpAddress& ip : local_addresses) {
     if (report.endpoints.size() >= kMaxReportedEndpoints) break;

@@ -31,6 +31,7 @@ struct EndpointReport {
   std::vector<std::string> endpoints;
   uint32_t direct = 0;
   uint32_t relayed = 0;
+  uint32_t ssh = 0;
 };
 
 class EndpointReporter {
@@ -48,8 +49,9 @@ class EndpointReporter {
   bool OnStunDatagram(absl::Span<const uint8_t> datagram);
   const std::optional<Endpoint>& reflexive() const { return reflexive_; }
 
-  // How many peers are reached directly and through the relay; a change makes a report due.
-  void SetPathCounts(std::pair<uint32_t, uint32_t> counts);
+  // How many peers are reached directly and through the relay (and over SSH); a change makes a
+  // report due.
+  void SetPathCounts(std::pair<uint32_t, uint32_t> counts, uint32_t ssh = 0);
   // A restarted coordinator has forgotten our endpoints: report again.
   void MarkDirty() { dirty_ = true; }
   bool dirty() const { return dirty_; }
@@ -70,6 +72,7 @@ class EndpointReporter {
   bool stun_pending_ = false;
   std::optional<Endpoint> reflexive_;
   std::pair<uint32_t, uint32_t> path_counts_{0, 0};
+  uint32_t ssh_count_ = 0;
   bool dirty_ = true;
   std::vector<std::string> reported_;
 };

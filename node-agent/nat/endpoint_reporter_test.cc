@@ -95,6 +95,11 @@ TEST(EndpointReporterTest, PathCountChangesMakeAReportDue) {
   EndpointReport report = reporter.TakeReport({}, 1);
   EXPECT_EQ(report.direct, 1u);
   EXPECT_EQ(report.relayed, 2u);
+  EXPECT_EQ(report.ssh, 0u);
+  // A change of the SSH count alone makes a report due too.
+  reporter.SetPathCounts({1, 2}, 3);
+  EXPECT_TRUE(reporter.dirty());
+  EXPECT_EQ(reporter.TakeReport({}, 1).ssh, 3u);
 }
 
 }  // namespace

@@ -50,6 +50,24 @@ void PathManager::SetRelayAvailable(bool available) {
   for (auto& [key, peer] : peers_) peer->selector.SetRelayAvailable(available);
 }
 
+void PathManager::SetSshOffered(const PublicKey& key, bool offered, MonoTime now) {
+  auto it = peers_.find(key);
+  if (it == peers_.end()) return;
+  it->second->ssh_offered = offered;
+  it->second->selector.SetSsh(offered, offered && transport_->SshConnected(key), now);
+  RunActions(key, *it->second);
+}
+
+void PathManager::SendSsh(const PublicKey& key, const PeerPaths& peer,
+                          const disco::Message& message) {
+  if (!peer.box_ok) return;
+  uint8_t out[disco::kMaxDatagramSize];
+  const size_t size =
+      disco::SealWithKey(peer.box, public_key_, message, absl::Span<uint8_t>(out, sizeof(out)));
+  if (size > 0) transport_->SendSshDatagram(absl::Span<const uint8_t>(out, size), key);
+  TM_LOG_DEBUG("disco {} to {} (ssh)", DiscoMessageName(message), peer.name);
+}
+
 void PathManager::Send(const PeerPaths& peer, const disco::Message& message, const Endpoint& to) {
   if (!peer.box_ok) return;
   uint8_t out[disco::kMaxDatagramSize];
@@ -65,6 +83,9 @@ void PathManager::ApplyPath(const PublicKey& key, PeerPaths& peer) {
   if (path.kind == disco::PathKind::kDirect) {
     transport_->UseDirect(key, path.endpoint);
     TM_LOG_INFO("path to {}: direct via {}", peer.name, path.endpoint.ToString());
+  } else if (path.kind == disco::PathKind::kSsh) {
+    transport_->UseSsh(key);
+    TM_LOG_INFO("path to {}: ssh", peer.name);
   } else if (path.kind == disco::PathKind::kRelay) {
     transport_->UseRelay(key);
     TM_LOG_INFO("path to {}: relay", peer.name);
@@ -77,8 +98,13 @@ void PathManager::ApplyPath(const PublicKey& key, PeerPaths& peer) {
 void PathManager::RunActions(const PublicKey& key, PeerPaths& peer) {
   disco::PathActions actions = peer.selector.TakeActions();
   for (const disco::PingRequest& ping : actions.pings) {
-    Send(peer, disco::Ping{ping.tx_id}, ping.endpoint);
+    if (ping.ssh) {
+      SendSsh(key, peer, disco::Ping{ping.tx_id});
+    } else {
+      Send(peer, disco::Ping{ping.tx_id}, ping.endpoint);
+    }
   }
+  if (actions.connect_ssh) transport_->ConnectSsh(key);
   if (actions.send_call_me_maybe &&
       std::find(call_me_maybe_.begin(), call_me_maybe_.end(), key) == call_me_maybe_.end()) {
     call_me_maybe_.push_back(key);
@@ -86,24 +112,55 @@ void PathManager::RunActions(const PublicKey& key, PeerPaths& peer) {
   ApplyPath(key, peer);
 }
 
-void PathManager::OnDiscoDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from,
-                                  MonoTime now) {
-  PublicKey sender;
-  if (!disco::PeekSender(datagram, &sender)) {
+PathManager::PeerPaths* PathManager::Open(absl::Span<const uint8_t> datagram, PublicKey* sender,
+                                          disco::Message* message) {
+  if (!disco::PeekSender(datagram, sender)) {
     ++drops_.bad_seal;
-    return;
+    return nullptr;
   }
-  auto it = peers_.find(sender);
+  auto it = peers_.find(*sender);
   if (it == peers_.end()) {
+    ++drops_.unknown_peer;
+    return nullptr;
+  }
+  PeerPaths& peer = *it->second;
+  if (!peer.box_ok || !disco::OpenWithKey(peer.box, datagram, message)) {
+    ++drops_.bad_seal;
+    return nullptr;
+  }
+  return &peer;
+}
+
+void PathManager::OnSshDiscoDatagram(const PublicKey& from, const Endpoint& remote,
+                                     absl::Span<const uint8_t> datagram, MonoTime now) {
+  PublicKey sender;
+  disco::Message message;
+  PeerPaths* peer = Open(datagram, &sender, &message);
+  if (peer == nullptr) return;
+  // Sealed by another member than the one on the other end of this connection: forwarded or
+  // replayed, never ours to answer.
+  if (!(sender == from)) {
     ++drops_.unknown_peer;
     return;
   }
-  PeerPaths& peer = *it->second;
-  disco::Message message;
-  if (!peer.box_ok || !disco::OpenWithKey(peer.box, datagram, &message)) {
-    ++drops_.bad_seal;
-    return;
+  TM_LOG_DEBUG("disco {} from {} (ssh)", DiscoMessageName(message), peer->name);
+  if (const auto* ping = std::get_if<disco::Ping>(&message)) {
+    SendSsh(sender, *peer, disco::Pong{ping->tx_id, remote});
+  } else if (const auto* pong = std::get_if<disco::Pong>(&message)) {
+    peer->selector.OnSshPong(pong->tx_id, now);
+  } else if (const auto* cmm = std::get_if<disco::CallMeMaybe>(&message)) {
+    peer->selector.OnCallMeMaybe(cmm->endpoints, now);
   }
+  RunActions(sender, *peer);
+}
+
+void PathManager::OnDiscoDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from,
+                                  MonoTime now) {
+  PublicKey sender;
+  disco::Message message;
+  PeerPaths* found = Open(datagram, &sender, &message);
+  if (found == nullptr) return;
+  PeerPaths& peer = *found;
   TM_LOG_DEBUG("disco {} from {} ({})", DiscoMessageName(message), peer.name, from.ToString());
   if (const auto* ping = std::get_if<disco::Ping>(&message)) {
     Send(peer, disco::Pong{ping->tx_id, from}, from);
@@ -127,6 +184,8 @@ void PathManager::OnCallMeMaybe(const PublicKey& from, absl::Span<const Endpoint
 void PathManager::Tick(MonoTime now) {
   for (auto& [key, peer] : peers_) {
     peer->selector.SetRelayAvailable(relay_available_);
+    peer->selector.SetSsh(peer->ssh_offered, peer->ssh_offered && transport_->SshConnected(key),
+                          now);
     peer->selector.Tick(now);
     RunActions(key, *peer);
   }
@@ -147,14 +206,17 @@ PathStats PathManager::StatsOf(const PublicKey& key) const {
   auto it = peers_.find(key);
   if (it == peers_.end()) return {};
   const PeerPaths& peer = *it->second;
-  return {peer.selector.CurrentPath(), peer.selector.DirectLatency(), peer.changes};
+  std::optional<Duration> rtt = peer.selector.DirectLatency();
+  if (!rtt) rtt = peer.selector.SshLatency();
+  return {peer.selector.CurrentPath(), rtt, peer.changes};
 }
 
-std::pair<uint32_t, uint32_t> PathManager::PathCounts() const {
-  std::pair<uint32_t, uint32_t> counts{0, 0};
+PathManager::Counts PathManager::PathCounts() const {
+  Counts counts;
   for (const auto& [key, peer] : peers_) {
-    if (peer->applied.kind == disco::PathKind::kDirect) ++counts.first;
-    if (peer->applied.kind == disco::PathKind::kRelay) ++counts.second;
+    if (peer->applied.kind == disco::PathKind::kDirect) ++counts.direct;
+    if (peer->applied.kind == disco::PathKind::kRelay) ++counts.relayed;
+    if (peer->applied.kind == disco::PathKind::kSsh) ++counts.ssh;
   }
   return counts;
 }

@@ -1,6 +1,7 @@
 // PathManager: how each agent peer is reached (ARCHITECTURE.md, "Data flow" step 4). One
-// disco::PathSelector per peer decides between the relay and a direct UDP endpoint; this class
-// feeds it (candidates from the map, sealed ping/pong/call-me-maybe from the data socket,
+// disco::PathSelector per peer decides between a direct UDP endpoint, the peer's SSH connection and
+// the relay; this class feeds it (candidates from the map, sealed ping/pong/call-me-maybe from the
+// data socket and from SSH connections, whether the peer offers SSH and is connected,
 // call-me-maybe relayed by the coordinator, relay availability, time), sends the pings and pongs it
 // asks for, applies the chosen path to the device peer through PathTransport, and collects the
 // call-me-maybe requests the agent sends through the coordinator.
@@ -35,7 +36,7 @@ struct DiscoDrops {
 // What PathManager knows of one peer's path, for `status` and metrics.
 struct PathStats {
   disco::Path path;             // As PathOf says (kind kNone for unknown peers).
-  std::optional<Duration> rtt;  // The last ping/pong round trip on the direct path.
+  std::optional<Duration> rtt;  // The last ping/pong round trip on the direct or SSH path.
   uint64_t changes = 0;         // Paths applied after the first (relay <-> direct, ...).
 };
 
@@ -54,9 +55,16 @@ class PathManager {
 
   void SetRelayAvailable(bool available);
   bool relay_available() const { return relay_available_; }
+  // Whether `key` offers an SSH path (it publishes an SSH key and port, and this agent runs SSH).
+  void SetSshOffered(const PublicKey& key, bool offered, MonoTime now);
 
   // A datagram for which disco::IsDiscoMessage holds, received directly from `from`.
   void OnDiscoDatagram(absl::Span<const uint8_t> datagram, const Endpoint& from, MonoTime now);
+  // A discovery datagram that arrived over the SSH connection of `peer` (its login or host key
+  // proved who it is; the datagram must be sealed by that same peer), whose TCP remote end is
+  // `remote` (what a pong reports as observed).
+  void OnSshDiscoDatagram(const PublicKey& peer, const Endpoint& remote,
+                          absl::Span<const uint8_t> datagram, MonoTime now);
   // A call-me-maybe from `from` relayed by the coordinator in the network map.
   void OnCallMeMaybe(const PublicKey& from, absl::Span<const Endpoint> endpoints, MonoTime now);
   // Runs the selectors' timers, sends their pings, applies changed paths.
@@ -68,8 +76,14 @@ class PathManager {
   disco::Path PathOf(const PublicKey& key) const;
   // The applied path, its RTT when direct, and how often it changed (default for unknown peers).
   PathStats StatsOf(const PublicKey& key) const;
-  // Peers reached directly and through the relay, as applied.
-  std::pair<uint32_t, uint32_t> PathCounts() const;
+  // Peers reached each way, as applied.
+  struct Counts {
+    uint32_t direct = 0;
+    uint32_t relayed = 0;
+    uint32_t ssh = 0;
+    friend bool operator==(const Counts&, const Counts&) = default;
+  };
+  Counts PathCounts() const;
   const DiscoDrops& drops() const { return drops_; }
 
  private:
@@ -79,6 +93,7 @@ class PathManager {
     disco::BoxKey box;
     bool box_ok = false;
     disco::Path applied;
+    bool ssh_offered = false;
     bool applied_once = false;
     uint64_t changes = 0;
     explicit PeerPaths(disco::PathSelector::TxIdGenerator tx_ids)
@@ -87,6 +102,9 @@ class PathManager {
 
   void RunActions(const PublicKey& key, PeerPaths& peer);
   void Send(const PeerPaths& peer, const disco::Message& message, const Endpoint& to);
+  void SendSsh(const PublicKey& key, const PeerPaths& peer, const disco::Message& message);
+  // Opens a sealed datagram from a known peer; null (counted) when it does not open.
+  PeerPaths* Open(absl::Span<const uint8_t> datagram, PublicKey* sender, disco::Message* message);
   void ApplyPath(const PublicKey& key, PeerPaths& peer);
 
   const SecretKey private_key_;

@@ -27,7 +27,17 @@ class RecordingTransport final : public PathTransport {
   void SuggestEndpoint(const PublicKey&, const Endpoint& endpoint) override {
     suggested.push_back(endpoint);
   }
+  void UseSsh(const PublicKey&) override { ++ssh; }
+  void SendSshDatagram(absl::Span<const uint8_t> bytes, const PublicKey& peer) override {
+    ssh_sent.push_back({std::vector<uint8_t>(bytes.begin(), bytes.end()), Endpoint()});
+  }
+  void ConnectSsh(const PublicKey&) override { ++ssh_connects; }
+  bool SshConnected(const PublicKey&) const override { return ssh_connected; }
   std::vector<Sent> sent;
+  std::vector<Sent> ssh_sent;
+  int ssh = 0;
+  int ssh_connects = 0;
+  bool ssh_connected = false;
   std::vector<Endpoint> direct;
   std::vector<Endpoint> suggested;
   int relay = 0;
@@ -116,7 +126,7 @@ TEST_F(PathManagerTest, PongConfirmsADirectPath) {
                            candidate, clock_.Now());
   EXPECT_EQ(manager_.PathOf(peer_.key).kind, disco::PathKind::kDirect);
   EXPECT_EQ(transport_.direct, std::vector<Endpoint>{candidate});
-  EXPECT_EQ(manager_.PathCounts(), std::make_pair(1u, 0u));
+  EXPECT_EQ(manager_.PathCounts(), (PathManager::Counts{1, 0, 0}));
   // The round trip of the ping that proved the path, and one change (relay -> direct).
   const PathStats stats = manager_.StatsOf(peer_.key);
   EXPECT_EQ(stats.path.kind, disco::PathKind::kDirect);
@@ -165,7 +175,7 @@ TEST_F(PathManagerTest, SilenceFallsBackToTheRelay) {
   EXPECT_GT(PingsTo(candidate).size(), pings.size()) << "heartbeats were sent";
   EXPECT_EQ(manager_.PathOf(peer_.key).kind, disco::PathKind::kRelay);
   EXPECT_EQ(transport_.relay, relay_before + 1);
-  EXPECT_EQ(manager_.PathCounts(), std::make_pair(0u, 1u));
+  EXPECT_EQ(manager_.PathCounts(), (PathManager::Counts{0, 1, 0}));
   // relay -> direct -> relay; no RTT on the relay path.
   EXPECT_EQ(manager_.StatsOf(peer_.key).changes, 2u);
   EXPECT_FALSE(manager_.StatsOf(peer_.key).rtt.has_value());
@@ -188,6 +198,55 @@ TEST_F(PathManagerTest, ProbeRoundsQueueOneCallMeMaybe) {
   manager_.RemovePeer(peer_.key);
   EXPECT_FALSE(manager_.HasPeer(peer_.key));
   EXPECT_EQ(manager_.PathOf(peer_.key).kind, disco::PathKind::kNone);
+}
+
+TEST_F(PathManagerTest, SshCarriesTrafficWhenItsPongsComeBack) {
+  const Endpoint kTcp = E("192.0.2.10:40222");  // The SSH connection's remote end.
+  const Endpoint candidate = E("192.0.2.10:51820");
+  manager_.SetRelayAvailable(true);
+  manager_.UpsertPeer(peer_.key, "beta", {candidate}, clock_.Now());
+  ASSERT_EQ(manager_.PathOf(peer_.key).kind, disco::PathKind::kRelay);
+  manager_.SetSshOffered(peer_.key, true, clock_.Now());
+  EXPECT_GE(transport_.ssh_connects, 1) << "no direct path: SSH is dialed";
+  EXPECT_TRUE(transport_.ssh_sent.empty()) << "nothing over SSH before it connects";
+
+  transport_.ssh_connected = true;
+  clock_.Advance(std::chrono::milliseconds(10));
+  manager_.Tick(clock_.Now());
+  ASSERT_EQ(transport_.ssh_sent.size(), 1u);
+  std::optional<disco::Message> ping = OpenAsPeer(transport_.ssh_sent[0].bytes);
+  ASSERT_TRUE(ping && std::holds_alternative<disco::Ping>(*ping));
+  const disco::TxId tx = std::get<disco::Ping>(*ping).tx_id;
+
+  // A pong sealed by the peer but arriving on another member's connection proves nothing.
+  Member other;
+  manager_.OnSshDiscoDatagram(other.key, kTcp, SealFromPeer(disco::Pong{tx, kTcp}), clock_.Now());
+  EXPECT_EQ(manager_.PathOf(peer_.key).kind, disco::PathKind::kRelay);
+  EXPECT_EQ(manager_.drops().unknown_peer, 1u);
+
+  clock_.Advance(std::chrono::milliseconds(3));
+  manager_.OnSshDiscoDatagram(peer_.key, kTcp, SealFromPeer(disco::Pong{tx, kTcp}), clock_.Now());
+  EXPECT_EQ(manager_.PathOf(peer_.key).kind, disco::PathKind::kSsh);
+  EXPECT_EQ(transport_.ssh, 1);
+  EXPECT_EQ(manager_.PathCounts(), (PathManager::Counts{0, 0, 1}));
+  EXPECT_EQ(manager_.StatsOf(peer_.key).rtt, std::chrono::milliseconds(3));
+
+  // A ping over SSH is answered over SSH.
+  transport_.ssh_sent.clear();
+  disco::TxId theirs{};
+  theirs[0] = 0x77;
+  manager_.OnSshDiscoDatagram(peer_.key, kTcp, SealFromPeer(disco::Ping{theirs}), clock_.Now());
+  ASSERT_EQ(transport_.ssh_sent.size(), 1u);
+  std::optional<disco::Message> pong = OpenAsPeer(transport_.ssh_sent[0].bytes);
+  ASSERT_TRUE(pong && std::holds_alternative<disco::Pong>(*pong));
+  EXPECT_EQ(std::get<disco::Pong>(*pong).tx_id, theirs);
+  EXPECT_EQ(std::get<disco::Pong>(*pong).observed, kTcp);
+
+  // The connection drops: back to the relay at once.
+  transport_.ssh_connected = false;
+  manager_.Tick(clock_.Now());
+  EXPECT_EQ(manager_.PathOf(peer_.key).kind, disco::PathKind::kRelay);
+  EXPECT_EQ(manager_.PathCounts(), (PathManager::Counts{0, 1, 0}));
 }
 
 }  // namespace

@@ -109,6 +109,10 @@ bool PeerTable::Upsert(const coord::Peer& peer, PeerChanges* changes) {
     }
   }
   info.is_static = peer.static_peer();
+  if (peer.ssh_public_key().size() == kKeySize && peer.ssh_port() > 0 && peer.ssh_port() < 65536) {
+    std::memcpy(info.ssh_key.bytes.data(), peer.ssh_public_key().data(), kKeySize);
+    info.ssh_port = static_cast<uint16_t>(peer.ssh_port());
+  }
 
   auto old = peers_.find(key);
   noise::Peer* existing = device_->FindPeer(key);

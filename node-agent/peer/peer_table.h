@@ -53,6 +53,10 @@ struct PeerInfo {
   std::vector<std::string> mesh_ips;
   std::vector<Prefix> allowed;
   std::vector<Endpoint> candidates;
+  // The peer's SSH server (docs/protocol.md, "SSH path"): its Ed25519 key and TCP port; a zero key
+  // or port 0 when it runs none.
+  PublicKey ssh_key;
+  uint16_t ssh_port = 0;
   uint32_t device_id = 0;
   // A plain WireGuard peer (a config file's peer, or a static member of the map): fixed endpoint,
   // roaming, no discovery.

@@ -8,13 +8,15 @@
 
 namespace tunnelmesh {
 
-RelayBind::RelayBind(SendFrame send, Options options)
+RelayBind::RelayBind(SendFrame send, Options options, SendFrame send_ssh)
     : send_(std::move(send)),
+      send_ssh_(std::move(send_ssh)),
       options_(options),
       event_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
       slots_(options.queue_slots * options.slot_size),
       lengths_(options.queue_slots),
-      sources_(options.queue_slots) {}
+      sources_(options.queue_slots),
+      vias_(options.queue_slots) {}
 
 RelayBind::~RelayBind() {
   if (event_fd_ >= 0) close(event_fd_);
@@ -41,7 +43,8 @@ size_t RelayBind::Send(absl::Span<const OutgoingDatagram> datagrams) {
   for (const OutgoingDatagram& d : datagrams) {
     PublicKey key;
     bool known = false;
-    if (d.to.is_relay()) {
+    const SendFrame& send = d.to.is_ssh() ? send_ssh_ : send_;
+    if (!d.to.is_udp() && send) {
       absl::ReaderMutexLock lock(&peers_mu_);
       auto it = key_by_id_.find(d.to.relay_peer_id());
       if (it != key_by_id_.end()) {
@@ -50,12 +53,12 @@ size_t RelayBind::Send(absl::Span<const OutgoingDatagram> datagrams) {
       }
     }
     // The frame goes out after the table lock is released: the relay client may take its own.
-    if (!known || !send_(key, absl::Span<const uint8_t>(d.data, d.length))) ++refused;
+    if (!known || !send(key, absl::Span<const uint8_t>(d.data, d.length))) ++refused;
   }
   return refused;
 }
 
-void RelayBind::Deliver(const PublicKey& source, absl::Span<const uint8_t> payload) {
+void RelayBind::Deliver(const PublicKey& source, absl::Span<const uint8_t> payload, Transport via) {
   uint32_t peer_id = 0;
   {
     absl::ReaderMutexLock lock(&peers_mu_);
@@ -79,6 +82,7 @@ void RelayBind::Deliver(const PublicKey& source, absl::Span<const uint8_t> paylo
   std::memcpy(slot(at), payload.data(), payload.size());
   lengths_[at] = payload.size();
   sources_[at] = peer_id;
+  vias_[at] = via;
   // The descriptor is readable exactly while frames are queued; both sides change it under the
   // lock, so one write per burst is enough.
   if (queued_++ == 0) {
@@ -93,6 +97,7 @@ absl::StatusOr<size_t> RelayBind::Receive(DatagramHandler handler) {
   size_t count = 0;
   uint32_t sources[256];
   size_t lengths[256];
+  Transport vias[256];
   {
     absl::MutexLock lock(&ring_mu_);
     // The slots of the previous burst are released now (the contract of DatagramHandler).
@@ -106,6 +111,7 @@ absl::StatusOr<size_t> RelayBind::Receive(DatagramHandler handler) {
       const size_t at = (start + i) % options_.queue_slots;
       sources[i] = sources_[at];
       lengths[i] = lengths_[at];
+      vias[i] = vias_[at];
     }
     handed_ = count;
     queued_ -= count;
@@ -116,7 +122,9 @@ absl::StatusOr<size_t> RelayBind::Receive(DatagramHandler handler) {
   }
   for (size_t i = 0; i < count; ++i) {
     const size_t at = (start + i) % options_.queue_slots;
-    handler(absl::Span<uint8_t>(slot(at), lengths[i]), TransportEndpoint::Relay(sources[i]));
+    handler(absl::Span<uint8_t>(slot(at), lengths[i]), vias[i] == Transport::kSsh
+                                                           ? TransportEndpoint::Ssh(sources[i])
+                                                           : TransportEndpoint::Relay(sources[i]));
   }
   return count;
 }

@@ -1,7 +1,8 @@
-// The relay Bind: datagrams to peers reached through the coordinator's relay (relay_client.h).
-// The relay addresses frames by public key while TransportEndpoint names a relayed peer by its
-// device id, so the Bind keeps an id <-> key table that its owner (the agent, as peers join and
-// leave) maintains.
+// The relay Bind: datagrams to peers reached through the coordinator's relay (relay_client.h),
+// and, when given a second sender, through the SSH connections to peers (ssh_transport.h). Both
+// address frames by public key while TransportEndpoint names the peer by its device id, so the Bind
+// keeps an id <-> key table that its owner (the agent, as peers join and leave) maintains. One Bind
+// for both keeps the data plane at two (UDP, peer-addressed); a frame's transport travels with it.
 //
 // Inbound frames arrive on the relay client's thread (Deliver); they are copied into a bounded
 // ring of fixed-size slots and announced on an eventfd, and the data plane's inbound thread takes
@@ -46,7 +47,7 @@ class RelayBind final : public Bind {
   };
 
   explicit RelayBind(SendFrame send) : RelayBind(std::move(send), Options()) {}
-  RelayBind(SendFrame send, Options options);
+  RelayBind(SendFrame send, Options options, SendFrame send_ssh = nullptr);
   ~RelayBind() override;
   RelayBind(const RelayBind&) = delete;
   RelayBind& operator=(const RelayBind&) = delete;
@@ -55,8 +56,10 @@ class RelayBind final : public Bind {
   void SetPeer(uint32_t peer_id, const PublicKey& key);
   void RemovePeer(uint32_t peer_id);
 
-  // A frame from the relay, sent by `source`. Frames from keys that are not peers are ignored.
-  void Deliver(const PublicKey& source, absl::Span<const uint8_t> payload);
+  // A frame from the relay (or, with Transport::kSsh, from the SSH connection to `source`), sent
+  // by `source`. Frames from keys that are not peers are ignored.
+  void Deliver(const PublicKey& source, absl::Span<const uint8_t> payload,
+               Transport via = Transport::kRelay);
 
   Transport transport() const override { return Transport::kRelay; }
   uint16_t port() const override { return 0; }
@@ -73,6 +76,7 @@ class RelayBind final : public Bind {
   uint8_t* slot(size_t i) { return slots_.data() + i * options_.slot_size; }
 
   const SendFrame send_;
+  const SendFrame send_ssh_;
   const Options options_;
   const int event_fd_;
 
@@ -87,6 +91,7 @@ class RelayBind final : public Bind {
   std::vector<uint8_t> slots_;
   std::vector<size_t> lengths_ ABSL_GUARDED_BY(ring_mu_);
   std::vector<uint32_t> sources_ ABSL_GUARDED_BY(ring_mu_);
+  std::vector<Transport> vias_ ABSL_GUARDED_BY(ring_mu_);
   size_t first_ ABSL_GUARDED_BY(ring_mu_) = 0;
   size_t handed_ ABSL_GUARDED_BY(ring_mu_) = 0;
   size_t queued_ ABSL_GUARDED_BY(ring_mu_) = 0;

@@ -103,5 +103,46 @@ TEST(RelayBindTest, QueuesDeliveredFramesBoundedAndHandsThemOverInBursts) {
   EXPECT_EQ(got[0], std::make_pair(2u, std::string("after")));
 }
 
+TEST(RelayBindTest, CarriesSshEndpointsOverTheSshSender) {
+  std::vector<std::string> relayed, over_ssh;
+  RelayBind bind(
+      [&](const PublicKey&, absl::Span<const uint8_t> payload) {
+        relayed.emplace_back(payload.begin(), payload.end());
+        return true;
+      },
+      RelayBind::Options(),
+      [&](const PublicKey& key, absl::Span<const uint8_t> payload) {
+        EXPECT_EQ(key, Key(0xaa));
+        over_ssh.emplace_back(payload.begin(), payload.end());
+        return true;
+      });
+  bind.SetPeer(7, Key(0xaa));
+  const std::string a = "via-ssh", b = "via-relay";
+  std::vector<OutgoingDatagram> out = {
+      {reinterpret_cast<const uint8_t*>(a.data()), a.size(), TransportEndpoint::Ssh(7)},
+      {reinterpret_cast<const uint8_t*>(b.data()), b.size(), TransportEndpoint::Relay(7)},
+  };
+  EXPECT_EQ(bind.Send(out), 0u);
+  EXPECT_EQ(over_ssh, std::vector<std::string>{"via-ssh"});
+  EXPECT_EQ(relayed, std::vector<std::string>{"via-relay"});
+
+  // Received frames come back named by their transport, so the device answers the same way.
+  bind.Deliver(Key(0xaa), Bytes("in-ssh"), Transport::kSsh);
+  bind.Deliver(Key(0xaa), Bytes("in-relay"));
+  std::vector<TransportEndpoint> from;
+  ASSERT_TRUE(
+      bind.Receive([&](absl::Span<uint8_t>, const TransportEndpoint& e) { from.push_back(e); })
+          .ok());
+  EXPECT_EQ(from, (std::vector<TransportEndpoint>{TransportEndpoint::Ssh(7),
+                                                  TransportEndpoint::Relay(7)}));
+  EXPECT_EQ(TransportEndpoint::Ssh(7).ToString(), "ssh");
+  EXPECT_FALSE(TransportEndpoint::Ssh(7) == TransportEndpoint::Relay(7));
+
+  // Without an SSH sender, SSH endpoints are refused.
+  RelayBind relay_only([](const PublicKey&, absl::Span<const uint8_t>) { return true; });
+  relay_only.SetPeer(7, Key(0xaa));
+  EXPECT_EQ(relay_only.Send(absl::MakeSpan(out).first(1)), 1u);
+}
+
 }  // namespace
 }  // namespace tunnelmesh
