@@ -143,6 +143,21 @@ tm_expect_eq "DNS packets the laptop's NAT forwarded" "$(tm_nat_counter s1 "dns 
 tm_expect_eq "DNS/TCP packets the laptop's NAT forwarded" \
   "$(tm_nat_counter s1 "dns over tcp from the LAN")" 0
 
+tm_step "explain names the exit that decides a flow to the internet"
+explain() { # NAME SRC DST  (sets EXPLAIN_OUT and EXPLAIN_RC)
+  EXPLAIN_RC=0
+  EXPLAIN_OUT=$(tm_in "${TM_MEMBER_NSID[$1]}" timeout 10 "$TM_AGENT" explain "$2" "$3" \
+    --interface "${TM_MEMBER_IF[$1]}" --state-dir "$(tm_member_state "$1")" 2>&1) || EXPLAIN_RC=$?
+  tm_log "explain on $1: $2 $3 -> exit $EXPLAIN_RC: $EXPLAIN_OUT"
+}
+explain laptop laptop "$WEB:$WEB_PORT/tcp"
+tm_expect_eq "explain laptop web:$WEB_PORT/tcp: exit code" "$EXPLAIN_RC" 0
+[[ "$EXPLAIN_OUT" == allow*"by PeerPolicy laptops-internet"*"enforced by exit1"* ]] ||
+  tm_fail "explain did not name laptops-internet and exit1: $EXPLAIN_OUT"
+explain stranger stranger "$WEB:$WEB_PORT/tcp"
+[[ $EXPLAIN_RC == 3 && "$EXPLAIN_OUT" == *"uses no exit peer"* ]] ||
+  tm_fail "explain for the stranger did not say it uses no exit: $EXPLAIN_OUT"
+
 tm_step "a member no PeerPolicy lets use exit1 cannot"
 tm_wait 10 "the stranger to list exit1 as refused" mjson_true stranger \
   "any(r['name'] == 'exit1' for r in (s.get('exit') or {}).get('refused', []))"
