@@ -1154,6 +1154,16 @@ absl::Status Coordinator::Admit(MemberRecord record) {
     }
   }
   auto existing = members_.find(record.public_key);
+  // Pod members are made and removed by the coordinator alone (AttachPod, DetachPod). A pod
+  // MeshPeer it does not hold is one it detached whose removal is still on its way to the API
+  // server (the informer saw the creation late): admitting it would bring the pod back and turn
+  // the queued delete into a write.
+  if (record.pod && existing == members_.end()) {
+    return absl::FailedPreconditionError(
+        "pod member \"" + record.name +
+        "\" is not attached (its pod was detached or deleted); the operator deletes this "
+        "MeshPeer");
+  }
   // The coordinator allocates: for a member it knows, its own addresses win over what an object
   // says (a watch event may predate the status write that recorded them).
   if (existing != members_.end()) record.mesh_ips = existing->second.mesh_ips;

@@ -132,6 +132,28 @@ TEST_F(CoordinatorPodsTest, AttachedPodIsReachedThroughItsHost) {
   EXPECT_EQ(next->mesh_ips(0), "10.99.0.4") << "the departed pod's address is quarantined";
 }
 
+TEST_F(CoordinatorPodsTest, ALateMeshPeerEventDoesNotBringADetachedPodBack) {
+  Start();
+  auto a = Join(node_a_, "node-a");
+  ASSERT_TRUE(c_->AttachPod(node_a_, Pod("ci", "runner-1", "uid-1", "runner")).ok());
+  MemberRecord pod;
+  for (const MemberStatus& m : c_->Members()) {
+    if (m.record.pod) pod = m.record;
+  }
+  ASSERT_TRUE(pod.pod.has_value());
+  EXPECT_TRUE(c_->Admit(pod).ok()) << "the informer's echo of an attached pod is no change";
+  coord::DetachPodRequest detach;
+  *detach.mutable_pod() = Pod("ci", "runner-1", "uid-1", "runner").pod();
+  ASSERT_TRUE(c_->DetachPod(node_a_, detach).ok());
+  // The MeshPeer's creation reaches the informer only now.
+  absl::Status late = c_->Admit(pod);
+  EXPECT_EQ(late.code(), absl::StatusCode::kFailedPrecondition) << late;
+  for (const MemberStatus& m : c_->Members()) EXPECT_FALSE(m.record.pod.has_value());
+  ASSERT_TRUE(c_->FlushStore(absl::Seconds(5)));
+  EXPECT_EQ(store_->members().count(pod.public_key), 0u)
+      << "the delete was not turned into a write";
+}
+
 TEST_F(CoordinatorPodsTest, RejectsBadPodsWithTheField) {
   Start();
   Join(node_a_, "node-a");
