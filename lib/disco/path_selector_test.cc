@@ -569,7 +569,9 @@ TEST_F(PathSelectorTest, SshBeatsTheRelayOnceAPongComesBackOverIt) {
 TEST_F(PathSelectorTest, SilentSshFallsBackToTheRelayWithinAboutASecond) {
   selector_.SetRelayAvailable(true);
   selector_.SetSsh(true, true, Now());
-  const PingRequest* ping = SshPing(selector_.TakeActions());
+  // The ping points into the actions: keep them alive while it is used.
+  PathActions actions = selector_.TakeActions();
+  const PingRequest* ping = SshPing(actions);
   ASSERT_NE(ping, nullptr);
   selector_.OnSshPong(ping->tx_id, Now());
   ASSERT_EQ(selector_.CurrentPath().kind, PathKind::kSsh);
@@ -587,7 +589,8 @@ TEST_F(PathSelectorTest, SilentSshFallsBackToTheRelayWithinAboutASecond) {
   // Pings continue over the connection, and an answer brings SSH back.
   clock_.Advance(kHeartbeatInterval);
   selector_.Tick(Now());
-  ping = SshPing(selector_.TakeActions());
+  actions = selector_.TakeActions();
+  ping = SshPing(actions);
   ASSERT_NE(ping, nullptr);
   selector_.OnSshPong(ping->tx_id, Now());
   EXPECT_EQ(selector_.CurrentPath().kind, PathKind::kSsh);
