@@ -46,17 +46,7 @@ tm_net_public ex
 tm_net_site s1 eim
 tm_net_site_host s1 lap
 tm_coord_setup coord
-cat >"$TM_WORK/coord.manifests/laptops-internet.yaml" <<'YAML'
-apiVersion: tunnelmesh.io/v1alpha1
-kind: PeerPolicy
-metadata:
-  name: laptops-internet
-spec:
-  mesh: demo
-  action: Allow
-  from: [{peerSelector: {matchLabels: {role: laptop}}}]
-  to: [{internet: {}}]
-YAML
+tm_coord_allow_internet laptop
 tm_coord_start
 tm_member_new exit ex
 tm_member_start exit --advertise-exit

@@ -56,17 +56,7 @@ done
 WEB6=$V6NET::80
 EX1_6=$V6NET::12
 tm_coord_setup coord
-cat >"$TM_WORK/coord.manifests/laptops-internet.yaml" <<'YAML'
-apiVersion: tunnelmesh.io/v1alpha1
-kind: PeerPolicy
-metadata:
-  name: laptops-internet
-spec:
-  mesh: demo
-  action: Allow
-  from: [{peerSelector: {matchLabels: {role: laptop}}}]
-  to: [{internet: {}}]
-YAML
+tm_coord_allow_internet laptop
 tm_coord_start
 
 tm_step "the internet: an HTTP server that says who asked, and dnsmasq"

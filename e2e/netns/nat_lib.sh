@@ -299,6 +299,23 @@ stringData:
 EOF
 }
 
+# tm_coord_allow_internet ROLE: a PeerPolicy "laptops-internet" in the coordinator's manifests that
+# lets members labelled role=ROLE use every exit peer (docs/remote-access.md). Call between
+# tm_coord_setup and tm_coord_start.
+tm_coord_allow_internet() {
+  cat >"$TM_WORK/coord.manifests/laptops-internet.yaml" <<YAML
+apiVersion: tunnelmesh.io/v1alpha1
+kind: PeerPolicy
+metadata:
+  name: laptops-internet
+spec:
+  mesh: demo
+  action: Allow
+  from: [{peerSelector: {matchLabels: {role: $1}}}]
+  to: [{internet: {}}]
+YAML
+}
+
 tm__coord_ready_count() { grep -c 'coordinator ready' "$(tm_coord_log)" 2>/dev/null || true; }
 
 # tm_coord_start [EXTRA_ARGS...]: start the operator; returns when it logged "coordinator ready"
