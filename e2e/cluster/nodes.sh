@@ -227,6 +227,13 @@ nodes__start_node() {
   chmod 700 "$dir/state"
   ip netns add "$ns"
   ip -n "$ns" link set lo up
+  # A test before this one may have left the host end while its namespace was being freed.
+  local _
+  for _ in $(seq 1 50); do
+    ip link show "tmk8s-$n" >/dev/null 2>&1 || break
+    ip link del "tmk8s-$n" 2>/dev/null || true
+    sleep 0.1
+  done
   if [[ ${NODE_SITE[$n]} == remote ]]; then
     ip link add "tmk8s-$n" type veth peer name eth0 netns "$ns"
     ip link set "tmk8s-$n" netns "$NODES_NAT_NS"
@@ -463,6 +470,9 @@ kube_before_down() {
   done
   for n in "${NODES[@]}"; do
     nodes__cgroup_root "$n" remove
+    # Deleting a namespace frees its devices later, in the kernel's own time: the host end of the
+    # node's veth is deleted here, so the next cluster test can create it again at once.
+    ip link del "tmk8s-$n" 2>/dev/null || true
     ip netns del "$(nodes__netns "$n")" 2>/dev/null || true
   done
   ip netns del "$NODES_NAT_NS" 2>/dev/null || true

@@ -11,6 +11,9 @@
 # Checks:
 #   - nodes join and reach each other; their MeshPeers carry their mesh IPs, kind Node and
 #     Ready=True (Connected); `kubectl get meshpeers` shows the columns;
+#   - MeshPeer status.peerPaths lists the path to each peer; with UDP between n1 and n2 dropped
+#     the path goes to ssh, with TCP dropped too to the relay, and back to direct when nothing is:
+#     each change is a PathChanged Event on n1's MeshPeer (Warning when worse, Normal when better);
 #   - a ServiceAccount token for the API server's audience is refused, and so is a node's
 #     pod-bound token presented under another Node's name (finding 10 of the security review);
 #   - `kubectl patch` of the Mesh (its domain) reaches every agent;
@@ -222,6 +225,54 @@ for node in n1 n2 n3; do tm_wait 10 "MeshPeer $node to report direct paths" path
 k get meshpeers >"$TM_WORK/meshpeers.txt"
 tm_log "kubectl get meshpeers:"$'\n'"$(cat "$TM_WORK/meshpeers.txt")"
 grep -q "MESH IP" "$TM_WORK/meshpeers.txt" || tm_fail "kubectl get meshpeers lacks the MESH IP column"
+
+tm_step "per-peer paths in MeshPeer status, and PathChanged Events when one changes"
+peer_path() { # NODE PEER: the path NODE's MeshPeer lists to PEER
+  jp "{.status.peerPaths[?(@.peer==\"$2\")].path}" "meshpeer/$1"
+}
+path__is() { # NODE PEER PATH
+  local got
+  got=$(peer_path "$1" "$2")
+  echo "meshpeer $1 path to $2: $got"
+  [[ "$got" == "$3" ]]
+}
+event__has() { # OBJECT TYPE MESSAGE_REGEX: a PathChanged Event about OBJECT of TYPE
+  k get events -A --field-selector "involvedObject.name=$1,reason=PathChanged" \
+    -o 'jsonpath={range .items[*]}{.type}: {.message}{"\n"}{end}' | grep -qxE "$2: $3"
+}
+tm_wait 5 "n1's MeshPeer to list n2 as direct" path__is n1 n2 direct
+tm_wait 5 "n1's MeshPeer to list n3 as direct" path__is n1 n3 direct
+# UDP between n1 and n2 dropped in n1's namespace: the SSH path takes over (after the relay for a
+# moment, while the SSH connection is dialed); then TCP too: the relay; then nothing: direct
+# again. Each change is an Event on n1's MeshPeer.
+N2=${TM_NET_ADDR[n2]}
+block_n2() { # RULES...: replaces the rules of n1's table for traffic with n2
+  local rules=$1
+  tm_in n1 nft delete table inet tm_path_block 2>/dev/null || true
+  tm_in n1 nft -f - <<NFT || tm_fail "nft rules in n1 do not load"
+table inet tm_path_block {
+  chain input { type filter hook input priority filter; policy accept; ip saddr $N2 $rules drop; }
+  chain output { type filter hook output priority filter; policy accept; ip daddr $N2 $rules drop; }
+}
+NFT
+}
+changed_at=$(date +%s%N)
+block_n2 "meta l4proto udp"
+tm_wait 15 "n1's path to n2 to go over SSH" path__is n1 n2 ssh
+tm_wait 5 "a Warning PathChanged Event on meshpeer n1 (direct to relay or ssh)" \
+  event__has n1 Warning "The path to n2 changed from direct to (relay|ssh)\."
+tm_log "n1 -> n2 on the SSH path (status) with a PathChanged Event after $(( ($(date +%s%N) - changed_at) / 1000000 )) ms"
+block_n2 "meta l4proto { udp, tcp }"
+tm_wait 15 "n1's path to n2 to go through the relay" path__is n1 n2 relay
+tm_wait 5 "a Warning PathChanged Event on meshpeer n1 (ssh to relay)" \
+  event__has n1 Warning "The path to n2 changed from ssh to relay\."
+tm_in n1 nft delete table inet tm_path_block
+tm_wait 15 "n1's path to n2 to be direct again" path__is n1 n2 direct
+tm_wait 5 "a Normal PathChanged Event on meshpeer n1 (to direct)" \
+  event__has n1 Normal "The path to n2 changed from (relay|ssh) to direct\."
+path__is n1 n3 direct || tm_fail "n1's path to n3 changed while only n2 was blocked"
+k describe meshpeer n1 >"$TM_WORK/describe-n1.txt"
+grep -q "PathChanged" "$TM_WORK/describe-n1.txt" || tm_fail "kubectl describe meshpeer n1 shows no PathChanged Event"
 
 tm_step "ServiceAccount tokens: the wrong audience and another Node's name are refused"
 # join_with_token ID TOKEN_FILE: a foreground join as kind Node "n1" from n1's namespace (a fresh

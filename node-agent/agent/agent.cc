@@ -800,9 +800,11 @@ void Agent::PathTick() {
   for (const PublicKey& peer : paths_->TakeCallMeMaybe()) {
     session_->CallMeMaybe(peer, reporter_->reported());
   }
-  // The coordinator shows how this member reaches its peers (MeshPeer status.pathSummary).
-  const PathManager::Counts counts = paths_->PathCounts();
-  reporter_->SetPathCounts({counts.direct, counts.relayed}, counts.ssh);
+  // The coordinator shows how this member reaches its peers (MeshPeer status.pathSummary,
+  // status.peerPaths and PathChanged Events).
+  std::vector<ReportedPath> paths;
+  for (const auto& [peer, kind] : paths_->Paths()) paths.push_back({peer, kind});
+  reporter_->SetPaths(std::move(paths));
   MaybeReport();
 }
 

@@ -14,6 +14,34 @@
 namespace tunnelmesh {
 namespace {
 
+coord::PathKind ProtoPathKind(disco::PathKind kind) {
+  switch (kind) {
+    case disco::PathKind::kDirect:
+      return coord::PATH_KIND_DIRECT;
+    case disco::PathKind::kSsh:
+      return coord::PATH_KIND_SSH;
+    case disco::PathKind::kRelay:
+      return coord::PATH_KIND_RELAY;
+    case disco::PathKind::kNone:
+      break;
+  }
+  return coord::PATH_KIND_NONE;
+}
+
+coord::ReportEndpointsRequest ReportRequest(const EndpointReport& report) {
+  coord::ReportEndpointsRequest request;
+  for (const std::string& e : report.endpoints) request.add_endpoints(e);
+  request.set_direct_peers(report.direct);
+  request.set_relayed_peers(report.relayed);
+  request.set_ssh_peers(report.ssh);
+  for (const ReportedPath& p : report.paths) {
+    coord::PeerPath* path = request.add_peer_paths();
+    path->set_public_key(std::string(reinterpret_cast<const char*>(p.peer.bytes.data()), kKeySize));
+    path->set_path(ProtoPathKind(p.kind));
+  }
+  return request;
+}
+
 // Reconnect backoff: starts near 100 ms and doubles up to 600 ms; with jitter (0.5x to 1.5x) every
 // wait stays under 900 ms, so members are back within a second of the coordinator's return.
 constexpr auto kBackoffStart = std::chrono::milliseconds(100);
@@ -367,8 +395,7 @@ void CoordinatorSession::RpcLoop() {
     std::shared_ptr<CoordinatorClient> coordinator = client();
     bool session_lost = false;
     if (report) {
-      absl::Status s = coordinator->ReportEndpoints(report->endpoints, report->direct,
-                                                    report->relayed, report->ssh);
+      absl::Status s = coordinator->ReportEndpoints(ReportRequest(*report));
       if (!s.ok()) TM_LOG_DEBUG("reporting endpoints: {}", std::string(s.message()));
       session_lost = s.code() == absl::StatusCode::kUnauthenticated;
       if (done) done(s.ok());

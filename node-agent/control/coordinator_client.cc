@@ -258,16 +258,10 @@ void CoordinatorClient::CancelWatch() {
   if (watch_context_ != nullptr) watch_context_->TryCancel();
 }
 
-absl::Status CoordinatorClient::ReportEndpoints(const std::vector<std::string>& endpoints,
-                                                uint32_t direct, uint32_t relayed, uint32_t ssh) {
+absl::Status CoordinatorClient::ReportEndpoints(const coord::ReportEndpointsRequest& request) {
   grpc::ClientContext context;
   Authorize(&context);
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  coord::ReportEndpointsRequest request;
-  for (const std::string& e : endpoints) request.add_endpoints(e);
-  request.set_direct_peers(direct);
-  request.set_relayed_peers(relayed);
-  request.set_ssh_peers(ssh);
   coord::ReportEndpointsResponse response;
   return FromGrpc(
       coord::Coordinator::NewStub(channel_)->ReportEndpoints(&context, request, &response));

@@ -69,9 +69,7 @@ class CoordinatorClient {
   void CancelWatch();
 
   // `direct`, `relayed` and `ssh`: how many peers this member reaches each way now.
-  [[nodiscard]] absl::Status ReportEndpoints(const std::vector<std::string>& endpoints,
-                                             uint32_t direct = 0, uint32_t relayed = 0,
-                                             uint32_t ssh = 0);
+  [[nodiscard]] absl::Status ReportEndpoints(const coord::ReportEndpointsRequest& request);
   [[nodiscard]] absl::Status CallMeMaybe(const PublicKey& to,
                                          const std::vector<std::string>& endpoints);
   [[nodiscard]] absl::Status Leave();

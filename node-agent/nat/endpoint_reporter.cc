@@ -42,10 +42,9 @@ bool EndpointReporter::OnStunDatagram(absl::Span<const uint8_t> datagram) {
   return true;
 }
 
-void EndpointReporter::SetPathCounts(std::pair<uint32_t, uint32_t> counts, uint32_t ssh) {
-  if (counts == path_counts_ && ssh == ssh_count_) return;
-  path_counts_ = counts;
-  ssh_count_ = ssh;
+void EndpointReporter::SetPaths(std::vector<ReportedPath> paths) {
+  if (paths == paths_) return;
+  paths_ = std::move(paths);
   dirty_ = true;
 }
 
@@ -53,9 +52,12 @@ EndpointReport EndpointReporter::TakeReport(absl::Span<const IpAddress> local_ad
                                             uint16_t port) {
   dirty_ = false;
   EndpointReport report;
-  report.direct = path_counts_.first;
-  report.relayed = path_counts_.second;
-  report.ssh = ssh_count_;
+  for (const ReportedPath& p : paths_) {
+    if (p.kind == disco::PathKind::kDirect) ++report.direct;
+    if (p.kind == disco::PathKind::kRelay) ++report.relayed;
+    if (p.kind == disco::PathKind::kSsh) ++report.ssh;
+    if (report.paths.size() < kMaxReportedPaths) report.paths.push_back(p);
+  }
   if (reflexive_) report.endpoints.push_back(reflexive_->ToString());
   for (const IpAddress& ip : local_addresses) {
     if (report.endpoints.size() >= kMaxReportedEndpoints) break;

@@ -2,7 +2,7 @@
 // coordinator (ARCHITECTURE.md, "Data flow" step 3). It sends STUN Binding requests (RFC 5389) from
 // the data socket, takes the reflexive address from the matching response, combines it with the
 // local interface addresses into the candidate list, and says when a report is due: after a new
-// reflexive address, a change in how many peers are reached directly or through the relay, a
+// reflexive address, a change of the path to a peer (direct, SSH, relay or none), a
 // (re-)registration, or a failed report.
 //
 // Threads: owned by the agent's control thread; not thread-safe, no locks. STUN responses reach it
@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "lib/crypto/keys.h"
+#include "lib/disco/path_selector.h"
 #include "lib/net/ip.h"
 #include "lib/wire/stun.h"
 #include "node-agent/nat/path_transport.h"
@@ -26,12 +28,22 @@ namespace tunnelmesh {
 
 // At most this many candidates are reported (what one CallMeMaybe can carry).
 inline constexpr size_t kMaxReportedEndpoints = 16;
+// At most this many per-peer paths are reported (the coordinator's bound); the counts cover all.
+inline constexpr size_t kMaxReportedPaths = 1024;
+
+// The path to one peer, as PathManager applied it.
+struct ReportedPath {
+  PublicKey peer;
+  disco::PathKind kind = disco::PathKind::kNone;
+  friend bool operator==(const ReportedPath&, const ReportedPath&) = default;
+};
 
 struct EndpointReport {
   std::vector<std::string> endpoints;
   uint32_t direct = 0;
   uint32_t relayed = 0;
   uint32_t ssh = 0;
+  std::vector<ReportedPath> paths;  // by peer key, at most kMaxReportedPaths
 };
 
 class EndpointReporter {
@@ -49,9 +61,8 @@ class EndpointReporter {
   bool OnStunDatagram(absl::Span<const uint8_t> datagram);
   const std::optional<Endpoint>& reflexive() const { return reflexive_; }
 
-  // How many peers are reached directly and through the relay (and over SSH); a change makes a
-  // report due.
-  void SetPathCounts(std::pair<uint32_t, uint32_t> counts, uint32_t ssh = 0);
+  // The path to each peer (sorted by key); a change makes a report due.
+  void SetPaths(std::vector<ReportedPath> paths);
   // A restarted coordinator has forgotten our endpoints: report again.
   void MarkDirty() { dirty_ = true; }
   bool dirty() const { return dirty_; }
@@ -71,8 +82,7 @@ class EndpointReporter {
   stun::TransactionId txid_{};
   bool stun_pending_ = false;
   std::optional<Endpoint> reflexive_;
-  std::pair<uint32_t, uint32_t> path_counts_{0, 0};
-  uint32_t ssh_count_ = 0;
+  std::vector<ReportedPath> paths_;
   bool dirty_ = true;
   std::vector<std::string> reported_;
 };

@@ -84,22 +84,49 @@ TEST(EndpointReporterTest, StaleOrForeignResponsesAreIgnored) {
   EXPECT_FALSE(reporter.OnStunDatagram(std::vector<uint8_t>{1, 2, 3}));
 }
 
-TEST(EndpointReporterTest, PathCountChangesMakeAReportDue) {
+TEST(EndpointReporterTest, PathChangesMakeAReportDueWithCountsAndEachPeersPath) {
   StunTransport transport;
   EndpointReporter reporter(&transport);
   reporter.ReportDone(reporter.TakeReport({}, 1), true);
-  reporter.SetPathCounts({0, 0});
+  reporter.SetPaths({});
   EXPECT_FALSE(reporter.dirty());
-  reporter.SetPathCounts({1, 2});
+  const PublicKey a = DerivePublicKey(SecretKey::GeneratePrivate());
+  const PublicKey b = DerivePublicKey(SecretKey::GeneratePrivate());
+  const PublicKey c = DerivePublicKey(SecretKey::GeneratePrivate());
+  reporter.SetPaths(
+      {{a, disco::PathKind::kDirect}, {b, disco::PathKind::kRelay}, {c, disco::PathKind::kRelay}});
   EXPECT_TRUE(reporter.dirty());
   EndpointReport report = reporter.TakeReport({}, 1);
   EXPECT_EQ(report.direct, 1u);
   EXPECT_EQ(report.relayed, 2u);
   EXPECT_EQ(report.ssh, 0u);
-  // A change of the SSH count alone makes a report due too.
-  reporter.SetPathCounts({1, 2}, 3);
+  ASSERT_EQ(report.paths.size(), 3u);
+  EXPECT_EQ(report.paths[1], (ReportedPath{b, disco::PathKind::kRelay}));
+  // The same counts with another peer on the relay is a change too.
+  reporter.SetPaths(
+      {{a, disco::PathKind::kRelay}, {b, disco::PathKind::kDirect}, {c, disco::PathKind::kRelay}});
   EXPECT_TRUE(reporter.dirty());
-  EXPECT_EQ(reporter.TakeReport({}, 1).ssh, 3u);
+  reporter.TakeReport({}, 1);
+  // A change to SSH alone makes a report due, counted apart.
+  reporter.SetPaths(
+      {{a, disco::PathKind::kRelay}, {b, disco::PathKind::kDirect}, {c, disco::PathKind::kSsh}});
+  EXPECT_TRUE(reporter.dirty());
+  EXPECT_EQ(reporter.TakeReport({}, 1).ssh, 1u);
+}
+
+TEST(EndpointReporterTest, ReportsAtMostTheBoundOfPathsButCountsThemAll) {
+  StunTransport transport;
+  EndpointReporter reporter(&transport);
+  std::vector<ReportedPath> paths(kMaxReportedPaths + 5);
+  for (size_t i = 0; i < paths.size(); ++i) {
+    paths[i].peer.bytes[0] = static_cast<uint8_t>(i >> 8);
+    paths[i].peer.bytes[1] = static_cast<uint8_t>(i);
+    paths[i].kind = disco::PathKind::kDirect;
+  }
+  reporter.SetPaths(paths);
+  EndpointReport report = reporter.TakeReport({}, 1);
+  EXPECT_EQ(report.paths.size(), kMaxReportedPaths);
+  EXPECT_EQ(report.direct, kMaxReportedPaths + 5);
 }
 
 }  // namespace

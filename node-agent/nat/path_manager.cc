@@ -211,6 +211,13 @@ PathStats PathManager::StatsOf(const PublicKey& key) const {
   return {peer.selector.CurrentPath(), rtt, peer.changes};
 }
 
+std::vector<std::pair<PublicKey, disco::PathKind>> PathManager::Paths() const {
+  std::vector<std::pair<PublicKey, disco::PathKind>> out;
+  out.reserve(peers_.size());
+  for (const auto& [key, peer] : peers_) out.emplace_back(key, peer->applied.kind);
+  return out;
+}
+
 PathManager::Counts PathManager::PathCounts() const {
   Counts counts;
   for (const auto& [key, peer] : peers_) {

@@ -76,6 +76,8 @@ class PathManager {
   disco::Path PathOf(const PublicKey& key) const;
   // The applied path, its RTT when direct, and how often it changed (default for unknown peers).
   PathStats StatsOf(const PublicKey& key) const;
+  // The applied path to every peer, by key.
+  std::vector<std::pair<PublicKey, disco::PathKind>> Paths() const;
   // Peers reached each way, as applied.
   struct Counts {
     uint32_t direct = 0;

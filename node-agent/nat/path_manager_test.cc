@@ -127,6 +127,9 @@ TEST_F(PathManagerTest, PongConfirmsADirectPath) {
   EXPECT_EQ(manager_.PathOf(peer_.key).kind, disco::PathKind::kDirect);
   EXPECT_EQ(transport_.direct, std::vector<Endpoint>{candidate});
   EXPECT_EQ(manager_.PathCounts(), (PathManager::Counts{1, 0, 0}));
+  EXPECT_EQ(
+      manager_.Paths(),
+      (std::vector<std::pair<PublicKey, disco::PathKind>>{{peer_.key, disco::PathKind::kDirect}}));
   // The round trip of the ping that proved the path, and one change (relay -> direct).
   const PathStats stats = manager_.StatsOf(peer_.key);
   EXPECT_EQ(stats.path.kind, disco::PathKind::kDirect);
@@ -176,6 +179,9 @@ TEST_F(PathManagerTest, SilenceFallsBackToTheRelay) {
   EXPECT_EQ(manager_.PathOf(peer_.key).kind, disco::PathKind::kRelay);
   EXPECT_EQ(transport_.relay, relay_before + 1);
   EXPECT_EQ(manager_.PathCounts(), (PathManager::Counts{0, 1, 0}));
+  EXPECT_EQ(
+      manager_.Paths(),
+      (std::vector<std::pair<PublicKey, disco::PathKind>>{{peer_.key, disco::PathKind::kRelay}}));
   // relay -> direct -> relay; no RTT on the relay path.
   EXPECT_EQ(manager_.StatsOf(peer_.key).changes, 2u);
   EXPECT_FALSE(manager_.StatsOf(peer_.key).rtt.has_value());

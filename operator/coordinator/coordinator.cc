@@ -903,10 +903,22 @@ void Coordinator::Refill(const PublicKey& member, Subscription* subscription) {
 
 absl::Status Coordinator::ReportEndpoints(const PublicKey& member,
                                           const std::vector<std::string>& endpoints,
-                                          PathCounts paths) {
+                                          PathCounts paths,
+                                          const std::vector<PeerPathReport>& peer_paths) {
   if (endpoints.size() > kMaxEndpoints) {
     counters_.malformed_requests.fetch_add(1);
     return absl::InvalidArgumentError("at most 16 endpoints");
+  }
+  if (peer_paths.size() > kMaxPeerPaths) {
+    counters_.malformed_requests.fetch_add(1);
+    return absl::InvalidArgumentError("at most " + std::to_string(kMaxPeerPaths) + " peer paths");
+  }
+  for (const PeerPathReport& p : peer_paths) {
+    if (!coord::PathKind_IsValid(p.path)) {
+      counters_.malformed_requests.fetch_add(1);
+      return absl::InvalidArgumentError("peer path kind " + std::to_string(p.path) +
+                                        " is not none, direct, ssh or relay");
+    }
   }
   for (const std::string& e : endpoints) {
     if (!Endpoint::Parse(e).ok()) {
@@ -924,6 +936,7 @@ absl::Status Coordinator::ReportEndpoints(const PublicKey& member,
   Live& live = live_[member];
   live.last_seen = absl::Now();
   live.paths = paths;
+  SetPeerPathsLocked(record->second, live, peer_paths);
   if (live.endpoints == endpoints) return absl::OkStatus();
   live.endpoints = endpoints;
   ++version_;

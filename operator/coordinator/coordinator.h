@@ -41,6 +41,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -80,6 +81,36 @@ struct PathCounts {
   uint32_t ssh = 0;
   bool operator==(const PathCounts&) const = default;
 };
+
+// A member's path to one of its peers, as its agent reported it
+// (ReportEndpointsRequest.peer_paths).
+struct PeerPathReport {
+  PublicKey peer;
+  coord::PathKind path = coord::PATH_KIND_NONE;
+};
+
+// A member's path to a peer changed between two of its reports (MeshPeer PathChanged Events).
+struct PathChange {
+  uint64_t seq = 0;  // Increasing across the coordinator: the operator's bookmark.
+  std::string peer;  // The peer's member name.
+  coord::PathKind from = coord::PATH_KIND_NONE;
+  coord::PathKind to = coord::PATH_KIND_NONE;
+  absl::Time at;
+};
+
+// What Coordinator::PathsOf returns for one member.
+struct MemberPaths {
+  // The first paths by peer name, at most the limit asked for, and how many peers there are.
+  std::vector<std::pair<std::string, coord::PathKind>> first;
+  size_t total = 0;
+  // Changes after the bookmark asked for, oldest first, and whether some after it were no longer
+  // kept (more than kKeptPathChanges since).
+  std::vector<PathChange> changes;
+  bool changes_lost = false;
+};
+
+// "none", "direct", "ssh", "relay": the words of MeshPeer status and Events.
+const char* PathKindWord(coord::PathKind path);
 
 // How many members a mesh has of one kind, and how many of them hold an open watch (metrics).
 struct MemberCount {
@@ -304,9 +335,20 @@ class Coordinator {
   [[nodiscard]] absl::StatusOr<std::shared_ptr<Subscription>> Watch(const PublicKey& member,
                                                                     const std::string& source = "")
       ABSL_LOCKS_EXCLUDED(mu_);
+  // `peer_paths`: at most kMaxPeerPaths; keys that are not members of the member's mesh are
+  // skipped (a peer removed a moment ago).
   [[nodiscard]] absl::Status ReportEndpoints(const PublicKey& member,
                                              const std::vector<std::string>& endpoints,
-                                             PathCounts paths = {}) ABSL_LOCKS_EXCLUDED(mu_);
+                                             PathCounts paths = {},
+                                             const std::vector<PeerPathReport>& peer_paths = {})
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // A member's reported paths (the first `limit` by peer name) and its path changes after `after`
+  // (coordinator_paths.cc). Empty for members without a report.
+  MemberPaths PathsOf(const PublicKey& member, size_t limit, uint64_t after) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  static constexpr size_t kMaxPeerPaths = 1024;
+  // Path changes kept per member for PathsOf (older ones are counted as lost).
+  static constexpr size_t kKeptPathChanges = 32;
   [[nodiscard]] absl::Status CallMeMaybe(const PublicKey& from, const PublicKey& to,
                                          const std::vector<std::string>& endpoints)
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -394,6 +436,10 @@ class Coordinator {
     std::weak_ptr<Subscription> subscription;
     absl::Time last_seen = absl::InfinitePast();
     PathCounts paths;
+    // The path to each peer by peer name, as last reported, and the latest changes of those.
+    std::map<std::string, coord::PathKind> peer_paths;
+    std::deque<PathChange> path_changes;  // at most kKeptPathChanges, oldest first
+    uint64_t dropped_change_seq = 0;      // the newest change dropped from path_changes
     // Where the current watch came from, and how often live watches were taken over lately.
     std::string watch_source;
     int takeovers = 0;
@@ -402,6 +448,12 @@ class Coordinator {
   };
 
   class Locked;
+
+  // Replaces the member's per-peer paths with `reported` and logs the changes
+  // (coordinator_paths.cc).
+  void SetPeerPathsLocked(const MemberRecord& record, Live& live,
+                          const std::vector<PeerPathReport>& reported)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const MeshState* MeshFor(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether `key`'s agent holds an open watch, and the Presence its peers are told.
@@ -552,6 +604,7 @@ class Coordinator {
   std::map<PublicKey, std::set<PublicKey>> pods_by_host_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, MeshState> meshes_ ABSL_GUARDED_BY(mu_);
   std::map<PublicKey, Live> live_ ABSL_GUARDED_BY(mu_);
+  uint64_t path_change_seq_ ABSL_GUARDED_BY(mu_) = 0;
   // BLAKE2s(session token) -> member: a lookup by hash leaks nothing about the tokens.
   std::map<std::string, PublicKey> sessions_ ABSL_GUARDED_BY(mu_);
   // Addresses of members that left or expired, and whose they were (Options::quarantine).

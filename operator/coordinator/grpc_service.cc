@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <memory>
 
@@ -227,9 +228,28 @@ class CoordinatorServer::Service final
                                coord::ReportEndpointsResponse*) override {
     absl::StatusOr<PublicKey> member = Caller(coordinator_, context);
     if (!member.ok()) return ToGrpc(member.status());
+    if (request->peer_paths_size() > static_cast<int>(Coordinator::kMaxPeerPaths)) {
+      coordinator_->counters().malformed_requests.fetch_add(1);
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "at most " + std::to_string(Coordinator::kMaxPeerPaths) + " peer paths");
+    }
+    std::vector<PeerPathReport> peer_paths;
+    peer_paths.reserve(request->peer_paths_size());
+    for (const coord::PeerPath& p : request->peer_paths()) {
+      if (p.public_key().size() != kKeySize) {
+        coordinator_->counters().malformed_requests.fetch_add(1);
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "peer_paths: a public key is not 32 bytes");
+      }
+      PeerPathReport report;
+      std::memcpy(report.peer.bytes.data(), p.public_key().data(), kKeySize);
+      report.path = p.path();
+      peer_paths.push_back(report);
+    }
     return ToGrpc(coordinator_->ReportEndpoints(
         *member, {request->endpoints().begin(), request->endpoints().end()},
-        PathCounts{request->direct_peers(), request->relayed_peers(), request->ssh_peers()}));
+        PathCounts{request->direct_peers(), request->relayed_peers(), request->ssh_peers()},
+        peer_paths));
   }
 
   grpc::Status CallMeMaybe(grpc::ServerContext* context, const coord::CallMeMaybeRequest* request,

@@ -1,5 +1,7 @@
 #include "operator/reconcilers/meshpeer_reconciler.h"
 
+#include <algorithm>
+
 #include "lib/base/log.h"
 #include "operator/kube/conditions.h"
 #include "operator/kube/object.h"
@@ -24,6 +26,20 @@ std::string ReasonFor(const absl::Status& s) {
       return "AddressesExhausted";
     default:
       return "NotAdmitted";
+  }
+}
+
+// Better paths rank higher: a change to a lower one is a Warning.
+int PathRank(coord::PathKind path) {
+  switch (path) {
+    case coord::PATH_KIND_DIRECT:
+      return 3;
+    case coord::PATH_KIND_SSH:
+      return 2;
+    case coord::PATH_KIND_RELAY:
+      return 1;
+    default:
+      return 0;
   }
 }
 
@@ -66,6 +82,7 @@ absl::StatusOr<Result> MeshPeerReconciler::Reconcile(const std::string& name) {
     if (live.ok()) return Result{options_.status_period};  // The informer catches up.
     if (!absl::IsNotFound(live.status())) return live.status();
     problems_.erase(name);
+    path_bookmarks_.erase(name);
     status_.Forget(name);
     // By name: the deleted object's key may have been edited or be unreadable.
     for (const MemberStatus& member : coordinator_->Members()) {
@@ -137,6 +154,7 @@ nlohmann::json MeshPeerReconciler::DesiredStatus(const nlohmann::json& object,
     }
     return status;
   }
+  ApplyPeerPaths(object, m, m.connected, &status);
   if (m.connected) {
     status["pathSummary"] = std::to_string(m.paths.direct) + " direct, " +
                             (m.paths.ssh > 0 ? std::to_string(m.paths.ssh) + " ssh, " : "") +
@@ -160,6 +178,49 @@ nlohmann::json MeshPeerReconciler::DesiredStatus(const nlohmann::json& object,
                        generation);
   }
   return status;
+}
+
+void MeshPeerReconciler::ApplyPeerPaths(const nlohmann::json& object, const MemberStatus& member,
+                                        bool connected, nlohmann::json* status) {
+  const std::string name = kube::ObjectName(object);
+  uint64_t& bookmark = path_bookmarks_[name];
+  const MemberPaths paths =
+      coordinator_->PathsOf(member.record.public_key, kListedPeerPaths, bookmark);
+  size_t shown = 0;
+  for (const PathChange& c : paths.changes) {
+    bookmark = std::max(bookmark, c.seq);
+    if (shown++ >= kPathEventsPerReconcile) continue;
+    const std::string message = "The path to " + c.peer + " changed from " + PathKindWord(c.from) +
+                                " to " + PathKindWord(c.to) + ".";
+    if (PathRank(c.to) >= PathRank(c.from)) {
+      events_->Normal(object, "PathChanged", message);
+    } else {
+      events_->Warning(object, "PathChanged", message);
+    }
+  }
+  if (shown > kPathEventsPerReconcile || paths.changes_lost) {
+    const size_t more = shown > kPathEventsPerReconcile ? shown - kPathEventsPerReconcile : 0;
+    std::string message = paths.changes_lost
+                              ? "More path changes happened than the coordinator keeps"
+                              : std::to_string(more) + " more path changes happened";
+    message += " since the last look; status.peerPaths shows the paths now.";
+    events_->Normal(object, "PathChanged", message);
+  }
+  if (!connected || paths.total == 0) {
+    status->erase("peerPaths");
+    status->erase("peerPathsNotListed");
+    return;
+  }
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& [peer, path] : paths.first) {
+    list.push_back({{"peer", peer}, {"path", PathKindWord(path)}});
+  }
+  (*status)["peerPaths"] = std::move(list);
+  if (paths.total > paths.first.size()) {
+    (*status)["peerPathsNotListed"] = paths.total - paths.first.size();
+  } else {
+    status->erase("peerPathsNotListed");
+  }
 }
 
 }  // namespace tunnelmesh

@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "absl/strings/escaping.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/crypto/keys.h"
 #include "operator/kube/conditions.h"
@@ -285,6 +286,85 @@ TEST_F(ReconcilerTest, MeshPeerMissingFromTheCacheIsCheckedWithTheServer) {
   EXPECT_TRUE(coordinator_.IsMember(member.public_key));
   ASSERT_TRUE(reconciler.Reconcile("fresh").ok());
   EXPECT_FALSE(coordinator_.IsMember(member.public_key));
+}
+
+// The events the recorder wrote with `reason`, as "TYPE: message".
+std::vector<std::string> EventsWith(FakeApi& api, const std::string& reason) {
+  std::vector<std::string> out;
+  absl::StatusOr<nlohmann::json> list = api.List(kube::kEvents, "default");
+  if (!list.ok()) return out;
+  for (const nlohmann::json& e : (*list)["items"]) {
+    if (kube::StringAt(e, "reason") != reason) continue;
+    out.push_back(kube::StringAt(e, "type") + ": " + kube::StringAt(e, "message"));
+  }
+  return out;
+}
+
+TEST_F(ReconcilerTest, MeshPeerListsPeerPathsAndEventsSayWhenOneChanges) {
+  Coordinator::Options options;
+  options.reports_per_member = {.rate = 1000, .burst = 1000};
+  Coordinator coordinator(&store_, std::move(options));
+  coordinator.SetMeshes({Spec("demo")});
+  auto peers = Watch(kube::kMeshPeers);
+  MeshPeerReconciler reconciler(&api_, &events_, &coordinator, peers.get(),
+                                {.members_max_age = absl::ZeroDuration()});
+  std::map<std::string, PublicKey> keys;
+  for (const std::string name : {"laptop", "server", "builder"}) {
+    keys[name] = DerivePublicKey(SecretKey::GeneratePrivate());
+    ASSERT_TRUE(api_.Create(kube::kMeshPeers, "", PeerObject(name, "demo", keys[name])).ok());
+    CatchUp(*peers, kube::kMeshPeers, name);
+    ASSERT_TRUE(reconciler.Reconcile(name).ok());
+  }
+  ASSERT_TRUE(coordinator.FlushStore(absl::Seconds(10)));
+  absl::StatusOr<std::shared_ptr<Subscription>> watch = coordinator.Watch(keys["laptop"]);
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  auto report = [&](coord::PathKind server, coord::PathKind builder) {
+    ASSERT_TRUE(coordinator
+                    .ReportEndpoints(keys["laptop"], {}, {},
+                                     {{keys["server"], server}, {keys["builder"], builder}})
+                    .ok());
+  };
+  auto status = [&] {
+    CatchUp(*peers, kube::kMeshPeers, "laptop");
+    EXPECT_TRUE(reconciler.Reconcile("laptop").ok());
+    events_.Flush();
+    return (*api_.Get(kube::kMeshPeers, "", "laptop"))["status"];
+  };
+  report(coord::PATH_KIND_DIRECT, coord::PATH_KIND_RELAY);
+  nlohmann::json got = status();
+  EXPECT_EQ(got["peerPaths"], nlohmann::json::parse(R"([{"peer": "builder", "path": "relay"},
+                                                        {"peer": "server", "path": "direct"}])"))
+      << got.dump();
+  EXPECT_FALSE(got.contains("peerPathsNotListed"));
+  EXPECT_TRUE(EventsWith(api_, "PathChanged").empty()) << "first paths are no change";
+  // server falls back to the relay (worse: Warning), then comes back (better: Normal).
+  report(coord::PATH_KIND_RELAY, coord::PATH_KIND_RELAY);
+  got = status();
+  EXPECT_EQ(got["peerPaths"][1]["path"], "relay");
+  EXPECT_EQ(EventsWith(api_, "PathChanged"),
+            std::vector<std::string>{"Warning: The path to server changed from direct to relay."});
+  report(coord::PATH_KIND_DIRECT, coord::PATH_KIND_SSH);
+  status();
+  EXPECT_THAT(
+      EventsWith(api_, "PathChanged"),
+      ::testing::UnorderedElementsAre("Warning: The path to server changed from direct to relay.",
+                                      "Normal: The path to server changed from relay to direct.",
+                                      "Normal: The path to builder changed from relay to ssh."));
+  // Many changes between two looks: a few Events (repeats fold into one), and one that counts
+  // the rest.
+  for (int i = 0; i < 8; ++i) {
+    report(i % 2 == 0 ? coord::PATH_KIND_RELAY : coord::PATH_KIND_DIRECT, coord::PATH_KIND_SSH);
+  }
+  status();
+  EXPECT_THAT(EventsWith(api_, "PathChanged"),
+              ::testing::Contains(
+                  "Normal: 3 more path changes happened since the last look; status.peerPaths "
+                  "shows the paths now."));
+  // A member whose agent is gone lists no paths.
+  (*watch)->Cancel(absl::CancelledError("test"));
+  watch->reset();
+  got = status();
+  EXPECT_FALSE(got.contains("peerPaths")) << got.dump();
 }
 
 TEST_F(ReconcilerTest, PeerPolicyAcceptedOrInvalid) {

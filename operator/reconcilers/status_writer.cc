@@ -16,8 +16,17 @@ void StatusWriter::Write(const nlohmann::json& object, const nlohmann::json& des
     }
     written_[name] = desired;
   }
+  // A merge patch keeps the fields it does not name: a field the desired status no longer has is
+  // removed by naming it with null.
+  nlohmann::json patch = desired;
+  const nlohmann::json current = kube::ObjectStatus(object);
+  if (current.is_object()) {
+    for (const auto& [field, value] : current.items()) {
+      if (!desired.contains(field)) patch[field] = nullptr;
+    }
+  }
   absl::StatusOr<nlohmann::json> patched =
-      api_->Patch(resource_, "", name, {{"status", desired}}, kube::PatchType::kMerge,
+      api_->Patch(resource_, "", name, {{"status", patch}}, kube::PatchType::kMerge,
                   /*status_subresource=*/true);
   if (!patched.ok() && !absl::IsNotFound(patched.status())) {
     TM_LOG_WARN("writing status of {} {}: {}", resource_.kind, name,

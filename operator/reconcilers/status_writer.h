@@ -19,7 +19,8 @@ class StatusWriter {
   StatusWriter(kube::Api* api, kube::Resource resource)
       : api_(api), resource_(std::move(resource)) {}
 
-  // Makes `object`'s status `desired` (a merge patch of the status subresource).
+  // Makes `object`'s status `desired` (a merge patch of the status subresource; top-level fields
+  // the cached object has and `desired` lacks are removed).
   void Write(const nlohmann::json& object, const nlohmann::json& desired);
   void Forget(const std::string& name);
 
