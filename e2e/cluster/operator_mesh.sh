@@ -19,7 +19,7 @@
 #   - `kubectl patch` of the Mesh (its domain) reaches every agent;
 #   - malformed objects are rejected by the API server (schema) or reported in Ready=False
 #     conditions and Warning Events (`kubectl describe`): a Mesh whose Secret is missing, a
-#     MeshPeer without a key, an invalid PeerPolicy; a valid PeerPolicy is Accepted;
+#     MeshPeer without a key, a PeerPolicy that does not compile; a valid PeerPolicy is Accepted;
 #   - PeerPolicy enforced: with the Mesh's defaultAction patched to Deny, a TCP connection n1 ->
 #     n2 is dropped; a PeerPolicy applied with kubectl (every member to every member on that
 #     port) allows it (the delay is measured); `kubectl get peerpolicies` shows its columns
@@ -373,6 +373,8 @@ tm_wait 5 "kubectl describe mesh nosecret to show the Warning Event" \
   describe__has mesh/nosecret "SecretForbidden.*missing-secret"
 tm_wait 5 "kubectl describe meshpeer nokey to show the Warning Event" \
   describe__has meshpeer/nokey "InvalidSpec.*spec.publicKey"
+tm_wait 5 "kubectl describe peerpolicy contradictory to show the Warning Event" \
+  describe__has peerpolicy/contradictory "InvalidSpec.*operator Exists takes no values"
 tm_log "PeerPolicy contradictory: $(jp '{.status.conditions[0].message}' peerpolicy/contradictory)"
 
 tm_step "PeerPolicy: default Deny drops n1 -> n2, kubectl apply of a policy allows it"

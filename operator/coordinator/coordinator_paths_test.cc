@@ -44,8 +44,10 @@ TEST_F(CoordinatorPathsTest, ListsByPeerNameAndLogsOnlyChanges) {
   MemberPaths paths = c_->PathsOf(a_, 16, 0);
   EXPECT_EQ(paths.total, 2u) << "a key of no member, and the member itself, are skipped";
   ASSERT_EQ(paths.first.size(), 2u);
-  EXPECT_EQ(paths.first[0], (std::pair<std::string, coord::PathKind>{"bravo", coord::PATH_KIND_DIRECT}));
-  EXPECT_EQ(paths.first[1], (std::pair<std::string, coord::PathKind>{"delta", coord::PATH_KIND_RELAY}));
+  EXPECT_EQ(paths.first[0],
+            (std::pair<std::string, coord::PathKind>{"bravo", coord::PATH_KIND_DIRECT}));
+  EXPECT_EQ(paths.first[1],
+            (std::pair<std::string, coord::PathKind>{"delta", coord::PATH_KIND_RELAY}));
   EXPECT_TRUE(paths.changes.empty()) << "first paths are not changes";
   EXPECT_EQ(c_->PathsOf(a_, 1, 0).first.size(), 1u) << "the limit bounds the list";
   EXPECT_EQ(c_->PathsOf(a_, 1, 0).total, 2u);

@@ -156,6 +156,40 @@ class CoordinatorServerTest : public ::testing::Test {
   std::unique_ptr<CoordinatorServer> server_;
 };
 
+TEST_F(CoordinatorServerTest, PeerPathsArriveAndMalformedOnesAreRefused) {
+  auto stub = NewStub();
+  const PublicKey carol = NewKey(), dave = NewKey();
+  const std::string token = Register(stub.get(), carol, "carol", {});
+  Register(stub.get(), dave, "dave", {});
+  auto report = [&](const std::string& key, coord::PathKind path) {
+    coord::ReportEndpointsRequest request;
+    request.set_direct_peers(path == coord::PATH_KIND_DIRECT ? 1 : 0);
+    coord::PeerPath* p = request.add_peer_paths();
+    p->set_public_key(key);
+    p->set_path(path);
+    coord::ReportEndpointsResponse response;
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer " + token);
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return stub->ReportEndpoints(&context, request, &response);
+  };
+  const std::string dave_key(reinterpret_cast<const char*>(dave.bytes.data()), kKeySize);
+  ASSERT_TRUE(report(dave_key, coord::PATH_KIND_DIRECT).ok());
+  MemberPaths paths = coordinator_->PathsOf(carol, 16, 0);
+  ASSERT_EQ(paths.first.size(), 1u);
+  EXPECT_EQ(paths.first[0],
+            (std::pair<std::string, coord::PathKind>{"dave", coord::PATH_KIND_DIRECT}));
+  const uint64_t malformed = coordinator_->counters().malformed_requests.load();
+  grpc::Status status = report("short", coord::PATH_KIND_RELAY);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("not 32 bytes"), std::string::npos)
+      << status.error_message();
+  status = report(dave_key, static_cast<coord::PathKind>(7));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(coordinator_->counters().malformed_requests.load(), malformed + 2);
+  EXPECT_EQ(coordinator_->PathsOf(carol, 16, 0).first[0].second, coord::PATH_KIND_DIRECT);
+}
+
 TEST_F(CoordinatorServerTest, ProbeConnectsAndRebuildKeepsThePortAndServes) {
   EXPECT_TRUE(server_->ProbeAccepting(absl::Seconds(10)));
   const int port = server_->port();
