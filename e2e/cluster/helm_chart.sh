@@ -282,6 +282,13 @@ got=$(kube_kubectl -n "$NS" get daemonset "$REL-agent" -o jsonpath='{.spec.templ
 got=$(kube_kubectl -n "$NS" get daemonset "$REL-agent" -o jsonpath='{.spec.template.spec.containers[0].command}')
 [[ "$got" == *'"--kubernetes-token-file","/var/run/secrets/tunnelmesh/token"'* ]] ||
   kube_fail "the agent's command does not read the projected token: $got"
+[[ "$got" == *'"--ssh-port","7722"'* ]] || kube_fail "the agent's command lacks --ssh-port 7722: $got"
+got=$(kube_kubectl -n "$NS" get daemonset "$REL-agent" -o jsonpath='{.spec.template.spec.containers[0].ports[?(@.name=="ssh")].containerPort}')
+[[ "$got" == 7722 ]] || kube_fail "the agent's containerPort ssh is '$got', want 7722"
+render nossh --set agent.ssh.enabled=false
+grep -q -- '- --no-ssh' "$KUBE_WORK/nossh.yaml" || kube_fail "agent.ssh.enabled=false does not pass --no-ssh"
+grep -q -- '--ssh-port\|name: ssh$' "$KUBE_WORK/nossh.yaml" &&
+  kube_fail "agent.ssh.enabled=false still passes --ssh-port or declares the ssh port"
 got=$(kube_kubectl -n "$NS" get role "$REL-operator" -o json | python3 -c '
 import json, sys
 rules = json.load(sys.stdin)["rules"]

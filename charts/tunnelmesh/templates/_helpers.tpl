@@ -223,4 +223,12 @@ default port: tunnelmesh.metricsOn is "true" or "", tunnelmesh.metricsPort the p
 {{- define "tunnelmesh.metricsPort" -}}
 {{- $m := .values.metrics | default dict }}{{ $m.port | default .port }}
 {{- end }}
+{{- /* The agent's SSH path, with defaults for values an older release kept (--reuse-values). */}}
+{{- define "tunnelmesh.sshOn" -}}
+{{- $s := .values.ssh | default dict }}
+{{- if or (not (hasKey $s "enabled")) $s.enabled }}true{{ end }}
+{{- end }}
+{{- define "tunnelmesh.sshPort" -}}
+{{- $s := .values.ssh | default dict }}{{ $s.port | default 7722 }}
+{{- end }}
 {{- define "tunnelmesh.logFormat" -}}{{ .logFormat | default "text" }}{{- end }}
