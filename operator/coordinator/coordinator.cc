@@ -1177,6 +1177,13 @@ absl::Status Coordinator::Admit(MemberRecord record) {
         "\" is not attached (its pod was detached or deleted); the operator deletes this "
         "MeshPeer");
   }
+  // A member the coordinator removed (it left, expired or an admin removed it) whose MeshPeer's
+  // deletion is still queued: the object the caller read predates that deletion. Admitting it
+  // would bring the member back and turn the queued delete into a write.
+  if (existing == members_.end() && writer_.RemovalPending(record.public_key)) {
+    return absl::AbortedError("member \"" + record.name +
+                              "\" was removed; its MeshPeer is being deleted");
+  }
   // The coordinator allocates: for a member it knows, its own addresses win over what an object
   // says (a watch event may predate the status write that recorded them).
   if (existing != members_.end()) record.mesh_ips = existing->second.mesh_ips;

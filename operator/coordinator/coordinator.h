@@ -371,6 +371,8 @@ class Coordinator {
   // Kubernetes mode, from MeshPeer objects. Admit brings the coordinator in line with a record
   // that exists at its source (restart, a MeshPeer pre-created by an admin, a label edit): it keeps
   // valid addresses, allocates missing ones (writing them through the store) and tells the mesh.
+  // ABORTED for a member it removed whose record's deletion is still queued (a stale read), and
+  // FAILED_PRECONDITION for a pod member it does not hold.
   [[nodiscard]] absl::Status Admit(MemberRecord record) ABSL_LOCKS_EXCLUDED(mu_);
   // The member's record is gone at its source (MeshPeer deleted): drop it from every map and end
   // its watch with PERMISSION_DENIED naming `why`, so that its agent stops.

@@ -147,6 +147,7 @@ void MemberWriter::Run() {
       op = std::move(it->second);
       pending_.erase(it);
       in_flight_ = key;
+      in_flight_removes_ = op.durable && !op.record;
     }
     absl::Status status = Apply(key, op);
     absl::Duration pause = absl::ZeroDuration();
@@ -205,6 +206,13 @@ bool MemberWriter::Flush(absl::Duration timeout) {
     return order_.empty() && !in_flight_.has_value() && !quarantine_ && !quarantine_in_flight_;
   };
   return mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
+}
+
+bool MemberWriter::RemovalPending(const PublicKey& key) const {
+  absl::MutexLock lock(&mu_);
+  auto it = pending_.find(key);
+  if (it != pending_.end()) return it->second.durable && !it->second.record;
+  return in_flight_ == key && in_flight_removes_;
 }
 
 size_t MemberWriter::backlog() const {

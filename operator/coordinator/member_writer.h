@@ -92,6 +92,8 @@ class MemberWriter {
   bool Flush(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
   // Operations queued and not yet finished (in flight included).
   size_t backlog() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether the latest operation queued or in flight for `key` is a durable delete.
+  bool RemovalPending(const PublicKey& key) const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Op {
@@ -115,6 +117,7 @@ class MemberWriter {
   std::map<PublicKey, Op> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<PublicKey> order_ ABSL_GUARDED_BY(mu_);  // Keys of pending_, oldest first.
   std::optional<PublicKey> in_flight_ ABSL_GUARDED_BY(mu_);
+  bool in_flight_removes_ ABSL_GUARDED_BY(mu_) = false;  // the in-flight op is a durable delete
   // The quarantine snapshot to write, and whether one is being written.
   std::optional<std::vector<QuarantineEntry>> quarantine_ ABSL_GUARDED_BY(mu_);
   bool quarantine_in_flight_ ABSL_GUARDED_BY(mu_) = false;

@@ -96,6 +96,8 @@ absl::StatusOr<Result> MeshPeerReconciler::Reconcile(const std::string& name) {
   if (kube::BeingDeleted(*object)) return Result{};
   absl::StatusOr<MemberRecord> record = MeshPeerToRecord(*object);
   absl::Status admitted = record.ok() ? coordinator_->Admit(*record) : record.status();
+  // The member was removed and this object's deletion is on its way: nothing to report on it.
+  if (absl::IsAborted(admitted)) return Result{options_.status_period};
   if (!admitted.ok()) {
     Problem problem{ReasonFor(admitted), std::string(admitted.message())};
     auto old = problems_.find(name);

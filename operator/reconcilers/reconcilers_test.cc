@@ -262,6 +262,30 @@ TEST_F(ReconcilerTest, DeletedMeshPeerEvictsItsMember) {
   EXPECT_FALSE(coordinator_.IsMember(key));
 }
 
+// A member that leaves while a reconcile still reads its MeshPeer from the cache (its deletion is
+// queued behind a slow API server) is not admitted again, and the deletion lands.
+TEST_F(ReconcilerTest, MemberThatLeftIsNotBroughtBackByAStaleMeshPeer) {
+  coordinator_.SetMeshes({Spec("demo")});
+  auto peers = Watch(kube::kMeshPeers);
+  MeshPeerReconciler reconciler(&api_, &events_, &coordinator_, peers.get(), {});
+  const PublicKey key = DerivePublicKey(SecretKey::GeneratePrivate());
+  ASSERT_TRUE(api_.Create(kube::kMeshPeers, "", PeerObject("laptop", "demo", key)).ok());
+  CatchUp(*peers, kube::kMeshPeers, "laptop");
+  ASSERT_TRUE(reconciler.Reconcile("laptop").ok());
+  ASSERT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));
+  CatchUp(*peers, kube::kMeshPeers, "laptop");
+  api_.SetLatency(absl::Milliseconds(300));
+  ASSERT_TRUE(coordinator_.Leave(key).ok());
+  ASSERT_TRUE(peers->Find("", "laptop").has_value()) << "the cache still holds the MeshPeer";
+  ASSERT_TRUE(reconciler.Reconcile("laptop").ok());
+  EXPECT_FALSE(coordinator_.IsMember(key)) << "admitted again from a stale object";
+  api_.SetLatency(absl::ZeroDuration());
+  ASSERT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));
+  EXPECT_TRUE(absl::IsNotFound(api_.Get(kube::kMeshPeers, "", "laptop").status()))
+      << "the queued deletion was turned into a write";
+  EXPECT_FALSE(coordinator_.IsMember(key));
+}
+
 TEST_F(ReconcilerTest, MeshPeerMissingFromTheCacheIsCheckedWithTheServer) {
   coordinator_.SetMeshes({Spec("demo")});
   auto peers = Watch(kube::kMeshPeers);
