@@ -96,6 +96,17 @@ class ReconcilerTest : public ::testing::Test {
     })) << name;
   }
 
+  // Creates MeshPeer `name` (mesh demo) with `key`, reconciles it into the coordinator and waits
+  // until the addresses it got are written back.
+  void AdmitFromObject(MeshPeerReconciler& reconciler, const kube::Informer& peers,
+                       const std::string& name, const PublicKey& key) {
+    ASSERT_TRUE(api_.Create(kube::kMeshPeers, "", PeerObject(name, "demo", key)).ok());
+    CatchUp(peers, kube::kMeshPeers, name);
+    ASSERT_TRUE(reconciler.Reconcile(name).ok());
+    ASSERT_TRUE(coordinator_.IsMember(key));
+    ASSERT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));  // its meshIPs are written, behind
+  }
+
   Ready ReadyOf(const kube::Resource& resource, const std::string& name) {
     absl::StatusOr<nlohmann::json> object = api_.Get(resource, "", name);
     if (!object.ok()) return {"gone", "", ""};
@@ -251,11 +262,7 @@ TEST_F(ReconcilerTest, DeletedMeshPeerEvictsItsMember) {
   auto peers = Watch(kube::kMeshPeers);
   MeshPeerReconciler reconciler(&api_, &events_, &coordinator_, peers.get(), {});
   const PublicKey key = DerivePublicKey(SecretKey::GeneratePrivate());
-  ASSERT_TRUE(api_.Create(kube::kMeshPeers, "", PeerObject("laptop", "demo", key)).ok());
-  CatchUp(*peers, kube::kMeshPeers, "laptop");
-  ASSERT_TRUE(reconciler.Reconcile("laptop").ok());
-  ASSERT_TRUE(coordinator_.IsMember(key));
-  ASSERT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));  // its meshIPs are written, behind
+  AdmitFromObject(reconciler, *peers, "laptop", key);
   ASSERT_TRUE(api_.Delete(kube::kMeshPeers, "", "laptop").ok());
   CatchUp(*peers, kube::kMeshPeers, "laptop");
   ASSERT_TRUE(reconciler.Reconcile("laptop").ok());
@@ -269,10 +276,7 @@ TEST_F(ReconcilerTest, MemberThatLeftIsNotBroughtBackByAStaleMeshPeer) {
   auto peers = Watch(kube::kMeshPeers);
   MeshPeerReconciler reconciler(&api_, &events_, &coordinator_, peers.get(), {});
   const PublicKey key = DerivePublicKey(SecretKey::GeneratePrivate());
-  ASSERT_TRUE(api_.Create(kube::kMeshPeers, "", PeerObject("laptop", "demo", key)).ok());
-  CatchUp(*peers, kube::kMeshPeers, "laptop");
-  ASSERT_TRUE(reconciler.Reconcile("laptop").ok());
-  ASSERT_TRUE(coordinator_.FlushStore(absl::Seconds(10)));
+  AdmitFromObject(reconciler, *peers, "laptop", key);
   CatchUp(*peers, kube::kMeshPeers, "laptop");
   api_.SetLatency(absl::Milliseconds(300));
   ASSERT_TRUE(coordinator_.Leave(key).ok());
