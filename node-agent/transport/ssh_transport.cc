@@ -263,15 +263,45 @@ bool SshTransport::Send(const PublicKey& peer, absl::Span<const uint8_t> frame) 
   return false;
 }
 
+bool SshTransport::TakeLoginSlot(const std::string& source) {
+  absl::MutexLock lock(&pending_mu_);
+  size_t& from_source = pending_by_source_[source];
+  if (pending_logins_ >= options_.max_pending_logins ||
+      from_source >= options_.max_pending_logins_per_source) {
+    if (from_source == 0) pending_by_source_.erase(source);
+    return false;
+  }
+  ++pending_logins_;
+  ++from_source;
+  return true;
+}
+
+void SshTransport::ReleaseLoginSlot(const std::string& source) {
+  absl::MutexLock lock(&pending_mu_);
+  --pending_logins_;
+  auto it = pending_by_source_.find(source);
+  if (it != pending_by_source_.end() && --it->second == 0) pending_by_source_.erase(it);
+}
+
 void SshTransport::AcceptLoop() {
   while (!stopping_.load()) {
     pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
     if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
     if (fds[1].revents != 0) break;
     if ((fds[0].revents & POLLIN) == 0) continue;
-    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    sockaddr_storage from{};
+    socklen_t from_len = sizeof(from);
+    const int fd = accept4(listen_fd_, reinterpret_cast<sockaddr*>(&from), &from_len, SOCK_CLOEXEC);
     if (fd < 0) continue;
-    if (pending_logins_.load() >= options_.max_pending_logins) {
+    absl::StatusOr<Endpoint> remote =
+        Endpoint::FromSockaddr(reinterpret_cast<const sockaddr*>(&from), from_len);
+    std::string source;
+    if (remote.ok()) {
+      // One listening socket: an IPv4 host always shows the same way (mapped or not).
+      const IpAddress& ip = remote->address();
+      source.assign(reinterpret_cast<const char*>(ip.bytes()), ip.byte_length());
+    }
+    if (!TakeLoginSlot(source)) {
       Count(&SshCounters::refused_busy);
       close(fd);
       continue;
@@ -279,9 +309,8 @@ void SshTransport::AcceptLoop() {
     // Datagrams must not wait for Nagle's algorithm (up to a delayed ACK, 40 ms, per ping).
     const int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    pending_logins_.fetch_add(1);
-    if (!Spawn([this, fd] { ServeAccepted(fd); })) {
-      pending_logins_.fetch_sub(1);
+    if (!Spawn([this, fd, source] { ServeAccepted(fd, source); })) {
+      ReleaseLoginSlot(source);
       TM_LOG_WARN("SSH server: too many connections ({}); refused one", options_.max_connections);
       close(fd);
     }
@@ -292,17 +321,18 @@ void SshTransport::AcceptLoop() {
 // it is still supported, and keeps the handshake one readable loop.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-void SshTransport::ServeAccepted(int fd) {
-  // Until the subsystem is up (or this fails), the connection counts as a pending login.
+void SshTransport::ServeAccepted(int fd, std::string source) {
+  // Until the subsystem is up (or this fails), the connection holds a pending-login slot.
   struct Pending {
-    std::atomic<size_t>* count;
+    SshTransport* transport;
+    std::string source;
     bool done = false;
     void Release() {
-      if (!done) count->fetch_sub(1);
+      if (!done) transport->ReleaseLoginSlot(source);
       done = true;
     }
     ~Pending() { Release(); }
-  } pending{&pending_logins_};
+  } pending{this, std::move(source)};
   auto connection = std::make_shared<Connection>();
   ssh_bind bind = ssh_bind_new();
   bool no = false;

@@ -55,7 +55,8 @@ struct SshCounters {
   uint64_t unknown_clients = 0;      // Logins with a key of no current peer.
   uint64_t send_dropped = 0;         // Frames dropped: no connection, queue full, or too large.
   uint64_t stream_errors = 0;        // Connections closed for a malformed frame stream.
-  uint64_t refused_busy = 0;         // Accepted connections closed: too many logins pending.
+  uint64_t refused_busy = 0;         // Accepted connections closed: too many logins pending
+                                     // (in all, or from their source address).
 };
 
 class SshTransport {
@@ -73,6 +74,8 @@ class SshTransport {
     // Accepted connections still in their handshake or login; beyond this new ones are closed at
     // once, so that whoever can reach the port cannot take every thread (dials keep working).
     size_t max_pending_logins = 16;
+    // Of those, from one source address: one host alone cannot hold every slot.
+    size_t max_pending_logins_per_source = 4;
     // Per dial attempt and for the server's handshake and login.
     std::chrono::milliseconds handshake_timeout{3000};
     // A connection with nothing sent or received for this long closes.
@@ -118,7 +121,10 @@ class SshTransport {
   struct Connection;
 
   void AcceptLoop();
-  void ServeAccepted(int fd);
+  void ServeAccepted(int fd, std::string source);
+  // Takes a pending-login slot for `source` (raw address bytes); false when none is free.
+  bool TakeLoginSlot(const std::string& source) ABSL_LOCKS_EXCLUDED(pending_mu_);
+  void ReleaseLoginSlot(const std::string& source) ABSL_LOCKS_EXCLUDED(pending_mu_);
   void Dial(PublicKey peer, SshPeer info);
   // Registers an established connection and runs its data loop until it ends.
   void RunConnection(const std::shared_ptr<Connection>& connection);
@@ -135,7 +141,11 @@ class SshTransport {
   int stop_fd_ = -1;  // An eventfd, readable once Stop begins.
   std::thread accept_thread_;
   std::atomic<bool> stopping_{false};
-  std::atomic<size_t> pending_logins_{0};
+  // Logins in progress, in all and by source address: the accept thread takes a slot, the
+  // connection's thread gives it back.
+  absl::Mutex pending_mu_;
+  size_t pending_logins_ ABSL_GUARDED_BY(pending_mu_) = 0;
+  std::map<std::string, size_t> pending_by_source_ ABSL_GUARDED_BY(pending_mu_);
 
   mutable absl::Mutex mu_;
   std::map<PublicKey, SshPeer> peers_ ABSL_GUARDED_BY(mu_);

@@ -197,6 +197,44 @@ TEST(SshTransport, AFloodOfSilentConnectionsDoesNotStopDials) {
   for (int fd : silent) close(fd);
 }
 
+// One host holds at most max_pending_logins_per_source of the login slots: a flood from
+// 127.0.0.2 leaves room for a peer's login from 127.0.0.1.
+TEST(SshTransport, ALoginFloodFromOneHostLeavesSlotsForOthers) {
+  Node a(1), b(2);
+  SshTransport::Options options;
+  options.port = 0;
+  options.max_pending_logins = 8;
+  options.max_pending_logins_per_source = 3;
+  options.handshake_timeout = std::chrono::milliseconds(3000);
+  SshTransport flooded(NodeKey(2), options, nullptr);
+  ASSERT_TRUE(flooded.Start().ok());
+  ASSERT_TRUE(a.ssh->Start().ok());
+  std::vector<int> silent;
+  for (int i = 0; i < 10; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    from.sin_addr.s_addr = htonl(0x7f000002);  // 127.0.0.2
+    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof(from)), 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(flooded.port());
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
+    silent.push_back(fd);
+  }
+  EXPECT_TRUE(WaitFor([&] { return flooded.counters().refused_busy >= 7; }));
+  // a logs in to the flooded server (an inbound login there) while the flood holds its slots.
+  flooded.SetPeers({{a.node_public, a.AsPeer("a")}});
+  a.ssh->SetPeers(
+      {{b.node_public,
+        SshPeer{"b", flooded.public_key(), flooded.port(), {*IpAddress::Parse("127.0.0.1")}}}});
+  a.ssh->Connect(b.node_public);
+  EXPECT_TRUE(WaitFor([&] { return a.ssh->Connected(b.node_public); }));
+  EXPECT_EQ(flooded.counters().refused_busy, 7u) << "a's login was refused";
+  for (int fd : silent) close(fd);
+}
+
 TEST(SshTransport, ATakenPortFailsOrFallsBackToAFreeOne) {
   Node first(1);
   ASSERT_TRUE(first.ssh->Start().ok());
