@@ -38,8 +38,11 @@ PeerLivenessView PeerLiveness::View(const PublicKey& key, absl::Time now) const 
   auto evidence = [&](absl::Time seen, absl::Duration window) {
     return seen > state.offline_said && now - seen <= window;
   };
-  view.online = state.coordinator_online || evidence(state.local_seen, kLocalEvidenceWindow) ||
-                evidence(state.direct_seen, kDirectPathEvidence);
+  // A direct path counts once it outlived the time a dead peer's path takes to fall back.
+  const bool direct = state.direct_seen > state.offline_said + kDirectPathDeath &&
+                      now - state.direct_seen <= kDirectPathEvidence;
+  view.online =
+      state.coordinator_online || evidence(state.local_seen, kLocalEvidenceWindow) || direct;
   view.last_seen =
       view.online ? now : std::max({state.local_seen, state.direct_seen, state.coordinator_seen});
   view.handshake_failures = state.failures;

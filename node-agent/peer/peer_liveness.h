@@ -6,7 +6,9 @@
 // A peer is online while either says so. A packet counts for kLocalEvidenceWindow, a direct path
 // for kDirectPathEvidence (it is confirmed several times a second while the peer answers), and
 // neither counts when the coordinator said offline after it: a peer whose agent stopped shows
-// offline as soon as the coordinator says so, within seconds.
+// offline as soon as the coordinator says so, within seconds. A direct path seen in the
+// kDirectPathDeath after that saying does not count either: it may be the stopped peer's path, not
+// yet declared dead.
 //
 // Sans-IO: the agent feeds it samples and wall-clock times. Threads: owned by the agent's control
 // thread; not thread-safe.
@@ -27,6 +29,9 @@ inline constexpr absl::Duration kLocalEvidenceWindow = absl::Seconds(30);
 // How long a direct path seen in a sample keeps it online (the path falls back to the relay
 // within disco::kPathTimeout, 1 s, of the peer's silence; samples come every second).
 inline constexpr absl::Duration kDirectPathEvidence = absl::Seconds(3);
+// How long a silent peer's direct path may still show as direct: disco::kPathTimeout (1 s) and a
+// sample period.
+inline constexpr absl::Duration kDirectPathDeath = absl::Seconds(2);
 // How long a failed handshake stays a warning unless a handshake succeeds after it.
 inline constexpr absl::Duration kHandshakeWarningWindow = absl::Minutes(3);
 

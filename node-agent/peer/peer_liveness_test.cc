@@ -75,6 +75,21 @@ TEST(PeerLivenessTest, TheCoordinatorSayingOfflineOutweighsEarlierPackets) {
   EXPECT_TRUE(liveness.View(k, kStart + absl::Seconds(13)).online);
 }
 
+// A stopped peer's direct path stays "direct" for up to a second after the coordinator says
+// offline (until pongs are missed): a sample in that time does not bring the peer back. A direct
+// path that lasts longer does (the peer answers; only its coordinator connection broke).
+TEST(PeerLivenessTest, ADirectPathRightAfterTheCoordinatorSaysOfflineIsNoEvidence) {
+  PeerLiveness liveness;
+  const PublicKey k = Key(1);
+  liveness.SetPresence(k, true, kStart, kStart);
+  liveness.Sample(k, {.direct_path = true}, kStart + absl::Seconds(10));
+  liveness.SetPresence(k, false, kStart + absl::Seconds(10), kStart + absl::Seconds(11));
+  liveness.Sample(k, {.direct_path = true}, kStart + absl::Milliseconds(11500));
+  EXPECT_FALSE(liveness.View(k, kStart + absl::Milliseconds(11600)).online);
+  liveness.Sample(k, {.direct_path = true}, kStart + absl::Milliseconds(13500));
+  EXPECT_TRUE(liveness.View(k, kStart + absl::Milliseconds(13600)).online);
+}
+
 TEST(PeerLivenessTest, RejectedResponsesWarnOfAPresharedKeyMismatchUntilAHandshakeWorks) {
   PeerLiveness liveness;
   const PublicKey k = Key(1);
