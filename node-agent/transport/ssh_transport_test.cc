@@ -167,6 +167,27 @@ TEST(SshTransport, RefusesALoginWithAKeyOfNoPeer) {
   }));
 }
 
+// Opens `count` TCP connections to 127.0.0.1:port that never speak, from `from` (host order;
+// 0: any loopback address the kernel picks), into *fds.
+void OpenSilentConnections(uint16_t port, int count, uint32_t from, std::vector<int>* fds) {
+  for (int i = 0; i < count; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    fds->push_back(fd);
+    if (from != 0) {
+      sockaddr_in source{};
+      source.sin_family = AF_INET;
+      source.sin_addr.s_addr = htonl(from);
+      ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&source), sizeof(source)), 0);
+    }
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
+  }
+}
+
 TEST(SshTransport, AFloodOfSilentConnectionsDoesNotStopDials) {
   Node a(1), b(2);
   SshTransport::Options options;
@@ -178,15 +199,7 @@ TEST(SshTransport, AFloodOfSilentConnectionsDoesNotStopDials) {
   ASSERT_TRUE(a.ssh->Start().ok());
   // Ten connections that never speak: four take the login slots, the rest are closed at once.
   std::vector<int> silent;
-  for (int i = 0; i < 10; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(flooded.port());
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
-    silent.push_back(fd);
-  }
+  ASSERT_NO_FATAL_FAILURE(OpenSilentConnections(flooded.port(), 10, 0, &silent));
   EXPECT_TRUE(WaitFor([&] { return flooded.counters().refused_busy >= 6; }));
   // The flooded side still dials out.
   SshPeer peer_a = a.AsPeer("a");
@@ -210,19 +223,8 @@ TEST(SshTransport, ALoginFloodFromOneHostLeavesSlotsForOthers) {
   ASSERT_TRUE(flooded.Start().ok());
   ASSERT_TRUE(a.ssh->Start().ok());
   std::vector<int> silent;
-  for (int i = 0; i < 10; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in from{};
-    from.sin_family = AF_INET;
-    from.sin_addr.s_addr = htonl(0x7f000002);  // 127.0.0.2
-    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof(from)), 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(flooded.port());
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
-    silent.push_back(fd);
-  }
+  ASSERT_NO_FATAL_FAILURE(
+      OpenSilentConnections(flooded.port(), 10, 0x7f000002 /* 127.0.0.2 */, &silent));
   EXPECT_TRUE(WaitFor([&] { return flooded.counters().refused_busy >= 7; }));
   // a logs in to the flooded server (an inbound login there) while the flood holds its slots.
   flooded.SetPeers({{a.node_public, a.AsPeer("a")}});
