@@ -24,6 +24,7 @@ bash scripts/install-deps.sh
 passed=0
 failed=0
 summary=()
+failed_legs=()
 for leg in $legs; do
   echo "=== leg $leg"
   start=$SECONDS
@@ -33,12 +34,23 @@ for leg in $legs; do
   else
     result=FAILED
     failed=$((failed + 1))
+    failed_legs+=("$leg")
   fi
   took=$((SECONDS - start))
   summary+=("$(printf '%-7s %-7s %4dm%02ds' "$leg" "$result" $((took / 60)) $((took % 60)))")
   echo "=== leg $leg: $result in $((took / 60))m$((took % 60))s"
 done
 
+# The failed tests come last, after every leg, where the end of a long CI log shows them.
+for leg in "${failed_legs[@]}"; do
+  case "$leg" in
+    gcc) dir=build ;;
+    asan | tsan) dir=build-$leg ;;
+    *) continue ;;
+  esac
+  echo "=== leg $leg failed:"
+  bash scripts/ci/failures.sh "$dir"
+done
 echo "=== legs (total ${SECONDS}s including the install):"
 printf '  %s\n' "${summary[@]}"
 echo "legs: $passed passed, $failed failed"
