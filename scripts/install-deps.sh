@@ -16,6 +16,8 @@ packages=(
   libssh-dev
   # CI legs (scripts/ci/leg.sh): clang with its sanitizer runtimes, and the format check
   clang-14 libclang-rt-14-dev clang-format-14
+  # ... and a compiler cache outside the clone that the next run reuses (leg.sh sets where)
+  ccache
   # Run and test: real network namespaces, TUN, NAT, a real WireGuard peer, traffic tools
   iproute2 iputils-ping bind9-dnsutils dnsmasq-base nftables wireguard-go wireguard-tools iperf3 netcat-openbsd python3 procps stun-client
   # e2e/netns/metrics.sh parses every scraped line with a Prometheus text parser (and scrapes with curl)

@@ -6,7 +6,12 @@
 #                       targets (the fuzz replay driver runs under the sanitizers)
 #   tsan   build-tsan/  clang-14, ThreadSanitizer: the unit tests labelled "threaded"
 #   format              scripts/ci/check-format.sh
-# ccache is used when it is installed, never required.
+# Compiles go through ccache when it is installed (scripts/install-deps.sh installs it), with its
+# cache outside the clone so that the next clone's run reuses it:
+#   CCACHE_DIR      default /var/cache/tunnelmesh/ccache when run as root (the test command is),
+#                   else ccache's own default
+#   CCACHE_MAXSIZE  default 6G (the three legs' objects with debug info take about 2.5G)
+# Paths are hashed relative to the clone, so a clone in another folder hits the same entries.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 leg=${1:?usage: $0 gcc|asan|tsan|format [ctest arguments...]}
@@ -16,6 +21,10 @@ jobs=$(nproc)
 launcher=()
 if command -v ccache >/dev/null; then
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+  if [ -z "${CCACHE_DIR:-}" ] && [ "$(id -u)" -eq 0 ]; then
+    export CCACHE_DIR=/var/cache/tunnelmesh/ccache
+  fi
+  export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-6G} CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=1
 fi
 
 # configure DIR CMAKE_ARGS...: a fresh dir gets the given compilers; later runs keep the cache.
@@ -29,6 +38,26 @@ clang_args=(-DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 -DTM_WER
             -DTM_BENCH=OFF)
 supp="$PWD/scripts/ci"
 
+# compile DIR [TARGETS...]: ninja, then how many compiles ccache answered (CI shows whether its cache
+# outlived the last run).
+compile() {
+  local dir=$1
+  shift
+  if [ ${#launcher[@]} -ne 0 ]; then ccache -z >/dev/null; fi
+  ninja -C "$dir" -j"$jobs" "$@"
+  if [ ${#launcher[@]} -ne 0 ]; then
+    ccache --print-stats | awk -v dir="$dir" '
+      /^(direct|preprocessed)_cache_hit\t/ { hits += $2 }
+      /^cache_miss\t/ { misses = $2 }
+      /^cache_size_kibibyte\t/ { size = $2 }
+      END {
+        where = ENVIRON["CCACHE_DIR"] == "" ? "its default folder" : ENVIRON["CCACHE_DIR"]
+        printf "%s: ccache answered %d of %d compiles (cache %.1f GiB in %s)\n", dir, hits,
+               hits + misses, size / 1048576, where
+      }'
+  fi
+}
+
 # run_ctest ARGS...: ctest in the current build dir, its output also kept in ctest-output.log for
 # scripts/ci/failures.sh (with ctest's own list of failed tests, which a stale run must not leave).
 run_ctest() {
@@ -41,14 +70,14 @@ case "$leg" in
     # The same dir as scripts/build.sh (the plain build), with warnings as errors; CC/CXX pick g++
     # when the dir is new (Debian's default compiler, so both scripts agree on it).
     CC=gcc CXX=g++ configure build -DTM_WERROR=ON
-    ninja -C build -j"$jobs"
+    compile build
     cd build
     # Unit and fuzz tests run two at a time; e2e tests are RUN_SERIAL, so they run alone.
     run_ctest --output-on-failure --timeout 600 -j"$jobs" "$@"
     ;;
   asan)
     configure build-asan "${clang_args[@]}" -DTM_SANITIZE=ON
-    ninja -C build-asan -j"$jobs" tm_unit_tests tm_fuzz_targets
+    compile build-asan tm_unit_tests tm_fuzz_targets
     cd build-asan
     # detect_leaks: LeakSanitizer runs at exit of every test process. halt_on_error: the first
     # UBSan report fails the test (the code is also built with -fno-sanitize-recover=undefined).
@@ -58,7 +87,7 @@ case "$leg" in
     ;;
   tsan)
     configure build-tsan "${clang_args[@]}" -DTM_TSAN=ON
-    ninja -C build-tsan -j"$jobs" tm_threaded_tests
+    compile build-tsan tm_threaded_tests
     cd build-tsan
     TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp" \
       run_ctest --output-on-failure --timeout 600 -j"$jobs" -L threaded "$@"
