@@ -10,7 +10,7 @@
 # cache outside the clone so that the next clone's run reuses it:
 #   CCACHE_DIR      default /var/cache/tunnelmesh/ccache when run as root (the test command is),
 #                   else ccache's own default
-#   CCACHE_MAXSIZE  default 6G (the three legs' objects with debug info take about 2.5G)
+#   CCACHE_MAXSIZE  default 6G (enough for the three legs; each leg prints the size)
 # Paths are hashed relative to the clone, so a clone in another folder hits the same entries.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,8 +52,8 @@ compile() {
       /^cache_size_kibibyte\t/ { size = $2 }
       END {
         where = ENVIRON["CCACHE_DIR"] == "" ? "its default folder" : ENVIRON["CCACHE_DIR"]
-        printf "%s: ccache answered %d of %d compiles (cache %.1f GiB in %s)\n", dir, hits,
-               hits + misses, size / 1048576, where
+        printf "%s: ccache answered %d of %d compiles (cache %d MiB in %s)\n", dir, hits,
+               hits + misses, size / 1024, where
       }'
   fi
 }
