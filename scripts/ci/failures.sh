@@ -11,7 +11,7 @@ list="$dir/Testing/Temporary/LastTestsFailed.log"
 out="$dir/ctest-output.log"
 
 if [ ! -s "$list" ]; then
-  echo "  (no failed test recorded in $list: the leg failed before or outside ctest; see its output)"
+  echo "  (no failed test in $list: the leg failed before or outside ctest; see its output)"
   exit 0
 fi
 
@@ -20,13 +20,16 @@ while IFS= read -r entry; do
   name=${entry#*:}
   if [ "$shown" -ge 3 ] || [ ! -f "$out" ]; then continue; fi
   shown=$((shown + 1))
-  how=$(grep -m1 -oE "Test +#[0-9]+: $name \.* *\*\*\*[A-Za-z ]+" "$out" | sed 's/.*\*\*\*//; s/ *$//') || true
+  how=$(grep -m1 -oE "Test +#[0-9]+: $name \.* *\*\*\*[A-Za-z ]+" "$out" |
+    sed 's/.*\*\*\*//; s/ *$//') || true
   echo "--- $name (${how:-failed}): the last $lines lines of its output"
   # ctest --output-on-failure prints a failed test's output right after its result line, up to the
   # next "Start N:" or result line of the parallel run.
   awk -v name="$name" '
     $0 ~ ("Test +#[0-9]+: " name " ") && /\*\*\*/ { grab = 1; next }
-    grab && (/^ *Start +[0-9]+: / || /^ *[0-9]+\/[0-9]+ Test +#/ || /^[0-9]+% tests passed/) { grab = 0 }
+    grab && (/^ *Start +[0-9]+: / || /^ *[0-9]+\/[0-9]+ Test +#/ || /^[0-9]+% tests passed/) {
+      grab = 0
+    }
     grab { print }
   ' "$out" | grep -v '^[[:space:]]*$' | tail -n "$lines"
 done < "$list"
